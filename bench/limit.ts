@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The device's own limit for sixtree's read pattern: node-sized random reads
+ * (O_DIRECT) at a given queue depth, measured in the same run as the stores.
+ *
+ * The measurement itself belongs to bench/device.ts (another file, another
+ * owner); this file only prepares the target and calls it:
+ *   measureRandomReads({ path, blockBytes, queueDepth, durationMs, io })
+ *     -> { opsPerSec, p50Us, p99Us }
+ * device.ts is imported dynamically: when it is missing, does not export that
+ * function, or its native I/O cannot load, the limit is reported as n/a with
+ * the reason, and the run goes on.
+ *
+ * Target: the --device block device when given (reads only, nothing written),
+ * else a fresh file in the run's directory, written in full first: ext4 turns
+ * reads of unwritten (fallocated or sparse) blocks into zero-fills without
+ * I/O, which would measure memset, not the device.
+ */
+
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { mix32 } from './keys.js';
+import type { IoBackend } from './stores/adapter.js';
+
+export interface LimitJob {
+  kind: 'limit';
+  pattern: 'randread';
+  blockBytes: number;
+  queueDepth: number;
+  io: IoBackend;
+  durationMs: number;
+  /** Parent directory for the fresh target file. */
+  dir: string;
+  devicePath?: string;
+  fileSizeBytes: number;
+}
+
+export interface LimitResult {
+  pattern: 'randread';
+  blockBytes: number;
+  queueDepth: number;
+  io: IoBackend;
+  target: string;
+  available: boolean;
+  /** Why the limit is n/a. */
+  reason?: string;
+  opsPerSec?: number;
+  p50Us?: number;
+  p99Us?: number;
+}
+
+interface RandomReadResult {
+  opsPerSec: number;
+  p50Us: number;
+  p99Us: number;
+}
+type MeasureRandomReads = (opts: { path: string; blockBytes: number; queueDepth: number; durationMs: number; io: IoBackend }) => Promise<RandomReadResult>;
+
+async function loadMeasureRandomReads(): Promise<MeasureRandomReads | string> {
+  const spec = './device.js';
+  try {
+    const mod = (await import(spec)) as { measureRandomReads?: unknown };
+    if (typeof mod.measureRandomReads !== 'function') return 'bench/device.ts does not export measureRandomReads()';
+    return mod.measureRandomReads as MeasureRandomReads;
+  } catch (err) {
+    return `bench/device.ts did not load: ${(err as Error).message.split('\n')[0]}`;
+  }
+}
+
+/** A file of sizeBytes with every block written (pseudo-random bytes), synced. */
+async function writeTargetFile(file: string, sizeBytes: number): Promise<void> {
+  const chunkBytes = 8 << 20;
+  const chunk = Buffer.allocUnsafe(chunkBytes);
+  for (let i = 0; i < chunkBytes; i += 4) chunk.writeUInt32LE(mix32(i ^ 0x5bd1e995), i);
+  const fh = await open(file, 'w');
+  try {
+    for (let offsetBytes = 0; offsetBytes < sizeBytes; offsetBytes += chunkBytes) {
+      const n = Math.min(chunkBytes, sizeBytes - offsetBytes);
+      chunk.writeUInt32LE(offsetBytes / chunkBytes, 0);
+      await fh.write(chunk, 0, n, offsetBytes);
+    }
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function measureDeviceLimit(job: LimitJob): Promise<LimitResult> {
+  const base = { pattern: job.pattern, blockBytes: job.blockBytes, queueDepth: job.queueDepth, io: job.io };
+  const measure = await loadMeasureRandomReads();
+  if (typeof measure === 'string') return { ...base, target: job.devicePath ?? 'file', available: false, reason: measure };
+
+  let tmpDir: string | undefined;
+  let target = job.devicePath;
+  try {
+    if (!target) {
+      tmpDir = await mkdtemp(path.join(job.dir, 'sixtree-bench-limit-'));
+      target = path.join(tmpDir, 'limit.img');
+      await writeTargetFile(target, job.fileSizeBytes);
+    }
+    const r = await measure({ path: target, blockBytes: job.blockBytes, queueDepth: job.queueDepth, durationMs: job.durationMs, io: job.io });
+    const ok = r && [r.opsPerSec, r.p50Us, r.p99Us].every((x) => typeof x === 'number' && Number.isFinite(x));
+    if (!ok) return { ...base, target, available: false, reason: `measureRandomReads returned ${JSON.stringify(r)}; expected { opsPerSec, p50Us, p99Us }` };
+    return { ...base, target: job.devicePath ?? `fresh ${job.fileSizeBytes >> 20} MiB file`, available: true, opsPerSec: r.opsPerSec, p50Us: r.p50Us, p99Us: r.p99Us };
+  } catch (err) {
+    return { ...base, target: target ?? 'file', available: false, reason: `measureRandomReads failed: ${(err as Error).message.split('\n')[0]}` };
+  } finally {
+    if (tmpDir) await rm(tmpDir, { recursive: true, force: true });
+  }
+}

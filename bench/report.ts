@@ -1,0 +1,257 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Reporting: from the jobs' raw results to the rows everyone reads (stdout
+ * table, JSON file, chart). One place computes the derived numbers:
+ *  - ratio to the best peer: ops/s / the highest ops/s among the peer stores
+ *    (lmdb, classic-level, sqlite) for the same workload and key count;
+ *  - ratio to the device: ops/s / the device's node-sized random-read limit at
+ *    the row's queue depth, only for workloads whose access pattern is that
+ *    (point lookups); '-' elsewhere, rather than a ratio against a pattern the
+ *    workload does not have.
+ * Rows carry notes for anything that qualifies a number: a regime that was
+ * not reached, a workload that ran out of keys before its time budget, a
+ * store that did not hold what was written (verify).
+ */
+
+import os from 'node:os';
+import type { LimitResult } from './limit.js';
+import type { StoreInfo, StoreName } from './stores/adapter.js';
+import type { WorkloadResult } from './worker.js';
+import type { WorkloadJob } from './workloads.js';
+import { workloadDef, workloadNames } from './workloads.js';
+
+export interface Row {
+  keys: number;
+  workload: string;
+  store: StoreName | 'device';
+  /** Series label: "sixtree cached 256K", "lmdb", "device qd1 256K". */
+  series: string;
+  regime: string;
+  nodeSizeBytes?: number;
+  io?: string;
+  queueDepth: number;
+  opsPerSec: number;
+  p50Us: number;
+  p99Us: number;
+  vsBestPeer?: number;
+  vsDevice?: number;
+  cacheMissesPerCall?: number;
+  notes: string[];
+}
+
+export interface Skipped {
+  store: StoreName;
+  reason: string;
+}
+
+export interface JobError {
+  job: WorkloadJob;
+  message: string;
+}
+
+export interface RunMeta {
+  startedAt: string;
+  finishedAt: string;
+  durationMs: number;
+  argv: string[];
+  git?: { commit: string; dirty: boolean };
+  machine: ReturnType<typeof machineInfo>;
+  options: Record<string, unknown>;
+  target: string;
+}
+
+export interface Report {
+  schema: 'sixtree-bench/1';
+  meta: RunMeta;
+  stores: Partial<Record<StoreName, StoreInfo>>;
+  skipped: Skipped[];
+  errors: JobError[];
+  limits: LimitResult[];
+  rows: Row[];
+  results: WorkloadResult[];
+}
+
+const peerNames: ReadonlySet<string> = new Set(['lmdb', 'classic-level', 'sqlite']);
+const storeOrder = ['sixtree', 'lmdb', 'classic-level', 'sqlite', 'device'];
+
+export function machineInfo() {
+  const cpus = os.cpus();
+  return {
+    cpuModel: cpus[0]?.model ?? 'unknown',
+    cpuCount: cpus.length,
+    memBytes: os.totalmem(),
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+    uvThreadpoolSize: Number(process.env['UV_THREADPOOL_SIZE'] ?? 4),
+  };
+}
+
+export function sizeLabel(bytes: number): string {
+  if (bytes % (1 << 20) === 0) return `${bytes >> 20}M`;
+  if (bytes % 1024 === 0) return `${bytes >> 10}K`;
+  return `${bytes}B`;
+}
+
+function findLimit(limits: readonly LimitResult[], blockBytes: number, io: string, queueDepth: number): LimitResult | undefined {
+  return limits.find((l) => l.blockBytes === blockBytes && l.io === io && l.queueDepth === queueDepth && l.available);
+}
+
+/** The table rows: every result, derived ratios, and the device limits as rows of their own. */
+export function buildRows(results: readonly WorkloadResult[], limits: readonly LimitResult[], multiNodeSize: boolean, multiIo: boolean, defaultNodeSizeBytes: number, defaultIo: string): Row[] {
+  const rows: Row[] = [];
+  for (const r of results) {
+    const m = r.measurement;
+    const isSixtree = r.job.store === 'sixtree';
+    const shape = [multiNodeSize || isSixtree ? sizeLabel(r.job.nodeSizeBytes) : '', multiIo ? r.job.io : ''].filter(Boolean).join(' ');
+    const regime = isSixtree ? r.regime.regime : 'page cache';
+    const notes: string[] = [];
+    if (r.regime.warning) notes.push(`regime: ${r.regime.warning}`);
+    if (m.exhausted) notes.push(`ran out of keys after ${(m.elapsedMs / 1000).toFixed(2)} s`);
+    if (r.verifyError) notes.push(`VERIFY FAILED: ${r.verifyError}`);
+    rows.push({
+      keys: r.job.keys,
+      workload: r.job.workload,
+      store: r.job.store,
+      series: isSixtree ? `sixtree ${regime} ${shape}`.trim() : r.job.store,
+      regime: isSixtree ? `${regime} ${shape}`.trim() : regime,
+      ...(isSixtree ? { nodeSizeBytes: r.job.nodeSizeBytes, io: r.job.io } : {}),
+      queueDepth: r.queueDepth,
+      opsPerSec: m.opsPerSec,
+      p50Us: m.latency.p50Us,
+      p99Us: m.latency.p99Us,
+      ...(r.cacheMissesPerCall !== undefined ? { cacheMissesPerCall: r.cacheMissesPerCall } : {}),
+      notes,
+    });
+  }
+
+  for (const row of rows) {
+    const best = Math.max(0, ...rows.filter((o) => o.keys === row.keys && o.workload === row.workload && peerNames.has(o.store)).map((o) => o.opsPerSec));
+    if (best > 0) row.vsBestPeer = row.opsPerSec / best;
+    const def = workloadDef(row.workload as (typeof workloadNames)[number]);
+    if (def.limitPattern === 'randread') {
+      const limit = findLimit(limits, row.nodeSizeBytes ?? defaultNodeSizeBytes, row.io ?? defaultIo, row.queueDepth);
+      if (limit?.opsPerSec) row.vsDevice = row.opsPerSec / limit.opsPerSec;
+    }
+  }
+
+  // Device limit rows, under every workload they bound, so the chart groups them with it.
+  const keyCounts = [...new Set(rows.map((r) => r.keys))];
+  for (const keys of keyCounts) {
+    for (const name of workloadNames) {
+      const def = workloadDef(name);
+      if (def.limitPattern !== 'randread' || !rows.some((r) => r.keys === keys && r.workload === name)) continue;
+      for (const l of limits) {
+        if (!l.available || l.queueDepth !== def.queueDepth) continue;
+        const shape = [sizeLabel(l.blockBytes), multiIo ? l.io : ''].filter(Boolean).join(' ');
+        rows.push({
+          keys,
+          workload: name,
+          store: 'device',
+          series: `device ${shape}`,
+          regime: `randread ${shape} qd${l.queueDepth}`,
+          nodeSizeBytes: l.blockBytes,
+          io: l.io,
+          queueDepth: l.queueDepth,
+          opsPerSec: l.opsPerSec!,
+          p50Us: l.p50Us!,
+          p99Us: l.p99Us!,
+          vsDevice: 1,
+          notes: [],
+        });
+      }
+    }
+  }
+
+  const wIndex = (w: string) => (workloadNames as readonly string[]).indexOf(w);
+  rows.sort((a, b) => a.keys - b.keys || wIndex(a.workload) - wIndex(b.workload) || storeOrder.indexOf(a.store) - storeOrder.indexOf(b.store) || a.series.localeCompare(b.series));
+  return rows;
+}
+
+export function formatRate(x: number): string {
+  if (!Number.isFinite(x)) return 'n/a';
+  if (x >= 1e6) return `${(x / 1e6).toPrecision(3)}M`;
+  if (x >= 1e3) return `${(x / 1e3).toPrecision(3)}k`;
+  return x.toPrecision(3);
+}
+
+export function formatUs(x: number): string {
+  if (!Number.isFinite(x)) return 'n/a';
+  if (x < 10) return x.toFixed(2);
+  if (x < 100) return x.toFixed(1);
+  return Math.round(x).toLocaleString('en-US');
+}
+
+function formatRatio(x: number | undefined): string {
+  if (x === undefined) return '-';
+  return x >= 10 ? `${x.toFixed(0)}x` : `${x.toFixed(2)}x`;
+}
+
+function table(header: string[], body: string[][], rightAlign: ReadonlySet<number>): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (rightAlign.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
+}
+
+export function formatTable(report: Report): string {
+  const out: string[] = [];
+  const { meta } = report;
+  out.push(`sixtree bench  ${meta.startedAt}  (${(meta.durationMs / 1000).toFixed(0)} s)`);
+  out.push(`machine: ${meta.machine.cpuCount} x ${meta.machine.cpuModel}, ${(meta.machine.memBytes / 2 ** 30).toFixed(0)} GiB, ${meta.machine.os}, Node ${meta.machine.node}`);
+  out.push(`target:  ${meta.target}`);
+  out.push('');
+  out.push('stores (durability / caching):');
+  for (const info of Object.values(report.stores)) {
+    out.push(`  ${info.name} ${info.version}: ${info.durability}`);
+    out.push(`  ${' '.repeat(info.name.length + info.version.length + 1)}  ${info.caching}`);
+  }
+  for (const s of report.skipped) out.push(`  ${s.store}: skipped (${s.reason})`);
+  out.push('');
+
+  let keysSeen = -1;
+  const body: string[][] = [];
+  for (const row of report.rows) {
+    if (row.keys !== keysSeen) {
+      if (body.length) body.push(['', '', '', '', '', '', '', '', '', '']);
+      body.push([`-- ${row.keys.toLocaleString('en-US')} keys --`, '', '', '', '', '', '', '', '', '']);
+      keysSeen = row.keys;
+    }
+    body.push([
+      row.workload,
+      row.store,
+      row.regime,
+      formatRate(row.opsPerSec),
+      formatUs(row.p50Us),
+      formatUs(row.p99Us),
+      row.store === 'device' ? '' : formatRatio(row.vsBestPeer),
+      row.store === 'device' ? '' : formatRatio(row.vsDevice),
+      row.cacheMissesPerCall === undefined ? '' : row.cacheMissesPerCall.toFixed(2),
+      row.notes.join('; '),
+    ]);
+  }
+  out.push(table(['workload', 'store', 'regime', 'ops/s', 'p50 us', 'p99 us', 'vs peer', 'vs device', 'miss/call', 'notes'], body, new Set([3, 4, 5, 6, 7, 8])));
+  out.push('');
+  out.push('ops = keys (inserted, looked up, deleted, scanned); latency per call:');
+  for (const name of workloadNames) {
+    if (!report.rows.some((r) => r.workload === name)) continue;
+    const def = workloadDef(name);
+    out.push(`  ${name.padEnd(18)} ${def.description}; latency per ${def.latencyPer}`);
+  }
+  out.push('vs peer = ops/s / best peer store (lmdb, classic-level, sqlite) on the same workload.');
+  out.push('vs device = ops/s / device random reads of one node at the same queue depth (lookup workloads only).');
+  out.push('miss/call = sixtree node-cache misses per call in the measured phase.');
+
+  if (report.limits.length) {
+    out.push('');
+    out.push('device limit (node-sized random reads, O_DIRECT, bench/device.ts):');
+    for (const l of report.limits) {
+      const what = `  ${sizeLabel(l.blockBytes)} qd${l.queueDepth} ${l.io}`;
+      out.push(l.available ? `${what}: ${formatRate(l.opsPerSec!)} reads/s, p50 ${formatUs(l.p50Us!)} us, p99 ${formatUs(l.p99Us!)} us (${l.target})` : `${what}: n/a (${l.reason})`);
+    }
+  }
+  if (report.errors.length) {
+    out.push('');
+    out.push('errors:');
+    for (const e of report.errors) out.push(`  ${e.job.workload} ${e.job.store} ${e.job.regime}: ${e.message.split('\n')[0]}`);
+  }
+  return out.join('\n');
+}

@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The benchmark child process: runs exactly one job and exits.
+ *
+ * run.ts forks this module once per job (child_process.fork), sends the job
+ * over IPC, and receives one message back: { type: 'result', result } or
+ * { type: 'skipped', reason } (the store cannot load) or { type: 'error',
+ * message }. A fresh process per job means no JIT state, heap, native cache
+ * or open file carries over from one measurement to the next.
+ *
+ * A workload job: fresh directory -> load the adapter -> open on a fresh
+ * device/file -> preload (untimed) -> put the store in its cache regime ->
+ * gc -> measure -> verify what the store holds -> close -> remove the files.
+ * A limit job: bench/limit.ts.
+ */
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { KeySet, Rng } from './keys.js';
+import type { LimitJob, LimitResult } from './limit.js';
+import { measureDeviceLimit } from './limit.js';
+import type { Driver, Measurement, ScanDriver } from './measure.js';
+import { measureLanes, measureScan, measureSerial } from './measure.js';
+import type { CacheCounters, RegimeInfo, StoreAdapter, StoreInfo } from './stores/adapter.js';
+import { loadAdapter } from './stores/adapter.js';
+import type { WorkloadJob } from './workloads.js';
+import { keysetCount, workloadDef } from './workloads.js';
+
+export type Job = WorkloadJob | LimitJob;
+
+export interface WorkloadResult {
+  job: WorkloadJob;
+  store: StoreInfo;
+  regime: RegimeInfo;
+  queueDepth: number;
+  keysPerCall: number;
+  latencyPer: string;
+  loadMs: number;
+  measurement: Measurement;
+  /** Node-cache misses per call during the measurement (sixtree), when the store counts them. */
+  cacheMissesPerCall?: number;
+  cacheHitRatio?: number;
+  /** undefined when the store held what the workload wrote; otherwise what was wrong. */
+  verifyError?: string;
+  storeStats: unknown;
+}
+
+export type WorkerMessage =
+  | { type: 'result'; result: WorkloadResult }
+  | { type: 'limit'; result: LimitResult }
+  | { type: 'skipped'; reason: string }
+  | { type: 'error'; message: string };
+
+async function runWorkload(job: WorkloadJob): Promise<WorkerMessage> {
+  const def = workloadDef(job.workload);
+  let store: StoreAdapter;
+  try {
+    store = await loadAdapter(job.store);
+  } catch (err) {
+    return { type: 'skipped', reason: (err as Error).message.split('\n')[0]! };
+  }
+  const dir = await mkdtemp(path.join(job.dir, `sixtree-bench-${job.workload}-${job.store}-`));
+  let opened = false;
+  try {
+    const keys = new KeySet(def.keyset, keysetCount(def, job.keys));
+    await store.open({
+      dir,
+      keys,
+      deviceSizeBytes: job.deviceSizeBytes,
+      nodeSizeBytes: job.nodeSizeBytes,
+      io: job.io,
+      cacheSizeBytes: job.cacheSizeBytes,
+      ...(job.devicePath ? { devicePath: job.devicePath } : {}),
+    });
+    opened = true;
+    const loadStart = performance.now();
+    await store.load(0, job.keys);
+    const loadMs = performance.now() - loadStart;
+    const regime = await store.prepareRegime(job.regime);
+
+    const { driver, checker } = def.build({ store, keys, loaded: job.keys, rng: new Rng(0x5eed + job.keys) });
+    (globalThis as { gc?: () => void }).gc?.();
+    let before: CacheCounters | undefined;
+    let after: CacheCounters | undefined;
+    const budget = {
+      timeMs: job.timeMs,
+      warmupMs: job.warmupMs,
+      onRunStart: () => (before = store.cacheCounters()),
+      onRunEnd: () => (after = store.cacheCounters()),
+    };
+    let measurement: Measurement;
+    if ('scan' in driver) measurement = await measureScan(driver as ScanDriver, budget);
+    else if (def.queueDepth > 1) measurement = await measureLanes(driver as Driver, def.queueDepth, budget);
+    else measurement = await measureSerial(`${job.workload}/${job.store}`, driver as Driver, budget);
+    const verifyError = await checker.verify();
+
+    const result: WorkloadResult = {
+      job,
+      store: store.info,
+      regime,
+      queueDepth: def.queueDepth,
+      keysPerCall: def.keysPerCall,
+      latencyPer: def.latencyPer,
+      loadMs,
+      measurement,
+      storeStats: store.stats(),
+      ...(verifyError ? { verifyError } : {}),
+    };
+    if (before && after) {
+      const misses = after.misses - before.misses;
+      const lookups = misses + (after.hits - before.hits);
+      result.cacheMissesPerCall = measurement.calls > 0 ? misses / measurement.calls : undefined;
+      result.cacheHitRatio = lookups > 0 ? 1 - misses / lookups : undefined;
+    }
+    opened = false;
+    await store.close();
+    return { type: 'result', result };
+  } finally {
+    if (opened) await store.close().catch(() => undefined);
+    if (!job.keepFiles) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function runJob(job: Job): Promise<WorkerMessage> {
+  if (job.kind === 'limit') return { type: 'limit', result: await measureDeviceLimit(job) };
+  return runWorkload(job);
+}
+
+function reply(msg: WorkerMessage): Promise<void> {
+  return new Promise((resolve) => {
+    if (!process.send) {
+      console.log(JSON.stringify(msg));
+      resolve();
+      return;
+    }
+    process.send(msg, undefined, {}, () => resolve());
+  });
+}
+
+process.once('message', (job: Job) => {
+  runJob(job)
+    .catch((err: unknown): WorkerMessage => ({ type: 'error', message: err instanceof Error ? (err.stack ?? err.message) : String(err) }))
+    .then(reply)
+    .then(() => process.exit(0));
+});

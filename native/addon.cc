@@ -1,0 +1,625 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * addon.cc: the N-API face of blockio (node-addon-api, NAPI_VERSION 8).
+ *
+ * Owns: argument guards, the JS wrappers of blockio's functions (sync calls,
+ * and Promise-returning calls on libuv's thread pool via Napi::AsyncWorker),
+ * and the lifetime of native memory handed to JS as ArrayBuffers.
+ *
+ * Memory regions (aligned heap memory and anonymous mmaps):
+ *  - Each ArrayBuffer wraps one Region; the Region is the finalizer hint and
+ *    is listed in a table keyed by data address while it is live.
+ *  - Exactly one free path runs per region: an explicit free (removes the
+ *    table entry, marks the Region freed, detaches the ArrayBuffer, releases
+ *    the memory) or the finalizer (releases the memory only if not freed).
+ *    The finalizer always deletes the Region record itself.
+ *  - A region with asynchronous I/O in flight has inflight > 0; freeing it
+ *    then fails with EBUSY, and the worker holds a reference so GC cannot
+ *    finalize it either. Asynchronous I/O accepts only registered regions.
+ *
+ * Errors: plain Error objects with .code (errno name from blockio), .errno
+ * (positive number) and .syscall; argument guards use code EINVAL and
+ * syscall "argument". The TypeScript layer maps them to SixtreeErrors.
+ */
+#include <napi.h>
+
+#include <cmath>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "blockio.h"
+
+namespace {
+
+constexpr double kSafeIntegerMax = 9007199254740991.0; /* 2^53 - 1 */
+constexpr uint32_t kBatchOpsMax = 1u << 20;
+
+enum class RegionKind { aligned, mmap };
+
+struct Region {
+	void *ptr;
+	size_t sizeBytes;
+	RegionKind kind;
+	bool freed;
+	uint32_t inflight;
+};
+
+std::mutex regionsLock;
+std::unordered_map<void *, Region *> regions;
+
+Napi::Error errnoError(Napi::Env env, int err, const char *syscall, const std::string &detail = "")
+{
+	int e = err < 0 ? -err : err;
+	const char *name = blockio_errno_name(e);
+	std::string msg = std::string(name) + ": " + syscall + " failed";
+	if (!detail.empty())
+		msg += " (" + detail + ")";
+	Napi::Error error = Napi::Error::New(env, msg);
+	error.Set("code", Napi::String::New(env, name));
+	error.Set("errno", Napi::Number::New(env, e));
+	error.Set("syscall", Napi::String::New(env, syscall));
+	return error;
+}
+
+[[noreturn]] void throwArg(Napi::Env env, const std::string &msg)
+{
+	Napi::Error error = Napi::Error::New(env, "EINVAL: " + msg);
+	error.Set("code", Napi::String::New(env, "EINVAL"));
+	error.Set("errno", Napi::Number::New(env, EINVAL));
+	error.Set("syscall", Napi::String::New(env, "argument"));
+	throw error;
+}
+
+double argInteger(const Napi::CallbackInfo &info, size_t i, const char *name, double min, double max)
+{
+	if (info.Length() <= i || !info[i].IsNumber())
+		throwArg(info.Env(), std::string(name) + " must be a number");
+	double v = info[i].As<Napi::Number>().DoubleValue();
+	if (!std::isfinite(v) || std::floor(v) != v || v < min || v > max)
+		throwArg(info.Env(), std::string(name) + " must be an integer in [" + std::to_string((int64_t)min) + ", " +
+					     std::to_string((int64_t)max) + "], got " + std::to_string(v));
+	return v;
+}
+
+int argFd(const Napi::CallbackInfo &info, size_t i)
+{
+	return (int)argInteger(info, i, "fd", 0, 2147483647.0);
+}
+
+int64_t argOffset(const Napi::CallbackInfo &info, size_t i)
+{
+	int64_t v = (int64_t)argInteger(info, i, "offsetBytes", 0, kSafeIntegerMax);
+	if (v % blockio_sector_bytes())
+		throwArg(info.Env(), "offsetBytes must be a multiple of " + std::to_string(blockio_sector_bytes()));
+	return v;
+}
+
+bool argBool(const Napi::CallbackInfo &info, size_t i, const char *name)
+{
+	if (info.Length() <= i || !info[i].IsBoolean())
+		throwArg(info.Env(), std::string(name) + " must be a boolean");
+	return info[i].As<Napi::Boolean>().Value();
+}
+
+/* An I/O buffer: a Uint8Array whose address and length are sector multiples. */
+struct IoBuf {
+	Napi::Uint8Array array;
+	uint8_t *data;
+	size_t len;
+};
+
+IoBuf checkIoBuf(Napi::Env env, Napi::Value v, const std::string &name)
+{
+	if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+		throwArg(env, name + " must be a Uint8Array");
+	Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+	uint8_t *data = a.Data();
+	size_t len = a.ByteLength();
+	size_t sector = (size_t)blockio_sector_bytes();
+	if (!data || !len)
+		throwArg(env, name + " is empty or detached");
+	if (len % sector || (uintptr_t)data % sector)
+		throwArg(env, name + " address and length must be multiples of " + std::to_string(sector));
+	return IoBuf{a, data, len};
+}
+
+Region *regionOf(Napi::Uint8Array a)
+{
+	void *base = a.ArrayBuffer().Data();
+	std::lock_guard<std::mutex> g(regionsLock);
+	auto it = regions.find(base);
+	return it == regions.end() ? nullptr : it->second;
+}
+
+/* Pins a registered region for the length of an asynchronous operation. */
+Region *pinRegion(Napi::Env env, Napi::Uint8Array a, const std::string &name)
+{
+	Region *r = regionOf(a);
+	if (!r)
+		throwArg(env, name + " must come from allocAligned() or mmapAnon() and not be freed");
+	std::lock_guard<std::mutex> g(regionsLock);
+	r->inflight++;
+	return r;
+}
+
+void unpinRegion(Region *r)
+{
+	std::lock_guard<std::mutex> g(regionsLock);
+	r->inflight--;
+}
+
+void releaseMemory(Region *r)
+{
+	if (r->kind == RegionKind::aligned)
+		blockio_free_aligned(r->ptr);
+	else
+		blockio_munmap(r->ptr, r->sizeBytes);
+}
+
+void finalizeRegion(Napi::Env env, void *, Region *r)
+{
+	bool release;
+	{
+		std::lock_guard<std::mutex> g(regionsLock);
+		release = !r->freed;
+		if (release) {
+			auto it = regions.find(r->ptr);
+			if (it != regions.end() && it->second == r)
+				regions.erase(it);
+		}
+	}
+	if (release) {
+		releaseMemory(r);
+		Napi::MemoryManagement::AdjustExternalMemory(env, -(int64_t)r->sizeBytes);
+	}
+	delete r;
+}
+
+Napi::Value wrapRegion(Napi::Env env, void *p, size_t sizeBytes, RegionKind kind)
+{
+	Region *r = new Region{p, sizeBytes, kind, false, 0};
+	{
+		std::lock_guard<std::mutex> g(regionsLock);
+		regions[p] = r;
+	}
+	Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, p, sizeBytes, finalizeRegion, r);
+	Napi::MemoryManagement::AdjustExternalMemory(env, (int64_t)sizeBytes);
+	return ab;
+}
+
+void freeRegion(const Napi::CallbackInfo &info, RegionKind kind)
+{
+	Napi::Env env = info.Env();
+	if (info.Length() < 1 || !info[0].IsArrayBuffer())
+		throwArg(env, "buffer must be an ArrayBuffer");
+	Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+	void *p = ab.Data();
+	if (!p)
+		throwArg(env, "buffer is detached (already freed)");
+	Region region;
+	{
+		std::lock_guard<std::mutex> g(regionsLock);
+		auto it = regions.find(p);
+		if (it == regions.end() || it->second->kind != kind)
+			throwArg(env, kind == RegionKind::aligned ? "buffer was not allocated by allocAligned()"
+								  : "buffer was not mapped by mmapAnon()");
+		if (it->second->inflight)
+			throw errnoError(env, EBUSY, "free", "asynchronous I/O in flight on this buffer");
+		it->second->freed = true;
+		region = *it->second;
+		regions.erase(it);
+	}
+	/* From here the finalizer only deletes the record; never touch it again. */
+	ab.Detach();
+	releaseMemory(&region);
+	Napi::MemoryManagement::AdjustExternalMemory(env, -(int64_t)region.sizeBytes);
+}
+
+/* ---- asynchronous work ------------------------------------------------- */
+
+class PromiseWorker : public Napi::AsyncWorker {
+public:
+	explicit PromiseWorker(Napi::Env env, const char *syscall)
+		: Napi::AsyncWorker(env, "sixtree.blockio"), deferred_(Napi::Promise::Deferred::New(env)),
+		  syscall_(syscall)
+	{
+	}
+	Napi::Promise promise() { return deferred_.Promise(); }
+
+protected:
+	virtual Napi::Value value() { return Env().Undefined(); }
+	virtual void release() {}
+	void OnOK() override
+	{
+		Napi::HandleScope scope(Env());
+		release();
+		if (result_ < 0)
+			deferred_.Reject(errnoError(Env(), (int)result_, syscall_).Value());
+		else
+			deferred_.Resolve(value());
+	}
+	void OnError(const Napi::Error &e) override
+	{
+		Napi::HandleScope scope(Env());
+		release();
+		deferred_.Reject(e.Value());
+	}
+
+	Napi::Promise::Deferred deferred_;
+	const char *syscall_;
+	int64_t result_ = 0;
+};
+
+class RwWorker : public PromiseWorker {
+public:
+	RwWorker(Napi::Env env, bool write, int fd, IoBuf buf, int64_t offset, Region *region)
+		: PromiseWorker(env, write ? "pwrite" : "pread"), write_(write), fd_(fd), data_(buf.data),
+		  len_(buf.len), offset_(offset), region_(region), ref_(Napi::Persistent(buf.array))
+	{
+	}
+	void Execute() override
+	{
+		result_ = write_ ? blockio_pwrite_full(fd_, data_, len_, offset_)
+				 : blockio_pread_full(fd_, data_, len_, offset_);
+	}
+
+protected:
+	void release() override
+	{
+		if (region_)
+			unpinRegion(region_);
+		region_ = nullptr;
+		ref_.Reset();
+	}
+
+private:
+	bool write_;
+	int fd_;
+	uint8_t *data_;
+	size_t len_;
+	int64_t offset_;
+	Region *region_;
+	Napi::Reference<Napi::Uint8Array> ref_;
+};
+
+class SyncWorker : public PromiseWorker {
+public:
+	SyncWorker(Napi::Env env, int fd) : PromiseWorker(env, "fdatasync"), fd_(fd) {}
+	void Execute() override { result_ = blockio_fdatasync(fd_); }
+
+private:
+	int fd_;
+};
+
+class BatchWorker : public PromiseWorker {
+public:
+	BatchWorker(Napi::Env env, int fd, bool uring, Napi::Array bufs)
+		: PromiseWorker(env, uring ? "io_uring_enter" : "batch"), fd_(fd), uring_(uring),
+		  ref_(Napi::Persistent(bufs))
+	{
+	}
+	void Execute() override
+	{
+		uint32_t nr = (uint32_t)addrs_.size();
+		results_.assign(nr, 0);
+		int r = uring_ ? blockio_batch_uring(fd_, nr, isWrite_.data(), addrs_.data(), lens_.data(),
+						     offsets_.data(), results_.data())
+			       : blockio_batch_serial(fd_, nr, isWrite_.data(), addrs_.data(), lens_.data(),
+						      offsets_.data(), results_.data());
+		result_ = r < 0 ? r : 0;
+	}
+
+	std::vector<uint8_t> isWrite_;
+	std::vector<uint64_t> addrs_;
+	std::vector<uint32_t> lens_;
+	std::vector<int64_t> offsets_;
+	std::vector<Region *> pinned_;
+
+protected:
+	Napi::Value value() override
+	{
+		Napi::Int32Array out = Napi::Int32Array::New(Env(), results_.size());
+		for (size_t i = 0; i < results_.size(); i++)
+			out[i] = results_[i];
+		return out;
+	}
+	void release() override
+	{
+		for (Region *r : pinned_)
+			unpinRegion(r);
+		pinned_.clear();
+		ref_.Reset();
+	}
+
+private:
+	int fd_;
+	bool uring_;
+	Napi::Reference<Napi::Array> ref_;
+	std::vector<int32_t> results_;
+};
+
+/* ---- exported functions ---------------------------------------------------- */
+
+Napi::Value Open(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	if (info.Length() < 1 || !info[0].IsString())
+		throwArg(env, "path must be a string");
+	std::string path = info[0].As<Napi::String>().Utf8Value();
+	if (path.empty() || path.find('\0') != std::string::npos)
+		throwArg(env, "path must be a non-empty string without NUL bytes");
+	bool writable = argBool(info, 1, "writable");
+	bool create = argBool(info, 2, "create");
+	int fd = blockio_open(path.c_str(), writable, create);
+	if (fd < 0)
+		throw errnoError(env, fd, "open", path);
+	return Napi::Number::New(env, fd);
+}
+
+Napi::Value Close(const Napi::CallbackInfo &info)
+{
+	int r = blockio_close(argFd(info, 0));
+	if (r < 0)
+		throw errnoError(info.Env(), r, "close");
+	return info.Env().Undefined();
+}
+
+Napi::Value Lock(const Napi::CallbackInfo &info)
+{
+	int r = blockio_lock(argFd(info, 0));
+	if (r < 0)
+		throw errnoError(info.Env(), r, "flock");
+	return info.Env().Undefined();
+}
+
+Napi::Value Extend(const Napi::CallbackInfo &info)
+{
+	int fd = argFd(info, 0);
+	int64_t size = (int64_t)argInteger(info, 1, "sizeBytes", 0, kSafeIntegerMax);
+	int r = blockio_extend(fd, size);
+	if (r < 0)
+		throw errnoError(info.Env(), r, "fallocate");
+	return info.Env().Undefined();
+}
+
+Napi::Value FdKind(const Napi::CallbackInfo &info)
+{
+	const char *kind = blockio_fd_kind(argFd(info, 0));
+	if (!kind)
+		throw errnoError(info.Env(), EBADF, "fstat");
+	return Napi::String::New(info.Env(), kind);
+}
+
+Napi::Value SizeBytes(const Napi::CallbackInfo &info)
+{
+	int64_t r = blockio_size_bytes(argFd(info, 0));
+	if (r < 0)
+		throw errnoError(info.Env(), (int)r, "size");
+	return Napi::Number::New(info.Env(), (double)r);
+}
+
+Napi::Value AlignBytes(const Napi::CallbackInfo &info)
+{
+	int64_t r = blockio_align_bytes(argFd(info, 0));
+	if (r < 0)
+		throw errnoError(info.Env(), (int)r, "statx");
+	return Napi::Number::New(info.Env(), (double)r);
+}
+
+Napi::Value RwSync(const Napi::CallbackInfo &info, bool write)
+{
+	Napi::Env env = info.Env();
+	int fd = argFd(info, 0);
+	IoBuf buf = checkIoBuf(env, info[1], "buf");
+	int64_t off = argOffset(info, 2);
+	int64_t r = write ? blockio_pwrite_full(fd, buf.data, buf.len, off) : blockio_pread_full(fd, buf.data, buf.len, off);
+	if (r < 0)
+		throw errnoError(env, (int)r, write ? "pwrite" : "pread");
+	return env.Undefined();
+}
+
+Napi::Value PreadSync(const Napi::CallbackInfo &info) { return RwSync(info, false); }
+Napi::Value PwriteSync(const Napi::CallbackInfo &info) { return RwSync(info, true); }
+
+Napi::Value FdatasyncSync(const Napi::CallbackInfo &info)
+{
+	int r = blockio_fdatasync(argFd(info, 0));
+	if (r < 0)
+		throw errnoError(info.Env(), r, "fdatasync");
+	return info.Env().Undefined();
+}
+
+Napi::Value RwAsync(const Napi::CallbackInfo &info, bool write)
+{
+	Napi::Env env = info.Env();
+	int fd = argFd(info, 0);
+	IoBuf buf = checkIoBuf(env, info[1], "buf");
+	int64_t off = argOffset(info, 2);
+	Region *region = pinRegion(env, buf.array, "buf");
+	auto *w = new RwWorker(env, write, fd, buf, off, region);
+	Napi::Promise p = w->promise();
+	w->Queue();
+	return p;
+}
+
+Napi::Value Pread(const Napi::CallbackInfo &info) { return RwAsync(info, false); }
+Napi::Value Pwrite(const Napi::CallbackInfo &info) { return RwAsync(info, true); }
+
+Napi::Value Fdatasync(const Napi::CallbackInfo &info)
+{
+	auto *w = new SyncWorker(info.Env(), argFd(info, 0));
+	Napi::Promise p = w->promise();
+	w->Queue();
+	return p;
+}
+
+/* batch(fd, uring: boolean, bufs: Uint8Array[], offsets: Float64Array, isWrite: Uint8Array) */
+Napi::Value Batch(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	int fd = argFd(info, 0);
+	bool uring = argBool(info, 1, "uring");
+	if (info.Length() < 5 || !info[2].IsArray())
+		throwArg(env, "bufs must be an array of Uint8Array");
+	Napi::Array bufs = info[2].As<Napi::Array>();
+	uint32_t nr = bufs.Length();
+	if (nr > kBatchOpsMax)
+		throwArg(env, "too many operations in one batch: " + std::to_string(nr));
+	if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+	    info[3].As<Napi::TypedArray>().ElementLength() != nr)
+		throwArg(env, "offsets must be a Float64Array with one entry per buffer");
+	if (!info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
+	    info[4].As<Napi::TypedArray>().ElementLength() != nr)
+		throwArg(env, "isWrite must be a Uint8Array with one entry per buffer");
+	Napi::Float64Array offsets = info[3].As<Napi::Float64Array>();
+	Napi::Uint8Array isWrite = info[4].As<Napi::Uint8Array>();
+
+	std::vector<IoBuf> checked;
+	checked.reserve(nr);
+	for (uint32_t i = 0; i < nr; i++) {
+		std::string name = "bufs[" + std::to_string(i) + "]";
+		IoBuf b = checkIoBuf(env, bufs.Get(i), name);
+		if (!regionOf(b.array))
+			throwArg(env, name + " must come from allocAligned() or mmapAnon() and not be freed");
+		double off = offsets[i];
+		if (!std::isfinite(off) || std::floor(off) != off || off < 0 || off > kSafeIntegerMax ||
+		    (int64_t)off % blockio_sector_bytes())
+			throwArg(env, "offsets[" + std::to_string(i) + "] must be a sector-aligned integer >= 0");
+		if (isWrite[i] > 1)
+			throwArg(env, "isWrite entries must be 0 or 1");
+		checked.push_back(b);
+	}
+
+	auto *w = new BatchWorker(env, fd, uring, bufs);
+	for (uint32_t i = 0; i < nr; i++) {
+		w->addrs_.push_back((uint64_t)(uintptr_t)checked[i].data);
+		w->lens_.push_back((uint32_t)checked[i].len);
+		w->offsets_.push_back((int64_t)offsets[i]);
+		w->isWrite_.push_back(isWrite[i]);
+		w->pinned_.push_back(pinRegion(env, checked[i].array, "buf"));
+	}
+	Napi::Promise p = w->promise();
+	w->Queue();
+	return p;
+}
+
+Napi::Value UringSupported(const Napi::CallbackInfo &info)
+{
+	return Napi::Boolean::New(info.Env(), blockio_uring_supported() != 0);
+}
+
+Napi::Value AllocAligned(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	size_t size = (size_t)argInteger(info, 0, "sizeBytes", 1, kSafeIntegerMax);
+	double align = argInteger(info, 1, "alignBytes", (double)sizeof(void *), 1 << 30);
+	if ((uint64_t)align & ((uint64_t)align - 1))
+		throwArg(env, "alignBytes must be a power of two");
+	void *p = blockio_alloc_aligned(size, (uint64_t)align);
+	if (!p)
+		throw errnoError(env, errno, "posix_memalign");
+	return wrapRegion(env, p, size, RegionKind::aligned);
+}
+
+Napi::Value FreeAligned(const Napi::CallbackInfo &info)
+{
+	freeRegion(info, RegionKind::aligned);
+	return info.Env().Undefined();
+}
+
+Napi::Value MmapAnon(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	size_t size = (size_t)argInteger(info, 0, "sizeBytes", 1, kSafeIntegerMax);
+	void *p = blockio_mmap_anon(size);
+	if (!p)
+		throw errnoError(env, errno, "mmap");
+	return wrapRegion(env, p, size, RegionKind::mmap);
+}
+
+Napi::Value Munmap(const Napi::CallbackInfo &info)
+{
+	freeRegion(info, RegionKind::mmap);
+	return info.Env().Undefined();
+}
+
+/* Address of a registered region's first byte, or undefined. */
+Napi::Value RegionAddress(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	if (info.Length() < 1 || !info[0].IsArrayBuffer())
+		throwArg(env, "buffer must be an ArrayBuffer");
+	void *p = info[0].As<Napi::ArrayBuffer>().Data();
+	std::lock_guard<std::mutex> g(regionsLock);
+	if (!p || regions.find(p) == regions.end())
+		return env.Undefined();
+	return Napi::Number::New(env, (double)(uintptr_t)p);
+}
+
+Napi::Value MemStats(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	Napi::Object o = Napi::Object::New(env);
+	o.Set("alignedLive", Napi::Number::New(env, (double)blockio_aligned_live()));
+	o.Set("mmapLive", Napi::Number::New(env, (double)blockio_mmap_live()));
+	return o;
+}
+
+Napi::Value Crc32c(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	if (info.Length() < 1 || !info[0].IsTypedArray() ||
+	    info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+		throwArg(env, "data must be a Uint8Array");
+	uint32_t seed = info.Length() > 1 && !info[1].IsUndefined()
+				? (uint32_t)argInteger(info, 1, "seed", 0, 4294967295.0)
+				: 0;
+	Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
+	return Napi::Number::New(env, blockio_crc32c(seed, a.Data(), a.ByteLength()));
+}
+
+Napi::Value ErrnoName(const Napi::CallbackInfo &info)
+{
+	int e = (int)argInteger(info, 0, "errno", -1e9, 1e9);
+	return Napi::String::New(info.Env(), blockio_errno_name(e));
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports)
+{
+	exports.Set("open", Napi::Function::New(env, Open, "open"));
+	exports.Set("close", Napi::Function::New(env, Close, "close"));
+	exports.Set("lock", Napi::Function::New(env, Lock, "lock"));
+	exports.Set("extend", Napi::Function::New(env, Extend, "extend"));
+	exports.Set("fdKind", Napi::Function::New(env, FdKind, "fdKind"));
+	exports.Set("sizeBytes", Napi::Function::New(env, SizeBytes, "sizeBytes"));
+	exports.Set("alignBytes", Napi::Function::New(env, AlignBytes, "alignBytes"));
+	exports.Set("preadSync", Napi::Function::New(env, PreadSync, "preadSync"));
+	exports.Set("pwriteSync", Napi::Function::New(env, PwriteSync, "pwriteSync"));
+	exports.Set("fdatasyncSync", Napi::Function::New(env, FdatasyncSync, "fdatasyncSync"));
+	exports.Set("pread", Napi::Function::New(env, Pread, "pread"));
+	exports.Set("pwrite", Napi::Function::New(env, Pwrite, "pwrite"));
+	exports.Set("fdatasync", Napi::Function::New(env, Fdatasync, "fdatasync"));
+	exports.Set("batch", Napi::Function::New(env, Batch, "batch"));
+	exports.Set("uringSupported", Napi::Function::New(env, UringSupported, "uringSupported"));
+	exports.Set("uringDepth", Napi::Number::New(env, blockio_uring_depth()));
+	exports.Set("allocAligned", Napi::Function::New(env, AllocAligned, "allocAligned"));
+	exports.Set("freeAligned", Napi::Function::New(env, FreeAligned, "freeAligned"));
+	exports.Set("mmapAnon", Napi::Function::New(env, MmapAnon, "mmapAnon"));
+	exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
+	exports.Set("regionAddress", Napi::Function::New(env, RegionAddress, "regionAddress"));
+	exports.Set("memStats", Napi::Function::New(env, MemStats, "memStats"));
+	exports.Set("crc32c", Napi::Function::New(env, Crc32c, "crc32c"));
+	exports.Set("crc32cImpl", Napi::String::New(env, blockio_crc32c_impl()));
+	exports.Set("errnoName", Napi::Function::New(env, ErrnoName, "errnoName"));
+	exports.Set("noDirectIoErrno", Napi::Number::New(env, blockio_errno_no_direct_io()));
+	exports.Set("shortReadErrno", Napi::Number::New(env, blockio_errno_short_read()));
+	exports.Set("sectorBytes", Napi::Number::New(env, blockio_sector_bytes()));
+	exports.Set("pageBytes", Napi::Number::New(env, blockio_page_bytes()));
+	return exports;
+}
+
+} // namespace
+
+NODE_API_MODULE(sixtree, Init)

@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Commit (bcachefs btree_trans_commit / btree_update_leaf).
+ *
+ *  1. Expand the overlays into concrete keys (overlay.ts): range deletions
+ *     become whiteouts of the live keys in range, extent overwrites become the
+ *     trimmed/split pieces of the extents they overlap (bch2_trans_update_extent).
+ *     Reading here goes through the transaction's paths like any read.
+ *  2. Sort the keys by (btree, pos); one intent-locked leaf path per leaf.
+ *  3. If a leaf lacks room: split or rewrite it (interior.ts), then restart.
+ *  4. Write locks on the leaves in sorted order: trylock; on contention drop
+ *     the write locks taken, wait for that leaf's readers without holding any
+ *     write lock, retry (so write locks never wait while held).
+ *  5. Re-validate: every path that returned a key must still be locked.
+ *  6. Journal reservation (never waited for under a write lock).
+ *  7. Apply (synchronous): insert into leaves, mark dirty, pin the journal
+ *     entry, copy the keys into the reservation; unlock.
+ * The caller awaits the entry's durability before transact() resolves.
+ */
+
+import { ERR, SixtreeError } from '../errors.js';
+import { countRestart, nodeLockWrite, nodeTryLockWrite, nodeUnlockWrite } from './locking.js';
+import { KEY_TYPES, bkeyEncodedBytes, type BkeyI } from './bkey.js';
+import { BPOS_WORDS, wordsCmp, wordsCopy } from './bpos.js';
+import type { Node } from './node.js';
+import {
+  extentMinus,
+  extentOfKey,
+  extentPiece,
+  xcmp,
+  xFromWords,
+  xToWords,
+  type BtreeOverlay,
+  type XPos,
+} from './overlay.js';
+import { btreePeek } from './iter.js';
+import { UPTODATE, type BtreePath } from './path.js';
+import type { BtreeTrans } from './trans.js';
+
+export interface Update {
+  btreeId: number;
+  level: number;
+  key: BkeyI;
+  path: BtreePath | null;
+}
+
+function posKey(btreeId: number, p: Uint32Array): string {
+  return `${btreeId}:${p[0]}:${p[1]}:${p[2]}:${p[3]}:${p[4]}`;
+}
+
+function deletedKey(p: Uint32Array): BkeyI {
+  const q = new Uint32Array(BPOS_WORDS);
+  wordsCopy(q, 0, p, 0);
+  return { type: KEY_TYPES.deleted, p: q, size: 0, version: 0, value: new Uint8Array(0) };
+}
+
+/** Overlay -> concrete keys, reading the btree where a range must be expanded. */
+async function overlayExpand(trans: BtreeTrans, btreeId: number, ov: BtreeOverlay, out: Map<string, Update>): Promise<void> {
+  const tombs = ov.mergedTombstones();
+  if (tombs.length) {
+    const path = trans.pathNew(btreeId, xToWords(tombs[0]![0]), 0, 0, 0);
+    path.ref++;
+    try {
+      for (const [s, t] of tombs) {
+        let cur = xToWords(s);
+        for (;;) {
+          const k = await btreePeek(trans, path, cur, ov.extents);
+          if (!k) break;
+          const kp = xFromWords(k.p);
+          if (!ov.extents) {
+            if (xcmp(kp, t) >= 0) break;
+            out.set(posKey(btreeId, k.p), { btreeId, level: 0, key: deletedKey(k.p), path: null });
+            cur = k.p;
+            wordsSuccessorInPlace(cur);
+            continue;
+          }
+          const e = extentOfKey(k);
+          const start: XPos = { inode: e.inode, offset: e.start, snapshot: e.snapshot };
+          if (e.inode > t.inode || (xcmp(start, t) >= 0 && xcmp(kp, t) >= 0 && e.inode === t.inode && e.start >= t.offset)) break;
+          const pieces = extentMinus(e, tombs);
+          const pk = posKey(btreeId, k.p);
+          out.set(pk, { btreeId, level: 0, key: deletedKey(k.p), path: null });
+          for (const [lo, hi] of pieces) {
+            const piece = extentPiece(k, e, lo, hi);
+            out.set(posKey(btreeId, piece.p), { btreeId, level: 0, key: piece, path: null });
+          }
+          cur = k.p;
+        }
+      }
+    } finally {
+      path.ref--;
+    }
+  }
+  for (const k of ov.keys) out.set(posKey(btreeId, k.p), { btreeId, level: 0, key: k, path: null });
+}
+
+function wordsSuccessorInPlace(w: Uint32Array): void {
+  for (let j = 4; j >= 0; j--) {
+    if (w[j] !== 0xffffffff) {
+      w[j] = w[j]! + 1;
+      return;
+    }
+    w[j] = 0;
+  }
+}
+
+function updateCmp(a: Update, b: Update): number {
+  if (a.btreeId !== b.btreeId) return a.btreeId - b.btreeId;
+  if (a.level !== b.level) return b.level - a.level;
+  return wordsCmp(a.key.p, 0, b.key.p, 0);
+}
+
+/** The result of a commit attempt. */
+export interface CommitResult {
+  /** 0, or a restart code. */
+  ret: number;
+  /** Journal seq to wait for (0: nothing written). */
+  seq: number;
+  /** Leaves that may want a merge now (deletions). */
+  shrunk: Node[];
+}
+
+/**
+ * Commit the transaction's updates, or extra ones given (journal replay and
+ * interior updates pass their keys directly; `journal: false` for replay,
+ * whose keys are in the journal already and pin their original seqs).
+ */
+export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]; journal: boolean; pinSeq?: number }): Promise<CommitResult> {
+  const engine = trans.engine;
+  const none: CommitResult = { ret: 0, seq: 0, shrunk: [] };
+  if (trans.restartPending) return { ...none, ret: trans.restartPending };
+  if (trans.restartThrown) return { ...none, ret: trans.restartThrown };
+
+  // 1. expand
+  let updates: Update[];
+  if (extra) updates = extra.updates;
+  else {
+    const map = new Map<string, Update>();
+    for (let id = 0; id < trans.overlays.length; id++) {
+      const ov = trans.overlays[id];
+      if (ov && !ov.empty) await overlayExpand(trans, id, ov, map);
+    }
+    updates = [...map.values()];
+  }
+  if (updates.length === 0) {
+    // read-only: what we read must still hold
+    const ret = trans.relock();
+    return { ...none, ret };
+  }
+  updates.sort(updateCmp);
+
+  for (let round = 0; ; round++) {
+    if (round > 1000) throw new Error('commit: too many retries');
+    // 2. paths: one intent path per leaf
+    let prev: Update | null = null;
+    for (const u of updates) {
+      const n = prev?.path?.l[u.level]?.node;
+      if (prev && prev.btreeId === u.btreeId && prev.level === u.level && n && prev.path!.uptodate === UPTODATE && wordsCmp(u.key.p, 0, n.keys.maxKey, 0) <= 0 && wordsCmp(u.key.p, 0, n.keys.minKey, 0) >= 0) {
+        u.path = prev.path;
+      } else {
+        u.path = trans.getPath(u.btreeId, u.key.p, 0, u.level, u.level + 1);
+        const ret = await trans.traverse(u.path);
+        if (ret) return { ...none, ret };
+      }
+      prev = u;
+    }
+    // traversals may have dropped locks for I/O: make sure every path still holds
+    let stale = false;
+    for (const u of updates) {
+      if (u.path!.uptodate !== UPTODATE) {
+        const ret = await trans.traverse(u.path!);
+        if (ret) return { ...none, ret };
+        stale = true;
+      }
+    }
+    if (stale) continue;
+
+    // 3. room in each leaf
+    const leaves: Node[] = [];
+    const need = new Map<Node, number>();
+    for (const u of updates) {
+      const n = u.path!.l[u.level]!.node!;
+      if (!need.has(n)) leaves.push(n);
+      need.set(n, (need.get(n) ?? 0) + n.keys.keyU64sPacked(u.key));
+    }
+    for (const n of leaves) {
+      if (need.get(n)! > n.keys.u64sRemaining()) {
+        const u = updates.find((x) => x.path!.l[x.level]!.node === n)!;
+        const ret = await engine.interior.splitForInsert(trans, u.path!, u.level, need.get(n)!);
+        return { ...none, ret: ret || countRestart(ERR.transaction_restart_split_race) };
+      }
+    }
+
+    // 4. write locks, in sorted order, never waiting while one is held
+    let locked = 0;
+    let waitFor: Node | null = null;
+    for (const n of leaves) {
+      if (!nodeTryLockWrite(trans, n.lock)) {
+        waitFor = n;
+        break;
+      }
+      locked++;
+    }
+    if (waitFor) {
+      for (let i = 0; i < locked; i++) nodeUnlockWrite(trans, leaves[i]!.lock);
+      const ret = await nodeLockWrite(trans, waitFor.lock);
+      if (ret) return { ...none, ret };
+      nodeUnlockWrite(trans, waitFor.lock);
+      engine.counters.commitWriteLockWaits++;
+      continue;
+    }
+
+    // 5. re-validate what we read
+    let ret = trans.relock();
+    if (ret) {
+      for (const n of leaves) nodeUnlockWrite(trans, n.lock);
+      return { ...none, ret };
+    }
+
+    // 6. journal reservation
+    const journal = extra ? extra.journal : true;
+    let res: JournalResLike | null = null;
+    if (journal) {
+      let bytes = 0;
+      for (const u of updates) bytes += bkeyEncodedBytes(u.key);
+      res = engine.journalTryReserve(bytes, updates.length);
+      if (!res) {
+        for (const n of leaves) nodeUnlockWrite(trans, n.lock);
+        trans.unlock();
+        await engine.journalReserveWait(bytes, updates.length);
+        ret = trans.relock();
+        if (ret) return { ...none, ret };
+        continue;
+      }
+    }
+
+    // 7. apply: no await from here to the unlock
+    const seq = res ? res.seq : extra!.pinSeq!;
+    const shrunk: Node[] = [];
+    for (const u of updates) {
+      const n = u.path!.l[u.level]!.node!;
+      u.key.version = seq;
+      if (!n.keys.insertKey(u.key)) {
+        throw new SixtreeError('ERR_TOPOLOGY', `internal: key did not fit in btree ${engine.btrees[u.btreeId]!.name} level ${u.level} after the space check`);
+      }
+      engine.nodeDirtied(n, seq);
+      if (u.key.type === KEY_TYPES.deleted && !shrunk.includes(n)) shrunk.push(n);
+    }
+    if (res) {
+      engine.journalAddKeys(res, updates);
+      engine.journalRelease(res);
+    }
+    for (const n of leaves) {
+      nodeUnlockWrite(trans, n.lock);
+      trans.nodeModified(n);
+    }
+    engine.counters.commits++;
+    engine.counters.keysCommitted += updates.length;
+    return { ret: 0, seq: res ? res.seq : 0, shrunk };
+  }
+}
+
+export interface JournalResLike {
+  seq: number;
+}

@@ -1,0 +1,567 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Iterators (the seed's btree_iter peek/next/prev/slots/extents/node walk).
+ *
+ * Two layers:
+ *  - btreePeek / btreePeekPrev: live keys of the btree itself, through a path
+ *    at level 0, crossing leaf boundaries both ways, whiteouts skipped.
+ *  - Iter (public): merges the btree with the transaction's own pending
+ *    updates (overlay.ts) and implements the API's peek/next/prev, slots mode
+ *    (holes), extents mode (keys at their end position; an extent may
+ *    straddle pos) and node walks (peekNode/nextNode).
+ *
+ * Every value handed out is a copy: node buffers are reused by the cache.
+ * A key returned marks its path shouldBeLocked (transaction consistency).
+ */
+
+import { SixtreeError } from '../errors.js';
+import {
+  BPOS_WORDS,
+  POS_MAX,
+  POS_MIN,
+  U32_MAX,
+  U64_MAX,
+  type Bpos,
+  bposToWords,
+  posWords,
+  toBpos,
+  wordsCmp,
+  wordsCopy,
+  wordsIsMax,
+  wordsIsMin,
+  wordsPredecessor,
+  wordsSuccessor,
+  wordsToBpos,
+} from './bpos.js';
+import { KEY_TYPES, type BkeyI } from './bkey.js';
+import {
+  EXTENT_VALUE_HEADER_BYTES,
+  extentMinus,
+  extentOfKey,
+  extentValueOffset,
+  xcmp,
+  xFromWords,
+  type BtreeOverlay,
+  type XPos,
+} from './overlay.js';
+import { BtreePath, pathSetPos } from './path.js';
+import type { BtreeTrans } from './trans.js';
+
+export interface Entry {
+  pos: Bpos;
+  value: Uint8Array;
+  start?: Bpos;
+  size?: bigint;
+  valueOffset?: bigint;
+}
+
+export interface Hole {
+  hole: true;
+  pos: Bpos;
+  start?: Bpos;
+  size?: bigint;
+}
+
+export interface NodeInfo {
+  level: number;
+  minKey: Bpos;
+  maxKey: Bpos;
+  keys: number;
+  bytes: number;
+}
+
+/** Largest extent size a key holds (bcachefs KEY_SIZE_MAX: u32). */
+export const KEY_SIZE_MAX = U32_MAX;
+
+/* ------------------------------------------------------------------------
+ * Btree level: live keys through a path.
+ */
+
+function isLive(type: number): boolean {
+  return type !== KEY_TYPES.deleted;
+}
+
+/**
+ * First live key at or after pos (strict: after pos) in the path's btree, or
+ * null. The path ends on the leaf holding the answer (or the last leaf).
+ */
+export async function btreePeek(trans: BtreeTrans, path: BtreePath, pos: Uint32Array, strict: boolean): Promise<BkeyI | null> {
+  const p = new Uint32Array(BPOS_WORDS);
+  wordsCopy(p, 0, pos, 0);
+  for (;;) {
+    pathSetPos(path, p, 0);
+    trans.throwIfRestart(await trans.traverse(path));
+    const lv = path.l[0]!;
+    const keys = lv.node!.keys;
+    const it = lv.iter;
+    let h = it.peek();
+    while (h >= 0 && (!isLive(keys.keyType(h)) || (strict && keys.keyCmpPos(h, p, 0) <= 0))) {
+      it.advance();
+      h = it.peek();
+    }
+    path.shouldBeLocked = true;
+    if (h >= 0) return keys.keyUnpack(h);
+    if (wordsIsMax(keys.maxKey, 0)) return null;
+    wordsCopy(p, 0, keys.maxKey, 0);
+    wordsSuccessor(p, 0);
+    strict = false;
+  }
+}
+
+/** Last live key at or before pos in the path's btree, or null. */
+export async function btreePeekPrev(trans: BtreeTrans, path: BtreePath, pos: Uint32Array): Promise<BkeyI | null> {
+  const p = new Uint32Array(BPOS_WORDS);
+  wordsCopy(p, 0, pos, 0);
+  for (;;) {
+    pathSetPos(path, p, 0);
+    trans.throwIfRestart(await trans.traverse(path));
+    const lv = path.l[0]!;
+    const keys = lv.node!.keys;
+    const it = lv.iter;
+    path.shouldBeLocked = true;
+    let h = it.peek();
+    if (h >= 0 && keys.keyCmpPos(h, p, 0) === 0 && isLive(keys.keyType(h))) return keys.keyUnpack(h);
+    h = it.peekPrev();
+    while (h >= 0) {
+      it.rewind();
+      if (isLive(keys.keyType(h))) return keys.keyUnpack(h);
+      h = it.peekPrev();
+    }
+    if (wordsIsMin(keys.minKey, 0)) return null;
+    wordsCopy(p, 0, keys.minKey, 0);
+    wordsPredecessor(p, 0);
+  }
+}
+
+/** Exact lookup of a live key; null if absent. */
+export async function btreeLookup(trans: BtreeTrans, btreeId: number, pos: Uint32Array): Promise<BkeyI | null> {
+  const path = trans.getPath(btreeId, pos, 0, 0, 0);
+  trans.throwIfRestart(await trans.traverse(path));
+  const lv = path.l[0]!;
+  const keys = lv.node!.keys;
+  path.shouldBeLocked = true;
+  const h = lv.iter.peek();
+  if (h >= 0 && keys.keyCmpPos(h, pos, 0) === 0 && isLive(keys.keyType(h))) return keys.keyUnpack(h);
+  return null;
+}
+
+/* ------------------------------------------------------------------------
+ * Entries.
+ */
+
+export function keyToEntry(k: BkeyI, extents: boolean): Entry {
+  if (!extents) return { pos: wordsToBpos(k.p, 0), value: k.value };
+  const end = wordsToBpos(k.p, 0);
+  const size = BigInt(k.size);
+  return {
+    pos: end,
+    start: { inode: end.inode, offset: end.offset - size, snapshot: end.snapshot },
+    size,
+    valueOffset: extentValueOffset(k.value),
+    value: k.value.subarray(EXTENT_VALUE_HEADER_BYTES),
+  };
+}
+
+function xToBpos(p: XPos): Bpos {
+  return Object.freeze({ inode: p.inode, offset: p.offset, snapshot: p.snapshot });
+}
+
+/* ------------------------------------------------------------------------
+ * Merged view: btree + the transaction's overlay.
+ */
+
+interface Visible {
+  /** End position (extents) or position. */
+  p: XPos;
+  key: BkeyI;
+  /** Extents: the visible piece [lo, hi) of key. */
+  lo?: bigint;
+  hi?: bigint;
+}
+
+function pieceEntry(v: Visible): Entry {
+  const k = v.key;
+  if (v.lo === undefined) return keyToEntry(k, true);
+  const e = extentOfKey(k);
+  const lo = v.lo;
+  const hi = v.hi!;
+  return {
+    pos: xToBpos({ inode: e.inode, offset: hi, snapshot: e.snapshot }),
+    start: xToBpos({ inode: e.inode, offset: lo, snapshot: e.snapshot }),
+    size: hi - lo,
+    valueOffset: extentValueOffset(k.value) + (lo - e.start),
+    value: k.value.subarray(EXTENT_VALUE_HEADER_BYTES),
+  };
+}
+
+function entryOf(v: Visible, extents: boolean): Entry {
+  return extents ? pieceEntry(v) : keyToEntry(v.key, false);
+}
+
+function startOf(v: Visible, extents: boolean): XPos {
+  if (!extents) return v.p;
+  const e = extentOfKey(v.key);
+  return { inode: e.inode, offset: v.lo ?? e.start, snapshot: e.snapshot };
+}
+
+export class MergedView {
+  private path: BtreePath;
+  private scratch = new Uint32Array(BPOS_WORDS);
+
+  constructor(
+    readonly trans: BtreeTrans,
+    readonly btreeId: number,
+    readonly extents: boolean,
+    intent: boolean,
+  ) {
+    this.path = trans.pathNew(btreeId, posWords(POS_MIN), 0, 0, intent ? 1 : 0);
+    this.path.ref++;
+  }
+
+  private get ov(): BtreeOverlay | null {
+    const o = this.trans.overlays[this.btreeId];
+    return o && !o.empty ? o : null;
+  }
+
+  /**
+   * First visible item with p >= pos (normal) or end > pos (extents).
+   */
+  async peek(pos: XPos): Promise<Visible | null> {
+    const ov = this.ov;
+    const w = this.scratch;
+    let cur = pos;
+    let b: Visible | null = null;
+    const merged = ov ? ov.mergedTombstones() : [];
+    for (;;) {
+      bposToWords(cur as Bpos, w, 0);
+      const k = await btreePeek(this.trans, this.path, w, this.extents);
+      if (!k) break;
+      const kp = xFromWords(k.p);
+      if (!ov) {
+        b = { p: kp, key: k };
+        break;
+      }
+      if (!this.extents) {
+        const tomb = merged.find(([s, t]) => xcmp(s, kp) <= 0 && xcmp(kp, t) < 0);
+        if (tomb) {
+          cur = tomb[1];
+          continue;
+        }
+        if (ov.keyAt(kp)) {
+          cur = succ(kp);
+          continue;
+        }
+        b = { p: kp, key: k };
+        break;
+      }
+      const e = extentOfKey(k);
+      const pieces = extentMinus(e, merged).filter(([, hi]) => xcmp({ inode: e.inode, offset: hi, snapshot: e.snapshot }, pos) > 0);
+      if (pieces.length === 0) {
+        cur = kp;
+        continue;
+      }
+      const [lo, hi] = pieces[0]!;
+      b = { p: { inode: e.inode, offset: hi, snapshot: e.snapshot }, key: k, lo, hi };
+      break;
+    }
+    let o: Visible | null = null;
+    if (ov) {
+      for (let i = ov.lowerBound(pos, this.extents); i < ov.keys.length; i++) {
+        const k = ov.keys[i]!;
+        if (k.type === KEY_TYPES.deleted) continue;
+        o = { p: ov.posAt(i), key: k };
+        break;
+      }
+    }
+    if (!b) return o;
+    if (!o) return b;
+    return xcmp(o.p, b.p) <= 0 ? o : b;
+  }
+
+  /**
+   * Last visible item with p <= pos (normal) or, for extents, the extent
+   * containing pos or else the last one ending at or before pos.
+   */
+  async peekPrev(pos: XPos): Promise<Visible | null> {
+    if (this.extents) {
+      const f = await this.peek(pos);
+      if (f && xcmp(startOf(f, true), pos) <= 0) return f;
+    }
+    const ov = this.ov;
+    const merged = ov ? ov.mergedTombstones() : [];
+    const w = this.scratch;
+    let cur = pos;
+    let b: Visible | null = null;
+    for (;;) {
+      bposToWords(cur as Bpos, w, 0);
+      const k = await btreePeekPrev(this.trans, this.path, w);
+      if (!k) break;
+      const kp = xFromWords(k.p);
+      if (!ov) {
+        b = { p: kp, key: k };
+        break;
+      }
+      if (!this.extents) {
+        const tomb = merged.find(([s, t]) => xcmp(s, kp) <= 0 && xcmp(kp, t) < 0);
+        if (tomb || ov.keyAt(kp)) {
+          const s = tomb ? tomb[0] : kp;
+          if (s.inode === 0n && s.offset === 0n && s.snapshot === 0) break;
+          cur = pred(s);
+          continue;
+        }
+        b = { p: kp, key: k };
+        break;
+      }
+      const e = extentOfKey(k);
+      const pieces = extentMinus(e, merged);
+      if (pieces.length === 0) {
+        const s = { inode: e.inode, offset: e.start, snapshot: e.snapshot };
+        if (e.start === 0n && e.inode === 0n && e.snapshot === 0) break;
+        cur = pred(s);
+        if (xcmp(cur, pos) >= 0) break;
+        continue;
+      }
+      const [lo, hi] = pieces[pieces.length - 1]!;
+      b = { p: { inode: e.inode, offset: hi, snapshot: e.snapshot }, key: k, lo, hi };
+      break;
+    }
+    let o: Visible | null = null;
+    if (ov) {
+      for (let i = ov.lowerBound(pos, true) - 1; i >= 0; i--) {
+        const k = ov.keys[i]!;
+        if (k.type === KEY_TYPES.deleted) continue;
+        o = { p: ov.posAt(i), key: k };
+        break;
+      }
+    }
+    if (!b) return o;
+    if (!o) return b;
+    return xcmp(o.p, b.p) >= 0 ? o : b;
+  }
+
+  /** Exact lookup (normal btrees). */
+  async get(pos: XPos): Promise<BkeyI | null> {
+    const ov = this.ov;
+    if (ov) {
+      const k = ov.keyAt(pos);
+      if (k) return k.type === KEY_TYPES.deleted ? null : k;
+      if (ov.covered(pos)) return null;
+    }
+    bposToWords(pos as Bpos, this.scratch, 0);
+    return btreeLookup(this.trans, this.btreeId, this.scratch);
+  }
+
+  release(): void {
+    this.path.ref--;
+  }
+
+  get btreePath(): BtreePath {
+    return this.path;
+  }
+}
+
+function succ(p: XPos): XPos {
+  const w = posWords(p as Bpos);
+  wordsSuccessor(w, 0);
+  return xFromWords(w);
+}
+
+function pred(p: XPos): XPos {
+  const w = posWords(p as Bpos);
+  wordsPredecessor(w, 0);
+  return xFromWords(w);
+}
+
+/* ------------------------------------------------------------------------
+ * Public iterator.
+ */
+
+export interface IterOpts {
+  slots?: boolean;
+  intent?: boolean;
+  prefetch?: boolean;
+  end?: Bpos;
+}
+
+export class Iter {
+  private cur: XPos;
+  /** The last item returned by peek/peekPrev (next/prev move past it). */
+  private last: Visible | null = null;
+  private lastWasHole: { end: XPos } | null = null;
+  private readonly view: MergedView;
+  private readonly end: XPos | null;
+  private nodeWalk: { level: number; minKey: Uint32Array; done: boolean } | null = null;
+
+  constructor(
+    private readonly trans: BtreeTrans,
+    private readonly checkLive: () => void,
+    readonly btreeId: number,
+    private readonly extents: boolean,
+    start: Bpos,
+    private readonly opts: IterOpts,
+  ) {
+    this.cur = start;
+    this.end = opts.end ? opts.end : null;
+    this.view = new MergedView(trans, btreeId, extents, !!opts.intent);
+  }
+
+  get pos(): Bpos {
+    return xToBpos(this.cur);
+  }
+
+  setPos(p: unknown): void {
+    this.checkLive();
+    this.cur = toBpos(p, 'pos');
+    this.last = null;
+    this.lastWasHole = null;
+    this.nodeWalk = null;
+  }
+
+  private inRange(v: Visible): boolean {
+    if (!this.end) return true;
+    return xcmp(startOf(v, this.extents), this.end) < 0;
+  }
+
+  async peek(): Promise<Entry | null> {
+    this.checkLive();
+    const v = await this.view.peek(this.cur);
+    this.trans.engine.maybePrefetch(this.trans, this.view.btreePath, !!this.opts.prefetch);
+    if (!v || !this.inRange(v)) {
+      this.last = null;
+      return null;
+    }
+    this.last = v;
+    return entryOf(v, this.extents);
+  }
+
+  async next(): Promise<Entry | null> {
+    this.checkLive();
+    if (!this.last) {
+      const e = await this.peek();
+      if (!e) return null;
+    }
+    const v = this.last!;
+    if (this.extents) this.cur = v.p;
+    else {
+      if (v.p.inode === U64_MAX && v.p.offset === U64_MAX && v.p.snapshot === U32_MAX) {
+        this.last = null;
+        return null;
+      }
+      this.cur = succ(v.p);
+    }
+    this.last = null;
+    return this.peek();
+  }
+
+  async peekPrev(): Promise<Entry | null> {
+    this.checkLive();
+    const v = await this.view.peekPrev(this.cur);
+    if (!v) {
+      this.last = null;
+      return null;
+    }
+    this.last = v;
+    return entryOf(v, this.extents);
+  }
+
+  async prev(): Promise<Entry | null> {
+    this.checkLive();
+    if (!this.last) {
+      const e = await this.peekPrev();
+      if (!e) return null;
+    }
+    const s = startOf(this.last!, this.extents);
+    this.last = null;
+    if (s.inode === 0n && s.offset === 0n && s.snapshot === 0) return null;
+    this.cur = pred(s);
+    return this.peekPrev();
+  }
+
+  /** Slots mode: the key at pos, or a hole (extents: the hole up to the next extent, capped at KEY_SIZE_MAX). */
+  async peekSlot(): Promise<Entry | Hole> {
+    this.checkLive();
+    const pos = this.cur;
+    if (!this.extents) {
+      const k = await this.view.get(pos);
+      this.lastWasHole = null;
+      if (k) return keyToEntry(k, false);
+      return { hole: true, pos: xToBpos(pos) };
+    }
+    const v = await this.view.peek(pos);
+    if (v && xcmp(startOf(v, true), pos) <= 0) {
+      this.last = v;
+      this.lastWasHole = null;
+      return pieceEntry(v);
+    }
+    // a hole from pos to the next extent in this inode and snapshot, or to the end of the inode
+    let endOffset = U64_MAX;
+    if (v) {
+      const s = startOf(v, true);
+      if (s.inode === pos.inode) endOffset = s.offset;
+    }
+    let size = endOffset - pos.offset;
+    if (size > BigInt(KEY_SIZE_MAX)) size = BigInt(KEY_SIZE_MAX);
+    const holeEnd = { inode: pos.inode, offset: pos.offset + size, snapshot: pos.snapshot };
+    this.lastWasHole = { end: holeEnd };
+    this.last = null;
+    return { hole: true, pos: xToBpos(holeEnd), start: xToBpos(pos), size };
+  }
+
+  async nextSlot(): Promise<Entry | Hole | null> {
+    this.checkLive();
+    if (!this.extents) {
+      const p = this.cur;
+      if (p.inode === U64_MAX && p.offset === U64_MAX && p.snapshot === U32_MAX) return null;
+      this.cur = succ(p);
+      return this.peekSlot();
+    }
+    if (this.last) this.cur = this.last.p;
+    else if (this.lastWasHole) this.cur = this.lastWasHole.end;
+    else {
+      await this.peekSlot();
+      return this.nextSlot();
+    }
+    if (this.cur.offset === U64_MAX) return null;
+    return this.peekSlot();
+  }
+
+  /** The node at the iterator's level holding pos (level 0 unless set by nextNode). */
+  async peekNode(): Promise<NodeInfo | null> {
+    this.checkLive();
+    const level = this.nodeWalk?.level ?? 0;
+    if (this.nodeWalk?.done) return null;
+    return this.trans.engine.peekNodeInfo(this.trans, this.btreeId, level, this.cur);
+  }
+
+  async nextNode(): Promise<NodeInfo | null> {
+    this.checkLive();
+    const cur = await this.peekNode();
+    if (!cur) return null;
+    if (cur.maxKey.inode === U64_MAX && cur.maxKey.offset === U64_MAX && cur.maxKey.snapshot === U32_MAX) {
+      this.nodeWalk = { level: cur.level, minKey: posWords(cur.maxKey), done: true };
+      return null;
+    }
+    this.cur = succ(cur.maxKey);
+    this.nodeWalk = { level: cur.level, minKey: posWords(this.cur as Bpos), done: false };
+    return this.peekNode();
+  }
+
+  /** Walk nodes of another level: peekNode/nextNode then work on that level. */
+  setNodeLevel(level: number): void {
+    this.nodeWalk = { level, minKey: posWords(this.cur as Bpos), done: false };
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Entry> {
+    let e = await this.peek();
+    while (e) {
+      yield e;
+      e = await this.next();
+    }
+  }
+
+  release(): void {
+    this.view.release();
+  }
+}
+
+export { POS_MAX, POS_MIN, SixtreeError };

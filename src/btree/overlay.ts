@@ -1,0 +1,257 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Overlay: a transaction's pending updates for one btree, before commit.
+ *
+ * The transaction's own reads must see its updates (API.md), and put/del/
+ * putExtent/delRange are synchronous while reading the btree is not, so
+ * updates are kept here in a form reads can merge with the btree cheaply, and
+ * turned into concrete btree keys at commit (commit.ts), where reading the
+ * btree is allowed.
+ *
+ * State:
+ *   keys        sorted by position, at most one per position: values and
+ *               deletions (normal btrees), or value extents keyed at their end
+ *               (extents btrees; they never overlap each other).
+ *   tombstones  position ranges [start, end) whose btree contents are gone:
+ *               delRange, and (extents btrees) the range each putExtent covers.
+ * Invariant: every key here is newer than every tombstone that covers it: a
+ * new tombstone removes or trims the keys it covers when it is added. So a
+ * read is: overlay key at pos if any; else deleted if a tombstone covers pos;
+ * else whatever the btree has.
+ *
+ * Positions here are bigint triples (not the hot path: the transaction's own
+ * update list is small next to the btree; lookups in it are binary searches).
+ */
+
+import { KEY_TYPES, type BkeyI } from './bkey.js';
+import { U64_MAX, type Bpos, wordsToBpos, bposToWords, posWords } from './bpos.js';
+
+export interface XPos {
+  inode: bigint;
+  offset: bigint;
+  snapshot: number;
+}
+
+export function xcmp(a: XPos, b: XPos): number {
+  if (a.inode !== b.inode) return a.inode < b.inode ? -1 : 1;
+  if (a.offset !== b.offset) return a.offset < b.offset ? -1 : 1;
+  if (a.snapshot !== b.snapshot) return a.snapshot < b.snapshot ? -1 : 1;
+  return 0;
+}
+
+export function xFromWords(w: Uint32Array, i = 0): XPos {
+  return wordsToBpos(w, i);
+}
+
+export function xToWords(p: XPos): Uint32Array {
+  return posWords(p as Bpos);
+}
+
+/** An extent: inode and snapshot fixed, offsets [start, end). */
+export interface ExtentRange {
+  inode: bigint;
+  snapshot: number;
+  start: bigint;
+  end: bigint;
+}
+
+/**
+ * The part of extent e that lies inside the position range [s, t), as an
+ * offset range [lo, hi) within e (lo >= hi: nothing). Positions inside e are
+ * (e.inode, x, e.snapshot) for x in [e.start, e.end).
+ */
+export function extentClip(e: ExtentRange, s: XPos, t: XPos): [bigint, bigint] {
+  let lo: bigint;
+  if (e.inode > s.inode) lo = e.start;
+  else if (e.inode < s.inode) return [0n, 0n];
+  else lo = s.offset + (e.snapshot >= s.snapshot ? 0n : 1n);
+  if (lo < e.start) lo = e.start;
+
+  let hi: bigint;
+  if (e.inode < t.inode) hi = e.end;
+  else if (e.inode > t.inode) return [0n, 0n];
+  else hi = t.offset + (e.snapshot < t.snapshot ? 1n : 0n);
+  if (hi > e.end) hi = e.end;
+  return lo < hi ? [lo, hi] : [0n, 0n];
+}
+
+/**
+ * Subtract a set of position ranges (sorted, disjoint) from extent e:
+ * the visible offset pieces, in order.
+ */
+export function extentMinus(e: ExtentRange, ranges: ReadonlyArray<readonly [XPos, XPos]>): Array<[bigint, bigint]> {
+  const out: Array<[bigint, bigint]> = [];
+  let cur = e.start;
+  for (const [s, t] of ranges) {
+    const [lo, hi] = extentClip(e, s, t);
+    if (lo >= hi) continue;
+    if (lo > cur) out.push([cur, lo]);
+    if (hi > cur) cur = hi;
+  }
+  if (cur < e.end) out.push([cur, e.end]);
+  return out;
+}
+
+/** Extent value layout: [valueOffset u64 LE][user value]. */
+export const EXTENT_VALUE_HEADER_BYTES = 8;
+
+export function extentValueOffset(value: Uint8Array): bigint {
+  const dv = new DataView(value.buffer, value.byteOffset, value.byteLength);
+  return dv.getBigUint64(0, true);
+}
+
+export function extentValueMake(valueOffset: bigint, user: Uint8Array): Uint8Array {
+  const v = new Uint8Array(EXTENT_VALUE_HEADER_BYTES + user.length);
+  new DataView(v.buffer).setBigUint64(0, valueOffset, true);
+  v.set(user, EXTENT_VALUE_HEADER_BYTES);
+  return v;
+}
+
+export function extentValueWithOffset(value: Uint8Array, valueOffset: bigint): Uint8Array {
+  const v = value.slice();
+  new DataView(v.buffer, v.byteOffset, v.byteLength).setBigUint64(0, valueOffset, true);
+  return v;
+}
+
+/** Make the key for a piece [lo, hi) of an extent key k (bcachefs bch2_cut_front + bch2_cut_back). */
+export function extentPiece(k: BkeyI, e: ExtentRange, lo: bigint, hi: bigint): BkeyI {
+  const vo = extentValueOffset(k.value) + (lo - e.start);
+  const p = posWords({ inode: e.inode, offset: hi, snapshot: e.snapshot });
+  return { type: KEY_TYPES.extent, p, size: Number(hi - lo), version: k.version, value: extentValueWithOffset(k.value, vo) };
+}
+
+export function extentOfKey(k: BkeyI): ExtentRange {
+  const end = xFromWords(k.p);
+  return { inode: end.inode, snapshot: end.snapshot, start: end.offset - BigInt(k.size), end: end.offset };
+}
+
+/** The overlay of one btree in one transaction. */
+export class BtreeOverlay {
+  /** Sorted by position. */
+  keys: BkeyI[] = [];
+  private keyPos: XPos[] = [];
+  /** Position ranges [start, end), in insertion order. */
+  tombstones: Array<[XPos, XPos]> = [];
+  /** Bumped on every change: iterators over the overlay re-search when it moved. */
+  gen = 0;
+
+  constructor(readonly extents: boolean) {}
+
+  get empty(): boolean {
+    return this.keys.length === 0 && this.tombstones.length === 0;
+  }
+
+  /** Index of the first key with pos >= p (or > p when strict). */
+  lowerBound(p: XPos, strict = false): number {
+    let lo = 0;
+    let hi = this.keyPos.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const c = xcmp(this.keyPos[mid]!, p);
+      if (c < 0 || (strict && c === 0)) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  posAt(i: number): XPos {
+    return this.keyPos[i]!;
+  }
+
+  /** The overlay key exactly at p, if any. */
+  keyAt(p: XPos): BkeyI | undefined {
+    const i = this.lowerBound(p);
+    return i < this.keys.length && xcmp(this.keyPos[i]!, p) === 0 ? this.keys[i] : undefined;
+  }
+
+  /** True if a tombstone covers p. */
+  covered(p: XPos): boolean {
+    for (const [s, t] of this.tombstones) if (xcmp(s, p) <= 0 && xcmp(p, t) < 0) return true;
+    return false;
+  }
+
+  /** Tombstones merged into sorted disjoint ranges. */
+  mergedTombstones(): Array<[XPos, XPos]> {
+    const r = this.tombstones.slice().sort((a, b) => xcmp(a[0], b[0]));
+    const out: Array<[XPos, XPos]> = [];
+    for (const [s, t] of r) {
+      const last = out[out.length - 1];
+      if (last && xcmp(s, last[1]) <= 0) {
+        if (xcmp(t, last[1]) > 0) last[1] = t;
+      } else out.push([s, t]);
+    }
+    return out;
+  }
+
+  private insertAt(i: number, k: BkeyI, p: XPos): void {
+    this.keys.splice(i, 0, k);
+    this.keyPos.splice(i, 0, p);
+  }
+
+  private removeAt(i: number): void {
+    this.keys.splice(i, 1);
+    this.keyPos.splice(i, 1);
+  }
+
+  /** A value or a deletion at one position (normal btrees). */
+  putKey(k: BkeyI): void {
+    const p = xFromWords(k.p);
+    const i = this.lowerBound(p);
+    if (i < this.keys.length && xcmp(this.keyPos[i]!, p) === 0) this.keys[i] = k;
+    else this.insertAt(i, k, p);
+    this.gen++;
+  }
+
+  /** Delete [s, t): keys inside go, extents are trimmed, btree contents hidden by a tombstone. */
+  addTombstone(s: XPos, t: XPos): void {
+    if (xcmp(s, t) >= 0) return;
+    if (!this.extents) {
+      let i = this.lowerBound(s);
+      while (i < this.keys.length && xcmp(this.keyPos[i]!, t) < 0) this.removeAt(i);
+    } else {
+      // value extents overlapping [s, t): trim or split them. Extents are
+      // sorted by end; with several snapshots in one inode, start order can
+      // differ, so scan to the end of t's inode rather than stopping at t.
+      const hits: number[] = [];
+      for (let i = this.lowerBound(s, true); i < this.keys.length; i++) {
+        if (this.keyPos[i]!.inode > t.inode) break;
+        const [lo, hi] = extentClip(extentOfKey(this.keys[i]!), s, t);
+        if (lo < hi) hits.push(i);
+      }
+      const pieces: BkeyI[] = [];
+      for (let j = hits.length - 1; j >= 0; j--) {
+        const i = hits[j]!;
+        const k = this.keys[i]!;
+        const e = extentOfKey(k);
+        const [lo, hi] = extentClip(e, s, t);
+        this.removeAt(i);
+        if (e.start < lo) pieces.push(extentPiece(k, e, e.start, lo));
+        if (hi < e.end) pieces.push(extentPiece(k, e, hi, e.end));
+      }
+      for (const piece of pieces) {
+        const pp = xFromWords(piece.p);
+        this.insertAt(this.lowerBound(pp), piece, pp);
+      }
+    }
+    this.tombstones.push([s, t]);
+    this.gen++;
+  }
+
+  /** A new extent: it replaces whatever it overlaps (extents btrees). */
+  putExtent(k: BkeyI): void {
+    const e = extentOfKey(k);
+    const s = { inode: e.inode, offset: e.start, snapshot: e.snapshot };
+    const t = { inode: e.inode, offset: e.end, snapshot: e.snapshot };
+    this.addTombstone(s, t);
+    const p = xFromWords(k.p);
+    this.insertAt(this.lowerBound(p), k, p);
+    this.gen++;
+  }
+}
+
+/** Extent end position for (inode, start + size, snapshot), checked against u64 overflow by the caller. */
+export function extentEnd(start: XPos, size: bigint): XPos {
+  return { inode: start.inode, offset: start.offset + size, snapshot: start.snapshot };
+}
+
+export { U64_MAX, bposToWords };

@@ -1,0 +1,410 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Transactions (bcachefs struct btree_trans).
+ *
+ * A BtreeTrans is one run of a user's transact() callback: it owns paths
+ * (path.ts), the pending updates (one Overlay per btree it writes), the
+ * iterators it opened, and the node locks it holds (it is the LockOwner).
+ * On a restart everything is dropped and the callback runs again with a new
+ * BtreeTrans that keeps the old startSeq (so it ages and wins deadlocks).
+ *
+ * Lock discipline (DESIGN.md):
+ *  - read locks on the nodes keys were read from are held until the end, so
+ *    what the transaction read cannot change under it (serializable);
+ *  - before any I/O the transaction unlocks everything (unlock()), keeping
+ *    lock sequence numbers, and relocks after (relock()); a path that already
+ *    returned a key (shouldBeLocked) and cannot be relocked means restart;
+ *  - no await between a lock or seq check and the use that depends on it.
+ *
+ * Restarts travel as internal codes; when one has to leave through user
+ * code, it is thrown as TransactionRestart and caught by transact()'s loop.
+ */
+
+import { ERR, RESTART, SixtreeError, TransactionRestart, errMatches, errName } from '../errors.js';
+import { Printbuf } from '../util/printbuf.js';
+import { SixLockType, type SixLockWaiter } from '../util/six.js';
+import { LocksHeld, countRestart, nodeLock, nodeRelock, nodeUnlock, nodeUnlockAll, type LockOwner } from './locking.js';
+import { BPOS_WORDS, wordsCmp, wordsCopy } from './bpos.js';
+import type { Node } from './node.js';
+import { BtreeOverlay } from './overlay.js';
+import {
+  BTREE_MAX_DEPTH,
+  BtreePath,
+  NEED_RELOCK,
+  NEED_TRAVERSE,
+  PATHS_PER_TRANS_MAX,
+  UNLOCKED,
+  UPTODATE,
+  pathChildPtr,
+  pathLevelInit,
+  posInNode,
+} from './path.js';
+import { LOCK_INTENT, LOCK_READ, type BtreePtr, type CacheTrans, type LockType } from './types.js';
+import type { Engine } from '../engine.js';
+
+let ownerIdNext = 1;
+let startSeqNext = 1;
+
+export function transStartSeqNew(): number {
+  return startSeqNext++;
+}
+
+/** How many traverse retries (parent changed during a fill) before restarting the transaction. */
+const TRAVERSE_RETRIES_MAX = 64;
+
+export class BtreeTrans implements LockOwner, CacheTrans {
+  readonly ownerId = ownerIdNext++;
+  waitingOn: SixLockWaiter | null = null;
+  restartPending = 0;
+  readonly locksHeld = new LocksHeld();
+
+  readonly paths: BtreePath[] = [];
+  /** Pending updates per btree id (null: none yet). */
+  readonly overlays: (BtreeOverlay | null)[];
+  /** Set when the callback returned or threw: further use is ERR_TX_DONE. */
+  done = false;
+  /** The path being traversed (its relock failure during a fill retries the traversal, not the transaction). */
+  private traversing: BtreePath | null = null;
+  private readonly ptrScratch: BtreePtr = {
+    btreeId: 0,
+    level: 0,
+    bucket: 0,
+    seq: 0,
+    minKey: new Uint32Array(BPOS_WORDS),
+    maxKey: new Uint32Array(BPOS_WORDS),
+  };
+
+  constructor(
+    readonly engine: Engine,
+    readonly startSeq: number,
+    readonly restartCount: number,
+  ) {
+    this.overlays = engine.btrees.map(() => null);
+  }
+
+  /* ---------------------------------------------------------------- locks */
+
+  lockNode(node: Node, type: LockType): Promise<number> {
+    return nodeLock(this, node.lock, type as SixLockType);
+  }
+
+  unlockNode(node: Node, type: LockType): void {
+    nodeUnlock(this, node.lock, type as SixLockType);
+  }
+
+  /** Drop every node lock, keeping sequence numbers to relock (bch2_trans_unlock). */
+  unlock(): void {
+    for (const path of this.paths) {
+      let had = false;
+      for (let l = 0; l < BTREE_MAX_DEPTH; l++) {
+        const lv = path.l[l]!;
+        if (lv.held !== UNLOCKED) {
+          lv.relockType = lv.held;
+          lv.held = UNLOCKED;
+          had = true;
+        }
+      }
+      if (had && path.uptodate === UPTODATE) path.uptodate = NEED_RELOCK;
+    }
+    nodeUnlockAll(this);
+  }
+
+  /**
+   * Relock every path by sequence number (bch2_trans_relock). A path whose
+   * node changed goes to NEED_TRAVERSE; if it had returned a key
+   * (shouldBeLocked), the transaction must restart: the code is returned.
+   */
+  relock(): number {
+    if (this.restartPending) return this.restartPending;
+    for (const path of this.paths) {
+      if (path.uptodate !== NEED_RELOCK && path !== this.traversing) continue;
+      if (!this.pathRelock(path)) {
+        if (path.shouldBeLocked) return countRestart(ERR.transaction_restart_relock_path);
+        path.uptodate = NEED_TRAVERSE;
+      }
+    }
+    return 0;
+  }
+
+  /** Relock the levels of one path that were locked before unlock(). */
+  private pathRelock(path: BtreePath): boolean {
+    let ok = true;
+    for (let l = 0; l < BTREE_MAX_DEPTH; l++) {
+      const lv = path.l[l]!;
+      if (lv.relockType === UNLOCKED) continue;
+      const type = lv.relockType;
+      lv.relockType = UNLOCKED;
+      if (ok && lv.node && lv.node.hashVal !== 0 && nodeRelock(this, lv.node.lock, type as SixLockType, lv.lockSeq)) {
+        lv.held = type;
+      } else {
+        ok = false;
+      }
+    }
+    if (!ok) {
+      this.pathUnlockLevels(path, 0);
+      return false;
+    }
+    if (path.uptodate === NEED_RELOCK) path.uptodate = UPTODATE;
+    return true;
+  }
+
+  private levelUnlock(path: BtreePath, l: number): void {
+    const lv = path.l[l]!;
+    if (lv.held !== UNLOCKED) {
+      nodeUnlock(this, lv.node!.lock, lv.held as SixLockType);
+      lv.held = UNLOCKED;
+    }
+    lv.relockType = UNLOCKED;
+  }
+
+  private pathUnlockLevels(path: BtreePath, from: number): void {
+    for (let l = from; l < BTREE_MAX_DEPTH; l++) this.levelUnlock(path, l);
+  }
+
+  /** Drop every lock and forget every path (end of transaction, or restart). */
+  unlockAll(): void {
+    for (const path of this.paths) {
+      for (let l = 0; l < BTREE_MAX_DEPTH; l++) {
+        const lv = path.l[l]!;
+        lv.held = UNLOCKED;
+        lv.relockType = UNLOCKED;
+      }
+      path.uptodate = NEED_TRAVERSE;
+    }
+    nodeUnlockAll(this);
+  }
+
+  /* ---------------------------------------------------------------- paths */
+
+  /**
+   * A path for (btree, pos, level) with at least `locksWant`: reuse one whose
+   * node at `level` already contains pos (bcachefs shares paths the same way),
+   * else a new one.
+   */
+  getPath(btreeId: number, pos: Uint32Array, pi: number, level: number, locksWant: number): BtreePath {
+    for (const path of this.paths) {
+      if (path.btreeId !== btreeId || path.level !== level || path.locksWant !== locksWant || path.ref !== 0) continue;
+      const n = path.l[level]!.node;
+      if (path.uptodate === NEED_TRAVERSE || !n || !posInNodeAt(n, pos, pi)) continue;
+      if (wordsCmp(path.pos, 0, pos, pi) !== 0) {
+        wordsCopy(path.pos, 0, pos, pi);
+        path.l[level]!.iterStale = true;
+      }
+      return path;
+    }
+    return this.pathNew(btreeId, pos, pi, level, locksWant);
+  }
+
+  pathNew(btreeId: number, pos: Uint32Array, pi: number, level: number, locksWant: number): BtreePath {
+    if (this.paths.length >= PATHS_PER_TRANS_MAX) {
+      throw new SixtreeError(
+        'ERR_INVALID_ARG',
+        `transaction uses more than ${PATHS_PER_TRANS_MAX} btree paths (one per node it reads or writes); split it into smaller transactions`,
+      );
+    }
+    const path = new BtreePath(this.paths.length);
+    path.btreeId = btreeId;
+    path.level = level;
+    path.locksWant = locksWant;
+    wordsCopy(path.pos, 0, pos, pi);
+    this.paths.push(path);
+    return path;
+  }
+
+  /** Take the path's lock at level l by relocking; false if the node changed. */
+  private levelRelockForTraverse(path: BtreePath, l: number): boolean {
+    const lv = path.l[l]!;
+    if (lv.held !== UNLOCKED) return true;
+    const n = lv.node!;
+    const type = path.lockWant(l) === LOCK_INTENT ? LOCK_INTENT : LOCK_READ;
+    if (n.hashVal === 0 || n.level !== l || !nodeRelock(this, n.lock, type as SixLockType, lv.lockSeq)) return false;
+    lv.held = type;
+    return true;
+  }
+
+  /** Lock the root (btree_path_lock_root), with the race check: the root may change while we wait. */
+  private async lockRoot(path: BtreePath): Promise<number> {
+    const root = this.engine.roots[path.btreeId]!;
+    for (;;) {
+      const b = root.node!;
+      const level = b.level;
+      if (level < path.level) return ERR.node_read_error; // path deeper than tree: caller handles
+      const type = path.lockWant(level) === LOCK_INTENT ? LOCK_INTENT : LOCK_READ;
+      const ret = await nodeLock(this, b.lock, type as SixLockType);
+      if (ret) return ret;
+      if (root.node === b && b.level === level) {
+        for (let l = level + 1; l < BTREE_MAX_DEPTH; l++) {
+          this.levelUnlock(path, l);
+          path.l[l]!.node = null;
+        }
+        const lv = path.l[level]!;
+        if (lv.held !== UNLOCKED) this.levelUnlock(path, level);
+        lv.node = b;
+        lv.held = type;
+        lv.lockSeq = b.lock.seq;
+        lv.iterStale = true;
+        return 0;
+      }
+      nodeUnlock(this, b.lock, type as SixLockType);
+    }
+  }
+
+  /**
+   * Traverse a path to its level at its position (bch2_btree_path_traverse).
+   * Returns 0 or a restart code. May drop and retake all of the
+   * transaction's locks (I/O in nodeGet).
+   */
+  async traverse(path: BtreePath): Promise<number> {
+    if (this.restartPending) return this.restartPending;
+    if (path.uptodate === UPTODATE) {
+      if (path.l[path.level]!.iterStale) pathLevelInit(path, path.level);
+      return 0;
+    }
+    if (path.uptodate === NEED_RELOCK && this.pathRelock(path)) {
+      const leaf = path.l[path.level]!.node!;
+      if (posInNode(leaf, path.pos)) {
+        if (path.l[path.level]!.iterStale) pathLevelInit(path, path.level);
+        return 0;
+      }
+      path.uptodate = NEED_TRAVERSE;
+    }
+    this.engine.counters.traverses++;
+    for (let attempt = 0; attempt < TRAVERSE_RETRIES_MAX; attempt++) {
+      const ret = await this.traverseOnce(path);
+      if (ret !== -1) return ret;
+    }
+    return countRestart(ERR.transaction_restart_relock_parent_for_fill);
+  }
+
+  /** One traversal attempt: 0, a restart code, or -1 to try again (the parent moved during a fill). */
+  private async traverseOnce(path: BtreePath): Promise<number> {
+    // up until a good node (btree_path_up_until_good_node)
+    let l = path.level;
+    while (l < BTREE_MAX_DEPTH) {
+      const lv = path.l[l]!;
+      if (!lv.node) break;
+      if (this.levelRelockForTraverse(path, l) && posInNode(lv.node, path.pos)) break;
+      this.levelUnlock(path, l);
+      lv.node = null;
+      l++;
+    }
+    if (l >= BTREE_MAX_DEPTH || !path.l[l]!.node) {
+      const ret = await this.lockRoot(path);
+      if (ret) return ret;
+      l = this.engine.roots[path.btreeId]!.node!.level;
+    }
+    path.l[l]!.iterStale = true;
+
+    // walk down (btree_path_down)
+    const ptr = this.ptrScratch;
+    while (l > path.level) {
+      const h = pathChildPtr(path, l, ptr);
+      if (h < 0) {
+        const n = path.l[l]!.node!;
+        throw this.engine.topologyError(n, `no child pointer covers the position at level ${l}`);
+      }
+      const childLevel = l - 1;
+      const type = path.lockWant(childLevel) === LOCK_INTENT ? LOCK_INTENT : LOCK_READ;
+      // relock failures of this path during a fill mean "traverse again", not restart
+      this.traversing = path;
+      let child: Node | number;
+      try {
+        child = await this.engine.cache.nodeGet(this, ptr, childLevel, type);
+      } finally {
+        this.traversing = null;
+      }
+      if (typeof child === 'number') return child;
+      const clv = path.l[childLevel]!;
+      if (clv.held !== UNLOCKED) this.levelUnlock(path, childLevel);
+      clv.node = child;
+      clv.held = type;
+      clv.lockSeq = child.lock.seq;
+      clv.iterStale = true;
+      if (path.l[l]!.held === UNLOCKED && path.uptodate === NEED_TRAVERSE) {
+        // the parent could not be relocked after the fill: start over from what still holds
+        return -1;
+      }
+      // drop the parent's lock unless wanted (btree_path_drop_extra_locks); keep node + seq
+      if (path.lockWant(l) === UNLOCKED) this.levelUnlock(path, l);
+      l = childLevel;
+    }
+    pathLevelInit(path, path.level);
+    path.uptodate = UPTODATE;
+    return 0;
+  }
+
+  /**
+   * After this transaction modified node n under its write lock: its own
+   * paths on n keep their locks valid (the seq moved by our own unlock) and
+   * re-search their node iterators (the seed's node_iter_fix, by re-search).
+   */
+  nodeModified(n: Node): void {
+    for (const path of this.paths) {
+      const lv = path.l[n.level];
+      if (lv && lv.node === n) {
+        lv.lockSeq = n.lock.seq;
+        lv.iterStale = true;
+      }
+    }
+  }
+
+  /** n was replaced by an interior update: paths on it must traverse again (the seed's node_drop). */
+  nodeDropped(n: Node): void {
+    for (const path of this.paths) {
+      const lv = path.l[n.level];
+      if (lv && lv.node === n) {
+        if (lv.held !== UNLOCKED) {
+          nodeUnlock(this, n.lock, lv.held as SixLockType);
+          lv.held = UNLOCKED;
+        }
+        lv.relockType = UNLOCKED;
+        lv.node = null;
+        path.uptodate = NEED_TRAVERSE;
+      }
+    }
+  }
+
+  /** A restart already thrown into user code (if the callback swallows it, the attempt still restarts). */
+  restartThrown = 0;
+
+  /** Throw a restart code out through user code. */
+  throwIfRestart(ret: number): void {
+    if (ret === 0) return;
+    if (errMatches(ret, RESTART)) this.restartThrown = ret;
+    if (errMatches(ret, RESTART)) throw new TransactionRestart(ret);
+    throw new Error(`internal error: ${errName(ret)}`);
+  }
+
+  overlay(btreeId: number): BtreeOverlay {
+    let o = this.overlays[btreeId];
+    if (!o) {
+      o = new BtreeOverlay(this.engine.btrees[btreeId]!.extents);
+      this.overlays[btreeId] = o;
+    }
+    return o;
+  }
+
+  hasUpdates(): boolean {
+    for (const o of this.overlays) if (o && !o.empty) return true;
+    return false;
+  }
+
+  toText(): string {
+    const out = new Printbuf();
+    out.line(`transaction owner#${this.ownerId} start seq ${this.startSeq} restarts ${this.restartCount}${this.done ? ' done' : ''}`);
+    out.nested((o) => {
+      for (const p of this.paths) o.line(p.toText());
+      o.print(this.locksHeld.toText());
+      this.overlays.forEach((ov, id) => {
+        if (ov && !ov.empty) o.line(`btree ${this.engine.btrees[id]!.name}: ${ov.keys.length} pending keys, ${ov.tombstones.length} ranges`);
+      });
+    });
+    return out.toString();
+  }
+}
+
+function posInNodeAt(n: Node, pos: Uint32Array, pi: number): boolean {
+  return wordsCmp(pos, pi, n.keys.minKey, 0) >= 0 && wordsCmp(pos, pi, n.keys.maxKey, 0) <= 0;
+}
+
+export { UPTODATE, NEED_RELOCK, NEED_TRAVERSE };

@@ -1,0 +1,496 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Per-node key format (bcachefs bkey_format): how the keys of one node are
+ * packed.
+ *
+ * A key has five numeric fields, packed in this order (FIELDS):
+ *   inode u64, offset u64, snapshot u32   -- the position
+ *   size u32                              -- extent size (0 for other keys)
+ *   version u53                           -- journal seq of the commit
+ * The format gives each field a base (the smallest value it holds) and a bit
+ * width; a packed field stores value - base in that many bits. A key whose
+ * fields do not all fit is stored unpacked (a flag in its header, see bkey.ts).
+ *
+ * Packed fields form one bit string, MOST SIGNIFICANT BIT FIRST, in u32 words
+ * (each word an LE u32 on disk): inode bits, then offset, snapshot, size,
+ * version. Because the position fields come first and each is stored
+ * big-end first, comparing the first `posBits` bits of two packed keys word by
+ * word is the same as comparing their positions (bcachefs bkey_cmp_packed).
+ * Nothing here uses BigInt: a u64 is (hi, lo) u32 halves.
+ *
+ * Invariants (formatValidate, checked on read and before write):
+ *   bits[i] <= FIELD_MAX_BITS[i]; base + 2^bits - 1 <= 2^FIELD_MAX_BITS[i] - 1,
+ *   so unpacking never overflows.
+ *
+ * On-disk encoding (FORMAT_BYTES = 48, inside the node header):
+ *   0  u8[5]  bits per field (inode, offset, snapshot, size, version)
+ *   5  u8[3]  zero
+ *   8  u64[5] base per field, little-endian (lo u32 then hi u32)
+ */
+
+import { U32_MAX } from '../btree/bpos.js';
+
+/** The packed fields, in packing order. One table; indices derive from it. */
+export const FIELDS = [
+  { name: 'inode', maxBits: 64 },
+  { name: 'offset', maxBits: 64 },
+  { name: 'snapshot', maxBits: 32 },
+  { name: 'size', maxBits: 32 },
+  { name: 'version', maxBits: 53 },
+] as const;
+
+export const NR_FIELDS = FIELDS.length;
+export const F_INODE = 0;
+export const F_OFFSET = 1;
+export const F_SNAPSHOT = 2;
+export const F_SIZE = 3;
+export const F_VERSION = 4;
+
+export const FORMAT_BYTES = 48;
+const FMT_OFF_BITS = 0;
+const FMT_OFF_BASE = 8;
+
+const TWO32 = 0x1_0000_0000;
+
+/** Largest hi half a field may reach (the lo half may always be 0xffffffff). */
+function fieldMaxHi(i: number): number {
+  const mb = FIELDS[i]!.maxBits;
+  return mb >= 64 ? U32_MAX : mb > 32 ? 2 ** (mb - 32) - 1 : 0;
+}
+
+/** Does base + 2^bits - 1 stay within the field? */
+function fieldRangeOk(i: number, baseHi: number, baseLo: number, bits: number): boolean {
+  if (bits > FIELDS[i]!.maxBits) return false;
+  const mHi = bits > 32 ? 2 ** (bits - 32) - 1 : 0;
+  const mLo = bits >= 32 ? U32_MAX : 2 ** bits - 1;
+  const lo = baseLo + mLo;
+  const hi = baseHi + mHi + (lo >= TWO32 ? 1 : 0);
+  return hi <= fieldMaxHi(i);
+}
+
+function bitLen64(hi: number, lo: number): number {
+  if (hi !== 0) return 64 - Math.clz32(hi);
+  return 32 - Math.clz32(lo);
+}
+
+export class BkeyFormat {
+  /** Bits per field. */
+  readonly bits: Uint8Array;
+  readonly baseHi: Uint32Array;
+  readonly baseLo: Uint32Array;
+  /** Bit offset of each field inside the packed bit string. */
+  readonly bitOffset: Uint16Array;
+  /** inode + offset + snapshot bits. */
+  readonly posBits: number;
+  /** Whole u32 words of position bits, and bits in the last partial word. */
+  readonly posFullWords: number;
+  readonly posRemBits: number;
+  /** u32 words holding the position bits (full + partial). */
+  readonly posWords: number;
+  /** u32 words of packed fields (all five). */
+  readonly fieldWords: number;
+  /** Total packed field bits. */
+  readonly totalBits: number;
+
+  constructor(bits: ArrayLike<number>, baseHi: ArrayLike<number>, baseLo: ArrayLike<number>) {
+    this.bits = Uint8Array.from(bits);
+    this.baseHi = Uint32Array.from(baseHi);
+    this.baseLo = Uint32Array.from(baseLo);
+    this.bitOffset = new Uint16Array(NR_FIELDS);
+    let off = 0;
+    for (let i = 0; i < NR_FIELDS; i++) {
+      this.bitOffset[i] = off;
+      off += this.bits[i]!;
+    }
+    this.totalBits = off;
+    this.posBits = this.bits[F_INODE]! + this.bits[F_OFFSET]! + this.bits[F_SNAPSHOT]!;
+    this.posFullWords = this.posBits >>> 5;
+    this.posRemBits = this.posBits & 31;
+    this.posWords = (this.posBits + 31) >>> 5;
+    this.fieldWords = (off + 31) >>> 5;
+  }
+
+  /** null if valid, else what is wrong. */
+  validate(): string | null {
+    for (let i = 0; i < NR_FIELDS; i++) {
+      const b = this.bits[i]!;
+      if (b > FIELDS[i]!.maxBits) return `field ${FIELDS[i]!.name}: ${b} bits > ${FIELDS[i]!.maxBits}`;
+      if (!fieldRangeOk(i, this.baseHi[i]!, this.baseLo[i]!, b)) return `field ${FIELDS[i]!.name}: base + 2^${b} overflows the field`;
+    }
+    return null;
+  }
+
+  equals(o: BkeyFormat): boolean {
+    if (o === this) return true;
+    for (let i = 0; i < NR_FIELDS; i++) {
+      if (this.bits[i] !== o.bits[i] || this.baseHi[i] !== o.baseHi[i] || this.baseLo[i] !== o.baseLo[i]) return false;
+    }
+    return true;
+  }
+
+  toText(): string {
+    const parts: string[] = [];
+    for (let i = 0; i < NR_FIELDS; i++) {
+      const hi = this.baseHi[i]!, lo = this.baseLo[i]!;
+      const base = hi === 0 ? String(lo) : String((BigInt(hi) << 32n) | BigInt(lo));
+      parts.push(`${FIELDS[i]!.name} ${base}+${this.bits[i]}b`);
+    }
+    return `${parts.join(', ')} (${this.totalBits} bits, ${this.fieldWords} words)`;
+  }
+}
+
+/* ---------------------------------------------------------------------------
+ * Computing a format (bcachefs bkey_format_state: update + done).
+ */
+
+export class BkeyFormatState {
+  private readonly minHi = new Uint32Array(NR_FIELDS).fill(U32_MAX);
+  private readonly minLo = new Uint32Array(NR_FIELDS).fill(U32_MAX);
+  private readonly maxHi = new Uint32Array(NR_FIELDS);
+  private readonly maxLo = new Uint32Array(NR_FIELDS);
+  private readonly seen = new Uint8Array(NR_FIELDS);
+
+  addField(i: number, hi: number, lo: number): void {
+    if (!this.seen[i] || hi < this.minHi[i]! || (hi === this.minHi[i] && lo < this.minLo[i]!)) {
+      this.minHi[i] = hi;
+      this.minLo[i] = lo;
+    }
+    if (!this.seen[i] || hi > this.maxHi[i]! || (hi === this.maxHi[i] && lo > this.maxLo[i]!)) {
+      this.maxHi[i] = hi;
+      this.maxLo[i] = lo;
+    }
+    this.seen[i] = 1;
+  }
+
+  addNumber(i: number, v: number): void {
+    this.addField(i, Math.floor(v / TWO32), v >>> 0);
+  }
+
+  /** Add a position given as 5 words. */
+  addPos(w: Uint32Array, wi: number): void {
+    this.addField(F_INODE, w[wi]!, w[wi + 1]!);
+    this.addField(F_OFFSET, w[wi + 2]!, w[wi + 3]!);
+    this.addField(F_SNAPSHOT, 0, w[wi + 4]!);
+  }
+
+  addKey(p: Uint32Array, pi: number, size: number, version: number): void {
+    this.addPos(p, pi);
+    this.addField(F_SIZE, 0, size);
+    this.addNumber(F_VERSION, version);
+  }
+
+  /**
+   * The format: per field base = min, bits = bit length of (max - min); then
+   * the unused bits up to the next u32 word go to the fields most likely to
+   * grow (version, size, snapshot, offset, inode), as bcachefs
+   * bch2_bkey_format_done pads fields to use the slack.
+   */
+  done(): BkeyFormat {
+    const bits = new Array<number>(NR_FIELDS).fill(0);
+    const baseHi = new Array<number>(NR_FIELDS).fill(0);
+    const baseLo = new Array<number>(NR_FIELDS).fill(0);
+    let total = 0;
+    for (let i = 0; i < NR_FIELDS; i++) {
+      if (!this.seen[i]) continue;
+      baseHi[i] = this.minHi[i]!;
+      baseLo[i] = this.minLo[i]!;
+      let dLo = this.maxLo[i]! - this.minLo[i]!;
+      let dHi = this.maxHi[i]! - this.minHi[i]!;
+      if (dLo < 0) {
+        dLo += TWO32;
+        dHi -= 1;
+      }
+      bits[i] = bitLen64(dHi, dLo);
+      total += bits[i]!;
+    }
+    let extra = ((total + 31) & ~31) - total;
+    for (const i of [F_VERSION, F_SIZE, F_SNAPSHOT, F_OFFSET, F_INODE]) {
+      while (extra > 0 && fieldRangeOk(i, baseHi[i]!, baseLo[i]!, bits[i]! + 1)) {
+        bits[i]!++;
+        extra--;
+      }
+    }
+    return new BkeyFormat(bits, baseHi, baseLo);
+  }
+}
+
+export interface FormatRangeOpts {
+  /** Largest extent size keys will carry (default 0: not an extents btree). */
+  sizeMax?: number;
+  /** Smallest journal seq keys will carry (default 0). */
+  versionMin?: number;
+  /** Largest journal seq keys will carry (default versionMin + 2^32 - 1). */
+  versionMax?: number;
+}
+
+/**
+ * Format for a new empty node covering [minKey, maxKey]: every position in the
+ * range fits (fields below the first one where min and max differ are given
+ * their full width).
+ */
+export function formatFromRange(minKey: Uint32Array, maxKey: Uint32Array, opts: FormatRangeOpts = {}): BkeyFormat {
+  const s = new BkeyFormatState();
+  s.addField(F_INODE, minKey[0]!, minKey[1]!);
+  s.addField(F_INODE, maxKey[0]!, maxKey[1]!);
+  const sameInode = minKey[0] === maxKey[0] && minKey[1] === maxKey[1];
+  if (sameInode) {
+    s.addField(F_OFFSET, minKey[2]!, minKey[3]!);
+    s.addField(F_OFFSET, maxKey[2]!, maxKey[3]!);
+  } else {
+    s.addField(F_OFFSET, 0, 0);
+    s.addField(F_OFFSET, U32_MAX, U32_MAX);
+  }
+  if (sameInode && minKey[2] === maxKey[2] && minKey[3] === maxKey[3]) {
+    s.addField(F_SNAPSHOT, 0, minKey[4]!);
+    s.addField(F_SNAPSHOT, 0, maxKey[4]!);
+  } else {
+    s.addField(F_SNAPSHOT, 0, 0);
+    s.addField(F_SNAPSHOT, 0, U32_MAX);
+  }
+  s.addField(F_SIZE, 0, 0);
+  s.addField(F_SIZE, 0, opts.sizeMax ?? 0);
+  const vmin = opts.versionMin ?? 0;
+  const vmax = Math.min(opts.versionMax ?? vmin + U32_MAX, Number.MAX_SAFE_INTEGER);
+  s.addNumber(F_VERSION, vmin);
+  s.addNumber(F_VERSION, vmax);
+  return s.done();
+}
+
+/** A key's fields as formatFromKeys needs them. */
+export interface FormatKeyLike {
+  p: Uint32Array;
+  size: number;
+  version: number;
+}
+
+/** Smallest format holding every key given (bch2_bkey_format_update + done). */
+export function formatFromKeys(keys: Iterable<FormatKeyLike>): BkeyFormat {
+  const s = new BkeyFormatState();
+  for (const k of keys) s.addKey(k.p, 0, k.size, k.version);
+  return s.done();
+}
+
+/** The format that packs nothing (every key stays unpacked). */
+export function formatNone(): BkeyFormat {
+  return new BkeyFormat([0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]);
+}
+
+/* ---------------------------------------------------------------------------
+ * Serialization (inside the node header; see the layout above).
+ */
+
+export function formatEncode(f: BkeyFormat, dst: Uint8Array, off: number): void {
+  const dv = new DataView(dst.buffer, dst.byteOffset + off, FORMAT_BYTES);
+  for (let i = 0; i < FORMAT_BYTES; i++) dst[off + i] = 0;
+  for (let i = 0; i < NR_FIELDS; i++) {
+    dv.setUint8(FMT_OFF_BITS + i, f.bits[i]!);
+    dv.setUint32(FMT_OFF_BASE + i * 8, f.baseLo[i]!, true);
+    dv.setUint32(FMT_OFF_BASE + i * 8 + 4, f.baseHi[i]!, true);
+  }
+}
+
+/** Decode and validate; returns the format or a string saying what is wrong. */
+export function formatDecode(src: Uint8Array, off: number): BkeyFormat | string {
+  const dv = new DataView(src.buffer, src.byteOffset + off, FORMAT_BYTES);
+  const bits: number[] = [];
+  const hi: number[] = [];
+  const lo: number[] = [];
+  for (let i = 0; i < NR_FIELDS; i++) {
+    bits.push(dv.getUint8(FMT_OFF_BITS + i));
+    lo.push(dv.getUint32(FMT_OFF_BASE + i * 8, true));
+    hi.push(dv.getUint32(FMT_OFF_BASE + i * 8 + 4, true));
+  }
+  for (let i = NR_FIELDS; i < FMT_OFF_BASE; i++) if (dv.getUint8(i) !== 0) return `key format: reserved byte ${i} not zero`;
+  const f = new BkeyFormat(bits, hi, lo);
+  const err = f.validate();
+  return err === null ? f : `key format: ${err}`;
+}
+
+/* ---------------------------------------------------------------------------
+ * Bit string access. `w0` is the word index where the packed field bits start;
+ * bit 0 is the most significant bit of word w0. Values of up to 32 bits.
+ */
+
+export function readBits(d: Uint32Array, w0: number, bitPos: number, n: number): number {
+  if (n === 0) return 0;
+  const wi = w0 + (bitPos >>> 5);
+  const off = bitPos & 31;
+  if (off + n <= 32) return ((d[wi]! << off) >>> 0) >>> (32 - n);
+  const firstBits = 32 - off;
+  const restBits = n - firstBits;
+  const first = d[wi]! & ((1 << firstBits) - 1);
+  return ((first << restBits) | (d[wi + 1]! >>> (32 - restBits))) >>> 0;
+}
+
+/** OR `v` (< 2^n) into the bit string; the target bits must be zero. */
+export function writeBits(d: Uint32Array, w0: number, bitPos: number, n: number, v: number): void {
+  if (n === 0) return;
+  const wi = w0 + (bitPos >>> 5);
+  const off = bitPos & 31;
+  if (off + n <= 32) {
+    d[wi] = d[wi]! | (v << (32 - off - n));
+    return;
+  }
+  const restBits = off + n - 32;
+  d[wi] = d[wi]! | (v >>> restBits);
+  d[wi + 1] = d[wi + 1]! | (v << (32 - restBits));
+}
+
+/* Two-value results without allocating. */
+let rHi = 0;
+let rLo = 0;
+
+/** Read packed field i (relative value) into rHi/rLo. */
+function readField(f: BkeyFormat, d: Uint32Array, w0: number, i: number): void {
+  const b = f.bits[i]!;
+  const off = f.bitOffset[i]!;
+  if (b > 32) {
+    rHi = readBits(d, w0, off, b - 32);
+    rLo = readBits(d, w0, off + b - 32, 32);
+  } else {
+    rHi = 0;
+    rLo = readBits(d, w0, off, b);
+  }
+}
+
+/** Unpack field i into rHi/rLo (absolute value). */
+function unpackField(f: BkeyFormat, d: Uint32Array, w0: number, i: number): void {
+  readField(f, d, w0, i);
+  const lo = rLo + f.baseLo[i]!;
+  rHi = (rHi + f.baseHi[i]! + (lo >= TWO32 ? 1 : 0)) >>> 0;
+  rLo = lo >>> 0;
+}
+
+/**
+ * Field i relative to the base, into rHi/rLo; false if the value is below the
+ * base or needs more than bits[i] bits.
+ */
+function relField(f: BkeyFormat, i: number, hi: number, lo: number): boolean {
+  const bHi = f.baseHi[i]!, bLo = f.baseLo[i]!;
+  let dLo = lo - bLo;
+  let dHi = hi - bHi;
+  if (dLo < 0) {
+    dLo += TWO32;
+    dHi -= 1;
+  }
+  if (dHi < 0) return false;
+  const b = f.bits[i]!;
+  if (b >= 64) {
+    /* full width */
+  } else if (b > 32) {
+    if (dHi >= 2 ** (b - 32)) return false;
+  } else {
+    if (dHi !== 0) return false;
+    if (b < 32 && dLo >= 2 ** b) return false;
+  }
+  rHi = dHi;
+  rLo = dLo;
+  return true;
+}
+
+function writeRel(f: BkeyFormat, d: Uint32Array, w0: number, i: number): void {
+  const b = f.bits[i]!;
+  const off = f.bitOffset[i]!;
+  if (b > 32) {
+    writeBits(d, w0, off, b - 32, rHi);
+    writeBits(d, w0, off + b - 32, 32, rLo);
+  } else {
+    writeBits(d, w0, off, b, rLo);
+  }
+}
+
+/** Do these fields fit the format? */
+export function formatKeyFits(f: BkeyFormat, p: Uint32Array, pi: number, size: number, version: number): boolean {
+  return (
+    relField(f, F_INODE, p[pi]!, p[pi + 1]!) &&
+    relField(f, F_OFFSET, p[pi + 2]!, p[pi + 3]!) &&
+    relField(f, F_SNAPSHOT, 0, p[pi + 4]!) &&
+    relField(f, F_SIZE, 0, size) &&
+    relField(f, F_VERSION, Math.floor(version / TWO32), version >>> 0)
+  );
+}
+
+/**
+ * Pack the fields into d[w0 .. w0 + fieldWords) (overwritten). Returns false,
+ * writing nothing, if they do not fit.
+ */
+export function formatPackFields(f: BkeyFormat, p: Uint32Array, pi: number, size: number, version: number, d: Uint32Array, w0: number): boolean {
+  if (!formatKeyFits(f, p, pi, size, version)) return false;
+  d.fill(0, w0, w0 + f.fieldWords);
+  relField(f, F_INODE, p[pi]!, p[pi + 1]!);
+  writeRel(f, d, w0, F_INODE);
+  relField(f, F_OFFSET, p[pi + 2]!, p[pi + 3]!);
+  writeRel(f, d, w0, F_OFFSET);
+  relField(f, F_SNAPSHOT, 0, p[pi + 4]!);
+  writeRel(f, d, w0, F_SNAPSHOT);
+  relField(f, F_SIZE, 0, size);
+  writeRel(f, d, w0, F_SIZE);
+  relField(f, F_VERSION, Math.floor(version / TWO32), version >>> 0);
+  writeRel(f, d, w0, F_VERSION);
+  return true;
+}
+
+/**
+ * Pack a position alone into out[oi .. oi + posWords) (bch2_bkey_pack_pos):
+ * true only if it is exactly representable. Used to turn a search position
+ * into the node's packed form once per search.
+ */
+export function formatPackPos(f: BkeyFormat, p: Uint32Array, pi: number, out: Uint32Array, oi: number): boolean {
+  if (!relField(f, F_INODE, p[pi]!, p[pi + 1]!)) return false;
+  const iHi = rHi, iLo = rLo;
+  if (!relField(f, F_OFFSET, p[pi + 2]!, p[pi + 3]!)) return false;
+  const oHi = rHi, oLo = rLo;
+  if (!relField(f, F_SNAPSHOT, 0, p[pi + 4]!)) return false;
+  const sLo = rLo;
+  out.fill(0, oi, oi + f.posWords);
+  rHi = iHi;
+  rLo = iLo;
+  writeRel(f, out, oi, F_INODE);
+  rHi = oHi;
+  rLo = oLo;
+  writeRel(f, out, oi, F_OFFSET);
+  rHi = 0;
+  rLo = sLo;
+  writeRel(f, out, oi, F_SNAPSHOT);
+  return true;
+}
+
+/** Unpack the position of packed fields at d[w0..] into out[oi .. oi+5). */
+export function formatUnpackPos(f: BkeyFormat, d: Uint32Array, w0: number, out: Uint32Array, oi: number): void {
+  unpackField(f, d, w0, F_INODE);
+  out[oi] = rHi;
+  out[oi + 1] = rLo;
+  unpackField(f, d, w0, F_OFFSET);
+  out[oi + 2] = rHi;
+  out[oi + 3] = rLo;
+  unpackField(f, d, w0, F_SNAPSHOT);
+  out[oi + 4] = rLo;
+}
+
+export function formatUnpackSize(f: BkeyFormat, d: Uint32Array, w0: number): number {
+  unpackField(f, d, w0, F_SIZE);
+  return rLo;
+}
+
+export function formatUnpackVersion(f: BkeyFormat, d: Uint32Array, w0: number): number {
+  unpackField(f, d, w0, F_VERSION);
+  return rHi * TWO32 + rLo;
+}
+
+/**
+ * Compare the positions of two packed keys in the same format: the first
+ * posBits bits, word by word (bcachefs bkey_cmp_packed).
+ */
+export function packedPosCmp(f: BkeyFormat, a: Uint32Array, ai: number, b: Uint32Array, bi: number): number {
+  const full = f.posFullWords;
+  for (let i = 0; i < full; i++) {
+    const x = a[ai + i]!, y = b[bi + i]!;
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  const rem = f.posRemBits;
+  if (rem !== 0) {
+    const x = a[ai + full]! >>> (32 - rem), y = b[bi + full]! >>> (32 - rem);
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  return 0;
+}

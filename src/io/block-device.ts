@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * BlockDevice: a regular file, loop device or raw block device opened with
+ * O_DIRECT through a NativeBackend ('napi' or 'koffi').
+ *
+ * Owns: the file descriptor and its exclusive lock, the device geometry
+ * (sizeBytes, alignBytes), the I/O counters, and the mapping of native
+ * failures to SixtreeErrors:
+ *   missing path (no createSizeBytes)   ERR_NOT_FOUND_DEVICE
+ *   file system refuses O_DIRECT        ERR_NO_DIRECT_IO
+ *   lock held by another open           ERR_LOCKED
+ *   write/submit-write on readOnly      ERR_READ_ONLY
+ *   bad buffer/offset/length/option     ERR_INVALID_ARG (checked here, before native code)
+ *   anything the kernel reports         ERR_IO (errno, path, offset, length)
+ *   call after close()                  ERR_CLOSED
+ *
+ * Geometry: alignBytes is the direct-I/O alignment the shim reports (never
+ * below 512). sizeBytes is the file or device size rounded down to
+ * alignBytes: a file's unaligned tail is not addressable with O_DIRECT.
+ * createSizeBytes creates a missing file and grows a shorter one (never
+ * shrinks); on a block device it only checks the device is large enough.
+ *
+ * States: open --close()--> closing (waits for in-flight async I/O; new
+ * calls fail with ERR_CLOSED) --> closed (fd released). close() is
+ * idempotent. Buffers from allocBuffer() outlive the device; free them with
+ * freeBuffer() (or leave them to the garbage collector).
+ *
+ * submit() engines ('batch' option): 'uring' (io_uring, all ops in flight up
+ * to the ring depth), 'serial' (one op after another on one worker thread),
+ * 'pool' (one async call per op on libuv's thread pool); 'auto' = 'uring'
+ * where the kernel allows it, else 'pool'.
+ */
+import { invalidArg, SixtreeError, ioError } from '../errors.js';
+import { isNativeError, loadBackend, IO_BACKEND_NAMES, isIoBackendName, type IoBackendName, type NativeBackend } from '../native/index.js';
+import { Printbuf } from '../util/printbuf.js';
+import { allocAlignedBuffer, checkIo, deviceError, freeAlignedBuffer, submitOpsMax } from './aligned.js';
+import type { Device, DeviceStats, IoOp } from './device.js';
+
+export const BATCH_MODES = ['auto', 'uring', 'serial', 'pool'] as const;
+export type BatchMode = (typeof BATCH_MODES)[number];
+
+export interface BlockDeviceOpenOpts {
+  /** Open O_RDONLY; writes fail with ERR_READ_ONLY. */
+  readOnly?: boolean;
+  /** Create the file if missing and grow it to this size (bytes, a multiple of alignBytes). */
+  createSizeBytes?: number;
+  /** Native backend; default env SIXTREE_IO, else 'napi'. */
+  io?: IoBackendName;
+  /** Take the exclusive lock (default true). */
+  lock?: boolean;
+  /** How submit() runs; default 'auto'. */
+  batch?: BatchMode;
+}
+
+const OPEN_OPTS = ['readOnly', 'createSizeBytes', 'io', 'lock', 'batch'] as const;
+
+export class BlockDevice implements Device {
+  readonly path: string;
+  readonly kind: 'file' | 'block';
+  readonly sizeBytes: number;
+  readonly alignBytes: number;
+  readonly readOnly: boolean;
+  readonly stats: DeviceStats = { reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, flushes: 0 };
+  /** The engine submit() uses ('auto' resolved). */
+  readonly batchMode: Exclude<BatchMode, 'auto'>;
+  readonly backend: NativeBackend;
+
+  private fd: number;
+  private closing = false;
+  private inflight = 0;
+  private drained: (() => void) | undefined;
+
+  private constructor(
+    backend: NativeBackend,
+    fd: number,
+    path: string,
+    kind: 'file' | 'block',
+    sizeBytes: number,
+    alignBytes: number,
+    readOnly: boolean,
+    batchMode: Exclude<BatchMode, 'auto'>,
+  ) {
+    this.backend = backend;
+    this.fd = fd;
+    this.path = path;
+    this.kind = kind;
+    this.sizeBytes = sizeBytes;
+    this.alignBytes = alignBytes;
+    this.readOnly = readOnly;
+    this.batchMode = batchMode;
+  }
+
+  static open(path: string, opts: BlockDeviceOpenOpts = {}): BlockDevice {
+    if (typeof path !== 'string' || path.length === 0 || path.includes('\0')) throw invalidArg('path', path, 'a non-empty string without NUL bytes');
+    if (opts === null || typeof opts !== 'object') throw invalidArg('opts', opts, 'an object');
+    for (const key of Object.keys(opts))
+      if (!(OPEN_OPTS as readonly string[]).includes(key)) throw invalidArg(`opts.${key}`, key, `one of ${OPEN_OPTS.join(', ')}`);
+    const readOnly = opts.readOnly ?? false;
+    const lock = opts.lock ?? true;
+    const batch = opts.batch ?? 'auto';
+    if (typeof readOnly !== 'boolean') throw invalidArg('opts.readOnly', readOnly, 'a boolean');
+    if (typeof lock !== 'boolean') throw invalidArg('opts.lock', lock, 'a boolean');
+    if (!(BATCH_MODES as readonly string[]).includes(batch)) throw invalidArg('opts.batch', batch, BATCH_MODES.map((m) => `'${m}'`).join(', '));
+    if (opts.io !== undefined && !isIoBackendName(opts.io)) throw invalidArg('opts.io', opts.io, IO_BACKEND_NAMES.map((n) => `'${n}'`).join(' or '));
+    const create = opts.createSizeBytes;
+    if (create !== undefined) {
+      if (typeof create !== 'number' || !Number.isSafeInteger(create) || create <= 0)
+        throw invalidArg('opts.createSizeBytes', create, 'a positive integer number of bytes');
+      if (readOnly) throw invalidArg('opts.createSizeBytes', create, 'undefined when readOnly is true');
+    }
+
+    const backend = loadBackend(opts.io);
+    let fd: number;
+    try {
+      fd = backend.open(path, !readOnly, create !== undefined);
+    } catch (e) {
+      throw openError(backend, e, path, create !== undefined);
+    }
+
+    try {
+      if (lock) {
+        try {
+          backend.lock(fd);
+        } catch (e) {
+          if (isNativeError(e) && (e.code === 'EWOULDBLOCK' || e.code === 'EAGAIN'))
+            throw new SixtreeError('ERR_LOCKED', `${path} is open in another process (exclusive lock held)`, { path, errno: e.code }, { cause: e });
+          throw e;
+        }
+      }
+      const kind = backend.fdKind(fd);
+      if (kind === 'other') throw invalidArg('path', path, 'a regular file or a block device');
+      const alignBytes = backend.alignBytes(fd);
+      if (create !== undefined) {
+        if (create % alignBytes !== 0) throw invalidArg('opts.createSizeBytes', create, `a multiple of ${alignBytes} (alignBytes of ${path})`);
+        if (kind === 'file') backend.extend(fd, create);
+      }
+      const rawBytes = backend.sizeBytes(fd);
+      if (kind === 'block' && create !== undefined && rawBytes < create)
+        throw new SixtreeError('ERR_TOO_SMALL', `${path}: block device has ${rawBytes} bytes, createSizeBytes asks for ${create}`, { path });
+      const sizeBytes = rawBytes - (rawBytes % alignBytes);
+      const batchMode = batch === 'auto' ? (backend.uringSupported() ? 'uring' : 'pool') : batch;
+      if (batchMode === 'uring' && !backend.uringSupported())
+        throw invalidArg('opts.batch', batch, `'serial', 'pool' or 'auto': io_uring is not available on this system`);
+      return new BlockDevice(backend, fd, path, kind, sizeBytes, alignBytes, readOnly, batchMode);
+    } catch (e) {
+      backend.close(fd);
+      if (isNativeError(e)) throw ioError('open', e.code, path);
+      throw e;
+    }
+  }
+
+  get closed(): boolean {
+    return this.closing;
+  }
+
+  allocBuffer(sizeBytes: number): Uint8Array {
+    return allocAlignedBuffer(this.backend, sizeBytes, this.alignBytes);
+  }
+
+  freeBuffer(buf: Uint8Array): void {
+    freeAlignedBuffer(this.backend, buf);
+  }
+
+  readSync(buf: Uint8Array, offsetBytes: number): void {
+    this.checkOpen();
+    checkIo(this, this.backend, buf, offsetBytes);
+    try {
+      this.backend.preadSync(this.fd, buf, offsetBytes);
+    } catch (e) {
+      throw deviceError(e, 'read', this.path, offsetBytes, buf.length);
+    }
+    this.stats.reads++;
+    this.stats.bytesRead += buf.length;
+  }
+
+  writeSync(buf: Uint8Array, offsetBytes: number): void {
+    this.checkWritable();
+    checkIo(this, this.backend, buf, offsetBytes);
+    try {
+      this.backend.pwriteSync(this.fd, buf, offsetBytes);
+    } catch (e) {
+      throw deviceError(e, 'write', this.path, offsetBytes, buf.length);
+    }
+    this.stats.writes++;
+    this.stats.bytesWritten += buf.length;
+  }
+
+  async read(buf: Uint8Array, offsetBytes: number): Promise<void> {
+    this.checkOpen();
+    checkIo(this, this.backend, buf, offsetBytes);
+    this.inflight++;
+    try {
+      await this.backend.pread(this.fd, buf, offsetBytes);
+    } catch (e) {
+      throw deviceError(e, 'read', this.path, offsetBytes, buf.length);
+    } finally {
+      this.opDone();
+    }
+    this.stats.reads++;
+    this.stats.bytesRead += buf.length;
+  }
+
+  async write(buf: Uint8Array, offsetBytes: number): Promise<void> {
+    this.checkWritable();
+    checkIo(this, this.backend, buf, offsetBytes);
+    this.inflight++;
+    try {
+      await this.backend.pwrite(this.fd, buf, offsetBytes);
+    } catch (e) {
+      throw deviceError(e, 'write', this.path, offsetBytes, buf.length);
+    } finally {
+      this.opDone();
+    }
+    this.stats.writes++;
+    this.stats.bytesWritten += buf.length;
+  }
+
+  async submit(ops: readonly IoOp[]): Promise<void> {
+    this.checkOpen();
+    checkOps(this, ops);
+    for (let i = 0; i < ops.length; i++) {
+      const op = ops[i]!;
+      if (op.op === 'write' && this.readOnly) throw this.readOnlyError();
+      checkIo(this, this.backend, op.buf, op.offsetBytes, `ops[${i}].buf`);
+    }
+    if (ops.length === 0) return;
+
+    this.inflight++;
+    let failed: unknown;
+    try {
+      if (this.batchMode === 'pool') {
+        const settled = await Promise.allSettled(
+          ops.map((op) => (op.op === 'write' ? this.backend.pwrite(this.fd, op.buf, op.offsetBytes) : this.backend.pread(this.fd, op.buf, op.offsetBytes))),
+        );
+        settled.forEach((s, i) => {
+          if (s.status === 'fulfilled') this.count(ops[i]!);
+          else failed ??= deviceError(s.reason, ops[i]!.op, this.path, ops[i]!.offsetBytes, ops[i]!.buf.length);
+        });
+      } else {
+        let results: Int32Array;
+        try {
+          results = await this.backend.batch(this.fd, this.batchMode, ops);
+        } catch (e) {
+          throw deviceError(e, 'submit', this.path);
+        }
+        results.forEach((res, i) => {
+          const op = ops[i]!;
+          if (res === 0) this.count(op);
+          else failed ??= ioError(op.op, this.backend.errnoName(res), this.path, op.offsetBytes, op.buf.length);
+        });
+      }
+    } finally {
+      this.opDone();
+    }
+    if (failed !== undefined) throw failed;
+  }
+
+  async flush(): Promise<void> {
+    this.checkOpen();
+    if (this.readOnly) return;
+    this.inflight++;
+    try {
+      await this.backend.fdatasync(this.fd);
+    } catch (e) {
+      throw deviceError(e, 'flush', this.path);
+    } finally {
+      this.opDone();
+    }
+    this.stats.flushes++;
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    if (this.inflight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+    const fd = this.fd;
+    this.fd = -1;
+    try {
+      this.backend.close(fd);
+    } catch (e) {
+      throw deviceError(e, 'close', this.path);
+    }
+  }
+
+  toText(): string {
+    const out = new Printbuf();
+    out.line(`BlockDevice ${this.path}${this.closing ? ' (closed)' : ''}`);
+    out.nested((o) => {
+      o.field('kind', this.kind);
+      o.field('io', `${this.backend.name}, submit: ${this.batchMode}`);
+      o.field('sizeBytes', this.sizeBytes);
+      o.field('alignBytes', this.alignBytes);
+      o.field('readOnly', this.readOnly);
+      o.field('inflight', this.inflight);
+      statsToText(o, this.stats);
+    });
+    return out.toString();
+  }
+
+  private count(op: IoOp): void {
+    if (op.op === 'write') {
+      this.stats.writes++;
+      this.stats.bytesWritten += op.buf.length;
+    } else {
+      this.stats.reads++;
+      this.stats.bytesRead += op.buf.length;
+    }
+  }
+
+  private opDone(): void {
+    if (--this.inflight === 0 && this.drained) {
+      this.drained();
+      this.drained = undefined;
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.closing) throw new SixtreeError('ERR_CLOSED', `${this.path}: device is closed`, { path: this.path });
+  }
+
+  private checkWritable(): void {
+    this.checkOpen();
+    if (this.readOnly) throw this.readOnlyError();
+  }
+
+  private readOnlyError(): SixtreeError {
+    return new SixtreeError('ERR_READ_ONLY', `${this.path} is open read-only; writes are refused`, { path: this.path });
+  }
+}
+
+function openError(backend: NativeBackend, e: unknown, path: string, create: boolean): unknown {
+  if (!isNativeError(e)) return e;
+  if (e.code === 'ENOENT' || e.code === 'ENOTDIR')
+    return new SixtreeError(
+      'ERR_NOT_FOUND_DEVICE',
+      create ? `${path}: cannot create it, a parent directory does not exist` : `${path}: no such file or device (give createSizeBytes to create a file)`,
+      { path, errno: e.code },
+      { cause: e },
+    );
+  if (e.errno === backend.noDirectIoErrno)
+    return new SixtreeError('ERR_NO_DIRECT_IO', `${path}: the file system refuses O_DIRECT; put the store on a file system or device that supports direct I/O`, { path }, { cause: e });
+  if (e.code === 'EISDIR' || e.code === 'ENODEV') return invalidArg('path', path, 'a regular file or a block device');
+  const err = ioError('open', e.code, path);
+  (err as { cause?: unknown }).cause = e;
+  return err;
+}
+
+/** Shape checks of a submit() argument shared by every Device. */
+export function checkOps(target: { path: string }, ops: unknown): asserts ops is readonly IoOp[] {
+  if (!Array.isArray(ops)) throw invalidArg('ops', ops, 'an array of { op, buf, offsetBytes }');
+  if (ops.length > submitOpsMax) throw invalidArg('ops.length', ops.length, `at most ${submitOpsMax} operations per submit() on ${target.path}`);
+  ops.forEach((op: unknown, i) => {
+    if (op === null || typeof op !== 'object') throw invalidArg(`ops[${i}]`, op, 'an object { op, buf, offsetBytes }');
+    const kind = (op as IoOp).op;
+    if (kind !== 'read' && kind !== 'write') throw invalidArg(`ops[${i}].op`, kind, "'read' or 'write'");
+  });
+}
+
+export function statsToText(out: Printbuf, stats: DeviceStats): void {
+  out.field('reads', `${stats.reads} (${stats.bytesRead} bytes)`);
+  out.field('writes', `${stats.writes} (${stats.bytesWritten} bytes)`);
+  out.field('flushes', stats.flushes);
+}

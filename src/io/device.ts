@@ -1,0 +1,55 @@
+/*
+ * Device: the one interface every layer above src/io does its I/O through.
+ *
+ * Implementations:
+ *  - BlockDevice (block-device.ts): a regular file, loop device or raw block
+ *    device opened O_DIRECT through the native shim (napi or koffi backend).
+ *  - MemDevice (mem-device.ts): an image in memory, for crash-image replays.
+ *  - FaultDevice (fault-device.ts): wraps another Device, records writes since
+ *    the last flush, builds crash images, injects EIO.
+ *
+ * Rules (checked in TypeScript before any native call; ERR_INVALID_ARG):
+ *  - buffers come from allocBuffer() (aligned to alignBytes);
+ *  - offset and length are multiples of alignBytes, inside [0, sizeBytes).
+ * A write is durable only after flush() resolves.
+ */
+
+export interface IoOp {
+  /** 'read' fills buf from the device, 'write' writes buf to the device. */
+  op: 'read' | 'write';
+  buf: Uint8Array;
+  offsetBytes: number;
+}
+
+export interface DeviceStats {
+  reads: number;
+  writes: number;
+  bytesRead: number;
+  bytesWritten: number;
+  flushes: number;
+}
+
+export interface Device {
+  readonly path: string;
+  readonly kind: 'file' | 'block' | 'memory';
+  readonly sizeBytes: number;
+  /** Required alignment of buffer address, offset and length (logical block size / DIO alignment). */
+  readonly alignBytes: number;
+  readonly readOnly: boolean;
+  readonly stats: DeviceStats;
+
+  /** An aligned, zeroed buffer; free it with freeBuffer() (a finalizer frees it otherwise). */
+  allocBuffer(sizeBytes: number): Uint8Array;
+  freeBuffer(buf: Uint8Array): void;
+
+  read(buf: Uint8Array, offsetBytes: number): Promise<void>;
+  write(buf: Uint8Array, offsetBytes: number): Promise<void>;
+  /** Many reads/writes submitted at once; resolves when all completed (rejects on the first failure, after all finished). */
+  submit(ops: readonly IoOp[]): Promise<void>;
+  readSync(buf: Uint8Array, offsetBytes: number): void;
+  writeSync(buf: Uint8Array, offsetBytes: number): void;
+  /** Everything written before the call is on stable storage when this resolves (fdatasync). */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+  toText(): string;
+}

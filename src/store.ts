@@ -1,0 +1,403 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Store: the public API (API.md). Validates every argument and option in
+ * TypeScript first (messages name the argument, the value and what is
+ * allowed), runs transactions with the one restart loop, and hands the rest
+ * to the Engine (engine.ts).
+ *
+ * transact(fn): a BtreeTrans per attempt; fn runs; its updates commit
+ * atomically (one journal entry); a restart (lock conflict, deadlock victim,
+ * node changed) reruns fn with a new BtreeTrans that keeps the start seq;
+ * the promise resolves once the journal entry is durable.
+ */
+
+import { SixtreeError, TransactionRestart, describeValue, isRestart, invalidArg } from './errors.js';
+import { KEY_TYPE, bkeyNew, type BkeyI } from './btree/bkey.js';
+import { POS_MAX, POS_MIN, U64_MAX, type Bpos, bposToWords, posWords, toBpos } from './btree/bpos.js';
+import { Iter, KEY_SIZE_MAX, type Entry, type IterOpts } from './btree/iter.js';
+import { extentValueMake, xcmp, type XPos } from './btree/overlay.js';
+import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
+import { transCommit } from './btree/commit.js';
+import { Engine, type EngineOpenOpts, type FormatOpts, type StoreStats } from './engine.js';
+
+/** Restarts of one transact() call before ERR_TOO_MANY_RESTARTS. */
+export const TRANSACT_RESTARTS_MAX = 10_000;
+
+function checkOptions(opts: unknown, allowed: readonly string[], what: string): Record<string, unknown> {
+  if (opts === undefined) return {};
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) throw invalidArg(what, opts, 'an options object');
+  for (const k of Object.keys(opts)) {
+    if (!allowed.includes(k)) throw new SixtreeError('ERR_INVALID_ARG', `${what}: unknown option ${JSON.stringify(k)}; allowed: ${allowed.join(', ')}`, { argument: `${what}.${k}` });
+  }
+  return opts as Record<string, unknown>;
+}
+
+function checkPath(path: unknown): string {
+  if (typeof path !== 'string' || path.length === 0) throw invalidArg('path', path, 'a non-empty string (file or block device path)');
+  return path;
+}
+
+function checkValue(v: unknown, max: number): Uint8Array {
+  if (!(v instanceof Uint8Array)) throw invalidArg('value', v, 'a Uint8Array (or Buffer)');
+  if (v.length > max) throw new SixtreeError('ERR_VALUE_TOO_LARGE', `value: ${v.length} bytes; this store allows at most ${max} (store.maxValueSize)`, { length: v.length });
+  return v;
+}
+
+export class Transaction {
+  constructor(
+    private readonly store: Store,
+    /** @internal */ readonly bt: BtreeTrans,
+  ) {}
+
+  private live(): void {
+    if (this.bt.done) throw new SixtreeError('ERR_TX_DONE', 'transaction used after its transact() callback returned');
+  }
+
+  private writable(): void {
+    this.live();
+    if (this.store.readOnly) throw new SixtreeError('ERR_READ_ONLY', 'write in a store opened readOnly');
+  }
+
+  async get(btree: string, p: unknown): Promise<Uint8Array | undefined> {
+    this.live();
+    const id = this.store.btreeId(btree, false);
+    const pos = toBpos(p, 'pos');
+    const k = await this.bt.engine.txGet(this.bt, id, pos);
+    return k ? k.value.slice() : undefined;
+  }
+
+  put(btree: string, p: unknown, value: unknown): void {
+    this.writable();
+    const id = this.store.btreeId(btree, false);
+    const pos = toBpos(p, 'pos');
+    const v = checkValue(value, this.store.maxValueSize);
+    this.bt.overlay(id).putKey(bkeyNew(KEY_TYPE.value, posWords(pos), { value: v.slice() }));
+  }
+
+  del(btree: string, p: unknown): void {
+    this.writable();
+    const id = this.store.btreeId(btree, false);
+    const pos = toBpos(p, 'pos');
+    this.bt.overlay(id).putKey(bkeyNew(KEY_TYPE.deleted, posWords(pos)));
+  }
+
+  putExtent(btree: string, start: unknown, size: unknown, value: unknown): void {
+    this.writable();
+    const id = this.store.btreeId(btree, true);
+    const s = toBpos(start, 'start');
+    let sz: bigint;
+    if (typeof size === 'number' && Number.isInteger(size) && size > 0) sz = BigInt(size);
+    else if (typeof size === 'bigint' && size > 0n) sz = size;
+    else throw invalidArg('size', size, 'a positive integer (number or bigint)');
+    if (s.offset + sz > U64_MAX) throw invalidArg('size', size, `an extent ending at or before offset 2^64-1 (start offset ${s.offset})`);
+    const v = checkValue(value, this.store.maxValueSize - 8);
+    const ov = this.bt.overlay(id);
+    // keys hold at most KEY_SIZE_MAX: longer extents become several keys with valueOffsets
+    let off = 0n;
+    while (off < sz) {
+      const piece = sz - off > BigInt(KEY_SIZE_MAX) ? BigInt(KEY_SIZE_MAX) : sz - off;
+      const end: Bpos = { inode: s.inode, offset: s.offset + off + piece, snapshot: s.snapshot };
+      ov.putExtent(bkeyNew(KEY_TYPE.extent, posWords(end), { size: Number(piece), value: extentValueMake(off, v) }));
+      off += piece;
+    }
+  }
+
+  delRange(btree: string, start: unknown, end: unknown): void {
+    this.writable();
+    const id = this.store.btreeId(btree, null);
+    const s = toBpos(start, 'start');
+    const e = toBpos(end, 'end');
+    if (xcmp(s as XPos, e as XPos) >= 0) return;
+    this.bt.overlay(id).addTombstone(s as XPos, e as XPos);
+  }
+
+  iter(btree: string, start?: unknown, opts?: unknown): Iter {
+    this.live();
+    const id = this.store.btreeId(btree, null);
+    const o = checkOptions(opts, ['slots', 'intent', 'prefetch', 'end'], 'opts');
+    const iopts: IterOpts = {};
+    for (const k of ['slots', 'intent', 'prefetch'] as const) {
+      if (o[k] !== undefined && typeof o[k] !== 'boolean') throw invalidArg(`opts.${k}`, o[k], 'a boolean');
+      if (o[k] !== undefined) iopts[k] = o[k] as boolean;
+    }
+    if (o.end !== undefined) iopts.end = toBpos(o.end, 'opts.end');
+    const s = start === undefined ? POS_MIN : toBpos(start, 'start');
+    return new Iter(this.bt, () => this.live(), id, this.bt.engine.btrees[id]!.extents, s, iopts);
+  }
+}
+
+export interface RangeOpts {
+  start?: Bpos;
+  end?: Bpos;
+  reverse?: boolean;
+  limit?: number;
+}
+
+export class Store {
+  /** @internal */ readonly engine: Engine;
+  readonly btrees: readonly string[];
+  readonly nodeSize: number;
+  readonly maxValueSize: number;
+  readonly readOnly: boolean;
+  private closed = false;
+  private closing: Promise<void> | null = null;
+  private inFlight = 0;
+  private idle: Array<() => void> = [];
+
+  private constructor(engine: Engine, readOnly: boolean) {
+    this.engine = engine;
+    this.btrees = Object.freeze(engine.btrees.map((b) => b.name));
+    this.nodeSize = engine.nodeSizeBytes;
+    this.maxValueSize = engine.maxValueBytes;
+    this.readOnly = readOnly;
+  }
+
+  static async format(path: unknown, opts: unknown): Promise<void> {
+    const p = checkPath(path);
+    const o = checkOptions(opts, ['btrees', 'size', 'nodeSize', 'blockSize', 'journalSize', 'force', 'io'], 'opts');
+    if (opts === undefined) throw invalidArg('opts', opts, 'an options object with btrees');
+    if (!Array.isArray(o.btrees) || o.btrees.length === 0) throw invalidArg('opts.btrees', o.btrees, 'a non-empty array of { name, extents? }');
+    const names = new Set<string>();
+    const btrees = o.btrees.map((b: unknown, i: number) => {
+      const bo = checkOptions(b, ['name', 'extents'], `opts.btrees[${i}]`);
+      if (typeof bo.name !== 'string' || !/^[a-z][a-z0-9_]{0,31}$/.test(bo.name)) throw invalidArg(`opts.btrees[${i}].name`, bo.name, 'a name matching /^[a-z][a-z0-9_]{0,31}$/');
+      if (names.has(bo.name)) throw invalidArg(`opts.btrees[${i}].name`, bo.name, 'a name not used by another btree');
+      names.add(bo.name);
+      if (bo.extents !== undefined && typeof bo.extents !== 'boolean') throw invalidArg(`opts.btrees[${i}].extents`, bo.extents, 'a boolean');
+      return { name: bo.name, extents: !!bo.extents };
+    });
+    const fo: FormatOpts = { btrees, force: false };
+    if (o.size !== undefined) {
+      if (!((typeof o.size === 'number' && Number.isSafeInteger(o.size) && o.size > 0) || (typeof o.size === 'bigint' && o.size > 0n && o.size <= BigInt(Number.MAX_SAFE_INTEGER))))
+        throw invalidArg('opts.size', o.size, 'a positive integer number of bytes');
+      fo.sizeBytes = Number(o.size);
+    }
+    const pow2 = (name: string, v: unknown, min: number, max: number): number => {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max || (v & (v - 1)) !== 0)
+        throw invalidArg(name, v, `a power of two from ${min} to ${max}`);
+      return v;
+    };
+    if (o.nodeSize !== undefined) fo.nodeSizeBytes = pow2('opts.nodeSize', o.nodeSize, 4096, 1 << 20);
+    if (o.blockSize !== undefined) fo.blockSizeBytes = pow2('opts.blockSize', o.blockSize, 512, 1 << 16);
+    if (fo.nodeSizeBytes && fo.blockSizeBytes && fo.nodeSizeBytes % fo.blockSizeBytes !== 0)
+      throw invalidArg('opts.nodeSize', fo.nodeSizeBytes, `a multiple of blockSize (${fo.blockSizeBytes})`);
+    if (o.journalSize !== undefined) {
+      if (typeof o.journalSize !== 'number' || !Number.isSafeInteger(o.journalSize) || o.journalSize <= 0) throw invalidArg('opts.journalSize', o.journalSize, 'a positive integer number of bytes');
+      fo.journalSizeBytes = o.journalSize;
+    }
+    if (o.force !== undefined && typeof o.force !== 'boolean') throw invalidArg('opts.force', o.force, 'a boolean');
+    fo.force = !!o.force;
+    if (o.io !== undefined) fo.io = checkIo(o.io);
+    await Engine.format(p, fo);
+  }
+
+  static async open(path: unknown, opts?: unknown): Promise<Store> {
+    const p = checkPath(path);
+    const o = checkOptions(opts, ['cacheSize', 'readOnly', 'io'], 'opts');
+    const eo: EngineOpenOpts = { readOnly: false };
+    if (o.cacheSize !== undefined) {
+      if (typeof o.cacheSize !== 'number' || !Number.isSafeInteger(o.cacheSize) || o.cacheSize <= 0) throw invalidArg('opts.cacheSize', o.cacheSize, 'a positive integer number of bytes');
+      eo.cacheSizeBytes = o.cacheSize;
+    }
+    if (o.readOnly !== undefined && typeof o.readOnly !== 'boolean') throw invalidArg('opts.readOnly', o.readOnly, 'a boolean');
+    eo.readOnly = !!o.readOnly;
+    if (o.io !== undefined) eo.io = checkIo(o.io);
+    const engine = await Engine.open(p, eo);
+    return new Store(engine, eo.readOnly);
+  }
+
+  /** @internal btree name -> id; extents: true = must be extents, false = must not, null = either. */
+  btreeId(name: unknown, extents: boolean | null): number {
+    if (typeof name !== 'string') throw invalidArg('btree', name, `a btree name (${this.btrees.join(', ')})`);
+    const id = this.btrees.indexOf(name);
+    if (id < 0) throw new SixtreeError('ERR_UNKNOWN_BTREE', `btree ${JSON.stringify(name)} is not in this store (it has: ${this.btrees.join(', ')})`, { btree: name });
+    const isExt = this.engine.btrees[id]!.extents;
+    if (extents === true && !isExt) throw new SixtreeError('ERR_NOT_EXTENTS', `btree ${name} is not an extents btree: use put/get/del`, { btree: name });
+    if (extents === false && isExt) throw new SixtreeError('ERR_IS_EXTENTS', `btree ${name} is an extents btree: use putExtent/delRange and iterators`, { btree: name });
+    return id;
+  }
+
+  private checkOpen(): void {
+    if (this.closed || this.closing) throw new SixtreeError('ERR_CLOSED', 'store is closed');
+  }
+
+  private enter(): void {
+    this.checkOpen();
+    this.inFlight++;
+  }
+
+  private leave(): void {
+    if (--this.inFlight === 0) for (const w of this.idle.splice(0)) w();
+  }
+
+  async transact<T>(fn: (tx: Transaction) => Promise<T> | T): Promise<T> {
+    if (typeof fn !== 'function') throw invalidArg('fn', fn, 'a function (tx) => ...');
+    this.enter();
+    try {
+      return await this.transactInner(fn);
+    } finally {
+      this.leave();
+    }
+  }
+
+  private async transactInner<T>(fn: (tx: Transaction) => Promise<T> | T): Promise<T> {
+    const engine = this.engine;
+    engine.checkUsable();
+    const startSeq = transStartSeqNew();
+    for (let restarts = 0; ; restarts++) {
+      if (restarts > TRANSACT_RESTARTS_MAX) {
+        throw new SixtreeError('ERR_TOO_MANY_RESTARTS', `transaction restarted more than ${TRANSACT_RESTARTS_MAX} times`);
+      }
+      const bt = new BtreeTrans(engine, startSeq, restarts);
+      const tx = new Transaction(this, bt);
+      let result: T;
+      let seq = 0;
+      let shrunk: import('./btree/node.js').Node[] = [];
+      try {
+        result = await fn(tx);
+        bt.done = true;
+        if (bt.restartThrown) {
+          engine.countRestart(bt.restartThrown);
+          continue;
+        }
+        if (this.readOnly && bt.hasUpdates()) throw new SixtreeError('ERR_READ_ONLY', 'write in a store opened readOnly');
+        const c = await transCommit(bt);
+        if (c.ret) {
+          engine.countRestart(c.ret);
+          continue;
+        }
+        seq = c.seq;
+        shrunk = c.shrunk;
+      } catch (e) {
+        bt.done = true;
+        if (isRestart(e) || bt.restartThrown) {
+          engine.countRestart(isRestart(e) ? e.restartCode : bt.restartThrown);
+          continue;
+        }
+        throw e;
+      } finally {
+        bt.unlockAll();
+      }
+      if (seq) await engine.journalWaitDurable(seq);
+      if (shrunk.length) engine.scheduleMerges(shrunk);
+      return result!;
+    }
+  }
+
+  get(btree: string, p: PosLikeArg): Promise<Uint8Array | undefined> {
+    this.checkOpen();
+    this.btreeId(btree, false);
+    toBpos(p, 'pos');
+    return this.transact((tx) => tx.get(btree, p));
+  }
+
+  put(btree: string, p: PosLikeArg, value: Uint8Array): Promise<void> {
+    this.checkOpen();
+    if (this.readOnly) return Promise.reject(new SixtreeError('ERR_READ_ONLY', 'put on a store opened readOnly'));
+    this.btreeId(btree, false);
+    toBpos(p, 'pos');
+    checkValue(value, this.maxValueSize);
+    return this.transact((tx) => tx.put(btree, p, value));
+  }
+
+  del(btree: string, p: PosLikeArg): Promise<void> {
+    this.checkOpen();
+    if (this.readOnly) return Promise.reject(new SixtreeError('ERR_READ_ONLY', 'del on a store opened readOnly'));
+    this.btreeId(btree, false);
+    toBpos(p, 'pos');
+    return this.transact((tx) => tx.del(btree, p));
+  }
+
+  /** Entries in [start, end) (extents: overlapping it), leaf by leaf. */
+  range(btree: string, opts?: RangeOpts): AsyncIterableIterator<Entry> {
+    this.checkOpen();
+    const id = this.btreeId(btree, null);
+    const o = checkOptions(opts, ['start', 'end', 'reverse', 'limit'], 'opts');
+    const start = o.start === undefined ? POS_MIN : toBpos(o.start, 'opts.start');
+    const end = o.end === undefined ? POS_MAX : toBpos(o.end, 'opts.end');
+    if (o.reverse !== undefined && typeof o.reverse !== 'boolean') throw invalidArg('opts.reverse', o.reverse, 'a boolean');
+    let limit = Infinity;
+    if (o.limit !== undefined) {
+      if (typeof o.limit !== 'number' || !Number.isInteger(o.limit) || o.limit < 0) throw invalidArg('opts.limit', o.limit, 'a non-negative integer');
+      limit = o.limit;
+    }
+    return this.rangeGen(id, start, end, !!o.reverse, limit, o.end !== undefined);
+  }
+
+  private async *rangeGen(id: number, start: Bpos, end: Bpos, reverse: boolean, limit: number, endGiven: boolean): AsyncIterableIterator<Entry> {
+    let n = 0;
+    const cursor = { pos: reverse ? end : start, done: false, first: true };
+    while (n < limit && !cursor.done) {
+      this.enter();
+      let batch: Entry[];
+      try {
+        batch = await this.engine.rangeBatch(id, cursor, start, end, reverse, limit - n, endGiven);
+      } finally {
+        this.leave();
+      }
+      for (const e of batch) {
+        yield e;
+        if (++n >= limit) return;
+      }
+    }
+  }
+
+  async flush(): Promise<void> {
+    this.enter();
+    try {
+      await this.engine.flush();
+    } finally {
+      this.leave();
+    }
+  }
+
+  shrink(nr?: number): number {
+    this.checkOpen();
+    if (nr !== undefined && (typeof nr !== 'number' || !Number.isInteger(nr) || nr < 0)) throw invalidArg('nr', nr, 'a non-negative integer');
+    return this.engine.shrink(nr ?? Number.MAX_SAFE_INTEGER);
+  }
+
+  stats(): StoreStats {
+    this.checkOpen();
+    return this.engine.stats();
+  }
+
+  toText(): string {
+    this.checkOpen();
+    return this.engine.toText();
+  }
+
+  /** fsck: check topology, key order, bucket accounting, journal. Returns the problems found (empty: clean). */
+  async fsck(): Promise<string[]> {
+    this.enter();
+    try {
+      return await this.engine.fsck();
+    } finally {
+      this.leave();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) throw new SixtreeError('ERR_CLOSED', 'store is closed');
+    if (this.closing) return this.closing;
+    this.closing = (async () => {
+      while (this.inFlight > 0) await new Promise<void>((r) => this.idle.push(r));
+      try {
+        await this.engine.close();
+      } finally {
+        this.closed = true;
+      }
+    })();
+    return this.closing;
+  }
+}
+
+type PosLikeArg = Bpos | { inode: bigint | number; offset: bigint | number; snapshot?: number };
+
+function checkIo(v: unknown): 'napi' | 'koffi' {
+  if (v !== 'napi' && v !== 'koffi') throw invalidArg('opts.io', v, "'napi' or 'koffi'");
+  return v;
+}
+
+export { TransactionRestart, describeValue, bposToWords };
+export type { BkeyI };
