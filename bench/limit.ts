@@ -17,7 +17,7 @@
  * I/O, which would measure memset, not the device.
  */
 
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { mix32 } from './keys.js';
 import type { IoBackend } from './stores/adapter.js';
@@ -29,7 +29,7 @@ export interface LimitJob {
   queueDepth: number;
   io: IoBackend;
   durationMs: number;
-  /** Parent directory for the fresh target file. */
+  /** A fresh, empty directory for the target file (run.ts creates and removes it). */
   dir: string;
   devicePath?: string;
   fileSizeBytes: number;
@@ -47,12 +47,20 @@ export interface LimitResult {
   opsPerSec?: number;
   p50Us?: number;
   p99Us?: number;
+  /** How device.ts issued the reads (e.g. 'async', 'batch'), and its engine (e.g. 'io_uring'). */
+  mode?: string;
+  engine?: string;
+  /** What one latency sample covers: one read ('op') or one batch of queueDepth reads ('batch'). */
+  latencyPer?: string;
 }
 
 interface RandomReadResult {
   opsPerSec: number;
   p50Us: number;
   p99Us: number;
+  mode?: unknown;
+  engine?: unknown;
+  latency?: unknown;
 }
 type MeasureRandomReads = (opts: { path: string; blockBytes: number; queueDepth: number; durationMs: number; io: IoBackend }) => Promise<RandomReadResult>;
 
@@ -90,21 +98,27 @@ export async function measureDeviceLimit(job: LimitJob): Promise<LimitResult> {
   const measure = await loadMeasureRandomReads();
   if (typeof measure === 'string') return { ...base, target: job.devicePath ?? 'file', available: false, reason: measure };
 
-  let tmpDir: string | undefined;
   let target = job.devicePath;
   try {
     if (!target) {
-      tmpDir = await mkdtemp(path.join(job.dir, 'sixtree-bench-limit-'));
-      target = path.join(tmpDir, 'limit.img');
+      target = path.join(job.dir, 'limit.img');
       await writeTargetFile(target, job.fileSizeBytes);
     }
     const r = await measure({ path: target, blockBytes: job.blockBytes, queueDepth: job.queueDepth, durationMs: job.durationMs, io: job.io });
     const ok = r && [r.opsPerSec, r.p50Us, r.p99Us].every((x) => typeof x === 'number' && Number.isFinite(x));
     if (!ok) return { ...base, target, available: false, reason: `measureRandomReads returned ${JSON.stringify(r)}; expected { opsPerSec, p50Us, p99Us }` };
-    return { ...base, target: job.devicePath ?? `fresh ${job.fileSizeBytes >> 20} MiB file`, available: true, opsPerSec: r.opsPerSec, p50Us: r.p50Us, p99Us: r.p99Us };
+    return {
+      ...base,
+      target: job.devicePath ?? `fresh ${job.fileSizeBytes >> 20} MiB file`,
+      available: true,
+      opsPerSec: r.opsPerSec,
+      p50Us: r.p50Us,
+      p99Us: r.p99Us,
+      ...(typeof r.mode === 'string' ? { mode: r.mode } : {}),
+      ...(typeof r.engine === 'string' ? { engine: r.engine } : {}),
+      ...(typeof r.latency === 'string' ? { latencyPer: r.latency } : {}),
+    };
   } catch (err) {
     return { ...base, target: target ?? 'file', available: false, reason: `measureRandomReads failed: ${(err as Error).message.split('\n')[0]}` };
-  } finally {
-    if (tmpDir) await rm(tmpDir, { recursive: true, force: true });
   }
 }

@@ -13,6 +13,7 @@
  * store that did not hold what was written (verify).
  */
 
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import type { LimitResult } from './limit.js';
 import type { StoreInfo, StoreName } from './stores/adapter.js';
@@ -21,7 +22,7 @@ import type { WorkloadJob } from './workloads.js';
 import { workloadDef, workloadNames } from './workloads.js';
 
 export interface Row {
-  keys: number;
+  keyCount: number;
   workload: string;
   store: StoreName | 'device';
   /** Series label: "sixtree cached 256K", "lmdb", "device qd1 256K". */
@@ -56,6 +57,8 @@ export interface RunMeta {
   argv: string[];
   git?: { commit: string; dirty: boolean };
   machine: ReturnType<typeof machineInfo>;
+  /** Share of the machine's CPU time used by other processes during the run (0..1): other work skews numbers. */
+  otherCpuShare?: number;
   options: Record<string, unknown>;
   target: string;
 }
@@ -73,6 +76,37 @@ export interface Report {
 
 const peerNames: ReadonlySet<string> = new Set(['lmdb', 'classic-level', 'sqlite']);
 const storeOrder = ['sixtree', 'lmdb', 'classic-level', 'sqlite', 'device'];
+
+const otherCpuShareWarning = 0.1;
+
+export interface CpuSnapshot {
+  /** Non-idle ticks of all CPUs (/proc/stat). */
+  busyTicks: number;
+  totalTicks: number;
+  /** This process and its reaped children (/proc/self/stat utime+stime+cutime+cstime). */
+  ownTicks: number;
+}
+
+/** CPU tick counters, to tell afterwards how much of the machine other processes used. Linux only; undefined elsewhere. */
+export function cpuSnapshot(): CpuSnapshot | undefined {
+  try {
+    const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = cpu;
+    const busyTicks = user + nice + system + irq + softirq + steal;
+    const self = readFileSync('/proc/self/stat', 'utf8');
+    const fields = self.slice(self.lastIndexOf(')') + 2).split(' ').map(Number);
+    // fields[0] is state (field 3): utime..cstime are fields 14..17, i.e. indices 11..14 here.
+    const ownTicks = fields[11]! + fields[12]! + fields[13]! + fields[14]!;
+    return { busyTicks, totalTicks: busyTicks + idle + iowait, ownTicks };
+  } catch {
+    return undefined;
+  }
+}
+
+export function otherCpuShare(a: CpuSnapshot | undefined, b: CpuSnapshot | undefined): number | undefined {
+  if (!a || !b || b.totalTicks <= a.totalTicks) return undefined;
+  return Math.max(0, (b.busyTicks - a.busyTicks - (b.ownTicks - a.ownTicks)) / (b.totalTicks - a.totalTicks));
+}
 
 export function machineInfo() {
   const cpus = os.cpus();
@@ -106,10 +140,11 @@ export function buildRows(results: readonly WorkloadResult[], limits: readonly L
     const regime = isSixtree ? r.regime.regime : 'page cache';
     const notes: string[] = [];
     if (r.regime.warning) notes.push(`regime: ${r.regime.warning}`);
-    if (m.exhausted) notes.push(`ran out of keys after ${(m.elapsedMs / 1000).toFixed(2)} s`);
+    if (m.exhausted) notes.push(`used all its keys in ${(m.elapsedMs / 1000).toFixed(2)} s (${m.calls} calls)`);
     if (r.verifyError) notes.push(`VERIFY FAILED: ${r.verifyError}`);
+    if (r.otherCpuShare !== undefined && r.otherCpuShare > otherCpuShareWarning) notes.push(`busy machine: others used ${(r.otherCpuShare * 100).toFixed(0)}% CPU`);
     rows.push({
-      keys: r.job.keys,
+      keyCount: r.job.keyCount,
       workload: r.job.workload,
       store: r.job.store,
       series: isSixtree ? `sixtree ${regime} ${shape}`.trim() : r.job.store,
@@ -125,7 +160,7 @@ export function buildRows(results: readonly WorkloadResult[], limits: readonly L
   }
 
   for (const row of rows) {
-    const best = Math.max(0, ...rows.filter((o) => o.keys === row.keys && o.workload === row.workload && peerNames.has(o.store)).map((o) => o.opsPerSec));
+    const best = Math.max(0, ...rows.filter((o) => o.keyCount === row.keyCount && o.workload === row.workload && peerNames.has(o.store)).map((o) => o.opsPerSec));
     if (best > 0) row.vsBestPeer = row.opsPerSec / best;
     const def = workloadDef(row.workload as (typeof workloadNames)[number]);
     if (def.limitPattern === 'randread') {
@@ -135,16 +170,16 @@ export function buildRows(results: readonly WorkloadResult[], limits: readonly L
   }
 
   // Device limit rows, under every workload they bound, so the chart groups them with it.
-  const keyCounts = [...new Set(rows.map((r) => r.keys))];
-  for (const keys of keyCounts) {
+  const keyCounts = [...new Set(rows.map((r) => r.keyCount))];
+  for (const keyCount of keyCounts) {
     for (const name of workloadNames) {
       const def = workloadDef(name);
-      if (def.limitPattern !== 'randread' || !rows.some((r) => r.keys === keys && r.workload === name)) continue;
+      if (def.limitPattern !== 'randread' || !rows.some((r) => r.keyCount === keyCount && r.workload === name)) continue;
       for (const l of limits) {
         if (!l.available || l.queueDepth !== def.queueDepth) continue;
         const shape = [sizeLabel(l.blockBytes), multiIo ? l.io : ''].filter(Boolean).join(' ');
         rows.push({
-          keys,
+          keyCount,
           workload: name,
           store: 'device',
           series: `device ${shape}`,
@@ -156,14 +191,14 @@ export function buildRows(results: readonly WorkloadResult[], limits: readonly L
           p50Us: l.p50Us!,
           p99Us: l.p99Us!,
           vsDevice: 1,
-          notes: [],
+          notes: l.latencyPer === 'batch' ? [`latency per batch of ${l.queueDepth} reads (${l.engine ?? l.mode ?? 'batch'})`] : [],
         });
       }
     }
   }
 
   const wIndex = (w: string) => (workloadNames as readonly string[]).indexOf(w);
-  rows.sort((a, b) => a.keys - b.keys || wIndex(a.workload) - wIndex(b.workload) || storeOrder.indexOf(a.store) - storeOrder.indexOf(b.store) || a.series.localeCompare(b.series));
+  rows.sort((a, b) => a.keyCount - b.keyCount || wIndex(a.workload) - wIndex(b.workload) || storeOrder.indexOf(a.store) - storeOrder.indexOf(b.store) || a.series.localeCompare(b.series));
   return rows;
 }
 
@@ -198,6 +233,9 @@ export function formatTable(report: Report): string {
   out.push(`sixtree bench  ${meta.startedAt}  (${(meta.durationMs / 1000).toFixed(0)} s)`);
   out.push(`machine: ${meta.machine.cpuCount} x ${meta.machine.cpuModel}, ${(meta.machine.memBytes / 2 ** 30).toFixed(0)} GiB, ${meta.machine.os}, Node ${meta.machine.node}`);
   out.push(`target:  ${meta.target}`);
+  if (meta.otherCpuShare !== undefined && meta.otherCpuShare > otherCpuShareWarning) {
+    out.push(`WARNING: other processes used ${(meta.otherCpuShare * 100).toFixed(0)}% of the machine's CPU time during the run: numbers are noisy.`);
+  }
   out.push('');
   out.push('stores (durability / caching):');
   for (const info of Object.values(report.stores)) {
@@ -210,10 +248,10 @@ export function formatTable(report: Report): string {
   let keysSeen = -1;
   const body: string[][] = [];
   for (const row of report.rows) {
-    if (row.keys !== keysSeen) {
+    if (row.keyCount !== keysSeen) {
       if (body.length) body.push(['', '', '', '', '', '', '', '', '', '']);
-      body.push([`-- ${row.keys.toLocaleString('en-US')} keys --`, '', '', '', '', '', '', '', '', '']);
-      keysSeen = row.keys;
+      body.push([`-- ${row.keyCount.toLocaleString('en-US')} keys --`, '', '', '', '', '', '', '', '', '']);
+      keysSeen = row.keyCount;
     }
     body.push([
       row.workload,
@@ -245,7 +283,13 @@ export function formatTable(report: Report): string {
     out.push('device limit (node-sized random reads, O_DIRECT, bench/device.ts):');
     for (const l of report.limits) {
       const what = `  ${sizeLabel(l.blockBytes)} qd${l.queueDepth} ${l.io}`;
-      out.push(l.available ? `${what}: ${formatRate(l.opsPerSec!)} reads/s, p50 ${formatUs(l.p50Us!)} us, p99 ${formatUs(l.p99Us!)} us (${l.target})` : `${what}: n/a (${l.reason})`);
+      const how = [l.mode, l.engine && l.engine !== l.mode ? l.engine : ''].filter(Boolean).join(' ');
+      const per = l.latencyPer === 'batch' ? ` per batch of ${l.queueDepth}` : '';
+      out.push(
+        l.available
+          ? `${what}: ${formatRate(l.opsPerSec!)} reads/s, p50 ${formatUs(l.p50Us!)} us, p99 ${formatUs(l.p99Us!)} us${per}${how ? `, ${how}` : ''} (${l.target})`
+          : `${what}: n/a (${l.reason})`,
+      );
     }
   }
   if (report.errors.length) {

@@ -15,22 +15,34 @@
  * a 2-core machine; --quick (5k keys, 0.2 s) is the CI smoke run (< 60 s).
  */
 
-import { fork } from 'node:child_process';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, statfsSync, writeFileSync } from 'node:fs';
+import { execFileSync, fork } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { LimitJob, LimitResult } from './limit.js';
 import type { JobError, Report, Skipped } from './report.js';
-import { buildRows, formatRate, formatTable, machineInfo, sizeLabel } from './report.js';
+import { buildRows, cpuSnapshot, formatRate, formatTable, machineInfo, otherCpuShare, sizeLabel } from './report.js';
 import type { IoBackend, Regime, StoreInfo, StoreName } from './stores/adapter.js';
 import { storeNames } from './stores/adapter.js';
 import { renderSvg } from './svg.js';
 import type { Job, WorkerMessage, WorkloadResult } from './worker.js';
 import type { WorkloadJob, WorkloadName } from './workloads.js';
 import { workloadDef, workloadNames } from './workloads.js';
+
+function wrap(text: string, widthChars: number, indentChars: number): string {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line && line.length + 1 + word.length > widthChars) {
+      lines.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) lines.push(line);
+  return lines.map((l) => ' '.repeat(indentChars) + l).join('\n');
+}
 
 const help = `Usage: npm run bench -- [options]
        node dist/bench/run.js [options]
@@ -46,7 +58,8 @@ Options:
   --keys N[,N]          keys preloaded per workload (default 100k; k/M = 10^3/10^6)
   --node-size S[,S]     sixtree node size (default 256k; k/M = KiB/MiB)
   --io B[,B]            sixtree I/O backend: napi, koffi (default napi)
-  --workloads a,b       subset of: ${workloadNames.join(', ')}
+  --workloads a,b       subset of (default all):
+${wrap(workloadNames.join(', '), 54, 24)}
   --stores a,b          subset of: ${storeNames.join(', ')} (default all;
                         a store that cannot load is skipped with the reason)
   --regimes a,b         sixtree cache regimes: cached, cold (default both)
@@ -63,13 +76,16 @@ Options:
                         then goes to stderr)
   --keep                keep each job's files (for inspection)
   --help                this text
+
+Exit status: 0 all jobs ran; 1 a job failed, a store did not hold what was
+written, or sixtree could not load; 2 bad options.
 `;
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '..', '..');
 
 interface Options {
-  keys: number[];
+  keyCounts: number[];
   nodeSizes: number[];
   io: IoBackend[];
   workloads: WorkloadName[];
@@ -147,7 +163,7 @@ function parseOptions(argv: string[]): Options | 'help' {
   const mode = values.quick ? 'quick' : values.full ? 'full' : 'default';
   const opts: Options = {
     mode,
-    keys: (values.keys ?? (mode === 'quick' ? '5k' : mode === 'full' ? '100k,1M' : '100k')).split(',').map((k) => parseCount(k, '--keys')),
+    keyCounts: (values.keys ?? (mode === 'quick' ? '5k' : mode === 'full' ? '100k,1M' : '100k')).split(',').map((k) => parseCount(k, '--keys')),
     nodeSizes: (values['node-size'] ?? (mode === 'full' ? '16k,64k,256k' : '256k')).split(',').map((s) => parseSize(s, '--node-size')),
     io: parseList(values.io ?? (mode === 'full' ? 'napi,koffi' : 'napi'), ['napi', 'koffi'] as const, '--io'),
     workloads: parseList(values.workloads ?? workloadNames.join(','), workloadNames, '--workloads'),
@@ -167,13 +183,13 @@ function parseOptions(argv: string[]): Options | 'help' {
 }
 
 /** sixtree cache that holds the whole tree, inserts included (~400 bytes per key of node memory, generous). */
-function cachedCacheBytes(keys: number): number {
-  return Math.max(64 << 20, keys * 400);
+function cachedCacheBytes(keyCount: number): number {
+  return Math.max(64 << 20, keyCount * 400);
 }
 
 /** Size of sixtree's file-backed device: room for the tree, its doubling by inserts, and the journal. */
-function deviceBytes(keys: number): number {
-  return Math.max(256 << 20, keys * 1024);
+function deviceBytes(keyCount: number): number {
+  return Math.max(256 << 20, keyCount * 1024);
 }
 
 function planJobs(o: Options): { limits: LimitJob[]; workloads: WorkloadJob[] } {
@@ -197,20 +213,19 @@ function planJobs(o: Options): { limits: LimitJob[]; workloads: WorkloadJob[] } 
     }
   }
   const jobs: WorkloadJob[] = [];
-  for (const keys of o.keys) {
+  for (const keyCount of o.keyCounts) {
     for (const workload of o.workloads) {
       for (const store of o.stores) {
         const base = {
           kind: 'workload' as const,
           workload,
           store,
-          keys,
+          keyCount,
           dir: o.dir,
-          deviceSizeBytes: deviceBytes(keys),
-          cacheSizeBytes: cachedCacheBytes(keys),
+          deviceSizeBytes: deviceBytes(keyCount),
+          cacheSizeBytes: cachedCacheBytes(keyCount),
           timeMs: o.timeMs,
           warmupMs: o.warmupMs,
-          keepFiles: o.keep,
           ...(o.devicePath ? { devicePath: o.devicePath } : {}),
         };
         if (store !== 'sixtree') {
@@ -226,31 +241,51 @@ function planJobs(o: Options): { limits: LimitJob[]; workloads: WorkloadJob[] } 
 
 function jobTimeoutMs(job: Job): number {
   if (job.kind === 'limit') return 120_000 + job.durationMs;
-  return 120_000 + job.timeMs * 2 + job.warmupMs + job.keys * 0.5;
+  return 120_000 + job.timeMs * 2 + job.warmupMs + job.keyCount * 0.5;
 }
 
-/** Run one job in a fresh child; resolves to its one message (errors become messages too). */
-function runInChild(job: Job): Promise<WorkerMessage> {
+/**
+ * Run one job in a fresh child; resolves to its one message (errors become messages too) once
+ * the child has exited, so that no two jobs ever overlap. Also measures the share of the
+ * machine's CPU that other processes used meanwhile.
+ */
+async function runInChild(job: Job, keepFiles: boolean): Promise<{ msg: WorkerMessage; otherCpuShare?: number }> {
+  const name = job.kind === 'limit' ? `limit-${job.queueDepth}` : `${job.workload}-${job.store}`;
+  const dir = mkdtempSync(path.join(job.dir, `sixtree-bench-${name}-`));
+  try {
+    return await runForked({ ...job, dir });
+  } finally {
+    if (keepFiles) log(`  files kept in ${dir}`);
+    else rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function runForked(job: Job): Promise<{ msg: WorkerMessage; otherCpuShare?: number }> {
   return new Promise((resolve) => {
+    const cpuStart = cpuSnapshot();
     const child = fork(path.join(here, 'worker.js'), [], {
       execArgv: ['--expose-gc'],
       stdio: ['ignore', 2, 'inherit', 'ipc'],
       serialization: 'json',
     });
+    let received: WorkerMessage | undefined;
     let settled = false;
     const finish = (msg: WorkerMessage) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      resolve(msg);
+      const share = otherCpuShare(cpuStart, cpuSnapshot());
+      resolve(share === undefined ? { msg } : { msg, otherCpuShare: share });
     };
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       finish({ type: 'error', message: `timed out after ${(jobTimeoutMs(job) / 1000).toFixed(0)} s (child ${child.pid} killed)` });
     }, jobTimeoutMs(job));
-    child.on('message', (msg: WorkerMessage) => finish(msg));
+    child.on('message', (msg: WorkerMessage) => {
+      received ??= msg;
+    });
     child.on('error', (err) => finish({ type: 'error', message: `child process: ${err.message}` }));
-    child.on('exit', (code, signal) => finish({ type: 'error', message: `child exited (${signal ?? `code ${code}`}) without a result` }));
+    child.on('exit', (code, signal) => finish(received ?? { type: 'error', message: `child exited (${signal ?? `code ${code}`}) without a result` }));
     child.send(job);
   });
 }
@@ -288,7 +323,7 @@ async function main(): Promise<number> {
   try {
     opts = parseOptions(process.argv.slice(2));
   } catch (err) {
-    log(`bench: ${(err as Error).message}\n\n${help}`);
+    log(`bench: ${(err as Error).message} (see --help)`);
     return 2;
   }
   if (opts === 'help') {
@@ -297,13 +332,14 @@ async function main(): Promise<number> {
   }
   const o = opts;
   const startedAt = new Date();
+  const cpuStart = cpuSnapshot();
   const { limits: limitJobs, workloads: jobs } = planJobs(o);
   const target = targetText(o);
   log(`bench: ${jobs.length} workload jobs + ${limitJobs.length} device-limit jobs; ${target}`);
 
   const limits: LimitResult[] = [];
   for (const job of limitJobs) {
-    const msg = await runInChild(job);
+    const { msg } = await runInChild(job, o.keep);
     const what = `device limit ${sizeLabel(job.blockBytes)} qd${job.queueDepth} ${job.io}`;
     if (msg.type === 'limit') {
       limits.push(msg.result);
@@ -322,17 +358,17 @@ async function main(): Promise<number> {
   let n = 0;
   for (const job of jobs) {
     n++;
-    const label = `[${n}/${jobs.length}] ${job.workload} ${job.store}${job.store === 'sixtree' ? ` ${job.regime} ${sizeLabel(job.nodeSizeBytes)} ${job.io}` : ''} ${job.keys} keys`;
+    const label = `[${n}/${jobs.length}] ${job.workload} ${job.store}${job.store === 'sixtree' ? ` ${job.regime} ${sizeLabel(job.nodeSizeBytes)} ${job.io}` : ''} ${job.keyCount} keys`;
     if (skipped.some((s) => s.store === job.store)) continue;
     const t0 = performance.now();
-    const msg = await runInChild(job);
+    const { msg, otherCpuShare: share } = await runInChild(job, o.keep);
     const secs = ((performance.now() - t0) / 1000).toFixed(1);
     if (msg.type === 'result') {
-      const r = msg.result;
+      const r = share === undefined ? msg.result : { ...msg.result, otherCpuShare: share };
       results.push(r);
       stores[r.store.name] = r.store;
-      const flags = [r.regime.warning ? 'regime warning' : '', r.measurement.exhausted ? 'ran out of keys' : '', r.verifyError ? `VERIFY FAILED: ${r.verifyError}` : ''].filter(Boolean).join('; ');
-      log(`${label}: ${formatRate(r.measurement.opsPerSec)} ops/s, p99 ${r.measurement.latency.p99Us.toFixed(0)} us (${secs} s)${flags ? ` [${flags}]` : ''}`);
+      const flags = [r.regime.warning ? 'regime warning' : '', r.measurement.exhausted ? 'used all its keys' : '', r.verifyError ? `VERIFY FAILED: ${r.verifyError}` : ''].filter(Boolean).join('; ');
+      log(`${label}: ${formatRate(r.measurement.opsPerSec)} ops/s, p99 ${r.measurement.latency.p99Us.toFixed(0)} us (load ${(r.loadMs / 1000).toFixed(1)} s, job ${secs} s)${flags ? ` [${flags}]` : ''}`);
     } else if (msg.type === 'skipped') {
       skipped.push({ store: job.store, reason: msg.reason });
       log(`${label}: ${job.store} skipped: ${msg.reason}`);
@@ -344,6 +380,7 @@ async function main(): Promise<number> {
   }
 
   const finishedAt = new Date();
+  const runCpuShare = otherCpuShare(cpuStart, cpuSnapshot());
   const report: Report = {
     schema: 'sixtree-bench/1',
     meta: {
@@ -353,6 +390,7 @@ async function main(): Promise<number> {
       argv: process.argv.slice(2),
       ...(gitInfo() ? { git: gitInfo()! } : {}),
       machine: machineInfo(),
+      ...(runCpuShare !== undefined ? { otherCpuShare: runCpuShare } : {}),
       options: { ...o },
       target,
     },
@@ -376,7 +414,8 @@ async function main(): Promise<number> {
   if (o.jsonOut === '-') process.stdout.write(json);
   else if (o.jsonOut) writeFileSync(o.jsonOut, json);
   log(`wrote ${path.relative(process.cwd(), jsonPath)}, ${path.relative(process.cwd(), svgPath)}${o.jsonOut && o.jsonOut !== '-' ? `, ${o.jsonOut}` : ''}`);
-  const failed = errors.length > 0 || results.some((r) => r.verifyError);
+  // sixtree is what is under test: when it was asked for and could not load, the run failed.
+  const failed = errors.length > 0 || results.some((r) => r.verifyError) || skipped.some((s) => s.store === 'sixtree');
   return failed ? 1 : 0;
 }
 

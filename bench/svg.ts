@@ -61,7 +61,7 @@ export function renderSvg(report: Report): string {
   const rows = report.rows.filter((r) => Number.isFinite(r.opsPerSec) && r.opsPerSec > 0);
   const series = seriesOrder(rows);
   const colours = colourMap(rows, series);
-  const keyCounts = [...new Set(rows.map((r) => r.keys))].sort((a, b) => a - b);
+  const keyCounts = [...new Set(rows.map((r) => r.keyCount))].sort((a, b) => a - b);
   const workloadsShown = workloadNames.filter((w) => rows.some((r) => r.workload === w));
   const groupWidth = Math.max(1, series.length) * barWidth + groupGap;
   const plotWidth = Math.max(1, workloadsShown.length) * groupWidth;
@@ -85,7 +85,9 @@ export function renderSvg(report: Report): string {
   out.push(`<rect width="${width}" height="${height}" fill="#ffffff"/>`);
   const m = report.meta.machine;
   out.push(`<text x="${marginLeft}" y="20" font-size="15" font-weight="bold">sixtree bench: ops/s per workload (log scale; higher is better)</text>`);
-  out.push(`<text x="${marginLeft}" y="36" fill="#555">${esc(`${report.meta.startedAt} · ${m.cpuCount} x ${m.cpuModel} · Node ${m.node} · ${report.meta.target}`)}</text>`);
+  const share = report.meta.otherCpuShare;
+  const busy = share !== undefined && share > 0.1 ? ` · BUSY MACHINE: other processes used ${(share * 100).toFixed(0)}% CPU` : '';
+  out.push(`<text x="${marginLeft}" y="36" fill="#555">${esc(`${report.meta.startedAt} · ${m.cpuCount} x ${m.cpuModel} · Node ${m.node} · ${report.meta.target}${busy}`)}</text>`);
 
   series.forEach((name, i) => {
     const lx = marginLeft + (i % legendColumns) * legendColumnWidth;
@@ -94,10 +96,10 @@ export function renderSvg(report: Report): string {
     out.push(`<text x="${lx + 17}" y="${ly + 10}">${esc(name)}</text>`);
   });
 
-  keyCounts.forEach((keys, p) => {
+  keyCounts.forEach((keyCount, p) => {
     const top = headerHeight + p * panelHeight + panelTop;
     out.push(`<g transform="translate(${marginLeft},${top})">`);
-    out.push(`<text x="0" y="-12" font-size="13" font-weight="bold">${keys.toLocaleString('en-US')} keys</text>`);
+    out.push(`<text x="0" y="-12" font-size="13" font-weight="bold">${keyCount.toLocaleString('en-US')} keys</text>`);
     for (let d = decadeLo; d <= decadeHi; d++) {
       const v = 10 ** d;
       const yy = y(v).toFixed(1);
@@ -111,7 +113,7 @@ export function renderSvg(report: Report): string {
     workloadsShown.forEach((w, g) => {
       const gx = g * groupWidth + groupGap / 2;
       series.forEach((name, s) => {
-        const row = rows.find((r) => r.keys === keys && r.workload === w && r.series === name);
+        const row = rows.find((r) => r.keyCount === keyCount && r.workload === w && r.series === name);
         if (!row) return;
         const x = gx + s * barWidth;
         const yy = y(row.opsPerSec);
@@ -128,7 +130,8 @@ export function renderSvg(report: Report): string {
     out.push('</g>');
   });
 
-  out.push(`<text x="${marginLeft}" y="${height - 10}" fill="#555">! = qualified result (hover for the note). Device bars: node-sized O_DIRECT random reads at the workload's queue depth.</text>`);
+  const deviceNote = rows.some((r) => r.store === 'device') ? " Device bars: node-sized O_DIRECT random reads at the workload's queue depth." : '';
+  out.push(`<text x="${marginLeft}" y="${height - 24}" fill="#555">${esc(`Every write is a durable commit (docs/benchmarks.md). ! = qualified result (hover for the note).${deviceNote}`)}</text>`);
   out.push('</svg>');
   return out.join('\n') + '\n';
 }

@@ -8,14 +8,13 @@
  * message }. A fresh process per job means no JIT state, heap, native cache
  * or open file carries over from one measurement to the next.
  *
- * A workload job: fresh directory -> load the adapter -> open on a fresh
- * device/file -> preload (untimed) -> put the store in its cache regime ->
- * gc -> measure -> verify what the store holds -> close -> remove the files.
+ * A workload job: load the adapter -> open on a fresh device/file in the
+ * job's fresh directory (run.ts creates it and removes it after this process
+ * has exited, crash or not) -> preload (untimed) -> put the store in its cache
+ * regime -> gc -> measure -> verify what the store holds -> close.
  * A limit job: bench/limit.ts.
  */
 
-import { mkdtemp, rm } from 'node:fs/promises';
-import path from 'node:path';
 import { KeySet, Rng } from './keys.js';
 import type { LimitJob, LimitResult } from './limit.js';
 import { measureDeviceLimit } from './limit.js';
@@ -43,6 +42,8 @@ export interface WorkloadResult {
   /** undefined when the store held what the workload wrote; otherwise what was wrong. */
   verifyError?: string;
   storeStats: unknown;
+  /** Set by run.ts: share of the machine's CPU time other processes used while the job ran. */
+  otherCpuShare?: number;
 }
 
 export type WorkerMessage =
@@ -50,6 +51,9 @@ export type WorkerMessage =
   | { type: 'limit'; result: LimitResult }
   | { type: 'skipped'; reason: string }
   | { type: 'error'; message: string };
+
+/** What the job was doing, so that an error says where it happened (open, load, regime, measure, verify, close). */
+let phase = 'start';
 
 async function runWorkload(job: WorkloadJob): Promise<WorkerMessage> {
   const def = workloadDef(job.workload);
@@ -59,10 +63,11 @@ async function runWorkload(job: WorkloadJob): Promise<WorkerMessage> {
   } catch (err) {
     return { type: 'skipped', reason: (err as Error).message.split('\n')[0]! };
   }
-  const dir = await mkdtemp(path.join(job.dir, `sixtree-bench-${job.workload}-${job.store}-`));
+  const dir = job.dir;
   let opened = false;
   try {
-    const keys = new KeySet(def.keyset, keysetCount(def, job.keys));
+    const keys = new KeySet(def.keyset, keysetCount(def, job.keyCount));
+    phase = 'open';
     await store.open({
       dir,
       keys,
@@ -73,12 +78,15 @@ async function runWorkload(job: WorkloadJob): Promise<WorkerMessage> {
       ...(job.devicePath ? { devicePath: job.devicePath } : {}),
     });
     opened = true;
+    phase = 'load';
     const loadStart = performance.now();
-    await store.load(0, job.keys);
+    await store.load(0, job.keyCount);
     const loadMs = performance.now() - loadStart;
+    phase = 'regime';
     const regime = await store.prepareRegime(job.regime);
+    phase = 'measure';
 
-    const { driver, checker } = def.build({ store, keys, loaded: job.keys, rng: new Rng(0x5eed + job.keys) });
+    const { driver, checker } = def.build({ store, keys, loaded: job.keyCount, rng: new Rng(0x5eed + job.keyCount) });
     (globalThis as { gc?: () => void }).gc?.();
     let before: CacheCounters | undefined;
     let after: CacheCounters | undefined;
@@ -92,6 +100,7 @@ async function runWorkload(job: WorkloadJob): Promise<WorkerMessage> {
     if ('scan' in driver) measurement = await measureScan(driver as ScanDriver, budget);
     else if (def.queueDepth > 1) measurement = await measureLanes(driver as Driver, def.queueDepth, budget);
     else measurement = await measureSerial(`${job.workload}/${job.store}`, driver as Driver, budget);
+    phase = 'verify';
     const verifyError = await checker.verify();
 
     const result: WorkloadResult = {
@@ -113,11 +122,11 @@ async function runWorkload(job: WorkloadJob): Promise<WorkerMessage> {
       result.cacheHitRatio = lookups > 0 ? 1 - misses / lookups : undefined;
     }
     opened = false;
+    phase = 'close';
     await store.close();
     return { type: 'result', result };
   } finally {
     if (opened) await store.close().catch(() => undefined);
-    if (!job.keepFiles) await rm(dir, { recursive: true, force: true });
   }
 }
 
@@ -139,7 +148,7 @@ function reply(msg: WorkerMessage): Promise<void> {
 
 process.once('message', (job: Job) => {
   runJob(job)
-    .catch((err: unknown): WorkerMessage => ({ type: 'error', message: err instanceof Error ? (err.stack ?? err.message) : String(err) }))
+    .catch((err: unknown): WorkerMessage => ({ type: 'error', message: `${phase}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}` }))
     .then(reply)
     .then(() => process.exit(0));
 });

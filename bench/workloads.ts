@@ -412,15 +412,15 @@ export interface WorkloadJob {
   workload: WorkloadName;
   store: StoreName;
   regime: Regime;
-  keys: number;
+  /** Keys preloaded. */
+  keyCount: number;
   nodeSizeBytes: number;
   io: IoBackend;
-  /** Parent directory for the job's fresh directory. */
+  /** A fresh, empty directory for this job's files (run.ts creates it, and removes it after the child exits). */
   dir: string;
   devicePath?: string;
   deviceSizeBytes: number;
   cacheSizeBytes: number;
   timeMs: number;
   warmupMs: number;
-  keepFiles: boolean;
 }

@@ -127,8 +127,8 @@ export class Allocator {
 
   private setFreeBit(b: number): void {
     const w = b >>> 5;
-    this.freeBits[w]! |= 1 << (b & 31);
-    this.summary[w >>> 5]! |= 1 << (w & 31);
+    this.freeBits[w] |= 1 << (b & 31);
+    this.summary[w >>> 5] |= 1 << (w & 31);
   }
 
   private clearFreeBit(b: number): void {

@@ -18,6 +18,7 @@ import { Iter, KEY_SIZE_MAX, type Entry, type IterOpts } from './btree/iter.js';
 import { extentValueMake, xcmp, type XPos } from './btree/overlay.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
 import { transCommit } from './btree/commit.js';
+import { TxCtx } from './btree/interior.js';
 import { Engine, type EngineOpenOpts, type FormatOpts, type StoreStats } from './engine.js';
 
 /** Restarts of one transact() call before ERR_TOO_MANY_RESTARTS. */
@@ -244,11 +245,23 @@ export class Store {
     const engine = this.engine;
     engine.checkUsable();
     const startSeq = transStartSeqNew();
+    const made = new TxCtx(engine.interior);
+    try {
+      return await this.transactAttempts(fn, startSeq, made);
+    } finally {
+      // interior updates made by any attempt may now write their new nodes
+      made.finish();
+    }
+  }
+
+  private async transactAttempts<T>(fn: (tx: Transaction) => Promise<T> | T, startSeq: number, made: TxCtx): Promise<T> {
+    const engine = this.engine;
     for (let restarts = 0; ; restarts++) {
       if (restarts > TRANSACT_RESTARTS_MAX) {
         throw new SixtreeError('ERR_TOO_MANY_RESTARTS', `transaction restarted more than ${TRANSACT_RESTARTS_MAX} times`);
       }
       const bt = new BtreeTrans(engine, startSeq, restarts);
+      bt.txCtx = made;
       const tx = new Transaction(this, bt);
       let result: T;
       let seq = 0;

@@ -36,7 +36,7 @@ import { valueOf } from '../keys.js';
 import type { CacheCounters, IoBackend, OpenOptions, Regime, RegimeInfo, StoreAdapter, StoreInfo, WriteOp } from './adapter.js';
 import { packageVersion } from './version.js';
 
-/** The part of API.md's Transaction this adapter uses (API.md names no exported type for it). */
+/** The part of API.md's Transaction this adapter uses, structurally: the adapter imports only what API.md's import line names (Store, pos). */
 type Bpos = ReturnType<typeof pos>;
 interface NodeInfoLike {
   level: number;
@@ -160,9 +160,11 @@ class SixtreeAdapter implements StoreAdapter {
         break;
       } catch (err) {
         lastError = err;
-        if ((err as { code?: string }).code !== 'ERR_CACHE_TOO_SMALL') throw err;
-        const floorBytes = Math.ceil(reserveNodes * 1.25) * this.nodeSizeBytes;
-        cacheSizeBytes = Math.max(cacheSizeBytes * 2, floorBytes);
+        const e = err as { code?: string; details?: { min?: unknown } };
+        if (e.code !== 'ERR_CACHE_TOO_SMALL') throw err;
+        // The engine names the smallest budget it accepts (details.min, beyond API.md); without it, grow.
+        const minBytes = typeof e.details?.min === 'number' && e.details.min > cacheSizeBytes ? e.details.min : 0;
+        cacheSizeBytes = minBytes || Math.max(cacheSizeBytes * 2, Math.ceil(reserveNodes * 1.25) * this.nodeSizeBytes);
       }
     }
     if (lastError) throw lastError;

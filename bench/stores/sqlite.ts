@@ -154,8 +154,8 @@ export async function createAdapter(): Promise<StoreAdapter> {
   try {
     mod = (await import(spec)) as { default?: DatabaseConstructor };
   } catch (err) {
-    throw new Error(`better-sqlite3 is not installed or did not load (${(err as Error).message.split('\n')[0]}); sqlite skipped`);
+    throw new Error(`better-sqlite3 is not installed or did not load (${(err as Error).message.split('\n')[0]})`);
   }
-  if (typeof mod.default !== 'function') throw new Error('better-sqlite3 loaded but has no default export; sqlite skipped');
+  if (typeof mod.default !== 'function') throw new Error('better-sqlite3 loaded but has no default export');
   return new SqliteAdapter(mod.default, packageVersion('better-sqlite3'));
 }

@@ -34,25 +34,29 @@ import { BPOS_WORDS, U32_MAX, wordsCmp, wordsToText } from './bpos.js';
  * Key types: one table; numbers, names and toText derive from it.
  */
 
-export const KEY_TYPES = [
+/** The table: number = index. */
+export const KEY_TYPE_TABLE = [
   { name: 'deleted', nr: 0 }, // whiteout: hides older keys at its position
   { name: 'value', nr: 1 }, // a normal key with a value
   { name: 'extent', nr: 2 }, // key at the END of an extent; size = extent length
   { name: 'btree_ptr', nr: 3 }, // interior node pointer; value = BtreePtr
 ] as const;
 
-export type KeyTypeName = (typeof KEY_TYPES)[number]['name'];
+export type KeyTypeName = (typeof KEY_TYPE_TABLE)[number]['name'];
 
-export const KEY_TYPE = Object.freeze(Object.fromEntries(KEY_TYPES.map((t) => [t.name, t.nr])) as { readonly [K in KeyTypeName]: number });
+/** Name -> number, derived from the table: KEY_TYPES.deleted === 0. */
+export const KEY_TYPES = Object.freeze(Object.fromEntries(KEY_TYPE_TABLE.map((t) => [t.name, t.nr])) as { readonly [K in KeyTypeName]: number });
+/** Alias of KEY_TYPES. */
+export const KEY_TYPE = KEY_TYPES;
 
-KEY_TYPES.forEach((t, i) => {
-  if (t.nr !== i) throw new Error(`KEY_TYPES: ${t.name} has nr ${t.nr} at index ${i}`);
+KEY_TYPE_TABLE.forEach((t, i) => {
+  if (t.nr !== i) throw new Error(`KEY_TYPE_TABLE: ${t.name} has nr ${t.nr} at index ${i}`);
 });
 
-export const KEY_TYPE_NR = KEY_TYPES.length;
+export const KEY_TYPE_NR = KEY_TYPE_TABLE.length;
 
 export function keyTypeName(type: number): string {
-  return KEY_TYPES[type]?.name ?? `invalid_type_${type}`;
+  return KEY_TYPE_TABLE[type]?.name ?? `invalid_type_${type}`;
 }
 
 /* ---------------------------------------------------------------------------
@@ -266,22 +270,23 @@ export function btreePtrEncode(ptr: BtreePtr, dst = new Uint8Array(BTREE_PTR_VAL
   return dst;
 }
 
-export function btreePtrDecode(value: Uint8Array): BtreePtr {
-  const dv = new DataView(value.buffer, value.byteOffset, BTREE_PTR_VALUE_BYTES);
-  const minKey = new Uint32Array(BPOS_WORDS);
-  for (let i = 0; i < BPOS_WORDS; i++) minKey[i] = dv.getUint32(PTR_OFF_MIN_KEY + 4 * i, true);
-  return {
-    bucket: dv.getUint32(PTR_OFF_BUCKET, true),
-    seq: dv.getUint32(PTR_OFF_SEQ_HI, true) * 0x1_0000_0000 + dv.getUint32(PTR_OFF_SEQ_LO, true),
-    level: dv.getUint32(PTR_OFF_LEVEL, true),
-    minKey,
-  };
+/** Decode a pointer value; into `out` (no allocation) when given. */
+export function btreePtrDecode<T extends BtreePtr = BtreePtr>(value: Uint8Array, out?: T): T {
+  const r = (out ?? { bucket: 0, seq: 0, level: 0, minKey: new Uint32Array(BPOS_WORDS) }) as T;
+  r.bucket = u32At(value, PTR_OFF_BUCKET);
+  r.seq = u32At(value, PTR_OFF_SEQ_HI) * 0x1_0000_0000 + u32At(value, PTR_OFF_SEQ_LO);
+  r.level = u32At(value, PTR_OFF_LEVEL);
+  for (let i = 0; i < BPOS_WORDS; i++) r.minKey[i] = u32At(value, PTR_OFF_MIN_KEY + 4 * i);
+  return r;
 }
 
-/** The child's seq straight from a pointer value, without decoding the rest (cache hash lookups). */
+function u32At(b: Uint8Array, off: number): number {
+  return (b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16) | (b[off + 3]! << 24)) >>> 0;
+}
+
+/** The child's seq straight from a pointer value (cache hash lookups); no allocation. */
 export function btreePtrSeq(value: Uint8Array): number {
-  const dv = new DataView(value.buffer, value.byteOffset, BTREE_PTR_VALUE_BYTES);
-  return dv.getUint32(PTR_OFF_SEQ_HI, true) * 0x1_0000_0000 + dv.getUint32(PTR_OFF_SEQ_LO, true);
+  return u32At(value, PTR_OFF_SEQ_HI) * 0x1_0000_0000 + u32At(value, PTR_OFF_SEQ_LO);
 }
 
 export function btreePtrToText(ptr: BtreePtr): string {

@@ -20,7 +20,7 @@
 
 import { ERR, SixtreeError } from '../errors.js';
 import { countRestart, nodeLockWrite, nodeTryLockWrite, nodeUnlockWrite } from './locking.js';
-import { KEY_TYPES, bkeyEncodedBytes, type BkeyI } from './bkey.js';
+import { KEY_TYPE, bkeyEncodedBytes, type BkeyI } from './bkey.js';
 import { BPOS_WORDS, wordsCmp, wordsCopy } from './bpos.js';
 import type { Node } from './node.js';
 import {
@@ -36,6 +36,7 @@ import {
 import { btreePeek } from './iter.js';
 import { UPTODATE, type BtreePath } from './path.js';
 import type { BtreeTrans } from './trans.js';
+import type { JournalRes } from '../journal/journal.js';
 
 export interface Update {
   btreeId: number;
@@ -51,7 +52,7 @@ function posKey(btreeId: number, p: Uint32Array): string {
 function deletedKey(p: Uint32Array): BkeyI {
   const q = new Uint32Array(BPOS_WORDS);
   wordsCopy(q, 0, p, 0);
-  return { type: KEY_TYPES.deleted, p: q, size: 0, version: 0, value: new Uint8Array(0) };
+  return { type: KEY_TYPE.deleted, p: q, size: 0, version: 0, value: new Uint8Array(0) };
 }
 
 /** Overlay -> concrete keys, reading the btree where a range must be expanded. */
@@ -149,8 +150,10 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
   }
   updates.sort(updateCmp);
 
-  for (let round = 0; ; round++) {
-    if (round > 1000) throw new Error('commit: too many retries');
+  let splits = 0;
+  round: for (let round = 0; ; round++) {
+    if (round > 10_000) throw new Error(`commit: too many retries (${splits} splits)`);
+    if (process.env.SIXTREE_DEBUG && round > 20) console.error(`commit round ${round} splits ${splits}`);
     // 2. paths: one intent path per leaf
     let prev: Update | null = null;
     for (const u of updates) {
@@ -185,9 +188,12 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     }
     for (const n of leaves) {
       if (need.get(n)! > n.keys.u64sRemaining()) {
-        const u = updates.find((x) => x.path!.l[x.level]!.node === n)!;
-        const ret = await engine.interior.splitForInsert(trans, u.path!, u.level, need.get(n)!);
-        return { ...none, ret: ret || countRestart(ERR.transaction_restart_split_race) };
+        const mine = updates.filter((x) => x.path!.l[x.level]!.node === n);
+        const u = mine[0]!;
+        const ret = await engine.interior.splitForInsert(trans, u.path!, u.level, need.get(n)!, mine.map((x) => x.key));
+        if (ret) return { ...none, ret };
+        splits++;
+        continue round;
       }
     }
 
@@ -219,7 +225,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
 
     // 6. journal reservation
     const journal = extra ? extra.journal : true;
-    let res: JournalResLike | null = null;
+    let res: JournalRes | null = null;
     if (journal) {
       let bytes = 0;
       for (const u of updates) bytes += bkeyEncodedBytes(u.key);
@@ -244,7 +250,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
         throw new SixtreeError('ERR_TOPOLOGY', `internal: key did not fit in btree ${engine.btrees[u.btreeId]!.name} level ${u.level} after the space check`);
       }
       engine.nodeDirtied(n, seq);
-      if (u.key.type === KEY_TYPES.deleted && !shrunk.includes(n)) shrunk.push(n);
+      if (u.key.type === KEY_TYPE.deleted && !shrunk.includes(n)) shrunk.push(n);
     }
     if (res) {
       engine.journalAddKeys(res, updates);
@@ -258,8 +264,4 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     engine.counters.keysCommitted += updates.length;
     return { ret: 0, seq: res ? res.seq : 0, shrunk };
   }
-}
-
-export interface JournalResLike {
-  seq: number;
 }

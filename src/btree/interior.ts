@@ -26,6 +26,9 @@
  *        write_blocked;
  *     3. once that entry is durable: drop the pins taken from the old nodes,
  *        give the old buckets back to the allocator.
+ *   An old node that was itself a new node of an update not yet complete
+ *   (will_make_reachable) is written by that update before its memory goes.
+ *   The per-btree interior lock only serialises the in-memory part.
  *   Recovery replays pointer keys (higher levels first) before leaf keys, so a
  *   crash anywhere leaves a tree that reaches only written nodes.
  */
@@ -33,6 +36,7 @@
 import { ERR, SixtreeError } from '../errors.js';
 import { countRestart, nodeLockWrite, nodeUnlockWrite } from './locking.js';
 import { KEY_TYPE, bkeyBtreePtr, bkeyWhiteout, type BkeyI } from './bkey.js';
+import { NodeIter } from './bset.js';
 import { BPOS_WORDS, wordsCmp, wordsCopy, wordsIsMax, wordsIsMin, wordsPredecessor, wordsSuccessor } from './bpos.js';
 import { NodeFlag, type Node } from './node.js';
 import { type BtreePath, NEED_TRAVERSE } from './path.js';
@@ -83,10 +87,35 @@ export class InteriorLock {
 
 let updateIdNext = 1;
 
+/**
+ * The interior updates one transact() call (all its attempts) made on one
+ * btree. They complete together: new nodes written, then every update's
+ * pointer keys in one journal entry, so a node made by one update and changed
+ * by a later one is only ever written in its final form.
+ */
+export class UpdateGroup {
+  readonly updates: BtreeUpdate[] = [];
+  constructor(readonly btreeId: number) {}
+}
+
+/** One transact() call, across its attempts: the groups it owns (and the btrees' interior locks). */
+export class TxCtx {
+  readonly groups = new Map<number, UpdateGroup>();
+  constructor(readonly interior: Interior) {}
+
+  /** The call ended (committed, failed or gave up): close its groups. */
+  finish(): void {
+    for (const g of this.groups.values()) this.interior.groupClose(g);
+    this.groups.clear();
+  }
+}
+
 export class BtreeUpdate {
   readonly id = updateIdNext++;
   readonly newNodes: Node[] = [];
   readonly oldNodes: Node[] = [];
+  /** Buckets of the old nodes, taken at swap time (Node objects are reused once freed). */
+  readonly oldBuckets: number[] = [];
   /** Pointer keys to journal at parentLevel (inserts and whiteouts). */
   readonly parentKeys: BkeyI[] = [];
   parent: Node | null = null;
@@ -101,12 +130,14 @@ export class BtreeUpdate {
   ) {}
 
   toText(): string {
-    return `update ${this.id} ${this.kind} btree ${this.btreeId} ${this.state}: new [${this.newNodes.map((n) => n.bucket).join(',')}] old [${this.oldNodes.map((n) => n.bucket).join(',')}]`;
+    return `update ${this.id} ${this.kind} btree ${this.btreeId} ${this.state}: new [${this.newNodes.map((n) => n.bucket).join(',')}] old [${this.oldBuckets.join(',')}]`;
   }
 }
 
 export class Interior {
   readonly locks: InteriorLock[];
+  /** Per btree: the completion of the newest update (the next one waits for it to journal). */
+  private readonly chain: Promise<void>[];
   /** Updates whose completion is under way, oldest first. */
   readonly pending: BtreeUpdate[] = [];
   readonly counters = { splits: 0, rewrites: 0, merges: 0, newRoots: 0, collapses: 0, updatesFailed: 0 };
@@ -115,19 +146,26 @@ export class Interior {
 
   constructor(readonly engine: Engine) {
     this.locks = engine.btrees.map(() => new InteriorLock());
+    this.chain = engine.btrees.map(() => Promise.resolve());
   }
 
-  /** Take the btree's interior lock for this transaction; 0 or a restart code. */
+  /**
+   * Take the btree's interior lock for this transact() call (re-entrant: it
+   * stays with the call until it ends, see TxCtx); 0 or a restart code.
+   */
   private async lockInterior(trans: BtreeTrans, btreeId: number): Promise<number> {
+    const ctx = trans.txCtx;
+    if (ctx.groups.has(btreeId)) return 0;
     const lock = this.locks[btreeId]!;
-    if (lock.tryAcquire()) return 0;
-    trans.unlock();
-    await lock.acquire();
-    const ret = trans.relock();
-    if (ret) {
-      lock.release();
-      return ret;
+    if (!lock.tryAcquire()) {
+      trans.unlock();
+      await lock.acquire();
+      ctx.groups.set(btreeId, new UpdateGroup(btreeId));
+      const ret = trans.relock();
+      if (ret) return ret;
+      return 0;
     }
+    ctx.groups.set(btreeId, new UpdateGroup(btreeId));
     return 0;
   }
 
@@ -136,17 +174,13 @@ export class Interior {
    * split it, or rewrite it compacted. Returns 0 (the caller restarts its
    * commit) or a restart code.
    */
-  async splitForInsert(trans: BtreeTrans, path: BtreePath, level: number, u64s: number): Promise<number> {
+  async splitForInsert(trans: BtreeTrans, path: BtreePath, level: number, u64s: number, incoming: readonly BkeyI[] = []): Promise<number> {
     if (this.failed) throw this.failed;
     let ret = await this.lockInterior(trans, path.btreeId);
     if (ret) return ret;
-    let handedOff = false;
     try {
       // intent on the node and its parent
-      if (path.locksWant < level + 2) {
-        path.locksWant = level + 2;
-        path.uptodate = NEED_TRAVERSE;
-      }
+      trans.pathSetLocksWant(path, level + 2);
       ret = await trans.traverse(path);
       if (ret) return ret;
       const n = path.l[level]!.node!;
@@ -158,14 +192,11 @@ export class Interior {
 
       const live = n.keys.liveU64s;
       const nodeU64s = this.engine.nodeSizeBytes / 8;
-      const split = live * SPLIT_THRESHOLD_DEN > nodeU64s * SPLIT_THRESHOLD_NUM || live + u64s > (nodeU64s * SPLIT_THRESHOLD_NUM) / SPLIT_THRESHOLD_DEN;
+      const split = (live + u64s) * SPLIT_THRESHOLD_DEN > nodeU64s * SPLIT_THRESHOLD_NUM;
 
       // the parent needs room for one more pointer (split) or a replaced one
       if (!isRoot && parent!.keys.u64sRemaining() < 2 * this.engine.ptrKeyU64s) {
-        this.locks[path.btreeId]!.release();
-        handedOff = true; // released above
-        const pret = await this.splitForInsert(trans, path, level + 1, 2 * this.engine.ptrKeyU64s);
-        return pret || countRestart(ERR.transaction_restart_split_race);
+        return this.splitForInsert(trans, path, level + 1, 2 * this.engine.ptrKeyU64s);
       }
 
       const upd = new BtreeUpdate(path.btreeId, split ? 'split' : 'rewrite');
@@ -179,37 +210,41 @@ export class Interior {
       // relock after possible waits in allocation
       ret = trans.relock();
       if (ret || path.l[level]!.node !== n || n.hashVal === 0) {
-        for (const m of news) this.engine.nodeFreeNew(m);
-        if (newRoot) this.engine.nodeFreeNew(newRoot);
+        for (const m of news) this.engine.nodeFreeNew(trans, m);
+        if (newRoot) this.engine.nodeFreeNew(trans, newRoot);
         return ret || countRestart(ERR.transaction_restart_split_race);
       }
 
       // fill the new nodes from n
       if (split) {
-        const pivot = new Uint32Array(BPOS_WORDS);
-        n.keys.liveKeysMedian(pivot);
+        const pivot = splitPivot(n, incoming);
+        if (!pivot) {
+          for (const m of news) this.engine.nodeFreeNew(trans, m);
+          if (newRoot) this.engine.nodeFreeNew(trans, newRoot);
+          throw this.engine.topologyError(n, 'cannot split: no key to split at (a single update larger than a node?)');
+        }
         const right = new Uint32Array(BPOS_WORDS);
         wordsCopy(right, 0, pivot, 0);
-        if (!wordsSuccessor(right, 0) || wordsCmp(pivot, 0, n.keys.maxKey, 0) >= 0) throw new Error('interior: bad split pivot');
-        this.engine.nodeBuildFrom(news[0]!, n, n.keys.minKey, pivot);
-        this.engine.nodeBuildFrom(news[1]!, n, right, n.keys.maxKey);
+        wordsSuccessor(right, 0);
+        this.engine.nodeBuildFrom(trans, news[0]!, n, n.keys.minKey, pivot);
+        this.engine.nodeBuildFrom(trans, news[1]!, n, right, n.keys.maxKey);
       } else {
-        this.engine.nodeBuildFrom(news[0]!, n, n.keys.minKey, n.keys.maxKey);
+        this.engine.nodeBuildFrom(trans, news[0]!, n, n.keys.minKey, n.keys.maxKey);
       }
 
       // write locks for the swap: n, and the parent
       ret = await nodeLockWrite(trans, n.lock);
       if (ret) {
-        for (const m of news) this.engine.nodeFreeNew(m);
-        if (newRoot) this.engine.nodeFreeNew(newRoot);
+        for (const m of news) this.engine.nodeFreeNew(trans, m);
+        if (newRoot) this.engine.nodeFreeNew(trans, newRoot);
         return ret;
       }
       if (parent) {
         ret = await nodeLockWrite(trans, parent.lock);
         if (ret) {
           nodeUnlockWrite(trans, n.lock);
-          for (const m of news) this.engine.nodeFreeNew(m);
-          if (newRoot) this.engine.nodeFreeNew(newRoot);
+          for (const m of news) this.engine.nodeFreeNew(trans, m);
+          if (newRoot) this.engine.nodeFreeNew(trans, newRoot);
           return ret;
         }
       }
@@ -217,7 +252,8 @@ export class Interior {
       upd.newNodes.push(...news);
       upd.oldNodes.push(n);
       if (newRoot) {
-        for (const m of news) this.engine.nodeInsertPtr(newRoot, m, 0);
+        this.engine.nodeInitEmpty(trans, newRoot, posMin(), posMax());
+        for (const m of news) this.engine.nodeInsertPtr(newRoot, m);
         upd.newNodes.push(newRoot);
         upd.newRoot = newRoot;
         this.counters.newRoots++;
@@ -231,8 +267,7 @@ export class Interior {
           upd.parentKeys.push(k);
           this.engine.nodeInsertKeyInMemory(parent!, k);
         }
-        parent!.set(NodeFlag.write_blocked);
-        parent!.updateRef = upd;
+        blockWrites(parent!);
         this.engine.nodeDirtied(parent!, 0);
       }
       this.swapOut(trans, upd, n);
@@ -246,18 +281,17 @@ export class Interior {
       this.engine.nodeFreeOld(n);
       if (split) this.counters.splits++;
       else this.counters.rewrites++;
-      // ---- completion runs on, holding the interior lock until journaled ----
-      handedOff = true;
-      this.complete(upd);
+      this.complete(trans, upd);
       return 0;
     } finally {
-      if (!handedOff) this.locks[path.btreeId]!.release();
+      // the interior lock stays with the transact() call (TxCtx.finish releases it)
     }
   }
 
   /** Old node leaves the tree: unhash, take its pins, mark dying. */
   private swapOut(trans: BtreeTrans, upd: BtreeUpdate, n: Node): void {
     this.engine.cache.hashRemove(n);
+    upd.oldBuckets.push(n.bucket);
     n.set(NodeFlag.dying);
     if (n.journalPin) {
       upd.pins.push(n.journalPin);
@@ -278,14 +312,13 @@ export class Interior {
     const threshold = (nodeU64s * MERGE_THRESHOLD_NUM) / MERGE_THRESHOLD_DEN;
     let ret = await this.lockInterior(trans, btreeId);
     if (ret) return ret;
-    let handedOff = false;
     try {
       const path = trans.pathNew(btreeId, pos, 0, level, level + 2);
       ret = await trans.traverse(path);
       if (ret) return ret;
       const n = path.l[level]!.node!;
       const parent = path.l[level + 1]?.node ?? null;
-      if (!parent) return this.collapseHandoff(trans, btreeId, () => (handedOff = true));
+      if (!parent) return this.maybeCollapseRoot(trans, btreeId);
       if (n.keys.liveU64s >= threshold) return 0;
       // sibling: next if n is not the parent's last child, else prev
       const sibPos = new Uint32Array(BPOS_WORDS);
@@ -298,7 +331,7 @@ export class Interior {
         wordsCopy(sibPos, 0, n.keys.minKey, 0);
         wordsPredecessor(sibPos, 0);
         right = false;
-      } else return this.collapseHandoff(trans, btreeId, () => (handedOff = true));
+      } else return this.maybeCollapseRoot(trans, btreeId);
       const sibPath = trans.pathNew(btreeId, sibPos, 0, level, level + 1);
       ret = await trans.traverse(sibPath);
       if (ret) return ret;
@@ -313,10 +346,10 @@ export class Interior {
       const m = await this.engine.nodeAllocNew(trans, btreeId, level);
       ret = trans.relock();
       if (ret || n.hashVal === 0 || sib.hashVal === 0) {
-        this.engine.nodeFreeNew(m);
+        this.engine.nodeFreeNew(trans, m);
         return ret;
       }
-      this.engine.nodeBuildFrom2(m, left, rightNode);
+      this.engine.nodeBuildFrom2(trans, m, left, rightNode);
       for (const x of [left, rightNode, parent]) {
         ret = await nodeLockWrite(trans, x.lock);
         if (ret) {
@@ -324,7 +357,7 @@ export class Interior {
             if (y === x) break;
             nodeUnlockWrite(trans, y.lock);
           }
-          this.engine.nodeFreeNew(m);
+          this.engine.nodeFreeNew(trans, m);
           return ret;
         }
       }
@@ -339,8 +372,7 @@ export class Interior {
       upd.parentKeys.push(wo, pk);
       this.engine.nodeInsertKeyInMemory(parent, wo);
       this.engine.nodeInsertKeyInMemory(parent, pk);
-      parent.set(NodeFlag.write_blocked);
-      parent.updateRef = upd;
+      blockWrites(parent);
       this.engine.nodeDirtied(parent, 0);
       this.swapOut(trans, upd, left);
       this.swapOut(trans, upd, rightNode);
@@ -353,22 +385,13 @@ export class Interior {
       this.engine.nodeFreeOld(left);
       this.engine.nodeFreeOld(rightNode);
       this.counters.merges++;
-      handedOff = true;
-      this.complete(upd);
+      this.complete(trans, upd);
       return 0;
     } finally {
-      if (!handedOff) this.locks[btreeId]!.release();
+      // the interior lock stays with the transact() call (TxCtx.finish releases it)
     }
   }
 
-  private async collapseHandoff(trans: BtreeTrans, btreeId: number, handOff: () => void): Promise<number> {
-    const r = await this.maybeCollapseRoot(trans, btreeId);
-    if (r === -1) {
-      handOff();
-      return 0;
-    }
-    return r;
-  }
 
   /** A root above level 0 with one child: the child becomes the root. Called with the interior lock held. */
   private async maybeCollapseRoot(trans: BtreeTrans, btreeId: number): Promise<number> {
@@ -390,38 +413,79 @@ export class Interior {
     trans.nodeDropped(root);
     this.engine.nodeFreeOld(root);
     this.counters.collapses++;
-    // hand the interior lock to the completion
-    this.complete(upd);
-    return -1; // tells maybeMerge's finally the lock is handed off
+    this.complete(trans, upd);
+    return 0;
   }
 
-  /** Ordered completion: write new nodes, journal pointers + roots, free old buckets once durable. */
-  private complete(upd: BtreeUpdate): void {
+  /** An update's in-memory part is done: it joins its transact() call's group. */
+  private complete(trans: BtreeTrans, upd: BtreeUpdate): void {
     this.pending.push(upd);
-    upd.state = 'writing';
+    trans.txCtx.groups.get(upd.btreeId)!.updates.push(upd);
+  }
+
+  /**
+   * The transact() call that owns group g ended: seal the new nodes' contents
+   * now (synchronously, before anyone else may change them), release the
+   * interior lock, and complete in chain order: write, journal, free.
+   */
+  groupClose(g: UpdateGroup): void {
+    const lock = this.locks[g.btreeId]!;
+    if (g.updates.length === 0) {
+      lock.release();
+      return;
+    }
+    const newNodes: Node[] = [];
+    const deadNew: Node[] = [];
+    for (const u of g.updates) {
+      for (const n of u.newNodes) {
+        if (newNodes.includes(n) || deadNew.includes(n)) continue;
+        if (n.has(NodeFlag.dying)) deadNew.push(n);
+        else newNodes.push(n);
+      }
+      u.state = 'writing';
+    }
+    // created and replaced within the group: never written
+    for (const n of deadNew) n.clear(NodeFlag.will_make_reachable);
+    const prev = this.chain[g.btreeId]!;
+    const sealed = newNodes.map((n) => this.engine.nodeWriteSealed(n, prev));
+    lock.release();
+
+    let journaled!: () => void;
+    this.chain[g.btreeId] = new Promise<void>((r) => (journaled = r));
     const run = async () => {
       try {
-        await Promise.all(upd.newNodes.map((m) => this.engine.nodeWriteNew(m)));
-        const seq = await this.engine.journalInteriorUpdate(upd);
-        upd.state = 'journaled';
-        if (upd.parent) {
-          upd.parent.clear(NodeFlag.write_blocked);
-          upd.parent.updateRef = null;
-          this.engine.nodeDirtied(upd.parent, seq);
+        await prev;
+        await Promise.all(sealed);
+        if (this.failed) throw this.failed;
+        // the root as of the group: the last new root it made
+        let root: Node | null = null;
+        for (const u of g.updates) if (u.newRoot) root = u.newRoot;
+        const seq = await this.engine.journalInteriorUpdates(g.btreeId, g.updates, root);
+        for (const u of g.updates) {
+          u.state = 'journaled';
+          if (u.parent) {
+            unblockWrites(u.parent);
+            // a parent written by this group holds the keys on disk already
+            if (u.parent.hashVal !== 0 && !u.parent.has(NodeFlag.dying) && !newNodes.includes(u.parent)) this.engine.nodeDirtied(u.parent, seq);
+          }
         }
-        this.locks[upd.btreeId]!.release();
+        journaled();
         await this.engine.journal.waitDurable(seq);
-        for (const pin of upd.pins) this.engine.journal.pinDrop(pin);
-        for (const n of upd.oldNodes) this.engine.bucketFreeAfter(n.bucket, seq);
-        upd.state = 'done';
+        for (const u of g.updates) {
+          for (const pin of u.pins) this.engine.journal.pinDrop(pin);
+          for (const b of u.oldBuckets) this.engine.bucketFreeAfter(b, seq);
+          u.state = 'done';
+        }
       } catch (e) {
-        upd.state = 'failed';
+        for (const u of g.updates) u.state = 'failed';
         this.counters.updatesFailed++;
         this.failed = e instanceof Error ? e : new Error(String(e));
-        if (this.locks[upd.btreeId]!.isHeld) this.locks[upd.btreeId]!.release();
+        journaled();
       } finally {
-        const i = this.pending.indexOf(upd);
-        if (i >= 0) this.pending.splice(i, 1);
+        for (const u of g.updates) {
+          const i = this.pending.indexOf(u);
+          if (i >= 0) this.pending.splice(i, 1);
+        }
         this.engine.updateFinished();
       }
     };
@@ -433,6 +497,68 @@ export class Interior {
     while (this.pending.length) await new Promise<void>((r) => this.engine.onUpdateFinished(r));
     if (this.failed) throw this.failed;
   }
+}
+
+/**
+ * Where to split node n so both halves get about half of its live keys plus
+ * the keys about to go in (by u64s): the last position of the first half.
+ * Never n's max key (the right half must not be empty). null: nothing to split at.
+ */
+function splitPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
+  const keys = n.keys;
+  let total = keys.liveU64s;
+  for (const k of incoming) total += keys.keyU64sPacked(k);
+  const it = new NodeIter();
+  it.initStart(keys);
+  let h = it.peek();
+  let i = 0;
+  let acc = 0;
+  const cur = new Uint32Array(BPOS_WORDS);
+  const last = new Uint32Array(BPOS_WORDS);
+  let have = false;
+  for (;;) {
+    while (h >= 0 && keys.keyIsWhiteout(h)) {
+      it.advance();
+      h = it.peek();
+    }
+    const useNode = h >= 0 && (i >= incoming.length || keys.keyCmpPos(h, incoming[i]!.p, 0) <= 0);
+    if (useNode) {
+      keys.keyPosTo(h, cur, 0);
+      acc += keys.keyU64s(h);
+      if (i < incoming.length && keys.keyCmpPos(h, incoming[i]!.p, 0) === 0) i++;
+      it.advance();
+      h = it.peek();
+    } else if (i < incoming.length) {
+      wordsCopy(cur, 0, incoming[i]!.p, 0);
+      acc += keys.keyU64sPacked(incoming[i]!);
+      i++;
+    } else break;
+    if (wordsCmp(cur, 0, n.keys.maxKey, 0) >= 0) break;
+    wordsCopy(last, 0, cur, 0);
+    have = true;
+    if (acc * 2 >= total) break;
+  }
+  return have ? last : null;
+}
+
+function blockWrites(n: Node): void {
+  n.writeBlockedCount++;
+  n.set(NodeFlag.write_blocked);
+}
+
+function unblockWrites(n: Node): void {
+  if (--n.writeBlockedCount <= 0) {
+    n.writeBlockedCount = 0;
+    n.clear(NodeFlag.write_blocked);
+  }
+}
+
+function posMin(): Uint32Array {
+  return new Uint32Array(BPOS_WORDS);
+}
+
+function posMax(): Uint32Array {
+  return new Uint32Array(BPOS_WORDS).fill(0xffffffff);
 }
 
 function copyWords(w: Uint32Array): Uint32Array {

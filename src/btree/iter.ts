@@ -33,7 +33,7 @@ import {
   wordsSuccessor,
   wordsToBpos,
 } from './bpos.js';
-import { KEY_TYPES, type BkeyI } from './bkey.js';
+import { KEY_TYPE, type BkeyI } from './bkey.js';
 import {
   EXTENT_VALUE_HEADER_BYTES,
   extentMinus,
@@ -78,7 +78,7 @@ export const KEY_SIZE_MAX = U32_MAX;
  */
 
 function isLive(type: number): boolean {
-  return type !== KEY_TYPES.deleted;
+  return type !== KEY_TYPE.deleted;
 }
 
 /**
@@ -268,7 +268,7 @@ export class MergedView {
     if (ov) {
       for (let i = ov.lowerBound(pos, this.extents); i < ov.keys.length; i++) {
         const k = ov.keys[i]!;
-        if (k.type === KEY_TYPES.deleted) continue;
+        if (k.type === KEY_TYPE.deleted) continue;
         o = { p: ov.posAt(i), key: k };
         break;
       }
@@ -329,7 +329,7 @@ export class MergedView {
     if (ov) {
       for (let i = ov.lowerBound(pos, true) - 1; i >= 0; i--) {
         const k = ov.keys[i]!;
-        if (k.type === KEY_TYPES.deleted) continue;
+        if (k.type === KEY_TYPE.deleted) continue;
         o = { p: ov.posAt(i), key: k };
         break;
       }
@@ -344,7 +344,7 @@ export class MergedView {
     const ov = this.ov;
     if (ov) {
       const k = ov.keyAt(pos);
-      if (k) return k.type === KEY_TYPES.deleted ? null : k;
+      if (k) return k.type === KEY_TYPE.deleted ? null : k;
       if (ov.covered(pos)) return null;
     }
     bposToWords(pos as Bpos, this.scratch, 0);

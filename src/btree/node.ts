@@ -78,8 +78,8 @@ export class Node {
   /** Error of the last failed read (read_error), kept so waiters see it. */
   readErr: Error | null = null;
 
-  /** Interior update this node belongs to as a new node (will_make_reachable), or that blocks its writes. */
-  updateRef: unknown = null;
+  /** Interior update groups that block this node's writes (write_blocked while > 0). */
+  writeBlockedCount = 0;
 
   // intrusive list links
   list: NodeListName = 'none';

@@ -23,7 +23,7 @@
  * update list is small next to the btree; lookups in it are binary searches).
  */
 
-import { KEY_TYPES, type BkeyI } from './bkey.js';
+import { KEY_TYPE, type BkeyI } from './bkey.js';
 import { U64_MAX, type Bpos, wordsToBpos, bposToWords, posWords } from './bpos.js';
 
 export interface XPos {
@@ -117,7 +117,7 @@ export function extentValueWithOffset(value: Uint8Array, valueOffset: bigint): U
 export function extentPiece(k: BkeyI, e: ExtentRange, lo: bigint, hi: bigint): BkeyI {
   const vo = extentValueOffset(k.value) + (lo - e.start);
   const p = posWords({ inode: e.inode, offset: hi, snapshot: e.snapshot });
-  return { type: KEY_TYPES.extent, p, size: Number(hi - lo), version: k.version, value: extentValueWithOffset(k.value, vo) };
+  return { type: KEY_TYPE.extent, p, size: Number(hi - lo), version: k.version, value: extentValueWithOffset(k.value, vo) };
 }
 
 export function extentOfKey(k: BkeyI): ExtentRange {

@@ -39,7 +39,7 @@
 import { ERR } from '../errors.js';
 import { BPOS_WORDS, wordsCmp, wordsCopy } from './bpos.js';
 import { NodeIter } from './bset.js';
-import { KEY_TYPES, btreePtrDecode } from './bkey.js';
+import { KEY_TYPE, btreePtrDecode } from './bkey.js';
 import type { Node } from './node.js';
 import type { BtreePtr } from './types.js';
 import { LOCK_INTENT, LOCK_READ, type LockType } from './types.js';
@@ -131,7 +131,7 @@ export function pathChildPtr(path: BtreePath, l: number, out: BtreePtr): number 
   if (lv.iterStale) pathLevelInit(path, l);
   const keys = lv.node!.keys;
   let h = lv.iter.peek();
-  while (h >= 0 && keys.keyType(h) !== KEY_TYPES.btree_ptr) {
+  while (h >= 0 && keys.keyType(h) !== KEY_TYPE.btree_ptr) {
     lv.iter.advance();
     h = lv.iter.peek();
   }

@@ -23,7 +23,7 @@
 import { ERR, RESTART, SixtreeError, TransactionRestart, errMatches, errName } from '../errors.js';
 import { Printbuf } from '../util/printbuf.js';
 import { SixLockType, type SixLockWaiter } from '../util/six.js';
-import { LocksHeld, countRestart, nodeLock, nodeRelock, nodeUnlock, nodeUnlockAll, type LockOwner } from './locking.js';
+import { LocksHeld, countRestart, nodeLock, nodeRelock, nodeTryUpgrade, nodeUnlock, nodeUnlockAll, type LockOwner } from './locking.js';
 import { BPOS_WORDS, wordsCmp, wordsCopy } from './bpos.js';
 import type { Node } from './node.js';
 import { BtreeOverlay } from './overlay.js';
@@ -41,6 +41,7 @@ import {
 } from './path.js';
 import { LOCK_INTENT, LOCK_READ, type BtreePtr, type CacheTrans, type LockType } from './types.js';
 import type { Engine } from '../engine.js';
+import type { TxCtx } from './interior.js';
 
 let ownerIdNext = 1;
 let startSeqNext = 1;
@@ -61,6 +62,8 @@ export class BtreeTrans implements LockOwner, CacheTrans {
   readonly paths: BtreePath[] = [];
   /** Pending updates per btree id (null: none yet). */
   readonly overlays: (BtreeOverlay | null)[];
+  /** The transact() call this attempt belongs to (shared by its attempts): interior update groups. */
+  txCtx!: TxCtx;
   /** Set when the callback returned or threw: further use is ERR_TX_DONE. */
   done = false;
   /** The path being traversed (its relock failure during a fill retries the traversal, not the transaction). */
@@ -211,9 +214,40 @@ export class BtreeTrans implements LockOwner, CacheTrans {
     return path;
   }
 
+  /**
+   * Raise a path's locksWant (bch2_btree_path_upgrade): levels below it are
+   * upgraded read -> intent where possible, else the path must traverse again.
+   */
+  pathSetLocksWant(path: BtreePath, locksWant: number): void {
+    if (path.locksWant >= locksWant) return;
+    path.locksWant = locksWant;
+    for (let l = path.level; l < locksWant && l < BTREE_MAX_DEPTH; l++) {
+      const lv = path.l[l]!;
+      if (!lv.node) {
+        path.uptodate = NEED_TRAVERSE;
+        continue;
+      }
+      if (lv.held === LOCK_READ) {
+        if (nodeTryUpgrade(this, lv.node.lock)) lv.held = LOCK_INTENT;
+        else {
+          this.levelUnlock(path, l);
+          path.uptodate = NEED_TRAVERSE;
+        }
+      } else if (lv.held === UNLOCKED) {
+        if (lv.relockType !== UNLOCKED) lv.relockType = LOCK_INTENT;
+        else path.uptodate = NEED_TRAVERSE;
+      }
+    }
+  }
+
   /** Take the path's lock at level l by relocking; false if the node changed. */
   private levelRelockForTraverse(path: BtreePath, l: number): boolean {
     const lv = path.l[l]!;
+    if (lv.held === LOCK_READ && path.lockWant(l) === LOCK_INTENT) {
+      if (!nodeTryUpgrade(this, lv.node!.lock)) return false;
+      lv.held = LOCK_INTENT;
+      return true;
+    }
     if (lv.held !== UNLOCKED) return true;
     const n = lv.node!;
     const type = path.lockWant(l) === LOCK_INTENT ? LOCK_INTENT : LOCK_READ;
@@ -278,8 +312,16 @@ export class BtreeTrans implements LockOwner, CacheTrans {
 
   /** One traversal attempt: 0, a restart code, or -1 to try again (the parent moved during a fill). */
   private async traverseOnce(path: BtreePath): Promise<number> {
-    // up until a good node (btree_path_up_until_good_node)
+    // up until a good node (btree_path_up_until_good_node); levels that
+    // must be intent locked (below locksWant) are taken on the way down
     let l = path.level;
+    const top = Math.max(path.level, path.locksWant - 1);
+    for (; l < top && l < BTREE_MAX_DEPTH; l++) {
+      if (path.l[l]!.held !== UNLOCKED && path.l[l]!.held === path.lockWant(l)) continue;
+      break;
+    }
+    for (let k = l; k < top; k++) this.levelUnlock(path, k);
+    l = top;
     while (l < BTREE_MAX_DEPTH) {
       const lv = path.l[l]!;
       if (!lv.node) break;

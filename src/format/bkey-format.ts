@@ -73,13 +73,30 @@ function bitLen64(hi: number, lo: number): number {
   return 32 - Math.clz32(lo);
 }
 
+/*
+ * Offsets of the per-field tables inside BkeyFormat.v (one typed array, so a
+ * lookup in a cold node touches one small object, not six).
+ */
+export const FV_BITS = 0;
+export const FV_BIT_OFFSET = NR_FIELDS;
+export const FV_BASE_HI = 2 * NR_FIELDS;
+export const FV_BASE_LO = 3 * NR_FIELDS;
+export const FV_MAX_HI = 4 * NR_FIELDS;
+export const FV_MAX_LO = 5 * NR_FIELDS;
+const FV_WORDS = 6 * NR_FIELDS;
+
 export class BkeyFormat {
+  /** All per-field numbers; the named views below alias it. */
+  readonly v: Uint32Array;
   /** Bits per field. */
-  readonly bits: Uint8Array;
+  readonly bits: Uint32Array;
   readonly baseHi: Uint32Array;
   readonly baseLo: Uint32Array;
   /** Bit offset of each field inside the packed bit string. */
-  readonly bitOffset: Uint16Array;
+  readonly bitOffset: Uint32Array;
+  /** Largest packed value per field, 2^bits - 1, as hi/lo halves. */
+  readonly maxHi: Uint32Array;
+  readonly maxLo: Uint32Array;
   /** inode + offset + snapshot bits. */
   readonly posBits: number;
   /** Whole u32 words of position bits, and bits in the last partial word. */
@@ -93,17 +110,27 @@ export class BkeyFormat {
   readonly totalBits: number;
 
   constructor(bits: ArrayLike<number>, baseHi: ArrayLike<number>, baseLo: ArrayLike<number>) {
-    this.bits = Uint8Array.from(bits);
-    this.baseHi = Uint32Array.from(baseHi);
-    this.baseLo = Uint32Array.from(baseLo);
-    this.bitOffset = new Uint16Array(NR_FIELDS);
+    const v = new Uint32Array(FV_WORDS);
+    this.v = v;
+    this.bits = v.subarray(FV_BITS, FV_BITS + NR_FIELDS);
+    this.bitOffset = v.subarray(FV_BIT_OFFSET, FV_BIT_OFFSET + NR_FIELDS);
+    this.baseHi = v.subarray(FV_BASE_HI, FV_BASE_HI + NR_FIELDS);
+    this.baseLo = v.subarray(FV_BASE_LO, FV_BASE_LO + NR_FIELDS);
+    this.maxHi = v.subarray(FV_MAX_HI, FV_MAX_HI + NR_FIELDS);
+    this.maxLo = v.subarray(FV_MAX_LO, FV_MAX_LO + NR_FIELDS);
     let off = 0;
     for (let i = 0; i < NR_FIELDS; i++) {
-      this.bitOffset[i] = off;
-      off += this.bits[i]!;
+      const b = bits[i]!;
+      v[FV_BITS + i] = b;
+      v[FV_BASE_HI + i] = baseHi[i]!;
+      v[FV_BASE_LO + i] = baseLo[i]!;
+      v[FV_BIT_OFFSET + i] = off;
+      v[FV_MAX_HI + i] = b >= 64 ? U32_MAX : b > 32 ? 2 ** (b - 32) - 1 : 0;
+      v[FV_MAX_LO + i] = b >= 32 ? U32_MAX : 2 ** b - 1;
+      off += b;
     }
     this.totalBits = off;
-    this.posBits = this.bits[F_INODE]! + this.bits[F_OFFSET]! + this.bits[F_SNAPSHOT]!;
+    this.posBits = v[FV_BITS + F_INODE]! + v[FV_BITS + F_OFFSET]! + v[FV_BITS + F_SNAPSHOT]!;
     this.posFullWords = this.posBits >>> 5;
     this.posRemBits = this.posBits & 31;
     this.posWords = (this.posBits + 31) >>> 5;
@@ -201,6 +228,15 @@ export class BkeyFormatState {
         dHi -= 1;
       }
       bits[i] = bitLen64(dHi, dLo);
+      if (!fieldRangeOk(i, baseHi[i]!, baseLo[i]!, bits[i]!)) {
+        /* base + 2^bits would overflow the field: lower the base so the
+           range ends at the field's maximum (still <= min, still >= max) */
+        const b = bits[i]!;
+        const mHi = b > 32 ? 2 ** (b - 32) - 1 : 0;
+        const mLo = b >= 32 ? U32_MAX : 2 ** b - 1;
+        baseHi[i] = fieldMaxHi(i) - mHi;
+        baseLo[i] = U32_MAX - mLo;
+      }
       total += bits[i]!;
     }
     let extra = ((total + 31) & ~31) - total;
@@ -336,66 +372,63 @@ export function writeBits(d: Uint32Array, w0: number, bitPos: number, n: number,
   d[wi + 1] = d[wi + 1]! | (v << (32 - restBits));
 }
 
-/* Two-value results without allocating. */
-let rHi = 0;
-let rLo = 0;
+/*
+ * Two-value results without allocating: a typed array, not module `let`s (a
+ * context slot holding a u32 above 2^31 is a heap number: one allocation per
+ * store on Node 20).
+ */
+const R = new Uint32Array(2);
+const HI = 0;
+const LO = 1;
 
-/** Read packed field i (relative value) into rHi/rLo. */
+/** Read packed field i (relative value) into R[HI]/R[LO]. */
 function readField(f: BkeyFormat, d: Uint32Array, w0: number, i: number): void {
-  const b = f.bits[i]!;
-  const off = f.bitOffset[i]!;
+  const b = f.v[FV_BITS + i]!;
+  const off = f.v[FV_BIT_OFFSET + i]!;
   if (b > 32) {
-    rHi = readBits(d, w0, off, b - 32);
-    rLo = readBits(d, w0, off + b - 32, 32);
+    R[HI] = readBits(d, w0, off, b - 32);
+    R[LO] = readBits(d, w0, off + b - 32, 32);
   } else {
-    rHi = 0;
-    rLo = readBits(d, w0, off, b);
+    R[HI] = 0;
+    R[LO] = readBits(d, w0, off, b);
   }
 }
 
-/** Unpack field i into rHi/rLo (absolute value). */
+/** Unpack field i into R[HI]/R[LO] (absolute value). */
 function unpackField(f: BkeyFormat, d: Uint32Array, w0: number, i: number): void {
   readField(f, d, w0, i);
-  const lo = rLo + f.baseLo[i]!;
-  rHi = (rHi + f.baseHi[i]! + (lo >= TWO32 ? 1 : 0)) >>> 0;
-  rLo = lo >>> 0;
+  const lo = R[LO] + f.v[FV_BASE_LO + i]!;
+  R[HI] = (R[HI] + f.v[FV_BASE_HI + i]! + (lo >= TWO32 ? 1 : 0)) >>> 0;
+  R[LO] = lo >>> 0;
 }
 
 /**
- * Field i relative to the base, into rHi/rLo; false if the value is below the
+ * Field i relative to the base, into R[HI]/R[LO]; false if the value is below the
  * base or needs more than bits[i] bits.
  */
 function relField(f: BkeyFormat, i: number, hi: number, lo: number): boolean {
-  const bHi = f.baseHi[i]!, bLo = f.baseLo[i]!;
-  let dLo = lo - bLo;
-  let dHi = hi - bHi;
+  let dLo = lo - f.v[FV_BASE_LO + i]!;
+  let dHi = hi - f.v[FV_BASE_HI + i]!;
   if (dLo < 0) {
     dLo += TWO32;
     dHi -= 1;
   }
   if (dHi < 0) return false;
-  const b = f.bits[i]!;
-  if (b >= 64) {
-    /* full width */
-  } else if (b > 32) {
-    if (dHi >= 2 ** (b - 32)) return false;
-  } else {
-    if (dHi !== 0) return false;
-    if (b < 32 && dLo >= 2 ** b) return false;
-  }
-  rHi = dHi;
-  rLo = dLo;
+  const mHi = f.v[FV_MAX_HI + i]!;
+  if (dHi > mHi || (dHi === mHi && dLo > f.v[FV_MAX_LO + i]!)) return false;
+  R[HI] = dHi;
+  R[LO] = dLo;
   return true;
 }
 
 function writeRel(f: BkeyFormat, d: Uint32Array, w0: number, i: number): void {
-  const b = f.bits[i]!;
-  const off = f.bitOffset[i]!;
+  const b = f.v[FV_BITS + i]!;
+  const off = f.v[FV_BIT_OFFSET + i]!;
   if (b > 32) {
-    writeBits(d, w0, off, b - 32, rHi);
-    writeBits(d, w0, off + b - 32, 32, rLo);
+    writeBits(d, w0, off, b - 32, R[HI]);
+    writeBits(d, w0, off + b - 32, 32, R[LO]);
   } else {
-    writeBits(d, w0, off, b, rLo);
+    writeBits(d, w0, off, b, R[LO]);
   }
 }
 
@@ -416,7 +449,7 @@ export function formatKeyFits(f: BkeyFormat, p: Uint32Array, pi: number, size: n
  */
 export function formatPackFields(f: BkeyFormat, p: Uint32Array, pi: number, size: number, version: number, d: Uint32Array, w0: number): boolean {
   if (!formatKeyFits(f, p, pi, size, version)) return false;
-  d.fill(0, w0, w0 + f.fieldWords);
+  for (let i = 0; i < f.fieldWords; i++) d[w0 + i] = 0;
   relField(f, F_INODE, p[pi]!, p[pi + 1]!);
   writeRel(f, d, w0, F_INODE);
   relField(f, F_OFFSET, p[pi + 2]!, p[pi + 3]!);
@@ -437,44 +470,119 @@ export function formatPackFields(f: BkeyFormat, p: Uint32Array, pi: number, size
  */
 export function formatPackPos(f: BkeyFormat, p: Uint32Array, pi: number, out: Uint32Array, oi: number): boolean {
   if (!relField(f, F_INODE, p[pi]!, p[pi + 1]!)) return false;
-  const iHi = rHi, iLo = rLo;
+  const iHi = R[HI], iLo = R[LO];
   if (!relField(f, F_OFFSET, p[pi + 2]!, p[pi + 3]!)) return false;
-  const oHi = rHi, oLo = rLo;
+  const oHi = R[HI], oLo = R[LO];
   if (!relField(f, F_SNAPSHOT, 0, p[pi + 4]!)) return false;
-  const sLo = rLo;
-  out.fill(0, oi, oi + f.posWords);
-  rHi = iHi;
-  rLo = iLo;
+  const sLo = R[LO];
+  for (let i = 0; i < f.posWords; i++) out[oi + i] = 0;
+  R[HI] = iHi;
+  R[LO] = iLo;
   writeRel(f, out, oi, F_INODE);
-  rHi = oHi;
-  rLo = oLo;
+  R[HI] = oHi;
+  R[LO] = oLo;
   writeRel(f, out, oi, F_OFFSET);
-  rHi = 0;
-  rLo = sLo;
+  R[HI] = 0;
+  R[LO] = sLo;
   writeRel(f, out, oi, F_SNAPSHOT);
   return true;
+}
+
+/** formatPackPosLossy results. */
+export const PACK_EXACT = 0;
+/** Not representable: out holds the greatest representable position below it. */
+export const PACK_FLOOR = 1;
+/** Below every representable position: out is zero. */
+export const PACK_BELOW = 2;
+
+/** Field i relative to its base into R: -1 below the base, 1 beyond the width, 0 fits. */
+function fieldRelCmp(f: BkeyFormat, i: number, hi: number, lo: number): number {
+  let dLo = lo - f.v[FV_BASE_LO + i]!;
+  let dHi = hi - f.v[FV_BASE_HI + i]!;
+  if (dLo < 0) {
+    dLo += TWO32;
+    dHi -= 1;
+  }
+  if (dHi < 0) return -1;
+  const mHi = f.v[FV_MAX_HI + i]!;
+  if (dHi > mHi || (dHi === mHi && dLo > f.v[FV_MAX_LO + i]!)) return 1;
+  R[HI] = dHi;
+  R[LO] = dLo;
+  return 0;
+}
+
+/**
+ * Pack a search position into out[oi .. oi + posWords), lossily
+ * (bch2_bkey_pack_pos_lossy). PACK_EXACT: exact. PACK_FLOOR: the position is
+ * not representable and out is the greatest representable position below it,
+ * so for any packed key K: K >= search iff K > out. PACK_BELOW: every packed
+ * key is above the search. Bits after the position bits are zero.
+ */
+export function formatPackPosLossy(f: BkeyFormat, p: Uint32Array, pi: number, out: Uint32Array, oi: number): number {
+  for (let i = 0; i < f.posWords; i++) out[oi + i] = 0;
+  let field = F_INODE;
+  let r = fieldRelCmp(f, F_INODE, p[pi]!, p[pi + 1]!);
+  if (r === 0) {
+    writeRel(f, out, oi, F_INODE);
+    field = F_OFFSET;
+    r = fieldRelCmp(f, F_OFFSET, p[pi + 2]!, p[pi + 3]!);
+    if (r === 0) {
+      writeRel(f, out, oi, F_OFFSET);
+      field = F_SNAPSHOT;
+      r = fieldRelCmp(f, F_SNAPSHOT, 0, p[pi + 4]!);
+      if (r === 0) {
+        writeRel(f, out, oi, F_SNAPSHOT);
+        return PACK_EXACT;
+      }
+    }
+  }
+  if (r > 0) {
+    /* beyond this field's range: this and the later fields at their maximum */
+    for (let b = f.v[FV_BIT_OFFSET + field]!, n = f.posBits - b; n > 0; ) {
+      const c = n < 32 ? n : 32;
+      writeBits(out, oi, b, c, c === 32 ? U32_MAX : 2 ** c - 1);
+      b += c;
+      n -= c;
+    }
+    return PACK_FLOOR;
+  }
+  /* below this field's base: decrement the prefix (the rest is zero, so it becomes all ones) */
+  if (f.posBits === 0) return PACK_BELOW;
+  let w = oi + ((f.posBits - 1) >>> 5);
+  let sub = 2 ** (31 - ((f.posBits - 1) & 31));
+  for (; w >= oi; w--) {
+    const v = out[w]!;
+    if (v >= sub) {
+      out[w] = v - sub;
+      return PACK_FLOOR;
+    }
+    out[w] = v - sub + TWO32;
+    sub = 1;
+  }
+  for (let i = 0; i < f.posWords; i++) out[oi + i] = 0;
+  return PACK_BELOW;
 }
 
 /** Unpack the position of packed fields at d[w0..] into out[oi .. oi+5). */
 export function formatUnpackPos(f: BkeyFormat, d: Uint32Array, w0: number, out: Uint32Array, oi: number): void {
   unpackField(f, d, w0, F_INODE);
-  out[oi] = rHi;
-  out[oi + 1] = rLo;
+  out[oi] = R[HI];
+  out[oi + 1] = R[LO];
   unpackField(f, d, w0, F_OFFSET);
-  out[oi + 2] = rHi;
-  out[oi + 3] = rLo;
+  out[oi + 2] = R[HI];
+  out[oi + 3] = R[LO];
   unpackField(f, d, w0, F_SNAPSHOT);
-  out[oi + 4] = rLo;
+  out[oi + 4] = R[LO];
 }
 
 export function formatUnpackSize(f: BkeyFormat, d: Uint32Array, w0: number): number {
   unpackField(f, d, w0, F_SIZE);
-  return rLo;
+  return R[LO];
 }
 
 export function formatUnpackVersion(f: BkeyFormat, d: Uint32Array, w0: number): number {
   unpackField(f, d, w0, F_VERSION);
-  return rHi * TWO32 + rLo;
+  return R[HI] * TWO32 + R[LO];
 }
 
 /**

@@ -106,9 +106,8 @@ function view(buf: Uint8Array): DataView {
   return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
-/** Append a sub-entry at buf[off]; returns the offset after it (padding zeroed). */
-export function jsetEntryWrite(buf: Uint8Array, off: number, type: number, btreeId: number, level: number, payload: Uint8Array): number {
-  const v = view(buf);
+/** Append a sub-entry at buf[off]; returns the offset after it (padding zeroed). Pass `v` (a view of buf) to avoid allocating. */
+export function jsetEntryWrite(buf: Uint8Array, off: number, type: number, btreeId: number, level: number, payload: Uint8Array, v: DataView = view(buf)): number {
   v.setUint8(off + JSET_ENTRY_FIELD.type, type);
   v.setUint8(off + JSET_ENTRY_FIELD.level, level);
   v.setUint16(off + JSET_ENTRY_FIELD.btreeId, btreeId, true);
@@ -173,6 +172,7 @@ function uuidEq(buf: Uint8Array, off: number, uuid: Uint8Array): boolean {
  * in the ring (bounds `bytes`). The checksum is checked by jsetVerify().
  */
 export function jsetProbe(buf: Uint8Array, uuid: Uint8Array, entryBytesMax: number, avail: number): JsetProbe {
+  if (buf[0] !== JOURNAL_MAGIC[0]) return { status: 'none' };
   for (let i = 0; i < JOURNAL_MAGIC.length; i++) if (buf[JSET.magic + i] !== JOURNAL_MAGIC[i]) return { status: 'none' };
   if (!uuidEq(buf, JSET.uuid, uuid)) return { status: 'none' };
   const v = view(buf);

@@ -54,6 +54,9 @@ export interface BlockDeviceOpenOpts {
 
 const OPEN_OPTS = ['readOnly', 'createSizeBytes', 'io', 'lock', 'batch'] as const;
 
+/** Most async calls the 'pool' submit engine keeps in flight per submit(). */
+const poolOpsInflightMax = 64;
+
 export class BlockDevice implements Device {
   readonly path: string;
   readonly kind: 'file' | 'block';
@@ -229,13 +232,12 @@ export class BlockDevice implements Device {
     let failed: unknown;
     try {
       if (this.batchMode === 'pool') {
-        const settled = await Promise.allSettled(
-          ops.map((op) => (op.op === 'write' ? this.backend.pwrite(this.fd, op.buf, op.offsetBytes) : this.backend.pread(this.fd, op.buf, op.offsetBytes))),
-        );
-        settled.forEach((s, i) => {
-          if (s.status === 'fulfilled') this.count(ops[i]!);
-          else failed ??= deviceError(s.reason, ops[i]!.op, this.path, ops[i]!.offsetBytes, ops[i]!.buf.length);
-        });
+        const errors = await this.submitPool(ops);
+        for (let i = 0; i < ops.length; i++) {
+          const op = ops[i]!;
+          if (errors[i] === undefined) this.count(op);
+          else failed ??= deviceError(errors[i], op.op, this.path, op.offsetBytes, op.buf.length);
+        }
       } else {
         let results: Int32Array;
         try {
@@ -295,6 +297,26 @@ export class BlockDevice implements Device {
       statsToText(o, this.stats);
     });
     return out.toString();
+  }
+
+  /** The 'pool' engine: one async call per op, at most poolOpsInflightMax at a time. */
+  private async submitPool(ops: readonly IoOp[]): Promise<unknown[]> {
+    const errors: unknown[] = new Array<unknown>(ops.length).fill(undefined);
+    let next = 0;
+    const lane = async (): Promise<void> => {
+      while (next < ops.length) {
+        const i = next++;
+        const op = ops[i]!;
+        try {
+          if (op.op === 'write') await this.backend.pwrite(this.fd, op.buf, op.offsetBytes);
+          else await this.backend.pread(this.fd, op.buf, op.offsetBytes);
+        } catch (e) {
+          errors[i] = e;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(ops.length, poolOpsInflightMax) }, lane));
+    return errors;
   }
 
   private count(op: IoOp): void {

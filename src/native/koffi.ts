@@ -155,22 +155,47 @@ export function createKoffiBackend(): NativeBackend {
     }
   }
 
+  /*
+   * koffi refuses more than max_async_calls (256) running or queued calls and
+   * its limit cannot be raised once a library is loaded: calls beyond
+   * asyncCallsMax wait in this queue instead.
+   */
+  const asyncCallsMax = 128;
+  let asyncCallsRunning = 0;
+  const asyncQueue: (() => void)[] = [];
+
   /**
-   * Runs f.async(...args) with regions pinned; resolves with its (non-negative)
-   * result. koffi holds no reference to buffer arguments while the worker runs:
-   * the callback below does (args, keepAlive), so no view is collected mid-call.
+   * Runs f.async(...args) with regions pinned (from now until it completes,
+   * queued time included); resolves with its non-negative result. koffi holds
+   * no reference to buffer arguments while the worker runs: the callback
+   * below does (args, keepAlive), so no view is collected mid-call.
    */
   function callAsync(f: Fn, syscall: string, pinned: Region[], args: unknown[], keepAlive?: unknown): Promise<number> {
     for (const r of pinned) r.inflight++;
     return new Promise((resolve, reject) => {
-      f.async(...args, (err: unknown, res: number) => {
-        void args;
-        void keepAlive;
+      const start = (): void => {
+        asyncCallsRunning++;
+        try {
+          f.async(...args, (err: unknown, res: number) => {
+            void args;
+            void keepAlive;
+            finish();
+            if (err) reject(err);
+            else if (res < 0) reject(fail(res, syscall));
+            else resolve(res);
+          });
+        } catch (e) {
+          finish();
+          reject(e);
+        }
+      };
+      const finish = (): void => {
         for (const r of pinned) r.inflight--;
-        if (err) reject(err);
-        else if (res < 0) reject(fail(res, syscall));
-        else resolve(res);
-      });
+        asyncCallsRunning--;
+        asyncQueue.shift()?.();
+      };
+      if (asyncCallsRunning < asyncCallsMax) start();
+      else asyncQueue.push(start);
     });
   }
 

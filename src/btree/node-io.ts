@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Node read validation and write preparation (bcachefs btree_io.c: the parts
+ * that look at bytes; the cache does the I/O).
+ *
+ * Read (nodeReadValidate), on the bucket image in keys.data:
+ *   1. node header: magic + checksum (ERR_CHECKSUM), then version, format and
+ *      fields against the pointer that led here (ERR_TOPOLOGY on mismatch);
+ *   2. bsets from NODE_HDR_BYTES, each at the block boundary after the
+ *      previous one, while a bset with this node's seq, its own offset and a
+ *      good checksum is found. The first bset failing ends the node: a torn
+ *      append loses only itself. Two exceptions are errors (ERR_CHECKSUM):
+ *      the first bset (written together with the header) failing, and a
+ *      failing bset followed by a valid one further on (that is corruption,
+ *      not a tear: appends are serialized, nothing follows a torn one);
+ *   3. a bset whose journal seq is blacklisted or newer than maxJournalSeq is
+ *      skipped (its keys ignored) and the walk goes on;
+ *   4. keys of accepted bsets are checked (well formed, type allowed at this
+ *      level, inside [minKey, maxKey], strictly increasing): ERR_TOPOLOGY;
+ *   5. writtenBytes = block-rounded end of the last accepted or skipped bset;
+ *      everything is merged into one sorted set and the aux trees are built.
+ *
+ * Write (nodeWritePrepare / nodeWriteDone): the writable set is sealed in
+ * place (bset header + checksum; the node header too on the first write), the
+ * tail up to the block boundary zeroed, the headers re-checked (the read-side
+ * checks, paired), and the block-aligned bytes handed to the caller. Inserts
+ * may go on into a new writable set after the sealed one while the write is
+ * in flight; nodeWriteDone then advances writtenBytes and merges the written
+ * sets in memory.
+ */
+
+import { wordsCmp, wordsToText } from './bpos.js';
+import { KEY_TYPE, KEY_TYPE_NR, KEY_HDR_RESERVED_MASK, UNPACKED_VALUE_OFFSET, UNPACKED_W_VERSION_HI, BTREE_PTR_VALUE_BYTES, keyBytesFor, keyHdrPad, keyHdrType, keyTypeName } from './bkey.js';
+import { NodeKeys } from './bset.js';
+import { BSET_HDR_BYTES, NODE_HDR_BYTES, bsetEnd, bsetHeaderCheck, bsetHeaderEncode, bsetJournalSeq, nodeHeaderDecode, nodeHeaderEncode, roundUp } from '../format/btree-node.js';
+
+export interface NodeReadExpect {
+  btreeId: number;
+  level: number;
+  minKey: Uint32Array;
+  maxKey: Uint32Array;
+  seq: number;
+}
+
+export interface NodeReadOpts {
+  isSeqBlacklisted?: (journalSeq: number) => boolean;
+  maxJournalSeq?: number;
+}
+
+export type NodeReadResult = { ok: true; bsetsRead: number; bsetsSkipped: number } | { ok: false; code: 'ERR_CHECKSUM' | 'ERR_TOPOLOGY'; message: string };
+
+function where(e: NodeReadExpect): string {
+  return `btree ${e.btreeId} level ${e.level} node ${e.seq.toString(16)}`;
+}
+
+/**
+ * Check the keys of one bset in data[start, end): null or what is wrong.
+ * Shared by read (after checksum) and write (before checksum).
+ */
+export function bsetKeysInvalid(keys: NodeKeys, start: number, end: number): string | null {
+  const data = keys.data;
+  const d32 = new Uint32Array(data.buffer, data.byteOffset, data.length >>> 2);
+  const packedMin = keyBytesFor(4 + 4 * keys.format.fieldWords, 0);
+  const unpackedMin = keyBytesFor(UNPACKED_VALUE_OFFSET, 0);
+  let prev = -1;
+  for (let k = start; k < end; ) {
+    const hdr = d32[k >>> 2]!;
+    const bytes = (hdr & 0xffff) << 3;
+    const at = `key at byte ${k}`;
+    if (bytes === 0 || k + bytes > end) return `${at}: size ${bytes} runs past the bset end ${end}`;
+    if (hdr & KEY_HDR_RESERVED_MASK) return `${at}: reserved header bits set`;
+    const type = keyHdrType(hdr);
+    if (type >= KEY_TYPE_NR) return `${at}: unknown key type ${type}`;
+    const packed = keys.keyIsPacked(k);
+    if (bytes < (packed ? packedMin : unpackedMin)) return `${at}: ${bytes} bytes is too small for a ${packed ? 'packed' : 'unpacked'} key`;
+    const vlen = bytes - (packed ? 4 + 4 * keys.format.fieldWords : UNPACKED_VALUE_OFFSET) - keyHdrPad(hdr);
+    if (vlen < 0) return `${at}: bad pad ${keyHdrPad(hdr)}`;
+    if (!packed && d32[(k >>> 2) + UNPACKED_W_VERSION_HI]! >= 0x200000) return `${at}: version >= 2^53`;
+    if (type === KEY_TYPE.deleted && vlen !== 0) return `${at}: whiteout with a ${vlen}-byte value`;
+    if (type === KEY_TYPE.btree_ptr) {
+      if (vlen !== BTREE_PTR_VALUE_BYTES) return `${at}: btree_ptr value of ${vlen} bytes`;
+      if (keys.level === 0) return `${at}: btree_ptr in a leaf`;
+    } else if (keys.level > 0 && type !== KEY_TYPE.deleted) {
+      return `${at}: ${keyTypeName(type)} key in an interior node`;
+    }
+    if (keys.keyCmpPos(k, keys.minKey, 0) < 0 || keys.keyCmpPos(k, keys.maxKey, 0) > 0) {
+      const p = keys.keyUnpack(k).p;
+      return `${at}: position ${wordsToText(p, 0)} outside the node range ${wordsToText(keys.minKey, 0)} - ${wordsToText(keys.maxKey, 0)}`;
+    }
+    if (prev >= 0 && keys.keyCmpKey(prev, k) >= 0) {
+      return `${at}: keys out of order (${wordsToText(keys.keyUnpack(prev).p, 0)} then ${wordsToText(keys.keyUnpack(k).p, 0)})`;
+    }
+    prev = k;
+    k += bytes;
+  }
+  return null;
+}
+
+/** First block-aligned offset at or after `from` holding a valid bset of this node, or -1. */
+function findValidBsetAfter(data: Uint8Array, from: number, blockSizeBytes: number, seq: number): number {
+  for (let o = roundUp(from, blockSizeBytes); o + BSET_HDR_BYTES <= data.length; o += blockSizeBytes) {
+    if (bsetHeaderCheck(data, o, seq) === 'ok') return o;
+  }
+  return -1;
+}
+
+/**
+ * Validate a node just read into keys.data (see the notes above) and make it
+ * ready for lookups. On failure the node must not be used.
+ */
+export function nodeReadValidate(keys: NodeKeys, expect: NodeReadExpect, opts: NodeReadOpts = {}): NodeReadResult {
+  const data = keys.data;
+  const w = where(expect);
+  const h = nodeHeaderDecode(data);
+  if (!h.ok) return { ok: false, code: h.code, message: `${w}: ${h.message}` };
+  const hdr = h.hdr;
+  const mismatch = (field: string, found: string, want: string): NodeReadResult => ({
+    ok: false,
+    code: 'ERR_TOPOLOGY',
+    message: `${w}: node header at byte 0: ${field} ${found} does not match the pointer's ${want}`,
+  });
+  if (hdr.btreeId !== expect.btreeId) return mismatch('btree id', String(hdr.btreeId), String(expect.btreeId));
+  if (hdr.level !== expect.level) return mismatch('level', String(hdr.level), String(expect.level));
+  if (hdr.seq !== expect.seq) return mismatch('node seq', hdr.seq.toString(16), expect.seq.toString(16));
+  if (wordsCmp(hdr.minKey, 0, expect.minKey, 0) !== 0) return mismatch('min key', wordsToText(hdr.minKey, 0), wordsToText(expect.minKey, 0));
+  if (wordsCmp(hdr.maxKey, 0, expect.maxKey, 0) !== 0) return mismatch('max key', wordsToText(hdr.maxKey, 0), wordsToText(expect.maxKey, 0));
+  keys.setHeaderFromDisk(hdr);
+
+  const block = keys.blockSizeBytes;
+  const starts: number[] = [];
+  const ends: number[] = [];
+  let off = NODE_HDR_BYTES;
+  let written = 0;
+  let read = 0;
+  let skipped = 0;
+  while (off + BSET_HDR_BYTES <= data.length) {
+    const chk = bsetHeaderCheck(data, off, hdr.seq);
+    if (chk !== 'ok') {
+      if (off === NODE_HDR_BYTES) return { ok: false, code: 'ERR_CHECKSUM', message: `${w}: first bset at byte ${off}: ${chk.replace('_', ' ')}` };
+      const later = findValidBsetAfter(data, off + 1, block, hdr.seq);
+      if (later >= 0) return { ok: false, code: 'ERR_CHECKSUM', message: `${w}: bset at byte ${off}: ${chk.replace('_', ' ')}, but a valid bset follows at byte ${later}` };
+      break;
+    }
+    const end = bsetEnd(data, off);
+    const jseq = bsetJournalSeq(data, off);
+    const skip = (opts.isSeqBlacklisted !== undefined && opts.isSeqBlacklisted(jseq)) || (opts.maxJournalSeq !== undefined && jseq > opts.maxJournalSeq);
+    if (skip) {
+      skipped++;
+    } else {
+      const start = off + BSET_HDR_BYTES;
+      const err = bsetKeysInvalid(keys, start, end);
+      if (err !== null) return { ok: false, code: 'ERR_TOPOLOGY', message: `${w}: bset at byte ${off} (journal seq ${jseq}): ${err}` };
+      starts.push(start);
+      ends.push(end);
+      read++;
+    }
+    written = roundUp(end, block);
+    off = written;
+  }
+  keys.loadSorted(starts, ends, written);
+  return { ok: true, bsetsRead: read, bsetsSkipped: skipped };
+}
+
+export interface NodeWrite {
+  /** Where in the bucket the bytes go. */
+  offsetBytes: number;
+  /** Block-aligned view of keys.data; must not change until nodeWriteDone. */
+  bytes: Uint8Array;
+  /** Highest journal seq of the keys written (the bset's journal seq). */
+  journalSeq: number;
+}
+
+/**
+ * Seal the writable set for writing. null: nothing unwritten (the node is
+ * clean; pins on it can go). Throws if a write is already in flight.
+ */
+export function nodeWritePrepare(keys: NodeKeys): NodeWrite | null {
+  const s = keys.sealableSet();
+  if (s < 0) {
+    keys.dropEmptyWritable();
+    return null;
+  }
+  const data = keys.data;
+  const first = keys.writtenBytes === 0;
+  const hdrOff = keys.setHdr[s]!;
+  const start = keys.setStart[s]!;
+  const end = keys.setEnd[s]!;
+  if (first !== (hdrOff === NODE_HDR_BYTES)) throw new Error(`write prepare: set at ${hdrOff} with ${keys.writtenBytes} bytes written`);
+  const journalSeq = keys.unwrittenJournalSeqMax;
+
+  /* Paired with the read side: what goes out must pass the read checks. */
+  const err = bsetKeysInvalid(keys, start, end);
+  if (err !== null) throw new Error(`write prepare: btree ${keys.btreeId} level ${keys.level}: bset at byte ${hdrOff}: ${err}`);
+
+  if (first) {
+    nodeHeaderEncode(data, { btreeId: keys.btreeId, level: keys.level, seq: keys.seq, minKey: keys.minKey, maxKey: keys.maxKey, format: keys.format });
+    const back = nodeHeaderDecode(data);
+    if (!back.ok || back.hdr.seq !== keys.seq || !back.hdr.format.equals(keys.format)) throw new Error('write prepare: node header does not read back');
+  }
+  bsetHeaderEncode(data, hdrOff, keys.seq, journalSeq, (end - start) >>> 3);
+  const sealedEnd = roundUp(end, keys.blockSizeBytes);
+  data.fill(0, end, sealedEnd);
+  const chk = bsetHeaderCheck(data, hdrOff, keys.seq);
+  if (chk !== 'ok') throw new Error(`write prepare: bset at byte ${hdrOff} does not read back: ${chk}`);
+
+  const offsetBytes = first ? 0 : hdrOff;
+  keys.sealWritable(s, sealedEnd, journalSeq);
+  return { offsetBytes, bytes: data.subarray(offsetBytes, sealedEnd), journalSeq };
+}
+
+/** The write from nodeWritePrepare completed: advance writtenBytes, merge the written sets. */
+export function nodeWriteDone(keys: NodeKeys): void {
+  keys.writeDone();
+}
+
+/** Can the node take another append at all (else the caller rewrites it into a new bucket)? */
+export function nodeCanAppend(keys: NodeKeys, u64s = 1): boolean {
+  return keys.bytesAvailableForAppend() >= u64s * 8;
+}

@@ -1,0 +1,1438 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Engine (bcachefs struct bch_fs): one open store. Owns the device, the
+ * superblock, the node cache, the journal, the allocator, the btree roots,
+ * interior updates and writeback, and wires them together. Store (store.ts)
+ * is the public face; transactions (btree/trans.ts) call in here.
+ *
+ * Open (recovery, bcachefs recovery.c):
+ *   1. superblock (the newer valid copy) -> layout, btree table, blacklist;
+ *   2. read the journal: the newest valid entry and the window
+ *      [its last_seq, newest]; roots from it (else from the superblock);
+ *   3. plan: clean shutdown -> nothing to replay; else blacklist the seqs
+ *      after the newest entry (persisted in the superblock before any new
+ *      journal write) and replay;
+ *   4. allocator: walk every interior node from the roots, marking child
+ *      buckets, plus every pointer in the replay window (conservative);
+ *   5. replay the window's keys: higher levels first (pointer keys rebuild
+ *      the topology without reading the children they point to), then leaf
+ *      keys in seq order; each replayed key pins its original seq until the
+ *      node holding it is written, so the recovered entries stay on disk
+ *      until nothing needs them;
+ *   6. recompute the allocator from the tree (exact), mark the superblock
+ *      unclean, start writeback.
+ *
+ * Node writes (btree_node_write): log before data - a node's bset is written
+ * only once the journal is durable up to the highest seq of its keys, so no
+ * node on disk holds a key from an entry that could be lost (the blacklist
+ * covers the rest). Writes append a bset; a node too full to append is
+ * rewritten into a new bucket by the next insert that does not fit.
+ *
+ * Writeback: dirty nodes are written by journal reclaim (the journal asks for
+ * the nodes pinning its oldest entries), by the cache shrinker (dirty past
+ * 3/4), by flush()/close(), and by a background pass when dirty nodes pass a
+ * quarter of the cache. At most WRITEBACK_INFLIGHT_MAX writes are in flight.
+ *
+ * Counters: everything stats() reports is counted here or in the parts.
+ */
+
+import { randomInt } from 'node:crypto';
+import { ERR, SixtreeError, errMatches, errName, RESTART, RESTART_CODES } from './errors.js';
+import { Printbuf, bytesToText } from './util/printbuf.js';
+import type { Device } from './io/device.js';
+import { BlockDevice } from './io/block-device.js';
+import { loadBackend, type IoBackendName } from './native/index.js';
+import { computeLayout, bucketToOffset, type Layout } from './layout.js';
+import {
+  SB_MAGIC,
+  newSuperblock,
+  layoutFromSuperblock,
+  readSuperblock,
+  readSuperblockCopies,
+  writeSuperblock,
+  type Superblock,
+  type SbRoot,
+} from './format/superblock.js';
+import { Allocator } from './alloc.js';
+import { Journal, JournalPin, journalRecoveryPlan, journalStartAfterRead, journalStartEmpty, type JournalRoot } from './journal/journal.js';
+import type { JournalRes } from './journal/journal.js';
+import { readJournal } from './journal/read.js';
+import { JournalSeqBlacklist } from './journal/blacklist.js';
+import { JSET_ENTRY, jsetEntryBytes } from './format/journal-format.js';
+import { BtreeCache, cacheSizeBytesDefault } from './btree/cache.js';
+import { NodeKeys } from './btree/bset.js';
+import { nodeWritePrepare, nodeWriteDone, type NodeWrite } from './btree/node-io.js';
+import { Node, NodeFlag } from './btree/node.js';
+import {
+  KEY_TYPE,
+  bkeyBtreePtr,
+  bkeyDecode,
+  bkeyEncode,
+  bkeyEncodedBytes,
+  btreePtrDecode,
+  btreePtrEncode,
+  maxValueBytesForNode,
+  type BkeyI,
+} from './btree/bkey.js';
+import {
+  BPOS_WORDS,
+  POS_MAX,
+  POS_MIN,
+  type Bpos,
+  bposToWords,
+  posWords,
+  wordsCmp,
+  wordsCopy,
+  wordsIsMax,
+  wordsIsMin,
+  wordsPredecessor,
+  wordsSuccessor,
+  wordsToBpos,
+  wordsToText,
+} from './btree/bpos.js';
+import { LockOwnerBase, lockingStats, nodeTryLock, nodeUnlock, nodeUnlockAll } from './btree/locking.js';
+import { SixLockType } from './util/six.js';
+import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
+import { transCommit, type Update } from './btree/commit.js';
+import { Interior, TxCtx, type BtreeUpdate } from './btree/interior.js';
+import { btreeLookup, keyToEntry, type Entry, type NodeInfo } from './btree/iter.js';
+import { extentOfKey, xFromWords, type XPos } from './btree/overlay.js';
+import { BTREE_MAX_DEPTH, UNLOCKED, pathChildPtr } from './btree/path.js';
+import { LOCK_READ, type BtreePtr } from './btree/types.js';
+
+export const NODE_SIZE_BYTES_DEFAULT = 256 * 1024;
+export const BLOCK_SIZE_BYTES_DEFAULT = 4096;
+/** Writes of dirty nodes in flight at once (writeback, reclaim, flush). */
+export const WRITEBACK_INFLIGHT_MAX = 8;
+/** Background writeback starts when dirty nodes pass this fraction of the cache. */
+export const WRITEBACK_DIRTY_NUM = 1;
+export const WRITEBACK_DIRTY_DEN = 4;
+/** Background writeback also runs on this period while anything is dirty. */
+export const WRITEBACK_PERIOD_MS = 1000;
+
+export interface BtreeInfo {
+  name: string;
+  extents: boolean;
+}
+
+export interface FormatOpts {
+  btrees: BtreeInfo[];
+  sizeBytes?: number;
+  nodeSizeBytes?: number;
+  blockSizeBytes?: number;
+  journalSizeBytes?: number;
+  force: boolean;
+  io?: IoBackendName;
+  /** Tests: format onto this device instead of opening path. */
+  device?: Device;
+}
+
+export interface EngineOpenOpts {
+  cacheSizeBytes?: number;
+  readOnly: boolean;
+  io?: IoBackendName;
+  /** Tests (crash images, fault injection): open this device instead of path. */
+  device?: Device;
+}
+
+export interface BtreeRoot {
+  node: Node | null;
+  /** The root as the journal records it: only written nodes. */
+  journalPtr: Uint8Array;
+  journalLevel: number;
+}
+
+export interface StoreStats {
+  cache: {
+    nodes: number;
+    dirty: number;
+    bytes: number;
+    budgetBytes: number;
+    reserve: number;
+    hits: number;
+    misses: number;
+    evictions: number;
+    cannibalized: number;
+    notFreed: Record<string, number>;
+    [k: string]: unknown;
+  };
+  io: { reads: number; writes: number; bytesRead: number; bytesWritten: number; flushes: number };
+  journal: { seq: number; lastSeq: number; bytesUsed: number; bytesTotal: number; [k: string]: unknown };
+  transactions: { commits: number; restarts: number; restartReasons: Record<string, number>; keysCommitted: number };
+  btrees: Record<string, { depth: number; rootLevel: number }>;
+  interior: Record<string, number>;
+  alloc: Record<string, number>;
+  writeback: Record<string, number>;
+  locks: Record<string, number>;
+}
+
+function randomNodeSeq(): number {
+  // 52-bit, never 0 (0 means "not hashed")
+  return randomInt(1, 2 ** 47) * 32 + randomInt(0, 32);
+}
+
+function ptrBytes(bucket: number, seq: number, level: number, minKey: Uint32Array): Uint8Array {
+  return btreePtrEncode({ bucket, seq, level, minKey });
+}
+
+export class Engine {
+  readonly dev: Device;
+  readonly path: string;
+  sb: Superblock;
+  readonly layout: Layout;
+  readonly btrees: BtreeInfo[];
+  readonly nodeSizeBytes: number;
+  readonly blockSizeBytes: number;
+  readonly maxValueBytes: number;
+  /** u64s a pointer key takes, unpacked (the space check for parents). */
+  readonly ptrKeyU64s: number;
+  readonly readOnly: boolean;
+  cache!: BtreeCache;
+  journal!: Journal;
+  alloc!: Allocator;
+  interior!: Interior;
+  readonly roots: BtreeRoot[] = [];
+  readonly blacklist: JournalSeqBlacklist;
+  /** Lock owner for engine-internal node locking (writeback completion, fsck walk). */
+  private readonly owner = new LockOwnerBase(-2, Number.MAX_SAFE_INTEGER - 1);
+
+  readonly counters = {
+    commits: 0,
+    restarts: 0,
+    keysCommitted: 0,
+    traverses: 0,
+    commitWriteLockWaits: 0,
+    nodeWrites: 0,
+    nodeWriteErrors: 0,
+    nodeWritesNew: 0,
+    writebackPasses: 0,
+    reclaimCalls: 0,
+    merges: 0,
+    mergeErrors: 0,
+    replayedKeys: 0,
+    replayedEntries: 0,
+    prefetches: 0,
+  };
+  readonly restartReasons = new Map<number, number>();
+
+  private writesInFlight = 0;
+  /** Node writes that failed: retried (same bytes) by the next write of the node. */
+  private readonly pendingWrites = new Map<Node, NodeWrite>();
+  private writeSlotWaiters: Array<() => void> = [];
+  private updateWaiters: Array<() => void> = [];
+  private writebackTimer: NodeJS.Timeout | null = null;
+  private writebackRunning = false;
+  private mergeQueue: Array<{ btreeId: number; level: number; pos: Uint32Array }> = [];
+  private mergeRunning = false;
+  /** A fatal error (journal write failed): the store refuses writes. */
+  private failed: Error | null = null;
+  private closed = false;
+  private stopMemoryWatch: (() => void) | null = null;
+
+  private constructor(dev: Device, path: string, sb: Superblock, readOnly: boolean) {
+    this.dev = dev;
+    this.path = path;
+    this.sb = sb;
+    this.layout = layoutFromSuperblock(sb);
+    this.btrees = sb.btrees.map((b) => ({ name: b.name, extents: b.extents }));
+    this.nodeSizeBytes = sb.nodeBytes;
+    this.blockSizeBytes = sb.blockBytes;
+    this.maxValueBytes = maxValueBytesForNode(sb.nodeBytes);
+    this.ptrKeyU64s = bkeyEncodedBytes(bkeyBtreePtr(posWords(POS_MAX), { bucket: 0, seq: 1, level: 0, minKey: posWords(POS_MAX) })) / 8 + 1;
+    this.readOnly = readOnly;
+    this.blacklist = new JournalSeqBlacklist(sb.blacklist);
+  }
+
+  /* ================================================================ format */
+
+  static async format(path: string, o: FormatOpts): Promise<void> {
+    const dev = o.device ?? Engine.openDeviceForFormat(path, o);
+    try {
+      const sectorBytes = dev.alignBytes;
+      const blockBytes = o.blockSizeBytes ?? Math.max(BLOCK_SIZE_BYTES_DEFAULT, sectorBytes);
+      if (blockBytes < sectorBytes) throw new SixtreeError('ERR_INVALID_ARG', `opts.blockSize: ${blockBytes} is below the device's logical sector size ${sectorBytes}`, { path });
+      const nodeBytes = o.nodeSizeBytes ?? NODE_SIZE_BYTES_DEFAULT;
+      if (nodeBytes % blockBytes !== 0) throw new SixtreeError('ERR_INVALID_ARG', `opts.nodeSize: ${nodeBytes} is not a multiple of blockSize ${blockBytes}`, { path });
+      if (!o.force) {
+        const copies = await readSuperblockCopies(dev);
+        if (copies.some((c) => c.status !== 'no_magic')) {
+          throw new SixtreeError('ERR_EXISTS', `${path} already holds a sixtree store (pass force: true to format over it)`, { path });
+        }
+      }
+      const layout = computeLayout({ deviceBytes: dev.sizeBytes, nodeBytes, blockBytes, ...(o.journalSizeBytes ? { journalBytes: o.journalSizeBytes } : {}) });
+      if (layout.nrBuckets < o.btrees.length) throw new SixtreeError('ERR_TOO_SMALL', `${path}: ${layout.nrBuckets} buckets cannot hold ${o.btrees.length} btree roots`, { path });
+      // one empty leaf per btree, buckets 0..n-1
+      const buf = dev.allocBuffer(nodeBytes);
+      const aux = new Uint8Array(NodeKeys.auxBytes(nodeBytes));
+      const roots: SbRoot[] = [];
+      try {
+        for (let id = 0; id < o.btrees.length; id++) {
+          const keys = new NodeKeys(nodeBytes, blockBytes);
+          buf.fill(0);
+          keys.attach(buf, aux);
+          const seq = randomNodeSeq();
+          keys.initEmpty({ btreeId: id, level: 0, minKey: posWords(POS_MIN), maxKey: posWords(POS_MAX), seq });
+          keys.noteJournalSeq(0);
+          const w = forceWritePrepare(keys);
+          await dev.write(w.bytes, bucketToOffset(layout, id) + w.offsetBytes);
+          nodeWriteDone(keys);
+          keys.detach();
+          roots.push({ bucket: id, seq, level: 0 });
+        }
+      } finally {
+        dev.freeBuffer(buf);
+      }
+      // wipe the journal's first block so no entry of an earlier store is taken for ours (uuids differ anyway)
+      const zero = dev.allocBuffer(layout.blockBytes);
+      try {
+        await dev.write(zero, layout.journalOffsetBytes);
+      } finally {
+        dev.freeBuffer(zero);
+      }
+      await dev.flush();
+      const sb = newSuperblock(layout, o.btrees.map((b, i) => ({ name: b.name, extents: b.extents, root: roots[i]! })));
+      await writeSuperblock(dev, sb);
+    } finally {
+      if (!o.device) await dev.close();
+    }
+  }
+
+  private static openDeviceForFormat(path: string, o: FormatOpts): Device {
+    try {
+      return BlockDevice.open(path, { readOnly: false, io: o.io, ...(o.sizeBytes !== undefined ? { createSizeBytes: o.sizeBytes } : {}) });
+    } catch (e) {
+      if (e instanceof SixtreeError && e.code === 'ERR_NOT_FOUND_DEVICE' && o.sizeBytes === undefined) {
+        throw new SixtreeError('ERR_NOT_FOUND_DEVICE', `${path} does not exist; pass size to create it`, { path });
+      }
+      throw e;
+    }
+  }
+
+  /* ================================================================ open */
+
+  static async open(path: string, o: EngineOpenOpts): Promise<Engine> {
+    const dev = o.device ?? BlockDevice.open(path, { readOnly: o.readOnly, io: o.io });
+    let engine: Engine | null = null;
+    try {
+      const sb = await readSuperblock(dev);
+      engine = new Engine(dev, path, sb, o.readOnly);
+      const budget = o.cacheSizeBytes ?? cacheSizeBytesDefault;
+      BtreeCache.checkBudget(budget, sb.nodeBytes, sb.btrees.length);
+      await engine.start(budget);
+      return engine;
+    } catch (e) {
+      if (engine) await engine.abortOpen();
+      if (!o.device) await dev.close().catch(() => {});
+      throw e;
+    }
+  }
+
+  private async abortOpen(): Promise<void> {
+    this.closed = true;
+    if (this.writebackTimer) clearInterval(this.writebackTimer);
+    this.stopMemoryWatch?.();
+    try {
+      if (this.cache) await this.cache.cacheExit({ journalFailed: true });
+    } catch {
+      /* best effort */
+    }
+  }
+
+  private async start(budgetBytes: number): Promise<void> {
+    const sb = this.sb;
+    const backend = this.dev.kind === 'memory' ? null : safeBackend();
+    this.cache = new BtreeCache({
+      device: this.dev,
+      nodeSizeBytes: sb.nodeBytes,
+      blockSizeBytes: sb.blockBytes,
+      budgetBytes,
+      nrBtrees: sb.btrees.length,
+      bucketOffset: (b) => bucketToOffset(this.layout, b),
+      nodeWrite: (n) => this.nodeWrite(n),
+      isSeqBlacklisted: (s) => this.blacklist.isBlacklisted(s),
+      btreeName: (id) => this.btrees[id]?.name ?? `btree ${id}`,
+      ...(backend
+        ? {
+            auxAlloc: (size: number) => new Uint8Array(backend.mmapAnon(size)),
+            auxFree: (buf: Uint8Array) => backend.munmap(buf.buffer as ArrayBuffer),
+          }
+        : {}),
+    });
+    this.alloc = new Allocator(sb.nrBuckets, { deviceName: this.path });
+    this.interior = new Interior(this);
+
+    // journal window
+    const jr = await readJournal(this.dev, this.layout, { uuid: sb.uuid, blacklist: this.blacklist });
+    for (const r of jr.blacklist) this.blacklist.add(r.start, r.end);
+    const plan = journalRecoveryPlan(sb, jr, this.blacklist);
+
+    // roots: newest journal entry, else the superblock
+    for (let id = 0; id < sb.btrees.length; id++) {
+      const jroot = jr.roots.find((r) => r.btreeId === id);
+      let ptr: Uint8Array;
+      let level: number;
+      if (jroot) {
+        ptr = jroot.ptr.slice();
+        level = jroot.level;
+      } else {
+        const r = sb.btrees[id]!.root;
+        if (!r) throw new SixtreeError('ERR_TOPOLOGY', `btree ${sb.btrees[id]!.name} has no root in the superblock or journal`, { path: this.path, btree: sb.btrees[id]!.name });
+        ptr = ptrBytes(r.bucket, r.seq, r.level, posWords(POS_MIN));
+        level = r.level;
+      }
+      this.roots.push({ node: null, journalPtr: ptr, journalLevel: level });
+    }
+    for (let id = 0; id < this.roots.length; id++) {
+      const root = this.roots[id]!;
+      const n = await this.readNodeNoiter(id, root.journalPtr, root.journalLevel, posWords(POS_MAX));
+      this.setRoot(id, n);
+    }
+
+    // allocator: the tree on disk plus every pointer in the replay window
+    await this.markTreeBuckets();
+    const replayKeys: Array<{ seq: number; btreeId: number; level: number; key: BkeyI; order: number }> = [];
+    let order = 0;
+    for (const e of jr.entries) {
+      for (const se of e.entries) {
+        if (se.type === JSET_ENTRY.btree_keys) {
+          for (let off = 0; off < se.payload.length; ) {
+            const k = bkeyDecode(se.payload, off);
+            off += bkeyEncodedBytes(k);
+            replayKeys.push({ seq: e.seq, btreeId: se.btreeId, level: se.level, key: k, order: order++ });
+            if (k.type === KEY_TYPE.btree_ptr) this.markUsedQuiet(btreePtrDecode(k.value).bucket);
+          }
+        } else if (se.type === JSET_ENTRY.btree_root) {
+          this.markUsedQuiet(btreePtrDecode(se.payload).bucket);
+        }
+      }
+    }
+
+    // journal writer
+    const start = jr.entries.length || jr.newestSeq ? journalStartAfterRead(jr, plan.nextSeq, { replayPins: true }) : journalStartEmpty(plan.nextSeq, jr.nextWriteOffsetBytes);
+    if (!this.readOnly && plan.blacklisted) {
+      this.sb = { ...this.sb, blacklist: this.blacklist.toArray() };
+      await writeSuperblock(this.dev, this.sb);
+    }
+    this.journal = new Journal(this.dev, this.layout, {
+      uuid: sb.uuid,
+      nrBtrees: sb.btrees.length,
+      getRoots: () => this.roots.map((r, id) => ({ btreeId: id, level: r.journalLevel, ptr: r.journalPtr })),
+      onReclaimNeeded: (target) => this.journalReclaim(target),
+      onDurable: (seq) => this.alloc.journalDurable(seq),
+      blacklist: this.blacklist,
+      start,
+    });
+
+    // replay: pointer keys level by level from the top, then leaf keys, each in seq order
+    if (replayKeys.length) {
+      replayKeys.sort((a, b) => b.level - a.level || a.seq - b.seq || a.order - b.order);
+      await this.replay(replayKeys);
+      this.counters.replayedEntries = jr.entries.length;
+    }
+    this.journal.replayDone();
+    await this.recomputeAllocator();
+
+    if (!this.readOnly) {
+      // mark unclean before anything new is written
+      this.sb = { ...this.sb, clean: false, blacklist: this.blacklist.toArray() };
+      await writeSuperblock(this.dev, this.sb);
+      this.writebackTimer = setInterval(() => this.writebackPass(false), WRITEBACK_PERIOD_MS);
+      this.writebackTimer.unref();
+    }
+    this.stopMemoryWatch = this.cache.memoryWatchStart();
+  }
+
+  private markUsedQuiet(b: number): void {
+    if (b >= 0 && b < this.sb.nrBuckets && this.alloc.stateOf(b) === 'free') this.alloc.markUsed(b);
+  }
+
+  /** Read a node without a transaction (open, recovery walk, fsck); returned unlocked. */
+  private async readNodeNoiter(btreeId: number, ptrValue: Uint8Array, level: number, maxKey: Uint32Array): Promise<Node> {
+    const p = btreePtrDecode(ptrValue);
+    const ptr: BtreePtr = { btreeId, level, bucket: p.bucket, seq: p.seq, minKey: p.minKey, maxKey };
+    for (let attempt = 0; ; attempt++) {
+      const r = await this.cache.nodeGetNoiter(this.owner, ptr, level);
+      if (r instanceof Node) {
+        nodeUnlock(this.owner, r.lock, SixLockType.read);
+        return r;
+      }
+      if (attempt > 1000) throw new SixtreeError('ERR_IO', `could not read node at bucket ${p.bucket} (btree ${this.btrees[btreeId]?.name}, level ${level}): no cache memory`);
+      await new Promise((res) => setImmediate(res));
+    }
+  }
+
+  /** Visit every node of a btree at levels >= minLevel (children before moving on), parents first. */
+  private async walkTree(btreeId: number, minLevel: number, visit: (n: Node, parent: Node | null) => void | string | Promise<void>): Promise<void> {
+    const root = this.roots[btreeId]!.node!;
+    const stack: Array<{ n: Node; parent: Node | null }> = [{ n: root, parent: null }];
+    while (stack.length) {
+      const { n, parent } = stack.pop()!;
+      await visit(n, parent);
+      if (n.level <= minLevel || n.level === 0) continue;
+      // collect child pointers under a read lock, then read them unlocked
+      const kids: Array<{ value: Uint8Array; max: Uint32Array }> = [];
+      if (!nodeTryLock(this.owner, n.lock, SixLockType.read)) {
+        await new Promise((res) => setImmediate(res));
+        stack.push({ n, parent });
+        continue;
+      }
+      try {
+        const it = new (await import('./btree/bset.js')).NodeIter();
+        it.initStart(n.keys);
+        for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
+          if (n.keys.keyType(h) !== KEY_TYPE.btree_ptr) continue;
+          const max = new Uint32Array(BPOS_WORDS);
+          n.keys.keyPosTo(h, max, 0);
+          kids.push({ value: n.keys.keyValue(h).slice(), max });
+        }
+      } finally {
+        nodeUnlock(this.owner, n.lock, SixLockType.read);
+      }
+      for (let i = kids.length - 1; i >= 0; i--) {
+        const k = kids[i]!;
+        if (n.level - 1 < minLevel) {
+          await visit({ bucket: btreePtrDecode(k.value).bucket, level: n.level - 1 } as unknown as Node, n);
+          continue;
+        }
+        const child = await this.readNodeNoiter(btreeId, k.value, n.level - 1, k.max);
+        stack.push({ n: child, parent: n });
+      }
+    }
+  }
+
+  /** Buckets of every node reachable from the roots; leaves counted from their parents' pointers. */
+  private async reachableBuckets(): Promise<Set<number>> {
+    const used = new Set<number>();
+    for (let id = 0; id < this.roots.length; id++) {
+      await this.walkTree(id, 1, (n) => {
+        used.add(n.bucket);
+      });
+    }
+    return used;
+  }
+
+  private async markTreeBuckets(): Promise<void> {
+    for (const b of await this.reachableBuckets()) this.markUsedQuiet(b);
+  }
+
+  /** After replay: buckets marked only for stale pointers go back (pending frees stay). */
+  private async recomputeAllocator(): Promise<void> {
+    await this.interior.drain().catch(() => {});
+    const used = await this.reachableBuckets();
+    for (const u of this.interior.pending) for (const b of u.oldBuckets) used.add(b);
+    for (let b = 0; b < this.sb.nrBuckets; b++) {
+      if (this.alloc.stateOf(b) === 'used' && !used.has(b)) this.alloc.free(b);
+      else if (this.alloc.stateOf(b) === 'free' && used.has(b)) this.alloc.markUsed(b);
+    }
+  }
+
+  private async replay(keys: Array<{ seq: number; btreeId: number; level: number; key: BkeyI }>): Promise<void> {
+    // group consecutive keys of one (level, seq) into one commit
+    let i = 0;
+    while (i < keys.length) {
+      let j = i + 1;
+      while (j < keys.length && keys[j]!.level === keys[i]!.level && keys[j]!.seq === keys[i]!.seq && j - i < 256) j++;
+      const group = keys.slice(i, j);
+      i = j;
+      const level = group[0]!.level;
+      const seq = group[0]!.seq;
+      const updates: Update[] = [];
+      for (const g of group) {
+        const root = this.roots[g.btreeId]!.node!;
+        if (g.level >= root.level + (g.level > 0 ? 0 : 1)) continue; // the tree no longer has that level
+        if (g.level > 0 && g.key.type === KEY_TYPE.btree_ptr) {
+          // a pointer replayed into a level whose nodes we are about to read: keep the child unread
+        }
+        updates.push({ btreeId: g.btreeId, level: g.level, key: { ...g.key }, path: null });
+      }
+      if (!updates.length) continue;
+      await this.runInternal(async (bt) => {
+        const ups = updates.map((u) => ({ ...u, key: { ...u.key }, path: null }));
+        const r = await transCommit(bt, { updates: ups, journal: false, pinSeq: seq });
+        return r.ret;
+      });
+      this.counters.replayedKeys += updates.length;
+      void level;
+    }
+  }
+
+  /** Run fn in a fresh internal transaction until it does not restart. */
+  async runInternal(fn: (bt: BtreeTrans) => Promise<number>): Promise<void> {
+    const startSeq = transStartSeqNew();
+    const made = new TxCtx(this.interior);
+    try {
+      await this.runInternalAttempts(fn, startSeq, made);
+    } finally {
+      made.finish();
+    }
+  }
+
+  private async runInternalAttempts(fn: (bt: BtreeTrans) => Promise<number>, startSeq: number, made: TxCtx): Promise<void> {
+    for (let r = 0; ; r++) {
+      if (r > 100_000) throw new Error('internal transaction restarted too often');
+      const bt = new BtreeTrans(this, startSeq, r);
+      bt.txCtx = made;
+      try {
+        const ret = await fn(bt);
+        if (ret === 0) return;
+        if (!errMatches(ret, RESTART)) throw new Error(`internal: ${errName(ret)}`);
+        this.countRestart(ret);
+      } catch (e) {
+        if (e instanceof Error && e.name === 'TransactionRestart') {
+          this.countRestart((e as unknown as { restartCode: number }).restartCode);
+          continue;
+        }
+        throw e;
+      } finally {
+        bt.unlockAll();
+      }
+    }
+  }
+
+  /* ================================================================ roots */
+
+  setRoot(btreeId: number, n: Node): void {
+    const root = this.roots[btreeId]!;
+    if (root.node && root.node !== n) root.node.clear(NodeFlag.noevict);
+    n.set(NodeFlag.noevict);
+    root.node = n;
+    this.cache.setRootInfo(btreeId, n.level);
+  }
+
+  rootJournalUpdate(btreeId: number, n: Node): void {
+    const root = this.roots[btreeId]!;
+    root.journalPtr = ptrBytes(n.bucket, n.hashVal, n.level, n.keys.minKey);
+    root.journalLevel = n.level;
+  }
+
+  /* ================================================================ nodes */
+
+  topologyError(n: Node, what: string): SixtreeError {
+    return new SixtreeError(
+      'ERR_TOPOLOGY',
+      `btree ${this.btrees[n.btreeId]?.name} level ${n.level} node at bucket ${n.bucket} (${wordsToText(n.keys.minKey)}..${wordsToText(n.keys.maxKey)}): ${what}`,
+      { path: this.path, btree: this.btrees[n.btreeId]?.name, level: n.level, offset: bucketToOffset(this.layout, n.bucket) },
+    );
+  }
+
+  /** A new node for an interior update: bucket + memory, intent+write held by trans, not hashed. */
+  async nodeAllocNew(trans: BtreeTrans, btreeId: number, level: number): Promise<Node> {
+    const bucket = this.alloc.alloc();
+    let n: Node | null = null;
+    try {
+      n = await this.cache.nodeMemAlloc(trans);
+      if (!n) {
+        await this.cache.cannibalizeLockWait(trans);
+        try {
+          n = await this.cache.nodeMemAlloc(trans);
+        } finally {
+          this.cache.cannibalizeUnlock(trans);
+        }
+      }
+      if (!n) throw new SixtreeError('ERR_CACHE_TOO_SMALL', `no node memory for a new node (cache budget ${bytesToText(this.cache.budgetBytes)})`);
+    } catch (e) {
+      this.alloc.free(bucket);
+      throw e;
+    }
+    n.btreeId = btreeId;
+    n.level = level;
+    n.bucket = bucket;
+    n.hashVal = 0;
+    return n;
+  }
+
+  /** A new node that will not be used (an update backed out): memory and bucket back. */
+  nodeFreeNew(trans: BtreeTrans, n: Node): void {
+    const bucket = n.bucket;
+    if (n.has(NodeFlag.dirty)) this.cache.clearDirty(n);
+    n.flags = 0;
+    n.writeBlockedCount = 0;
+    this.cache.freeInmem(n);
+    nodeUnlockOwned(trans, n);
+    if (bucket >= 0) this.alloc.free(bucket);
+    n.bucket = -1;
+  }
+
+  /** Fill new node dst with the live keys of src in [from, to], and hash it in. */
+  nodeBuildFrom(trans: BtreeTrans, dst: Node, src: Node, from: Uint32Array, to: Uint32Array): void {
+    dst.keys.initEmpty({ btreeId: dst.btreeId, level: dst.level, minKey: from, maxKey: to, seq: randomNodeSeq() });
+    if (src.keys.sortInto(dst.keys, from, to) < 0) throw this.topologyError(src, 'keys do not fit in a new node');
+    this.nodeInstallNew(trans, dst);
+  }
+
+  /** Fill new node dst with the live keys of two siblings (merge). */
+  nodeBuildFrom2(trans: BtreeTrans, dst: Node, left: Node, right: Node): void {
+    dst.keys.initEmpty({ btreeId: dst.btreeId, level: dst.level, minKey: left.keys.minKey, maxKey: right.keys.maxKey, seq: randomNodeSeq() });
+    if (left.keys.sortInto(dst.keys) < 0 || right.keys.sortInto(dst.keys) < 0) throw this.topologyError(left, 'merged keys do not fit');
+    this.nodeInstallNew(trans, dst);
+  }
+
+  /** Initialise a new node empty over [minKey, maxKey] and hash it in (a new root). */
+  nodeInitEmpty(trans: BtreeTrans, n: Node, minKey: Uint32Array, maxKey: Uint32Array): void {
+    n.keys.initEmpty({ btreeId: n.btreeId, level: n.level, minKey, maxKey, seq: randomNodeSeq() });
+    this.nodeInstallNew(trans, n);
+  }
+
+  /** Hash a freshly built node in, dirty and will_make_reachable, and release our locks on it. */
+  private nodeInstallNew(trans: BtreeTrans, n: Node): void {
+    const seq = n.keys.seq;
+    if (!this.cache.hashInsert(n, seq)) throw new Error(`node seq collision ${seq}`);
+    n.set(NodeFlag.will_make_reachable);
+    this.cache.setDirty(n);
+    // keys copied from older nodes carry their seqs; the node is pinned by the update (old node pins moved there)
+    nodeUnlockOwned(trans, n);
+  }
+
+  /** The in-memory pointer key for child n (at n's max key). */
+  ptrKeyFor(n: Node): BkeyI {
+    const max = new Uint32Array(BPOS_WORDS);
+    wordsCopy(max, 0, n.keys.maxKey, 0);
+    const min = new Uint32Array(BPOS_WORDS);
+    wordsCopy(min, 0, n.keys.minKey, 0);
+    return bkeyBtreePtr(max, { bucket: n.bucket, seq: n.hashVal, level: n.level, minKey: min });
+  }
+
+  nodeInsertPtr(parent: Node, child: Node): void {
+    this.nodeInsertKeyInMemory(parent, this.ptrKeyFor(child));
+  }
+
+  /** Insert into a node the caller holds write-locked (or owns). */
+  nodeInsertKeyInMemory(n: Node, k: BkeyI): void {
+    if (!n.keys.insertKey(k)) throw this.topologyError(n, 'pointer key does not fit after the space check');
+    if (!n.has(NodeFlag.dirty)) this.cache.setDirty(n);
+  }
+
+  /** A commit (or update) put keys of journal seq `seq` into n (seq 0: no pin yet). */
+  nodeDirtied(n: Node, seq: number): void {
+    if (!n.has(NodeFlag.dirty)) this.cache.setDirty(n);
+    if (seq > 0) {
+      if (n.keys.hasWritable()) n.keys.noteJournalSeq(seq);
+      n.journalPin = this.journal.pinAdd(seq, n.journalPin ?? new JournalPin());
+    }
+    if (this.cache.stats().dirty * WRITEBACK_DIRTY_DEN > this.cache.stats().nodes * WRITEBACK_DIRTY_NUM && !this.writebackRunning) {
+      queueMicrotask(() => this.writebackPass(false));
+    }
+  }
+
+  /** Old node leaving the tree: its keys live on in the new nodes. */
+  nodeCleanForDrop(n: Node): void {
+    if (n.has(NodeFlag.dirty)) this.cache.clearDirty(n);
+    n.clear(NodeFlag.need_write);
+  }
+
+  /** Old node replaced by an update: give its memory back once no write is in flight. Called with intent+write held. */
+  nodeFreeOld(n: Node): void {
+    n.clear(NodeFlag.noevict);
+    if (n.flags & (NodeFlag.write_in_flight | NodeFlag.read_in_flight | NodeFlag.will_make_reachable | NodeFlag.dirty | NodeFlag.write_blocked)) {
+      // a write still has to happen or finish (an unwritten new node of an
+      // earlier update is written by that update): free it afterwards
+      setTimeout(() => this.nodeFreeOldLater(n), 1).unref();
+      return;
+    }
+    this.cache.freeInmem(n);
+  }
+
+  private nodeFreeOldLater(n: Node): void {
+    if (this.closed || n.hashVal !== 0 || n.list !== 'live') return; // already reused or moved
+    if (n.flags & (NodeFlag.write_in_flight | NodeFlag.will_make_reachable | NodeFlag.write_blocked)) {
+      setTimeout(() => this.nodeFreeOldLater(n), 5).unref();
+      return;
+    }
+    if (!nodeTryLock(this.owner, n.lock, SixLockType.intent)) {
+      setTimeout(() => this.nodeFreeOldLater(n), 1).unref();
+      return;
+    }
+    if (!nodeTryLock(this.owner, n.lock, SixLockType.write)) {
+      nodeUnlock(this.owner, n.lock, SixLockType.intent);
+      setTimeout(() => this.nodeFreeOldLater(n), 1).unref();
+      return;
+    }
+    try {
+      if (n.has(NodeFlag.dirty)) this.cache.clearDirty(n);
+      if (!(n.flags & NodeFlag.write_in_flight)) this.cache.freeInmem(n);
+    } finally {
+      nodeUnlock(this.owner, n.lock, SixLockType.write);
+      nodeUnlock(this.owner, n.lock, SixLockType.intent);
+    }
+  }
+
+  /* ============================================================ node write */
+
+  /**
+   * Write a node's unwritten keys (the cache's nodeWrite contract: the
+   * synchronous part runs before the promise is returned). Log before data:
+   * the journal must be durable up to the bset's seq first.
+   */
+  nodeWrite(n: Node): Promise<void> {
+    if (n.has(NodeFlag.write_in_flight)) return n.writeDone ?? Promise.resolve();
+    // new nodes are written by their update group; blocked ones wait for theirs
+    if (n.flags & (NodeFlag.write_blocked | NodeFlag.never_write | NodeFlag.will_make_reachable)) return Promise.resolve();
+    if (this.readOnly) return Promise.resolve();
+    const w = this.nodeWriteSeal(n);
+    if (!w) return Promise.resolve();
+    const p = this.nodeWriteIo(n, w);
+    n.writeDone = p;
+    return p;
+  }
+
+  /** The synchronous half of a node write: seal the unwritten keys (null: nothing to write). */
+  private nodeWriteSeal(n: Node): NodeWrite | null {
+    // a write that failed earlier: its sealed bytes are still in the node, retry them
+    const w = this.pendingWrites.get(n) ?? nodeWritePrepare(n.keys);
+    this.pendingWrites.delete(n);
+    if (!w) {
+      if (n.has(NodeFlag.dirty)) this.cache.clearDirty(n);
+      if (n.journalPin) this.journal.pinDrop(n.journalPin);
+      n.clear(NodeFlag.will_make_reachable);
+      return null;
+    }
+    n.set(NodeFlag.write_in_flight);
+    if (n.has(NodeFlag.dirty)) this.cache.clearDirty(n);
+    return w;
+  }
+
+  /**
+   * Seal a new node of an update group now and write it once `gate` (the
+   * previous group's journal entry) resolves. Resolves when written.
+   */
+  nodeWriteSealed(n: Node, gate: Promise<void>): Promise<void> {
+    if (n.has(NodeFlag.write_in_flight)) {
+      // a write of an earlier state is under way: seal the rest after it
+      const p = (n.writeDone ?? Promise.resolve()).then(() => this.nodeWriteSealed(n, gate));
+      return p;
+    }
+    const w = this.nodeWriteSeal(n);
+    if (!w) return Promise.resolve();
+    const p = gate.then(() => this.nodeWriteIo(n, w));
+    n.writeDone = p;
+    this.counters.nodeWritesNew++;
+    return p;
+  }
+
+  private async nodeWriteIo(n: Node, w: NodeWrite): Promise<void> {
+    await this.writeSlot();
+    try {
+      if (w.journalSeq > this.journal.durableSeq) await this.journal.waitDurable(w.journalSeq);
+      await this.dev.write(w.bytes, bucketToOffset(this.layout, n.bucket) + w.offsetBytes);
+      this.counters.nodeWrites++;
+    } catch (e) {
+      this.counters.nodeWriteErrors++;
+      // the sealed bytes stay in the node until a later write gets them out
+      this.pendingWrites.set(n, w);
+      n.clear(NodeFlag.write_in_flight);
+      if (!n.has(NodeFlag.dirty)) this.cache.setDirty(n);
+      n.writeDone = null;
+      this.writeSlotRelease();
+      throw e;
+    }
+    this.writeSlotRelease();
+    nodeWriteDone(n.keys);
+    n.clear(NodeFlag.write_in_flight);
+    n.clear(NodeFlag.will_make_reachable);
+    n.writeDone = null;
+    // pin: keys that arrived during the write keep the node dirty
+    if (n.has(NodeFlag.dirty)) {
+      const min = n.keys.unwrittenJournalSeqMin;
+      if (n.journalPin) this.journal.pinDrop(n.journalPin);
+      if (min > 0) n.journalPin = this.journal.pinAdd(min, n.journalPin ?? new JournalPin());
+    } else if (n.journalPin) {
+      this.journal.pinDrop(n.journalPin);
+    }
+  }
+
+  private writeSlot(): Promise<void> {
+    if (this.writesInFlight < WRITEBACK_INFLIGHT_MAX) {
+      this.writesInFlight++;
+      return Promise.resolve();
+    }
+    return new Promise((r) => this.writeSlotWaiters.push(r));
+  }
+
+  private writeSlotRelease(): void {
+    const w = this.writeSlotWaiters.shift();
+    if (w) w();
+    else this.writesInFlight--;
+  }
+
+  /** Write dirty nodes: all (flush) or those pinning the oldest entries (background). */
+  private async writebackPass(all: boolean, targetSeq = Infinity): Promise<number> {
+    if (this.writebackRunning && !all) return 0;
+    this.writebackRunning = true;
+    this.counters.writebackPasses++;
+    let started = 0;
+    try {
+      const dirty: Node[] = [];
+      for (const n of this.cache.liveNodes()) {
+        if (!n.has(NodeFlag.dirty) || n.has(NodeFlag.write_blocked) || n.has(NodeFlag.will_make_reachable)) continue;
+        if (!all && targetSeq !== Infinity && !(n.journalPin?.active && n.journalPin.seq < targetSeq)) continue;
+        dirty.push(n);
+      }
+      dirty.sort((a, b) => (a.journalPin?.seq ?? Infinity) - (b.journalPin?.seq ?? Infinity));
+      const writes: Promise<void>[] = [];
+      for (const n of dirty) {
+        if (!nodeTryLock(this.owner, n.lock, SixLockType.read)) continue;
+        try {
+          writes.push(this.nodeWrite(n).catch(() => {}));
+          started++;
+        } finally {
+          nodeUnlock(this.owner, n.lock, SixLockType.read);
+        }
+      }
+      await Promise.all(writes);
+    } finally {
+      this.writebackRunning = false;
+    }
+    return started;
+  }
+
+  private async journalReclaim(targetSeq: number): Promise<boolean> {
+    this.counters.reclaimCalls++;
+    const n = await this.writebackPass(true, targetSeq);
+    return n > 0;
+  }
+
+  /* ================================================================ journal glue */
+
+  journalTryReserve(keyBytes: number, _nrKeys: number): JournalRes | null {
+    this.checkUsable();
+    return this.journal.tryReserve(jsetEntryBytes(keyBytes));
+  }
+
+  async journalReserveWait(keyBytes: number, _nrKeys: number): Promise<void> {
+    const res = await this.journal.reserve(jsetEntryBytes(keyBytes));
+    // we only waited for room; give it back (the commit retries and reserves again)
+    this.journal.release(res);
+  }
+
+  journalAddKeys(res: JournalRes, updates: Update[]): void {
+    // one btree_keys sub-entry for the whole commit: (btree, level) are per key in the key list order;
+    // group runs of the same (btree, level)
+    let i = 0;
+    while (i < updates.length) {
+      let j = i + 1;
+      while (j < updates.length && updates[j]!.btreeId === updates[i]!.btreeId && updates[j]!.level === updates[i]!.level) j++;
+      let bytes = 0;
+      for (let k = i; k < j; k++) bytes += bkeyEncodedBytes(updates[k]!.key);
+      const payload = new Uint8Array(bytes);
+      let off = 0;
+      for (let k = i; k < j; k++) off += bkeyEncode(updates[k]!.key, payload, off);
+      res.add(JSET_ENTRY.btree_keys, updates[i]!.btreeId, updates[i]!.level, payload);
+      i = j;
+    }
+  }
+
+  journalRelease(res: JournalRes): void {
+    this.journal.release(res);
+  }
+
+  async journalWaitDurable(seq: number): Promise<void> {
+    await this.journal.waitDurable(seq);
+  }
+
+  /** Journal an update group's pointer keys, in order, and its root; returns the entry's seq. */
+  async journalInteriorUpdates(btreeId: number, updates: readonly BtreeUpdate[], newRoot: Node | null): Promise<number> {
+    if (newRoot) this.rootJournalUpdate(btreeId, newRoot);
+    let bytes = 0;
+    for (const u of updates) {
+      if (!u.parentKeys.length) continue;
+      let b = 0;
+      for (const k of u.parentKeys) b += bkeyEncodedBytes(k);
+      bytes += jsetEntryBytes(b);
+    }
+    const res = await this.journal.reserve(bytes);
+    const seq = res.seq;
+    for (const u of updates) {
+      if (!u.parentKeys.length) continue;
+      let b = 0;
+      for (const k of u.parentKeys) b += bkeyEncodedBytes(k);
+      const payload = new Uint8Array(b);
+      let off = 0;
+      for (const k of u.parentKeys) {
+        k.version = seq;
+        off += bkeyEncode(k, payload, off);
+      }
+      res.add(JSET_ENTRY.btree_keys, btreeId, u.parentLevel, payload);
+    }
+    this.journal.release(res);
+    return seq;
+  }
+
+  bucketFreeAfter(bucket: number, seq: number): void {
+    if (this.alloc.stateOf(bucket) === 'used') this.alloc.freeAfter(bucket, seq);
+  }
+
+  updateFinished(): void {
+    for (const w of this.updateWaiters.splice(0)) w();
+  }
+
+  onUpdateFinished(cb: () => void): void {
+    this.updateWaiters.push(cb);
+  }
+
+  /* ================================================================ transactions glue */
+
+  countRestart(code: number): void {
+    this.counters.restarts++;
+    this.restartReasons.set(code, (this.restartReasons.get(code) ?? 0) + 1);
+  }
+
+  checkUsable(): void {
+    if (this.failed) throw new SixtreeError('ERR_IO', `store is read-only after a device error: ${this.failed.message}`, { path: this.path });
+  }
+
+  async txGet(bt: BtreeTrans, btreeId: number, pos: Bpos): Promise<BkeyI | null> {
+    const ov = bt.overlays[btreeId];
+    const x = pos as XPos;
+    if (ov && !ov.empty) {
+      const k = ov.keyAt(x);
+      if (k) return k.type === KEY_TYPE.deleted ? null : k;
+      if (ov.covered(x)) return null;
+    }
+    const w = posWords(pos);
+    return btreeLookup(bt, btreeId, w);
+  }
+
+  scheduleMerges(nodes: Node[]): void {
+    for (const n of nodes) {
+      if (n.hashVal === 0) continue;
+      const threshold = this.nodeSizeBytes / 8 / 3;
+      if (n.keys.liveU64s >= threshold && !(n.level === 0 && this.roots[n.btreeId]!.node!.level > 0 && n.keys.nrKeys === 0)) continue;
+      const pos = new Uint32Array(BPOS_WORDS);
+      wordsCopy(pos, 0, n.keys.minKey, 0);
+      this.mergeQueue.push({ btreeId: n.btreeId, level: n.level, pos });
+    }
+    if (this.mergeQueue.length && !this.mergeRunning) void this.runMerges();
+  }
+
+  private async runMerges(): Promise<void> {
+    this.mergeRunning = true;
+    try {
+      while (this.mergeQueue.length && !this.closed) {
+        const m = this.mergeQueue.shift()!;
+        try {
+          await this.runInternal((bt) => this.interior.maybeMerge(bt, m.btreeId, m.level, m.pos));
+          this.counters.merges++;
+        } catch {
+          this.counters.mergeErrors++;
+        }
+      }
+    } finally {
+      this.mergeRunning = false;
+    }
+  }
+
+  /** Iterator read-ahead: start reading the leaf after the path's (bch2_btree_node_prefetch). */
+  maybePrefetch(_trans: BtreeTrans, path: import('./btree/path.js').BtreePath, enabled: boolean): void {
+    if (!enabled) return;
+    const parent = path.l[1]?.node;
+    const leaf = path.l[0]?.node;
+    if (!parent || !leaf || wordsIsMax(leaf.keys.maxKey, 0) || parent.hashVal === 0) return;
+    this.prefetchAfter(path.btreeId, parent, leaf.keys.maxKey);
+  }
+
+  /** Prefetch the child of `parent` after the one ending at `max`. */
+  private prefetchAfter(btreeId: number, parent: Node, max: Uint32Array): void {
+    if (parent.level === 0 || wordsIsMax(max, 0)) return;
+    const pos = this.prefetchPos;
+    wordsCopy(pos, 0, max, 0);
+    wordsSuccessor(pos, 0);
+    const iterMod = this.iterScratch;
+    iterMod.init(parent.keys, pos, 0);
+    const h = iterMod.peek();
+    if (h < 0 || parent.keys.keyType(h) !== KEY_TYPE.btree_ptr) return;
+    const p = btreePtrDecode(parent.keys.keyValue(h));
+    const childMax = new Uint32Array(BPOS_WORDS);
+    parent.keys.keyPosTo(h, childMax, 0);
+    this.cache.nodePrefetch(null, { btreeId, level: parent.level - 1, bucket: p.bucket, seq: p.seq, minKey: p.minKey, maxKey: childMax }, parent.level - 1);
+    this.counters.prefetches++;
+  }
+
+  private readonly prefetchPos = new Uint32Array(BPOS_WORDS);
+  private iterScratch = new (class {
+    private it: import('./btree/bset.js').NodeIter | null = null;
+    init(keys: NodeKeys, pos: Uint32Array, pi: number): void {
+      // lazily constructed (import cycle)
+      if (!this.it) this.it = new NodeIterCtor!();
+      this.it.init(keys, pos, pi);
+    }
+    peek(): number {
+      return this.it!.peek();
+    }
+  })();
+
+  async peekNodeInfo(trans: BtreeTrans, btreeId: number, level: number, pos: Bpos): Promise<NodeInfo | null> {
+    const root = this.roots[btreeId]!.node!;
+    if (level > root.level) return null;
+    const w = posWords(pos);
+    const path = trans.getPath(btreeId, w, 0, level, 0);
+    trans.throwIfRestart(await trans.traverse(path));
+    const n = path.l[level]!.node!;
+    path.shouldBeLocked = true;
+    return { level, minKey: wordsToBpos(n.keys.minKey), maxKey: wordsToBpos(n.keys.maxKey), keys: n.keys.nrKeys, bytes: n.keys.usedBytes() };
+  }
+
+  /**
+   * store.range(): the entries of one leaf from the cursor on, in one short
+   * read-only transaction (no per-entry await); advances the cursor.
+   */
+  async rangeBatch(
+    btreeId: number,
+    cursor: { pos: Bpos; done: boolean; first: boolean },
+    start: Bpos,
+    end: Bpos,
+    reverse: boolean,
+    max: number,
+    _endGiven: boolean,
+  ): Promise<Entry[]> {
+    const extents = this.btrees[btreeId]!.extents;
+    const out: Entry[] = [];
+    const endW = posWords(end);
+    const startW = posWords(start);
+    const startX = start as XPos;
+    const endX = end as XPos;
+    await this.runInternal(async (bt) => {
+      out.length = 0;
+      const w = posWords(cursor.pos);
+      if (reverse && cursor.first) {
+        // start at the last position before `end` (extents: the extent straddling end, if any)
+        if (wordsIsMin(w, 0)) {
+          cursor.done = true;
+          return 0;
+        }
+        if (!extents) wordsPredecessor(w, 0);
+        else {
+          const path0 = bt.pathNew(btreeId, w, 0, 0, 0);
+          const k = await (await import('./btree/iter.js')).btreePeek(bt, path0, w, true);
+          if (k) {
+            const e = extentOfKey(k);
+            if (e.inode === endX.inode && e.snapshot === endX.snapshot && e.start < endX.offset) wordsCopy(w, 0, k.p, 0);
+            else wordsPredecessor(w, 0);
+          } else wordsPredecessor(w, 0);
+        }
+      }
+      const path = bt.pathNew(btreeId, w, 0, 0, 0);
+      const ret = await bt.traverse(path);
+      if (ret) return ret;
+      const leaf = path.l[0]!.node!;
+      const keys = leaf.keys;
+      const it = path.l[0]!.iter;
+      if (!reverse) {
+        this.prefetchAfter(btreeId, path.l[1]?.node ?? leaf, leaf.keys.maxKey);
+        for (let h = it.peek(); h >= 0 && out.length < max; it.advance(), h = it.peek()) {
+          if (keys.keyType(h) === KEY_TYPE.deleted) continue;
+          if (extents) {
+            if (keys.keyCmpPos(h, startW, 0) <= 0) continue;
+            const k = keys.keyUnpack(h);
+            const e = extentOfKey(k);
+            const s: XPos = { inode: e.inode, offset: e.start, snapshot: e.snapshot };
+            if (cmpX(s, endX) >= 0) {
+              // extents are sorted by end; a later one can still start before end only in another snapshot
+              if (e.inode > endX.inode || (e.inode === endX.inode && xFromWords(k.p).offset > endX.offset + 0xffffffffn)) {
+                cursor.done = true;
+                return 0;
+              }
+              continue;
+            }
+            out.push(keyToEntry(k, true));
+          } else {
+            if (keys.keyCmpPos(h, endW, 0) >= 0) {
+              cursor.done = true;
+              return 0;
+            }
+            out.push(keyToEntry(keys.keyUnpack(h), false));
+          }
+        }
+        if (out.length >= max) {
+          // continue after the last entry
+          const last = out[out.length - 1]!;
+          const lw = posWords(last.pos);
+          if (wordsIsMax(lw, 0)) cursor.done = true;
+          else {
+            if (!extents) wordsSuccessor(lw, 0);
+            cursor.pos = wordsToBpos(lw);
+          }
+          return 0;
+        }
+        if (wordsIsMax(keys.maxKey, 0)) cursor.done = true;
+        else {
+          const nw = new Uint32Array(BPOS_WORDS);
+          wordsCopy(nw, 0, keys.maxKey, 0);
+          if (!extents) wordsSuccessor(nw, 0);
+          cursor.pos = wordsToBpos(nw);
+        }
+        cursor.first = false;
+        return 0;
+      }
+      // reverse: keys <= w in this leaf, newest first
+      let h = it.peek();
+      if (!(h >= 0 && keys.keyCmpPos(h, w, 0) === 0)) {
+        h = it.peekPrev();
+        if (h >= 0) it.rewind();
+      }
+      for (; h >= 0 && out.length < max; ) {
+        if (keys.keyType(h) !== KEY_TYPE.deleted) {
+          const k = keys.keyUnpack(h);
+          if (extents) {
+            if (cmpX(xFromWords(k.p), startX) <= 0) {
+              cursor.done = true;
+              return 0;
+            }
+            out.push(keyToEntry(k, true));
+          } else {
+            if (keys.keyCmpPos(h, startW, 0) < 0) {
+              cursor.done = true;
+              return 0;
+            }
+            out.push(keyToEntry(k, false));
+          }
+        }
+        h = it.peekPrev();
+        if (h >= 0) it.rewind();
+      }
+      if (out.length >= max) {
+        const lw = posWords(out[out.length - 1]!.pos);
+        if (wordsIsMin(lw, 0)) cursor.done = true;
+        else {
+          wordsPredecessor(lw, 0);
+          cursor.pos = wordsToBpos(lw);
+        }
+        cursor.first = false;
+        return 0;
+      }
+      if (wordsIsMin(keys.minKey, 0)) cursor.done = true;
+      else {
+        const nw = new Uint32Array(BPOS_WORDS);
+        wordsCopy(nw, 0, keys.minKey, 0);
+        wordsPredecessor(nw, 0);
+        cursor.pos = wordsToBpos(nw);
+      }
+      cursor.first = false;
+      return 0;
+    });
+    if (reverse) cursor.first = false;
+    return out;
+  }
+
+  /* ================================================================ flush, close */
+
+  async flush(): Promise<void> {
+    this.checkUsable();
+    await this.interior.drain();
+    for (let round = 0; round < 1000; round++) {
+      await this.journal.flush();
+      await this.interior.drain();
+      await this.writebackPass(true);
+      let dirty = 0;
+      for (const n of this.cache.liveNodes()) if (n.has(NodeFlag.dirty) || n.has(NodeFlag.write_in_flight)) dirty++;
+      if (dirty === 0 && this.interior.pending.length === 0) break;
+      await new Promise((r) => setImmediate(r));
+    }
+    await this.journal.flush();
+    await this.dev.flush();
+  }
+
+  shrink(nr: number): number {
+    return this.cache.shrink(nr);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (!this.readOnly && !this.failed) {
+        await this.flush();
+        const j = await this.journal.close();
+        this.sb = {
+          ...this.sb,
+          clean: true,
+          cleanJournalSeq: j.seq,
+          cleanJournalOffsetBytes: j.writeOffsetBytes,
+          blacklist: this.blacklist.toArray(),
+          btrees: this.sb.btrees.map((b, id) => {
+            const p = btreePtrDecode(this.roots[id]!.journalPtr);
+            return { ...b, root: { bucket: p.bucket, seq: p.seq, level: this.roots[id]!.journalLevel } };
+          }),
+        };
+        await writeSuperblock(this.dev, this.sb);
+      }
+    } finally {
+      this.closed = true;
+      if (this.writebackTimer) clearInterval(this.writebackTimer);
+      this.stopMemoryWatch?.();
+      await this.cache.cacheExit({ journalFailed: !!this.failed || this.readOnly });
+      await this.dev.close();
+    }
+  }
+
+  /* ================================================================ fsck */
+
+  /** Topology, key order, bucket accounting, journal consistency. Problems as lines; [] = clean. */
+  async fsck(): Promise<string[]> {
+    const problems: string[] = [];
+    // updates under way hold buckets in two places at once: let them finish
+    await this.interior.drain();
+    await this.journal.flush();
+    const used = new Set<number>();
+    for (let id = 0; id < this.roots.length; id++) {
+      const name = this.btrees[id]!.name;
+      const root = this.roots[id]!.node!;
+      if (!wordsIsMin(root.keys.minKey, 0) || !wordsIsMax(root.keys.maxKey, 0)) problems.push(`btree ${name}: root does not span POS_MIN..POS_MAX`);
+      const stack: Node[] = [root];
+      while (stack.length) {
+        const n = stack.pop()!;
+        if (used.has(n.bucket)) problems.push(`btree ${name}: bucket ${n.bucket} referenced twice`);
+        used.add(n.bucket);
+        try {
+          n.keys.verify();
+        } catch (e) {
+          problems.push(`btree ${name} level ${n.level} bucket ${n.bucket}: ${(e as Error).message}`);
+        }
+        if (n.level === 0) continue;
+        const kids: Array<{ value: Uint8Array; max: Uint32Array }> = [];
+        const it = new NodeIterCtor!();
+        it.initStart(n.keys);
+        for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
+          if (n.keys.keyType(h) === KEY_TYPE.deleted) continue;
+          if (n.keys.keyType(h) !== KEY_TYPE.btree_ptr) {
+            problems.push(`btree ${name} level ${n.level} bucket ${n.bucket}: non-pointer key in an interior node`);
+            continue;
+          }
+          const max = new Uint32Array(BPOS_WORDS);
+          n.keys.keyPosTo(h, max, 0);
+          kids.push({ value: n.keys.keyValue(h).slice(), max });
+        }
+        if (!kids.length) {
+          problems.push(`btree ${name} level ${n.level} bucket ${n.bucket}: interior node without children`);
+          continue;
+        }
+        const expectMin = new Uint32Array(BPOS_WORDS);
+        wordsCopy(expectMin, 0, n.keys.minKey, 0);
+        for (const k of kids) {
+          const p = btreePtrDecode(k.value);
+          if (wordsCmp(p.minKey, 0, expectMin, 0) !== 0)
+            problems.push(`btree ${name} level ${n.level} bucket ${n.bucket}: child at bucket ${p.bucket} starts at ${wordsToText(p.minKey)}, expected ${wordsToText(expectMin)} (children must tile the parent)`);
+          let child: Node;
+          try {
+            child = await this.readNodeNoiter(id, k.value, n.level - 1, k.max);
+          } catch (e) {
+            problems.push(`btree ${name} level ${n.level - 1} bucket ${p.bucket}: ${(e as Error).message}`);
+            continue;
+          }
+          if (child.level !== n.level - 1) problems.push(`btree ${name}: node at bucket ${p.bucket} has level ${child.level}, expected ${n.level - 1}`);
+          if (wordsCmp(child.keys.maxKey, 0, k.max, 0) !== 0) problems.push(`btree ${name}: node at bucket ${p.bucket} max key ${wordsToText(child.keys.maxKey)} disagrees with its pointer ${wordsToText(k.max)}`);
+          stack.push(child);
+          wordsCopy(expectMin, 0, k.max, 0);
+          wordsSuccessor(expectMin, 0);
+        }
+        if (wordsCmp(kids[kids.length - 1]!.max, 0, n.keys.maxKey, 0) !== 0) problems.push(`btree ${name} level ${n.level} bucket ${n.bucket}: last child ends at ${wordsToText(kids[kids.length - 1]!.max)}, node ends at ${wordsToText(n.keys.maxKey)}`);
+      }
+    }
+    // buckets: everything reachable is used; nothing used is unreachable (pending frees and updates in flight aside)
+    for (const u of this.interior.pending) for (const b of u.oldBuckets) used.add(b);
+    for (let b = 0; b < this.sb.nrBuckets; b++) {
+      const st = this.alloc.stateOf(b);
+      if (used.has(b) && st !== 'used') problems.push(`bucket ${b}: in the tree but ${st} in the allocator`);
+      if (!used.has(b) && st === 'used') problems.push(`bucket ${b}: marked used but not in the tree`);
+    }
+    const js = this.journal.stats();
+    if (js.lastSeq > js.seq) problems.push(`journal: last_seq ${js.lastSeq} after seq ${js.seq}`);
+    return problems;
+  }
+
+  /* ================================================================ stats, text */
+
+  stats(): StoreStats {
+    const c = this.cache.stats();
+    const js = this.journal.stats();
+    const restartReasons: Record<string, number> = {};
+    for (const [code, n] of this.restartReasons) restartReasons[errName(code)] = n;
+    const btrees: StoreStats['btrees'] = {};
+    this.btrees.forEach((b, id) => {
+      const lvl = this.roots[id]!.node!.level;
+      btrees[b.name] = { depth: lvl + 1, rootLevel: lvl };
+    });
+    const a = this.alloc.stats();
+    return {
+      cache: { ...c },
+      io: { ...this.dev.stats },
+      journal: { ...js },
+      transactions: { commits: this.counters.commits, restarts: this.counters.restarts, restartReasons, keysCommitted: this.counters.keysCommitted },
+      btrees,
+      interior: { ...this.interior.counters, pending: this.interior.pending.length },
+      alloc: { ...a },
+      writeback: {
+        nodeWrites: this.counters.nodeWrites,
+        nodeWriteErrors: this.counters.nodeWriteErrors,
+        nodeWritesNew: this.counters.nodeWritesNew,
+        passes: this.counters.writebackPasses,
+        reclaimCalls: this.counters.reclaimCalls,
+        inFlight: this.writesInFlight,
+        merges: this.counters.merges,
+        replayedKeys: this.counters.replayedKeys,
+        replayedEntries: this.counters.replayedEntries,
+        prefetches: this.counters.prefetches,
+        traverses: this.counters.traverses,
+      },
+      locks: lockingStats(),
+    };
+  }
+
+  toText(): string {
+    const out = new Printbuf();
+    out.line(`sixtree store ${this.path}${this.readOnly ? ' (read-only)' : ''}`);
+    out.nested((o) => {
+      o.field('device', `${this.dev.kind} ${bytesToText(this.dev.sizeBytes)}, block ${this.blockSizeBytes}, node ${bytesToText(this.nodeSizeBytes)}, ${this.sb.nrBuckets} buckets`);
+      o.line('btrees:');
+      o.nested((b) => {
+        this.btrees.forEach((bt, id) => {
+          const r = this.roots[id]!.node!;
+          b.line(`${bt.name}${bt.extents ? ' (extents)' : ''}: depth ${r.level + 1}, root bucket ${r.bucket}, root keys ${r.keys.nrKeys}`);
+        });
+      });
+      o.line('cache:');
+      o.nested((x) => x.print(this.cache.toText()));
+      o.line('journal:');
+      o.nested((x) => x.print(this.journal.toText()));
+      o.line('allocator:');
+      o.nested((x) => x.print(this.alloc.toText()));
+      o.field('commits', this.counters.commits);
+      o.field('restarts', this.counters.restarts);
+      o.field('interior updates pending', this.interior.pending.length);
+    });
+    return out.toString();
+  }
+}
+
+function cmpX(a: XPos, b: XPos): number {
+  if (a.inode !== b.inode) return a.inode < b.inode ? -1 : 1;
+  if (a.offset !== b.offset) return a.offset < b.offset ? -1 : 1;
+  if (a.snapshot !== b.snapshot) return a.snapshot < b.snapshot ? -1 : 1;
+  return 0;
+}
+
+function safeBackend(): ReturnType<typeof loadBackend> | null {
+  try {
+    return loadBackend();
+  } catch {
+    return null;
+  }
+}
+
+/** The first write of a freshly initialised node (format): header + empty bset. */
+function forceWritePrepare(keys: NodeKeys): NodeWrite {
+  const w = nodeWritePrepare(keys);
+  if (!w) throw new Error('format: empty root node produced nothing to write');
+  return w;
+}
+
+/** A node from nodeMemAlloc is intent+write locked by the allocating transaction: release both. */
+function nodeUnlockOwned(trans: BtreeTrans, n: Node): void {
+  nodeUnlock(trans, n.lock, SixLockType.write);
+  nodeUnlock(trans, n.lock, SixLockType.intent);
+}
+
+let NodeIterCtor: (new () => import('./btree/bset.js').NodeIter) | null = null;
+void import('./btree/bset.js').then((m) => {
+  NodeIterCtor = m.NodeIter;
+});
+
+export { ERR, RESTART_CODES, SB_MAGIC, nodeUnlockAll, pathChildPtr, BTREE_MAX_DEPTH, LOCK_READ, readSuperblock, bposToWords, computeLayout, journalStartEmpty };

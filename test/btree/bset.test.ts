@@ -1,0 +1,477 @@
+// SPDX-License-Identifier: GPL-2.0-only
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BkeyI, KEY_TYPES, bkeyExtent, bkeyValue, bkeyWhiteout } from '../../src/btree/bkey.js';
+import { NodeIter, NodeKeys, bsetDebug } from '../../src/btree/bset.js';
+import { nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
+import { BkeyFormat, formatFromKeys, formatFromRange } from '../../src/format/bkey-format.js';
+import { Prng, bigToPos, posOf, posToBig, property, randPos } from '../format/prng.js';
+
+const POS_MIN = posOf(0, 0, 0);
+const POS_MAX = new Uint32Array(5).fill(0xffffffff);
+
+function mk(nodeSize = 4096, block = 512): NodeKeys {
+  const k = new NodeKeys(nodeSize, block);
+  k.attach(new Uint8Array(nodeSize), new Uint8Array(NodeKeys.auxBytes(nodeSize)));
+  return k;
+}
+
+function fresh(nodeSize = 4096, opts: { min?: Uint32Array; max?: Uint32Array; format?: BkeyFormat; block?: number; level?: number } = {}): NodeKeys {
+  const k = mk(nodeSize, opts.block ?? 512);
+  k.initEmpty({ btreeId: 1, level: opts.level ?? 0, minKey: opts.min ?? POS_MIN, maxKey: opts.max ?? POS_MAX, seq: 0xabcdef12345, format: opts.format });
+  return k;
+}
+
+interface MKey {
+  type: number;
+  value: Uint8Array;
+  version: number;
+  size: number;
+}
+
+type Model = Map<bigint, MKey>;
+
+/** Everything the iterator returns, in order (whiteouts included). */
+function listAll(keys: NodeKeys): { pos: bigint; h: number; type: number }[] {
+  const it = new NodeIter();
+  it.initStart(keys);
+  const out: { pos: bigint; h: number; type: number }[] = [];
+  const p = new Uint32Array(5);
+  for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
+    keys.keyPosTo(h, p, 0);
+    out.push({ pos: posToBig(p), h, type: keys.keyType(h) });
+  }
+  return out;
+}
+
+function expectMatchesModel(keys: NodeKeys, model: Model): void {
+  const all = listAll(keys);
+  for (let i = 1; i < all.length; i++) expect(all[i]!.pos > all[i - 1]!.pos).toBe(true);
+  const live = all.filter((e) => e.type !== KEY_TYPES.deleted);
+  const want = [...model.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  expect(live.map((e) => e.pos)).toEqual(want);
+  for (const e of live) {
+    const m = model.get(e.pos)!;
+    expect(keys.keyType(e.h)).toBe(m.type);
+    expect(keys.keyVersion(e.h)).toBe(m.version);
+    expect(keys.keySize(e.h)).toBe(m.size);
+    expect(Buffer.from(keys.keyValue(e.h)).equals(Buffer.from(m.value))).toBe(true);
+  }
+  expect(keys.nrKeys).toBe(model.size);
+  keys.verify();
+}
+
+function sortedModelKeys(model: Model): bigint[] {
+  return [...model.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** Check searches against a linear scan of the merged view, and per set. */
+function checkSearches(keys: NodeKeys, r: Prng, pool: Uint32Array[], n = 40): void {
+  const all = listAll(keys);
+  const it = new NodeIter();
+  const p = new Uint32Array(5);
+  for (let i = 0; i < n; i++) {
+    const base = r.bool(0.7) && pool.length ? pool[r.int(pool.length)]! : randPos(r);
+    const sb = posToBig(base) + BigInt(r.pick([-1, 0, 0, 1]));
+    if (sb < 0n || sb >= 1n << 160n) continue;
+    const s = bigToPos(sb);
+    const strict = r.bool(0.3);
+    if (strict) it.initAfter(keys, s, 0);
+    else it.init(keys, s, 0);
+    const want = all.find((e) => (strict ? e.pos > sb : e.pos >= sb));
+    const h = it.peek();
+    if (!want) expect(h).toBe(-1);
+    else {
+      expect(h).toBe(want.h);
+      keys.keyPosTo(h, p, 0);
+      expect(posToBig(p)).toBe(want.pos);
+    }
+    /* previous key from a searched position */
+    const idx = want ? all.indexOf(want) : all.length;
+    const prev = it.peekPrev();
+    expect(prev).toBe(idx > 0 ? all[idx - 1]!.h : -1);
+    /* per-set lower bound against a linear walk */
+    keys.prepareSearch(s, 0);
+    for (let set = 0; set < keys.nsets; set++) {
+      let k = keys.setStart[set]!;
+      while (k < keys.setEnd[set]! && (strict ? keys.keyCmpPos(k, s, 0) <= 0 : keys.keyCmpPos(k, s, 0) < 0)) k = keys.keyNext(k);
+      expect(keys.lowerBound(set, s, 0, strict)).toBe(k);
+    }
+  }
+}
+
+function checkBackward(keys: NodeKeys): void {
+  const all = listAll(keys);
+  const it = new NodeIter();
+  it.initEnd(keys);
+  expect(it.peek()).toBe(-1);
+  const back: number[] = [];
+  for (let h = it.peekPrev(); h >= 0; h = it.peekPrev()) {
+    it.rewind();
+    expect(it.peek()).toBe(h);
+    back.push(h);
+  }
+  expect(back.reverse()).toEqual(all.map((e) => e.h));
+  /* rewind then advance is the identity */
+  if (all.length > 2) {
+    it.initStart(keys);
+    it.advance();
+    it.advance();
+    it.rewind();
+    expect(it.peek()).toBe(all[1]!.h);
+  }
+}
+
+function applyModel(model: Model, k: BkeyI): void {
+  const b = posToBig(k.p);
+  if (k.type === KEY_TYPES.deleted) model.delete(b);
+  else model.set(b, { type: k.type, value: k.value.slice(), version: k.version, size: k.size });
+}
+
+beforeAll(() => {
+  bsetDebug.checks = true;
+});
+afterAll(() => {
+  bsetDebug.checks = false;
+});
+
+describe('NodeKeys#insertKey()', () => {
+  it('inserts, replaces and deletes in a fresh node', () => {
+    const keys = fresh();
+    const model: Model = new Map();
+    const ops: BkeyI[] = [
+      bkeyValue(posOf(1, 10), new Uint8Array([1, 2, 3]), 1),
+      bkeyValue(posOf(1, 5), new Uint8Array([4]), 2),
+      bkeyValue(posOf(1, 10), new Uint8Array(20).fill(9), 3),
+      bkeyWhiteout(posOf(1, 5), 4),
+      bkeyWhiteout(posOf(7, 7), 5),
+    ];
+    for (const k of ops) {
+      expect(keys.insertKey(k)).toBe(true);
+      applyModel(model, k);
+      expectMatchesModel(keys, model);
+    }
+    /* nothing written: deletions remove, no whiteouts */
+    expect(keys.nrWhiteouts).toBe(0);
+    expect(keys.nrKeys).toBe(1);
+    expect(keys.unwrittenJournalSeqMax).toBe(4);
+  });
+
+  it('keeps a whiteout only for keys in written sets', () => {
+    const keys = fresh();
+    for (let i = 0; i < 10; i++) keys.insertKey(bkeyValue(posOf(1, i), new Uint8Array([i]), 1));
+    const w = nodeWritePrepare(keys)!;
+    expect(w.offsetBytes).toBe(0);
+    nodeWriteDone(keys);
+    expect(keys.nsets).toBe(1);
+    keys.insertKey(bkeyValue(posOf(1, 100), new Uint8Array([1]), 2));
+    keys.insertKey(bkeyWhiteout(posOf(1, 100), 3)); // unwritten: just removed
+    expect(keys.nrWhiteouts).toBe(0);
+    keys.insertKey(bkeyWhiteout(posOf(1, 3), 4)); // written: whiteout
+    expect(keys.nrWhiteouts).toBe(1);
+    expect(keys.nrKeys).toBe(9);
+    keys.insertKey(bkeyValue(posOf(1, 3), new Uint8Array([33]), 5)); // whiteout replaced by a value
+    expect(keys.nrWhiteouts).toBe(0);
+    expect(keys.nrKeys).toBe(10);
+    keys.insertKey(bkeyWhiteout(posOf(1, 3), 6)); // and back
+    keys.insertKey(bkeyWhiteout(posOf(1, 3), 7)); // deleting a whiteout again is a no-op on counts
+    expect(keys.nrWhiteouts).toBe(1);
+    expect(keys.nrKeys).toBe(9);
+    const it = new NodeIter();
+    it.init(keys, posOf(1, 3), 0);
+    expect(keys.keyType(it.peek())).toBe(KEY_TYPES.deleted);
+    it.advance();
+    const p = new Uint32Array(5);
+    keys.keyPosTo(it.peek(), p, 0);
+    expect(posToBig(p)).toBe(posToBig(posOf(1, 4)));
+  });
+
+  it('returns false when full and leaves the node unchanged', () => {
+    const keys = fresh(4096);
+    let i = 0;
+    for (; ; i++) {
+      const before = keys.u64sRemaining();
+      const k = bkeyValue(posOf(2, i), new Uint8Array(40), 1);
+      const need = keys.keyU64sPacked(k);
+      if (!keys.insertKey(k)) {
+        expect(need).toBeGreaterThan(before);
+        break;
+      }
+    }
+    const snapshot = listAll(keys).map((e) => e.pos);
+    expect(keys.insertKey(bkeyValue(posOf(2, 1_000_000), new Uint8Array(40), 1))).toBe(false);
+    expect(listAll(keys).map((e) => e.pos)).toEqual(snapshot);
+    expect(keys.nrKeys).toBe(i);
+    keys.verify();
+    /* a replacement of the same size still fits */
+    expect(keys.insertKey(bkeyValue(posOf(2, 0), new Uint8Array(40).fill(1), 2))).toBe(true);
+  });
+
+  it('stores keys that do not fit the format unpacked', () => {
+    const f = formatFromKeys([{ p: posOf(3, 0), size: 0, version: 1 }, { p: posOf(3, 100), size: 0, version: 1 }]);
+    const keys = fresh(4096, { format: f });
+    keys.insertKey(bkeyValue(posOf(3, 50), new Uint8Array([1]), 1));
+    keys.insertKey(bkeyValue(posOf(3, 5000), new Uint8Array([2]), 1)); // offset beyond the format
+    keys.insertKey(bkeyValue(posOf(3, 60), new Uint8Array([3]), 2 ** 40)); // version beyond
+    keys.insertKey(bkeyExtent(posOf(3, 70), 8, new Uint8Array([4]), 1)); // size beyond (0 bits + padding)
+    expect(keys.packedKeys + keys.unpackedKeys).toBe(4);
+    expect(keys.unpackedKeys).toBeGreaterThanOrEqual(2);
+    const it = new NodeIter();
+    it.init(keys, posOf(3, 55), 0);
+    const h = it.peek();
+    expect(keys.keyVersion(h)).toBe(2 ** 40);
+    expect(keys.keyIsPacked(h)).toBe(false);
+    expect(keys.keyU64sPacked(bkeyValue(posOf(3, 1), new Uint8Array(0), 1))).toBeLessThan(keys.keyU64sPacked(bkeyValue(posOf(4, 1), new Uint8Array(0), 1)));
+  });
+
+  it('gives zero-copy value views', () => {
+    const keys = fresh();
+    keys.insertKey(bkeyValue(posOf(1, 1), new Uint8Array([5, 6, 7]), 1));
+    const it = new NodeIter();
+    it.initStart(keys);
+    const v = keys.keyValue(it.peek());
+    expect(v.buffer).toBe(keys.data.buffer);
+    expect(Array.from(v)).toEqual([5, 6, 7]);
+    expect(keys.keyUnpack(it.peek()).value.buffer).not.toBe(keys.data.buffer);
+  });
+
+  it('rejects keys outside the node range', () => {
+    const keys = fresh(4096, { min: posOf(5, 0), max: posOf(6, 0) });
+    expect(() => keys.insertKey(bkeyValue(posOf(4, 9), new Uint8Array(0)))).toThrow(/outside/);
+    expect(() => keys.insertKey(bkeyValue(posOf(6, 1), new Uint8Array(0)))).toThrow(/outside/);
+  });
+});
+
+describe('NodeIter', () => {
+  it('merges three sets, newest winning on equal positions', () => {
+    const keys = fresh(16384);
+    for (let i = 0; i < 30; i++) keys.insertKey(bkeyValue(posOf(1, i * 3), new Uint8Array([0]), 1));
+    nodeWritePrepare(keys);
+    nodeWriteDone(keys); // set 0 written
+    for (let i = 0; i < 30; i += 2) keys.insertKey(bkeyValue(posOf(1, i * 3), new Uint8Array([1]), 2));
+    for (let i = 1; i < 30; i += 4) keys.insertKey(bkeyWhiteout(posOf(1, i * 3), 2));
+    nodeWritePrepare(keys); // set 1 sealed, write in flight
+    for (let i = 0; i < 30; i += 3) keys.insertKey(bkeyValue(posOf(1, i * 3), new Uint8Array([2]), 3));
+    for (let i = 0; i < 90; i += 7) keys.insertKey(bkeyValue(posOf(1, i * 3 + 1), new Uint8Array([2]), 3));
+    expect(keys.nsets).toBe(3);
+    const model: Model = new Map();
+    for (let i = 0; i < 30; i++) model.set(posToBig(posOf(1, i * 3)), { type: 1, value: new Uint8Array([i % 3 === 0 ? 2 : i % 2 === 0 ? 1 : 0]), version: i % 3 === 0 ? 3 : i % 2 === 0 ? 2 : 1, size: 0 });
+    for (let i = 1; i < 30; i += 4) if (i % 3 !== 0) model.delete(posToBig(posOf(1, i * 3)));
+    for (let i = 0; i < 90; i += 7) model.set(posToBig(posOf(1, i * 3 + 1)), { type: 1, value: new Uint8Array([2]), version: 3, size: 0 });
+    expectMatchesModel(keys, model);
+    const r = new Prng(3);
+    checkSearches(keys, r, [...model.keys()].map(bigToPos), 200);
+    checkBackward(keys);
+    nodeWriteDone(keys);
+    expect(keys.nsets).toBe(2);
+    expectMatchesModel(keys, model);
+    checkBackward(keys);
+  });
+
+  it('aux search equals a linear search for random contents', () => {
+    property('aux-search', 40, (r) => {
+      const nodeSize = r.pick([4096, 16384, 65536]);
+      const pool = Array.from({ length: r.range(10, 400) }, () => randPos(r));
+      /* half the time a narrow format from some of the positions: unpacked keys, lossy searches */
+      const narrow = r.bool(0.5) ? formatFromKeys(pool.slice(0, r.range(1, pool.length)).map((p) => ({ p, size: 0, version: 1 }))) : undefined;
+      const keys = fresh(nodeSize, { format: narrow });
+      const model: Model = new Map();
+      let version = 1;
+      const phases = r.range(1, 3);
+      for (let ph = 0; ph < phases; ph++) {
+        for (let i = 0, n = r.int(300); i < n; i++) {
+          const p = pool[r.int(pool.length)]!;
+          const k = r.bool(0.75) ? bkeyValue(p, r.bytes(r.int(24)), version++) : bkeyWhiteout(p, version++);
+          if (keys.keyU64sPacked(k) + 8 > keys.u64sRemaining()) break;
+          expect(keys.insertKey(k)).toBe(true);
+          applyModel(model, k);
+        }
+        if (ph < phases - 1) {
+          const w = nodeWritePrepare(keys);
+          if (w && (ph === 0 || r.bool(0.5))) nodeWriteDone(keys);
+        }
+      }
+      expectMatchesModel(keys, model);
+      checkSearches(keys, r, pool, 60);
+      checkBackward(keys);
+    });
+  });
+});
+
+describe('NodeKeys model test', () => {
+  it('random inserts, overwrites, deletions, writes and rewrites match a sorted model', () => {
+    property('model', 12, (r) => {
+      const nodeSize = r.pick([4096, 16384, 65536]);
+      const narrow = r.bool(0.5);
+      const lo = narrow ? posOf(7, 0) : POS_MIN;
+      const hi = narrow ? posOf(7, 1_000_000) : POS_MAX;
+      let keys = fresh(nodeSize, { min: lo, max: hi });
+      const pool = Array.from({ length: r.range(20, 500) }, () => (narrow ? posOf(7, r.int(1_000_001), 0) : randPos(r)));
+      const model: Model = new Map();
+      let disk = new Uint8Array(nodeSize);
+      let durable: Model = new Map();
+      let sealed: Model | null = null;
+      let version = 1;
+      let rewrites = 0;
+      for (let op = 0; op < 1500; op++) {
+        const x = r.int(100);
+        if (x < 60) {
+          const p = pool[r.int(pool.length)]!;
+          const k = r.bool(0.2) ? bkeyExtent(p, r.int(1000), r.bytes(r.int(40)), version++) : bkeyValue(p, r.bytes(r.int(r.bool(0.1) ? 200 : 30)), version++);
+          if (!keys.insertKey(k)) {
+            /* full: finish any write, rewrite into a fresh node (sortInto) and retry */
+            if (keys.writeInFlight) {
+              nodeWriteDone(keys);
+              durable = sealed!;
+            }
+            const w = nodeWritePrepare(keys);
+            if (w) {
+              disk.set(w.bytes, w.offsetBytes);
+              nodeWriteDone(keys);
+            }
+            const fkeys = [...model.entries()].map(([p, m]) => ({ p: bigToPos(p), size: m.size, version: m.version }));
+            fkeys.push({ p: k.p, size: k.size, version: k.version });
+            const n2 = fresh(nodeSize, { min: lo, max: hi, format: formatFromKeys(fkeys) });
+            expect(keys.sortInto(n2)).toBe(model.size);
+            expect(n2.unpackedKeys).toBe(0);
+            keys = n2;
+            disk = new Uint8Array(nodeSize);
+            durable = new Map();
+            sealed = null;
+            rewrites++;
+            if (!keys.insertKey(k)) continue; // live keys fill the node: the caller would split
+          }
+          applyModel(model, k);
+        } else if (x < 85) {
+          const p = pool[r.int(pool.length)]!;
+          const k = bkeyWhiteout(p, version++);
+          if (!keys.insertKey(k)) continue; // no room for the whiteout: skip (model unchanged)
+          applyModel(model, k);
+        } else if (x < 92) {
+          if (keys.writeInFlight) {
+            nodeWriteDone(keys);
+            durable = sealed!;
+            sealed = null;
+          } else {
+            const w = nodeWritePrepare(keys);
+            if (w) {
+              expect(w.offsetBytes % 512).toBe(0);
+              expect(w.bytes.length % 512).toBe(0);
+              disk.set(w.bytes, w.offsetBytes);
+              sealed = new Map(model);
+            }
+          }
+        } else if (x < 94) {
+          if (!keys.writeInFlight) {
+            /* read the bucket back: must equal the model as of the last completed write */
+            const k2 = mk(nodeSize);
+            k2.data.set(disk);
+            if (keys.writtenBytes > 0) {
+              const res = nodeReadValidate(k2, { btreeId: 1, level: 0, minKey: lo, maxKey: hi, seq: keys.seq });
+              expect(res.ok).toBe(true);
+              expectMatchesModel(k2, durable);
+              expect(k2.writtenBytes).toBe(keys.writtenBytes);
+            }
+          }
+        } else if (x < 96) {
+          checkSearches(keys, r, pool, 20);
+        } else if (x < 97) {
+          checkBackward(keys);
+        } else {
+          expectMatchesModel(keys, model);
+        }
+      }
+      expectMatchesModel(keys, model);
+      expect(keys.nrKeys).toBe(sortedModelKeys(model).length);
+      expect(rewrites).toBeGreaterThanOrEqual(0);
+    });
+  });
+});
+
+describe('NodeKeys#compact() / sortInto() / liveKeysMedian()', () => {
+  function filled(r: Prng, nodeSize = 65536): { keys: NodeKeys; model: Model } {
+    const keys = fresh(nodeSize);
+    const model: Model = new Map();
+    let v = 1;
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 300; i++) {
+        const k = r.bool(0.8) ? bkeyValue(posOf(r.int(4), r.int(2000)), r.bytes(r.int(20)), v++) : bkeyWhiteout(posOf(r.int(4), r.int(2000)), v++);
+        if (keys.insertKey(k)) applyModel(model, k);
+      }
+      nodeWritePrepare(keys);
+      nodeWriteDone(keys);
+    }
+    return { keys, model };
+  }
+
+  it('compaction preserves the live content and drops whiteouts', () => {
+    property('compact', 10, (r) => {
+      const { keys, model } = filled(r);
+      for (let i = 0; i < 50; i++) {
+        const k = bkeyWhiteout(posOf(r.int(4), r.int(2000)), 10_000 + i);
+        keys.insertKey(k);
+        applyModel(model, k);
+      }
+      expect(() => keys.compact()).toThrow(/unwritten/);
+      nodeWritePrepare(keys);
+      expect(() => keys.compact()).toThrow(/in flight/);
+      nodeWriteDone(keys);
+      keys.compact();
+      expect(keys.nsets).toBe(1);
+      expect(keys.nrWhiteouts).toBe(0);
+      expectMatchesModel(keys, model);
+      checkBackward(keys);
+    });
+  });
+
+  it('sortInto copies a range, repacking when formats differ', () => {
+    property('sortInto', 10, (r) => {
+      const { keys, model } = filled(r);
+      const all = sortedModelKeys(model);
+      const a = all[r.int(all.length)]!, b = all[r.int(all.length)]!;
+      const [from, to] = a < b ? [a, b] : [b, a];
+      for (const fmt of ['same', 'range', 'keys'] as const) {
+        const sub = new Map([...model].filter(([p]) => p >= from && p <= to));
+        const f = fmt === 'same' ? keys.format : fmt === 'range' ? formatFromRange(bigToPos(from), bigToPos(to)) : formatFromKeys([...sub.entries()].map(([p, m]) => ({ p: bigToPos(p), size: m.size, version: m.version })));
+        const dst = fresh(65536, { min: bigToPos(from), max: bigToPos(to), format: f });
+        expect(keys.sortInto(dst, bigToPos(from), bigToPos(to))).toBe(sub.size);
+        expectMatchesModel(dst, sub);
+        if (fmt === 'keys') expect(dst.unpackedKeys).toBe(0);
+        expect(dst.unwrittenJournalSeqMax).toBe(Math.max(0, ...[...sub.values()].map((m) => m.version)));
+      }
+      const tiny = fresh(4096);
+      if (keys.liveU64s * 8 > 4096) expect(keys.sortInto(tiny)).toBe(-1);
+    });
+  });
+
+  it('liveKeysMedian splits the live u64s in two halves', () => {
+    property('median', 10, (r) => {
+      const { keys, model } = filled(r);
+      const m = new Uint32Array(5);
+      expect(keys.liveKeysMedian(m)).toBe(true);
+      const pivot = posToBig(m);
+      expect(model.has(pivot)).toBe(true);
+      const left = fresh(65536);
+      const right = fresh(65536);
+      keys.sortInto(left, POS_MIN, m);
+      const succ = bigToPos(pivot + 1n);
+      keys.sortInto(right, succ, POS_MAX);
+      expect(left.nrKeys + right.nrKeys).toBe(model.size);
+      expect(Math.abs(left.liveU64s - right.liveU64s)).toBeLessThanOrEqual(2 * 40);
+    });
+    expect(fresh().liveKeysMedian(new Uint32Array(5))).toBe(false);
+  });
+});
+
+describe('NodeKeys#toText()', () => {
+  it('prints header fields, counts and sets', () => {
+    const keys = fresh(4096, { min: posOf(1, 0), max: posOf(1, 1000) });
+    keys.insertKey(bkeyValue(posOf(1, 1), new Uint8Array([1]), 1));
+    const t = keys.toText();
+    expect(t).toContain('level:');
+    expect(t).toContain('1 live (1 packed, 0 unpacked)');
+    expect(t).toContain('writable');
+    const it = new NodeIter();
+    it.initStart(keys);
+    expect(keys.keyToText(it.peek())).toBe('value 1:1:0 ver 1 u64s 3 packed len 1');
+  });
+});

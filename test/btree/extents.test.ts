@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Extent overwrites (bcachefs tests.c test_extent_overwrite_*): a new extent
+ * replaces the overlapped part of older ones, which are trimmed or split,
+ * keeping their value and adjusting valueOffset.
+ */
+
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { pos, type Entry } from '../../src/index.js';
+import { tmpStore, type TmpStore } from '../helpers/store.js';
+
+let t: TmpStore;
+beforeEach(async () => {
+  t = await tmpStore();
+});
+afterEach(async () => {
+  await t.cleanup();
+});
+
+const A = new Uint8Array([0xaa]);
+const B = new Uint8Array([0xbb]);
+
+async function extents(): Promise<Array<[number, number, number, number]>> {
+  const out: Array<[number, number, number, number]> = [];
+  for await (const e of t.store.range('ext')) out.push(shape(e));
+  return out;
+}
+
+function shape(e: Entry): [number, number, number, number] {
+  return [Number(e.start!.offset), Number(e.pos.offset), Number(e.valueOffset), e.value[0]!];
+}
+
+async function overwrite(s1: number, l1: number, s2: number, l2: number): Promise<Array<[number, number, number, number]>> {
+  await t.store.transact((tx) => tx.putExtent('ext', pos(1, s1), l1, A));
+  await t.store.transact((tx) => tx.putExtent('ext', pos(1, s2), l2, B));
+  return extents();
+}
+
+describe('Transaction#putExtent() overwrites', () => {
+  it('overwrite_front', async () => {
+    expect(await overwrite(0, 64, 0, 32)).toEqual([
+      [0, 32, 0, 0xbb],
+      [32, 64, 32, 0xaa],
+    ]);
+  });
+  it('overwrite_back', async () => {
+    expect(await overwrite(0, 64, 32, 32)).toEqual([
+      [0, 32, 0, 0xaa],
+      [32, 64, 0, 0xbb],
+    ]);
+  });
+  it('overwrite_middle', async () => {
+    expect(await overwrite(0, 64, 16, 32)).toEqual([
+      [0, 16, 0, 0xaa],
+      [16, 48, 0, 0xbb],
+      [48, 64, 48, 0xaa],
+    ]);
+  });
+  it('overwrite_all', async () => {
+    expect(await overwrite(32, 32, 0, 128)).toEqual([[0, 128, 0, 0xbb]]);
+  });
+  it('create_overlapping: one new extent over several', async () => {
+    await t.store.transact((tx) => {
+      tx.putExtent('ext', pos(1, 0), 16, A);
+      tx.putExtent('ext', pos(1, 32), 16, A);
+      tx.putExtent('ext', pos(1, 64), 16, A);
+    });
+    await t.store.transact((tx) => tx.putExtent('ext', pos(1, 8), 64, B));
+    expect(await extents()).toEqual([
+      [0, 8, 0, 0xaa],
+      [8, 72, 0, 0xbb],
+      [72, 80, 8, 0xaa],
+    ]);
+  });
+  it('overwrite written extents after reopen, and delRange trims the edges', async () => {
+    await t.store.transact((tx) => tx.putExtent('ext', pos(1, 0), 100, A));
+    await t.store.flush();
+    await t.reopen();
+    await t.store.transact((tx) => tx.delRange('ext', pos(1, 10), pos(1, 20)));
+    await t.store.transact((tx) => tx.putExtent('ext', pos(1, 90), 20, B));
+    expect(await extents()).toEqual([
+      [0, 10, 0, 0xaa],
+      [20, 90, 20, 0xaa],
+      [90, 110, 0, 0xbb],
+    ]);
+    await t.reopen();
+    expect(await extents()).toEqual([
+      [0, 10, 0, 0xaa],
+      [20, 90, 20, 0xaa],
+      [90, 110, 0, 0xbb],
+    ]);
+  });
+  it('extents in the same transaction overwrite each other', async () => {
+    await t.store.transact((tx) => {
+      tx.putExtent('ext', pos(2, 0), 64, A);
+      tx.putExtent('ext', pos(2, 16), 16, B);
+    });
+    expect(await extents()).toEqual([
+      [0, 16, 0, 0xaa],
+      [16, 32, 0, 0xbb],
+      [32, 64, 32, 0xaa],
+    ]);
+  });
+});

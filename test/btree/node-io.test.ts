@@ -1,0 +1,393 @@
+// SPDX-License-Identifier: GPL-2.0-only
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BkeyI, KEY_TYPES, bkeyBtreePtr, bkeyValue, bkeyWhiteout } from '../../src/btree/bkey.js';
+import { NodeIter, NodeKeys, bsetDebug } from '../../src/btree/bset.js';
+import { NodeReadOpts, nodeCanAppend, nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
+import { BSET_HDR_BYTES, NODE_HDR_BYTES, bsetEnd, bsetHeaderEncode, bsetU64s, nodeHeaderDecode, nodeHeaderEncode } from '../../src/format/btree-node.js';
+import { Prng, bigToPos, posOf, posToBig, property } from '../format/prng.js';
+
+const POS_MIN = posOf(0, 0, 0);
+const POS_MAX = new Uint32Array(5).fill(0xffffffff);
+const SEQ = 0x123456789abc;
+const SECTOR = 512;
+
+type Model = Map<bigint, { value: Uint8Array; version: number }>;
+
+function mk(nodeSize: number, block: number): NodeKeys {
+  const k = new NodeKeys(nodeSize, block);
+  k.attach(new Uint8Array(nodeSize), new Uint8Array(NodeKeys.auxBytes(nodeSize)));
+  return k;
+}
+
+function apply(m: Model, k: BkeyI): void {
+  const b = posToBig(k.p);
+  if (k.type === KEY_TYPES.deleted) m.delete(b);
+  else m.set(b, { value: k.value.slice(), version: k.version });
+}
+
+function contents(keys: NodeKeys): Model {
+  const out: Model = new Map();
+  const it = new NodeIter();
+  it.initStart(keys);
+  const p = new Uint32Array(5);
+  for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
+    if (keys.keyIsWhiteout(h)) continue;
+    keys.keyPosTo(h, p, 0);
+    out.set(posToBig(p), { value: keys.keyValue(h).slice(), version: keys.keyVersion(h) });
+  }
+  return out;
+}
+
+function expectModel(keys: NodeKeys, m: Model): void {
+  const got = contents(keys);
+  expect([...got.keys()].sort()).toEqual([...m.keys()].sort());
+  for (const [p, v] of m) {
+    expect(got.get(p)!.version).toBe(v.version);
+    expect(Buffer.from(got.get(p)!.value).equals(Buffer.from(v.value))).toBe(true);
+  }
+  keys.verify();
+}
+
+interface Append {
+  offset: number;
+  bytes: number;
+  /** End of the bset's header + keys (what its checksum covers). */
+  bsetEnd: number;
+  journalSeq: number;
+  before: Model;
+  after: Model;
+  diskBefore: Uint8Array;
+}
+
+/** A node with its bucket on a simulated disk. */
+class Sim {
+  keys: NodeKeys;
+  disk: Uint8Array;
+  model: Model = new Map();
+  appends: Append[] = [];
+  version = 1;
+  readonly expect;
+
+  constructor(
+    readonly nodeSize = 16384,
+    readonly block = 4096,
+    min = POS_MIN,
+    max = POS_MAX,
+    readonly level = 0,
+  ) {
+    this.keys = mk(nodeSize, block);
+    this.keys.initEmpty({ btreeId: 3, level, minKey: min, maxKey: max, seq: SEQ });
+    this.disk = new Uint8Array(nodeSize);
+    this.expect = { btreeId: 3, level, minKey: min, maxKey: max, seq: SEQ };
+  }
+
+  insert(k: BkeyI): boolean {
+    if (!this.keys.insertKey(k)) return false;
+    apply(this.model, k);
+    return true;
+  }
+
+  randomOps(r: Prng, n: number, inodes = 3, spread = 500): void {
+    for (let i = 0; i < n; i++) {
+      const p = posOf(r.int(inodes), r.int(spread));
+      if (r.bool(0.7)) this.insert(bkeyValue(p, r.bytes(r.int(30)), this.version++));
+      else this.insert(bkeyWhiteout(p, this.version++));
+    }
+  }
+
+  write(): Append | null {
+    const before = this.appends.length ? this.appends[this.appends.length - 1]!.after : new Map();
+    const diskBefore = this.disk.slice();
+    const w = nodeWritePrepare(this.keys);
+    if (!w) return null;
+    this.disk.set(w.bytes, w.offsetBytes);
+    const hdrOff = w.offsetBytes === 0 ? NODE_HDR_BYTES : w.offsetBytes;
+    const a = { offset: w.offsetBytes, bytes: w.bytes.length, bsetEnd: bsetEnd(this.disk, hdrOff), journalSeq: w.journalSeq, before, after: new Map(this.model), diskBefore };
+    nodeWriteDone(this.keys);
+    this.appends.push(a);
+    return a;
+  }
+
+  read(disk = this.disk, opts: NodeReadOpts = {}, expect = this.expect) {
+    const k = mk(this.nodeSize, this.block);
+    k.data.set(disk);
+    return { keys: k, res: nodeReadValidate(k, expect, opts) };
+  }
+}
+
+beforeAll(() => {
+  bsetDebug.checks = true;
+});
+afterAll(() => {
+  bsetDebug.checks = false;
+});
+
+describe('nodeWritePrepare() / nodeReadValidate()', () => {
+  it('round-trips several appended bsets with whiteouts, and appends after a read', () => {
+    property('roundtrip', 8, (r) => {
+      const [nodeSize, block] = r.pick([[16384, 512], [65536, 512], [65536, 4096]] as const);
+      const sim = new Sim(nodeSize, block);
+      for (let round = 0; round < 5; round++) {
+        sim.randomOps(r, r.range(1, 60));
+        sim.insert(bkeyValue(posOf(9, round), r.bytes(5), sim.version++));
+        const a = sim.write();
+        expect(a).not.toBeNull();
+        expect(a!.offset % sim.block).toBe(0);
+        expect(a!.bytes % sim.block).toBe(0);
+        expect(sim.keys.writtenBytes).toBe(a!.offset + a!.bytes);
+        const { keys, res } = sim.read();
+        expect(res).toMatchObject({ ok: true, bsetsRead: round + 1, bsetsSkipped: 0 });
+        expectModel(keys, sim.model);
+        expect(keys.writtenBytes).toBe(sim.keys.writtenBytes);
+        expect(keys.nsets).toBe(1);
+        expect(keys.nrWhiteouts).toBe(0);
+      }
+      /* continue on the node as read back from disk */
+      const { keys } = sim.read();
+      sim.keys = keys;
+      sim.randomOps(r, 30);
+      const a = sim.write()!;
+      expect(a.offset).toBe(sim.appends[sim.appends.length - 2]!.offset + sim.appends[sim.appends.length - 2]!.bytes);
+      const again = sim.read();
+      expect(again.res.ok).toBe(true);
+      expectModel(again.keys, sim.model);
+    });
+  });
+
+  it('writes an empty new node (header + empty bset) and reads it back', () => {
+    const sim = new Sim(4096, 512);
+    const a = sim.write()!;
+    expect(a.offset).toBe(0);
+    expect(a.bytes).toBe(512);
+    expect(nodeWritePrepare(sim.keys)).toBeNull(); // clean now
+    const { keys, res } = sim.read();
+    expect(res.ok).toBe(true);
+    expect(keys.nrKeys).toBe(0);
+    expect(keys.writtenBytes).toBe(512);
+    const hdr = nodeHeaderDecode(sim.disk);
+    expect(hdr.ok && hdr.hdr.seq).toBe(SEQ);
+  });
+
+  it('lets inserts continue while a write is in flight', () => {
+    const sim = new Sim(16384, 512);
+    sim.insert(bkeyValue(posOf(1, 1), new Uint8Array([1]), 1));
+    const w = nodeWritePrepare(sim.keys)!;
+    const sealed = w.bytes.slice();
+    sim.insert(bkeyValue(posOf(1, 1), new Uint8Array([2]), 2));
+    sim.insert(bkeyValue(posOf(1, 0), new Uint8Array([3]), 3));
+    sim.insert(bkeyWhiteout(posOf(1, 1), 4));
+    expect(sim.keys.nrWhiteouts).toBe(1); // the sealed key counts as written
+    expect(Buffer.from(w.bytes).equals(Buffer.from(sealed))).toBe(true); // sealed bytes did not move
+    expect(() => nodeWritePrepare(sim.keys)).toThrow(/in flight/);
+    sim.disk.set(w.bytes, w.offsetBytes);
+    nodeWriteDone(sim.keys);
+    expectModel(sim.keys, sim.model);
+    const w2 = nodeWritePrepare(sim.keys)!;
+    expect(w2.offsetBytes).toBe(512);
+    expect(w2.journalSeq).toBe(4);
+    sim.disk.set(w2.bytes, w2.offsetBytes);
+    nodeWriteDone(sim.keys);
+    const { keys, res } = sim.read();
+    expect(res.ok).toBe(true);
+    expectModel(keys, sim.model);
+  });
+
+  it('reports when the node cannot take another append', () => {
+    const sim = new Sim(4096, 512);
+    let i = 0;
+    while (sim.keys.bytesAvailableForAppend() > 0) {
+      sim.insert(bkeyValue(posOf(1, i++), new Uint8Array(8), i));
+      if (sim.keys.u64sRemaining() < 8 || i % 20 === 0) sim.write();
+      if (i > 1000) throw new Error('never filled');
+    }
+    expect(nodeCanAppend(sim.keys)).toBe(false);
+    expect(sim.keys.u64sRemaining()).toBe(0);
+    expect(sim.insert(bkeyValue(posOf(2, 0), new Uint8Array(0), 1))).toBe(false);
+    const { keys, res } = sim.read();
+    expect(res.ok).toBe(true);
+    expectModel(keys, sim.model);
+    expect(keys.writtenBytes).toBe(4096);
+  });
+});
+
+describe('nodeReadValidate() failures', () => {
+  function built(r: Prng, nodeSize = 16384, block = 512): Sim {
+    const sim = new Sim(nodeSize, block);
+    for (let i = 0; i < 4; i++) {
+      sim.randomOps(r, r.range(5, 40));
+      sim.write();
+    }
+    return sim;
+  }
+
+  it('a torn last append (cut at every sector) loses only that append', () => {
+    property('torn', 6, (r) => {
+      const sim = built(r, 16384, 4096);
+      const last = sim.appends[sim.appends.length - 1]!;
+      for (const stale of ['zero', 'random', 'old']) {
+        const base = last.diskBefore.slice();
+        if (stale === 'random') base.set(r.bytes(sim.nodeSize - last.offset), last.offset);
+        if (stale === 'old') base.set(sim.disk.subarray(0, sim.nodeSize - last.offset), last.offset); // old copies of this node's bytes
+        for (let c = 0; c * SECTOR <= last.bytes; c++) {
+          const disk = base.slice();
+          disk.set(sim.disk.subarray(last.offset, last.offset + c * SECTOR), last.offset);
+          const { keys, res } = sim.read(disk);
+          expect(res.ok).toBe(true);
+          const complete = last.offset + c * SECTOR >= last.bsetEnd;
+          expectModel(keys, complete ? last.after : last.before);
+          expect(keys.writtenBytes).toBe(complete ? last.offset + last.bytes : last.offset);
+        }
+      }
+    });
+  });
+
+  it('detects a flipped byte anywhere in a header or bset', () => {
+    const r = new Prng(11);
+    const sim = built(r, 16384, 512);
+    const n = sim.appends.length;
+    const flip = (off: number) => {
+      const d = sim.disk.slice();
+      d[off] ^= 1 << r.int(8);
+      return sim.read(d);
+    };
+    for (let off = 0; off < NODE_HDR_BYTES; off++) {
+      const { res } = flip(off);
+      expect(res.ok).toBe(false);
+      if (!res.ok) expect(res.code).toBe('ERR_CHECKSUM');
+    }
+    sim.appends.forEach((a, i) => {
+      const start = i === 0 ? NODE_HDR_BYTES : a.offset;
+      for (let off = start; off < a.bsetEnd; off += i === 0 ? 1 : 3) {
+        const { keys, res } = flip(off);
+        if (i === n - 1) {
+          /* the last bset: indistinguishable from a torn append */
+          expect(res.ok).toBe(true);
+          expectModel(keys, a.before);
+        } else {
+          expect(res.ok).toBe(false);
+          if (!res.ok) {
+            expect(res.code).toBe('ERR_CHECKSUM');
+            expect(res.message).toContain(`btree 3 level 0`);
+            expect(res.message).toContain(i === 0 ? 'first bset at byte 128' : `bset at byte ${a.offset}`);
+          }
+        }
+      }
+      /* the zero tail after a bset is not covered: no effect */
+      if (a.bsetEnd < a.offset + a.bytes) {
+        const { keys, res } = flip(a.bsetEnd);
+        expect(res.ok).toBe(true);
+        expectModel(keys, sim.model);
+      }
+    });
+  });
+
+  it('a header that does not match the pointer is a topology error', () => {
+    const sim = new Sim(4096, 512, posOf(1, 0), posOf(2, 0), 1);
+    sim.write();
+    const e = sim.expect;
+    const cases: [string, object][] = [
+      ['btree id', { ...e, btreeId: 4 }],
+      ['level', { ...e, level: 0 }],
+      ['node seq', { ...e, seq: SEQ + 1 }],
+      ['min key', { ...e, minKey: posOf(1, 1) }],
+      ['max key', { ...e, maxKey: posOf(2, 0, 1) }],
+    ];
+    for (const [field, exp] of cases) {
+      const { res } = sim.read(sim.disk, {}, exp as typeof e);
+      expect(res.ok).toBe(false);
+      if (!res.ok) {
+        expect(res.code).toBe('ERR_TOPOLOGY');
+        expect(res.message).toContain(field);
+        expect(res.message).toContain('byte 0');
+      }
+    }
+    expect(sim.read().res.ok).toBe(true);
+  });
+
+  it('keys out of order, outside the range or of the wrong kind are topology errors', () => {
+    const sim = new Sim(16384, 512);
+    for (let i = 0; i < 10; i++) sim.insert(bkeyValue(posOf(5, i), new Uint8Array(8), 1));
+    sim.write();
+    const hdrOff = NODE_HDR_BYTES;
+    const u64s = bsetU64s(sim.disk, hdrOff);
+    const kb = (u64s * 8) / 10; // equal-size keys
+    /* swap keys 3 and 4 and reseal the bset with a good checksum */
+    const d = sim.disk.slice();
+    const k3 = d.slice(hdrOff + BSET_HDR_BYTES + 3 * kb, hdrOff + BSET_HDR_BYTES + 4 * kb);
+    d.copyWithin(hdrOff + BSET_HDR_BYTES + 3 * kb, hdrOff + BSET_HDR_BYTES + 4 * kb, hdrOff + BSET_HDR_BYTES + 5 * kb);
+    d.set(k3, hdrOff + BSET_HDR_BYTES + 4 * kb);
+    bsetHeaderEncode(d, hdrOff, SEQ, 1, u64s);
+    let { res } = sim.read(d);
+    expect(res.ok).toBe(false);
+    if (!res.ok) {
+      expect(res.code).toBe('ERR_TOPOLOGY');
+      expect(res.message).toMatch(/out of order/);
+      expect(res.message).toContain(`key at byte ${hdrOff + BSET_HDR_BYTES + 4 * kb}`);
+    }
+    /* duplicate key */
+    const d2 = sim.disk.slice();
+    d2.copyWithin(hdrOff + BSET_HDR_BYTES + 4 * kb, hdrOff + BSET_HDR_BYTES + 3 * kb, hdrOff + BSET_HDR_BYTES + 4 * kb);
+    bsetHeaderEncode(d2, hdrOff, SEQ, 1, u64s);
+    ({ res } = sim.read(d2));
+    expect(!res.ok && res.code).toBe('ERR_TOPOLOGY');
+    /* a narrower range in the header (and pointer): keys fall outside */
+    const d3 = sim.disk.slice();
+    const h = nodeHeaderDecode(d3);
+    if (!h.ok) throw new Error('header');
+    nodeHeaderEncode(d3, { ...h.hdr, maxKey: posOf(5, 5) });
+    ({ res } = sim.read(d3, {}, { ...sim.expect, maxKey: posOf(5, 5) }));
+    expect(res.ok).toBe(false);
+    if (!res.ok) {
+      expect(res.code).toBe('ERR_TOPOLOGY');
+      expect(res.message).toMatch(/outside the node range/);
+    }
+    /* a btree pointer in a leaf */
+    const leaf = new Sim(4096, 512);
+    leaf.insert(bkeyBtreePtr(posOf(1, 1), { bucket: 1, seq: 5, level: 0, minKey: POS_MIN }));
+    expect(() => leaf.write()).toThrow(/btree_ptr in a leaf/); // refused before it reaches the disk
+    const inner = new Sim(4096, 512, POS_MIN, POS_MAX, 1);
+    inner.insert(bkeyBtreePtr(posOf(1, 1), { bucket: 1, seq: 5, level: 0, minKey: POS_MIN }));
+    inner.write();
+    expect(inner.read().res.ok).toBe(true);
+  });
+
+  it('skips blacklisted bsets and bsets newer than maxJournalSeq', () => {
+    const r = new Prng(5);
+    const sim = new Sim(65536, 4096);
+    sim.randomOps(r, 40);
+    const a1 = sim.write()!;
+    sim.randomOps(r, 40);
+    const a2 = sim.write()!;
+    expect(a2.journalSeq).toBeGreaterThan(a1.journalSeq);
+    /* recovery: a2's journal seq was never durable */
+    const bl = (s: number) => s === a2.journalSeq;
+    let { keys, res } = sim.read(sim.disk, { isSeqBlacklisted: bl });
+    expect(res).toMatchObject({ ok: true, bsetsRead: 1, bsetsSkipped: 1 });
+    expectModel(keys, a1.after);
+    expect(keys.writtenBytes).toBe(a2.offset + a2.bytes); // the skipped bset still takes its space
+    ({ keys, res } = sim.read(sim.disk, { maxJournalSeq: a2.journalSeq - 1 }));
+    expect(res).toMatchObject({ ok: true, bsetsSkipped: 1 });
+    expectModel(keys, a1.after);
+    /* new updates after recovery append behind the skipped bset */
+    sim.keys = keys;
+    sim.model = new Map(a1.after);
+    sim.randomOps(r, 40);
+    const a3 = sim.write()!;
+    expect(a3.offset).toBe(a2.offset + a2.bytes);
+    ({ keys, res } = sim.read(sim.disk, { isSeqBlacklisted: bl }));
+    expect(res).toMatchObject({ ok: true, bsetsRead: 2, bsetsSkipped: 1 });
+    expectModel(keys, sim.model);
+  });
+});
+
+describe('NodeKeys.toText()', () => {
+  it('names sets and the write state', () => {
+    const sim = new Sim(4096, 512);
+    sim.insert(bkeyValue(posOf(1, 1), new Uint8Array(3), 7));
+    nodeWritePrepare(sim.keys);
+    const t = sim.keys.toText();
+    expect(t).toContain('write in flight');
+    expect(t).toContain('writing up to');
+    void bigToPos;
+  });
+});

@@ -1,0 +1,279 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * NativeBackend, both implementations: memory regions (alignment, one free
+ * path, finalizers, no double free), native argument guards, errno names,
+ * batches with per-op results on both engines.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { afterAll, describe, expect, it } from 'vitest';
+import { addonPath, defaultBackendName, isNativeError, loadBackend, napiAddon, type NativeBackend } from '../../src/native/index.js';
+
+v8.setFlagsFromString('--expose-gc');
+const gc = vm.runInNewContext('gc') as () => void;
+
+/** Collects garbage until done() holds (bounded number of rounds; no timing assumption). */
+async function collectUntil(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !done(); i++) {
+    gc();
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+function nativeCode(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    if (isNativeError(e)) return `${e.code}/${e.syscall}`;
+    throw e;
+  }
+  throw new Error('expected a native error');
+}
+
+async function nativeCodeAsync(fn: () => Promise<unknown>): Promise<string> {
+  try {
+    await fn();
+  } catch (e) {
+    if (isNativeError(e)) return `${e.code}/${e.syscall}`;
+    throw e;
+  }
+  throw new Error('expected a native error');
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'sixtree-native-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe.each(['napi', 'koffi'] as const)('NativeBackend %s', (name) => {
+  const b: NativeBackend = loadBackend(name);
+  /** The live-region counter this backend's aligned buffers move. */
+  const alignedLive = () => (name === 'napi' ? b.memStats().alignedLive : b.memStats().mmapLive);
+
+  it('is cached and describes itself', () => {
+    expect(loadBackend(name)).toBe(b);
+    expect(b.name).toBe(name);
+    expect(b.sectorBytes).toBe(512);
+    expect(b.pageBytes).toBeGreaterThanOrEqual(4096);
+    expect(b.uringDepth).toBeGreaterThan(0);
+    expect(typeof b.uringSupported()).toBe('boolean');
+    expect(b.errnoName(5)).toBe('EIO');
+    expect(b.errnoName(-2)).toBe('ENOENT');
+    expect(b.errnoName(b.noDirectIoErrno)).toBe('ENODIRECT');
+  });
+
+  it('allocAligned() returns zeroed memory at the requested alignment', () => {
+    for (const align of [512, 1024, 4096]) {
+      for (const size of [512, 4096, 12_288, 1 << 20]) {
+        const ab = b.allocAligned(size, align);
+        expect(ab.byteLength).toBe(size);
+        expect(b.addressOf(ab)! % align).toBe(0);
+        const u = new Uint8Array(ab);
+        expect(u.every((x) => x === 0)).toBe(true);
+        u.fill(0xa5);
+        expect(u[size - 1]).toBe(0xa5);
+        b.freeAligned(ab);
+        expect(b.addressOf(ab)).toBeUndefined();
+      }
+    }
+  });
+
+  it('frees each region exactly once: explicit free or finalizer, never both', async () => {
+    let settle = 0;
+    await collectUntil(() => ++settle > 5); // settle earlier garbage
+    const base = alignedLive();
+    const baseMmap = b.memStats().mmapLive;
+    let kept: ArrayBuffer[] = [];
+    for (let i = 0; i < 300; i++) kept.push(b.allocAligned(4096 * (1 + (i % 4)), 4096));
+    expect(alignedLive()).toBe(base + 300);
+    // Half freed explicitly, then every reference dropped.
+    for (let i = 0; i < 300; i += 2) b.freeAligned(kept[i]!);
+    if (name === 'napi') {
+      expect(alignedLive()).toBe(base + 150);
+      expect(kept[0]!.byteLength).toBe(0); // detached: JS can no longer reach the memory
+    }
+    expect(nativeCode(() => b.freeAligned(kept[0]!))).toBe('EINVAL/argument'); // double free refused
+    kept = [];
+    await collectUntil(() => alignedLive() <= base);
+    expect(alignedLive()).toBe(base); // below base would mean a double free
+    // mmap regions the same way.
+    let maps: ArrayBuffer[] = Array.from({ length: 50 }, () => b.mmapAnon(10_000));
+    expect(b.memStats().mmapLive).toBe(baseMmap + 50);
+    new Uint8Array(maps[3]!)[9999] = 1;
+    for (let i = 0; i < 50; i += 5) b.munmap(maps[i]!);
+    maps = [];
+    await collectUntil(() => b.memStats().mmapLive <= baseMmap);
+    expect(b.memStats().mmapLive).toBe(baseMmap);
+  });
+
+  it('refuses to free what it did not allocate, or with the wrong function', () => {
+    expect(nativeCode(() => b.freeAligned(new ArrayBuffer(4096)))).toBe('EINVAL/argument');
+    expect(nativeCode(() => b.freeAligned('x' as never))).toBe('EINVAL/argument');
+    const m = b.mmapAnon(4096);
+    expect(nativeCode(() => b.freeAligned(m))).toBe('EINVAL/argument');
+    b.munmap(m);
+    const a = b.allocAligned(4096, 4096);
+    expect(nativeCode(() => b.munmap(a))).toBe('EINVAL/argument');
+    b.freeAligned(a);
+    expect(nativeCode(() => b.allocAligned(0, 4096))).toBe('EINVAL/argument');
+    expect(nativeCode(() => b.allocAligned(4096, 3000))).toBe('EINVAL/argument');
+    expect(nativeCode(() => b.mmapAnon(-1))).toBe('EINVAL/argument');
+  });
+
+  it('refuses to free a region with asynchronous I/O in flight (EBUSY)', async () => {
+    const path = join(dir, `${name}-busy.img`);
+    const fd = b.open(path, true, true);
+    b.extend(fd, 1 << 20);
+    const buf = new Uint8Array(b.allocAligned(65_536, 4096));
+    const p = b.pread(fd, buf, 0);
+    expect(nativeCode(() => b.freeAligned(buf.buffer as ArrayBuffer))).toBe('EBUSY/free');
+    await p;
+    const q = b.batch(fd, 'serial', [{ op: 'read', buf, offsetBytes: 0 }]);
+    expect(nativeCode(() => b.freeAligned(buf.buffer as ArrayBuffer))).toBe('EBUSY/free');
+    await q;
+    b.freeAligned(buf.buffer as ArrayBuffer);
+    b.close(fd);
+  });
+
+  it('guards every argument of its I/O calls (EINVAL before any syscall)', async () => {
+    const path = join(dir, `${name}-guard.img`);
+    const fd = b.open(path, true, true);
+    b.extend(fd, 1 << 20);
+    const good = new Uint8Array(b.allocAligned(4096, 4096));
+    const plain = new Uint8Array(4096);
+    for (const [what, fn] of [
+      ['fd -1', () => b.preadSync(-1, good, 0)],
+      ['fd 1.5', () => b.preadSync(1.5, good, 0)],
+      ['fd string', () => b.pwriteSync('3' as never, good, 0)],
+      ['buf not typed', () => b.preadSync(fd, [1, 2] as never, 0)],
+      ['buf unaligned length', () => b.preadSync(fd, good.subarray(0, 1000), 0)],
+      ['buf unaligned address', () => b.preadSync(fd, good.subarray(8, 520), 0)],
+      ['buf empty', () => b.preadSync(fd, good.subarray(0, 0), 0)],
+      ['offset unaligned', () => b.pwriteSync(fd, good, 100)],
+      ['offset negative', () => b.pwriteSync(fd, good, -512)],
+      ['offset NaN', () => b.pwriteSync(fd, good, NaN)],
+      ['offset too big', () => b.pwriteSync(fd, good, 2 ** 54)],
+      ['open empty path', () => b.open('', false, false)],
+      ['open NUL path', () => b.open('a\0b', false, false)],
+    ] as [string, () => unknown][]) {
+      expect(nativeCode(fn), what).toBe('EINVAL/argument');
+    }
+    // Asynchronous calls only take memory from this backend (it must outlive the call).
+    expect(await nativeCodeAsync(async () => b.pread(fd, plain, 0))).toBe('EINVAL/argument');
+    expect(await nativeCodeAsync(async () => b.batch(fd, 'serial', [{ op: 'read', buf: plain, offsetBytes: 0 }]))).toBe('EINVAL/argument');
+    expect(await nativeCodeAsync(async () => b.batch(fd, 'serial', [{ op: 'read', buf: good, offsetBytes: 3 }]))).toBe('EINVAL/argument');
+    // Kernel errors come back with their errno name.
+    expect(nativeCode(() => b.preadSync(987_654, good, 0))).toBe('EBADF/pread');
+    expect(await nativeCodeAsync(() => b.fdatasync(987_654))).toBe('EBADF/fdatasync');
+    expect(nativeCode(() => b.open(join(dir, 'nope', 'x'), false, false))).toBe('ENOENT/open');
+    b.freeAligned(good.buffer as ArrayBuffer);
+    b.close(fd);
+  });
+
+  it('reports file geometry and extends without shrinking', () => {
+    const path = join(dir, `${name}-geo.img`);
+    writeFileSync(path, new Uint8Array(10_000));
+    const fd = b.open(path, true, false);
+    expect(b.fdKind(fd)).toBe('file');
+    expect(b.sizeBytes(fd)).toBe(10_000);
+    const align = b.alignBytes(fd);
+    expect(align).toBeGreaterThanOrEqual(512);
+    b.extend(fd, 1 << 20);
+    expect(b.sizeBytes(fd)).toBe(1 << 20);
+    b.extend(fd, 4096);
+    expect(b.sizeBytes(fd)).toBe(1 << 20);
+    b.close(fd);
+  });
+
+  const uring = b.uringSupported();
+  for (const engine of ['uring', 'serial'] as const) {
+    it.skipIf(engine === 'uring' && !uring)(`batch('${engine}') returns one result per op: 0 or -errno`, async () => {
+      const path = join(dir, `${name}-${engine}.img`);
+      const fd = b.open(path, true, true);
+      b.extend(fd, 1 << 20);
+      const nr = 3 * b.uringDepth + 7; // more ops than a ring keeps in flight
+      const bufs = Array.from({ length: nr }, (_, i) => new Uint8Array(b.allocAligned(4096, 4096)).fill(i & 0xff));
+      const w = await b.batch(
+        fd,
+        engine,
+        bufs.map((buf, i) => ({ op: 'write' as const, buf, offsetBytes: (i % 256) * 4096 })),
+      );
+      expect(Array.from(w).every((r) => r === 0)).toBe(true);
+      truncateSync(path, 8192);
+      const r = await b.batch(fd, engine, [
+        { op: 'read', buf: bufs[0]!, offsetBytes: 0 },
+        { op: 'read', buf: bufs[1]!, offsetBytes: 512 * 1024 },
+        { op: 'read', buf: bufs[2]!, offsetBytes: 4096 },
+      ]);
+      expect(Array.from(r)).toEqual([0, -61 /* ENODATA */, 0]);
+      expect(b.errnoName(r[1]!)).toBe('ENODATA');
+      bufs.forEach((x) => b.freeAligned(x.buffer as ArrayBuffer));
+      b.close(fd);
+    });
+  }
+});
+
+describe('napi addon', () => {
+  it('survives explicit free + GC in a fresh process under MALLOC_CHECK_=3 (no double free)', () => {
+    const script = `
+      const a = require(${JSON.stringify(addonPath())});
+      (async () => {
+        for (let round = 0; round < 20; round++) {
+          let keep = [];
+          for (let i = 0; i < 500; i++) keep.push(a.allocAligned(4096 * (1 + (i % 3)), 4096));
+          for (let i = 0; i < keep.length; i += 3) a.freeAligned(keep[i]);
+          for (let i = 1; i < 50; i += 7) a.munmap(a.mmapAnon(8192));
+          keep = [];
+          global.gc();
+          await new Promise((r) => setImmediate(r));
+        }
+        for (let i = 0; i < 20 && a.memStats().alignedLive > 0; i++) { global.gc(); await new Promise((r) => setTimeout(r, 5)); }
+        console.log(JSON.stringify(a.memStats()));
+      })();`;
+    const r = spawnSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8', env: { ...process.env, MALLOC_CHECK_: '3' } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ alignedLive: 0, mmapLive: 0 });
+  });
+
+  it('guards its raw exports', () => {
+    const a = napiAddon();
+    expect(nativeCode(() => a.batch(0, true, [], new Float64Array(1), new Uint8Array(0)))).toBe('EINVAL/argument');
+    expect(nativeCode(() => a.batch(0, true, [], [] as never, new Uint8Array(0)))).toBe('EINVAL/argument');
+    expect(nativeCode(() => a.batch(0, 'yes' as never, [], new Float64Array(0), new Uint8Array(0)))).toBe('EINVAL/argument');
+    expect(nativeCode(() => a.open('/tmp', 'rw' as never, false))).toBe('EINVAL/argument');
+    expect(nativeCode(() => a.regionAddress(new Uint8Array(4) as never))).toBe('EINVAL/argument');
+    expect(a.regionAddress(new ArrayBuffer(8))).toBeUndefined();
+    expect(nativeCode(() => a.crc32c(new Uint16Array(4) as never))).toBe('EINVAL/argument');
+  });
+});
+
+describe('backend selection', () => {
+  it("defaults to 'napi'; env SIXTREE_IO picks the default; an explicit io option wins", async () => {
+    const { BlockDevice } = await import('../../src/io/block-device.js');
+    const saved = process.env.SIXTREE_IO;
+    const path = join(dir, 'select.img');
+    writeFileSync(path, new Uint8Array(1 << 16));
+    try {
+      delete process.env.SIXTREE_IO;
+      expect(defaultBackendName()).toBe('napi');
+      expect(loadBackend()).toBe(loadBackend('napi'));
+      process.env.SIXTREE_IO = 'koffi';
+      expect(loadBackend()).toBe(loadBackend('koffi'));
+      let dev = BlockDevice.open(path);
+      expect(dev.backend.name).toBe('koffi');
+      await dev.close();
+      dev = BlockDevice.open(path, { io: 'napi' });
+      expect(dev.backend.name).toBe('napi');
+      await dev.close();
+      process.env.SIXTREE_IO = 'libaio';
+      expect(() => loadBackend()).toThrow(/SIXTREE_IO/);
+      expect(() => loadBackend('libaio' as never)).toThrow(/io: got "libaio"/);
+    } finally {
+      if (saved === undefined) delete process.env.SIXTREE_IO;
+      else process.env.SIXTREE_IO = saved;
+    }
+  });
+});
