@@ -1148,16 +1148,18 @@ export class Engine {
           const lw = posWords(last.pos);
           if (wordsIsMax(lw, 0)) cursor.done = true;
           else {
-            if (!extents) wordsSuccessor(lw, 0);
+            // keys sit at their end position (extents too): go past the last one
+            wordsSuccessor(lw, 0);
             cursor.pos = wordsToBpos(lw);
           }
+          cursor.first = false;
           return 0;
         }
         if (wordsIsMax(keys.maxKey, 0)) cursor.done = true;
         else {
           const nw = new Uint32Array(BPOS_WORDS);
           wordsCopy(nw, 0, keys.maxKey, 0);
-          if (!extents) wordsSuccessor(nw, 0);
+          wordsSuccessor(nw, 0);
           cursor.pos = wordsToBpos(nw);
         }
         cursor.first = false;

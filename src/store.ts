@@ -207,6 +207,28 @@ export class Store {
     return new Store(engine, eo.readOnly);
   }
 
+  /**
+   * Open a store on a Device object instead of a path (tests: MemDevice for
+   * crash images, FaultDevice for injected failures). Not part of API.md.
+   * @internal
+   */
+  static async openDevice(device: import('./io/device.js').Device, opts: { cacheSize?: number; readOnly?: boolean } = {}): Promise<Store> {
+    const engine = await Engine.open(device.path, { device, readOnly: !!opts.readOnly, ...(opts.cacheSize ? { cacheSizeBytes: opts.cacheSize } : {}) });
+    return new Store(engine, !!opts.readOnly);
+  }
+
+  /** Format a Device object (tests). @internal */
+  static async formatDevice(device: import('./io/device.js').Device, opts: { btrees: Array<{ name: string; extents?: boolean }>; nodeSize?: number; blockSize?: number; journalSize?: number }): Promise<void> {
+    await Engine.format(device.path, {
+      device,
+      force: true,
+      btrees: opts.btrees.map((b) => ({ name: b.name, extents: !!b.extents })),
+      ...(opts.nodeSize ? { nodeSizeBytes: opts.nodeSize } : {}),
+      ...(opts.blockSize ? { blockSizeBytes: opts.blockSize } : {}),
+      ...(opts.journalSize ? { journalSizeBytes: opts.journalSize } : {}),
+    });
+  }
+
   /** @internal btree name -> id; extents: true = must be extents, false = must not, null = either. */
   btreeId(name: unknown, extents: boolean | null): number {
     if (typeof name !== 'string') throw invalidArg('btree', name, `a btree name (${this.btrees.join(', ')})`);

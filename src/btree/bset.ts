@@ -26,7 +26,7 @@
  *
  * Aux buffer (u32 words), rebuilt by rebuildAux() whenever sets change shape:
  *   per read-only set: `n` group start offsets (in order), then an
- *   Eytzinger-ordered array of n entries (1-based) of AUX_ENTRY_WORDS words:
+ *   Eytzinger-ordered array of n entries (1-based) of E.WORDS words:
  *   the group's first key position (5 words, unpacked) + its offset.
  *   A group is a run of keys starting a new group once AUX_GROUP_BYTES of keys
  *   have been passed (bcachefs: one bkey_float per cacheline).
@@ -72,10 +72,14 @@ import { BSET_HDR_BYTES, NODE_HDR_BYTES, roundUp } from '../format/btree-node.js
 import { Printbuf, bytesToText } from '../util/printbuf.js';
 
 export const MAX_SETS = 3;
+if (MAX_SETS !== 3) throw new Error('bset: M layout assumes 3 sets');
 /** Bytes of keys per aux group (one tree entry each); tuned with bench/bset.ts. */
 export const AUX_GROUP_BYTES = 128;
+/** Bytes of keys per writable-set lookup table entry (6 words each). */
+export const AUX_RW_GROUP_BYTES = 256;
+/** Aux words per AUX_GROUP_BYTES of keys, for either kind of table (see auxBytes). */
+const AUX_WORDS_PER_GROUP = 3;
 export const AUX_ENTRY_WORDS = 6;
-const E_OFF = 5;
 
 const NODE_SIZE_MIN = 4096;
 const NODE_SIZE_MAX = 1 << 22;
@@ -88,16 +92,26 @@ function isPow2(n: number): boolean {
   return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
 }
 
-/* NodeKeys.meta layout: one row of MAX_SETS per quantity. */
-const M_HDR = 0;
-const M_START = MAX_SETS;
-const M_END = 2 * MAX_SETS;
-const M_STATE = 3 * MAX_SETS;
-const M_AUX_OFF = 4 * MAX_SETS; // aux word offset of the set's tables
-const M_AUX_N = 5 * MAX_SETS; // groups
-const M_EYTZ_OFF = 6 * MAX_SETS; // read-only sets: Eytzinger head offsets
-const M_EYTZ_POS = 7 * MAX_SETS; // read-only sets: Eytzinger packed head positions
-const M_WORDS = 8 * MAX_SETS;
+/*
+ * NodeKeys.meta layout: one row of MAX_SETS per quantity. A const enum: tsc
+ * inlines the numbers, so index arithmetic folds in hot paths.
+ */
+const enum M {
+  HDR = 0,
+  START = 3,
+  END = 6,
+  STATE = 9,
+  AUX_OFF = 12, // aux word offset of the set's tables
+  AUX_N = 15, // groups
+  EYTZ_OFF = 18, // read-only sets: Eytzinger head offsets
+  EYTZ_POS = 21, // read-only sets: Eytzinger packed head positions
+  WORDS = 24,
+}
+/* E.WORDS and the offset word inside an rw entry, inlined. */
+const enum E {
+  WORDS = 6,
+  OFF = 5,
+}
 
 const SET_WRITTEN = 0;
 const SET_SEALED = 1;
@@ -105,13 +119,16 @@ const SET_WRITABLE = 2;
 const SET_STATE_NAMES = ['written', 'sealed (write in flight)', 'writable'];
 
 /* Scratch (single-threaded, never held across calls). */
+/* The prepared search (prepareSearch): packed into the node's format, PACK_* mode. */
+const searchPacked = new Uint32Array(8);
+let searchMode = PACK_EXACT;
 const scrA = new Uint32Array(BPOS_WORDS);
 const scrB = new Uint32Array(BPOS_WORDS);
 const scrFields = new Uint32Array(16);
-let mergeScratch = new Uint8Array(0);
+let mergeScratch = new Uint32Array(0);
 
-function scratchBytes(n: number): Uint8Array {
-  if (mergeScratch.length < n) mergeScratch = new Uint8Array(n);
+function scratchWords(bytes: number): Uint32Array {
+  if (mergeScratch.length < bytes >>> 2) mergeScratch = new Uint32Array(bytes >>> 2);
   return mergeScratch;
 }
 
@@ -131,7 +148,8 @@ export class NodeKeys {
   readonly blockSizeBytes: number;
 
   data: Uint8Array = new Uint8Array(0);
-  private d32: Uint32Array = new Uint32Array(0);
+  /** u32 view of data (internal; for node-io and benches). */
+  d32: Uint32Array = new Uint32Array(0);
   private aux32: Uint32Array = new Uint32Array(0);
   attached = false;
 
@@ -150,12 +168,12 @@ export class NodeKeys {
    * Per-set numbers in one typed array (a cold node's lookup touches one
    * small object): M_* + set index. The named views alias it.
    */
-  private readonly meta = new Int32Array(M_WORDS);
+  readonly meta = new Int32Array(M.WORDS);
   /** Bset header offset, first key, end of keys, SET_* state, per set. */
-  readonly setHdr = this.meta.subarray(M_HDR, M_HDR + MAX_SETS);
-  readonly setStart = this.meta.subarray(M_START, M_START + MAX_SETS);
-  readonly setEnd = this.meta.subarray(M_END, M_END + MAX_SETS);
-  readonly setState = this.meta.subarray(M_STATE, M_STATE + MAX_SETS);
+  readonly setHdr = this.meta.subarray(M.HDR, M.HDR + MAX_SETS);
+  readonly setStart = this.meta.subarray(M.START, M.START + MAX_SETS);
+  readonly setEnd = this.meta.subarray(M.END, M.END + MAX_SETS);
+  readonly setState = this.meta.subarray(M.STATE, M.STATE + MAX_SETS);
   private rwCapacity = 0;
 
   writeInFlight = false;
@@ -174,9 +192,6 @@ export class NodeKeys {
   /** Whiteouts stored in any set. */
   nrWhiteouts = 0;
 
-  /* Search position packed into the node format (prepareSearch). */
-  private readonly searchPacked = new Uint32Array(8);
-  private searchMode = PACK_EXACT;
 
   constructor(nodeSizeBytes: number, blockSizeBytes: number) {
     if (!isPow2(blockSizeBytes) || blockSizeBytes < BLOCK_SIZE_MIN) throw new RangeError(`blockSizeBytes: ${blockSizeBytes}; expected a power of two >= ${BLOCK_SIZE_MIN}`);
@@ -188,8 +203,14 @@ export class NodeKeys {
 
   /** Aux memory one node of this size needs. */
   static auxBytes(nodeSizeBytes: number): number {
-    const groups = Math.ceil(nodeSizeBytes / AUX_GROUP_BYTES) + MAX_SETS;
-    const words = groups * (AUX_ENTRY_WORDS + 1) + MAX_SETS * AUX_ENTRY_WORDS + 16;
+    /*
+     * Read-only sets: (posWords + 1) words per group, groups of
+     * AUX_GROUP_BYTES * ceil((posWords + 1) / 3) bytes; the writable set: 6
+     * words per AUX_RW_GROUP_BYTES. Both stay within 3 words per
+     * AUX_GROUP_BYTES of keys, plus per set one partial group and the unused
+     * slot 0 of an Eytzinger array.
+     */
+    const words = AUX_WORDS_PER_GROUP * Math.ceil(nodeSizeBytes / AUX_GROUP_BYTES) + MAX_SETS * 2 * 6 + 16;
     return roundUp(words * 4, 64);
   }
 
@@ -363,7 +384,7 @@ export class NodeKeys {
    * not representable); packed keys are then compared packed.
    */
   prepareSearch(search: Uint32Array, si: number): void {
-    this.searchMode = formatPackPosLossy(this.format, search, si, this.searchPacked, 0);
+    searchMode = formatPackPosLossy(this.format, search, si, searchPacked, 0);
   }
 
   /** Compare key h with the prepared search position (never 0 unless equal). */
@@ -371,11 +392,11 @@ export class NodeKeys {
     const w = h >>> 2;
     const d = this.d32;
     if (d[w]! & (1 << 27)) {
-      const mode = this.searchMode;
-      if (mode === PACK_EXACT) return packedPosCmp(this.format, d, w + 1, this.searchPacked, 0);
+      const mode = searchMode;
+      if (mode === PACK_EXACT) return packedPosCmp(this.format, d, w + 1, searchPacked, 0);
       if (mode === PACK_BELOW) return 1;
       /* the search lies strictly between the floor and the next representable position */
-      return packedPosCmp(this.format, d, w + 1, this.searchPacked, 0) <= 0 ? -1 : 1;
+      return packedPosCmp(this.format, d, w + 1, searchPacked, 0) <= 0 ? -1 : 1;
     }
     return wordsCmp(d, w + UNPACKED_W_POS, search, si);
   }
@@ -386,73 +407,133 @@ export class NodeKeys {
    */
   lowerBound(s: number, search: Uint32Array, si: number, strict: boolean): number {
     const aux = this.aux32;
-    const n = this.meta[M_AUX_N + s]!;
-    let k = this.meta[M_START + s]!;
+    const n = this.meta[M.AUX_N + s]!;
+    let k = this.meta[M.START + s]!;
     const lim = strict ? 1 : 0;
     if (n > 0) {
-      if (this.meta[M_STATE + s] === SET_WRITABLE) {
-        const base = this.meta[M_AUX_OFF + s]!;
+      if (this.meta[M.STATE + s] === SET_WRITABLE) {
+        const base = this.meta[M.AUX_OFF + s]!;
         let lo = 0, hi = n;
         while (lo < hi) {
           const mid = (lo + hi) >>> 1;
-          if (wordsCmp(aux, base + mid * AUX_ENTRY_WORDS, search, si) < lim) lo = mid + 1;
+          if (wordsCmp(aux, base + mid * E.WORDS, search, si) < lim) lo = mid + 1;
           else hi = mid;
         }
-        if (lo > 0) k = aux[base + (lo - 1) * AUX_ENTRY_WORDS + E_OFF]!;
-      } else if (this.searchMode !== PACK_BELOW) {
+        if (lo > 0) k = aux[base + (lo - 1) * E.WORDS + E.OFF]!;
+      } else if (searchMode !== PACK_BELOW) {
+        let best = 0;
         /*
          * Eytzinger descent over the packed positions of the group heads
          * (all packed keys): remember the last head < search. With a floor
          * search, head < search iff head <= floor.
          */
         const pw = this.format.posWords;
-        const pos = this.meta[M_EYTZ_POS + s]!;
-        const sp = this.searchPacked;
-        const t = this.searchMode === PACK_EXACT ? lim : 1;
-        let i = 1, best = 0;
-        while (i <= n) {
-          const e = pos + i * pw;
-          let c = 0;
-          for (let w = 0; w < pw; w++) {
-            const x = aux[e + w]!, y = sp[w]!;
-            if (x !== y) {
-              c = x < y ? -1 : 1;
-              break;
+        const pos = this.meta[M.EYTZ_POS + s]!;
+        const sp = searchPacked;
+        /* go right when head < search, or head <= search (strict, or a floor search) */
+        const le = strict || searchMode !== PACK_EXACT;
+        let i = 1;
+        if (pw === 1) {
+          const y0 = sp[0]!;
+          while (i <= n) {
+            const x = aux[pos + i]!;
+            if (x < y0 || (le && x === y0)) {
+              best = i;
+              i = 2 * i + 1;
+            } else {
+              i = 2 * i;
             }
           }
-          if (c < t) {
+        } else if (pw === 2) {
+          const y0 = sp[0]!, y1 = sp[1]!;
+          while (i <= n) {
+            const e = pos + 2 * i;
+            const x0 = aux[e]!;
+            const x1 = aux[e + 1]!;
+            if (x0 < y0 || (x0 === y0 && (x1 < y1 || (le && x1 === y1)))) {
+              best = i;
+              i = 2 * i + 1;
+            } else {
+              i = 2 * i;
+            }
+          }
+        } else {
+          const t = le ? 1 : 0;
+          while (i <= n) {
+            const e = pos + i * pw;
+            let c = 0;
+            for (let w = 0; w < pw; w++) {
+              const x = aux[e + w]!, y = sp[w]!;
+              if (x !== y) {
+                c = x < y ? -1 : 1;
+                break;
+              }
+            }
+            if (c < t) {
+              best = i;
+              i = 2 * i + 1;
+            } else {
+              i = 2 * i;
+            }
+          }
+        }
+        if (best > 0) k = aux[this.meta[M.EYTZ_OFF + s]! + best]!;
+      }
+    }
+    /* scan the group: packed keys against the packed search, unpacked ones unpacked */
+    const end = this.meta[M.END + s]!;
+    const d = this.d32;
+    const f = this.format;
+    const mode = searchMode;
+    const sp = searchPacked;
+    while (k < end) {
+      const w = k >>> 2;
+      const hdr = d[w]!;
+      let c: number;
+      if (hdr & (1 << 27)) {
+        if (mode === 0 /* PACK_EXACT */) c = packedPosCmp(f, d, w + 1, sp, 0);
+        else if (mode === 2 /* PACK_BELOW */) c = 1;
+        else c = packedPosCmp(f, d, w + 1, sp, 0) <= 0 ? -1 : 1;
+      } else {
+        c = wordsCmp(d, w + UNPACKED_W_POS, search, si);
+      }
+      if (c >= lim) break;
+      k += (hdr & 0xffff) << 3;
+    }
+    return k;
+  }
+
+  /** The key before h in set s, or -1 if h is the set's first key. */
+  prevKey(s: number, h: number): number {
+    const start = this.meta[M.START + s]!;
+    if (h <= start) return -1;
+    const aux = this.aux32;
+    const n = this.meta[M.AUX_N + s]!;
+    let k = start;
+    if (n > 0) {
+      if (this.meta[M.STATE + s] === SET_WRITABLE) {
+        const base = this.meta[M.AUX_OFF + s]!;
+        let lo = 0, hi = n;
+        while (lo < hi) {
+          const mid = (lo + hi) >>> 1;
+          if (aux[base + mid * E.WORDS + E.OFF]! < h) lo = mid + 1;
+          else hi = mid;
+        }
+        if (lo > 0) k = aux[base + (lo - 1) * E.WORDS + E.OFF]!;
+      } else {
+        /* the heads' offsets are in key order too: descend by offset */
+        const eOff = this.meta[M.EYTZ_OFF + s]!;
+        let i = 1, best = 0;
+        while (i <= n) {
+          if (aux[eOff + i]! < h) {
             best = i;
             i = 2 * i + 1;
           } else {
             i = 2 * i;
           }
         }
-        if (best > 0) k = aux[this.meta[M_EYTZ_OFF + s]! + best]!;
+        if (best > 0) k = aux[eOff + best]!;
       }
-    }
-    const end = this.meta[M_END + s]!;
-    while (k < end && this.cmpSearch(k, search, si) < lim) k = this.keyNext(k);
-    return k;
-  }
-
-  /** The key before h in set s, or -1 if h is the set's first key. */
-  prevKey(s: number, h: number): number {
-    const start = this.meta[M_START + s]!;
-    if (h <= start) return -1;
-    const aux = this.aux32;
-    const n = this.meta[M_AUX_N + s]!;
-    const base = this.meta[M_AUX_OFF + s]!;
-    let k = start;
-    if (n > 0) {
-      const stride = this.meta[M_STATE + s] === SET_WRITABLE ? AUX_ENTRY_WORDS : 1;
-      const add = stride === 1 ? 0 : E_OFF;
-      let lo = 0, hi = n;
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1;
-        if (aux[base + mid * stride + add]! < h) lo = mid + 1;
-        else hi = mid;
-      }
-      if (lo > 0) k = aux[base + (lo - 1) * stride + add]!;
     }
     for (;;) {
       const next = this.keyNext(k);
@@ -466,7 +547,7 @@ export class NodeKeys {
     const last = this.hasWritable() ? this.nsets - 2 : this.nsets - 1;
     for (let s = last; s >= 0; s--) {
       const k = this.lowerBound(s, search, si, false);
-      if (k < this.meta[M_END + s]! && this.cmpSearch(k, search, si) === 0) return k;
+      if (k < this.meta[M.END + s]! && this.cmpSearch(k, search, si) === 0) return k;
     }
     return -1;
   }
@@ -476,7 +557,7 @@ export class NodeKeys {
     this.prepareSearch(p, pi);
     for (let s = this.nsets - 1; s >= 0; s--) {
       const k = this.lowerBound(s, p, pi, false);
-      if (k < this.meta[M_END + s]! && this.cmpSearch(k, p, pi) === 0) return k;
+      if (k < this.meta[M.END + s]! && this.cmpSearch(k, p, pi) === 0) return k;
     }
     return -1;
   }
@@ -486,7 +567,7 @@ export class NodeKeys {
    */
 
   hasWritable(): boolean {
-    return this.nsets > 0 && this.meta[M_STATE + this.nsets - 1] === SET_WRITABLE;
+    return this.nsets > 0 && this.meta[M.STATE + this.nsets - 1] === SET_WRITABLE;
   }
 
   /** Where the next bset (its header) goes. */
@@ -497,7 +578,7 @@ export class NodeKeys {
 
   /** u64s of key space left in the writable set (or in a new one). */
   u64sRemaining(): number {
-    if (this.hasWritable()) return (this.nodeSizeBytes - this.meta[M_END + this.nsets - 1]!) >>> 3;
+    if (this.hasWritable()) return (this.nodeSizeBytes - this.meta[M.END + this.nsets - 1]!) >>> 3;
     if (this.nsets >= MAX_SETS) return 0;
     return Math.max(0, this.nodeSizeBytes - this.nextBsetOffset() - BSET_HDR_BYTES) >>> 3;
   }
@@ -506,13 +587,13 @@ export class NodeKeys {
   usedBytes(): number {
     if (this.nsets === 0) return this.writtenBytes;
     const last = this.nsets - 1;
-    const end = this.meta[M_STATE + last] === SET_WRITABLE ? this.meta[M_END + last]! : roundUp(this.meta[M_END + last]!, this.blockSizeBytes);
+    const end = this.meta[M.STATE + last] === SET_WRITABLE ? this.meta[M.END + last]! : roundUp(this.meta[M.END + last]!, this.blockSizeBytes);
     return Math.max(end, this.writtenBytes);
   }
 
   /** Key bytes a fresh bset appended now could hold (0: the node cannot take another append). */
   bytesAvailableForAppend(): number {
-    const off = this.hasWritable() ? this.meta[M_HDR + this.nsets - 1]! : this.nextBsetOffset();
+    const off = this.hasWritable() ? this.meta[M.HDR + this.nsets - 1]! : this.nextBsetOffset();
     return Math.max(0, this.nodeSizeBytes - off - BSET_HDR_BYTES);
   }
 
@@ -521,20 +602,20 @@ export class NodeKeys {
     const hdr = this.nextBsetOffset();
     if (hdr + BSET_HDR_BYTES + 8 > this.nodeSizeBytes) return false;
     const s = this.nsets++;
-    this.meta[M_HDR + s] = hdr;
-    this.meta[M_START + s] = this.meta[M_END + s] = hdr + BSET_HDR_BYTES;
-    this.meta[M_STATE + s] = SET_WRITABLE;
-    this.meta[M_AUX_N + s] = 0;
-    this.meta[M_AUX_OFF + s] = s === 0 ? 0 : this.auxRoEnd(s - 1);
-    this.rwCapacity = Math.floor((this.aux32.length - this.meta[M_AUX_OFF + s]!) / AUX_ENTRY_WORDS);
-    if (this.rwCapacity < Math.floor((this.nodeSizeBytes - this.meta[M_START + s]!) / AUX_GROUP_BYTES) + 1) throw new Error('aux: buffer too small for the rw table');
+    this.meta[M.HDR + s] = hdr;
+    this.meta[M.START + s] = this.meta[M.END + s] = hdr + BSET_HDR_BYTES;
+    this.meta[M.STATE + s] = SET_WRITABLE;
+    this.meta[M.AUX_N + s] = 0;
+    this.meta[M.AUX_OFF + s] = s === 0 ? 0 : this.auxRoEnd(s - 1);
+    this.rwCapacity = Math.floor((this.aux32.length - this.meta[M.AUX_OFF + s]!) / E.WORDS);
+    if (this.rwCapacity < Math.floor((this.nodeSizeBytes - this.meta[M.START + s]!) / AUX_RW_GROUP_BYTES) + 1) throw new Error('aux: buffer too small for the rw table');
     this.unwrittenJournalSeqMax = this.unwrittenJournalSeqMin = 0;
     return true;
   }
 
   /** First aux word after the read-only set s's tables. */
   private auxRoEnd(s: number): number {
-    return this.meta[M_EYTZ_POS + s]! + (this.meta[M_AUX_N + s]! + 1) * this.format.posWords;
+    return this.meta[M.EYTZ_POS + s]! + (this.meta[M.AUX_N + s]! + 1) * this.format.posWords;
   }
 
   /* -------------------------------------------------------------------------
@@ -545,10 +626,10 @@ export class NodeKeys {
   rebuildAux(): void {
     let w = 0;
     for (let s = 0; s < this.nsets; s++) {
-      this.meta[M_AUX_OFF + s] = w;
-      if (this.meta[M_STATE + s] === SET_WRITABLE) {
-        this.rwCapacity = Math.floor((this.aux32.length - w) / AUX_ENTRY_WORDS);
-        const need = Math.floor((this.nodeSizeBytes - this.meta[M_START + s]!) / AUX_GROUP_BYTES) + 1;
+      this.meta[M.AUX_OFF + s] = w;
+      if (this.meta[M.STATE + s] === SET_WRITABLE) {
+        this.rwCapacity = Math.floor((this.aux32.length - w) / E.WORDS);
+        const need = Math.floor((this.nodeSizeBytes - this.meta[M.START + s]!) / AUX_RW_GROUP_BYTES) + 1;
         if (this.rwCapacity < need) throw new Error(`aux: rw table capacity ${this.rwCapacity} < ${need}`);
         this.buildRwTable(s);
       } else {
@@ -557,45 +638,64 @@ export class NodeKeys {
     }
   }
 
+  /** Group bytes of read-only sets in this format: entries stay within AUX_WORDS_PER_GROUP words per AUX_GROUP_BYTES. */
+  private roGroupBytes(): number {
+    return AUX_GROUP_BYTES * Math.max(1, Math.ceil((this.format.posWords + 1) / AUX_WORDS_PER_GROUP));
+  }
+
   /**
-   * Aux tables of a read-only set at aux word w: n in-order group head
-   * offsets, then the Eytzinger tree (1-based): head offsets (n + 1 words)
-   * and packed head positions ((n + 1) * posWords words, bits after the
-   * position zeroed). Groups start only at packed keys so every head has a
-   * packed position. Returns the first word after the tables.
+   * Aux tables of a read-only set at aux word w: the Eytzinger tree (1-based,
+   * slot 0 unused) of its group heads: head offsets (n + 1 words), then
+   * packed head positions ((n + 1) * posWords words, bits after the position
+   * zeroed). Groups start only at packed keys so every head has a packed
+   * position. Returns the first word after the tables.
    */
   private buildRoTree(s: number, w: number): number {
     const aux = this.aux32;
     const d = this.d32;
     const f = this.format;
-    const start = this.meta[M_START + s]!, end = this.meta[M_END + s]!;
+    const start = this.meta[M.START + s]!, end = this.meta[M.END + s]!;
+    const gbytes = this.roGroupBytes();
+    const pw = f.posWords;
+    /* count the groups first, then fill the tree by an in-order walk */
     let n = 0;
-    let gstart = -AUX_GROUP_BYTES;
+    let gstart = -gbytes;
     for (let k = start; k < end; k = this.keyNext(k)) {
-      if (k - gstart >= AUX_GROUP_BYTES && d[k >>> 2]! & (1 << 27)) {
-        aux[w + n++] = k;
+      if (k - gstart >= gbytes && d[k >>> 2]! & (1 << 27)) {
+        n++;
         gstart = k;
       }
     }
-    const pw = f.posWords;
     if (pw === 0) n = 0; /* every packed key at one position: nothing to search */
-    this.meta[M_AUX_N + s] = n;
-    const eOff = w + n;
+    this.meta[M.AUX_N + s] = n;
+    const eOff = w;
     const ePos = eOff + n + 1;
     const endW = ePos + (n + 1) * pw;
     if (endW > aux.length) throw new Error('aux: buffer too small');
-    this.meta[M_EYTZ_OFF + s] = eOff;
-    this.meta[M_EYTZ_POS + s] = ePos;
+    this.meta[M.EYTZ_OFF + s] = eOff;
+    this.meta[M.EYTZ_POS + s] = ePos;
+    if (n === 0) return endW;
     const full = f.posFullWords;
     const mask = f.posRemBits ? (0xffffffff << (32 - f.posRemBits)) >>> 0 : 0;
-    /* in-order walk of the implicit tree assigns the sorted group heads */
-    let idx = 0;
+    let k = start;
+    gstart = -gbytes;
+    const nextHead = (): number => {
+      for (; k < end; k = this.keyNext(k)) {
+        if (k - gstart >= gbytes && d[k >>> 2]! & (1 << 27)) {
+          gstart = k;
+          const h = k;
+          k = this.keyNext(k);
+          return h;
+        }
+      }
+      throw new Error('aux: group count changed');
+    };
     const fill = (i: number): void => {
       if (i > n) return;
       fill(2 * i);
-      const k = aux[w + idx++]!;
-      aux[eOff + i] = k;
-      const src = (k >>> 2) + 1;
+      const h = nextHead();
+      aux[eOff + i] = h;
+      const src = (h >>> 2) + 1;
       const dst = ePos + i * pw;
       for (let j = 0; j < full; j++) aux[dst + j] = d[src + j]!;
       if (mask) aux[dst + full] = d[src + full]! & mask;
@@ -607,34 +707,34 @@ export class NodeKeys {
 
   private buildRwTable(s: number): void {
     const aux = this.aux32;
-    const base = this.meta[M_AUX_OFF + s]!;
-    const start = this.meta[M_START + s]!, end = this.meta[M_END + s]!;
+    const base = this.meta[M.AUX_OFF + s]!;
+    const start = this.meta[M.START + s]!, end = this.meta[M.END + s]!;
     let n = 0;
-    let gstart = -AUX_GROUP_BYTES;
+    let gstart = -AUX_RW_GROUP_BYTES;
     for (let k = start; k < end; k = this.keyNext(k)) {
       /* a group is closed only if what follows it can still make a full group */
-      if (k - gstart >= AUX_GROUP_BYTES && (n === 0 || end - k >= AUX_GROUP_BYTES)) {
-        const e = base + n++ * AUX_ENTRY_WORDS;
+      if (k - gstart >= AUX_RW_GROUP_BYTES && (n === 0 || end - k >= AUX_RW_GROUP_BYTES)) {
+        const e = base + n++ * E.WORDS;
         this.keyPosTo(k, aux, e);
-        aux[e + E_OFF] = k;
+        aux[e + E.OFF] = k;
         gstart = k;
       }
     }
-    this.meta[M_AUX_N + s] = n;
+    this.meta[M.AUX_N + s] = n;
   }
 
   private rwEntryOff(j: number): number {
-    return this.aux32[this.meta[M_AUX_OFF + this.nsets - 1]! + j * AUX_ENTRY_WORDS + E_OFF]!;
+    return this.aux32[this.meta[M.AUX_OFF + this.nsets - 1]! + j * E.WORDS + E.OFF]!;
   }
 
   /** Index of the last rw entry with offset <= o (-1 if none). */
   private rwEntryAt(o: number): number {
     const aux = this.aux32;
-    const base = this.meta[M_AUX_OFF + this.nsets - 1]!;
-    let lo = 0, hi = this.meta[M_AUX_N + this.nsets - 1]!;
+    const base = this.meta[M.AUX_OFF + this.nsets - 1]!;
+    let lo = 0, hi = this.meta[M.AUX_N + this.nsets - 1]!;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (aux[base + mid * AUX_ENTRY_WORDS + E_OFF]! <= o) lo = mid + 1;
+      if (aux[base + mid * E.WORDS + E.OFF]! <= o) lo = mid + 1;
       else hi = mid;
     }
     return lo - 1;
@@ -643,45 +743,45 @@ export class NodeKeys {
   private rwInsertEntry(j: number, k: number): void {
     const s = this.nsets - 1;
     const aux = this.aux32;
-    const base = this.meta[M_AUX_OFF + s]!;
-    const n = this.meta[M_AUX_N + s]!;
+    const base = this.meta[M.AUX_OFF + s]!;
+    const n = this.meta[M.AUX_N + s]!;
     if (n >= this.rwCapacity) throw new Error('aux: rw table full');
-    const e = base + j * AUX_ENTRY_WORDS;
-    aux.copyWithin(e + AUX_ENTRY_WORDS, e, base + n * AUX_ENTRY_WORDS);
+    const e = base + j * E.WORDS;
+    aux.copyWithin(e + E.WORDS, e, base + n * E.WORDS);
     this.keyPosTo(k, aux, e);
-    aux[e + E_OFF] = k;
-    this.meta[M_AUX_N + s] = n + 1;
+    aux[e + E.OFF] = k;
+    this.meta[M.AUX_N + s] = n + 1;
   }
 
   private rwRemoveEntry(j: number): void {
     const s = this.nsets - 1;
-    const base = this.meta[M_AUX_OFF + s]!;
-    const n = this.meta[M_AUX_N + s]!;
-    const e = base + j * AUX_ENTRY_WORDS;
-    this.aux32.copyWithin(e, e + AUX_ENTRY_WORDS, base + n * AUX_ENTRY_WORDS);
-    this.meta[M_AUX_N + s] = n - 1;
+    const base = this.meta[M.AUX_OFF + s]!;
+    const n = this.meta[M.AUX_N + s]!;
+    const e = base + j * E.WORDS;
+    this.aux32.copyWithin(e, e + E.WORDS, base + n * E.WORDS);
+    this.meta[M.AUX_N + s] = n - 1;
   }
 
   private rwGroupSpan(j: number): number {
     const s = this.nsets - 1;
-    const next = j + 1 < this.meta[M_AUX_N + s]! ? this.rwEntryOff(j + 1) : this.meta[M_END + s]!;
+    const next = j + 1 < this.meta[M.AUX_N + s]! ? this.rwEntryOff(j + 1) : this.meta[M.END + s]!;
     return next - this.rwEntryOff(j);
   }
 
   /** Split group j if it is over 2 groups long and a key boundary leaves both halves full. */
   private rwMaybeSplit(j: number): void {
-    if (this.rwGroupSpan(j) <= 2 * AUX_GROUP_BYTES) return;
+    if (this.rwGroupSpan(j) <= 2 * AUX_RW_GROUP_BYTES) return;
     const gstart = this.rwEntryOff(j);
     const gend = gstart + this.rwGroupSpan(j);
     let k = gstart;
-    while (k - gstart < AUX_GROUP_BYTES) k = this.keyNext(k);
-    if (gend - k >= AUX_GROUP_BYTES) this.rwInsertEntry(j + 1, k);
+    while (k - gstart < AUX_RW_GROUP_BYTES) k = this.keyNext(k);
+    if (gend - k >= AUX_RW_GROUP_BYTES) this.rwInsertEntry(j + 1, k);
   }
 
   /** Merge group j into a neighbour if it fell below a full group. */
   private rwMaybeMerge(j: number): void {
-    const n = this.meta[M_AUX_N + this.nsets - 1]!;
-    if (n <= 1 || this.rwGroupSpan(j) >= AUX_GROUP_BYTES) return;
+    const n = this.meta[M.AUX_N + this.nsets - 1]!;
+    if (n <= 1 || this.rwGroupSpan(j) >= AUX_RW_GROUP_BYTES) return;
     this.rwRemoveEntry(j > 0 ? j : 1);
   }
 
@@ -692,30 +792,30 @@ export class NodeKeys {
   private rwFix(o: number, oldBytes: number, newBytes: number): void {
     const s = this.nsets - 1;
     const aux = this.aux32;
-    const base = this.meta[M_AUX_OFF + s]!;
+    const base = this.meta[M.AUX_OFF + s]!;
     const delta = newBytes - oldBytes;
-    let n = this.meta[M_AUX_N + s]!;
+    let n = this.meta[M.AUX_N + s]!;
     if (n === 0) {
       if (newBytes > 0) this.rwInsertEntry(0, o);
       return;
     }
     const j = this.rwEntryAt(o);
-    for (let i = j + 1; i < n; i++) aux[base + i * AUX_ENTRY_WORDS + E_OFF] = aux[base + i * AUX_ENTRY_WORDS + E_OFF]! + delta;
+    for (let i = j + 1; i < n; i++) aux[base + i * E.WORDS + E.OFF] = aux[base + i * E.WORDS + E.OFF]! + delta;
     const atHead = j >= 0 && this.rwEntryOff(j) === o;
     if (oldBytes === 0) {
       /* insert: a new head if it went in front of a group's first key */
-      if (atHead) this.keyPosTo(o, aux, base + j * AUX_ENTRY_WORDS);
+      if (atHead) this.keyPosTo(o, aux, base + j * E.WORDS);
       this.rwMaybeSplit(j);
     } else if (newBytes === 0) {
       /* remove */
       if (atHead) {
-        const emptied = o >= this.meta[M_END + s]! || (j + 1 < n && this.rwEntryOff(j + 1) === o);
+        const emptied = o >= this.meta[M.END + s]! || (j + 1 < n && this.rwEntryOff(j + 1) === o);
         if (emptied) {
           this.rwRemoveEntry(j);
           n--;
           return;
         }
-        this.keyPosTo(o, aux, base + j * AUX_ENTRY_WORDS);
+        this.keyPosTo(o, aux, base + j * E.WORDS);
       }
       this.rwMaybeMerge(j);
     } else if (delta > 0) {
@@ -796,7 +896,7 @@ export class NodeKeys {
       if (!this.startWritable()) return false;
     }
     const s = this.nsets - 1;
-    const end = this.meta[M_END + s]!;
+    const end = this.meta[M.END + s]!;
     const o = this.lowerBound(s, k.p, 0, false);
     const exists = o < end && this.cmpSearch(o, k.p, 0) === 0;
     let newBytes = 0;
@@ -815,7 +915,7 @@ export class NodeKeys {
     if (visOld >= 0 && !this.keyIsWhiteout(visOld)) this.accountAdd(visOld, -1);
     if (exists && this.keyIsWhiteout(o)) this.nrWhiteouts--;
     if (delta !== 0) this.data.copyWithin(o + newBytes, o + oldBytes, end);
-    this.meta[M_END + s] = end + delta;
+    this.meta[M.END + s] = end + delta;
     if (newBytes) {
       this.writeKey(o, k.type, k.p, 0, k.size, k.version, value, packed);
       if (isDel) this.nrWhiteouts++;
@@ -828,36 +928,40 @@ export class NodeKeys {
   }
 
   /**
-   * Append a key known to sort after every key of the writable set (sortInto,
-   * bulk loads). Copies the raw bytes when `src` uses the same format.
+   * Append a key known to sort after every key of the writable set (sortInto).
+   * Copies the raw bytes when `src` uses the same format. The rw lookup table
+   * is left stale: the caller rebuilds it (appendDone).
    */
-  private appendFrom(src: NodeKeys, h: number): boolean {
+  private appendFrom(src: NodeKeys, h: number, sameFormat: boolean): boolean {
     if (!this.hasWritable() && !this.startWritable()) return false;
     const s = this.nsets - 1;
-    const o = this.meta[M_END + s]!;
+    const o = this.meta[M.END + s]!;
     let bytes: number;
-    const srcPacked = src.keyIsPacked(h);
-    src.keyPosTo(h, scrFields, 0);
-    const size = src.keySize(h), version = src.keyVersion(h);
-    const fits = formatKeyFits(this.format, scrFields, 0, size, version);
-    if (fits === srcPacked && (!srcPacked || src.format === this.format || src.format.equals(this.format))) {
-      /* same encoding either way: copy the bytes */
+    if (sameFormat) {
+      /* a key is packed exactly when it fits the format: same bytes here */
       bytes = src.keyBytes(h);
       if (o + bytes > this.nodeSizeBytes) return false;
-      this.data.set(src.data.subarray(h, h + bytes), o);
+      const d = this.d32, sd = src.d32;
+      for (let i = 0, n = bytes >>> 2, w = o >>> 2, sw = h >>> 2; i < n; i++) d[w + i] = sd[sw + i]!;
     } else {
+      src.keyPosTo(h, scrFields, 0);
+      const size = src.keySize(h), version = src.keyVersion(h);
+      const fits = formatKeyFits(this.format, scrFields, 0, size, version);
       const value = src.keyValue(h);
       bytes = keyBytesFor(fits ? 4 + 4 * this.format.fieldWords : UNPACKED_VALUE_OFFSET, value.length);
       if (o + bytes > this.nodeSizeBytes) return false;
       this.writeKey(o, src.keyType(h), scrFields, 0, size, version, value, fits);
     }
-    if (bsetDebug.checks && o > this.meta[M_START + s]! && this.keyCmpKey(this.prevKey(s, o), o) >= 0) throw new Error('appendFrom: keys out of order');
-    this.meta[M_END + s] = o + bytes;
+    this.meta[M.END + s] = o + bytes;
     if (this.keyIsWhiteout(o)) this.nrWhiteouts++;
     else this.accountAdd(o, 1);
-    this.rwFix(o, 0, bytes);
     this.noteJournalSeqInternal(this.keyVersion(o));
     return true;
+  }
+
+  /** After appendFrom calls: rebuild the writable set's lookup table. */
+  private appendDone(): void {
+    if (this.hasWritable()) this.buildRwTable(this.nsets - 1);
   }
 
   /**
@@ -867,16 +971,26 @@ export class NodeKeys {
    * dst ran out of space (dst is then partly filled: discard it).
    */
   sortInto(dst: NodeKeys, from?: Uint32Array, to?: Uint32Array): number {
+    if (dst.hasWritable() && dst.meta[M.END + dst.nsets - 1] !== dst.meta[M.START + dst.nsets - 1]) throw new Error('sortInto: destination is not empty');
     const it = new NodeIter();
     if (from) it.init(this, from, 0);
     else it.initStart(this);
+    const same = this.format === dst.format || this.format.equals(dst.format);
     let n = 0;
+    let last = -1;
     for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
       if (to && this.keyCmpPos(h, to, 0) > 0) break;
       if (this.keyIsWhiteout(h)) continue;
-      if (!dst.appendFrom(this, h)) return -1;
+      const o = dst.hasWritable() ? dst.meta[M.END + dst.nsets - 1]! : -1;
+      if (!dst.appendFrom(this, h, same)) {
+        dst.appendDone();
+        return -1;
+      }
+      if (bsetDebug.checks && last >= 0 && dst.keyCmpKey(last, o < 0 ? dst.meta[M.START + dst.nsets - 1]! : o) >= 0) throw new Error('sortInto: keys out of order');
+      last = o < 0 ? dst.meta[M.START + dst.nsets - 1]! : o;
       n++;
     }
+    dst.appendDone();
     if (bsetDebug.checks) dst.verify();
     return n;
   }
@@ -914,63 +1028,70 @@ export class NodeKeys {
    */
   mergeRuns(starts: number[], ends: number[], dstOff: number): number {
     const nr = starts.length;
-    const cur = starts.slice();
-    const scratch = scratchBytes(this.nodeSizeBytes);
-    let out = 0;
-    /* binary heap of run indices: smallest position first, newest run first on ties */
-    const heap: number[] = [];
-    const less = (a: number, b: number): boolean => {
-      const c = this.keyCmpKey(cur[a]!, cur[b]!);
-      return c < 0 || (c === 0 && a > b);
-    };
-    const siftDown = (i: number): void => {
-      const n = heap.length;
-      for (;;) {
-        const l = 2 * i + 1, r = l + 1;
-        let m = i;
-        if (l < n && less(heap[l]!, heap[m]!)) m = l;
-        if (r < n && less(heap[r]!, heap[m]!)) m = r;
-        if (m === i) return;
-        const t = heap[i]!;
-        heap[i] = heap[m]!;
-        heap[m] = t;
-        i = m;
+    const scratch = scratchWords(this.nodeSizeBytes);
+    const d = this.d32;
+    let out = 0; /* words */
+    if (nr === 1) {
+      for (let k = starts[0]!, end = ends[0]!; k < end; ) {
+        const hdr = d[k >>> 2]!;
+        const words = (hdr & 0xffff) << 1;
+        if (((hdr >>> 16) & 0xff) !== KEY_TYPE.deleted) for (let i = 0, w = k >>> 2; i < words; i++) scratch[out++] = d[w + i]!;
+        k += words << 2;
       }
-    };
-    for (let i = 0; i < nr; i++) {
-      if (cur[i]! < ends[i]!) {
-        heap.push(i);
-        for (let j = heap.length - 1; j > 0; ) {
+    } else {
+      /* binary heap of run indices: smallest position first, newest (higher) run first on ties */
+      const cur = Int32Array.from(starts);
+      const end = Int32Array.from(ends);
+      const heap = new Int32Array(nr);
+      let hn = 0;
+      for (let i = 0; i < nr; i++) {
+        if (cur[i]! >= end[i]!) continue;
+        let j = hn++;
+        heap[j] = i;
+        while (j > 0) {
           const p = (j - 1) >>> 1;
-          if (!less(heap[j]!, heap[p]!)) break;
+          if (!this.runLess(cur, heap[j]!, heap[p]!)) break;
           const t = heap[j]!;
           heap[j] = heap[p]!;
           heap[p] = t;
           j = p;
         }
       }
-    }
-    let last = -1;
-    while (heap.length) {
-      const r = heap[0]!;
-      const h = cur[r]!;
-      if (last < 0 || this.keyCmpKey(h, last) !== 0) {
-        if (!this.keyIsWhiteout(h)) {
-          const b = this.keyBytes(h);
-          scratch.set(this.data.subarray(h, h + b), out);
-          out += b;
+      let last = -1;
+      while (hn > 0) {
+        const r = heap[0]!;
+        const h = cur[r]!;
+        const hdr = d[h >>> 2]!;
+        const words = (hdr & 0xffff) << 1;
+        if (last < 0 || this.keyCmpKey(h, last) !== 0) {
+          if (((hdr >>> 16) & 0xff) !== KEY_TYPE.deleted) for (let i = 0, w = h >>> 2; i < words; i++) scratch[out++] = d[w + i]!;
+          last = h;
         }
-        last = h;
+        cur[r] = h + (words << 2);
+        if (cur[r]! >= end[r]!) heap[0] = heap[--hn]!;
+        /* sift down */
+        for (let i = 0; ; ) {
+          const l = 2 * i + 1, rr = l + 1;
+          let m = i;
+          if (l < hn && this.runLess(cur, heap[l]!, heap[m]!)) m = l;
+          if (rr < hn && this.runLess(cur, heap[rr]!, heap[m]!)) m = rr;
+          if (m === i) break;
+          const t = heap[i]!;
+          heap[i] = heap[m]!;
+          heap[m] = t;
+          i = m;
+        }
       }
-      cur[r] = this.keyNext(h);
-      if (cur[r]! >= ends[r]!) {
-        heap[0] = heap[heap.length - 1]!;
-        heap.pop();
-      }
-      if (heap.length) siftDown(0);
     }
-    this.data.set(scratch.subarray(0, out), dstOff);
-    return dstOff + out;
+    const dw = dstOff >>> 2;
+    for (let i = 0; i < out; i++) d[dw + i] = scratch[i]!;
+    return dstOff + (out << 2);
+  }
+
+  /** mergeRuns heap order: run a's key before run b's (newer run first at equal positions). */
+  private runLess(cur: Int32Array, a: number, b: number): boolean {
+    const c = this.keyCmpKey(cur[a]!, cur[b]!);
+    return c < 0 || (c === 0 && a > b);
   }
 
   /** Merge the read-only sets into set 0 (after a write or a read). */
@@ -979,24 +1100,24 @@ export class NodeKeys {
     if (nro === 0) return;
     const starts: number[] = [], ends: number[] = [];
     for (let s = 0; s < nro; s++) {
-      starts.push(this.meta[M_START + s]!);
-      ends.push(this.meta[M_END + s]!);
+      starts.push(this.meta[M.START + s]!);
+      ends.push(this.meta[M.END + s]!);
     }
     const start = NODE_HDR_BYTES + BSET_HDR_BYTES;
     const end = this.mergeRuns(starts, ends, start);
     const hadWritable = this.hasWritable();
     const w = this.nsets - 1;
-    const wHdr = this.meta[M_HDR + w]!, wStart = this.meta[M_START + w]!, wEnd = this.meta[M_END + w]!;
-    this.meta[M_HDR + 0] = NODE_HDR_BYTES;
-    this.meta[M_START + 0] = start;
-    this.meta[M_END + 0] = end;
-    this.meta[M_STATE + 0] = SET_WRITTEN;
+    const wHdr = this.meta[M.HDR + w]!, wStart = this.meta[M.START + w]!, wEnd = this.meta[M.END + w]!;
+    this.meta[M.HDR + 0] = NODE_HDR_BYTES;
+    this.meta[M.START + 0] = start;
+    this.meta[M.END + 0] = end;
+    this.meta[M.STATE + 0] = SET_WRITTEN;
     this.nsets = 1;
     if (hadWritable) {
-      this.meta[M_HDR + 1] = wHdr;
-      this.meta[M_START + 1] = wStart;
-      this.meta[M_END + 1] = wEnd;
-      this.meta[M_STATE + 1] = SET_WRITABLE;
+      this.meta[M.HDR + 1] = wHdr;
+      this.meta[M.START + 1] = wStart;
+      this.meta[M.END + 1] = wEnd;
+      this.meta[M.STATE + 1] = SET_WRITABLE;
       this.nsets = 2;
     }
   }
@@ -1004,8 +1125,25 @@ export class NodeKeys {
   /** Recompute the counts from the keys. */
   recount(): void {
     this.nrKeys = this.liveU64s = this.packedKeys = this.unpackedKeys = this.nrWhiteouts = 0;
+    if (this.nsets === 1) {
+      /* one set: every key is visible */
+      const d = this.d32;
+      for (let k = this.meta[M.START]!, end = this.meta[M.END]!; k < end; ) {
+        const hdr = d[k >>> 2]!;
+        const u64s = hdr & 0xffff;
+        if (((hdr >>> 16) & 0xff) === KEY_TYPE.deleted) this.nrWhiteouts++;
+        else {
+          this.nrKeys++;
+          this.liveU64s += u64s;
+          if (hdr & (1 << 27)) this.packedKeys++;
+          else this.unpackedKeys++;
+        }
+        k += u64s << 3;
+      }
+      return;
+    }
     for (let s = 0; s < this.nsets; s++) {
-      for (let k = this.meta[M_START + s]!; k < this.meta[M_END + s]!; k = this.keyNext(k)) if (this.keyIsWhiteout(k)) this.nrWhiteouts++;
+      for (let k = this.meta[M.START + s]!; k < this.meta[M.END + s]!; k = this.keyNext(k)) if (this.keyIsWhiteout(k)) this.nrWhiteouts++;
     }
     const it = new NodeIter();
     it.initStart(this);
@@ -1020,7 +1158,7 @@ export class NodeKeys {
     if (this.writeInFlight) throw new Error('compact: write in flight');
     if (this.hasWritable()) {
       const s = this.nsets - 1;
-      if (this.meta[M_END + s]! > this.meta[M_START + s]!) throw new Error('compact: node has unwritten keys');
+      if (this.meta[M.END + s]! > this.meta[M.START + s]!) throw new Error('compact: node has unwritten keys');
       this.nsets--;
     }
     this.mergeRoSets();
@@ -1046,10 +1184,10 @@ export class NodeKeys {
     const start = NODE_HDR_BYTES + BSET_HDR_BYTES;
     const end = this.mergeRuns(starts, ends, start);
     this.nsets = 1;
-    this.meta[M_HDR + 0] = NODE_HDR_BYTES;
-    this.meta[M_START + 0] = start;
-    this.meta[M_END + 0] = end;
-    this.meta[M_STATE + 0] = SET_WRITTEN;
+    this.meta[M.HDR + 0] = NODE_HDR_BYTES;
+    this.meta[M.START + 0] = start;
+    this.meta[M.END + 0] = end;
+    this.meta[M.STATE + 0] = SET_WRITTEN;
     this.rebuildAux();
     this.recount();
     if (bsetDebug.checks) this.verify();
@@ -1064,12 +1202,12 @@ export class NodeKeys {
     if (this.writeInFlight) throw new Error('write prepare: a write is already in flight');
     if (!this.hasWritable()) return -1;
     const s = this.nsets - 1;
-    if (this.meta[M_END + s] === this.meta[M_START + s] && this.writtenBytes > 0) return -1;
+    if (this.meta[M.END + s] === this.meta[M.START + s] && this.writtenBytes > 0) return -1;
     return s;
   }
 
   sealWritable(s: number, sealedEnd: number, journalSeq: number): void {
-    this.meta[M_STATE + s] = SET_SEALED;
+    this.meta[M.STATE + s] = SET_SEALED;
     this.writeInFlight = true;
     this.inFlightEnd = sealedEnd;
     this.inFlightJournalSeq = journalSeq;
@@ -1079,18 +1217,18 @@ export class NodeKeys {
 
   /** An empty writable set with nothing to write: forget its seqs (node is clean). */
   dropEmptyWritable(): void {
-    if (this.hasWritable() && this.meta[M_END + this.nsets - 1] === this.meta[M_START + this.nsets - 1]) this.unwrittenJournalSeqMax = this.unwrittenJournalSeqMin = 0;
+    if (this.hasWritable() && this.meta[M.END + this.nsets - 1] === this.meta[M.START + this.nsets - 1]) this.unwrittenJournalSeqMax = this.unwrittenJournalSeqMin = 0;
   }
 
   writeDone(): void {
     if (!this.writeInFlight) throw new Error('write done: no write in flight');
     this.writtenBytes = this.inFlightEnd;
     this.writeInFlight = false;
-    for (let s = 0; s < this.nsets; s++) if (this.meta[M_STATE + s] === SET_SEALED) this.meta[M_STATE + s] = SET_WRITTEN;
+    for (let s = 0; s < this.nsets; s++) if (this.meta[M.STATE + s] === SET_SEALED) this.meta[M.STATE + s] = SET_WRITTEN;
     /* An empty writable set started during the write keeps its place only if it has keys. */
     if (this.hasWritable()) {
       const s = this.nsets - 1;
-      if (this.meta[M_END + s] === this.meta[M_START + s]) this.nsets--;
+      if (this.meta[M.END + s] === this.meta[M.START + s]) this.nsets--;
     }
     this.mergeRoSets();
     this.rebuildAux();
@@ -1106,25 +1244,25 @@ export class NodeKeys {
   verify(): void {
     for (let s = 0; s < this.nsets; s++) {
       let prev = -1;
-      for (let k = this.meta[M_START + s]!; k < this.meta[M_END + s]!; k = this.keyNext(k)) {
+      for (let k = this.meta[M.START + s]!; k < this.meta[M.END + s]!; k = this.keyNext(k)) {
         if (this.keyU64s(k) === 0) throw new Error(`verify: zero-size key at ${k}`);
         if (prev >= 0 && this.keyCmpKey(prev, k) >= 0) throw new Error(`verify: set ${s} out of order at ${k}`);
         this.keyPosTo(k, scrA, 0);
         if (!this.keyInRange(scrA, 0)) throw new Error(`verify: key ${wordsToText(scrA, 0)} outside node range`);
         prev = k;
       }
-      if (prev >= 0 && this.keyNext(prev) !== this.meta[M_END + s]) throw new Error(`verify: set ${s} end mismatch`);
-      const n = this.meta[M_AUX_N + s]!;
-      if (this.meta[M_STATE + s] === SET_WRITABLE) {
-        const base = this.meta[M_AUX_OFF + s]!;
-        if ((n === 0) !== (this.meta[M_START + s] === this.meta[M_END + s])) throw new Error('verify: rw table emptiness');
+      if (prev >= 0 && this.keyNext(prev) !== this.meta[M.END + s]) throw new Error(`verify: set ${s} end mismatch`);
+      const n = this.meta[M.AUX_N + s]!;
+      if (this.meta[M.STATE + s] === SET_WRITABLE) {
+        const base = this.meta[M.AUX_OFF + s]!;
+        if ((n === 0) !== (this.meta[M.START + s] === this.meta[M.END + s])) throw new Error('verify: rw table emptiness');
         for (let j = 0; j < n; j++) {
-          const e = base + j * AUX_ENTRY_WORDS;
-          const off = this.aux32[e + E_OFF]!;
-          if (j === 0 && off !== this.meta[M_START + s]) throw new Error('verify: rw entry 0 not at set start');
-          if (j > 0 && off <= this.aux32[e - AUX_ENTRY_WORDS + E_OFF]!) throw new Error('verify: rw entries out of order');
+          const e = base + j * E.WORDS;
+          const off = this.aux32[e + E.OFF]!;
+          if (j === 0 && off !== this.meta[M.START + s]) throw new Error('verify: rw entry 0 not at set start');
+          if (j > 0 && off <= this.aux32[e - E.WORDS + E.OFF]!) throw new Error('verify: rw entries out of order');
           if (this.keyCmpPos(off, this.aux32, e) !== 0) throw new Error(`verify: rw entry ${j} position stale`);
-          if (n > 1 && this.rwGroupSpan(j) < AUX_GROUP_BYTES) throw new Error(`verify: rw group ${j} short`);
+          if (n > 1 && this.rwGroupSpan(j) < AUX_RW_GROUP_BYTES) throw new Error(`verify: rw group ${j} short`);
         }
       }
     }
@@ -1154,8 +1292,8 @@ export class NodeKeys {
     out.nested((o) => {
       for (let s = 0; s < this.nsets; s++) {
         let n = 0;
-        for (let k = this.meta[M_START + s]!; k < this.meta[M_END + s]!; k = this.keyNext(k)) n++;
-        o.line(`${s}: ${SET_STATE_NAMES[this.meta[M_STATE + s]!]} at ${this.meta[M_HDR + s]} keys ${this.meta[M_START + s]}..${this.meta[M_END + s]} (${n} keys, ${this.meta[M_AUX_N + s]} aux groups)`);
+        for (let k = this.meta[M.START + s]!; k < this.meta[M.END + s]!; k = this.keyNext(k)) n++;
+        o.line(`${s}: ${SET_STATE_NAMES[this.meta[M.STATE + s]!]} at ${this.meta[M.HDR + s]} keys ${this.meta[M.START + s]}..${this.meta[M.END + s]} (${n} keys, ${this.meta[M.AUX_N + s]} aux groups)`);
       }
     });
     return out.toString();
@@ -1186,7 +1324,8 @@ export class NodeIter {
   private setup(keys: NodeKeys): void {
     this.keys = keys;
     this.n = keys.nsets;
-    for (let s = 0; s < this.n; s++) this.end[s] = keys.setEnd[s]!;
+    const meta = keys.meta;
+    for (let s = 0; s < this.n; s++) this.end[s] = meta[M.END + s]!;
   }
 
   /** First key with pos >= search. */
@@ -1207,7 +1346,7 @@ export class NodeIter {
 
   initStart(keys: NodeKeys): void {
     this.setup(keys);
-    for (let s = 0; s < this.n; s++) this.cur[s] = keys.setStart[s]!;
+    for (let s = 0; s < this.n; s++) this.cur[s] = keys.meta[M.START + s]!;
     this.computeWinner();
   }
 

@@ -215,24 +215,8 @@ export class Interior {
         return ret || countRestart(ERR.transaction_restart_split_race);
       }
 
-      // fill the new nodes from n
-      if (split) {
-        const pivot = splitPivot(n, incoming);
-        if (!pivot) {
-          for (const m of news) this.engine.nodeFreeNew(trans, m);
-          if (newRoot) this.engine.nodeFreeNew(trans, newRoot);
-          throw this.engine.topologyError(n, 'cannot split: no key to split at (a single update larger than a node?)');
-        }
-        const right = new Uint32Array(BPOS_WORDS);
-        wordsCopy(right, 0, pivot, 0);
-        wordsSuccessor(right, 0);
-        this.engine.nodeBuildFrom(trans, news[0]!, n, n.keys.minKey, pivot);
-        this.engine.nodeBuildFrom(trans, news[1]!, n, right, n.keys.maxKey);
-      } else {
-        this.engine.nodeBuildFrom(trans, news[0]!, n, n.keys.minKey, n.keys.maxKey);
-      }
-
-      // write locks for the swap: n, and the parent
+      // write locks for the swap (n, then its parent) before building, so a
+      // restart here backs out new nodes nobody has seen
       ret = await nodeLockWrite(trans, n.lock);
       if (ret) {
         for (const m of news) this.engine.nodeFreeNew(trans, m);
@@ -247,6 +231,24 @@ export class Interior {
           if (newRoot) this.engine.nodeFreeNew(trans, newRoot);
           return ret;
         }
+      }
+      // fill the new nodes from n
+      const pivot = split ? splitPivot(n, incoming) : null;
+      if (split && !pivot) {
+        if (parent) nodeUnlockWrite(trans, parent.lock);
+        nodeUnlockWrite(trans, n.lock);
+        for (const m of news) this.engine.nodeFreeNew(trans, m);
+        if (newRoot) this.engine.nodeFreeNew(trans, newRoot);
+        throw this.engine.topologyError(n, 'cannot split: no key to split at (a single update larger than a node?)');
+      }
+      if (pivot) {
+        const right = new Uint32Array(BPOS_WORDS);
+        wordsCopy(right, 0, pivot, 0);
+        wordsSuccessor(right, 0);
+        this.engine.nodeBuildFrom(trans, news[0]!, n, n.keys.minKey, pivot);
+        this.engine.nodeBuildFrom(trans, news[1]!, n, right, n.keys.maxKey);
+      } else {
+        this.engine.nodeBuildFrom(trans, news[0]!, n, n.keys.minKey, n.keys.maxKey);
       }
       // ---- synchronous from here ----
       upd.newNodes.push(...news);
@@ -349,7 +351,6 @@ export class Interior {
         this.engine.nodeFreeNew(trans, m);
         return ret;
       }
-      this.engine.nodeBuildFrom2(trans, m, left, rightNode);
       for (const x of [left, rightNode, parent]) {
         ret = await nodeLockWrite(trans, x.lock);
         if (ret) {
@@ -361,6 +362,7 @@ export class Interior {
           return ret;
         }
       }
+      this.engine.nodeBuildFrom2(trans, m, left, rightNode);
       // ---- synchronous ----
       const upd = new BtreeUpdate(btreeId, 'merge');
       upd.newNodes.push(m);

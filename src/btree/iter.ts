@@ -510,9 +510,12 @@ export class Iter {
   async nextSlot(): Promise<Entry | Hole | null> {
     this.checkLive();
     if (!this.extents) {
+      // the next slot is the next offset in the same snapshot (bpos_nosnap_successor)
       const p = this.cur;
-      if (p.inode === U64_MAX && p.offset === U64_MAX && p.snapshot === U32_MAX) return null;
-      this.cur = succ(p);
+      if (p.offset === U64_MAX) {
+        if (p.inode === U64_MAX) return null;
+        this.cur = { inode: p.inode + 1n, offset: 0n, snapshot: p.snapshot };
+      } else this.cur = { inode: p.inode, offset: p.offset + 1n, snapshot: p.snapshot };
       return this.peekSlot();
     }
     if (this.last) this.cur = this.last.p;

@@ -65,8 +65,8 @@ const WRITE = SixLockType.write;
 
 /** Maximum depth of the waits-for walk (bcachefs: ARRAY_SIZE(lock_graph.g)). */
 export const lockGraphDepthMax = 8;
-/** Victims aborted by one check before the caller restarts itself instead. */
-export const deadlockAbortsMax = 16;
+/** Victims aborted by one check before the caller restarts itself instead: large, so the oldest transaction always wins (a pile of readers waiting on it is one victim each). */
+export const deadlockAbortsMax = 4096;
 
 /* ---------------------------------------------------------------------------
  * Owner.

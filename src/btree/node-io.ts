@@ -58,8 +58,7 @@ function where(e: NodeReadExpect): string {
  * Shared by read (after checksum) and write (before checksum).
  */
 export function bsetKeysInvalid(keys: NodeKeys, start: number, end: number): string | null {
-  const data = keys.data;
-  const d32 = new Uint32Array(data.buffer, data.byteOffset, data.length >>> 2);
+  const d32 = keys.d32;
   const packedMin = keyBytesFor(4 + 4 * keys.format.fieldWords, 0);
   const unpackedMin = keyBytesFor(UNPACKED_VALUE_OFFSET, 0);
   let prev = -1;
@@ -83,7 +82,9 @@ export function bsetKeysInvalid(keys: NodeKeys, start: number, end: number): str
     } else if (keys.level > 0 && type !== KEY_TYPE.deleted) {
       return `${at}: ${keyTypeName(type)} key in an interior node`;
     }
-    if (keys.keyCmpPos(k, keys.minKey, 0) < 0 || keys.keyCmpPos(k, keys.maxKey, 0) > 0) {
+    /* keys strictly increase, so the first and last bound the range check */
+    const outside = (prev < 0 && keys.keyCmpPos(k, keys.minKey, 0) < 0) || (k + bytes >= end && keys.keyCmpPos(k, keys.maxKey, 0) > 0);
+    if (outside) {
       const p = keys.keyUnpack(k).p;
       return `${at}: position ${wordsToText(p, 0)} outside the node range ${wordsToText(keys.minKey, 0)} - ${wordsToText(keys.maxKey, 0)}`;
     }

@@ -85,6 +85,33 @@ export const FV_MAX_HI = 4 * NR_FIELDS;
 export const FV_MAX_LO = 5 * NR_FIELDS;
 const FV_WORDS = 6 * NR_FIELDS;
 
+/*
+ * The same offsets and field numbers as const enums for the hot paths: tsc
+ * inlines them as literals, so V8 folds the index arithmetic (module-level
+ * consts are loads from the module context).
+ */
+const enum V {
+  BITS = 0,
+  BIT_OFFSET = 5,
+  BASE_HI = 10,
+  BASE_LO = 15,
+  MAX_HI = 20,
+  MAX_LO = 25,
+}
+const enum Fi {
+  INODE = 0,
+  OFFSET = 1,
+  SNAPSHOT = 2,
+  SIZE = 3,
+  VERSION = 4,
+}
+const enum Pk {
+  EXACT = 0,
+  FLOOR = 1,
+  BELOW = 2,
+}
+if (V.BIT_OFFSET !== FV_BIT_OFFSET || V.MAX_LO !== FV_MAX_LO || NR_FIELDS !== 5 || Fi.VERSION !== F_VERSION) throw new Error('bkey-format: enum drift');
+
 export class BkeyFormat {
   /** All per-field numbers; the named views below alias it. */
   readonly v: Uint32Array;
@@ -373,73 +400,76 @@ export function writeBits(d: Uint32Array, w0: number, bitPos: number, n: number,
 }
 
 /*
- * Two-value results without allocating: a typed array, not module `let`s (a
- * context slot holding a u32 above 2^31 is a heap number: one allocation per
- * store on Node 20).
+ * Field arithmetic. Hot paths work on locals (hi/lo halves) in straight-line
+ * code: V8 keeps them in registers; a shared two-word result array costs
+ * several times more.
  */
-const R = new Uint32Array(2);
-const HI = 0;
-const LO = 1;
 
-/** Read packed field i (relative value) into R[HI]/R[LO]. */
-function readField(f: BkeyFormat, d: Uint32Array, w0: number, i: number): void {
-  const b = f.v[FV_BITS + i]!;
-  const off = f.v[FV_BIT_OFFSET + i]!;
-  if (b > 32) {
-    R[HI] = readBits(d, w0, off, b - 32);
-    R[LO] = readBits(d, w0, off + b - 32, 32);
-  } else {
-    R[HI] = 0;
-    R[LO] = readBits(d, w0, off, b);
-  }
-}
-
-/** Unpack field i into R[HI]/R[LO] (absolute value). */
-function unpackField(f: BkeyFormat, d: Uint32Array, w0: number, i: number): void {
-  readField(f, d, w0, i);
-  const lo = R[LO] + f.v[FV_BASE_LO + i]!;
-  R[HI] = (R[HI] + f.v[FV_BASE_HI + i]! + (lo >= TWO32 ? 1 : 0)) >>> 0;
-  R[LO] = lo >>> 0;
-}
-
-/**
- * Field i relative to the base, into R[HI]/R[LO]; false if the value is below the
- * base or needs more than bits[i] bits.
- */
-function relField(f: BkeyFormat, i: number, hi: number, lo: number): boolean {
-  let dLo = lo - f.v[FV_BASE_LO + i]!;
-  let dHi = hi - f.v[FV_BASE_HI + i]!;
+/** Does field i's value (hi, lo) fit the format (base <= value <= base + 2^bits - 1)? */
+function fieldFits(v: Uint32Array, i: number, hi: number, lo: number): boolean {
+  const bLo = v[V.BASE_LO + i]!;
+  let dLo = lo - bLo;
+  let dHi = hi - v[V.BASE_HI + i]!;
   if (dLo < 0) {
-    dLo += TWO32;
+    dLo += 0x1_0000_0000;
     dHi -= 1;
   }
   if (dHi < 0) return false;
-  const mHi = f.v[FV_MAX_HI + i]!;
-  if (dHi > mHi || (dHi === mHi && dLo > f.v[FV_MAX_LO + i]!)) return false;
-  R[HI] = dHi;
-  R[LO] = dLo;
-  return true;
+  const mHi = v[V.MAX_HI + i]!;
+  return dHi < mHi || (dHi === mHi && dLo <= v[V.MAX_LO + i]!);
 }
 
-function writeRel(f: BkeyFormat, d: Uint32Array, w0: number, i: number): void {
-  const b = f.v[FV_BITS + i]!;
-  const off = f.v[FV_BIT_OFFSET + i]!;
+/** Low half of value - base for field i. */
+function relLo(v: Uint32Array, i: number, lo: number): number {
+  const d = lo - v[V.BASE_LO + i]!;
+  return d < 0 ? d + 0x1_0000_0000 : d;
+}
+
+/** High half of value - base for field i. */
+function relHi(v: Uint32Array, i: number, hi: number, lo: number): number {
+  return hi - v[V.BASE_HI + i]! - (lo < v[V.BASE_LO + i]! ? 1 : 0);
+}
+
+/** OR a field's relative value (hi, lo) of b bits at bit offset off. */
+function putField(d: Uint32Array, w0: number, off: number, b: number, hi: number, lo: number): void {
   if (b > 32) {
-    writeBits(d, w0, off, b - 32, R[HI]);
-    writeBits(d, w0, off + b - 32, 32, R[LO]);
+    writeBits(d, w0, off, b - 32, hi);
+    writeBits(d, w0, off + b - 32, 32, lo);
   } else {
-    writeBits(d, w0, off, b, R[LO]);
+    writeBits(d, w0, off, b, lo);
   }
+}
+
+/** Unpack 64-bit field i of packed bits at d[w0..] into out[oi] (hi), out[oi + 1] (lo). */
+function unpackField64(v: Uint32Array, d: Uint32Array, w0: number, i: number, out: Uint32Array, oi: number): void {
+  const b = v[V.BITS + i]!;
+  const off = v[V.BIT_OFFSET + i]!;
+  let hi = 0;
+  let lo: number;
+  if (b > 32) {
+    hi = readBits(d, w0, off, b - 32);
+    lo = readBits(d, w0, off + b - 32, 32);
+  } else {
+    lo = readBits(d, w0, off, b);
+  }
+  lo += v[V.BASE_LO + i]!;
+  if (lo >= 0x1_0000_0000) {
+    lo -= 0x1_0000_0000;
+    hi += 1;
+  }
+  out[oi] = hi + v[V.BASE_HI + i]!;
+  out[oi + 1] = lo;
 }
 
 /** Do these fields fit the format? */
 export function formatKeyFits(f: BkeyFormat, p: Uint32Array, pi: number, size: number, version: number): boolean {
+  const v = f.v;
   return (
-    relField(f, F_INODE, p[pi]!, p[pi + 1]!) &&
-    relField(f, F_OFFSET, p[pi + 2]!, p[pi + 3]!) &&
-    relField(f, F_SNAPSHOT, 0, p[pi + 4]!) &&
-    relField(f, F_SIZE, 0, size) &&
-    relField(f, F_VERSION, Math.floor(version / TWO32), version >>> 0)
+    fieldFits(v, Fi.INODE, p[pi]!, p[pi + 1]!) &&
+    fieldFits(v, Fi.OFFSET, p[pi + 2]!, p[pi + 3]!) &&
+    fieldFits(v, Fi.SNAPSHOT, 0, p[pi + 4]!) &&
+    fieldFits(v, Fi.SIZE, 0, size) &&
+    fieldFits(v, Fi.VERSION, Math.floor(version / 0x1_0000_0000), version >>> 0)
   );
 }
 
@@ -448,44 +478,57 @@ export function formatKeyFits(f: BkeyFormat, p: Uint32Array, pi: number, size: n
  * writing nothing, if they do not fit.
  */
 export function formatPackFields(f: BkeyFormat, p: Uint32Array, pi: number, size: number, version: number, d: Uint32Array, w0: number): boolean {
-  if (!formatKeyFits(f, p, pi, size, version)) return false;
-  for (let i = 0; i < f.fieldWords; i++) d[w0 + i] = 0;
-  relField(f, F_INODE, p[pi]!, p[pi + 1]!);
-  writeRel(f, d, w0, F_INODE);
-  relField(f, F_OFFSET, p[pi + 2]!, p[pi + 3]!);
-  writeRel(f, d, w0, F_OFFSET);
-  relField(f, F_SNAPSHOT, 0, p[pi + 4]!);
-  writeRel(f, d, w0, F_SNAPSHOT);
-  relField(f, F_SIZE, 0, size);
-  writeRel(f, d, w0, F_SIZE);
-  relField(f, F_VERSION, Math.floor(version / TWO32), version >>> 0);
-  writeRel(f, d, w0, F_VERSION);
+  const v = f.v;
+  let iLo = p[pi + 1]! - v[V.BASE_LO + Fi.INODE]!;
+  let iHi = p[pi]! - v[V.BASE_HI + Fi.INODE]!;
+  if (iLo < 0) {
+    iLo += 0x1_0000_0000;
+    iHi -= 1;
+  }
+  let oLo = p[pi + 3]! - v[V.BASE_LO + Fi.OFFSET]!;
+  let oHi = p[pi + 2]! - v[V.BASE_HI + Fi.OFFSET]!;
+  if (oLo < 0) {
+    oLo += 0x1_0000_0000;
+    oHi -= 1;
+  }
+  const sn = p[pi + 4]! - v[V.BASE_LO + Fi.SNAPSHOT]!;
+  const sz = size - v[V.BASE_LO + Fi.SIZE]!;
+  const vr = version - (v[V.BASE_HI + Fi.VERSION]! * 0x1_0000_0000 + v[V.BASE_LO + Fi.VERSION]!);
+  const vHi = Math.floor(vr / 0x1_0000_0000), vLo = vr >>> 0;
+  const imHi = v[V.MAX_HI + Fi.INODE]!, omHi = v[V.MAX_HI + Fi.OFFSET]!, vmHi = v[V.MAX_HI + Fi.VERSION]!;
+  if (
+    !(iHi >= 0 && (iHi < imHi || (iHi === imHi && iLo <= v[V.MAX_LO + Fi.INODE]!))) ||
+    !(oHi >= 0 && (oHi < omHi || (oHi === omHi && oLo <= v[V.MAX_LO + Fi.OFFSET]!))) ||
+    !(sn >= 0 && sn <= v[V.MAX_LO + Fi.SNAPSHOT]!) ||
+    !(sz >= 0 && sz <= v[V.MAX_LO + Fi.SIZE]!) ||
+    !(vr >= 0 && (vHi < vmHi || (vHi === vmHi && vLo <= v[V.MAX_LO + Fi.VERSION]!)))
+  )
+    return false;
+  const n = f.fieldWords;
+  for (let i = 0; i < n; i++) d[w0 + i] = 0;
+  putField(d, w0, v[V.BIT_OFFSET + Fi.INODE]!, v[V.BITS + Fi.INODE]!, iHi, iLo);
+  putField(d, w0, v[V.BIT_OFFSET + Fi.OFFSET]!, v[V.BITS + Fi.OFFSET]!, oHi, oLo);
+  writeBits(d, w0, v[V.BIT_OFFSET + Fi.SNAPSHOT]!, v[V.BITS + Fi.SNAPSHOT]!, sn);
+  writeBits(d, w0, v[V.BIT_OFFSET + Fi.SIZE]!, v[V.BITS + Fi.SIZE]!, sz);
+  putField(d, w0, v[V.BIT_OFFSET + Fi.VERSION]!, v[V.BITS + Fi.VERSION]!, vHi, vLo);
   return true;
 }
 
 /**
  * Pack a position alone into out[oi .. oi + posWords) (bch2_bkey_pack_pos):
- * true only if it is exactly representable. Used to turn a search position
- * into the node's packed form once per search.
+ * true only if it is exactly representable.
  */
 export function formatPackPos(f: BkeyFormat, p: Uint32Array, pi: number, out: Uint32Array, oi: number): boolean {
-  if (!relField(f, F_INODE, p[pi]!, p[pi + 1]!)) return false;
-  const iHi = R[HI], iLo = R[LO];
-  if (!relField(f, F_OFFSET, p[pi + 2]!, p[pi + 3]!)) return false;
-  const oHi = R[HI], oLo = R[LO];
-  if (!relField(f, F_SNAPSHOT, 0, p[pi + 4]!)) return false;
-  const sLo = R[LO];
-  for (let i = 0; i < f.posWords; i++) out[oi + i] = 0;
-  R[HI] = iHi;
-  R[LO] = iLo;
-  writeRel(f, out, oi, F_INODE);
-  R[HI] = oHi;
-  R[LO] = oLo;
-  writeRel(f, out, oi, F_OFFSET);
-  R[HI] = 0;
-  R[LO] = sLo;
-  writeRel(f, out, oi, F_SNAPSHOT);
-  return true;
+  return formatPackPosLossy(f, p, pi, out, oi) === Pk.EXACT;
+}
+
+/* The slow path of formatPackPosLossy keeps per-field results here. */
+const R = new Uint32Array(2);
+const HI = 0;
+const LO = 1;
+
+function writeRel(f: BkeyFormat, d: Uint32Array, w0: number, i: number): void {
+  putField(d, w0, f.v[V.BIT_OFFSET + i]!, f.v[V.BITS + i]!, R[HI]!, R[LO]!);
 }
 
 /** formatPackPosLossy results. */
@@ -497,15 +540,15 @@ export const PACK_BELOW = 2;
 
 /** Field i relative to its base into R: -1 below the base, 1 beyond the width, 0 fits. */
 function fieldRelCmp(f: BkeyFormat, i: number, hi: number, lo: number): number {
-  let dLo = lo - f.v[FV_BASE_LO + i]!;
-  let dHi = hi - f.v[FV_BASE_HI + i]!;
+  let dLo = lo - f.v[V.BASE_LO + i]!;
+  let dHi = hi - f.v[V.BASE_HI + i]!;
   if (dLo < 0) {
     dLo += TWO32;
     dHi -= 1;
   }
   if (dHi < 0) return -1;
-  const mHi = f.v[FV_MAX_HI + i]!;
-  if (dHi > mHi || (dHi === mHi && dLo > f.v[FV_MAX_LO + i]!)) return 1;
+  const mHi = f.v[V.MAX_HI + i]!;
+  if (dHi > mHi || (dHi === mHi && dLo > f.v[V.MAX_LO + i]!)) return 1;
   R[HI] = dHi;
   R[LO] = dLo;
   return 0;
@@ -519,70 +562,108 @@ function fieldRelCmp(f: BkeyFormat, i: number, hi: number, lo: number): number {
  * key is above the search. Bits after the position bits are zero.
  */
 export function formatPackPosLossy(f: BkeyFormat, p: Uint32Array, pi: number, out: Uint32Array, oi: number): number {
-  for (let i = 0; i < f.posWords; i++) out[oi + i] = 0;
-  let field = F_INODE;
-  let r = fieldRelCmp(f, F_INODE, p[pi]!, p[pi + 1]!);
+  const v = f.v;
+  const pw = f.posWords;
+  for (let i = 0; i < pw; i++) out[oi + i] = 0;
+  /* value - base per field, then one range check for all three */
+  let iLo = p[pi + 1]! - v[V.BASE_LO + Fi.INODE]!;
+  let iHi = p[pi]! - v[V.BASE_HI + Fi.INODE]!;
+  if (iLo < 0) {
+    iLo += 0x1_0000_0000;
+    iHi -= 1;
+  }
+  let oLo = p[pi + 3]! - v[V.BASE_LO + Fi.OFFSET]!;
+  let oHi = p[pi + 2]! - v[V.BASE_HI + Fi.OFFSET]!;
+  if (oLo < 0) {
+    oLo += 0x1_0000_0000;
+    oHi -= 1;
+  }
+  const sn = p[pi + 4]! - v[V.BASE_LO + Fi.SNAPSHOT]!;
+  const imHi = v[V.MAX_HI + Fi.INODE]!, omHi = v[V.MAX_HI + Fi.OFFSET]!;
+  if (
+    iHi >= 0 && (iHi < imHi || (iHi === imHi && iLo <= v[V.MAX_LO + Fi.INODE]!)) &&
+    oHi >= 0 && (oHi < omHi || (oHi === omHi && oLo <= v[V.MAX_LO + Fi.OFFSET]!)) &&
+    sn >= 0 && sn <= v[V.MAX_LO + Fi.SNAPSHOT]!
+  ) {
+    putField(out, oi, v[V.BIT_OFFSET + Fi.INODE]!, v[V.BITS + Fi.INODE]!, iHi, iLo);
+    putField(out, oi, v[V.BIT_OFFSET + Fi.OFFSET]!, v[V.BITS + Fi.OFFSET]!, oHi, oLo);
+    writeBits(out, oi, v[V.BIT_OFFSET + Fi.SNAPSHOT]!, v[V.BITS + Fi.SNAPSHOT]!, sn);
+    return Pk.EXACT;
+  }
+  return packPosInexact(f, p, pi, out, oi);
+}
+
+/** formatPackPosLossy when the position is not representable (out is zero). */
+function packPosInexact(f: BkeyFormat, p: Uint32Array, pi: number, out: Uint32Array, oi: number): number {
+  let field = Fi.INODE;
+  let r = fieldRelCmp(f, Fi.INODE, p[pi]!, p[pi + 1]!);
   if (r === 0) {
-    writeRel(f, out, oi, F_INODE);
-    field = F_OFFSET;
-    r = fieldRelCmp(f, F_OFFSET, p[pi + 2]!, p[pi + 3]!);
+    writeRel(f, out, oi, Fi.INODE);
+    field = Fi.OFFSET;
+    r = fieldRelCmp(f, Fi.OFFSET, p[pi + 2]!, p[pi + 3]!);
     if (r === 0) {
-      writeRel(f, out, oi, F_OFFSET);
-      field = F_SNAPSHOT;
-      r = fieldRelCmp(f, F_SNAPSHOT, 0, p[pi + 4]!);
+      writeRel(f, out, oi, Fi.OFFSET);
+      field = Fi.SNAPSHOT;
+      r = fieldRelCmp(f, Fi.SNAPSHOT, 0, p[pi + 4]!);
       if (r === 0) {
-        writeRel(f, out, oi, F_SNAPSHOT);
-        return PACK_EXACT;
+        writeRel(f, out, oi, Fi.SNAPSHOT);
+        return Pk.EXACT;
       }
     }
   }
   if (r > 0) {
     /* beyond this field's range: this and the later fields at their maximum */
-    for (let b = f.v[FV_BIT_OFFSET + field]!, n = f.posBits - b; n > 0; ) {
+    for (let b = f.v[V.BIT_OFFSET + field]!, n = f.posBits - b; n > 0; ) {
       const c = n < 32 ? n : 32;
       writeBits(out, oi, b, c, c === 32 ? U32_MAX : 2 ** c - 1);
       b += c;
       n -= c;
     }
-    return PACK_FLOOR;
+    return Pk.FLOOR;
   }
   /* below this field's base: decrement the prefix (the rest is zero, so it becomes all ones) */
-  if (f.posBits === 0) return PACK_BELOW;
+  if (f.posBits === 0) return Pk.BELOW;
   let w = oi + ((f.posBits - 1) >>> 5);
   let sub = 2 ** (31 - ((f.posBits - 1) & 31));
   for (; w >= oi; w--) {
     const v = out[w]!;
     if (v >= sub) {
       out[w] = v - sub;
-      return PACK_FLOOR;
+      return Pk.FLOOR;
     }
     out[w] = v - sub + TWO32;
     sub = 1;
   }
   for (let i = 0; i < f.posWords; i++) out[oi + i] = 0;
-  return PACK_BELOW;
+  return Pk.BELOW;
 }
 
 /** Unpack the position of packed fields at d[w0..] into out[oi .. oi+5). */
 export function formatUnpackPos(f: BkeyFormat, d: Uint32Array, w0: number, out: Uint32Array, oi: number): void {
-  unpackField(f, d, w0, F_INODE);
-  out[oi] = R[HI];
-  out[oi + 1] = R[LO];
-  unpackField(f, d, w0, F_OFFSET);
-  out[oi + 2] = R[HI];
-  out[oi + 3] = R[LO];
-  unpackField(f, d, w0, F_SNAPSHOT);
-  out[oi + 4] = R[LO];
+  const v = f.v;
+  unpackField64(v, d, w0, Fi.INODE, out, oi);
+  unpackField64(v, d, w0, Fi.OFFSET, out, oi + 2);
+  out[oi + 4] = readBits(d, w0, v[V.BIT_OFFSET + Fi.SNAPSHOT]!, v[V.BITS + Fi.SNAPSHOT]!) + v[V.BASE_LO + Fi.SNAPSHOT]!;
 }
 
 export function formatUnpackSize(f: BkeyFormat, d: Uint32Array, w0: number): number {
-  unpackField(f, d, w0, F_SIZE);
-  return R[LO];
+  const v = f.v;
+  return readBits(d, w0, v[V.BIT_OFFSET + Fi.SIZE]!, v[V.BITS + Fi.SIZE]!) + v[V.BASE_LO + Fi.SIZE]!;
 }
 
 export function formatUnpackVersion(f: BkeyFormat, d: Uint32Array, w0: number): number {
-  unpackField(f, d, w0, F_VERSION);
-  return R[HI] * TWO32 + R[LO];
+  const v = f.v;
+  const b = v[V.BITS + Fi.VERSION]!;
+  const off = v[V.BIT_OFFSET + Fi.VERSION]!;
+  let hi = 0;
+  let lo: number;
+  if (b > 32) {
+    hi = readBits(d, w0, off, b - 32);
+    lo = readBits(d, w0, off + b - 32, 32);
+  } else {
+    lo = readBits(d, w0, off, b);
+  }
+  return (hi + v[V.BASE_HI + Fi.VERSION]!) * 0x1_0000_0000 + lo + v[V.BASE_LO + Fi.VERSION]!;
 }
 
 /**

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BkeyI, KEY_TYPES, bkeyBtreePtr, bkeyValue, bkeyWhiteout } from '../../src/btree/bkey.js';
 import { NodeIter, NodeKeys, bsetDebug } from '../../src/btree/bset.js';
-import { NodeReadOpts, nodeCanAppend, nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
+import { NodeReadExpect, NodeReadOpts, nodeCanAppend, nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
 import { BSET_HDR_BYTES, NODE_HDR_BYTES, bsetEnd, bsetHeaderEncode, bsetU64s, nodeHeaderDecode, nodeHeaderEncode } from '../../src/format/btree-node.js';
 import { Prng, bigToPos, posOf, posToBig, property } from '../format/prng.js';
 
@@ -66,13 +66,13 @@ class Sim {
   model: Model = new Map();
   appends: Append[] = [];
   version = 1;
-  readonly expect;
+  readonly expect: NodeReadExpect;
 
   constructor(
     readonly nodeSize = 16384,
     readonly block = 4096,
-    min = POS_MIN,
-    max = POS_MAX,
+    min: Uint32Array = POS_MIN,
+    max: Uint32Array = POS_MAX,
     readonly level = 0,
   ) {
     this.keys = mk(nodeSize, block);

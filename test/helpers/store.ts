@@ -13,6 +13,7 @@ export interface TmpStoreOpts {
   btrees?: Array<{ name: string; extents?: boolean }>;
   sizeBytes?: number;
   nodeSize?: number;
+  blockSize?: number;
   cacheSize?: number;
   journalSize?: number;
   io?: 'napi' | 'koffi';
@@ -38,6 +39,7 @@ export async function tmpStore(opts: TmpStoreOpts = {}): Promise<TmpStore> {
     btrees: opts.btrees ?? DEFAULT_BTREES,
     size: opts.sizeBytes ?? 64 * 1024 * 1024,
     nodeSize: opts.nodeSize ?? 4096,
+    blockSize: opts.blockSize ?? 512,
     ...(opts.journalSize ? { journalSize: opts.journalSize } : {}),
   });
   const openOpts = { ...(opts.cacheSize ? { cacheSize: opts.cacheSize } : {}), ...(opts.io ? { io: opts.io } : {}) };
