@@ -1,26 +1,37 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * In-node key storage costs: lookups in a cached node (aux search tree vs a
- * plain binary search over the packed keys), iteration, pack/unpack, inserts,
- * node read+validate and write-prepare.
+ * In-node key storage costs (bset.ts, bkey-format.ts, node-io.ts):
+ *  - lookup in a cached node: the aux search tree (NodeIter.init: pack the
+ *    search, Eytzinger descent over packed group heads, scan one group)
+ *    against a plain binary search over the packed keys (a key offset table +
+ *    packed compares, the search packed the same way), both hot (one node) and
+ *    cold (a random node out of COLD_MIB of nodes per lookup);
+ *  - lookup in the writable set (rw lookup table), iteration, inserts,
+ *    read+validate, sortInto, write prepare, pack/unpack, crc32c.
  *
  *   npx tsc -p tsconfig.json && node dist/bench/bset.js [--quick]
  *
- * Each tinybench task runs a batch of BATCH operations on precomputed inputs;
- * the table reports ns per operation (task latency / BATCH).
+ * Keys: one inode, distinct random 40-bit offsets, 16-byte values, journal
+ * seqs over a range of 50; the node's format comes from its keys (as after a
+ * split), so every key is packed. Each tinybench task runs a batch of
+ * operations on precomputed inputs; the table shows ns per operation (the
+ * task's median latency divided by the batch: the median resists the noise
+ * of a shared machine better than the mean).
  */
 
 import { Bench } from 'tinybench';
-import { bkeyValue } from '../src/btree/bkey.js';
+import { bkeyValue, type BkeyI } from '../src/btree/bkey.js';
 import { AUX_GROUP_BYTES, NodeIter, NodeKeys } from '../src/btree/bset.js';
 import { nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../src/btree/node-io.js';
 import { BkeyFormat, formatFromKeys, formatPackFields, formatPackPos, formatUnpackPos, packedPosCmp } from '../src/format/bkey-format.js';
 import { crc32c } from '../src/util/crc32c.js';
 
 const quick = process.argv.includes('--quick');
-const TIME_MS = quick ? 150 : 600;
+const TIME_MS = quick ? 150 : 500;
 const BATCH = 1024;
 const BLOCK = 4096;
+const COLD_MIB = quick ? 64 : 128;
+const POS_MIN = new Uint32Array(5);
 const POS_MAX = new Uint32Array(5).fill(0xffffffff);
 
 /* deterministic PRNG (mulberry32) */
@@ -42,42 +53,45 @@ function mk(nodeSize: number): NodeKeys {
   return k;
 }
 
+function fresh(nodeSize: number, f: BkeyFormat, seq: number): NodeKeys {
+  const k = mk(nodeSize);
+  k.initEmpty({ btreeId: 0, level: 0, minKey: POS_MIN, maxKey: POS_MAX, seq, format: f });
+  return k;
+}
+
 /** Sorted distinct random positions (one inode, 40-bit offsets) with 16-byte values. */
-function makeKeys(n: number) {
+function makeKeys(n: number): BkeyI[] {
   const set = new Set<number>();
   while (set.size < n) set.add(u32() * 256 + (u32() & 0xff));
   const offs = [...set].sort((a, b) => a - b);
   return offs.map((o, i) => bkeyValue(pos(1, Math.floor(o / 2 ** 32), o >>> 0), new Uint8Array(16).fill(i & 0xff), 1000 + (i % 50)));
 }
 
-/** A written, cached node (one read-only set with its Eytzinger tree) about 90% full. */
+/** A written, cached node (one read-only set with its Eytzinger tree) ~90% full, and its keys. */
 function buildNode(nodeSize: number) {
-  let n = Math.floor(nodeSize / 40);
-  for (;;) {
-    const ks = makeKeys(n);
-    const f = formatFromKeys(ks);
-    const keys = mk(nodeSize);
-    keys.initEmpty({ btreeId: 0, level: 0, minKey: pos(0, 0, 0), maxKey: POS_MAX, seq: 77, format: f });
-    let ok = true;
-    for (const k of ks) if (!keys.insertKey(k)) ok = false;
-    if (ok && keys.usedBytes() > nodeSize * 0.85) {
-      nodeWritePrepare(keys);
-      nodeWriteDone(keys);
-      return { keys, ks, f };
-    }
-    n = ok ? Math.floor(n * 1.1) : Math.floor(n * 0.95);
-  }
+  const ks = makeKeys(Math.floor((nodeSize * 0.9) / 32));
+  const f = formatFromKeys(ks);
+  const keys = fresh(nodeSize, f, 77);
+  const inserted = ks.filter((k) => keys.insertKey(k));
+  nodeWritePrepare(keys);
+  nodeWriteDone(keys);
+  return { keys, ks: inserted, f };
 }
 
-/** Key offsets of set 0, for the binary-search baseline. */
+/** Key offsets of set 0: the binary-search baseline's table. */
 function keyOffsets(keys: NodeKeys): Uint32Array {
   const out: number[] = [];
-  for (let k = keys.setStart[0]!; k < keys.setEnd[0]!; k = keys.keyNext(k)) out.push(k);
+  for (let k = keys.setStartOf(0); k < keys.setEndOf(0); k = keys.keyNext(k)) out.push(k);
   return Uint32Array.from(out);
 }
 
-/** Baseline: binary search over the packed keys (offset table + packed compares). */
-function binarySearch(d32: Uint32Array, offs: Uint32Array, f: BkeyFormat, sp: Uint32Array): number {
+const sp = new Uint32Array(8);
+
+/** Baseline: first key >= search by binary search over the packed keys of a one-set node. */
+function binarySearch(keys: NodeKeys, offs: Uint32Array, search: Uint32Array): number {
+  const f = keys.format;
+  const d32 = keys.d32;
+  formatPackPos(f, search, 0, sp, 0);
   let lo = 0, hi = offs.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
@@ -95,158 +109,149 @@ interface Row {
 }
 
 const rows: Row[] = [];
+let sink = 0;
 
-async function run(tasks: [string, string, () => void, string?][]): Promise<void> {
+type Task = { name: string; node: string; ops: number; fn: () => void; note?: string };
+
+async function run(tasks: Task[]): Promise<void> {
   const b = new Bench({ time: TIME_MS, warmupTime: Math.min(200, TIME_MS) });
-  for (const [name, , fn] of tasks) b.add(name, fn);
+  for (const t of tasks) b.add(`${t.name} [${t.node}]`, t.fn);
   await b.run();
-  for (const [name, node, , note] of tasks) {
-    const t = b.getTask(name)!;
-    const r = t.result as { latency?: { mean: number } } | undefined;
-    const ms = r?.latency?.mean ?? NaN;
-    rows.push({ bench: name.replace(/ \[.*\]$/, ''), node, nsPerOp: (ms * 1e6) / BATCH, note: note ?? '' });
+  for (const t of tasks) {
+    const r = b.getTask(`${t.name} [${t.node}]`)!.result as { latency?: { p50: number } } | undefined;
+    rows.push({ bench: t.name, node: t.node, nsPerOp: ((r?.latency?.p50 ?? NaN) * 1e6) / t.ops, note: t.note ?? '' });
   }
 }
 
 async function main(): Promise<void> {
-  console.log(`node ${process.version}, AUX_GROUP_BYTES ${AUX_GROUP_BYTES}, batch ${BATCH}, ${TIME_MS} ms per task${quick ? ' (quick)' : ''}`);
-  const sp = new Uint32Array(8);
+  console.log(`node ${process.version}, AUX_GROUP_BYTES ${AUX_GROUP_BYTES}, batch ${BATCH}, ${TIME_MS} ms per task, cold set ${COLD_MIB} MiB${quick ? ' (quick)' : ''}`);
   for (const nodeSize of [4096, 65536, 262144]) {
     const label = `${nodeSize / 1024} KiB`;
     const { keys, ks, f } = buildNode(nodeSize);
     const offs = keyOffsets(keys);
-    const d32 = new Uint32Array(keys.data.buffer, keys.data.byteOffset, keys.data.length >>> 2);
-    /* searches: half hits, half misses between keys */
+    /* searches: half hit a key, half fall between keys */
     const searches: Uint32Array[] = [];
     for (let i = 0; i < BATCH; i++) {
-      const k = ks[u32() % ks.length]!;
-      const s = k.p.slice();
+      const s = ks[u32() % ks.length]!.p.slice();
       if (i & 1) s[3] = (s[3]! + 1) >>> 0;
       searches.push(s);
     }
-    /* the two must agree */
     const it = new NodeIter();
     for (const s of searches) {
       it.init(keys, s, 0);
-      formatPackPos(f, s, 0, sp, 0);
-      if (it.peek() !== binarySearch(d32, offs, f, sp)) throw new Error('aux search and binary search disagree');
+      if (it.peek() !== binarySearch(keys, offs, s)) throw new Error('aux search and binary search disagree');
     }
-    const note = `${offs.length} keys, ${(keys.liveU64s * 8 / offs.length).toFixed(0)} B/key, ${keys.unpackedKeys} unpacked`;
-    let sink = 0;
+    const note = `${offs.length} keys, ${((keys.liveU64s * 8) / offs.length).toFixed(0)} B/key, pos ${f.posBits} bits`;
+
+    /* cold: many copies of the node, a random one per lookup */
+    const nNodes = Math.max(2, Math.floor((COLD_MIB << 20) / nodeSize));
+    const nodes: NodeKeys[] = [];
+    const tables: Uint32Array[] = [];
+    for (let i = 0; i < nNodes; i++) {
+      const k = fresh(nodeSize, f, 100 + i);
+      keys.sortInto(k);
+      writeOut(k);
+      nodes.push(k);
+      tables.push(keyOffsets(k));
+    }
+    const pick = Uint32Array.from({ length: BATCH }, () => u32() % nNodes);
+    const coldNote = `${nNodes} nodes (${COLD_MIB} MiB), random node per lookup`;
+
     await run([
-      [`lookup aux tree (NodeIter.init) [${label}]`, label, () => {
+      { name: 'lookup hot: aux tree (NodeIter.init)', node: label, ops: BATCH, note, fn: () => {
         for (let i = 0; i < BATCH; i++) {
           it.init(keys, searches[i]!, 0);
           sink += it.peek();
         }
-      }, note],
-      [`lookup binary search, packed keys [${label}]`, label, () => {
+      } },
+      { name: 'lookup hot: binary search, packed keys', node: label, ops: BATCH, note: 'offset table + packed compares', fn: () => {
+        for (let i = 0; i < BATCH; i++) sink += binarySearch(keys, offs, searches[i]!);
+      } },
+      { name: 'lookup cold: aux tree (NodeIter.init)', node: label, ops: BATCH, note: coldNote, fn: () => {
         for (let i = 0; i < BATCH; i++) {
-          formatPackPos(f, searches[i]!, 0, sp, 0);
-          sink += binarySearch(d32, offs, f, sp);
+          it.init(nodes[pick[i]!]!, searches[i]!, 0);
+          sink += it.peek();
         }
-      }, 'offset table + packed compares, same search packing'],
-      [`iterate (NodeIter.advance) [${label}]`, label, () => {
+      } },
+      { name: 'lookup cold: binary search, packed keys', node: label, ops: BATCH, note: coldNote, fn: () => {
+        for (let i = 0; i < BATCH; i++) sink += binarySearch(nodes[pick[i]!]!, tables[pick[i]!]!, searches[i]!);
+      } },
+      { name: 'iterate (NodeIter.advance + peek)', node: label, ops: BATCH, fn: () => {
         it.initStart(keys);
         for (let i = 0; i < BATCH; i++) {
           if (it.peek() < 0) it.initStart(keys);
           sink += it.peek();
           it.advance();
         }
-      }],
-      [`keyPosTo (unpack position) [${label}]`, label, () => {
-        const out = new Uint32Array(5);
-        for (let i = 0; i < BATCH; i++) {
-          keys.keyPosTo(offs[i % offs.length]!, out, 0);
-          sink += out[3]!;
-        }
-      }],
+      } },
     ]);
-    /* writable set lookups (rw lookup table): the same keys, unwritten */
-    const rw = mk(nodeSize);
-    rw.initEmpty({ btreeId: 0, level: 0, minKey: pos(0, 0, 0), maxKey: POS_MAX, seq: 78, format: f });
+    nodes.length = 0;
+    tables.length = 0;
+
+    /* the writable set: the same keys, unwritten */
+    const rw = fresh(nodeSize, f, 78);
     for (const k of ks) rw.insertKey(k);
     const it2 = new NodeIter();
+    /* inserts in random order into a fresh node, restarting when all are in */
+    const shuffled = ks.slice();
+    for (let i = shuffled.length - 1; i > 0; i--) {
+      const j = u32() % (i + 1);
+      [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!];
+    }
+    const ins = fresh(nodeSize, f, 79);
+    let ii = 0;
     await run([
-      [`lookup rw table (writable set) [${label}]`, label, () => {
+      { name: 'lookup hot: writable set (rw table)', node: label, ops: BATCH, fn: () => {
         for (let i = 0; i < BATCH; i++) {
           it2.init(rw, searches[i]!, 0);
           sink += it2.peek();
         }
-      }],
-    ]);
-    /* inserts: random order into a fresh node, BATCH at a time (restart when full) */
-    const shuffled = ks.slice().sort(() => (u32() & 1 ? 1 : -1));
-    const ins = mk(nodeSize);
-    let ii = 0;
-    const reset = () => {
-      ins.initEmpty({ btreeId: 0, level: 0, minKey: pos(0, 0, 0), maxKey: POS_MAX, seq: 79, format: f });
-      ii = 0;
-    };
-    reset();
-    await run([
-      [`insertKey, random order [${label}]`, label, () => {
+      } },
+      { name: 'insertKey, random order', node: label, ops: BATCH, note: 'avg over filling an empty node', fn: () => {
         for (let i = 0; i < BATCH; i++) {
-          if (ii >= shuffled.length) reset();
+          if (ii >= shuffled.length) {
+            ins.initEmpty({ btreeId: 0, level: 0, minKey: POS_MIN, maxKey: POS_MAX, seq: 79, format: f });
+            ii = 0;
+          }
           ins.insertKey(shuffled[ii++]!);
         }
-      }, 'into the writable set, rw table kept incrementally'],
+      } },
     ]);
-    /* node read + validate: the image of a node written in 4 appends */
-    const img = mk(nodeSize);
-    img.initEmpty({ btreeId: 0, level: 0, minKey: pos(0, 0, 0), maxKey: POS_MAX, seq: 80, format: f });
+
+    /* read + validate: the image of a node written in 4 appends */
+    const img = fresh(nodeSize, f, 80);
     const disk = new Uint8Array(nodeSize);
-    const quarter = Math.ceil(ks.length / 4);
     for (let q = 0; q < 4; q++) {
-      for (let i = q; i < ks.length; i += 4) if (!img.insertKey(ks[i]!)) break;
+      for (let i = q; i < ks.length; i += 4) img.insertKey(ks[i]!);
       const w = nodeWritePrepare(img);
       if (w) {
         disk.set(w.bytes, w.offsetBytes);
         nodeWriteDone(img);
       }
     }
-    void quarter;
     const rd = mk(nodeSize);
-    const expect = { btreeId: 0, level: 0, minKey: pos(0, 0, 0), maxKey: POS_MAX, seq: 80 };
-    const reads = Math.max(1, Math.floor(BATCH / (nodeSize / 4096)));
-    const readNote = `${img.nrKeys} keys in ${img.writtenBytes / 1024} KiB; per node`;
-    /* write prepare: a node whose writable set holds all keys (built by sortInto) */
-    const src = keys;
+    const expect = { btreeId: 0, level: 0, minKey: POS_MIN, maxKey: POS_MAX, seq: 80 };
     const wn = mk(nodeSize);
     const build = () => {
-      wn.initEmpty({ btreeId: 0, level: 0, minKey: pos(0, 0, 0), maxKey: POS_MAX, seq: 81, format: f });
-      src.sortInto(wn);
+      wn.initEmpty({ btreeId: 0, level: 0, minKey: POS_MIN, maxKey: POS_MAX, seq: 81, format: f });
+      keys.sortInto(wn);
     };
-    const tasks: [string, string, () => void, string?][] = [
-      [`node read+validate [${label}]`, label, () => {
-        for (let i = 0; i < reads; i++) {
-          rd.data.set(disk);
-          const r = nodeReadValidate(rd, expect);
-          if (!r.ok) throw new Error(r.message);
-        }
-      }, readNote],
-      [`sortInto (rewrite build) [${label}]`, label, () => {
-        for (let i = 0; i < reads; i++) build();
-      }, 'per node; raw copy, same format'],
-      [`sortInto + write prepare + done [${label}]`, label, () => {
-        for (let i = 0; i < reads; i++) {
-          build();
-          nodeWritePrepare(wn);
-          nodeWriteDone(wn);
-        }
-      }, 'per node'],
-    ];
-    const b = new Bench({ time: TIME_MS, warmupTime: Math.min(200, TIME_MS) });
-    for (const [name, , fn] of tasks) b.add(name, fn);
-    await b.run();
-    for (const [name, node, , note] of tasks) {
-      const r = b.getTask(name)!.result as { latency?: { mean: number } } | undefined;
-      rows.push({ bench: name.replace(/ \[.*\]$/, ''), node, nsPerOp: ((r?.latency?.mean ?? NaN) * 1e6) / reads, note: note ?? '' });
-    }
-    if (sink === 0.5) console.log(sink);
+    await run([
+      { name: 'node read+validate (4 bsets)', node: label, ops: 1, note: `per node, ${img.nrKeys} keys, ${img.writtenBytes / 1024} KiB`, fn: () => {
+        rd.data.set(disk);
+        const r = nodeReadValidate(rd, expect);
+        if (!r.ok) throw new Error(r.message);
+      } },
+      { name: 'sortInto (split/rewrite build)', node: label, ops: 1, note: 'per node, same format: raw copies', fn: build },
+      { name: 'sortInto + write prepare + done', node: label, ops: 1, note: 'per node', fn: () => {
+        build();
+        nodeWritePrepare(wn);
+        nodeWriteDone(wn);
+      } },
+    ]);
   }
 
-  /* pack / unpack */
+  /* pack / unpack / checksum */
   const ks = makeKeys(BATCH);
   const f = formatFromKeys(ks);
   const buf = new Uint32Array(16);
@@ -256,23 +261,32 @@ async function main(): Promise<void> {
     formatPackFields(f, k.p, 0, k.size, k.version, d, 0);
     return d;
   });
-  const data = new Uint8Array(1 << 20);
-  for (let i = 0; i < data.length; i++) data[i] = i * 31;
+  const data = new Uint8Array(256 * 1024);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 31) & 0xff;
   await run([
-    ['pack (formatPackFields)', '-', () => {
+    { name: 'pack key (formatPackFields)', node: '-', ops: BATCH, note: f.toText(), fn: () => {
       for (let i = 0; i < BATCH; i++) formatPackFields(f, ks[i]!.p, 0, ks[i]!.size, ks[i]!.version, buf, 0);
-    }, f.toText()],
-    ['unpack position (formatUnpackPos)', '-', () => {
+    } },
+    { name: 'pack search (formatPackPos)', node: '-', ops: BATCH, fn: () => {
+      for (let i = 0; i < BATCH; i++) formatPackPos(f, ks[i]!.p, 0, buf, 0);
+    } },
+    { name: 'unpack position (formatUnpackPos)', node: '-', ops: BATCH, fn: () => {
       for (let i = 0; i < BATCH; i++) formatUnpackPos(f, packed[i]!, 0, out, 0);
-    }],
-    ['crc32c (JS), per KiB', '-', () => {
-      for (let i = 0; i < BATCH; i += 256) crc32c(data.subarray(0, 256 * 1024));
-    }, 'slice-by-8'],
+    } },
+    { name: 'crc32c (JS slice-by-8), per KiB', node: '-', ops: 256, fn: () => {
+      sink += crc32c(data);
+    } },
   ]);
 
   const w = Math.max(...rows.map((r) => r.bench.length));
-  console.log(`${'bench'.padEnd(w)}  ${'node'.padStart(8)}  ${'ns/op'.padStart(10)}  note`);
-  for (const r of rows) console.log(`${r.bench.padEnd(w)}  ${r.node.padStart(8)}  ${r.nsPerOp.toFixed(r.nsPerOp < 100 ? 1 : 0).padStart(10)}  ${r.note}`);
+  console.log(`${'bench'.padEnd(w)}  ${'node'.padStart(7)}  ${'ns/op'.padStart(10)}  note`);
+  for (const r of rows) console.log(`${r.bench.padEnd(w)}  ${r.node.padStart(7)}  ${r.nsPerOp.toFixed(r.nsPerOp < 100 ? 1 : 0).padStart(10)}  ${r.note}`);
+  if (sink === 0.5) console.log(sink);
+}
+
+function writeOut(k: NodeKeys): void {
+  nodeWritePrepare(k);
+  nodeWriteDone(k);
 }
 
 void main();

@@ -272,11 +272,16 @@ export function btreePtrEncode(ptr: BtreePtr, dst = new Uint8Array(BTREE_PTR_VAL
 
 /** Decode a pointer value; into `out` (no allocation) when given. */
 export function btreePtrDecode<T extends BtreePtr = BtreePtr>(value: Uint8Array, out?: T): T {
+  return btreePtrDecodeAt(value, 0, out);
+}
+
+/** Decode a pointer value stored at buf[off..] (e.g. inside a node's data), into `out` when given. */
+export function btreePtrDecodeAt<T extends BtreePtr = BtreePtr>(buf: Uint8Array, off: number, out?: T): T {
   const r = (out ?? { bucket: 0, seq: 0, level: 0, minKey: new Uint32Array(BPOS_WORDS) }) as T;
-  r.bucket = u32At(value, PTR_OFF_BUCKET);
-  r.seq = u32At(value, PTR_OFF_SEQ_HI) * 0x1_0000_0000 + u32At(value, PTR_OFF_SEQ_LO);
-  r.level = u32At(value, PTR_OFF_LEVEL);
-  for (let i = 0; i < BPOS_WORDS; i++) r.minKey[i] = u32At(value, PTR_OFF_MIN_KEY + 4 * i);
+  r.bucket = u32At(buf, off + PTR_OFF_BUCKET);
+  r.seq = u32At(buf, off + PTR_OFF_SEQ_HI) * 0x1_0000_0000 + u32At(buf, off + PTR_OFF_SEQ_LO);
+  r.level = u32At(buf, off + PTR_OFF_LEVEL);
+  for (let i = 0; i < BPOS_WORDS; i++) r.minKey[i] = u32At(buf, off + PTR_OFF_MIN_KEY + 4 * i);
   return r;
 }
 
@@ -285,8 +290,8 @@ function u32At(b: Uint8Array, off: number): number {
 }
 
 /** The child's seq straight from a pointer value (cache hash lookups); no allocation. */
-export function btreePtrSeq(value: Uint8Array): number {
-  return u32At(value, PTR_OFF_SEQ_HI) * 0x1_0000_0000 + u32At(value, PTR_OFF_SEQ_LO);
+export function btreePtrSeq(value: Uint8Array, off = 0): number {
+  return u32At(value, off + PTR_OFF_SEQ_HI) * 0x1_0000_0000 + u32At(value, off + PTR_OFF_SEQ_LO);
 }
 
 export function btreePtrToText(ptr: BtreePtr): string {

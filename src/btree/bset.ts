@@ -24,24 +24,35 @@
  * Key handles are byte offsets of keys in data. Any insertKey, write
  * prepare/done, compact or read invalidates all handles and iterators.
  *
- * Aux buffer (u32 words), rebuilt by rebuildAux() whenever sets change shape:
- *   per read-only set: `n` group start offsets (in order), then an
- *   Eytzinger-ordered array of n entries (1-based) of E.WORDS words:
- *   the group's first key position (5 words, unpacked) + its offset.
- *   A group is a run of keys starting a new group once AUX_GROUP_BYTES of keys
- *   have been passed (bcachefs: one bkey_float per cacheline).
- *   writable set: an in-order lookup table of the same entries (bcachefs
- *   rw_aux_tree), fixed up incrementally by each insert: every group is at
- *   least AUX_GROUP_BYTES long unless it is the only one, so the table never
- *   outgrows its share of the aux buffer.
- * A search descends the tree (or bisects the table) over the unpacked group
- * heads, then scans at most one group, comparing packed keys against the
- * search position packed once into the node's format.
+ * Aux buffer (u32 words). Words [0, AUX_META_WORDS): the per-set numbers
+ * (set offsets, states, table positions; enum M). Then per set, rebuilt by
+ * rebuildAux() whenever sets change shape:
+ *   read-only set: keys are cut into groups, a new group starting at the first
+ *   PACKED key once roGroupBytes() of keys have passed (bcachefs: one
+ *   bkey_float per cacheline). The group heads form an Eytzinger tree
+ *   (1-based, implicit): their offsets (n + 1 words), then their packed
+ *   positions (posWords words each, bits after the position zeroed), so the
+ *   descent compares 1-2 words per level, branch-free for posWords <= 2;
+ *   writable set: an in-order lookup table of (unpacked position, offset)
+ *   entries, one per AUX_RW_GROUP_BYTES (bcachefs rw_aux_tree), fixed up
+ *   incrementally by each insert: every group is at least AUX_RW_GROUP_BYTES
+ *   long unless it is the only one, so the table never outgrows its share.
+ * Both stay within AUX_WORDS_PER_GROUP words per AUX_GROUP_BYTES of keys:
+ * auxBytes() is about 9.4% of the node size.
+ *
+ * A search packs the position once into the node's format (lossily, bcachefs
+ * bch2_bkey_pack_pos_lossy: when not representable, the greatest
+ * representable position below it, and compares become strict), descends the
+ * tree (or bisects the table), then scans one group comparing packed keys
+ * word by word; unpacked keys are compared unpacked. The prepared search is
+ * module state: prepareSearch() then lowerBound() on the same node, no await
+ * in between (NodeIter.init does both).
  */
 
 import { BPOS_WORDS, wordsCmp, wordsCopy, wordsToText } from './bpos.js';
 import {
   BkeyI,
+  BtreePtr,
   KEY_TYPE,
   UNPACKED_VALUE_OFFSET,
   UNPACKED_W_POS,
@@ -49,6 +60,8 @@ import {
   UNPACKED_W_VERSION_HI,
   UNPACKED_W_VERSION_LO,
   bkeyInvalid,
+  btreePtrDecodeAt,
+  btreePtrSeq,
   keyBytesFor,
   keyHdr,
   keyHdrPad,
@@ -56,12 +69,15 @@ import {
 } from './bkey.js';
 import {
   BkeyFormat,
+  BkeyFormatState,
+  F_SIZE,
+  F_VERSION,
   FormatRangeOpts,
+  PACK_BELOW,
+  PACK_EXACT,
   formatFromRange,
   formatKeyFits,
   formatPackFields,
-  PACK_BELOW,
-  PACK_EXACT,
   formatPackPosLossy,
   formatUnpackPos,
   formatUnpackSize,
@@ -93,8 +109,9 @@ function isPow2(n: number): boolean {
 }
 
 /*
- * NodeKeys.meta layout: one row of MAX_SETS per quantity. A const enum: tsc
- * inlines the numbers, so index arithmetic folds in hot paths.
+ * Per-set numbers at the start of the aux buffer (aux32): one row of
+ * MAX_SETS per quantity. A const enum: tsc inlines the numbers, so index
+ * arithmetic folds in hot paths.
  */
 const enum M {
   HDR = 0,
@@ -107,6 +124,8 @@ const enum M {
   EYTZ_POS = 21, // read-only sets: Eytzinger packed head positions
   WORDS = 24,
 }
+/** Aux words reserved for the per-set numbers; the tables start after them. */
+const AUX_META_WORDS = 32;
 /* E.WORDS and the offset word inside an rw entry, inlined. */
 const enum E {
   WORDS = 6,
@@ -150,7 +169,8 @@ export class NodeKeys {
   data: Uint8Array = new Uint8Array(0);
   /** u32 view of data (internal; for node-io and benches). */
   d32: Uint32Array = new Uint32Array(0);
-  private aux32: Uint32Array = new Uint32Array(0);
+  /** u32 view of aux (internal): per-set numbers, then the search tables. */
+  aux32: Uint32Array = new Uint32Array(0);
   attached = false;
 
   /* Node header fields. */
@@ -164,16 +184,27 @@ export class NodeKeys {
   /** Bytes of the bucket on disk (block aligned; 0 for a node never written). */
   writtenBytes = 0;
   nsets = 0;
-  /**
-   * Per-set numbers in one typed array (a cold node's lookup touches one
-   * small object): M_* + set index. The named views alias it.
+  /*
+   * Per-set numbers (M.* + set index) live in the first AUX_META_WORDS words
+   * of the aux buffer, right before the search tables: a lookup in a cold
+   * node touches the aux lines it needs anyway.
    */
-  readonly meta = new Int32Array(M.WORDS);
-  /** Bset header offset, first key, end of keys, SET_* state, per set. */
-  readonly setHdr = this.meta.subarray(M.HDR, M.HDR + MAX_SETS);
-  readonly setStart = this.meta.subarray(M.START, M.START + MAX_SETS);
-  readonly setEnd = this.meta.subarray(M.END, M.END + MAX_SETS);
-  readonly setState = this.meta.subarray(M.STATE, M.STATE + MAX_SETS);
+
+  /** Byte offset of set s's bset header slot. */
+  setHdrOf(s: number): number {
+    return this.aux32[M.HDR + s]!;
+  }
+
+  /** Byte offset of set s's first key. */
+  setStartOf(s: number): number {
+    return this.aux32[M.START + s]!;
+  }
+
+  /** Byte offset just past set s's last key. */
+  setEndOf(s: number): number {
+    return this.aux32[M.END + s]!;
+  }
+
   private rwCapacity = 0;
 
   writeInFlight = false;
@@ -210,7 +241,7 @@ export class NodeKeys {
      * AUX_GROUP_BYTES of keys, plus per set one partial group and the unused
      * slot 0 of an Eytzinger array.
      */
-    const words = AUX_WORDS_PER_GROUP * Math.ceil(nodeSizeBytes / AUX_GROUP_BYTES) + MAX_SETS * 2 * 6 + 16;
+    const words = AUX_META_WORDS + AUX_WORDS_PER_GROUP * Math.ceil(nodeSizeBytes / AUX_GROUP_BYTES) + MAX_SETS * 2 * 6 + 16;
     return roundUp(words * 4, 64);
   }
 
@@ -340,15 +371,30 @@ export class NodeKeys {
     return this.d32[h >>> 2]! & (1 << 27) ? 4 + 4 * this.format.fieldWords : UNPACKED_VALUE_OFFSET;
   }
 
+  /** Byte offset in data where the key's value starts (read it without a view). */
+  keyValueStart(h: number): number {
+    return h + this.keyValueOffset(h);
+  }
+
   keyValueBytes(h: number): number {
     const hdr = this.d32[h >>> 2]!;
     return ((hdr & 0xffff) << 3) - this.keyValueOffset(h) - keyHdrPad(hdr);
   }
 
-  /** The value as a view into data (valid until the node changes). */
+  /** The value as a view into data (valid until the node changes; allocates the view object only). */
   keyValue(h: number): Uint8Array {
     const off = h + this.keyValueOffset(h);
     return this.data.subarray(off, off + this.keyValueBytes(h));
+  }
+
+  /** Decode a btree_ptr key's value into out without allocating (the caller checked keyType). */
+  keyBtreePtr<T extends BtreePtr>(h: number, out: T): T {
+    return btreePtrDecodeAt(this.data, h + this.keyValueOffset(h), out);
+  }
+
+  /** A btree_ptr key's child seq (the cache's hash value), without allocating. */
+  keyBtreePtrSeq(h: number): number {
+    return btreePtrSeq(this.data, h + this.keyValueOffset(h));
   }
 
   keyUnpack(h: number): BkeyI {
@@ -407,12 +453,12 @@ export class NodeKeys {
    */
   lowerBound(s: number, search: Uint32Array, si: number, strict: boolean): number {
     const aux = this.aux32;
-    const n = this.meta[M.AUX_N + s]!;
-    let k = this.meta[M.START + s]!;
+    const n = this.aux32[M.AUX_N + s]!;
+    let k = this.aux32[M.START + s]!;
     const lim = strict ? 1 : 0;
     if (n > 0) {
-      if (this.meta[M.STATE + s] === SET_WRITABLE) {
-        const base = this.meta[M.AUX_OFF + s]!;
+      if (this.aux32[M.STATE + s] === SET_WRITABLE) {
+        const base = this.aux32[M.AUX_OFF + s]!;
         let lo = 0, hi = n;
         while (lo < hi) {
           const mid = (lo + hi) >>> 1;
@@ -428,35 +474,29 @@ export class NodeKeys {
          * search, head < search iff head <= floor.
          */
         const pw = this.format.posWords;
-        const pos = this.meta[M.EYTZ_POS + s]!;
+        const pos = this.aux32[M.EYTZ_POS + s]!;
         const sp = searchPacked;
         /* go right when head < search, or head <= search (strict, or a floor search) */
         const le = strict || searchMode !== PACK_EXACT;
         let i = 1;
-        if (pw === 1) {
-          const y0 = sp[0]!;
-          while (i <= n) {
-            const x = aux[pos + i]!;
-            if (x < y0 || (le && x === y0)) {
-              best = i;
-              i = 2 * i + 1;
-            } else {
-              i = 2 * i;
+        if (pw <= 2) {
+          /*
+           * Branch-free descent: i collects the path (1 = right); the last
+           * right turn is i with its trailing left turns and that 1 dropped.
+           * x <= y is x < y + 1 (doubles hold u32 + 1 exactly).
+           */
+          if (pw === 1) {
+            const y0 = sp[0]! + (le ? 1 : 0);
+            while (i <= n) i = 2 * i + (aux[pos + i]! < y0 ? 1 : 0);
+          } else {
+            const y0 = sp[0]!, y1 = sp[1]! + (le ? 1 : 0);
+            while (i <= n) {
+              const e = pos + 2 * i;
+              const x0 = aux[e]!;
+              i = 2 * i + (x0 < y0 || (x0 === y0 && aux[e + 1]! < y1) ? 1 : 0);
             }
           }
-        } else if (pw === 2) {
-          const y0 = sp[0]!, y1 = sp[1]!;
-          while (i <= n) {
-            const e = pos + 2 * i;
-            const x0 = aux[e]!;
-            const x1 = aux[e + 1]!;
-            if (x0 < y0 || (x0 === y0 && (x1 < y1 || (le && x1 === y1)))) {
-              best = i;
-              i = 2 * i + 1;
-            } else {
-              i = 2 * i;
-            }
-          }
+          best = i >>> (32 - Math.clz32(i & -i));
         } else {
           const t = le ? 1 : 0;
           while (i <= n) {
@@ -477,27 +517,42 @@ export class NodeKeys {
             }
           }
         }
-        if (best > 0) k = aux[this.meta[M.EYTZ_OFF + s]! + best]!;
+        /* the head itself is < search (<= for strict): start after it */
+        if (best > 0) k = this.keyNext(aux[this.aux32[M.EYTZ_OFF + s]! + best]!);
       }
     }
     /* scan the group: packed keys against the packed search, unpacked ones unpacked */
-    const end = this.meta[M.END + s]!;
+    const end = this.aux32[M.END + s]!;
     const d = this.d32;
     const f = this.format;
     const mode = searchMode;
     const sp = searchPacked;
+    const full = f.posFullWords;
+    const rem = f.posRemBits;
+    const sh = 32 - rem;
+    /* packed compare result that stops the scan: >= lim (exact), > 0 (floor: key > floor) */
+    const stop = mode === PACK_EXACT ? lim : 1;
     while (k < end) {
       const w = k >>> 2;
       const hdr = d[w]!;
-      let c: number;
       if (hdr & (1 << 27)) {
-        if (mode === 0 /* PACK_EXACT */) c = packedPosCmp(f, d, w + 1, sp, 0);
-        else if (mode === 2 /* PACK_BELOW */) c = 1;
-        else c = packedPosCmp(f, d, w + 1, sp, 0) <= 0 ? -1 : 1;
-      } else {
-        c = wordsCmp(d, w + UNPACKED_W_POS, search, si);
+        if (mode === PACK_BELOW) break;
+        let c = 0;
+        for (let j = 0; j < full; j++) {
+          const x = d[w + 1 + j]!, y = sp[j]!;
+          if (x !== y) {
+            c = x < y ? -1 : 1;
+            break;
+          }
+        }
+        if (c === 0 && rem !== 0) {
+          const x = d[w + 1 + full]! >>> sh, y = sp[full]! >>> sh;
+          if (x !== y) c = x < y ? -1 : 1;
+        }
+        if (c >= stop) break;
+      } else if (wordsCmp(d, w + UNPACKED_W_POS, search, si) >= lim) {
+        break;
       }
-      if (c >= lim) break;
       k += (hdr & 0xffff) << 3;
     }
     return k;
@@ -505,14 +560,14 @@ export class NodeKeys {
 
   /** The key before h in set s, or -1 if h is the set's first key. */
   prevKey(s: number, h: number): number {
-    const start = this.meta[M.START + s]!;
+    const start = this.aux32[M.START + s]!;
     if (h <= start) return -1;
     const aux = this.aux32;
-    const n = this.meta[M.AUX_N + s]!;
+    const n = this.aux32[M.AUX_N + s]!;
     let k = start;
     if (n > 0) {
-      if (this.meta[M.STATE + s] === SET_WRITABLE) {
-        const base = this.meta[M.AUX_OFF + s]!;
+      if (this.aux32[M.STATE + s] === SET_WRITABLE) {
+        const base = this.aux32[M.AUX_OFF + s]!;
         let lo = 0, hi = n;
         while (lo < hi) {
           const mid = (lo + hi) >>> 1;
@@ -522,7 +577,7 @@ export class NodeKeys {
         if (lo > 0) k = aux[base + (lo - 1) * E.WORDS + E.OFF]!;
       } else {
         /* the heads' offsets are in key order too: descend by offset */
-        const eOff = this.meta[M.EYTZ_OFF + s]!;
+        const eOff = this.aux32[M.EYTZ_OFF + s]!;
         let i = 1, best = 0;
         while (i <= n) {
           if (aux[eOff + i]! < h) {
@@ -547,7 +602,7 @@ export class NodeKeys {
     const last = this.hasWritable() ? this.nsets - 2 : this.nsets - 1;
     for (let s = last; s >= 0; s--) {
       const k = this.lowerBound(s, search, si, false);
-      if (k < this.meta[M.END + s]! && this.cmpSearch(k, search, si) === 0) return k;
+      if (k < this.aux32[M.END + s]! && this.cmpSearch(k, search, si) === 0) return k;
     }
     return -1;
   }
@@ -557,7 +612,7 @@ export class NodeKeys {
     this.prepareSearch(p, pi);
     for (let s = this.nsets - 1; s >= 0; s--) {
       const k = this.lowerBound(s, p, pi, false);
-      if (k < this.meta[M.END + s]! && this.cmpSearch(k, p, pi) === 0) return k;
+      if (k < this.aux32[M.END + s]! && this.cmpSearch(k, p, pi) === 0) return k;
     }
     return -1;
   }
@@ -567,7 +622,7 @@ export class NodeKeys {
    */
 
   hasWritable(): boolean {
-    return this.nsets > 0 && this.meta[M.STATE + this.nsets - 1] === SET_WRITABLE;
+    return this.nsets > 0 && this.aux32[M.STATE + this.nsets - 1] === SET_WRITABLE;
   }
 
   /** Where the next bset (its header) goes. */
@@ -578,7 +633,7 @@ export class NodeKeys {
 
   /** u64s of key space left in the writable set (or in a new one). */
   u64sRemaining(): number {
-    if (this.hasWritable()) return (this.nodeSizeBytes - this.meta[M.END + this.nsets - 1]!) >>> 3;
+    if (this.hasWritable()) return (this.nodeSizeBytes - this.aux32[M.END + this.nsets - 1]!) >>> 3;
     if (this.nsets >= MAX_SETS) return 0;
     return Math.max(0, this.nodeSizeBytes - this.nextBsetOffset() - BSET_HDR_BYTES) >>> 3;
   }
@@ -587,13 +642,13 @@ export class NodeKeys {
   usedBytes(): number {
     if (this.nsets === 0) return this.writtenBytes;
     const last = this.nsets - 1;
-    const end = this.meta[M.STATE + last] === SET_WRITABLE ? this.meta[M.END + last]! : roundUp(this.meta[M.END + last]!, this.blockSizeBytes);
+    const end = this.aux32[M.STATE + last] === SET_WRITABLE ? this.aux32[M.END + last]! : roundUp(this.aux32[M.END + last]!, this.blockSizeBytes);
     return Math.max(end, this.writtenBytes);
   }
 
   /** Key bytes a fresh bset appended now could hold (0: the node cannot take another append). */
   bytesAvailableForAppend(): number {
-    const off = this.hasWritable() ? this.meta[M.HDR + this.nsets - 1]! : this.nextBsetOffset();
+    const off = this.hasWritable() ? this.aux32[M.HDR + this.nsets - 1]! : this.nextBsetOffset();
     return Math.max(0, this.nodeSizeBytes - off - BSET_HDR_BYTES);
   }
 
@@ -602,20 +657,20 @@ export class NodeKeys {
     const hdr = this.nextBsetOffset();
     if (hdr + BSET_HDR_BYTES + 8 > this.nodeSizeBytes) return false;
     const s = this.nsets++;
-    this.meta[M.HDR + s] = hdr;
-    this.meta[M.START + s] = this.meta[M.END + s] = hdr + BSET_HDR_BYTES;
-    this.meta[M.STATE + s] = SET_WRITABLE;
-    this.meta[M.AUX_N + s] = 0;
-    this.meta[M.AUX_OFF + s] = s === 0 ? 0 : this.auxRoEnd(s - 1);
-    this.rwCapacity = Math.floor((this.aux32.length - this.meta[M.AUX_OFF + s]!) / E.WORDS);
-    if (this.rwCapacity < Math.floor((this.nodeSizeBytes - this.meta[M.START + s]!) / AUX_RW_GROUP_BYTES) + 1) throw new Error('aux: buffer too small for the rw table');
+    this.aux32[M.HDR + s] = hdr;
+    this.aux32[M.START + s] = this.aux32[M.END + s] = hdr + BSET_HDR_BYTES;
+    this.aux32[M.STATE + s] = SET_WRITABLE;
+    this.aux32[M.AUX_N + s] = 0;
+    this.aux32[M.AUX_OFF + s] = s === 0 ? AUX_META_WORDS : this.auxRoEnd(s - 1);
+    this.rwCapacity = Math.floor((this.aux32.length - this.aux32[M.AUX_OFF + s]!) / E.WORDS);
+    if (this.rwCapacity < Math.floor((this.nodeSizeBytes - this.aux32[M.START + s]!) / AUX_RW_GROUP_BYTES) + 1) throw new Error('aux: buffer too small for the rw table');
     this.unwrittenJournalSeqMax = this.unwrittenJournalSeqMin = 0;
     return true;
   }
 
   /** First aux word after the read-only set s's tables. */
   private auxRoEnd(s: number): number {
-    return this.meta[M.EYTZ_POS + s]! + (this.meta[M.AUX_N + s]! + 1) * this.format.posWords;
+    return this.aux32[M.EYTZ_POS + s]! + (this.aux32[M.AUX_N + s]! + 1) * this.format.posWords;
   }
 
   /* -------------------------------------------------------------------------
@@ -624,12 +679,12 @@ export class NodeKeys {
 
   /** Rebuild every set's aux table from the keys. */
   rebuildAux(): void {
-    let w = 0;
+    let w = AUX_META_WORDS;
     for (let s = 0; s < this.nsets; s++) {
-      this.meta[M.AUX_OFF + s] = w;
-      if (this.meta[M.STATE + s] === SET_WRITABLE) {
+      this.aux32[M.AUX_OFF + s] = w;
+      if (this.aux32[M.STATE + s] === SET_WRITABLE) {
         this.rwCapacity = Math.floor((this.aux32.length - w) / E.WORDS);
-        const need = Math.floor((this.nodeSizeBytes - this.meta[M.START + s]!) / AUX_RW_GROUP_BYTES) + 1;
+        const need = Math.floor((this.nodeSizeBytes - this.aux32[M.START + s]!) / AUX_RW_GROUP_BYTES) + 1;
         if (this.rwCapacity < need) throw new Error(`aux: rw table capacity ${this.rwCapacity} < ${need}`);
         this.buildRwTable(s);
       } else {
@@ -654,7 +709,7 @@ export class NodeKeys {
     const aux = this.aux32;
     const d = this.d32;
     const f = this.format;
-    const start = this.meta[M.START + s]!, end = this.meta[M.END + s]!;
+    const start = this.aux32[M.START + s]!, end = this.aux32[M.END + s]!;
     const gbytes = this.roGroupBytes();
     const pw = f.posWords;
     /* count the groups first, then fill the tree by an in-order walk */
@@ -667,13 +722,13 @@ export class NodeKeys {
       }
     }
     if (pw === 0) n = 0; /* every packed key at one position: nothing to search */
-    this.meta[M.AUX_N + s] = n;
+    this.aux32[M.AUX_N + s] = n;
     const eOff = w;
     const ePos = eOff + n + 1;
     const endW = ePos + (n + 1) * pw;
     if (endW > aux.length) throw new Error('aux: buffer too small');
-    this.meta[M.EYTZ_OFF + s] = eOff;
-    this.meta[M.EYTZ_POS + s] = ePos;
+    this.aux32[M.EYTZ_OFF + s] = eOff;
+    this.aux32[M.EYTZ_POS + s] = ePos;
     if (n === 0) return endW;
     const full = f.posFullWords;
     const mask = f.posRemBits ? (0xffffffff << (32 - f.posRemBits)) >>> 0 : 0;
@@ -707,8 +762,8 @@ export class NodeKeys {
 
   private buildRwTable(s: number): void {
     const aux = this.aux32;
-    const base = this.meta[M.AUX_OFF + s]!;
-    const start = this.meta[M.START + s]!, end = this.meta[M.END + s]!;
+    const base = this.aux32[M.AUX_OFF + s]!;
+    const start = this.aux32[M.START + s]!, end = this.aux32[M.END + s]!;
     let n = 0;
     let gstart = -AUX_RW_GROUP_BYTES;
     for (let k = start; k < end; k = this.keyNext(k)) {
@@ -720,18 +775,18 @@ export class NodeKeys {
         gstart = k;
       }
     }
-    this.meta[M.AUX_N + s] = n;
+    this.aux32[M.AUX_N + s] = n;
   }
 
   private rwEntryOff(j: number): number {
-    return this.aux32[this.meta[M.AUX_OFF + this.nsets - 1]! + j * E.WORDS + E.OFF]!;
+    return this.aux32[this.aux32[M.AUX_OFF + this.nsets - 1]! + j * E.WORDS + E.OFF]!;
   }
 
   /** Index of the last rw entry with offset <= o (-1 if none). */
   private rwEntryAt(o: number): number {
     const aux = this.aux32;
-    const base = this.meta[M.AUX_OFF + this.nsets - 1]!;
-    let lo = 0, hi = this.meta[M.AUX_N + this.nsets - 1]!;
+    const base = this.aux32[M.AUX_OFF + this.nsets - 1]!;
+    let lo = 0, hi = this.aux32[M.AUX_N + this.nsets - 1]!;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if (aux[base + mid * E.WORDS + E.OFF]! <= o) lo = mid + 1;
@@ -743,28 +798,28 @@ export class NodeKeys {
   private rwInsertEntry(j: number, k: number): void {
     const s = this.nsets - 1;
     const aux = this.aux32;
-    const base = this.meta[M.AUX_OFF + s]!;
-    const n = this.meta[M.AUX_N + s]!;
+    const base = this.aux32[M.AUX_OFF + s]!;
+    const n = this.aux32[M.AUX_N + s]!;
     if (n >= this.rwCapacity) throw new Error('aux: rw table full');
     const e = base + j * E.WORDS;
     aux.copyWithin(e + E.WORDS, e, base + n * E.WORDS);
     this.keyPosTo(k, aux, e);
     aux[e + E.OFF] = k;
-    this.meta[M.AUX_N + s] = n + 1;
+    this.aux32[M.AUX_N + s] = n + 1;
   }
 
   private rwRemoveEntry(j: number): void {
     const s = this.nsets - 1;
-    const base = this.meta[M.AUX_OFF + s]!;
-    const n = this.meta[M.AUX_N + s]!;
+    const base = this.aux32[M.AUX_OFF + s]!;
+    const n = this.aux32[M.AUX_N + s]!;
     const e = base + j * E.WORDS;
     this.aux32.copyWithin(e, e + E.WORDS, base + n * E.WORDS);
-    this.meta[M.AUX_N + s] = n - 1;
+    this.aux32[M.AUX_N + s] = n - 1;
   }
 
   private rwGroupSpan(j: number): number {
     const s = this.nsets - 1;
-    const next = j + 1 < this.meta[M.AUX_N + s]! ? this.rwEntryOff(j + 1) : this.meta[M.END + s]!;
+    const next = j + 1 < this.aux32[M.AUX_N + s]! ? this.rwEntryOff(j + 1) : this.aux32[M.END + s]!;
     return next - this.rwEntryOff(j);
   }
 
@@ -780,7 +835,7 @@ export class NodeKeys {
 
   /** Merge group j into a neighbour if it fell below a full group. */
   private rwMaybeMerge(j: number): void {
-    const n = this.meta[M.AUX_N + this.nsets - 1]!;
+    const n = this.aux32[M.AUX_N + this.nsets - 1]!;
     if (n <= 1 || this.rwGroupSpan(j) >= AUX_RW_GROUP_BYTES) return;
     this.rwRemoveEntry(j > 0 ? j : 1);
   }
@@ -792,9 +847,9 @@ export class NodeKeys {
   private rwFix(o: number, oldBytes: number, newBytes: number): void {
     const s = this.nsets - 1;
     const aux = this.aux32;
-    const base = this.meta[M.AUX_OFF + s]!;
+    const base = this.aux32[M.AUX_OFF + s]!;
     const delta = newBytes - oldBytes;
-    let n = this.meta[M.AUX_N + s]!;
+    let n = this.aux32[M.AUX_N + s]!;
     if (n === 0) {
       if (newBytes > 0) this.rwInsertEntry(0, o);
       return;
@@ -809,7 +864,7 @@ export class NodeKeys {
     } else if (newBytes === 0) {
       /* remove */
       if (atHead) {
-        const emptied = o >= this.meta[M.END + s]! || (j + 1 < n && this.rwEntryOff(j + 1) === o);
+        const emptied = o >= this.aux32[M.END + s]! || (j + 1 < n && this.rwEntryOff(j + 1) === o);
         if (emptied) {
           this.rwRemoveEntry(j);
           n--;
@@ -896,7 +951,7 @@ export class NodeKeys {
       if (!this.startWritable()) return false;
     }
     const s = this.nsets - 1;
-    const end = this.meta[M.END + s]!;
+    const end = this.aux32[M.END + s]!;
     const o = this.lowerBound(s, k.p, 0, false);
     const exists = o < end && this.cmpSearch(o, k.p, 0) === 0;
     let newBytes = 0;
@@ -915,7 +970,7 @@ export class NodeKeys {
     if (visOld >= 0 && !this.keyIsWhiteout(visOld)) this.accountAdd(visOld, -1);
     if (exists && this.keyIsWhiteout(o)) this.nrWhiteouts--;
     if (delta !== 0) this.data.copyWithin(o + newBytes, o + oldBytes, end);
-    this.meta[M.END + s] = end + delta;
+    this.aux32[M.END + s] = end + delta;
     if (newBytes) {
       this.writeKey(o, k.type, k.p, 0, k.size, k.version, value, packed);
       if (isDel) this.nrWhiteouts++;
@@ -935,7 +990,7 @@ export class NodeKeys {
   private appendFrom(src: NodeKeys, h: number, sameFormat: boolean): boolean {
     if (!this.hasWritable() && !this.startWritable()) return false;
     const s = this.nsets - 1;
-    const o = this.meta[M.END + s]!;
+    const o = this.aux32[M.END + s]!;
     let bytes: number;
     if (sameFormat) {
       /* a key is packed exactly when it fits the format: same bytes here */
@@ -952,7 +1007,7 @@ export class NodeKeys {
       if (o + bytes > this.nodeSizeBytes) return false;
       this.writeKey(o, src.keyType(h), scrFields, 0, size, version, value, fits);
     }
-    this.meta[M.END + s] = o + bytes;
+    this.aux32[M.END + s] = o + bytes;
     if (this.keyIsWhiteout(o)) this.nrWhiteouts++;
     else this.accountAdd(o, 1);
     this.noteJournalSeqInternal(this.keyVersion(o));
@@ -971,7 +1026,7 @@ export class NodeKeys {
    * dst ran out of space (dst is then partly filled: discard it).
    */
   sortInto(dst: NodeKeys, from?: Uint32Array, to?: Uint32Array): number {
-    if (dst.hasWritable() && dst.meta[M.END + dst.nsets - 1] !== dst.meta[M.START + dst.nsets - 1]) throw new Error('sortInto: destination is not empty');
+    if (dst.hasWritable() && dst.aux32[M.END + dst.nsets - 1] !== dst.aux32[M.START + dst.nsets - 1]) throw new Error('sortInto: destination is not empty');
     const it = new NodeIter();
     if (from) it.init(this, from, 0);
     else it.initStart(this);
@@ -981,18 +1036,42 @@ export class NodeKeys {
     for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
       if (to && this.keyCmpPos(h, to, 0) > 0) break;
       if (this.keyIsWhiteout(h)) continue;
-      const o = dst.hasWritable() ? dst.meta[M.END + dst.nsets - 1]! : -1;
+      const o = dst.hasWritable() ? dst.aux32[M.END + dst.nsets - 1]! : -1;
       if (!dst.appendFrom(this, h, same)) {
         dst.appendDone();
         return -1;
       }
-      if (bsetDebug.checks && last >= 0 && dst.keyCmpKey(last, o < 0 ? dst.meta[M.START + dst.nsets - 1]! : o) >= 0) throw new Error('sortInto: keys out of order');
-      last = o < 0 ? dst.meta[M.START + dst.nsets - 1]! : o;
+      if (bsetDebug.checks && last >= 0 && dst.keyCmpKey(last, o < 0 ? dst.aux32[M.START + dst.nsets - 1]! : o) >= 0) throw new Error('sortInto: keys out of order');
+      last = o < 0 ? dst.aux32[M.START + dst.nsets - 1]! : o;
       n++;
     }
     dst.appendDone();
     if (bsetDebug.checks) dst.verify();
     return n;
+  }
+
+  /**
+   * Format for a new node holding this node's live keys in [from, to]
+   * (bcachefs bch2_btree_calc_format): the smallest format that packs them
+   * all, widened to reach `extra` fields (e.g. versionMax: the journal seq
+   * new keys will carry, so later inserts stay packed).
+   */
+  computeFormat(from?: Uint32Array, to?: Uint32Array, extra: { versionMax?: number; sizeMax?: number; positions?: Uint32Array[] } = {}): BkeyFormat {
+    const st = new BkeyFormatState();
+    const it = new NodeIter();
+    if (from) it.init(this, from, 0);
+    else it.initStart(this);
+    const p = new Uint32Array(BPOS_WORDS);
+    for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
+      if (to && this.keyCmpPos(h, to, 0) > 0) break;
+      if (this.keyIsWhiteout(h)) continue;
+      this.keyPosTo(h, p, 0);
+      st.addKey(p, 0, this.keySize(h), this.keyVersion(h));
+    }
+    if (extra.versionMax !== undefined) st.addNumber(F_VERSION, extra.versionMax);
+    if (extra.sizeMax !== undefined) st.addNumber(F_SIZE, extra.sizeMax);
+    for (const q of extra.positions ?? []) st.addPos(q, 0);
+    return st.done();
   }
 
   /**
@@ -1100,24 +1179,24 @@ export class NodeKeys {
     if (nro === 0) return;
     const starts: number[] = [], ends: number[] = [];
     for (let s = 0; s < nro; s++) {
-      starts.push(this.meta[M.START + s]!);
-      ends.push(this.meta[M.END + s]!);
+      starts.push(this.aux32[M.START + s]!);
+      ends.push(this.aux32[M.END + s]!);
     }
     const start = NODE_HDR_BYTES + BSET_HDR_BYTES;
     const end = this.mergeRuns(starts, ends, start);
     const hadWritable = this.hasWritable();
     const w = this.nsets - 1;
-    const wHdr = this.meta[M.HDR + w]!, wStart = this.meta[M.START + w]!, wEnd = this.meta[M.END + w]!;
-    this.meta[M.HDR + 0] = NODE_HDR_BYTES;
-    this.meta[M.START + 0] = start;
-    this.meta[M.END + 0] = end;
-    this.meta[M.STATE + 0] = SET_WRITTEN;
+    const wHdr = this.aux32[M.HDR + w]!, wStart = this.aux32[M.START + w]!, wEnd = this.aux32[M.END + w]!;
+    this.aux32[M.HDR + 0] = NODE_HDR_BYTES;
+    this.aux32[M.START + 0] = start;
+    this.aux32[M.END + 0] = end;
+    this.aux32[M.STATE + 0] = SET_WRITTEN;
     this.nsets = 1;
     if (hadWritable) {
-      this.meta[M.HDR + 1] = wHdr;
-      this.meta[M.START + 1] = wStart;
-      this.meta[M.END + 1] = wEnd;
-      this.meta[M.STATE + 1] = SET_WRITABLE;
+      this.aux32[M.HDR + 1] = wHdr;
+      this.aux32[M.START + 1] = wStart;
+      this.aux32[M.END + 1] = wEnd;
+      this.aux32[M.STATE + 1] = SET_WRITABLE;
       this.nsets = 2;
     }
   }
@@ -1128,7 +1207,7 @@ export class NodeKeys {
     if (this.nsets === 1) {
       /* one set: every key is visible */
       const d = this.d32;
-      for (let k = this.meta[M.START]!, end = this.meta[M.END]!; k < end; ) {
+      for (let k = this.aux32[M.START]!, end = this.aux32[M.END]!; k < end; ) {
         const hdr = d[k >>> 2]!;
         const u64s = hdr & 0xffff;
         if (((hdr >>> 16) & 0xff) === KEY_TYPE.deleted) this.nrWhiteouts++;
@@ -1143,7 +1222,7 @@ export class NodeKeys {
       return;
     }
     for (let s = 0; s < this.nsets; s++) {
-      for (let k = this.meta[M.START + s]!; k < this.meta[M.END + s]!; k = this.keyNext(k)) if (this.keyIsWhiteout(k)) this.nrWhiteouts++;
+      for (let k = this.aux32[M.START + s]!; k < this.aux32[M.END + s]!; k = this.keyNext(k)) if (this.keyIsWhiteout(k)) this.nrWhiteouts++;
     }
     const it = new NodeIter();
     it.initStart(this);
@@ -1158,7 +1237,7 @@ export class NodeKeys {
     if (this.writeInFlight) throw new Error('compact: write in flight');
     if (this.hasWritable()) {
       const s = this.nsets - 1;
-      if (this.meta[M.END + s]! > this.meta[M.START + s]!) throw new Error('compact: node has unwritten keys');
+      if (this.aux32[M.END + s]! > this.aux32[M.START + s]!) throw new Error('compact: node has unwritten keys');
       this.nsets--;
     }
     this.mergeRoSets();
@@ -1184,10 +1263,10 @@ export class NodeKeys {
     const start = NODE_HDR_BYTES + BSET_HDR_BYTES;
     const end = this.mergeRuns(starts, ends, start);
     this.nsets = 1;
-    this.meta[M.HDR + 0] = NODE_HDR_BYTES;
-    this.meta[M.START + 0] = start;
-    this.meta[M.END + 0] = end;
-    this.meta[M.STATE + 0] = SET_WRITTEN;
+    this.aux32[M.HDR + 0] = NODE_HDR_BYTES;
+    this.aux32[M.START + 0] = start;
+    this.aux32[M.END + 0] = end;
+    this.aux32[M.STATE + 0] = SET_WRITTEN;
     this.rebuildAux();
     this.recount();
     if (bsetDebug.checks) this.verify();
@@ -1202,12 +1281,12 @@ export class NodeKeys {
     if (this.writeInFlight) throw new Error('write prepare: a write is already in flight');
     if (!this.hasWritable()) return -1;
     const s = this.nsets - 1;
-    if (this.meta[M.END + s] === this.meta[M.START + s] && this.writtenBytes > 0) return -1;
+    if (this.aux32[M.END + s] === this.aux32[M.START + s] && this.writtenBytes > 0) return -1;
     return s;
   }
 
   sealWritable(s: number, sealedEnd: number, journalSeq: number): void {
-    this.meta[M.STATE + s] = SET_SEALED;
+    this.aux32[M.STATE + s] = SET_SEALED;
     this.writeInFlight = true;
     this.inFlightEnd = sealedEnd;
     this.inFlightJournalSeq = journalSeq;
@@ -1217,18 +1296,21 @@ export class NodeKeys {
 
   /** An empty writable set with nothing to write: forget its seqs (node is clean). */
   dropEmptyWritable(): void {
-    if (this.hasWritable() && this.meta[M.END + this.nsets - 1] === this.meta[M.START + this.nsets - 1]) this.unwrittenJournalSeqMax = this.unwrittenJournalSeqMin = 0;
+    if (this.hasWritable() && this.aux32[M.END + this.nsets - 1] === this.aux32[M.START + this.nsets - 1]) this.unwrittenJournalSeqMax = this.unwrittenJournalSeqMin = 0;
   }
 
   writeDone(): void {
     if (!this.writeInFlight) throw new Error('write done: no write in flight');
     this.writtenBytes = this.inFlightEnd;
     this.writeInFlight = false;
-    for (let s = 0; s < this.nsets; s++) if (this.meta[M.STATE + s] === SET_SEALED) this.meta[M.STATE + s] = SET_WRITTEN;
+    for (let s = 0; s < this.nsets; s++) if (this.aux32[M.STATE + s] === SET_SEALED) this.aux32[M.STATE + s] = SET_WRITTEN;
     /* An empty writable set started during the write keeps its place only if it has keys. */
     if (this.hasWritable()) {
       const s = this.nsets - 1;
-      if (this.meta[M.END + s] === this.meta[M.START + s]) this.nsets--;
+      if (this.aux32[M.END + s] === this.aux32[M.START + s]) {
+        this.nsets--;
+        this.unwrittenJournalSeqMax = this.unwrittenJournalSeqMin = 0;
+      }
     }
     this.mergeRoSets();
     this.rebuildAux();
@@ -1244,22 +1326,22 @@ export class NodeKeys {
   verify(): void {
     for (let s = 0; s < this.nsets; s++) {
       let prev = -1;
-      for (let k = this.meta[M.START + s]!; k < this.meta[M.END + s]!; k = this.keyNext(k)) {
+      for (let k = this.aux32[M.START + s]!; k < this.aux32[M.END + s]!; k = this.keyNext(k)) {
         if (this.keyU64s(k) === 0) throw new Error(`verify: zero-size key at ${k}`);
         if (prev >= 0 && this.keyCmpKey(prev, k) >= 0) throw new Error(`verify: set ${s} out of order at ${k}`);
         this.keyPosTo(k, scrA, 0);
         if (!this.keyInRange(scrA, 0)) throw new Error(`verify: key ${wordsToText(scrA, 0)} outside node range`);
         prev = k;
       }
-      if (prev >= 0 && this.keyNext(prev) !== this.meta[M.END + s]) throw new Error(`verify: set ${s} end mismatch`);
-      const n = this.meta[M.AUX_N + s]!;
-      if (this.meta[M.STATE + s] === SET_WRITABLE) {
-        const base = this.meta[M.AUX_OFF + s]!;
-        if ((n === 0) !== (this.meta[M.START + s] === this.meta[M.END + s])) throw new Error('verify: rw table emptiness');
+      if (prev >= 0 && this.keyNext(prev) !== this.aux32[M.END + s]) throw new Error(`verify: set ${s} end mismatch`);
+      const n = this.aux32[M.AUX_N + s]!;
+      if (this.aux32[M.STATE + s] === SET_WRITABLE) {
+        const base = this.aux32[M.AUX_OFF + s]!;
+        if ((n === 0) !== (this.aux32[M.START + s] === this.aux32[M.END + s])) throw new Error('verify: rw table emptiness');
         for (let j = 0; j < n; j++) {
           const e = base + j * E.WORDS;
           const off = this.aux32[e + E.OFF]!;
-          if (j === 0 && off !== this.meta[M.START + s]) throw new Error('verify: rw entry 0 not at set start');
+          if (j === 0 && off !== this.aux32[M.START + s]) throw new Error('verify: rw entry 0 not at set start');
           if (j > 0 && off <= this.aux32[e - E.WORDS + E.OFF]!) throw new Error('verify: rw entries out of order');
           if (this.keyCmpPos(off, this.aux32, e) !== 0) throw new Error(`verify: rw entry ${j} position stale`);
           if (n > 1 && this.rwGroupSpan(j) < AUX_RW_GROUP_BYTES) throw new Error(`verify: rw group ${j} short`);
@@ -1292,8 +1374,8 @@ export class NodeKeys {
     out.nested((o) => {
       for (let s = 0; s < this.nsets; s++) {
         let n = 0;
-        for (let k = this.meta[M.START + s]!; k < this.meta[M.END + s]!; k = this.keyNext(k)) n++;
-        o.line(`${s}: ${SET_STATE_NAMES[this.meta[M.STATE + s]!]} at ${this.meta[M.HDR + s]} keys ${this.meta[M.START + s]}..${this.meta[M.END + s]} (${n} keys, ${this.meta[M.AUX_N + s]} aux groups)`);
+        for (let k = this.aux32[M.START + s]!; k < this.aux32[M.END + s]!; k = this.keyNext(k)) n++;
+        o.line(`${s}: ${SET_STATE_NAMES[this.aux32[M.STATE + s]!]} at ${this.aux32[M.HDR + s]} keys ${this.aux32[M.START + s]}..${this.aux32[M.END + s]} (${n} keys, ${this.aux32[M.AUX_N + s]} aux groups)`);
       }
     });
     return out.toString();
@@ -1324,7 +1406,7 @@ export class NodeIter {
   private setup(keys: NodeKeys): void {
     this.keys = keys;
     this.n = keys.nsets;
-    const meta = keys.meta;
+    const meta = keys.aux32;
     for (let s = 0; s < this.n; s++) this.end[s] = meta[M.END + s]!;
   }
 
@@ -1346,7 +1428,7 @@ export class NodeIter {
 
   initStart(keys: NodeKeys): void {
     this.setup(keys);
-    for (let s = 0; s < this.n; s++) this.cur[s] = keys.meta[M.START + s]!;
+    for (let s = 0; s < this.n; s++) this.cur[s] = keys.aux32[M.START + s]!;
     this.computeWinner();
   }
 

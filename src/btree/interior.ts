@@ -39,7 +39,7 @@ import { KEY_TYPE, bkeyBtreePtr, bkeyWhiteout, type BkeyI } from './bkey.js';
 import { NodeIter } from './bset.js';
 import { BPOS_WORDS, wordsCmp, wordsCopy, wordsIsMax, wordsIsMin, wordsPredecessor, wordsSuccessor } from './bpos.js';
 import { NodeFlag, type Node } from './node.js';
-import { type BtreePath, NEED_TRAVERSE } from './path.js';
+import { type BtreePath, NEED_TRAVERSE, UPTODATE } from './path.js';
 import type { BtreeTrans } from './trans.js';
 import type { Engine } from '../engine.js';
 import type { BtreePtr } from './types.js';
@@ -209,7 +209,7 @@ export class Interior {
 
       // relock after possible waits in allocation
       ret = trans.relock();
-      if (ret || path.l[level]!.node !== n || n.hashVal === 0) {
+      if (ret || path.uptodate !== UPTODATE || path.l[level]!.node !== n || n.hashVal === 0) {
         for (const m of news) this.engine.nodeFreeNew(trans, m);
         if (newRoot) this.engine.nodeFreeNew(trans, newRoot);
         return ret || countRestart(ERR.transaction_restart_split_race);
@@ -346,10 +346,11 @@ export class Interior {
       const rightNode = right ? sib : n;
 
       const m = await this.engine.nodeAllocNew(trans, btreeId, level);
+      // allocation may have waited (and dropped our locks): everything must still hold
       ret = trans.relock();
-      if (ret || n.hashVal === 0 || sib.hashVal === 0) {
+      if (ret || n.hashVal === 0 || sib.hashVal === 0 || path.uptodate !== UPTODATE || sibPath.uptodate !== UPTODATE) {
         this.engine.nodeFreeNew(trans, m);
-        return ret;
+        return ret || countRestart(ERR.transaction_restart_relock_path_intent);
       }
       for (const x of [left, rightNode, parent]) {
         ret = await nodeLockWrite(trans, x.lock);
@@ -362,7 +363,13 @@ export class Interior {
           return ret;
         }
       }
-      this.engine.nodeBuildFrom2(trans, m, left, rightNode);
+      try {
+        this.engine.nodeBuildFrom2(trans, m, left, rightNode);
+      } catch (e) {
+        for (const y of [parent, rightNode, left]) nodeUnlockWrite(trans, y.lock);
+        this.engine.nodeFreeNew(trans, m);
+        throw e;
+      }
       // ---- synchronous ----
       const upd = new BtreeUpdate(btreeId, 'merge');
       upd.newNodes.push(m);
@@ -462,15 +469,16 @@ export class Interior {
         // the root as of the group: the last new root it made
         let root: Node | null = null;
         for (const u of g.updates) if (u.newRoot) root = u.newRoot;
-        const seq = await this.engine.journalInteriorUpdates(g.btreeId, g.updates, root);
-        for (const u of g.updates) {
-          u.state = 'journaled';
-          if (u.parent) {
-            unblockWrites(u.parent);
-            // a parent written by this group holds the keys on disk already
-            if (u.parent.hashVal !== 0 && !u.parent.has(NodeFlag.dying) && !newNodes.includes(u.parent)) this.engine.nodeDirtied(u.parent, seq);
+        const seq = await this.engine.journalInteriorUpdates(g.btreeId, g.updates, root, (s) => {
+          for (const u of g.updates) {
+            u.state = 'journaled';
+            if (u.parent) {
+              unblockWrites(u.parent);
+              // a parent written by this group holds the keys on disk already
+              if (u.parent.hashVal !== 0 && !u.parent.has(NodeFlag.dying) && !newNodes.includes(u.parent)) this.engine.nodeDirtied(u.parent, s);
+            }
           }
-        }
+        });
         journaled();
         await this.engine.journal.waitDurable(seq);
         for (const u of g.updates) {

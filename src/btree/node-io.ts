@@ -183,9 +183,9 @@ export function nodeWritePrepare(keys: NodeKeys): NodeWrite | null {
   }
   const data = keys.data;
   const first = keys.writtenBytes === 0;
-  const hdrOff = keys.setHdr[s]!;
-  const start = keys.setStart[s]!;
-  const end = keys.setEnd[s]!;
+  const hdrOff = keys.setHdrOf(s);
+  const start = keys.setStartOf(s);
+  const end = keys.setEndOf(s);
   if (first !== (hdrOff === NODE_HDR_BYTES)) throw new Error(`write prepare: set at ${hdrOff} with ${keys.writtenBytes} bytes written`);
   const journalSeq = keys.unwrittenJournalSeqMax;
 

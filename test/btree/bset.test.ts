@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BkeyI, KEY_TYPES, bkeyExtent, bkeyValue, bkeyWhiteout } from '../../src/btree/bkey.js';
+import { BkeyI, KEY_TYPES, bkeyBtreePtr, bkeyExtent, bkeyValue, bkeyWhiteout } from '../../src/btree/bkey.js';
 import { NodeIter, NodeKeys, bsetDebug } from '../../src/btree/bset.js';
 import { nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
 import { BkeyFormat, formatFromKeys, formatFromRange } from '../../src/format/bkey-format.js';
@@ -92,8 +92,8 @@ function checkSearches(keys: NodeKeys, r: Prng, pool: Uint32Array[], n = 40): vo
     /* per-set lower bound against a linear walk */
     keys.prepareSearch(s, 0);
     for (let set = 0; set < keys.nsets; set++) {
-      let k = keys.setStart[set]!;
-      while (k < keys.setEnd[set]! && (strict ? keys.keyCmpPos(k, s, 0) <= 0 : keys.keyCmpPos(k, s, 0) < 0)) k = keys.keyNext(k);
+      let k = keys.setStartOf(set);
+      while (k < keys.setEndOf(set) && (strict ? keys.keyCmpPos(k, s, 0) <= 0 : keys.keyCmpPos(k, s, 0) < 0)) k = keys.keyNext(k);
       expect(keys.lowerBound(set, s, 0, strict)).toBe(k);
     }
   }
@@ -232,6 +232,22 @@ describe('NodeKeys#insertKey()', () => {
     expect(v.buffer).toBe(keys.data.buffer);
     expect(Array.from(v)).toEqual([5, 6, 7]);
     expect(keys.keyUnpack(it.peek()).value.buffer).not.toBe(keys.data.buffer);
+  });
+
+  it('decodes btree pointers in place', () => {
+    const keys = fresh(4096, { level: 1 });
+    const ptr = { bucket: 77, seq: 2 ** 52 - 5, level: 0, minKey: posOf(3, 4, 5) };
+    keys.insertKey(bkeyBtreePtr(posOf(9, 9), ptr, 2));
+    const it = new NodeIter();
+    it.init(keys, posOf(5, 0), 0);
+    const h = it.peek();
+    expect(keys.keyType(h)).toBe(KEY_TYPES.btree_ptr);
+    const out = { bucket: 0, seq: 0, level: 9, minKey: new Uint32Array(5), maxKey: new Uint32Array(5), btreeId: 0 };
+    expect(keys.keyBtreePtr(h, out)).toBe(out);
+    expect(out).toMatchObject({ bucket: 77, seq: ptr.seq, level: 0 });
+    expect(Array.from(out.minKey)).toEqual(Array.from(ptr.minKey));
+    expect(keys.keyBtreePtrSeq(h)).toBe(ptr.seq);
+    expect(keys.keyValueStart(h) + keys.keyValueBytes(h)).toBeLessThanOrEqual(keys.keyNext(h));
   });
 
   it('rejects keys outside the node range', () => {
@@ -440,6 +456,25 @@ describe('NodeKeys#compact() / sortInto() / liveKeysMedian()', () => {
       }
       const tiny = fresh(4096);
       if (keys.liveU64s * 8 > 4096) expect(keys.sortInto(tiny)).toBe(-1);
+    });
+  });
+
+  it('computeFormat packs every live key of a range', () => {
+    property('computeFormat', 6, (r) => {
+      const { keys, model } = filled(r);
+      const all = sortedModelKeys(model);
+      const a = all[r.int(all.length)]!, b = all[r.int(all.length)]!;
+      const [from, to] = a < b ? [a, b] : [b, a];
+      const f = keys.computeFormat(bigToPos(from), bigToPos(to), { versionMax: 1_000_000 });
+      const dst = fresh(65536, { min: bigToPos(from), max: bigToPos(to), format: f });
+      const n = keys.sortInto(dst, bigToPos(from), bigToPos(to));
+      expect(dst.unpackedKeys).toBe(0);
+      expect(dst.packedKeys).toBe(n);
+      /* a later key with a journal seq up to versionMax still packs */
+      if (n > 0) {
+        const p = bigToPos(from);
+        expect(dst.keyU64sPacked(bkeyValue(p, new Uint8Array(0), 1_000_000))).toBeLessThan(5);
+      }
     });
   });
 
