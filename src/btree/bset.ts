@@ -732,31 +732,28 @@ export class NodeKeys {
     if (n === 0) return endW;
     const full = f.posFullWords;
     const mask = f.posRemBits ? (0xffffffff << (32 - f.posRemBits)) >>> 0 : 0;
-    let k = start;
+    /* in-order walk of the implicit tree 1..n, handing out the heads in key order */
+    let i = 1;
+    while (2 * i <= n) i *= 2;
     gstart = -gbytes;
-    const nextHead = (): number => {
-      for (; k < end; k = this.keyNext(k)) {
-        if (k - gstart >= gbytes && d[k >>> 2]! & (1 << 27)) {
-          gstart = k;
-          const h = k;
-          k = this.keyNext(k);
-          return h;
-        }
-      }
-      throw new Error('aux: group count changed');
-    };
-    const fill = (i: number): void => {
-      if (i > n) return;
-      fill(2 * i);
-      const h = nextHead();
-      aux[eOff + i] = h;
-      const src = (h >>> 2) + 1;
+    for (let k = start; k < end; k = this.keyNext(k)) {
+      if (!(k - gstart >= gbytes && d[k >>> 2]! & (1 << 27))) continue;
+      gstart = k;
+      aux[eOff + i] = k;
+      const src = (k >>> 2) + 1;
       const dst = ePos + i * pw;
       for (let j = 0; j < full; j++) aux[dst + j] = d[src + j]!;
       if (mask) aux[dst + full] = d[src + full]! & mask;
-      fill(2 * i + 1);
-    };
-    fill(1);
+      /* in-order successor */
+      if (2 * i + 1 <= n) {
+        i = 2 * i + 1;
+        while (2 * i <= n) i *= 2;
+      } else {
+        while (i & 1) i >>>= 1;
+        i >>>= 1;
+      }
+    }
+    if (i !== 0) throw new Error('aux: group count changed');
     return endW;
   }
 
@@ -1110,6 +1107,30 @@ export class NodeKeys {
     const scratch = scratchWords(this.nodeSizeBytes);
     const d = this.d32;
     let out = 0; /* words */
+    if (nr === 1 && dstOff <= starts[0]!) {
+      /* one run, moving down: copy the stretches between whiteouts in place */
+      let o = dstOff;
+      let runStart = starts[0]!;
+      const end = ends[0]!;
+      let k = runStart;
+      while (k < end) {
+        const hdr = d[k >>> 2]!;
+        const next = k + ((hdr & 0xffff) << 3);
+        if (((hdr >>> 16) & 0xff) === KEY_TYPE.deleted) {
+          if (k > runStart) {
+            if (o !== runStart) this.data.copyWithin(o, runStart, k);
+            o += k - runStart;
+          }
+          runStart = next;
+        }
+        k = next;
+      }
+      if (end > runStart) {
+        if (o !== runStart) this.data.copyWithin(o, runStart, end);
+        o += end - runStart;
+      }
+      return o;
+    }
     if (nr === 1) {
       for (let k = starts[0]!, end = ends[0]!; k < end; ) {
         const hdr = d[k >>> 2]!;
@@ -1173,10 +1194,27 @@ export class NodeKeys {
     return c < 0 || (c === 0 && a > b);
   }
 
-  /** Merge the read-only sets into set 0 (after a write or a read). */
-  private mergeRoSets(): void {
+  /**
+   * Merge the read-only sets into set 0 (after a write or a read). Returns
+   * false if there was nothing to do (one set in place, no whiteouts).
+   */
+  private mergeRoSets(): boolean {
     const nro = this.hasWritable() ? this.nsets - 1 : this.nsets;
-    if (nro === 0) return;
+    if (nro === 0) return false;
+    if (nro === 1 && this.aux32[M.START]! === NODE_HDR_BYTES + BSET_HDR_BYTES) {
+      let whiteouts = false;
+      const d = this.d32;
+      for (let k = this.aux32[M.START]!, end = this.aux32[M.END]!; k < end; k += (d[k >>> 2]! & 0xffff) << 3) {
+        if (((d[k >>> 2]! >>> 16) & 0xff) === KEY_TYPE.deleted) {
+          whiteouts = true;
+          break;
+        }
+      }
+      if (!whiteouts) {
+        this.aux32[M.STATE] = SET_WRITTEN;
+        return false;
+      }
+    }
     const starts: number[] = [], ends: number[] = [];
     for (let s = 0; s < nro; s++) {
       starts.push(this.aux32[M.START + s]!);
@@ -1199,6 +1237,7 @@ export class NodeKeys {
       this.aux32[M.STATE + 1] = SET_WRITABLE;
       this.nsets = 2;
     }
+    return true;
   }
 
   /** Recompute the counts from the keys. */
@@ -1312,9 +1351,11 @@ export class NodeKeys {
         this.unwrittenJournalSeqMax = this.unwrittenJournalSeqMin = 0;
       }
     }
-    this.mergeRoSets();
-    this.rebuildAux();
-    this.recount();
+    /* the sealed set's tree was built at seal time: nothing to redo unless sets merged */
+    if (this.mergeRoSets()) {
+      this.rebuildAux();
+      this.recount();
+    }
     if (bsetDebug.checks) this.verify();
   }
 

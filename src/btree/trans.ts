@@ -164,8 +164,15 @@ export class BtreeTrans implements LockOwner, CacheTrans {
     for (let l = from; l < BTREE_MAX_DEPTH; l++) this.levelUnlock(path, l);
   }
 
+  /** This transaction holds the cache's cannibalize lock (released in unlockAll). */
+  holdsCannibalize = false;
+
   /** Drop every lock and forget every path (end of transaction, or restart). */
   unlockAll(): void {
+    if (this.holdsCannibalize) {
+      this.engine.cache.cannibalizeUnlock(this);
+      this.holdsCannibalize = false;
+    }
     for (const path of this.paths) {
       for (let l = 0; l < BTREE_MAX_DEPTH; l++) {
         const lv = path.l[l]!;
@@ -355,7 +362,19 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       } finally {
         this.traversing = null;
       }
-      if (typeof child === 'number') return child;
+      if (typeof child === 'number') {
+        if (child === ERR.transaction_restart_fill_mem_alloc_fail) {
+          // no node memory without cannibalizing: take the cannibalize lock
+          // (holding no node locks while waiting), then try again
+          this.unlock();
+          await this.engine.cache.cannibalizeLockWait(this);
+          this.holdsCannibalize = true;
+          const ret = this.relock();
+          if (ret) return ret;
+          return -1;
+        }
+        return child;
+      }
       const clv = path.l[childLevel]!;
       if (clv.held !== UNLOCKED) this.levelUnlock(path, childLevel);
       clv.node = child;
