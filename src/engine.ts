@@ -104,11 +104,13 @@ export const NODE_SIZE_BYTES_DEFAULT = 256 * 1024;
 export const BLOCK_SIZE_BYTES_DEFAULT = 4096;
 /** Writes of dirty nodes in flight at once (writeback, reclaim, flush). */
 export const WRITEBACK_INFLIGHT_MAX = 8;
-/** Background writeback starts when dirty nodes pass this fraction of the cache. */
+/** Background writeback starts when dirty nodes pass this fraction of the nodes the cache can hold. */
 export const WRITEBACK_DIRTY_NUM = 1;
 export const WRITEBACK_DIRTY_DEN = 4;
 /** Background writeback also runs on this period while anything is dirty. */
 export const WRITEBACK_PERIOD_MS = 1000;
+/** Journal seqs a rebuilt node's key format leaves room for before new keys are stored unpacked. */
+export const NODE_FORMAT_VERSION_HEADROOM = 1 << 24;
 /** Foreground merges of underfull siblings (interior.ts maybeMerge). Off: see the note in interior.ts. */
 export const MERGES_ENABLED = process.env.SIXTREE_MERGES === "1";
 
@@ -662,7 +664,9 @@ export class Engine {
 
   /** Fill new node dst with the live keys of src in [from, to], and hash it in. */
   nodeBuildFrom(trans: BtreeTrans, dst: Node, src: Node, from: Uint32Array, to: Uint32Array): void {
-    dst.keys.initEmpty({ btreeId: dst.btreeId, level: dst.level, minKey: from, maxKey: to, seq: randomNodeSeq() });
+    // a format fitted to the keys it will hold (and its range, so later inserts pack too)
+    const format = src.keys.computeFormat(from, to, { versionMax: this.journal.seq + NODE_FORMAT_VERSION_HEADROOM, positions: [from, to], ...(this.btrees[dst.btreeId]!.extents ? { sizeMax: 0xffffffff } : {}) });
+    dst.keys.initEmpty({ btreeId: dst.btreeId, level: dst.level, minKey: from, maxKey: to, seq: randomNodeSeq(), format });
     if (src.keys.sortInto(dst.keys, from, to) < 0) throw this.topologyError(src, 'keys do not fit in a new node');
     this.nodeInstallNew(trans, dst);
   }
@@ -725,7 +729,9 @@ export class Engine {
       if (n.keys.hasWritable()) n.keys.noteJournalSeq(seq);
       n.journalPin = this.journal.pinAdd(seq, n.journalPin ?? new JournalPin());
     }
-    if (this.cache.stats().dirty * WRITEBACK_DIRTY_DEN > this.cache.stats().nodes * WRITEBACK_DIRTY_NUM && !this.writebackRunning) {
+    // background writeback once dirty nodes fill a share of what the cache can hold
+    // (journal reclaim and the periodic pass take care of the rest)
+    if (!this.writebackRunning && this.cache.dirty * WRITEBACK_DIRTY_DEN > this.cache.usedMax * WRITEBACK_DIRTY_NUM) {
       queueMicrotask(() => this.writebackPass(false));
     }
   }
@@ -856,9 +862,13 @@ export class Engine {
     n.writeDone = null;
     // pin: keys that arrived during the write keep the node dirty
     if (n.has(NodeFlag.dirty)) {
+      // move the pin to the keys still unwritten: take the new pin before
+      // dropping the old one, or the window could pass them in between
       const min = n.keys.unwrittenJournalSeqMin;
-      if (n.journalPin) this.journal.pinDrop(n.journalPin);
-      if (min > 0) n.journalPin = this.journal.pinAdd(min, n.journalPin ?? new JournalPin());
+      const old = n.journalPin;
+      if (min > 0) n.journalPin = this.journal.pinAdd(min, new JournalPin());
+      else n.journalPin = null;
+      if (old) this.journal.pinDrop(old);
     } else if (n.journalPin) {
       this.journal.pinDrop(n.journalPin);
     }
