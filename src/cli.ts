@@ -127,7 +127,15 @@ process.stdout.on('error', (e: NodeJS.ErrnoException) => {
 
 async function out(text: string): Promise<void> {
   if (stdoutBroken || text.length === 0) return;
-  if (!process.stdout.write(text)) await new Promise<void>((resolve) => process.stdout.once('drain', resolve));
+  if (process.stdout.write(text)) return;
+  // wait for room, or for the reader to go away
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      for (const ev of ['drain', 'close', 'error'] as const) process.stdout.off(ev, done);
+      resolve();
+    };
+    for (const ev of ['drain', 'close', 'error'] as const) process.stdout.once(ev, done);
+  });
 }
 
 /**
@@ -376,7 +384,7 @@ function parse(name: string, c: Command, args: string[]): Parsed {
   try {
     r = parseArgs({ args, options: c.options, allowPositionals: true, strict: true });
   } catch (e) {
-    const msg = (e as Error).message.split('. ')[0]!.replace(/\s+/g, ' ');
+    const msg = (e as Error).message.split(/\.\s/)[0]!.replace(/\s+/g, ' ');
     throw new UsageError(msg.charAt(0).toLowerCase() + msg.slice(1), name);
   }
   const names = c.positionals;
@@ -401,6 +409,7 @@ const CLI_OPTION_NAMES: Array<[RegExp, string]> = [
   [/\b(?:opts\.)?blockSize\b/g, '--block-size'],
   [/\b(?:opts\.)?journalSize\b/g, '--journal-size'],
   [/\bopts\.size\b/g, '--size'],
+  [/\bopts\.createSizeBytes\b/g, '--size'],
   [/\bopts\.btrees(\[\d+\](\.name)?)?/g, '--btree'],
   [/\bpass size\b/g, 'pass --size'],
   [/\bforce: true\b/g, '--force'],

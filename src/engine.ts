@@ -111,8 +111,8 @@ export const WRITEBACK_DIRTY_DEN = 4;
 export const WRITEBACK_PERIOD_MS = 1000;
 /** Journal seqs a rebuilt node's key format leaves room for before new keys are stored unpacked. */
 export const NODE_FORMAT_VERSION_HEADROOM = 1 << 24;
-/** Foreground merges of underfull siblings (interior.ts maybeMerge). Off: see the note in interior.ts. */
-export const MERGES_ENABLED = process.env.SIXTREE_MERGES === "1";
+/** Foreground merges of underfull siblings (interior.ts maybeMerge); SIXTREE_MERGES=0 turns them off (debugging). */
+export const MERGES_ENABLED = process.env.SIXTREE_MERGES !== "0";
 
 export interface BtreeInfo {
   name: string;
@@ -209,7 +209,7 @@ export class Engine {
     nodeWrites: 0,
     nodeWriteErrors: 0,
     nodeWritesNew: 0,
-    compactionLockWaits: 0,
+    compactionsDeferred: 0,
     writebackPasses: 0,
     reclaimCalls: 0,
     merges: 0,
@@ -393,8 +393,7 @@ export class Engine {
       this.setRoot(id, n);
     }
 
-    // allocator: the tree on disk plus every pointer in the replay window
-    await this.markTreeBuckets();
+    // allocator: the tree as the replay window leaves it, plus every pointer in the window
     const replayKeys: Array<{ seq: number; btreeId: number; level: number; key: BkeyI; order: number }> = [];
     let order = 0;
     for (const e of jr.entries) {
@@ -411,6 +410,16 @@ export class Engine {
         }
       }
     }
+
+    const overlay: PtrOverlay = new Map();
+    for (const r of [...replayKeys].sort((a, b) => a.seq - b.seq || a.order - b.order)) {
+      if (r.level === 0) continue;
+      const k = `${r.btreeId}:${r.level}`;
+      let m = overlay.get(k);
+      if (!m) overlay.set(k, (m = new Map()));
+      m.set(wordsToText(r.key.p), r.key);
+    }
+    await this.markTreeBuckets(overlay);
 
     // journal writer
     const start = jr.entries.length || jr.newestSeq ? journalStartAfterRead(jr, plan.nextSeq, { replayPins: true }) : journalStartEmpty(plan.nextSeq, jr.nextWriteOffsetBytes);
@@ -476,6 +485,7 @@ export class Engine {
     btreeId: number,
     minLevel: number,
     visit: (n: Node | null, info: { bucket: number; level: number; ptr: Uint8Array; maxKey: Uint32Array; parentBucket: number }) => void,
+    overlay?: PtrOverlay,
   ): Promise<void> {
     const root = this.roots[btreeId]!;
     const rootNode = root.node!;
@@ -494,7 +504,7 @@ export class Engine {
       try {
         visit(n, { bucket, level: e.level, ptr: e.ptr, maxKey: e.maxKey, parentBucket: e.parentBucket });
         if (n.level === 0) continue;
-        const kids: typeof stack = [];
+        let kids: typeof stack = [];
         it.initStart(n.keys);
         for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
           if (n.keys.keyType(h) !== KEY_TYPE.btree_ptr) continue;
@@ -502,6 +512,10 @@ export class Engine {
           n.keys.keyPosTo(h, max, 0);
           kids.push({ ptr: n.keys.keyValue(h).slice(), level: n.level - 1, maxKey: max, parentBucket: n.bucket });
         }
+        // before replay the node on disk may be stale: the journal's pointer
+        // keys for this level and range win (bcachefs overlays journal keys)
+        const ov = overlay?.get(`${btreeId}:${n.level}`);
+        if (ov) kids = overlayKids(kids, ov, n);
         for (let i = kids.length - 1; i >= 0; i--) stack.push(kids[i]!);
       } finally {
         nodeUnlock(this.owner, n.lock, SixLockType.read);
@@ -520,8 +534,11 @@ export class Engine {
     return used;
   }
 
-  private async markTreeBuckets(): Promise<void> {
-    for (const b of await this.reachableBuckets()) this.markUsedQuiet(b);
+  /** Before replay: buckets of the tree as the journal window will leave it (pointer keys overlaid). */
+  private async markTreeBuckets(overlay: PtrOverlay): Promise<void> {
+    for (let id = 0; id < this.roots.length; id++) {
+      await this.walkTree(id, 1, (_n, info) => this.markUsedQuiet(info.bucket), overlay);
+    }
   }
 
   /** After replay: buckets marked only for stale pointers go back (pending frees stay). */
@@ -608,10 +625,15 @@ export class Engine {
     this.cache.setRootInfo(btreeId, n.level);
   }
 
-  rootJournalUpdate(btreeId: number, n: Node): void {
+  /** A root as the journal records it: pointer bytes and level. */
+  rootPtrOf(n: Node): { ptr: Uint8Array; level: number } {
+    return { ptr: ptrBytes(n.bucket, n.keys.seq, n.level, n.keys.minKey), level: n.level };
+  }
+
+  rootJournalUpdate(btreeId: number, r: { ptr: Uint8Array; level: number }): void {
     const root = this.roots[btreeId]!;
-    root.journalPtr = ptrBytes(n.bucket, n.hashVal, n.level, n.keys.minKey);
-    root.journalLevel = n.level;
+    root.journalPtr = r.ptr;
+    root.journalLevel = r.level;
   }
 
   /* ================================================================ nodes */
@@ -849,13 +871,22 @@ export class Engine {
     }
     this.writeSlotRelease();
     // the written sets are merged in memory (keys move): only under the
-    // node's write lock, so no reader holds handles into it
-    await this.nodeLockForCompaction(n);
-    try {
-      nodeWriteDone(n.keys);
-    } finally {
-      nodeUnlock(this.owner, n.lock, SixLockType.write);
-      nodeUnlock(this.owner, n.lock, SixLockType.intent);
+    // node's write lock, so no reader holds handles into it. A completion
+    // never waits for locks (whoever holds the node may be waiting for this
+    // write): if the lock is busy the merge is left to the next writer of
+    // the node (just_written, see nodeCompactPending).
+    if (this.nodeTryLockForCompaction(n)) {
+      try {
+        nodeWriteDone(n.keys);
+        n.clear(NodeFlag.just_written);
+      } finally {
+        nodeUnlock(this.owner, n.lock, SixLockType.write);
+        nodeUnlock(this.owner, n.lock, SixLockType.intent);
+      }
+    } else {
+      n.keys.writeDoneDeferred();
+      n.set(NodeFlag.just_written);
+      this.counters.compactionsDeferred++;
     }
     n.clear(NodeFlag.write_in_flight);
     n.clear(NodeFlag.will_make_reachable);
@@ -874,27 +905,19 @@ export class Engine {
     }
   }
 
-  /**
-   * Intent + write on n for the engine's owner, by trylock only (a write
-   * completion must never wait in the lock graph: whoever holds n may be
-   * waiting for this write); retried on a short timer.
-   */
-  private nodeLockForCompaction(n: Node): Promise<void> {
-    const tryNow = (): boolean => {
-      if (!nodeTryLock(this.owner, n.lock, SixLockType.intent)) return false;
-      if (nodeTryLock(this.owner, n.lock, SixLockType.write)) return true;
-      nodeUnlock(this.owner, n.lock, SixLockType.intent);
-      return false;
-    };
-    if (tryNow()) return Promise.resolve();
-    this.counters.compactionLockWaits++;
-    return new Promise((resolve) => {
-      const retry = () => {
-        if (tryNow()) resolve();
-        else setTimeout(retry, 1);
-      };
-      setTimeout(retry, 0);
-    });
+  /** Intent + write on n for the engine's owner, now or not at all. */
+  private nodeTryLockForCompaction(n: Node): boolean {
+    if (!nodeTryLock(this.owner, n.lock, SixLockType.intent)) return false;
+    if (nodeTryLock(this.owner, n.lock, SixLockType.write)) return true;
+    nodeUnlock(this.owner, n.lock, SixLockType.intent);
+    return false;
+  }
+
+  /** A writer holding n's write lock finishes a deferred post-write merge first. */
+  nodeCompactPending(n: Node): void {
+    if (!n.has(NodeFlag.just_written) || n.has(NodeFlag.write_in_flight)) return;
+    n.keys.compactWritten();
+    n.clear(NodeFlag.just_written);
   }
 
   private writeSlot(): Promise<void> {
@@ -950,13 +973,28 @@ export class Engine {
 
   /* ================================================================ journal glue */
 
-  journalTryReserve(keyBytes: number, _nrKeys: number): JournalRes | null {
-    this.checkUsable();
-    return this.journal.tryReserve(jsetEntryBytes(keyBytes));
+  /** Journal bytes a commit's keys take: one btree_keys sub-entry per run of (btree, level), as journalAddKeys writes them. */
+  journalKeysBytes(updates: readonly Update[]): number {
+    let total = 0;
+    let i = 0;
+    while (i < updates.length) {
+      let j = i;
+      let bytes = 0;
+      while (j < updates.length && updates[j]!.btreeId === updates[i]!.btreeId && updates[j]!.level === updates[i]!.level) bytes += bkeyEncodedBytes(updates[j++]!.key);
+      total += jsetEntryBytes(bytes);
+      i = j;
+    }
+    return total;
   }
 
-  async journalReserveWait(keyBytes: number, _nrKeys: number): Promise<void> {
-    const res = await this.journal.reserve(jsetEntryBytes(keyBytes));
+  /** Reserve `bytes` (journalKeysBytes) in the open journal entry, or null if that would wait. */
+  journalTryReserve(bytes: number, _nrKeys: number): JournalRes | null {
+    this.checkUsable();
+    return this.journal.tryReserve(bytes);
+  }
+
+  async journalReserveWait(bytes: number, _nrKeys: number): Promise<void> {
+    const res = await this.journal.reserve(bytes);
     // we only waited for room; give it back (the commit retries and reserves again)
     this.journal.release(res);
   }
@@ -987,7 +1025,7 @@ export class Engine {
   }
 
   /** Journal an update group's pointer keys, in order, and its root; returns the entry's seq. */
-  async journalInteriorUpdates(btreeId: number, updates: readonly BtreeUpdate[], newRoot: Node | null, beforeRelease: (seq: number) => void): Promise<number> {
+  async journalInteriorUpdates(btreeId: number, updates: readonly BtreeUpdate[], newRoot: { ptr: Uint8Array; level: number } | null, beforeRelease: (seq: number) => void): Promise<number> {
     if (newRoot) this.rootJournalUpdate(btreeId, newRoot);
     let bytes = 0;
     for (const u of updates) {
@@ -1064,7 +1102,17 @@ export class Engine {
     if (this.mergeQueue.length && !this.mergeRunning) void this.runMerges();
   }
 
+  /** Check (btreeId, level, pos) for a merge soon (after interior updates: the parent level). */
+  queueMerge(btreeId: number, level: number, pos: Uint32Array): void {
+    if (!MERGES_ENABLED || level >= BTREE_MAX_DEPTH) return;
+    const p = new Uint32Array(BPOS_WORDS);
+    wordsCopy(p, 0, pos, 0);
+    this.mergeQueue.push({ btreeId, level, pos: p });
+    if (!this.mergeRunning) queueMicrotask(() => void this.runMerges());
+  }
+
   private async runMerges(): Promise<void> {
+    if (this.mergeRunning) return;
     this.mergeRunning = true;
     try {
       while (this.mergeQueue.length && !this.closed) {
@@ -1072,8 +1120,9 @@ export class Engine {
         try {
           await this.runInternal((bt) => this.interior.maybeMerge(bt, m.btreeId, m.level, m.pos));
           this.counters.merges++;
-        } catch {
+        } catch (e) {
           this.counters.mergeErrors++;
+          if (process.env.SIXTREE_DEBUG) console.error('sixtree: merge failed:', e);
         }
       }
     } finally {
@@ -1456,6 +1505,26 @@ export class Engine {
     });
     return out.toString();
   }
+}
+
+/** Journal pointer keys by (btree:level), then by position text: the last one in seq order. */
+type PtrOverlay = Map<string, Map<string, BkeyI>>;
+
+/** Children of n with the journal's pointer keys in n's range applied (insert, replace, delete). */
+function overlayKids<T extends { ptr: Uint8Array; level: number; maxKey: Uint32Array; parentBucket: number }>(kids: T[], ov: Map<string, BkeyI>, n: Node): T[] {
+  const byPos = new Map<string, T | null>();
+  for (const k of kids) byPos.set(wordsToText(k.maxKey), k);
+  for (const [pk, key] of ov) {
+    if (wordsCmp(key.p, 0, n.keys.minKey, 0) < 0 || wordsCmp(key.p, 0, n.keys.maxKey, 0) > 0) continue;
+    if (key.type === KEY_TYPE.btree_ptr) {
+      const max = new Uint32Array(BPOS_WORDS);
+      wordsCopy(max, 0, key.p, 0);
+      byPos.set(pk, { ptr: key.value.slice(), level: n.level - 1, maxKey: max, parentBucket: n.bucket } as T);
+    } else byPos.set(pk, null);
+  }
+  const out = [...byPos.values()].filter((k): k is T => k !== null);
+  out.sort((a, b) => wordsCmp(a.maxKey, 0, b.maxKey, 0));
+  return out;
 }
 
 function cmpX(a: XPos, b: XPos): number {

@@ -1339,10 +1339,25 @@ export class NodeKeys {
   }
 
   writeDone(): void {
+    this.writeDoneDeferred();
+    this.compactWritten();
+  }
+
+  /**
+   * The write finished; keys stay where they are. For a write completion that
+   * cannot take the node's write lock (readers may hold handles into it):
+   * compactWritten() finishes the job later, under the write lock.
+   */
+  writeDoneDeferred(): void {
     if (!this.writeInFlight) throw new Error('write done: no write in flight');
     this.writtenBytes = this.inFlightEnd;
     this.writeInFlight = false;
     for (let s = 0; s < this.nsets; s++) if (this.aux32[M.STATE + s] === SET_SEALED) this.aux32[M.STATE + s] = SET_WRITTEN;
+  }
+
+  /** After writeDoneDeferred: merge the written sets in memory (keys move; the caller holds the write lock). */
+  compactWritten(): void {
+    if (this.writeInFlight) return;
     /* An empty writable set started during the write keeps its place only if it has keys. */
     if (this.hasWritable()) {
       const s = this.nsets - 1;

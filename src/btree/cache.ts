@@ -834,7 +834,7 @@ export class BtreeCache {
       } else if (this.nodeReclaim(b, owner, true) === 0) {
         freed++;
         this.counters[C.evictions]!++;
-        this.hashRemove(b);
+        if (b.hashVal !== 0) this.hashRemove(b); // unhashed: an old node an interior update replaced
         if (toFreeable) listMoveHead(b, this.freeable, this);
         else this.nodeDataFree(b);
         this.reclaimUnlock(b, owner);
@@ -1103,7 +1103,7 @@ export class BtreeCache {
     }
     this.counters[C.cannibalized]!++;
     b.clear(NodeFlag.just_written);
-    this.hashRemove(b);
+    if (b.hashVal !== 0) this.hashRemove(b); // unhashed: an old node an interior update replaced
     this.live.remove(b);
     return this.nodeMemAllocDone(b);
   }
@@ -1534,7 +1534,7 @@ export class BtreeCache {
         return this.refuse(blocked, true);
       }
       this.counters[C.evictions]!++;
-      this.hashRemove(b);
+      if (b.hashVal !== 0) this.hashRemove(b); // unhashed: an old node an interior update replaced
       this.nodeDataFree(b);
       this.reclaimUnlock(b, owner);
       return 0;

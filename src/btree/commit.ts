@@ -223,8 +223,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     const journal = extra ? extra.journal : true;
     let res: JournalRes | null = null;
     if (journal) {
-      let bytes = 0;
-      for (const u of updates) bytes += bkeyEncodedBytes(u.key);
+      const bytes = engine.journalKeysBytes(updates);
       res = engine.journalTryReserve(bytes, updates.length);
       if (!res) {
         for (const n of leaves) nodeUnlockWrite(trans, n.lock);
@@ -236,22 +235,31 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
       }
     }
 
-    // 7. apply: no await from here to the unlock
+    // 7. apply: no await from here to the unlock. The keys go into the
+    // journal entry first: if that fails, no node has changed.
     const seq = res ? res.seq : extra!.pinSeq!;
+    for (const u of updates) u.key.version = seq;
+    if (res) {
+      try {
+        engine.journalAddKeys(res, updates);
+      } catch (e) {
+        engine.journalRelease(res);
+        for (const n of leaves) nodeUnlockWrite(trans, n.lock);
+        throw e;
+      }
+    }
+    // a post-write merge left pending (the writer could not lock) happens now, under our write locks
+    for (const n of leaves) engine.nodeCompactPending(n);
     const shrunk: Node[] = [];
     for (const u of updates) {
       const n = u.path!.l[u.level]!.node!;
-      u.key.version = seq;
       if (!n.keys.insertKey(u.key)) {
         throw new SixtreeError('ERR_TOPOLOGY', `internal: key did not fit in btree ${engine.btrees[u.btreeId]!.name} level ${u.level} after the space check`);
       }
       engine.nodeDirtied(n, seq);
       if (u.key.type === KEY_TYPE.deleted && !shrunk.includes(n)) shrunk.push(n);
     }
-    if (res) {
-      engine.journalAddKeys(res, updates);
-      engine.journalRelease(res);
-    }
+    if (res) engine.journalRelease(res);
     for (const n of leaves) {
       nodeUnlockWrite(trans, n.lock);
       trans.nodeModified(n);

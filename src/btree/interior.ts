@@ -344,6 +344,9 @@ export class Interior {
       if (n.keys.liveU64s + sib.keys.liveU64s > threshold - nodeU64s / MERGE_HYSTERESIS_DEN) return 0;
       const left = right ? n : sib;
       const rightNode = right ? sib : n;
+      // the parent takes a whiteout and a pointer; a merge is best effort: skip it when the parent is full
+      const wo0 = bkeyWhiteout(copyWords(left.keys.maxKey));
+      if (parent.keys.u64sRemaining() < parent.keys.keyU64sPacked(wo0) + 2 * this.engine.ptrKeyU64s) return 0;
 
       const m = await this.engine.nodeAllocNew(trans, btreeId, level);
       // allocation may have waited (and dropped our locks): everything must still hold
@@ -395,6 +398,8 @@ export class Interior {
       this.engine.nodeFreeOld(rightNode);
       this.counters.merges++;
       this.complete(trans, upd);
+      // the parent lost a child: it may be underfull now, or a root with one child
+      this.engine.queueMerge(btreeId, level + 1, parent.keys.minKey);
       return 0;
     } finally {
       // the interior lock stays with the transact() call (TxCtx.finish releases it)
@@ -457,6 +462,11 @@ export class Interior {
     for (const n of deadNew) n.clear(NodeFlag.will_make_reachable);
     const prev = this.chain[g.btreeId]!;
     const sealed = newNodes.map((n) => this.engine.nodeWriteSealed(n, prev));
+    // the root as of the group (the last new root it made), captured now:
+    // by the time the group journals, the Node object may hold another node
+    let root: Node | null = null;
+    for (const u of g.updates) if (u.newRoot) root = u.newRoot;
+    const rootPtr = root ? this.engine.rootPtrOf(root) : null;
     lock.release();
 
     let journaled!: () => void;
@@ -466,10 +476,7 @@ export class Interior {
         await prev;
         await Promise.all(sealed);
         if (this.failed) throw this.failed;
-        // the root as of the group: the last new root it made
-        let root: Node | null = null;
-        for (const u of g.updates) if (u.newRoot) root = u.newRoot;
-        const seq = await this.engine.journalInteriorUpdates(g.btreeId, g.updates, root, (s) => {
+        const seq = await this.engine.journalInteriorUpdates(g.btreeId, g.updates, rootPtr, (s) => {
           for (const u of g.updates) {
             u.state = 'journaled';
             if (u.parent) {
