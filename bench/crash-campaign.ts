@@ -429,6 +429,8 @@ interface CrashPoint {
   index: number;
   reason: string;
   pending: number;
+  /** The unflushed writes, in order: where they went (journal or bucket) and how long. */
+  pendingText?: string;
   acked: Set<number>;
   images: Array<{ variant: string; img: Uint8Array }>;
 }
@@ -449,6 +451,7 @@ class Run {
   private roundAcked = new Set<number>();
   private roundActive = false;
   private fd!: FaultDevice;
+  private layout: { journalOffsetBytes: number; journalBytes: number; bucketOffsetBytes: number; nodeBytes: number } | null = null;
 
   constructor(o: CrashCheckOpts) {
     this.s = settingsOf(o);
@@ -491,8 +494,8 @@ class Run {
     return { ref, value };
   }
 
-  /** Existing key of a random inode, else a random offset. */
-  private someKvOffset(inode: number): number {
+  /** A random offset of the kv key space (about half of them hold a key once the store has filled). */
+  private someKvOffset(): number {
     return this.plan.int(this.s.kvSpace);
   }
 
@@ -505,9 +508,9 @@ class Run {
     const r = this.plan;
     const x = only === 'kv' ? r.int(75) : only === 'ext' ? r.range(75, 99) : r.int(100);
     const inode = KV_RANDOM_INODES[r.int(KV_RANDOM_INODES.length)]!;
-    if (x < 50) this.addPut(t, keys, inode, this.someKvOffset(inode));
+    if (x < 50) this.addPut(t, keys, inode, this.someKvOffset());
     else if (x < 65) {
-      const offset = this.someKvOffset(inode);
+      const offset = this.someKvOffset();
       if (keys.takeKv(t.id, inode, offset)) t.ops.push({ kind: 'del', inode, offset });
     } else if (x < 75) {
       const offset = r.int(this.s.kvSpace);
@@ -537,7 +540,7 @@ class Run {
     const t: TxnPlan = { id, round, shape, ops: [], counter: false };
     if (shape === 'single') {
       const inode = KV_RANDOM_INODES[r.int(KV_RANDOM_INODES.length)]!;
-      const offset = this.someKvOffset(inode);
+      const offset = this.someKvOffset();
       if (r.bool(0.75)) this.addPut(t, keys, inode, offset);
       else if (keys.takeKv(t.id, inode, offset)) t.ops.push({ kind: 'del', inode, offset });
     } else if (shape === 'multi') {
@@ -553,7 +556,7 @@ class Run {
       const inode = KV_RANDOM_INODES[r.int(KV_RANDOM_INODES.length)]!;
       for (let i = 0; i < n; i++) {
         if (appends) this.addPut(t, keys, KV_APPEND_INODE, this.appendNext++);
-        else this.addPut(t, keys, inode, this.someKvOffset(inode));
+        else this.addPut(t, keys, inode, this.someKvOffset());
       }
     } else {
       const n = r.range(0, 3);
@@ -607,13 +610,19 @@ class Run {
     const submit = fd.submit.bind(fd);
     const flush = fd.flush.bind(fd);
     const writeSync = fd.writeSync.bind(fd);
+    // A real device completes I/O from the event loop, not from a microtask:
+    // give timers and other transactions their turn (group commit, write
+    // completions racing with commits), as a disk would.
+    const later = (): Promise<void> => new Promise((r) => setImmediate(r));
     fd.write = async (buf, off) => {
       await write(buf, off);
       this.maybeCrashPoint('write');
+      if (this.pick.bool(0.5)) await later();
     };
     fd.submit = async (ops) => {
       await submit(ops);
       if (ops.some((o) => o.op === 'write')) this.maybeCrashPoint('submit');
+      await later();
     };
     fd.writeSync = (buf, off) => {
       writeSync(buf, off);
@@ -621,6 +630,7 @@ class Run {
     };
     fd.flush = async () => {
       this.maybeCrashPoint('before-flush');
+      await later();
       await flush();
       this.maybeCrashPoint('after-flush');
     };
@@ -653,13 +663,30 @@ class Run {
       const keep = 512 * r.int(len / 512);
       images.push({ variant: `unflushed prefix 0..${t - 1} of ${n}, write ${t} (${len} B at ${list[t]!.offsetBytes}) torn after ${keep} B`, img: fd.crashImage({ include: (i) => i < t, torn: { index: t, keepBytes: keep } }) });
     }
-    this.points.push({ index: this.result.crashPoints++, reason, pending: n, acked: new Set(this.roundAcked), images });
+    this.points.push({ index: this.result.crashPoints++, reason, pending: n, pendingText: this.pendingText(), acked: new Set(this.roundAcked), images });
+  }
+
+  /** "[i] journal +off len" / "[i] bucket b +off len" for each unflushed write. */
+  private pendingText(): string {
+    const layout = this.layout;
+    return this.fd
+      .pendingList()
+      .map((w, i) => {
+        if (!layout) return `[${i}] ${w.lengthBytes} B at ${w.offsetBytes}`;
+        if (w.offsetBytes >= layout.journalOffsetBytes && w.offsetBytes < layout.journalOffsetBytes + layout.journalBytes) return `[${i}] journal +${w.offsetBytes - layout.journalOffsetBytes} ${w.lengthBytes} B`;
+        if (w.offsetBytes >= layout.bucketOffsetBytes) {
+          const rel = w.offsetBytes - layout.bucketOffsetBytes;
+          return `[${i}] bucket ${Math.floor(rel / layout.nodeBytes)} +${rel % layout.nodeBytes} ${w.lengthBytes} B`;
+        }
+        return `[${i}] superblock area ${w.offsetBytes} ${w.lengthBytes} B`;
+      })
+      .join(', ');
   }
 
   /* ---------------------------------------------------------------- checking */
 
   private failure(round: number, p: CrashPoint, variant: string, message: string, img: Uint8Array | null): void {
-    const f: CrashFailure = { seed: this.s.seed, round, crashPoint: p.index, reason: p.reason, variant, message };
+    const f: CrashFailure = { seed: this.s.seed, round, crashPoint: p.index, reason: p.reason, variant, message: p.pendingText ? `${message}\n  unflushed writes at the crash point: ${p.pendingText}` : message };
     if (img && this.s.dumpDir) {
       mkdirSync(this.s.dumpDir, { recursive: true });
       f.imagePath = path.join(this.s.dumpDir, `sixtree-crash-seed${this.s.seed}-round${round}-point${p.index}-${this.result.images}.img`);
@@ -789,6 +816,7 @@ class Run {
     this.hookDevice(this.fd);
     let store = await Store.openDevice(this.fd, { cacheSize: s.cacheBytes });
     this.valueBytesLimit = store.maxValueSize;
+    this.layout = store.engine.layout;
     try {
       for (let round = 0; round < s.rounds && this.result.failures.length < s.maxFailures; round++) {
         const base = this.model;
@@ -855,15 +883,23 @@ class Run {
       this.result.keys = this.model.kv.size;
       // a clean close must keep everything too
       if (this.result.failures.length < s.maxFailures) {
-        await store.close();
+        try {
+          await withTimeout(store.close(), s.imageTimeoutMs, 'close of the live store');
+        } catch (e) {
+          const p: CrashPoint = { index: this.result.crashPoints, reason: 'clean close', pending: 0, acked: new Set(), images: [] };
+          this.failure(this.result.rounds, p, 'live store', `close() of the live store failed: ${errText(e)}`, null);
+          throw new CloseFailed();
+        }
         const cleanImg = mem.image();
         const p: CrashPoint = { index: this.result.crashPoints, reason: 'clean close', pending: 0, acked: new Set(), images: [] };
         const m = await this.checkClean(cleanImg);
         this.result.images++;
         if (m) this.failure(this.result.rounds, p, 'after close', m, cleanImg);
       }
+    } catch (e) {
+      if (!(e instanceof CloseFailed)) throw e;
     } finally {
-      await withTimeout(store.close(), s.imageTimeoutMs, 'close of the live store').catch((e) => s.log(`close of the live store: ${errText(e)}`));
+      await withTimeout(store.close(), s.imageTimeoutMs, 'close of the live store').catch(() => {});
       store = null as unknown as Store;
     }
     this.result.ms = performance.now() - t0;
@@ -889,6 +925,9 @@ class Run {
     }
   }
 }
+
+/** close() of the live store failed (already recorded as a failure). */
+class CloseFailed extends Error {}
 
 /* ------------------------------------------------------------------ reading and comparing */
 
@@ -1077,8 +1116,9 @@ export function planText(t: TxnPlan): string {
 }
 
 function errText(e: unknown): string {
-  if (e instanceof SixtreeError) return `${e.code}: ${e.message}`;
-  if (e instanceof Error) return `${e.name}: ${e.message}${e.stack ? `\n      ${e.stack.split('\n').slice(1, 6).join('\n      ')}` : ''}`;
+  const stack = (x: Error): string => (x.stack ? `\n      ${x.stack.split('\n').slice(1, 7).join('\n      ')}` : '');
+  if (e instanceof SixtreeError) return `${e.code}: ${e.message}${e.code === 'ERR_INVALID_ARG' || e.code === 'ERR_TOPOLOGY' ? stack(e) : ''}`;
+  if (e instanceof Error) return `${e.name}: ${e.message}${stack(e)}`;
   return String(e);
 }
 
@@ -1115,13 +1155,14 @@ async function main(): Promise<void> {
       rounds: { type: 'string', default: '150' },
       dump: { type: 'string' },
       'separate-btrees': { type: 'boolean', default: false },
+      block: { type: 'string' },
       quiet: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(
-      'usage: node dist/bench/crash-campaign.js --count N [--seed S] [--rounds R] [--dump DIR] [--separate-btrees] [--quiet]\n' +
+      'usage: node dist/bench/crash-campaign.js --count N [--seed S] [--rounds R] [--block BYTES] [--dump DIR] [--separate-btrees] [--quiet]\n' +
         '  N runs with seeds S, S+1, ... (default S: random); exits 1 if any crash image breaks the invariant.\n' +
         '  --dump DIR: write failing crash images there; --separate-btrees: no transaction writes both kv and ext.\n',
     );
@@ -1158,6 +1199,7 @@ async function main(): Promise<void> {
       cacheBytes: [192 << 10, 512 << 10, 2 << 20][r.int(3)]!,
       kvSpace: r.range(1000, 8000),
       extSpace: 8000,
+      ...(values.block !== undefined ? { blockBytes: Number(values.block) } : {}),
       valueBytesMax: r.range(64, 400),
       reopenWriteProbability: 0.15,
       mixBtrees: !values['separate-btrees'],

@@ -206,10 +206,12 @@ export class Engine {
     keysCommitted: 0,
     traverses: 0,
     commitWriteLockWaits: 0,
+    commitRoomLost: 0,
     nodeWrites: 0,
     nodeWriteErrors: 0,
     nodeWritesNew: 0,
     compactionsDeferred: 0,
+    journalPreflushes: 0,
     writebackPasses: 0,
     reclaimCalls: 0,
     merges: 0,
@@ -221,6 +223,8 @@ export class Engine {
   readonly restartReasons = new Map<number, number>();
 
   private writesInFlight = 0;
+  /** A node write completed since the last device flush (see journalDevice). */
+  nodeWritesUnflushed = false;
   /** Node writes that failed: retried (same bytes) by the next write of the node. */
   private readonly pendingWrites = new Map<Node, NodeWrite>();
   private writeSlotWaiters: Array<() => void> = [];
@@ -427,7 +431,7 @@ export class Engine {
       this.sb = { ...this.sb, blacklist: this.blacklist.toArray() };
       await writeSuperblock(this.dev, this.sb);
     }
-    this.journal = new Journal(this.dev, this.layout, {
+    this.journal = new Journal(this.journalDevice(), this.layout, {
       uuid: sb.uuid,
       nrBtrees: sb.btrees.length,
       getRoots: () => this.roots.map((r, id) => ({ btreeId: id, level: r.journalLevel, ptr: r.journalPtr })),
@@ -454,6 +458,35 @@ export class Engine {
       this.writebackTimer.unref();
     }
     this.stopMemoryWatch = this.cache.memoryWatchStart();
+  }
+
+  /**
+   * The device as the journal sees it: a journal write that follows node
+   * writes not yet flushed is preceded by a flush (bcachefs REQ_PREFLUSH), so
+   * an entry that makes new nodes reachable, or moves last_seq past keys that
+   * only written nodes hold, never reaches the disk before those nodes.
+   */
+  private journalDevice(): Device {
+    const dev = this.dev;
+    const engine = this;
+    return Object.create(dev, {
+      write: {
+        value: async (buf: Uint8Array, off: number) => {
+          if (engine.nodeWritesUnflushed) {
+            engine.nodeWritesUnflushed = false;
+            engine.counters.journalPreflushes++;
+            await dev.flush();
+          }
+          return dev.write(buf, off);
+        },
+      },
+      flush: {
+        value: () => {
+          engine.nodeWritesUnflushed = false;
+          return dev.flush();
+        },
+      },
+    }) as Device;
   }
 
   private markUsedQuiet(b: number): void {
@@ -565,7 +598,7 @@ export class Engine {
       const updates: Update[] = [];
       for (const g of group) {
         const root = this.roots[g.btreeId]!.node!;
-        if (g.level >= root.level + (g.level > 0 ? 0 : 1)) continue; // the tree no longer has that level
+        if (g.level > root.level) continue; // pointer keys of a level the tree no longer has (the root collapsed since)
         if (g.level > 0 && g.key.type === KEY_TYPE.btree_ptr) {
           // a pointer replayed into a level whose nodes we are about to read: keep the child unread
         }
@@ -858,6 +891,7 @@ export class Engine {
     try {
       if (w.journalSeq > this.journal.durableSeq) await this.journal.waitDurable(w.journalSeq);
       await this.dev.write(w.bytes, bucketToOffset(this.layout, n.bucket) + w.offsetBytes);
+      this.nodeWritesUnflushed = true;
       this.counters.nodeWrites++;
     } catch (e) {
       this.counters.nodeWriteErrors++;

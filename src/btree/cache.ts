@@ -1484,9 +1484,16 @@ export class BtreeCache {
     this.prefetchInFlight++;
     const read = this.nodeReadStart(b, ptr);
     this.reclaimUnlock(b, owner);
-    void read.then(() => {
-      this.prefetchInFlight--;
-    });
+    // a failed read-ahead only leaves the node out of the cache (read_error): whoever
+    // needs it reads it again and gets the error then
+    void read.then(
+      () => {
+        this.prefetchInFlight--;
+      },
+      () => {
+        this.prefetchInFlight--;
+      },
+    );
     return 0;
   }
 

@@ -212,6 +212,19 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
       }
     }
 
+    // the space check ran before the write locks: a writeback may have sealed
+    // a leaf's bset since (less room). Check again now that nothing can change.
+    let roomLost = false;
+    for (const n of leaves) {
+      engine.nodeCompactPending(n);
+      if (need.get(n)! > n.keys.u64sRemaining()) roomLost = true;
+    }
+    if (roomLost) {
+      for (const n of leaves) nodeUnlockWrite(trans, n.lock);
+      engine.counters.commitRoomLost++;
+      continue round;
+    }
+
     // 5. re-validate what we read
     let ret = trans.relock();
     if (ret) {
@@ -254,6 +267,9 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     for (const u of updates) {
       const n = u.path!.l[u.level]!.node!;
       if (!n.keys.insertKey(u.key)) {
+        // cannot happen (room checked under the write locks); never leave them held
+        for (const l of leaves) nodeUnlockWrite(trans, l.lock);
+        if (res) engine.journalRelease(res);
         throw new SixtreeError('ERR_TOPOLOGY', `internal: key did not fit in btree ${engine.btrees[u.btreeId]!.name} level ${u.level} after the space check`);
       }
       engine.nodeDirtied(n, seq);

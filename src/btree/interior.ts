@@ -460,6 +460,14 @@ export class Interior {
     }
     // created and replaced within the group: never written
     for (const n of deadNew) n.clear(NodeFlag.will_make_reachable);
+    // keys committed into the new nodes since the update pinned their journal
+    // entries on those nodes; the nodes become reachable only with the group's
+    // entry, so the group holds those pins until that entry is durable
+    const last = g.updates[g.updates.length - 1]!;
+    for (const n of [...newNodes, ...deadNew]) {
+      if (n.journalPin?.active) last.pins.push(n.journalPin);
+      n.journalPin = null;
+    }
     const prev = this.chain[g.btreeId]!;
     const sealed = newNodes.map((n) => this.engine.nodeWriteSealed(n, prev));
     // the root as of the group (the last new root it made), captured now:
