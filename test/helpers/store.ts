@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Store } from '../../src/index.js';
+import { Prng } from '../format/prng.js';
 
 export interface TmpStoreOpts {
   btrees?: Array<{ name: string; extents?: boolean }>;
@@ -68,16 +69,10 @@ export async function tmpStore(opts: TmpStoreOpts = {}): Promise<TmpStore> {
   return t;
 }
 
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
+/** Deterministic PRNG (the shared mulberry32 of test/format/prng.ts) as a [0, 1) function, so failures reproduce. */
 export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const p = new Prng(seed);
+  return () => p.u32() / 0x1_0000_0000;
 }
 
 export function u64le(n: number | bigint): Uint8Array {

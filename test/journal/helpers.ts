@@ -21,32 +21,9 @@ import { Journal, type JournalOptions, type JournalRes } from '../../src/journal
 import { readJournal, type JournalReadResult } from '../../src/journal/read.js';
 import { computeLayout, type Layout } from '../../src/layout.js';
 
-export class Prng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0 || 0x9e3779b9;
-  }
-  u32(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  }
-  int(n: number): number {
-    return Math.floor((this.u32() / 0x1_0000_0000) * n);
-  }
-  range(lo: number, hi: number): number {
-    return lo + this.int(hi - lo + 1);
-  }
-  bool(p = 0.5): boolean {
-    return this.u32() / 0x1_0000_0000 < p;
-  }
-  bytes(n: number): Uint8Array {
-    const b = new Uint8Array(n);
-    for (let i = 0; i < n; i++) b[i] = this.u32() & 0xff;
-    return b;
-  }
-}
+/** The shared seeded PRNG (mulberry32). */
+import { Prng } from '../format/prng.js';
+export { Prng };
 
 export interface LogOp {
   op: 'write' | 'flush' | 'read';
