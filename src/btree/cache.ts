@@ -192,6 +192,7 @@ export const CACHE_COUNTERS = [
   ['reclaimWrites', 'node writes started by flush reclaim (cannibalize, nodeEvict)'],
   ['writeErrors', 'node writes started by the cache that failed'],
   ['memAllocFail', 'node allocations that failed: over budget, nothing reclaimable, no cannibalize lock'],
+  ['overBudget', 'buffers allocated past the budget by the cannibalize-lock holder when nothing could be cannibalized'],
   ['cannibalizeLock', 'cannibalize lock taken'],
   ['cannibalizeLockFail', 'cannibalize lock wanted while another transaction held it'],
   ['buffersAllocated', 'native buffers allocated (data and aux count one each)'],
@@ -1007,7 +1008,7 @@ export class BtreeCache {
    * taking one CLEAN live node's. Returns the node intent+write locked by
    * `owner`, on no list, or null (over budget, nothing reclaimable).
    */
-  private nodeMemAllocNowait(owner: LockOwner, reclaim: boolean): Node | null {
+  private nodeMemAllocNowait(owner: LockOwner, reclaim: boolean, overBudget = false): Node | null {
     let b: Node | null = null;
     /* we never free Node objects, only their buffers: look on the FREED list first */
     for (const x of this.freed) {
@@ -1022,7 +1023,7 @@ export class BtreeCache {
       if (this.reclaimLock(b, owner) !== 0) throw new Error('btree cache: new node lock not free');
     }
 
-    if (this.nodeBuffersFromFreeable(b) || this.nodeBuffersNew(b)) return this.nodeMemAllocDone(b);
+    if (this.nodeBuffersFromFreeable(b) || this.nodeBuffersNew(b, overBudget)) return this.nodeMemAllocDone(b);
     if (reclaim) {
       /* over budget: the shrinker's clock, up to two sweeps (the first may only clear accessed bits) */
       for (let pass = 0; pass < 2; pass++) {
@@ -1049,8 +1050,9 @@ export class BtreeCache {
   }
 
   /** New buffers, if the budget allows. */
-  private nodeBuffersNew(b: Node): boolean {
-    if (this.used >= this.usedMax || !this.nodeDataAlloc(b)) return false;
+  private nodeBuffersNew(b: Node, overBudget = false): boolean {
+    if ((this.used >= this.usedMax && !overBudget) || !this.nodeDataAlloc(b)) return false;
+    if (this.used >= this.usedMax) this.counters[C.overBudget]!++;
     this.used++;
     return true;
   }
@@ -1098,6 +1100,13 @@ export class BtreeCache {
     }
     const b = await this.nodeCannibalize(owner);
     if (b === null) {
+      // Nothing can be cannibalized: every node is locked, dirty or in flight,
+      // i.e. the working set of the transactions running now is larger than
+      // the budget. Like bcachefs (which has no hard limit, only the
+      // shrinker), the cannibalize-lock holder goes over the budget rather
+      // than failing; cacheScan brings the cache back under it afterwards.
+      const over = this.nodeMemAllocNowait(owner, false, true);
+      if (over !== null) return over;
       this.counters[C.memAllocFail]!++;
       return null;
     }
