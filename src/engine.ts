@@ -212,6 +212,7 @@ export class Engine {
     nodeWritesNew: 0,
     compactionsDeferred: 0,
     journalPreflushes: 0,
+    nodeAppendPreflushes: 0,
     writebackPasses: 0,
     reclaimCalls: 0,
     merges: 0,
@@ -225,6 +226,11 @@ export class Engine {
   private writesInFlight = 0;
   /** A node write completed since the last device flush (see journalDevice). */
   nodeWritesUnflushed = false;
+  /** Flushes started / the newest started one that completed (devFlush). */
+  private flushStarted = 0;
+  private flushDone = 0;
+  /** Per node: a flush must complete whose start number is at least this before the node's next append. */
+  private readonly nodeFlushNeeded = new WeakMap<Node, number>();
   /** Node writes that failed: retried (same bytes) by the next write of the node. */
   private readonly pendingWrites = new Map<Node, NodeWrite>();
   private writeSlotWaiters: Array<() => void> = [];
@@ -473,20 +479,28 @@ export class Engine {
       write: {
         value: async (buf: Uint8Array, off: number) => {
           if (engine.nodeWritesUnflushed) {
-            engine.nodeWritesUnflushed = false;
             engine.counters.journalPreflushes++;
-            await dev.flush();
+            await engine.devFlush();
           }
           return dev.write(buf, off);
         },
       },
       flush: {
-        value: () => {
-          engine.nodeWritesUnflushed = false;
-          return dev.flush();
-        },
+        value: () => engine.devFlush(),
       },
     }) as Device;
+  }
+
+  /**
+   * Every device flush goes through here: it counts flushes started and
+   * completed, so a node write knows whether a flush has covered the node's
+   * previous write (see nodeWriteIo).
+   */
+  async devFlush(): Promise<void> {
+    const started = ++this.flushStarted;
+    this.nodeWritesUnflushed = false;
+    await this.dev.flush();
+    if (started > this.flushDone) this.flushDone = started;
   }
 
   private markUsedQuiet(b: number): void {
@@ -890,7 +904,16 @@ export class Engine {
     await this.writeSlot();
     try {
       if (w.journalSeq > this.journal.durableSeq) await this.journal.waitDurable(w.journalSeq);
+      // an append must not reach the disk before the node's previous write
+      // (a device may persist unflushed writes in any order, and the reader
+      // takes a gap between bsets for corruption): flush first if no flush
+      // has covered that write yet
+      if (w.offsetBytes > 0 && (this.nodeFlushNeeded.get(n) ?? 0) > this.flushDone) {
+        this.counters.nodeAppendPreflushes++;
+        await this.devFlush();
+      }
       await this.dev.write(w.bytes, bucketToOffset(this.layout, n.bucket) + w.offsetBytes);
+      this.nodeFlushNeeded.set(n, this.flushStarted + 1);
       this.nodeWritesUnflushed = true;
       this.counters.nodeWrites++;
     } catch (e) {
@@ -1373,7 +1396,7 @@ export class Engine {
       await new Promise((r) => setImmediate(r));
     }
     await this.journal.flush();
-    await this.dev.flush();
+    await this.devFlush();
   }
 
   shrink(nr: number): number {

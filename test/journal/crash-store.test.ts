@@ -93,14 +93,13 @@ async function expectIoError(p: Promise<unknown>): Promise<SixtreeError> {
 describe('crash images of a store under a random workload', () => {
   const runs: Array<{ name: string; opts: CrashCheckOpts }> = [
     { name: 'cache 512 KiB, journal 256 KiB', opts: { seed: SEED, rounds: 80, cacheBytes: 512 << 10, journalBytes: 256 << 10 } },
+    { name: 'cache 256 KiB, journal 128 KiB, 1-10 txns in flight', opts: { seed: SEED + 1, rounds: 70, cacheBytes: 256 << 10, journalBytes: 128 << 10, txnsPerRound: [1, 10] } },
     { name: 'cache 1 MiB, journal 1 MiB, big values', opts: { seed: SEED + 2, rounds: 70, cacheBytes: 1 << 20, journalBytes: 1 << 20, valueBytesMax: 400 } },
     { name: 'transactions kept within one btree', opts: { seed: SEED + 3, rounds: 80, cacheBytes: 512 << 10, journalBytes: 256 << 10, mixBtrees: false } },
-    // Two configurations are NOT run here because they still find engine bugs
-    // (issue 8, open): reproduce them with the campaign script,
-    //   node dist/bench/crash-campaign.js --count 1 --seed 24302   (appends of one node persisted out of
-    //     order: the reader rejects the gap; tolerating it needs a forced rewrite before the next append)
-    //   node dist/bench/crash-campaign.js --count 1 --seed 24305 --block 4096   (blockSize = nodeSize:
-    //     after a second recovery an ext pointer names a kv node)
+    // One configuration is NOT run here because it still finds an engine bug
+    // (issue 8, open): blockSize = nodeSize (every node write is a rewrite):
+    // after a second recovery an ext pointer names a kv node. Reproduce with
+    //   node dist/bench/crash-campaign.js --count 1 --seed 24305 --block 4096
   ];
   const results: CrashCheckResult[] = [];
 
