@@ -1156,15 +1156,18 @@ async function main(): Promise<void> {
       dump: { type: 'string' },
       'separate-btrees': { type: 'boolean', default: false },
       block: { type: 'string' },
+      'like-ci': { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(
-      'usage: node dist/bench/crash-campaign.js --count N [--seed S] [--rounds R] [--block BYTES] [--dump DIR] [--separate-btrees] [--quiet]\n' +
+      'usage: node dist/bench/crash-campaign.js --count N [--seed S] [--rounds R] [--block BYTES] [--like-ci] [--dump DIR] [--separate-btrees] [--quiet]\n' +
         '  N runs with seeds S, S+1, ... (default S: random); exits 1 if any crash image breaks the invariant.\n' +
-        '  --dump DIR: write failing crash images there; --separate-btrees: no transaction writes both kv and ext.\n',
+        '  --dump DIR: write failing crash images there; --separate-btrees: no transaction writes both kv and ext.\n' +
+        '  --like-ci: the workload of the CI test (test/journal/crash-store.test.ts) instead of the bigger campaign one\n' +
+        '    (with --block 4096: its blockSize = nodeSize configuration).\n',
     );
     return;
   }
@@ -1188,6 +1191,17 @@ async function main(): Promise<void> {
   for (let i = 0; i < count; i++) {
     const seed = (seed0 + i) >>> 0;
     const r = new Prng(seed ^ 0xc0ffee);
+    if (values['like-ci']) {
+      const block = values.block !== undefined ? Number(values.block) : 512;
+      const res = await runCrashCheck({ seed, rounds, cacheBytes: 512 << 10, journalBytes: block === 4096 ? 1 << 20 : 256 << 10, blockBytes: block, ...(values.dump ? { dumpDir: values.dump } : {}) });
+      images += res.images;
+      if (res.failures.length) {
+        failed++;
+        failures.push(...res.failures);
+        process.stdout.write(`run ${i + 1}/${count} seed ${seed}: FAILED: ${describeFailure(res.failures[0]!)}\n`);
+      } else process.stdout.write(`run ${i + 1}/${count} seed ${seed}: ok, ${res.images} images\n`);
+      continue;
+    }
     // bigger and more varied than CI: more rounds, more transactions in flight, caches and journals of several sizes
     const res = await runCrashCheck({
       seed,

@@ -99,7 +99,7 @@ describe('crash images of a store under a random workload', () => {
     // One configuration is NOT run here because it still finds an engine bug
     // (issue 8, open): blockSize = nodeSize (every node write is a rewrite):
     // after a second recovery an ext pointer names a kv node. Reproduce with
-    //   node dist/bench/crash-campaign.js --count 1 --seed 24305 --block 4096
+    //   node dist/bench/crash-campaign.js --count 1 --seed 24305 --block 4096 --rounds 60 --like-ci
   ];
   const results: CrashCheckResult[] = [];
 
