@@ -37,7 +37,7 @@ import { Store } from './store.js';
 import { SixtreeError } from './errors.js';
 import { U32_MAX, U64_MAX, bposToText, pos, type Bpos } from './btree/bpos.js';
 import type { Entry } from './btree/iter.js';
-import { maxValueBytesForNode } from './btree/bkey.js';
+import { maxValueSizeFor } from './engine.js';
 import { BlockDevice } from './io/block-device.js';
 import { BTREE_NAME_RE, readSuperblock, readSuperblockCopies, superblockToText, uuidToText, type SbCopy, type Superblock } from './format/superblock.js';
 import { IO_BACKEND_NAMES, isIoBackendName, type IoBackendName } from './native/index.js';
@@ -473,7 +473,7 @@ async function superblockOf(path: string, io: IoBackendName | undefined): Promis
 async function cmdInfo(a: Parsed): Promise<number> {
   const path = a.positionals[0]!;
   const { sb, copies, kind, deviceBytes } = await superblockOf(path, parseIo(str(a.values.io), 'info'));
-  const maxValueSize = maxValueBytesForNode(sb.nodeBytes);
+  const maxValueSize = maxValueSizeFor(sb.nodeBytes);
   if (a.values.json) {
     await out(
       JSON.stringify({

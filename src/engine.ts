@@ -96,7 +96,7 @@ import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
 import { transCommit, type Update } from './btree/commit.js';
 import { Interior, TxCtx, type BtreeUpdate } from './btree/interior.js';
 import { btreeLookup, keyToEntry, type Entry, type NodeInfo } from './btree/iter.js';
-import { extentOfKey, xFromWords, type XPos } from './btree/overlay.js';
+import { EXTENT_VALUE_HEADER_BYTES, extentOfKey, xFromWords, type XPos } from './btree/overlay.js';
 import { BTREE_MAX_DEPTH, UNLOCKED, pathChildPtr } from './btree/path.js';
 import { LOCK_READ, type BtreePtr } from './btree/types.js';
 
@@ -168,6 +168,11 @@ export interface StoreStats {
   alloc: Record<string, number>;
   writeback: Record<string, number>;
   locks: Record<string, number>;
+}
+
+/** store.maxValueSize for a node size: one limit for every btree (an extent key also carries its 8-byte valueOffset). */
+export function maxValueSizeFor(nodeBytes: number): number {
+  return maxValueBytesForNode(nodeBytes) - EXTENT_VALUE_HEADER_BYTES;
 }
 
 function randomNodeSeq(): number {
@@ -252,7 +257,7 @@ export class Engine {
     this.btrees = sb.btrees.map((b) => ({ name: b.name, extents: b.extents }));
     this.nodeSizeBytes = sb.nodeBytes;
     this.blockSizeBytes = sb.blockBytes;
-    this.maxValueBytes = maxValueBytesForNode(sb.nodeBytes);
+    this.maxValueBytes = maxValueSizeFor(sb.nodeBytes);
     this.ptrKeyU64s = bkeyEncodedBytes(bkeyBtreePtr(posWords(POS_MAX), { bucket: 0, seq: 1, level: 0, minKey: posWords(POS_MAX) })) / 8 + 1;
     this.readOnly = readOnly;
     this.blacklist = new JournalSeqBlacklist(sb.blacklist);

@@ -13,7 +13,7 @@
 
 import { SixtreeError, TransactionRestart, describeValue, isRestart, invalidArg } from './errors.js';
 import { KEY_TYPE, bkeyNew, type BkeyI } from './btree/bkey.js';
-import { POS_MAX, POS_MIN, U64_MAX, type Bpos, bposToWords, posWords, toBpos } from './btree/bpos.js';
+import { POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, bposToWords, posWords, toBpos } from './btree/bpos.js';
 import { Iter, KEY_SIZE_MAX, type Entry, type IterOpts } from './btree/iter.js';
 import { extentValueMake, xcmp, type XPos } from './btree/overlay.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
@@ -91,7 +91,7 @@ export class Transaction {
     else if (typeof size === 'bigint' && size > 0n) sz = size;
     else throw invalidArg('size', size, 'a positive integer (number or bigint)');
     if (s.offset + sz > U64_MAX) throw invalidArg('size', size, `an extent ending at or before offset 2^64-1 (start offset ${s.offset})`);
-    const v = checkValue(value, this.store.maxValueSize - 8);
+    const v = checkValue(value, this.store.maxValueSize);
     const ov = this.bt.overlay(id);
     // keys hold at most KEY_SIZE_MAX: longer extents become several keys with valueOffsets
     let off = 0n;
@@ -127,9 +127,27 @@ export class Transaction {
   }
 }
 
+/** Store.format options (API.md). */
+export interface StoreFormatOptions {
+  btrees: Array<{ name: string; extents?: boolean }>;
+  size?: number | bigint;
+  nodeSize?: number;
+  blockSize?: number;
+  journalSize?: number;
+  force?: boolean;
+  io?: 'napi' | 'koffi';
+}
+
+/** Store.open options (API.md). */
+export interface StoreOpenOptions {
+  cacheSize?: number;
+  readOnly?: boolean;
+  io?: 'napi' | 'koffi';
+}
+
 export interface RangeOpts {
-  start?: Bpos;
-  end?: Bpos;
+  start?: PosLike;
+  end?: PosLike;
   reverse?: boolean;
   limit?: number;
 }
@@ -153,7 +171,7 @@ export class Store {
     this.readOnly = readOnly;
   }
 
-  static async format(path: unknown, opts: unknown): Promise<void> {
+  static async format(path: string, opts: StoreFormatOptions): Promise<void> {
     const p = checkPath(path);
     const o = checkOptions(opts, ['btrees', 'size', 'nodeSize', 'blockSize', 'journalSize', 'force', 'io'], 'opts');
     if (opts === undefined) throw invalidArg('opts', opts, 'an options object with btrees');
@@ -192,7 +210,7 @@ export class Store {
     await Engine.format(p, fo);
   }
 
-  static async open(path: unknown, opts?: unknown): Promise<Store> {
+  static async open(path: string, opts?: StoreOpenOptions): Promise<Store> {
     const p = checkPath(path);
     const o = checkOptions(opts, ['cacheSize', 'readOnly', 'io'], 'opts');
     const eo: EngineOpenOpts = { readOnly: false };
@@ -289,7 +307,10 @@ export class Store {
       let seq = 0;
       let shrunk: import('./btree/node.js').Node[] = [];
       try {
-        result = await fn(tx);
+        const r = fn(tx);
+        // a synchronous callback has returned now: the transaction is done at once
+        if (!(r !== null && typeof r === 'object' && typeof (r as { then?: unknown }).then === 'function')) bt.done = true;
+        result = await r;
         bt.done = true;
         if (bt.restartThrown) {
           engine.countRestart(bt.restartThrown);
@@ -319,25 +340,28 @@ export class Store {
     }
   }
 
-  get(btree: string, p: PosLikeArg): Promise<Uint8Array | undefined> {
+  /** One-operation transaction: the value at p, or undefined. Errors are rejections. */
+  async get(btree: string, p: PosLike): Promise<Uint8Array | undefined> {
     this.checkOpen();
     this.btreeId(btree, false);
     toBpos(p, 'pos');
     return this.transact((tx) => tx.get(btree, p));
   }
 
-  put(btree: string, p: PosLikeArg, value: Uint8Array): Promise<void> {
+  /** One-operation transaction; resolves once durable. Errors are rejections. */
+  async put(btree: string, p: PosLike, value: Uint8Array): Promise<void> {
     this.checkOpen();
-    if (this.readOnly) return Promise.reject(new SixtreeError('ERR_READ_ONLY', 'put on a store opened readOnly'));
+    if (this.readOnly) throw new SixtreeError('ERR_READ_ONLY', 'put on a store opened readOnly');
     this.btreeId(btree, false);
     toBpos(p, 'pos');
     checkValue(value, this.maxValueSize);
     return this.transact((tx) => tx.put(btree, p, value));
   }
 
-  del(btree: string, p: PosLikeArg): Promise<void> {
+  /** One-operation transaction; resolves once durable. Errors are rejections. */
+  async del(btree: string, p: PosLike): Promise<void> {
     this.checkOpen();
-    if (this.readOnly) return Promise.reject(new SixtreeError('ERR_READ_ONLY', 'del on a store opened readOnly'));
+    if (this.readOnly) throw new SixtreeError('ERR_READ_ONLY', 'del on a store opened readOnly');
     this.btreeId(btree, false);
     toBpos(p, 'pos');
     return this.transact((tx) => tx.del(btree, p));
@@ -427,7 +451,6 @@ export class Store {
   }
 }
 
-type PosLikeArg = Bpos | { inode: bigint | number; offset: bigint | number; snapshot?: number };
 
 function checkIo(v: unknown): 'napi' | 'koffi' {
   if (v !== 'napi' && v !== 'koffi') throw invalidArg('opts.io', v, "'napi' or 'koffi'");
