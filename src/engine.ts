@@ -1253,7 +1253,7 @@ export class Engine {
     end: Bpos,
     reverse: boolean,
     max: number,
-    _endGiven: boolean,
+    endGiven: boolean,
   ): Promise<Entry[]> {
     const extents = this.btrees[btreeId]!.extents;
     const out: Entry[] = [];
@@ -1270,7 +1270,10 @@ export class Engine {
           cursor.done = true;
           return 0;
         }
-        if (!extents) wordsPredecessor(w, 0);
+        // no end given: everything, POS_MAX included; else end is exclusive
+        if (!extents) {
+          if (endGiven) wordsPredecessor(w, 0);
+        }
         else {
           const path0 = bt.pathNew(btreeId, w, 0, 0, 0);
           const k = await (await import('./btree/iter.js')).btreePeek(bt, path0, w, true);
@@ -1306,7 +1309,7 @@ export class Engine {
             }
             out.push(keyToEntry(k, true));
           } else {
-            if (keys.keyCmpPos(h, endW, 0) >= 0) {
+            if (endGiven && keys.keyCmpPos(h, endW, 0) >= 0) {
               cursor.done = true;
               return 0;
             }

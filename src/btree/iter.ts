@@ -44,7 +44,7 @@ import {
   type BtreeOverlay,
   type XPos,
 } from './overlay.js';
-import { BtreePath, pathSetPos } from './path.js';
+import { BtreePath, pathLevelInit, pathSetPos } from './path.js';
 import type { BtreeTrans } from './trans.js';
 
 export interface Entry {
@@ -91,6 +91,9 @@ export async function btreePeek(trans: BtreeTrans, path: BtreePath, pos: Uint32A
   for (;;) {
     pathSetPos(path, p, 0);
     trans.throwIfRestart(await trans.traverse(path));
+    // the leaf iterator may have been moved by an earlier call at the same
+    // position (pathSetPos keeps it): search again from pos
+    pathLevelInit(path, 0);
     const lv = path.l[0]!;
     const keys = lv.node!.keys;
     const it = lv.iter;
@@ -115,6 +118,9 @@ export async function btreePeekPrev(trans: BtreeTrans, path: BtreePath, pos: Uin
   for (;;) {
     pathSetPos(path, p, 0);
     trans.throwIfRestart(await trans.traverse(path));
+    // the leaf iterator may have been moved by an earlier call at the same
+    // position (pathSetPos keeps it): search again from pos
+    pathLevelInit(path, 0);
     const lv = path.l[0]!;
     const keys = lv.node!.keys;
     const it = lv.iter;
@@ -248,6 +254,7 @@ export class MergedView {
           continue;
         }
         if (ov.keyAt(kp)) {
+          if (isPosMax(kp)) break; // nothing after POS_MAX
           cur = succ(kp);
           continue;
         }
@@ -283,10 +290,34 @@ export class MergedView {
    * containing pos or else the last one ending at or before pos.
    */
   async peekPrev(pos: XPos): Promise<Visible | null> {
+    // extents: the lower pieces of a committed extent that ends after pos but
+    // is split by pending tombstones (the one straddling pos)
+    let straddle: Visible | null = null;
     if (this.extents) {
       const f = await this.peek(pos);
       if (f && xcmp(startOf(f, true), pos) <= 0) return f;
+      const ov0 = this.ov;
+      if (ov0) {
+        bposToWords(pos as Bpos, this.scratch, 0);
+        const k0 = await btreePeek(this.trans, this.path, this.scratch, true);
+        if (k0) {
+          const e = extentOfKey(k0);
+          // positions compare fully (prev() steps back to (inode, start - 1, U32_MAX))
+          if (xcmp({ inode: e.inode, offset: e.start, snapshot: e.snapshot }, pos) <= 0) {
+            const pieces = extentMinus(e, ov0.mergedTombstones()).filter(([, hi]) => xcmp({ inode: e.inode, offset: hi, snapshot: e.snapshot }, pos) <= 0);
+            const last = pieces[pieces.length - 1];
+            if (last) straddle = { p: { inode: e.inode, offset: last[1], snapshot: e.snapshot }, key: k0, lo: last[0], hi: last[1] };
+          }
+        }
+      }
     }
+    const r = await this.peekPrevInner(pos);
+    if (!straddle) return r;
+    if (!r) return straddle;
+    return xcmp(straddle.p, r.p) >= 0 ? straddle : r;
+  }
+
+  private async peekPrevInner(pos: XPos): Promise<Visible | null> {
     const ov = this.ov;
     const merged = ov ? ov.mergedTombstones() : [];
     const w = this.scratch;
@@ -358,6 +389,10 @@ export class MergedView {
   get btreePath(): BtreePath {
     return this.path;
   }
+}
+
+function isPosMax(p: XPos): boolean {
+  return p.inode === U64_MAX && p.offset === U64_MAX && p.snapshot === U32_MAX;
 }
 
 function succ(p: XPos): XPos {
