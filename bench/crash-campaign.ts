@@ -54,6 +54,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { Prng } from './prng.js';
 import { SixtreeError } from '../src/errors.js';
 import { FaultDevice } from '../src/io/fault-device.js';
 import { MemDevice } from '../src/io/mem-device.js';
@@ -128,30 +129,7 @@ export interface CrashCheckResult {
 
 /* ------------------------------------------------------------------ PRNG */
 
-/** mulberry32: deterministic, seeded. */
-export class Prng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0 || 0x9e3779b9;
-  }
-  u32(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  }
-  /** Integer in [0, n). */
-  int(n: number): number {
-    return Math.floor((this.u32() / 0x1_0000_0000) * n);
-  }
-  /** Integer in [lo, hi]. */
-  range(lo: number, hi: number): number {
-    return lo + this.int(hi - lo + 1);
-  }
-  bool(p = 0.5): boolean {
-    return this.u32() / 0x1_0000_0000 < p;
-  }
-}
+export { Prng };
 
 /* ------------------------------------------------------------------ keys and values */
 

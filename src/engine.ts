@@ -37,30 +37,28 @@
  */
 
 import { randomInt } from 'node:crypto';
-import { ERR, SixtreeError, errMatches, errName, RESTART, RESTART_CODES } from './errors.js';
+import { SixtreeError, errMatches, errName, RESTART } from './errors.js';
 import { Printbuf, bytesToText } from './util/printbuf.js';
 import type { Device } from './io/device.js';
 import { BlockDevice } from './io/block-device.js';
 import { loadBackend, type IoBackendName } from './native/index.js';
 import { computeLayout, bucketToOffset, type Layout } from './layout.js';
 import {
-  SB_MAGIC,
   newSuperblock,
   layoutFromSuperblock,
   readSuperblock,
   readSuperblockCopies,
   writeSuperblock,
   type Superblock,
-  type SbRoot,
-} from './format/superblock.js';
+  type SbRoot } from './format/superblock.js';
 import { Allocator } from './alloc.js';
-import { Journal, JournalPin, journalRecoveryPlan, journalStartAfterRead, journalStartEmpty, type JournalRoot } from './journal/journal.js';
+import { Journal, JournalPin, journalRecoveryPlan, journalStartAfterRead, journalStartEmpty } from './journal/journal.js';
 import type { JournalRes } from './journal/journal.js';
 import { readJournal } from './journal/read.js';
 import { JournalSeqBlacklist } from './journal/blacklist.js';
 import { JSET_ENTRY, jsetEntryBytes } from './format/journal-format.js';
 import { BtreeCache, cacheSizeBytesDefault } from './btree/cache.js';
-import { NodeKeys } from './btree/bset.js';
+import { NodeIter, NodeKeys } from './btree/bset.js';
 import { nodeWritePrepare, nodeWriteDone, type NodeWrite } from './btree/node-io.js';
 import { Node, NodeFlag } from './btree/node.js';
 import {
@@ -72,15 +70,13 @@ import {
   btreePtrDecode,
   btreePtrEncode,
   maxValueBytesForNode,
-  type BkeyI,
-} from './btree/bkey.js';
+  type BkeyI } from './btree/bkey.js';
 import {
   BPOS_WORDS,
   POS_MAX,
   POS_MIN,
   type Bpos,
-  bposToWords,
-  posWords,
+    posWords,
   wordsCmp,
   wordsCopy,
   wordsIsMax,
@@ -88,17 +84,16 @@ import {
   wordsPredecessor,
   wordsSuccessor,
   wordsToBpos,
-  wordsToText,
-} from './btree/bpos.js';
-import { LockOwnerBase, lockingStats, nodeTryLock, nodeUnlock, nodeUnlockAll } from './btree/locking.js';
+  wordsToText } from './btree/bpos.js';
+import { LockOwnerBase, lockingStats, nodeTryLock, nodeUnlock } from './btree/locking.js';
 import { SixLockType } from './util/six.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
 import { transCommit, type Update } from './btree/commit.js';
 import { Interior, TxCtx, type BtreeUpdate } from './btree/interior.js';
-import { btreeLookup, keyToEntry, type Entry, type NodeInfo } from './btree/iter.js';
+import { btreeLookup, btreePeek, keyToEntry, type Entry, type NodeInfo } from './btree/iter.js';
 import { EXTENT_VALUE_HEADER_BYTES, extentOfKey, xFromWords, type XPos } from './btree/overlay.js';
-import { BTREE_MAX_DEPTH, UNLOCKED, pathChildPtr } from './btree/path.js';
-import { LOCK_READ, type BtreePtr } from './btree/types.js';
+import { BTREE_MAX_DEPTH } from './btree/path.js';
+import { type BtreePtr } from './btree/types.js';
 
 export const NODE_SIZE_BYTES_DEFAULT = 256 * 1024;
 export const BLOCK_SIZE_BYTES_DEFAULT = 4096;
@@ -544,7 +539,7 @@ export class Engine {
     const stack: Array<{ ptr: Uint8Array; level: number; maxKey: Uint32Array; parentBucket: number }> = [
       { ptr: ptrBytes(rootNode.bucket, rootNode.hashVal, rootNode.level, rootNode.keys.minKey), level: rootNode.level, maxKey: posWords(POS_MAX), parentBucket: -1 },
     ];
-    const it = new NodeIterCtor!();
+    const it = new NodeIter();
     while (stack.length) {
       const e = stack.pop()!;
       const bucket = btreePtrDecode(e.ptr).bucket;
@@ -749,7 +744,7 @@ export class Engine {
   nodeBuildFrom2(trans: BtreeTrans, dst: Node, left: Node, right: Node): void {
     dst.keys.initEmpty({ btreeId: dst.btreeId, level: dst.level, minKey: left.keys.minKey, maxKey: right.keys.maxKey, seq: randomNodeSeq() });
     // both siblings' live keys in order (left's all sort before right's)
-    const it = new NodeIterCtor!();
+    const it = new NodeIter();
     for (const src of [left, right]) {
       it.initStart(src.keys);
       for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
@@ -1219,17 +1214,7 @@ export class Engine {
   }
 
   private readonly prefetchPos = new Uint32Array(BPOS_WORDS);
-  private iterScratch = new (class {
-    private it: import('./btree/bset.js').NodeIter | null = null;
-    init(keys: NodeKeys, pos: Uint32Array, pi: number): void {
-      // lazily constructed (import cycle)
-      if (!this.it) this.it = new NodeIterCtor!();
-      this.it.init(keys, pos, pi);
-    }
-    peek(): number {
-      return this.it!.peek();
-    }
-  })();
+  private readonly iterScratch = new NodeIter();
 
   async peekNodeInfo(trans: BtreeTrans, btreeId: number, level: number, pos: Bpos): Promise<NodeInfo | null> {
     const root = this.roots[btreeId]!.node!;
@@ -1276,7 +1261,7 @@ export class Engine {
         }
         else {
           const path0 = bt.pathNew(btreeId, w, 0, 0, 0);
-          const k = await (await import('./btree/iter.js')).btreePeek(bt, path0, w, true);
+          const k = await btreePeek(bt, path0, w, true);
           if (k) {
             const e = extentOfKey(k);
             if (e.inode === endX.inode && e.snapshot === endX.snapshot && e.start < endX.offset) wordsCopy(w, 0, k.p, 0);
@@ -1452,7 +1437,7 @@ export class Engine {
       const name = this.btrees[id]!.name;
       const root = this.roots[id]!.node!;
       if (!wordsIsMin(root.keys.minKey, 0) || !wordsIsMax(root.keys.maxKey, 0)) problems.push(`btree ${name}: root does not span POS_MIN..POS_MAX`);
-      const it = new NodeIterCtor!();
+      const it = new NodeIter();
       try {
         await this.walkTree(id, 0, (n, info) => {
           if (used.has(info.bucket)) problems.push(`btree ${name}: bucket ${info.bucket} referenced twice`);
@@ -1620,9 +1605,4 @@ function nodeUnlockOwned(trans: BtreeTrans, n: Node): void {
   nodeUnlock(trans, n.lock, SixLockType.intent);
 }
 
-let NodeIterCtor: (new () => import('./btree/bset.js').NodeIter) | null = null;
-void import('./btree/bset.js').then((m) => {
-  NodeIterCtor = m.NodeIter;
-});
 
-export { ERR, RESTART_CODES, SB_MAGIC, nodeUnlockAll, pathChildPtr, BTREE_MAX_DEPTH, LOCK_READ, readSuperblock, bposToWords, computeLayout, journalStartEmpty };

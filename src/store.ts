@@ -11,9 +11,9 @@
  * the promise resolves once the journal entry is durable.
  */
 
-import { SixtreeError, TransactionRestart, describeValue, isRestart, invalidArg } from './errors.js';
-import { KEY_TYPE, bkeyNew, type BkeyI } from './btree/bkey.js';
-import { POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, bposToWords, posWords, toBpos } from './btree/bpos.js';
+import { SixtreeError, isRestart, invalidArg } from './errors.js';
+import { KEY_TYPE, bkeyNew } from './btree/bkey.js';
+import { POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, posWords, toBpos } from './btree/bpos.js';
 import { Iter, KEY_SIZE_MAX, type Entry, type IterOpts } from './btree/iter.js';
 import { extentValueMake, xcmp, type XPos } from './btree/overlay.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
@@ -457,5 +457,3 @@ function checkIo(v: unknown): 'napi' | 'koffi' {
   return v;
 }
 
-export { TransactionRestart, describeValue, bposToWords };
-export type { BkeyI };

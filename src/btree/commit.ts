@@ -18,9 +18,9 @@
  * The caller awaits the entry's durability before transact() resolves.
  */
 
-import { ERR, SixtreeError } from '../errors.js';
-import { countRestart, nodeLockWrite, nodeTryLockWrite, nodeUnlockWrite } from './locking.js';
-import { KEY_TYPE, bkeyEncodedBytes, type BkeyI } from './bkey.js';
+import { SixtreeError } from '../errors.js';
+import { nodeLockWrite, nodeTryLockWrite, nodeUnlockWrite } from './locking.js';
+import { KEY_TYPE, type BkeyI } from './bkey.js';
 import { BPOS_WORDS, wordsCmp, wordsCopy } from './bpos.js';
 import type { Node } from './node.js';
 import {

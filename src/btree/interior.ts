@@ -33,16 +33,15 @@
  *   crash anywhere leaves a tree that reaches only written nodes.
  */
 
-import { ERR, SixtreeError } from '../errors.js';
+import { ERR } from '../errors.js';
 import { countRestart, nodeLockWrite, nodeUnlockWrite } from './locking.js';
-import { KEY_TYPE, bkeyBtreePtr, bkeyWhiteout, type BkeyI } from './bkey.js';
+import { bkeyWhiteout, type BkeyI } from './bkey.js';
 import { NodeIter } from './bset.js';
 import { BPOS_WORDS, wordsCmp, wordsCopy, wordsIsMax, wordsIsMin, wordsPredecessor, wordsSuccessor } from './bpos.js';
 import { NodeFlag, type Node } from './node.js';
-import { type BtreePath, NEED_TRAVERSE, UPTODATE } from './path.js';
+import { type BtreePath, UPTODATE } from './path.js';
 import type { BtreeTrans } from './trans.js';
 import type { Engine } from '../engine.js';
-import type { BtreePtr } from './types.js';
 import type { JournalPin } from '../journal/reclaim.js';
 
 /** Split when live keys pass this fraction of the node (else compact into a new bucket). */
@@ -592,5 +591,3 @@ function copyWords(w: Uint32Array): Uint32Array {
   return c;
 }
 
-export type { BtreePtr, BkeyI };
-export { KEY_TYPE, bkeyBtreePtr, SixtreeError };

@@ -14,10 +14,8 @@
  * A key returned marks its path shouldBeLocked (transaction consistency).
  */
 
-import { SixtreeError } from '../errors.js';
 import {
   BPOS_WORDS,
-  POS_MAX,
   POS_MIN,
   U32_MAX,
   U64_MAX,
@@ -25,14 +23,12 @@ import {
   bposToWords,
   posWords,
   toBpos,
-  wordsCmp,
-  wordsCopy,
+    wordsCopy,
   wordsIsMax,
   wordsIsMin,
   wordsPredecessor,
   wordsSuccessor,
-  wordsToBpos,
-} from './bpos.js';
+  wordsToBpos } from './bpos.js';
 import { KEY_TYPE, type BkeyI } from './bkey.js';
 import {
   EXTENT_VALUE_HEADER_BYTES,
@@ -42,8 +38,7 @@ import {
   xcmp,
   xFromWords,
   type BtreeOverlay,
-  type XPos,
-} from './overlay.js';
+  type XPos } from './overlay.js';
 import { BtreePath, pathLevelInit, pathSetPos } from './path.js';
 import type { BtreeTrans } from './trans.js';
 
@@ -602,4 +597,3 @@ export class Iter {
   }
 }
 
-export { POS_MAX, POS_MIN, SixtreeError };

@@ -24,7 +24,7 @@
  */
 
 import { KEY_TYPE, type BkeyI } from './bkey.js';
-import { U64_MAX, type Bpos, wordsToBpos, bposToWords, posWords } from './bpos.js';
+import { type Bpos, wordsToBpos, posWords } from './bpos.js';
 
 export interface XPos {
   inode: bigint;
@@ -254,4 +254,3 @@ export function extentEnd(start: XPos, size: bigint): XPos {
   return { inode: start.inode, offset: start.offset + size, snapshot: start.snapshot };
 }
 
-export { U64_MAX, bposToWords };

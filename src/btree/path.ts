@@ -42,7 +42,7 @@ import { NodeIter } from './bset.js';
 import { KEY_TYPE, btreePtrDecode } from './bkey.js';
 import type { Node } from './node.js';
 import type { BtreePtr } from './types.js';
-import { LOCK_INTENT, LOCK_READ, type LockType } from './types.js';
+import { LOCK_INTENT, LOCK_READ } from './types.js';
 
 export const BTREE_MAX_DEPTH = 8;
 /** Paths one transaction may hold at once (bcachefs BTREE_ITER_MAX): past it, too_many_iters. */

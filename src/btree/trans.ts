@@ -468,4 +468,3 @@ function posInNodeAt(n: Node, pos: Uint32Array, pi: number): boolean {
   return wordsCmp(pos, pi, n.keys.minKey, 0) >= 0 && wordsCmp(pos, pi, n.keys.maxKey, 0) <= 0;
 }
 
-export { UPTODATE, NEED_RELOCK, NEED_TRAVERSE };

@@ -419,17 +419,6 @@ function fieldFits(v: Uint32Array, i: number, hi: number, lo: number): boolean {
   return dHi < mHi || (dHi === mHi && dLo <= v[V.MAX_LO + i]!);
 }
 
-/** Low half of value - base for field i. */
-function relLo(v: Uint32Array, i: number, lo: number): number {
-  const d = lo - v[V.BASE_LO + i]!;
-  return d < 0 ? d + 0x1_0000_0000 : d;
-}
-
-/** High half of value - base for field i. */
-function relHi(v: Uint32Array, i: number, hi: number, lo: number): number {
-  return hi - v[V.BASE_HI + i]! - (lo < v[V.BASE_LO + i]! ? 1 : 0);
-}
-
 /** OR a field's relative value (hi, lo) of b bits at bit offset off. */
 function putField(d: Uint32Array, w0: number, off: number, b: number, hi: number, lo: number): void {
   if (b > 32) {
