@@ -202,9 +202,14 @@ export class Interior {
       // new nodes
       const nrNew = split ? 2 : 1;
       const news: Node[] = [];
-      for (let i = 0; i < nrNew; i++) news.push(await this.engine.nodeAllocNew(trans, path.btreeId, level));
       let newRoot: Node | null = null;
-      if (isRoot && split) newRoot = await this.engine.nodeAllocNew(trans, path.btreeId, level + 1);
+      try {
+        for (let i = 0; i < nrNew; i++) news.push(await this.engine.nodeAllocNew(trans, path.btreeId, level));
+        if (isRoot && split) newRoot = await this.engine.nodeAllocNew(trans, path.btreeId, level + 1);
+      } catch (e) {
+        for (const m of news) this.engine.nodeFreeNew(trans, m);
+        throw e;
+      }
 
       // relock after possible waits in allocation
       ret = trans.relock();

@@ -310,11 +310,22 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       path.uptodate = NEED_TRAVERSE;
     }
     this.engine.counters.traverses++;
-    for (let attempt = 0; attempt < TRAVERSE_RETRIES_MAX; attempt++) {
-      const ret = await this.traverseOnce(path);
-      if (ret !== -1) return ret;
+    try {
+      for (let attempt = 0; attempt < TRAVERSE_RETRIES_MAX; attempt++) {
+        const ret = await this.traverseOnce(path);
+        if (ret !== -1) return ret;
+      }
+      return countRestart(ERR.transaction_restart_relock_parent_for_fill);
+    } finally {
+      // the cannibalize lock is for the fill that needed it, not for the rest of
+      // the transaction: held longer, it waits in cycles no lock graph sees
+      // (an interior update waiting for it while this transaction waits for the
+      // interior lock)
+      if (this.holdsCannibalize) {
+        this.engine.cache.cannibalizeUnlock(this);
+        this.holdsCannibalize = false;
+      }
     }
-    return countRestart(ERR.transaction_restart_relock_parent_for_fill);
   }
 
   /** One traversal attempt: 0, a restart code, or -1 to try again (the parent moved during a fill). */
