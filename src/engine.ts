@@ -53,7 +53,7 @@ import {
   type SbRoot } from './format/superblock.js';
 import { Allocator } from './alloc.js';
 import { Journal, JournalPin, journalRecoveryPlan, journalStartAfterRead, journalStartEmpty } from './journal/journal.js';
-import type { JournalRes } from './journal/journal.js';
+import type { JournalPreres, JournalRes } from './journal/journal.js';
 import { readJournal } from './journal/read.js';
 import { JournalSeqBlacklist } from './journal/blacklist.js';
 import { JSET_ENTRY, jsetEntryBytes } from './format/journal-format.js';
@@ -157,7 +157,18 @@ export interface StoreStats {
   };
   io: { reads: number; writes: number; bytesRead: number; bytesWritten: number; flushes: number };
   journal: { seq: number; lastSeq: number; bytesUsed: number; bytesTotal: number; [k: string]: unknown };
-  transactions: { commits: number; restarts: number; restartReasons: Record<string, number>; keysCommitted: number };
+  transactions: {
+    commits: number;
+    restarts: number;
+    restartReasons: Record<string, number>;
+    keysCommitted: number;
+    /** Commits that waited for a leaf's readers before write-locking it. */
+    writeLockWaits: number;
+    /** Commit rounds redone because a node write sealed a leaf between the room check and the write locks. */
+    roomLost: number;
+    /** Commits that completed their interior updates early to let journal reclaim write the nodes they blocked. */
+    groupsClosedForJournal: number;
+  };
   btrees: Record<string, { depth: number; rootLevel: number }>;
   interior: Record<string, number>;
   alloc: Record<string, number>;
@@ -207,6 +218,8 @@ export class Engine {
     traverses: 0,
     commitWriteLockWaits: 0,
     commitRoomLost: 0,
+    /** A commit waiting for journal room completed its interior updates first (only reclaim could make room). */
+    commitGroupsClosedForJournal: 0,
     nodeWrites: 0,
     nodeWriteErrors: 0,
     nodeWritesNew: 0,
@@ -215,6 +228,10 @@ export class Engine {
     nodeAppendPreflushes: 0,
     writebackPasses: 0,
     reclaimCalls: 0,
+    /** Writeback wanted a write_blocked node (need_write set; written when unblocked). */
+    nodeWritesWanted: 0,
+    /** Journal reclaim found only write_blocked nodes and waited for an interior update. */
+    reclaimWaitsForUpdates: 0,
     merges: 0,
     mergeErrors: 0,
     replayedKeys: 0,
@@ -237,6 +254,8 @@ export class Engine {
   private updateWaiters: Array<() => void> = [];
   private writebackTimer: NodeJS.Timeout | null = null;
   private writebackRunning = false;
+  /** Times writeback marked a write_blocked node need_write (journalReclaim compares). */
+  private writesWanted = 0;
   private mergeQueue: Array<{ btreeId: number; level: number; pos: Uint32Array }> = [];
   private mergeRunning = false;
   /** A fatal error (journal write failed): the store refuses writes. */
@@ -1000,8 +1019,15 @@ export class Engine {
     try {
       const dirty: Node[] = [];
       for (const n of this.cache.liveNodes()) {
-        if (!n.has(NodeFlag.dirty) || n.has(NodeFlag.write_blocked) || n.has(NodeFlag.will_make_reachable)) continue;
+        if (!n.has(NodeFlag.dirty) || n.has(NodeFlag.will_make_reachable)) continue;
         if (!all && targetSeq !== Infinity && !(n.journalPin?.active && n.journalPin.seq < targetSeq)) continue;
+        if (n.has(NodeFlag.write_blocked)) {
+          // written the moment its interior updates journal (nodeWriteIfNeeded)
+          if (!n.has(NodeFlag.need_write)) this.counters.nodeWritesWanted++;
+          n.set(NodeFlag.need_write);
+          this.writesWanted++;
+          continue;
+        }
         dirty.push(n);
       }
       dirty.sort((a, b) => (a.journalPin?.seq ?? Infinity) - (b.journalPin?.seq ?? Infinity));
@@ -1024,8 +1050,50 @@ export class Engine {
 
   private async journalReclaim(targetSeq: number): Promise<boolean> {
     this.counters.reclaimCalls++;
+    const wantedBefore = this.writesWanted;
     const n = await this.writebackPass(true, targetSeq);
-    return n > 0;
+    if (n > 0) return true;
+    // writes already under way release their pins when they complete
+    const inFlight: Promise<void>[] = [];
+    for (const m of this.cache.liveNodes()) {
+      if (m.has(NodeFlag.write_in_flight) && m.writeDone && m.journalPin?.active && m.journalPin.seq < targetSeq) inFlight.push(m.writeDone);
+    }
+    if (inFlight.length) {
+      await Promise.race(inFlight).catch(() => {});
+      return true;
+    }
+    // nodes pinning old entries are write_blocked by interior updates under
+    // way: they are written when those journal (their entries use the
+    // interior share of the ring, so they can); wait for one to finish
+    // interior updates completing (their new nodes being written, their entry
+    // journaled) hold pins of the entries they replace until they are done
+    const updatesPinning = this.interior.pending.some((u) => u.state !== 'in_memory' && u.pins.some((p) => p.active && p.seq < targetSeq));
+    if ((this.writesWanted > wantedBefore || updatesPinning) && this.interior.pending.length) {
+      this.counters.reclaimWaitsForUpdates++;
+      await new Promise<void>((r) => this.onUpdateFinished(r));
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * A write_blocked node writeback wanted (need_write) was just unblocked:
+   * write it now (bcachefs btree_node_write_if_need), unless it is locked for
+   * writing (then the next writeback pass takes it).
+   */
+  nodeWriteIfNeeded(n: Node): void {
+    if (!n.has(NodeFlag.need_write) || n.has(NodeFlag.write_blocked)) return;
+    if (n.hashVal === 0 || n.has(NodeFlag.dying) || !n.has(NodeFlag.dirty)) {
+      n.clear(NodeFlag.need_write);
+      return;
+    }
+    if (!nodeTryLock(this.owner, n.lock, SixLockType.read)) return;
+    try {
+      n.clear(NodeFlag.need_write);
+      void this.nodeWrite(n).catch(() => {});
+    } finally {
+      nodeUnlock(this.owner, n.lock, SixLockType.read);
+    }
   }
 
   /* ================================================================ journal glue */
@@ -1050,10 +1118,13 @@ export class Engine {
     return this.journal.tryReserve(bytes);
   }
 
-  async journalReserveWait(bytes: number, _nrKeys: number): Promise<void> {
-    const res = await this.journal.reserve(bytes);
-    // we only waited for room; give it back (the commit retries and reserves again)
-    this.journal.release(res);
+  /**
+   * Wait until the journal has room for `bytes`. withReclaim false: do not
+   * ask for reclaim, return false instead (a commit holding interior updates
+   * open closes them first: reclaim may need the nodes they block).
+   */
+  async journalReserveWait(bytes: number, _nrKeys: number, withReclaim = true): Promise<boolean> {
+    return this.journal.waitForRoom(bytes, withReclaim);
   }
 
   journalAddKeys(res: JournalRes, updates: Update[]): void {
@@ -1082,7 +1153,13 @@ export class Engine {
   }
 
   /** Journal an update group's pointer keys, in order, and its root; returns the entry's seq. */
-  async journalInteriorUpdates(btreeId: number, updates: readonly BtreeUpdate[], newRoot: { ptr: Uint8Array; level: number } | null, beforeRelease: (seq: number) => void): Promise<number> {
+  async journalInteriorUpdates(
+    btreeId: number,
+    updates: readonly BtreeUpdate[],
+    newRoot: { ptr: Uint8Array; level: number } | null,
+    preres: JournalPreres,
+    beforeRelease: (seq: number) => void,
+  ): Promise<number> {
     if (newRoot) this.rootJournalUpdate(btreeId, newRoot);
     let bytes = 0;
     for (const u of updates) {
@@ -1091,7 +1168,7 @@ export class Engine {
       for (const k of u.parentKeys) b += bkeyEncodedBytes(k);
       bytes += jsetEntryBytes(b);
     }
-    const res = await this.journal.reserve(bytes);
+    const res = await this.journal.reserve(bytes, 'interior', preres);
     const seq = res.seq;
     for (const u of updates) {
       if (!u.parentKeys.length) continue;
@@ -1510,7 +1587,15 @@ export class Engine {
       cache: { ...c },
       io: { ...this.dev.stats },
       journal: { ...js },
-      transactions: { commits: this.counters.commits, restarts: this.counters.restarts, restartReasons, keysCommitted: this.counters.keysCommitted },
+      transactions: {
+        commits: this.counters.commits,
+        restarts: this.counters.restarts,
+        restartReasons,
+        keysCommitted: this.counters.keysCommitted,
+        writeLockWaits: this.counters.commitWriteLockWaits,
+        roomLost: this.counters.commitRoomLost,
+        groupsClosedForJournal: this.counters.commitGroupsClosedForJournal,
+      },
       btrees,
       interior: { ...this.interior.counters, pending: this.interior.pending.length },
       alloc: { ...a },
@@ -1520,6 +1605,8 @@ export class Engine {
         nodeWritesNew: this.counters.nodeWritesNew,
         passes: this.counters.writebackPasses,
         reclaimCalls: this.counters.reclaimCalls,
+        nodeWritesWanted: this.counters.nodeWritesWanted,
+        reclaimWaitsForUpdates: this.counters.reclaimWaitsForUpdates,
         inFlight: this.writesInFlight,
         merges: this.counters.merges,
         replayedKeys: this.counters.replayedKeys,

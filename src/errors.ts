@@ -96,6 +96,7 @@ const INTERNAL_ERROR_TABLE = [
   ['transaction_restart_node_changed', 'transaction_restart'],
   ['transaction_restart_fill_mem_alloc_fail', 'transaction_restart'],
   ['transaction_restart_journal_reclaim', 'transaction_restart'],
+  ['transaction_restart_journal_preres_get', 'transaction_restart'],
   ['transaction_restart_key_changed', 'transaction_restart'],
   ['transaction_restart_write_blocked', 'transaction_restart'],
   ['transaction_restart_nested', 'transaction_restart'],

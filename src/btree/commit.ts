@@ -154,6 +154,8 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
   round: for (let round = 0; ; round++) {
     if (round > 10_000) throw new Error(`commit: too many retries (${splits} splits)`);
     if (process.env.SIXTREE_DEBUG && round > 20) console.error(`commit round ${round} splits ${splits}`);
+    // paths left behind by the last round (replaced leaves) are no one's
+    if (round > 0) trans.pathsGc();
     // 2. paths: one intent path per leaf
     let prev: Update | null = null;
     for (const u of updates) {
@@ -241,7 +243,16 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
       if (!res) {
         for (const n of leaves) nodeUnlockWrite(trans, n.lock);
         trans.unlock();
-        await engine.journalReserveWait(bytes, updates.length);
+        // A transaction holding interior updates open (its update groups)
+        // waits without reclaim first; if only reclaim can make room, it
+        // completes them before waiting again: a full ring is freed by writing
+        // nodes they keep write_blocked.
+        const groupsOpen = (trans.txCtx?.groups.size ?? 0) > 0;
+        if (!(await engine.journalReserveWait(bytes, updates.length, !groupsOpen))) {
+          engine.counters.commitGroupsClosedForJournal++;
+          trans.txCtx.finish();
+          await engine.journalReserveWait(bytes, updates.length);
+        }
         ret = trans.relock();
         if (ret) return { ...none, ret };
         continue;

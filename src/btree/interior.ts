@@ -43,6 +43,8 @@ import { type BtreePath, UPTODATE } from './path.js';
 import type { BtreeTrans } from './trans.js';
 import type { Engine } from '../engine.js';
 import type { JournalPin } from '../journal/reclaim.js';
+import { JournalPreres } from '../journal/journal.js';
+import { jsetEntryBytes } from '../format/journal-format.js';
 
 /** Split when live keys pass this fraction of the node (else compact into a new bucket). */
 export const SPLIT_THRESHOLD_NUM = 3;
@@ -94,6 +96,10 @@ let updateIdNext = 1;
  */
 export class UpdateGroup {
   readonly updates: BtreeUpdate[] = [];
+  /** Ring space held for the group's journal entry (taken before each update changes anything). */
+  readonly preres = new JournalPreres();
+  /** Sub-entry bytes the pre-reservation covers. */
+  keysBytes = 0;
   constructor(readonly btreeId: number) {}
 }
 
@@ -106,6 +112,14 @@ export class TxCtx {
   finish(): void {
     for (const g of this.groups.values()) this.interior.groupClose(g);
     this.groups.clear();
+  }
+
+  /** Close one btree's group early (its updates complete now; a later update opens a new group). */
+  close(btreeId: number): void {
+    const g = this.groups.get(btreeId);
+    if (!g) return;
+    this.groups.delete(btreeId);
+    this.interior.groupClose(g);
   }
 }
 
@@ -139,7 +153,7 @@ export class Interior {
   private readonly chain: Promise<void>[];
   /** Updates whose completion is under way, oldest first. */
   readonly pending: BtreeUpdate[] = [];
-  readonly counters = { splits: 0, rewrites: 0, merges: 0, newRoots: 0, collapses: 0, updatesFailed: 0 };
+  readonly counters = { splits: 0, rewrites: 0, merges: 0, newRoots: 0, collapses: 0, updatesFailed: 0, preresWaits: 0 };
   /** Set when an update could not complete (device error): further updates refuse. */
   failed: Error | null = null;
 
@@ -166,6 +180,33 @@ export class Interior {
     }
     ctx.groups.set(btreeId, new UpdateGroup(btreeId));
     return 0;
+  }
+
+  /** Journal sub-entry bytes one update may add: up to three pointer keys or whiteouts at one level. */
+  private get updateJournalBytes(): number {
+    return jsetEntryBytes(3 * this.engine.ptrKeyU64s * 8);
+  }
+
+  /**
+   * Pre-reserve the journal space one more update of this transaction's group
+   * needs (bcachefs takes it in btree_update_start), before anything changes.
+   * Without room: complete the group's updates so far (the nodes they keep
+   * write_blocked may be what reclaim must write), wait for room, restart.
+   */
+  private async preresForUpdate(trans: BtreeTrans, btreeId: number): Promise<number> {
+    const g = trans.txCtx.groups.get(btreeId)!;
+    const journal = this.engine.journal;
+    const add = this.updateJournalBytes;
+    if (journal.preresTryGet(g.preres, journal.entryBytesFor(g.keysBytes + add))) {
+      g.keysBytes += add;
+      return 0;
+    }
+    this.counters.preresWaits++;
+    trans.unlock();
+    trans.txCtx.close(btreeId);
+    const p = new JournalPreres();
+    await journal.preresWait(p, journal.entryBytesFor(add));
+    return countRestart(ERR.transaction_restart_journal_preres_get);
   }
 
   /**
@@ -197,6 +238,12 @@ export class Interior {
       if (!isRoot && parent!.keys.u64sRemaining() < 2 * this.engine.ptrKeyU64s) {
         return this.splitForInsert(trans, path, level + 1, 2 * this.engine.ptrKeyU64s);
       }
+
+      ret = await this.preresForUpdate(trans, path.btreeId);
+      if (ret) return ret;
+      ret = trans.relock();
+      if (ret) return ret;
+      if (path.uptodate !== UPTODATE || path.l[level]!.node !== n) return countRestart(ERR.transaction_restart_split_race);
 
       const upd = new BtreeUpdate(path.btreeId, split ? 'split' : 'rewrite');
       // new nodes
@@ -235,6 +282,16 @@ export class Interior {
           if (newRoot) this.engine.nodeFreeNew(trans, newRoot);
           return ret;
         }
+      }
+      // a node write completing while we waited for allocation seals the
+      // parent's writable set (room lost without a seq change): check again
+      // under the write lock, when no write can start
+      if (parent && parent.keys.u64sRemaining() < 2 * this.engine.ptrKeyU64s) {
+        nodeUnlockWrite(trans, parent.lock);
+        nodeUnlockWrite(trans, n.lock);
+        for (const m of news) this.engine.nodeFreeNew(trans, m);
+        if (newRoot) this.engine.nodeFreeNew(trans, newRoot);
+        return countRestart(ERR.transaction_restart_split_race);
       }
       // fill the new nodes from n
       const pivot = split ? splitPivot(n, incoming) : null;
@@ -351,6 +408,8 @@ export class Interior {
       // the parent takes a whiteout and a pointer; a merge is best effort: skip it when the parent is full
       const wo0 = bkeyWhiteout(copyWords(left.keys.maxKey));
       if (parent.keys.u64sRemaining() < parent.keys.keyU64sPacked(wo0) + 2 * this.engine.ptrKeyU64s) return 0;
+      ret = await this.preresForUpdate(trans, btreeId);
+      if (ret) return ret;
 
       const m = await this.engine.nodeAllocNew(trans, btreeId, level);
       // allocation may have waited (and dropped our locks): everything must still hold
@@ -369,6 +428,12 @@ export class Interior {
           this.engine.nodeFreeNew(trans, m);
           return ret;
         }
+      }
+      // room re-checked under the write lock (a completed write may have sealed the writable set)
+      if (parent.keys.u64sRemaining() < parent.keys.keyU64sPacked(wo0) + 2 * this.engine.ptrKeyU64s) {
+        for (const y of [parent, rightNode, left]) nodeUnlockWrite(trans, y.lock);
+        this.engine.nodeFreeNew(trans, m);
+        return 0;
       }
       try {
         this.engine.nodeBuildFrom2(trans, m, left, rightNode);
@@ -420,6 +485,11 @@ export class Interior {
     if (ret) return ret;
     const child = path.l[root.level - 1]!.node!;
     if (this.engine.roots[btreeId]!.node !== root || root.keys.nrKeys !== 1) return 0;
+    ret = await this.preresForUpdate(trans, btreeId);
+    if (ret) return ret;
+    ret = trans.relock();
+    if (ret) return ret;
+    if (this.engine.roots[btreeId]!.node !== root || root.keys.nrKeys !== 1 || path.uptodate !== UPTODATE) return 0;
     ret = await nodeLockWrite(trans, root.lock);
     if (ret) return ret;
     const upd = new BtreeUpdate(btreeId, 'collapse');
@@ -449,6 +519,7 @@ export class Interior {
   groupClose(g: UpdateGroup): void {
     const lock = this.locks[g.btreeId]!;
     if (g.updates.length === 0) {
+      this.engine.journal.preresPut(g.preres);
       lock.release();
       return;
     }
@@ -488,7 +559,7 @@ export class Interior {
         await prev;
         await Promise.all(sealed);
         if (this.failed) throw this.failed;
-        const seq = await this.engine.journalInteriorUpdates(g.btreeId, g.updates, rootPtr, (s) => {
+        const seq = await this.engine.journalInteriorUpdates(g.btreeId, g.updates, rootPtr, g.preres, (s) => {
           for (const u of g.updates) {
             u.state = 'journaled';
             if (u.parent) {
@@ -497,6 +568,8 @@ export class Interior {
               if (u.parent.hashVal !== 0 && !u.parent.has(NodeFlag.dying) && !newNodes.includes(u.parent)) this.engine.nodeDirtied(u.parent, s);
             }
           }
+          // parents writeback wanted while they were blocked (their writes wait for this entry)
+          for (const u of g.updates) if (u.parent) this.engine.nodeWriteIfNeeded(u.parent);
         });
         journaled();
         await this.engine.journal.waitDurable(seq);
@@ -511,6 +584,7 @@ export class Interior {
         this.failed = e instanceof Error ? e : new Error(String(e));
         journaled();
       } finally {
+        this.engine.journal.preresPut(g.preres);
         for (const u of g.updates) {
           const i = this.pending.indexOf(u);
           if (i >= 0) this.pending.splice(i, 1);

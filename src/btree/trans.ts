@@ -186,6 +186,32 @@ export class BtreeTrans implements LockOwner, CacheTrans {
 
   /* ---------------------------------------------------------------- paths */
 
+  /** Paths made by this transaction (path ids). */
+  private pathsMade = 0;
+
+  /**
+   * Forget the paths nobody uses any more (bcachefs frees a path when its
+   * last reference goes): no iterator or update holds them (ref 0), no key
+   * was returned through them, and they would have to traverse or relock
+   * anyway. Their locks are dropped. A commit calls this between rounds, so
+   * a big commit that splits many times does not pile up dead paths.
+   */
+  pathsGc(): number {
+    let j = 0;
+    let freed = 0;
+    for (const path of this.paths) {
+      if (path.ref === 0 && !path.shouldBeLocked && path.uptodate !== UPTODATE && path !== this.traversing) {
+        this.pathUnlockLevels(path, 0);
+        path.uptodate = NEED_TRAVERSE;
+        freed++;
+        continue;
+      }
+      this.paths[j++] = path;
+    }
+    this.paths.length = j;
+    return freed;
+  }
+
   /**
    * A path for (btree, pos, level) with at least `locksWant`: reuse one whose
    * node at `level` already contains pos (bcachefs shares paths the same way),
@@ -212,7 +238,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
         `transaction uses more than ${PATHS_PER_TRANS_MAX} btree paths (one per node it reads or writes); split it into smaller transactions`,
       );
     }
-    const path = new BtreePath(this.paths.length);
+    const path = new BtreePath(this.pathsMade++);
     path.btreeId = btreeId;
     path.level = level;
     path.locksWant = locksWant;

@@ -57,6 +57,21 @@ if (BLACKLIST_SPAN < JOURNAL_BUFS_MAX + 1) throw new Error('journal: BLACKLIST_S
 export const ROOT_PTR_BYTES_MAX_DEFAULT = 64;
 export const RECLAIM_WAIT_MS_DEFAULT = 30_000;
 export const WRITE_DELAY_MS_MAX = 10;
+
+/**
+ * Who a reservation is for (bcachefs journal watermarks). Ordinary commits
+ * leave a share of the ring free for interior updates: a split's pointer keys
+ * must be journaled before its parent can be written again, and writing that
+ * parent is what frees the ring when commits fill it (without the share, the
+ * commits waiting for space would starve the very update that gives it back).
+ *   normal    commits: leave the interior share and one empty entry free
+ *   interior  interior-update entries: may use the share
+ *   reserve   empty entries recording a newer last_seq: may use everything
+ */
+export type JournalWatermark = 'normal' | 'interior' | 'reserve';
+
+/** reserveLocked's answer in check mode (nothing reserved). */
+const CHECK_OK = Object.freeze({ check: true }) as unknown as JournalRes;
 /** Group-commit histogram buckets: commits per write in [1], [2,3], [4,7], ... [64, inf). */
 const COMMITS_HIST_LABELS = ['1', '2-3', '4-7', '8-15', '16-31', '32-63', '64+'] as const;
 const COMMITS_HIST_BUCKETS = COMMITS_HIST_LABELS.length;
@@ -168,6 +183,9 @@ export interface JournalCounters {
   reclaimErrors: number;
   noSpace: number;
   writeErrors: number;
+  /** Pre-reservations taken / that had to wait. */
+  preres: number;
+  preresWaits: number;
 }
 
 export interface JournalStats {
@@ -243,6 +261,17 @@ class JournalBuf {
   }
 }
 
+/**
+ * Ring space held for an entry to come (bcachefs journal_preres): an interior
+ * update takes one before it changes anything, so the entry recording its
+ * pointer keys can always be written, however full ordinary commits made the
+ * ring. Converted by reserve(bytes, 'interior', preres); put back when done.
+ */
+export class JournalPreres {
+  /** Ring bytes held. */
+  bytes = 0;
+}
+
 /** A reservation in one entry (bcachefs struct journal_res). */
 export class JournalRes {
   /** Bytes still available to add(). */
@@ -298,6 +327,8 @@ export class Journal {
     reclaimBackgroundCalls: 0,
     reclaimErrors: 0,
     noSpace: 0,
+    preres: 0,
+    preresWaits: 0,
     writeErrors: 0,
   };
   /** Largest reservation reserve() accepts. */
@@ -323,6 +354,9 @@ export class Journal {
   /** Resolved (and replaced) whenever an entry becomes durable or the journal fails. */
   private progress = deferred();
   private reclaimInFlight: Promise<boolean> | null = null;
+  /** Ring bytes held by pre-reservations. */
+  private preresTotal = 0;
+  private reclaimUrgent = false;
   private delayTimer: NodeJS.Timeout | null = null;
   private pinWaiters: Deferred | null = null;
 
@@ -478,11 +512,138 @@ export class Journal {
     return this.reserveLocked(this.bytesOk(bytes));
   }
 
-  /** Reserve `bytes` (sum of jsetEntryBytes(payload) of the adds to come) in the open entry, waiting for room if needed. */
-  async reserve(bytes: number): Promise<JournalRes> {
+  /**
+   * Reserve `bytes` (sum of jsetEntryBytes(payload) of the adds to come) in
+   * the open entry, waiting for room if needed. Interior updates pass
+   * 'interior' (see JournalWatermark).
+   */
+  async reserve(bytes: number, watermark: 'normal' | 'interior' = 'normal', preres?: JournalPreres): Promise<JournalRes> {
     this.checkUsable();
     const b = this.bytesOk(bytes);
-    return this.reserveLocked(b) ?? this.reserveSlowpath(b);
+    const own = preres?.bytes ?? 0;
+    const res = this.reserveLocked(b, watermark, false, own) ?? ((await this.reserveSlowpath(b, watermark, true, false, own)) as JournalRes);
+    if (preres) this.preresPut(preres);
+    return res;
+  }
+
+  /* ------------------------------------------------------------------ pre-reservations */
+
+  /** Ring bytes of an entry carrying `keysBytes` of sub-entries (what a pre-reservation holds for it). */
+  entryBytesFor(keysBytes: number): number {
+    return roundUp(JSET_HEADER_BYTES + this.rootsBytes + blacklistEntriesBytes(this.blacklist.length) + keysBytes, this.layout.blockBytes);
+  }
+
+  get preresBytes(): number {
+    return this.preresTotal;
+  }
+
+  /**
+   * Grow p to hold `bytes` of ring (no wait). Admitted while the ring ahead
+   * has room for every pre-reservation plus one empty entry; may use the
+   * interior share ordinary commits leave free.
+   */
+  preresTryGet(p: JournalPreres, bytes: number): boolean {
+    this.checkUsable();
+    const more = bytes - p.bytes;
+    if (more <= 0) return true;
+    if (!this.preresFits(more)) return false;
+    p.bytes += more;
+    this.preresTotal += more;
+    this.counters.preres++;
+    return true;
+  }
+
+  private preresFits(more: number): boolean {
+    const block = this.layout.blockBytes;
+    const minEntry = roundUp(JSET_HEADER_BYTES + this.rootsBytes + blacklistEntriesBytes(this.blacklist.length), block);
+    const { head, tail, empty } = this.nearHead();
+    return ringFit(this.layout.journalBytes, head, tail, empty, this.preresTotal + more + minEntry) !== null;
+  }
+
+  /** Wait until preresTryGet(p, bytes) would succeed (entries landing, reclaim). ERR_NO_SPACE as reserve(). */
+  async preresWait(p: JournalPreres, bytes: number): Promise<void> {
+    this.checkUsable();
+    this.counters.preresWaits++;
+    const waitMs = this.opts.reclaimWaitMs ?? RECLAIM_WAIT_MS_DEFAULT;
+    const deadline = performance.now() + waitMs;
+    for (;;) {
+      this.checkUsable();
+      if (this.preresFits(bytes - p.bytes)) return;
+      if (performance.now() >= deadline) {
+        this.counters.noSpace++;
+        throw this.noSpaceError(`waited ${waitMs} ms for a journal pre-reservation of ${bytes} bytes (${this.preresTotal} held)`);
+      }
+      if (this.bufs.length) {
+        this.kickFlush();
+        await waitUntil(this.progress.promise, deadline);
+        continue;
+      }
+      if (this.canAdvanceLastSeq()) {
+        const e = this.openEntry(0, 'reserve');
+        if (e) {
+          e.forceWrite = true;
+          e.flushWanted = true;
+          this.counters.emptyEntries++;
+          this.kick();
+          await waitUntil(e.durable.promise, deadline);
+          continue;
+        }
+      }
+      const before = this.lastSeq;
+      const pinWait = this.pinProgress();
+      const progress = await this.reclaim(this.reclaimTarget(bytes, 'interior'), true);
+      if (this.lastSeq > before) continue;
+      if (!progress) {
+        // pre-reservations put back give room too
+        if (this.preresTotal > 0) {
+          await waitUntil(this.preresProgress(), deadline);
+          continue;
+        }
+        this.counters.noSpace++;
+        throw this.noSpaceError(`reclaim could not free any journal entry for a pre-reservation of ${bytes} bytes`);
+      }
+      await waitUntil(pinWait, deadline);
+    }
+  }
+
+  /** Give p's ring space back. */
+  preresPut(p: JournalPreres): void {
+    if (p.bytes === 0) return;
+    this.preresTotal -= p.bytes;
+    p.bytes = 0;
+    const w = this.preresWaiters;
+    this.preresWaiters = null;
+    w?.resolve();
+  }
+
+  private preresWaiters: Deferred | null = null;
+  private preresProgress(): Promise<void> {
+    this.preresWaiters ??= deferred();
+    return this.preresWaiters.promise;
+  }
+
+  /**
+   * Wait until a reservation of `bytes` would succeed, without taking it
+   * (bcachefs JOURNAL_RES_GET_CHECK: a commit that found no room unlocks,
+   * waits here, relocks and tries again; taking a reservation here would
+   * write an entry for nothing). withReclaim false: never ask for reclaim,
+   * only wait for entries under way to land; false when only reclaim could
+   * make room (the caller frees what it holds - a commit closes its interior
+   * updates - and waits again with reclaim). ERR_NO_SPACE as reserve().
+   */
+  async waitForRoom(bytes: number, withReclaim = true): Promise<boolean> {
+    this.checkUsable();
+    const b = this.bytesOk(bytes);
+    if (this.reserveLocked(b, 'normal', true)) return true;
+    return (await this.reserveSlowpath(b, 'normal', withReclaim, true)) !== null;
+  }
+
+  /** Ring bytes ordinary commits leave free for interior-update entries. */
+  get interiorShareBytes(): number {
+    const block = this.layout.blockBytes;
+    const minEntry = roundUp(JSET_HEADER_BYTES + this.rootsBytes, block);
+    // a few entries' worth: pointer keys are small, but each entry carries the roots
+    return Math.min(roundUp(Math.floor(this.layout.journalBytes / 32), block), Math.max(8 * minEntry, roundUp(Math.floor(this.layout.journalBytes / 64), block)));
   }
 
   private openBuf(): JournalBuf | null {
@@ -490,15 +651,20 @@ export class Journal {
     return last && last.state === 'open' ? last : null;
   }
 
-  private reserveLocked(bytes: number): JournalRes | null {
+  private reserveLocked(bytes: number, watermark: 'normal' | 'interior' = 'normal', checkOnly = false, ownPreres = 0): JournalRes | null {
     let b = this.openBuf();
+    if (checkOnly) {
+      // would a reservation succeed now? (bcachefs JOURNAL_RES_GET_CHECK): nothing changes
+      if (b && b.usedBytes + b.reservedBytes + bytes <= b.keysLimitBytes) return CHECK_OK;
+      return this.entryPlacement(bytes, watermark, ownPreres) ? CHECK_OK : null;
+    }
     if (b && b.usedBytes + b.reservedBytes + bytes > b.keysLimitBytes) {
       this.seal(b);
       this.kick();
       b = null;
     }
     if (!b) {
-      b = this.openEntry(bytes, false);
+      b = this.openEntry(bytes, watermark, ownPreres);
       if (!b) return null;
     }
     b.reservedBytes += bytes;
@@ -536,10 +702,28 @@ export class Journal {
 
   /**
    * Open a new entry with room for `bytes` of keys, or null (too many buffers,
-   * or no ring space). useReserve: an entry that may eat the reserve (an empty
-   * entry recording a newer last_seq).
+   * or no ring space at this watermark). Entries opened below 'normal' get
+   * just the room asked for, so ordinary commits cannot join them and eat the
+   * share.
    */
-  private openEntry(bytes: number, useReserve: boolean): JournalBuf | null {
+  private openEntry(bytes: number, watermark: JournalWatermark, ownPreres = 0): JournalBuf | null {
+    const pl = this.entryPlacement(bytes, watermark, ownPreres);
+    if (!pl) return null;
+    const { p, reserve, overhead, nrRanges, seq } = pl;
+    const capacity = Math.min(this.layout.journalEntryBytesMax, p.regionEndBytes - p.offsetBytes - reserve);
+    const mem = this.freeData.pop() ?? this.newEntryBuffer();
+    const keysLimit = watermark === 'normal' ? capacity - overhead : Math.min(capacity - overhead, JSET_HEADER_BYTES + bytes);
+    const b = new JournalBuf(seq, mem.data, mem.view, keysLimit, overhead, nrRanges, p.wrap);
+    this.nextSeqToOpen = this.skipBlacklisted(seq + 1);
+    this.newestOpened = seq;
+    this.pins.extendTo(seq);
+    this.pins.get(seq); // an entry pins itself until durable
+    this.bufs.push(b);
+    return b;
+  }
+
+  /** Where a new entry with room for `bytes` would go at this watermark (null: no buffer or no ring space). No side effects. */
+  private entryPlacement(bytes: number, watermark: JournalWatermark, ownPreres = 0): { p: Placement; reserve: number; overhead: number; nrRanges: number; seq: number } | null {
     if (this.bufs.length >= JOURNAL_BUFS_MAX) return null;
     const block = this.layout.blockBytes;
     const seq = this.nextSeqToOpen;
@@ -547,19 +731,13 @@ export class Journal {
     const overhead = this.rootsBytes + blacklistEntriesBytes(nrRanges);
     const minEntry = roundUp(JSET_HEADER_BYTES + overhead, block);
     const need = roundUp(JSET_HEADER_BYTES + overhead + bytes, block);
-    const reserve = useReserve ? 0 : minEntry;
+    // what must stay free behind this entry: one empty entry (records a newer
+    // last_seq), the other pre-reservations, and for ordinary commits the interior share
+    const others = Math.max(0, this.preresTotal - ownPreres);
+    const reserve = watermark === 'reserve' ? 0 : watermark === 'interior' ? minEntry + others : minEntry + this.interiorShareBytes + others;
     const { head, tail, empty } = this.nearHead();
     const p: Placement | null = ringFit(this.layout.journalBytes, head, tail, empty, need + reserve);
-    if (!p) return null;
-    const capacity = Math.min(this.layout.journalEntryBytesMax, p.regionEndBytes - p.offsetBytes - reserve);
-    const mem = this.freeData.pop() ?? this.newEntryBuffer();
-    const b = new JournalBuf(seq, mem.data, mem.view, useReserve ? JSET_HEADER_BYTES + bytes : capacity - overhead, overhead, nrRanges, p.wrap);
-    this.nextSeqToOpen = this.skipBlacklisted(seq + 1);
-    this.newestOpened = seq;
-    this.pins.extendTo(seq);
-    this.pins.get(seq); // an entry pins itself until durable
-    this.bufs.push(b);
-    return b;
+    return p ? { p, reserve, overhead, nrRanges, seq } : null;
   }
 
   private newEntryBuffer(): { data: Uint8Array; view: DataView } {
@@ -571,14 +749,14 @@ export class Journal {
     if (b.state === 'open') b.state = 'sealed';
   }
 
-  private async reserveSlowpath(bytes: number): Promise<JournalRes> {
+  private async reserveSlowpath(bytes: number, watermark: 'normal' | 'interior', reclaim: boolean, checkOnly = false, ownPreres = 0): Promise<JournalRes | null> {
     const waitMs = this.opts.reclaimWaitMs ?? RECLAIM_WAIT_MS_DEFAULT;
     const deadline = performance.now() + waitMs;
     let countedBufs = false;
     let countedSpace = false;
     for (;;) {
       this.checkUsable();
-      const r = this.reserveLocked(bytes);
+      const r = this.reserveLocked(bytes, watermark, checkOnly, ownPreres);
       if (r) return r;
       if (performance.now() >= deadline) {
         this.counters.noSpace++;
@@ -601,7 +779,7 @@ export class Journal {
       }
       if (this.canAdvanceLastSeq()) {
         // Pins moved since the last write: an empty entry (in the reserve) records the newer last_seq.
-        const e = this.openEntry(0, true);
+        const e = this.openEntry(0, 'reserve');
         if (e) {
           e.forceWrite = true;
           e.flushWanted = true;
@@ -611,10 +789,16 @@ export class Journal {
           continue;
         }
       }
+      if (!reclaim) return null;
       const before = this.lastSeq;
       const pinWait = this.pinProgress();
-      const progress = await this.reclaim(this.reclaimTarget(bytes), true);
+      const progress = await this.reclaim(this.reclaimTarget(bytes, watermark), true);
       if (this.lastSeq > before) continue;
+      if (!progress && this.preresTotal > ownPreres) {
+        // interior updates hold ring space they give back when they journal
+        await waitUntil(this.preresProgress(), deadline);
+        continue;
+      }
       if (!progress) {
         this.counters.noSpace++;
         throw this.noSpaceError('reclaim could not free any journal entry');
@@ -657,17 +841,18 @@ export class Journal {
   }
 
   /** Smallest seq such that reclaiming every pin before it lets an entry with `bytes` of keys fit. */
-  private reclaimTarget(bytes: number): number {
+  private reclaimTarget(bytes: number, watermark: 'normal' | 'interior'): number {
     const block = this.layout.blockBytes;
     const need = roundUp(JSET_HEADER_BYTES + this.rootsBytes + blacklistEntriesBytes(this.blacklist.length) + bytes, block);
     const minEntry = roundUp(JSET_HEADER_BYTES + this.rootsBytes + blacklistEntriesBytes(this.blacklist.length), block);
+    const share = (watermark === 'normal' ? this.interiorShareBytes : 0) + this.preresTotal;
     const live = this.ring.liveEntries();
     const head = this.ring.writeOffsetBytes;
     // An empty entry (minEntry) is written first to record the new last_seq, then the reservation's entry.
     for (let i = 1; i < live.length; i++) {
       const p = ringFit(this.layout.journalBytes, head, live[i]!.offsetBytes, false, minEntry);
       if (!p) continue;
-      const q = ringFit(this.layout.journalBytes, p.offsetBytes + minEntry, live[i]!.offsetBytes, false, need + minEntry);
+      const q = ringFit(this.layout.journalBytes, p.offsetBytes + minEntry, live[i]!.offsetBytes, false, need + minEntry + share);
       if (q) return live[i]!.seq;
     }
     return this.nextSeqToOpen;
@@ -677,7 +862,13 @@ export class Journal {
   private reclaim(targetSeq: number, urgent: boolean): Promise<boolean> {
     const fn = this.opts.onReclaimNeeded;
     if (!fn) return Promise.resolve(false);
-    if (this.reclaimInFlight) return this.reclaimInFlight;
+    if (this.reclaimInFlight) {
+      // a background pass aims elsewhere and may report no progress: an urgent
+      // caller runs its own pass after it (urgent callers join each other)
+      if (!urgent || this.reclaimUrgent) return this.reclaimInFlight;
+      return this.reclaimInFlight.catch(() => false).then(() => this.reclaim(targetSeq, urgent));
+    }
+    this.reclaimUrgent = urgent;
     if (urgent) this.counters.reclaimCalls++;
     else this.counters.reclaimBackgroundCalls++;
     const info: ReclaimInfo = { urgent, bytesUsed: this.ring.usedBytes(), bytesTotal: this.layout.journalBytes };
@@ -870,7 +1061,7 @@ export class Journal {
       return this.waitDurable(last.seq);
     }
     if (this.canAdvanceLastSeq()) {
-      const e = this.openEntry(0, false) ?? this.openEntry(0, true);
+      const e = this.openEntry(0, 'normal') ?? this.openEntry(0, 'reserve');
       if (e) {
         e.forceWrite = true;
         e.flushWanted = true;

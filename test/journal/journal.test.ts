@@ -353,6 +353,38 @@ describe('Journal: ring full and reclaim', () => {
     ).rejects.toSatisfy((e: unknown) => isErr(e, 'ERR_NO_SPACE'));
   });
 
+  it('the interior share: ordinary commits that filled the ring leave room for an interior-update entry', async () => {
+    const env = makeEnv({ journalBytes: 128 * 1024 });
+    const j = openJournal(env);
+    const rng = new Prng(16);
+    const model = new Model();
+    const s1 = await commit(j, model, rng, { beforeRelease: (res) => j.pinAdd(res.seq) });
+    let err: unknown = null;
+    for (let i = 0; i < 200 && !err; i++) {
+      try {
+        await j.waitDurable(await commit(j, model, rng, { n: 2, maxBytes: 2000 }));
+      } catch (e) {
+        err = e;
+      }
+    }
+    expect(isErr(err, 'ERR_NO_SPACE')).toBe(true);
+    const free = j.stats().bytesTotal - j.stats().bytesUsed;
+    expect(free, 'normal commits stop short of the interior share').toBeGreaterThanOrEqual(j.interiorShareBytes);
+    // an interior update's pointer keys still get in, and read back
+    const payload = rng.bytes(600);
+    const res = await j.reserve(jsetEntryBytes(payload.length), 'interior');
+    res.add('btree_keys', 0, 1, payload);
+    model.record(res.seq, payload);
+    j.release(res);
+    await j.waitDurable(res.seq);
+    // and ordinary commits still do not
+    await expect(j.reserve(jsetEntryBytes(100))).rejects.toSatisfy((e: unknown) => isErr(e, 'ERR_NO_SPACE'));
+    const r = await read(env);
+    expect(r.lastSeq).toBe(s1);
+    expect(r.newestSeq).toBe(res.seq);
+    for (const e of r.entries) expect(model.check(e)).toBeNull();
+  });
+
   it('a callback that claims progress but never drops a pin times out with ERR_NO_SPACE', async () => {
     const env = makeEnv({ journalBytes: 64 * 1024 });
     const j = openJournal(env, { reclaimThreshold: 1, reclaimWaitMs: 150, onReclaimNeeded: () => true });
