@@ -53,7 +53,7 @@ import {
   type SbRoot } from './format/superblock.js';
 import { Allocator } from './alloc.js';
 import { Journal, JournalPin, journalRecoveryPlan, journalStartAfterRead, journalStartEmpty } from './journal/journal.js';
-import type { JournalPreres, JournalRes } from './journal/journal.js';
+import type { JournalPreres, JournalRes, JournalRoot } from './journal/journal.js';
 import { readJournal } from './journal/read.js';
 import { JournalSeqBlacklist } from './journal/blacklist.js';
 import { JSET_ENTRY, jsetEntryBytes } from './format/journal-format.js';
@@ -139,6 +139,12 @@ export interface BtreeRoot {
   /** The root as the journal records it: only written nodes. */
   journalPtr: Uint8Array;
   journalLevel: number;
+  /**
+   * Root changes journaled in entries not yet durable, oldest first, each
+   * with the seq of the entry that carries the update's keys: an entry
+   * records the newest change at or below its own seq (rootAsOf).
+   */
+  journalChanges: Array<{ seq: number; ptr: Uint8Array; level: number }>;
 }
 
 export interface StoreStats {
@@ -223,6 +229,8 @@ export class Engine {
     nodeWrites: 0,
     nodeWriteErrors: 0,
     nodeWritesNew: 0,
+    /** Writes of a node replaced while the write waited (skipped: see nodeWriteIo). */
+    nodeWritesSkippedDying: 0,
     compactionsDeferred: 0,
     journalPreflushes: 0,
     nodeAppendPreflushes: 0,
@@ -414,7 +422,7 @@ export class Engine {
         ptr = ptrBytes(r.bucket, r.seq, r.level, posWords(POS_MIN));
         level = r.level;
       }
-      this.roots.push({ node: null, journalPtr: ptr, journalLevel: level });
+      this.roots.push({ node: null, journalPtr: ptr, journalLevel: level, journalChanges: [] });
     }
     for (let id = 0; id < this.roots.length; id++) {
       const root = this.roots[id]!;
@@ -459,9 +467,12 @@ export class Engine {
     this.journal = new Journal(this.journalDevice(), this.layout, {
       uuid: sb.uuid,
       nrBtrees: sb.btrees.length,
-      getRoots: () => this.roots.map((r, id) => ({ btreeId: id, level: r.journalLevel, ptr: r.journalPtr })),
+      getRoots: (seq) => this.roots.map((r, id) => this.rootAsOf(id, r, seq)),
       onReclaimNeeded: (target) => this.journalReclaim(target),
-      onDurable: (seq) => this.alloc.journalDurable(seq),
+      onDurable: (seq) => {
+        this.alloc.journalDurable(seq);
+        this.rootChangesDurable(seq);
+      },
       blacklist: this.blacklist,
       start,
     });
@@ -696,10 +707,32 @@ export class Engine {
     return { ptr: ptrBytes(n.bucket, n.keys.seq, n.level, n.keys.minKey), level: n.level };
   }
 
-  rootJournalUpdate(btreeId: number, r: { ptr: Uint8Array; level: number }): void {
-    const root = this.roots[btreeId]!;
-    root.journalPtr = r.ptr;
-    root.journalLevel = r.level;
+  /** A new root, journaled with the keys of entry `seq`: entries from `seq` on record it. */
+  rootJournalUpdate(btreeId: number, r: { ptr: Uint8Array; level: number }, seq: number): void {
+    this.roots[btreeId]!.journalChanges.push({ seq, ptr: r.ptr, level: r.level });
+  }
+
+  /** The root of btree id as entry `seq` records it. */
+  private rootAsOf(btreeId: number, r: BtreeRoot, seq: number): JournalRoot {
+    let ptr = r.journalPtr;
+    let level = r.journalLevel;
+    for (const c of r.journalChanges) {
+      if (c.seq > seq) break;
+      ptr = c.ptr;
+      level = c.level;
+    }
+    return { btreeId, level, ptr };
+  }
+
+  /** Entries up to `seq` are durable: their root changes become the base. */
+  private rootChangesDurable(seq: number): void {
+    for (const r of this.roots) {
+      while (r.journalChanges.length && r.journalChanges[0]!.seq <= seq) {
+        const c = r.journalChanges.shift()!;
+        r.journalPtr = c.ptr;
+        r.journalLevel = c.level;
+      }
+    }
   }
 
   /* ================================================================ nodes */
@@ -931,10 +964,19 @@ export class Engine {
         this.counters.nodeAppendPreflushes++;
         await this.devFlush();
       }
-      await this.dev.write(w.bytes, bucketToOffset(this.layout, n.bucket) + w.offsetBytes);
-      this.nodeFlushNeeded.set(n, this.flushStarted + 1);
-      this.nodeWritesUnflushed = true;
-      this.counters.nodeWrites++;
+      if (n.has(NodeFlag.dying) && !n.has(NodeFlag.will_make_reachable)) {
+        // replaced by an interior update while this write waited: its keys
+        // live on in the new nodes (and its journal pins with the update), and
+        // its bucket is freed once that update is durable: writing now could
+        // land on the bucket's next owner. (A new node's first write always
+        // happens: an earlier update's entry may point to it.)
+        this.counters.nodeWritesSkippedDying++;
+      } else {
+        await this.dev.write(w.bytes, bucketToOffset(this.layout, n.bucket) + w.offsetBytes);
+        this.nodeFlushNeeded.set(n, this.flushStarted + 1);
+        this.nodeWritesUnflushed = true;
+        this.counters.nodeWrites++;
+      }
     } catch (e) {
       this.counters.nodeWriteErrors++;
       // the sealed bytes stay in the node until a later write gets them out
@@ -1160,7 +1202,6 @@ export class Engine {
     preres: JournalPreres,
     beforeRelease: (seq: number) => void,
   ): Promise<number> {
-    if (newRoot) this.rootJournalUpdate(btreeId, newRoot);
     let bytes = 0;
     for (const u of updates) {
       if (!u.parentKeys.length) continue;
@@ -1170,6 +1211,7 @@ export class Engine {
     }
     const res = await this.journal.reserve(bytes, 'interior', preres);
     const seq = res.seq;
+    if (newRoot) this.rootJournalUpdate(btreeId, newRoot, seq);
     for (const u of updates) {
       if (!u.parentKeys.length) continue;
       let b = 0;
@@ -1479,6 +1521,7 @@ export class Engine {
       if (!this.readOnly && !this.failed) {
         await this.flush();
         const j = await this.journal.close();
+        this.rootChangesDurable(Infinity);
         this.sb = {
           ...this.sb,
           clean: true,
@@ -1603,6 +1646,7 @@ export class Engine {
         nodeWrites: this.counters.nodeWrites,
         nodeWriteErrors: this.counters.nodeWriteErrors,
         nodeWritesNew: this.counters.nodeWritesNew,
+        nodeWritesSkippedDying: this.counters.nodeWritesSkippedDying,
         passes: this.counters.writebackPasses,
         reclaimCalls: this.counters.reclaimCalls,
         nodeWritesWanted: this.counters.nodeWritesWanted,

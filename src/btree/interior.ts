@@ -129,6 +129,8 @@ export class BtreeUpdate {
   readonly oldNodes: Node[] = [];
   /** Buckets of the old nodes, taken at swap time (Node objects are reused once freed). */
   readonly oldBuckets: number[] = [];
+  /** Writes of the old nodes already under way at swap time: their buckets are freed only after these land. */
+  readonly oldWrites: Promise<void>[] = [];
   /** Pointer keys to journal at parentLevel (inserts and whiteouts). */
   readonly parentKeys: BkeyI[] = [];
   parent: Node | null = null;
@@ -355,6 +357,9 @@ export class Interior {
   private swapOut(trans: BtreeTrans, upd: BtreeUpdate, n: Node): void {
     this.engine.cache.hashRemove(n);
     upd.oldBuckets.push(n.bucket);
+    // a write of the old node already issued must land before its bucket can
+    // be reused (later writes of a dying node are skipped: nodeWriteIo)
+    if (n.has(NodeFlag.write_in_flight) && n.writeDone) upd.oldWrites.push(n.writeDone.catch(() => {}));
     n.set(NodeFlag.dying);
     if (n.journalPin) {
       upd.pins.push(n.journalPin);
@@ -573,6 +578,7 @@ export class Interior {
         });
         journaled();
         await this.engine.journal.waitDurable(seq);
+        for (const u of g.updates) if (u.oldWrites.length) await Promise.all(u.oldWrites);
         for (const u of g.updates) {
           for (const pin of u.pins) this.engine.journal.pinDrop(pin);
           for (const b of u.oldBuckets) this.engine.bucketFreeAfter(b, seq);

@@ -341,10 +341,18 @@ export class MergedView {
       const e = extentOfKey(k);
       const pieces = extentMinus(e, merged);
       if (pieces.length === 0) {
-        const s = { inode: e.inode, offset: e.start, snapshot: e.snapshot };
-        if (e.start === 0n && e.inode === 0n && e.snapshot === 0) break;
-        cur = pred(s);
-        if (xcmp(cur, pos) >= 0) break;
+        // wholly deleted: go on from its start itself, not the position before
+        // it. Committed extents do not overlap, so the one before ends at or
+        // before that start, and may end exactly there: its key sits at the
+        // start, after pred(start), where searching would skip it.
+        // (A zero-size key, which putExtent never makes, would not move cur:
+        // step before it instead.)
+        let s: XPos = { inode: e.inode, offset: e.start, snapshot: e.snapshot };
+        if (xcmp(s, cur) >= 0) {
+          if (s.inode === 0n && s.offset === 0n && s.snapshot === 0) break;
+          s = pred(s);
+        }
+        cur = s;
         continue;
       }
       const [lo, hi] = pieces[pieces.length - 1]!;

@@ -60,6 +60,12 @@ export class PathLevel {
   readonly iter = new NodeIter();
   /** Lock seq when we last held the lock: relock succeeds only if it is unchanged. */
   lockSeq = 0;
+  /**
+   * The node's identity (hashVal) when this level took it. Node objects are
+   * reused for other nodes; a lock seq alone does not tell a path that its
+   * node became another one if someone refreshes the seq (nodeModified).
+   */
+  nodeHash = 0;
   /** Lock type held now, or UNLOCKED. */
   held: number = UNLOCKED;
   /** Lock type to take back on relock after trans.unlock(), or UNLOCKED. */

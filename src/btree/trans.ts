@@ -137,7 +137,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       if (lv.relockType === UNLOCKED) continue;
       const type = lv.relockType;
       lv.relockType = UNLOCKED;
-      if (ok && lv.node && lv.node.hashVal !== 0 && nodeRelock(this, lv.node.lock, type as SixLockType, lv.lockSeq)) {
+      if (ok && lv.node && lv.node.hashVal !== 0 && lv.node.hashVal === lv.nodeHash && nodeRelock(this, lv.node.lock, type as SixLockType, lv.lockSeq)) {
         lv.held = type;
       } else {
         ok = false;
@@ -284,7 +284,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
     if (lv.held !== UNLOCKED) return true;
     const n = lv.node!;
     const type = path.lockWant(l) === LOCK_INTENT ? LOCK_INTENT : LOCK_READ;
-    if (n.hashVal === 0 || n.level !== l || !nodeRelock(this, n.lock, type as SixLockType, lv.lockSeq)) return false;
+    if (n.hashVal === 0 || n.hashVal !== lv.nodeHash || n.level !== l || !nodeRelock(this, n.lock, type as SixLockType, lv.lockSeq)) return false;
     lv.held = type;
     return true;
   }
@@ -309,6 +309,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
         lv.node = b;
         lv.held = type;
         lv.lockSeq = b.lock.seq;
+        lv.nodeHash = b.hashVal;
         lv.iterStale = true;
         return 0;
       }
@@ -417,6 +418,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       clv.node = child;
       clv.held = type;
       clv.lockSeq = child.lock.seq;
+      clv.nodeHash = child.hashVal;
       clv.iterStale = true;
       if (path.l[l]!.held === UNLOCKED && path.uptodate === NEED_TRAVERSE) {
         // the parent could not be relocked after the fill: start over from what still holds
@@ -435,11 +437,14 @@ export class BtreeTrans implements LockOwner, CacheTrans {
    * After this transaction modified node n under its write lock: its own
    * paths on n keep their locks valid (the seq moved by our own unlock) and
    * re-search their node iterators (the seed's node_iter_fix, by re-search).
+   * Only paths that took this node: a path left holding the same Node object
+   * from an earlier life (freed and reused since) must fail its relock, not
+   * be handed the new node's seq - it would walk another btree's node.
    */
   nodeModified(n: Node): void {
     for (const path of this.paths) {
       const lv = path.l[n.level];
-      if (lv && lv.node === n) {
+      if (lv && lv.node === n && lv.nodeHash === n.hashVal) {
         lv.lockSeq = n.lock.seq;
         lv.iterStale = true;
       }

@@ -147,7 +147,8 @@ export interface JournalOptions {
   /** Number of btrees: every entry has room for this many roots. */
   nrBtrees: number;
   /** Current root of every btree; called when an entry is written. */
-  getRoots: () => readonly JournalRoot[];
+  /** The roots as of entry `seq` (see write.ts). */
+  getRoots: (seq: number) => readonly JournalRoot[];
   /** Largest encoded root pointer (default 64). */
   rootPtrBytesMax?: number;
   /**

@@ -5,9 +5,11 @@
  *
  * An entry's buffer holds the header space and the sub-entries the
  * reservations added. Finishing it appends, in this order:
- *   - one btree_root sub-entry per btree, from getRoots() at write time (so a
- *     root the engine also journaled explicitly inside the entry is superseded
- *     by the current one: the reader takes the last btree_root per btree);
+ *   - one btree_root sub-entry per btree, from getRoots(seq): the roots as of
+ *     this entry (the reader takes the last btree_root per btree). Not the
+ *     roots at write time: an interior update journaled in a later entry may
+ *     have made a new root already, and an entry naming that root without
+ *     the update's keys would make recovery replay older keys onto it;
  *   - one blacklist sub-entry per blacklisted range intersecting the entry's
  *     [lastSeq, seq] window;
  * then the header and checksum, and zeroes the padding up to the block size.
@@ -43,7 +45,8 @@ export interface EntryFinishCtx {
   blockBytes: number;
   nrBtrees: number;
   rootPtrBytesMax: number;
-  getRoots: () => readonly JournalRoot[];
+  /** The roots as of entry `seq` (a root change journaled in a later entry must not show in this one). */
+  getRoots: (seq: number) => readonly JournalRoot[];
   blacklist: JournalSeqBlacklist;
 }
 
@@ -70,7 +73,7 @@ export function journalEntryFinish(
   blacklistRangesMax: number,
 ): { bytes: number; sizeBytes: number } {
   let off = usedBytes;
-  const roots = ctx.getRoots();
+  const roots = ctx.getRoots(seq);
   if (roots.length > ctx.nrBtrees) throw new Error(`journal entry ${seq}: getRoots() returned ${roots.length} roots, at most ${ctx.nrBtrees} (nrBtrees)`);
   for (const r of roots) {
     if (r.ptr.length > ctx.rootPtrBytesMax) throw new Error(`journal entry ${seq}: root pointer of btree ${r.btreeId} is ${r.ptr.length} bytes, at most ${ctx.rootPtrBytesMax} (rootPtrBytesMax)`);

@@ -2,11 +2,12 @@
 /*
  * Extent overwrites (bcachefs tests.c test_extent_overwrite_*): a new extent
  * replaces the overlapped part of older ones, which are trimmed or split,
- * keeping their value and adjusting valueOffset.
+ * keeping their value and adjusting valueOffset. Then reverse walks over
+ * committed extents with range deletions pending in the same transaction.
  */
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { pos, type Entry } from '../../src/index.js';
+import { pos, type Bpos, type Entry, type Transaction } from '../../src/index.js';
 import { tmpStore, type TmpStore } from '../helpers/store.js';
 
 let t: TmpStore;
@@ -99,6 +100,47 @@ describe('Transaction#putExtent() overwrites', () => {
       [0, 16, 0, 0xaa],
       [16, 32, 0, 0xbb],
       [32, 64, 32, 0xaa],
+    ]);
+  });
+});
+
+describe('Iter#prev() on extents with a pending delRange', () => {
+  async function reverse(from: Bpos, pending: (tx: Transaction) => void): Promise<Array<[number, number, number, number]>> {
+    return t.store.transact(async (tx) => {
+      pending(tx);
+      const out: Array<[number, number, number, number]> = [];
+      const it = tx.iter('ext', from);
+      for (let e = await it.peekPrev(); e; e = await it.prev()) out.push(shape(e));
+      return out;
+    });
+  }
+
+  it('a wholly deleted extent does not hide the one ending at its start', async () => {
+    await t.store.transact((tx) => {
+      tx.putExtent('ext', pos(1, 10), 10, A);
+      tx.putExtent('ext', pos(1, 20), 10, B);
+      tx.putExtent('ext', pos(1, 40), 10, A);
+    });
+    expect(await reverse(pos(1, 100), (tx) => tx.delRange('ext', pos(1, 20), pos(1, 30)))).toEqual([
+      [40, 50, 0, 0xaa],
+      [10, 20, 0, 0xaa],
+    ]);
+  });
+
+  it('the lower piece of the extent before a wholly deleted one (issue 6)', async () => {
+    // the model test's layout: [215..219) vo 9 then [219..225), delRange [217..247)
+    await t.store.transact((tx) => {
+      tx.putExtent('ext', pos(3, 206), 13, A);
+      tx.putExtent('ext', pos(3, 214), 1, B);
+      tx.putExtent('ext', pos(3, 219), 6, B);
+      tx.putExtent('ext', pos(3, 258), 1, A);
+    });
+    await t.store.flush();
+    expect(await reverse(pos(3, 300), (tx) => tx.delRange('ext', pos(3, 217), pos(3, 247)))).toEqual([
+      [258, 259, 0, 0xaa],
+      [215, 217, 9, 0xaa],
+      [214, 215, 0, 0xbb],
+      [206, 214, 0, 0xaa],
     ]);
   });
 });

@@ -1,30 +1,39 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * Iterator model test: random keys, random positions, every iterator call
- * (peek/next/peekPrev/prev/setPos, with and without an end bound, slots mode
- * peekSlot/nextSlot) checked against a sorted-array model, with 4 KiB nodes
- * and a small cache so trees are deep, nodes are evicted and iterators cross
- * many nodes. Deleted keys leave whiteouts (the nodes were written first), and
- * some updates are pending in the same transaction as the iterator calls.
- * A smaller extents version models the extents btree as per-unit cells.
+ * Iterator model test, normal btree: random keys, random positions, every
+ * iterator call (peek/next/peekPrev/prev/setPos, with and without an end
+ * bound, slots mode peekSlot/nextSlot) checked against a sorted-array model,
+ * with 4 KiB nodes and a small cache so trees are deep, nodes are evicted and
+ * iterators cross many nodes. Deleted keys leave whiteouts (the nodes were
+ * written first), and some updates are pending in the same transaction as the
+ * iterator calls. The extents btree has its own model test
+ * (iter-model-extents.test.ts); the shared helpers are in iter-model-helpers.ts.
  *
- * Positions are encoded as one bigint (inode << 96 | offset << 32 | snapshot),
- * so bpos order is bigint order and bpos successor/predecessor are +1/-1.
- *
- * SIXTREE_ITER_SEED=<n> replays a seed (a failure prints it with the calls of
- * the failing sequence); SIXTREE_ITER_TX sets the number of checking transactions.
+ * SIXTREE_ITER_SEED=<n>[,<n>...] replays seeds (a failure prints its seed with
+ * the calls of the failing sequence); SIXTREE_ITER_TX sets the number of
+ * checking transactions.
  */
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type Bpos, type Entry, type Hole, type Iter, type Transaction } from '../../src/index.js';
-import { prng, tmpStore, type TmpStore } from '../helpers/store.js';
-
-const SEED = Number(process.env.SIXTREE_ITER_SEED ?? 0x5eed1);
-const TXS = Number(process.env.SIXTREE_ITER_TX ?? 100);
-
-const U32_MAX = 0xffff_ffffn;
-const U64_MAX = 0xffff_ffff_ffff_ffffn;
-const ENC_MAX = (1n << 160n) - 1n;
+import { type Entry, type Hole, type Iter, type Transaction } from '../../src/index.js';
+import { tmpStore, type TmpStore } from '../helpers/store.js';
+import {
+  ENC_MAX,
+  SEED_DEFAULT,
+  TXS,
+  U32_MAX,
+  U64_MAX,
+  Rand,
+  Trace,
+  dec,
+  enc,
+  fmtEnc,
+  fmtPos,
+  hex,
+  lowerBound,
+  seedsToRun,
+  val,
+} from './iter-model-helpers.js';
 
 let t: TmpStore;
 beforeEach(async () => {
@@ -33,86 +42,6 @@ beforeEach(async () => {
 afterEach(async () => {
   await t.cleanup();
 });
-
-/* ------------------------------------------------------------------------
- * Positions and values.
- */
-
-function enc(inode: bigint, offset: bigint, snapshot: bigint | number): bigint {
-  return (inode << 96n) | (offset << 32n) | BigInt(snapshot);
-}
-function encPos(p: Bpos): bigint {
-  return enc(p.inode, p.offset, p.snapshot);
-}
-function dec(x: bigint): Bpos {
-  return { inode: x >> 96n, offset: (x >> 32n) & U64_MAX, snapshot: Number(x & U32_MAX) };
-}
-function fmtEnc(x: bigint): string {
-  const p = dec(x);
-  return `${p.inode}:${p.offset}:${p.snapshot}`;
-}
-function fmtPos(p: Bpos): string {
-  return `${p.inode}:${p.offset}:${p.snapshot}`;
-}
-
-/** The value written with a tag: 4-byte tag, then a tag-dependent tail of tag-dependent length. */
-function val(tag: number): Uint8Array {
-  const b = new Uint8Array(4 + (tag % 29));
-  new DataView(b.buffer).setUint32(0, tag, true);
-  for (let i = 4; i < b.length; i++) b[i] = (tag * 7 + i) & 0xff;
-  return b;
-}
-function hex(b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
-}
-
-/** Random helpers over the shared seeded PRNG. Each transaction body draws from its own
- *  Rand seeded outside it, so a restarted transaction replays the same calls. */
-class Rand {
-  readonly f: () => number;
-  constructor(seed: number) {
-    this.f = prng(seed);
-  }
-  r(): number {
-    return this.f();
-  }
-  int(n: number): number {
-    return Math.floor(this.f() * n);
-  }
-  pick<T>(a: readonly T[]): T {
-    return a[this.int(a.length)]!;
-  }
-  seed(): number {
-    return this.int(0x1_0000_0000);
-  }
-}
-
-/** Index of the first element >= x. */
-function lowerBound(a: readonly bigint[], x: bigint): number {
-  let lo = 0;
-  let hi = a.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (a[mid]! < x) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
-/** Call trace of the current sequence, printed with the seed when a check fails. */
-class Trace {
-  lines: string[] = [];
-  constructor(readonly seed: number) {}
-  reset(head: string): void {
-    this.lines = [head];
-  }
-  add(s: string): void {
-    this.lines.push(s);
-  }
-  msg(): string {
-    return `seed=${this.seed} (replay: SIXTREE_ITER_SEED=${this.seed})\n  ${this.lines.slice(-60).join('\n  ')}`;
-  }
-}
 
 /* ------------------------------------------------------------------------
  * Normal btree model: a sorted array of encoded positions and their tags.
@@ -225,156 +154,11 @@ class KvIterModel {
 }
 
 /* ------------------------------------------------------------------------
- * Extents model: per-unit cells (inode, offset) -> [tag, offset within the
- * original write], snapshot 0; pieces are the maximal runs of one write.
- */
-
-interface Piece {
-  inode: bigint;
-  start: bigint;
-  end: bigint;
-  tag: number;
-  vo: bigint;
-  /** Encoded start and end positions (snapshot 0). */
-  s: bigint;
-  e: bigint;
-}
-
-class ExtModel {
-  cells = new Map<bigint, [number, number]>(); // enc(inode, offset, 0) -> [tag, vo]
-  private cache: Piece[] | null = null;
-  private ends: bigint[] = [];
-
-  clone(): ExtModel {
-    const m = new ExtModel();
-    m.cells = new Map(this.cells);
-    return m;
-  }
-  put(inode: bigint, start: bigint, size: number, tag: number): void {
-    for (let i = 0; i < size; i++) this.cells.set(enc(inode, start + BigInt(i), 0), [tag, i]);
-    this.cache = null;
-  }
-  delRange(inode: bigint, start: bigint, end: bigint): void {
-    for (let o = start; o < end; o++) this.cells.delete(enc(inode, o, 0));
-    this.cache = null;
-  }
-  pieces(): Piece[] {
-    if (this.cache) return this.cache;
-    const ks = [...this.cells.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    const out: Piece[] = [];
-    let cur: Piece | null = null;
-    for (const k of ks) {
-      const [tag, vo] = this.cells.get(k)!;
-      const p = dec(k);
-      if (cur && cur.inode === p.inode && cur.end === p.offset && cur.tag === tag && cur.vo + (cur.end - cur.start) === BigInt(vo)) {
-        cur.end++;
-        cur.e = enc(cur.inode, cur.end, 0);
-        continue;
-      }
-      cur = { inode: p.inode, start: p.offset, end: p.offset + 1n, tag, vo: BigInt(vo), s: k, e: enc(p.inode, p.offset + 1n, 0) };
-      out.push(cur);
-    }
-    this.cache = out;
-    this.ends = out.map((x) => x.e);
-    return out;
-  }
-  /** First piece ending after x. */
-  after(x: bigint): Piece | null {
-    const ps = this.pieces();
-    const i = lowerBound(this.ends, x + 1n);
-    return i < ps.length ? ps[i]! : null;
-  }
-  /** Last piece ending at or before x. */
-  endingBy(x: bigint): Piece | null {
-    const ps = this.pieces();
-    const i = lowerBound(this.ends, x + 1n) - 1;
-    return i >= 0 ? ps[i]! : null;
-  }
-}
-
-function fmtPiece(p: Piece | null): string {
-  if (p === null) return 'null';
-  return `[${fmtEnc(p.s)}..${fmtEnc(p.e)}) size=${p.end - p.start} vo=${p.vo} v=${hex(val(p.tag))}`;
-}
-function fmtExt(e: Entry | Hole | null): string {
-  if (e === null) return 'null';
-  if ('hole' in e && e.hole) return `hole [${e.start ? fmtPos(e.start) : '?'}..${fmtPos(e.pos)}) size=${e.size}`;
-  const x = e as Entry;
-  return `[${x.start ? fmtPos(x.start) : '?'}..${fmtPos(x.pos)}) size=${x.size} vo=${x.valueOffset} v=${hex(x.value)}`;
-}
-
-class ExtIterModel {
-  last: Piece | null = null;
-  lastHoleEnd: bigint | null = null;
-  constructor(
-    readonly m: ExtModel,
-    public cur: bigint,
-    readonly end: bigint | null,
-  ) {}
-  peek(): string {
-    const p = this.m.after(this.cur);
-    // end bound: extents starting at or after end are out of range
-    this.last = p && (this.end === null || p.s < this.end) ? p : null;
-    return fmtPiece(this.last);
-  }
-  next(): string {
-    if (this.last === null && this.peek() === 'null') return 'null';
-    this.cur = this.last!.e;
-    this.last = null;
-    return this.peek();
-  }
-  peekPrev(): string {
-    const f = this.m.after(this.cur);
-    this.last = f && f.s <= this.cur ? f : this.m.endingBy(this.cur);
-    return fmtPiece(this.last);
-  }
-  prev(): string {
-    if (this.last === null && this.peekPrev() === 'null') return 'null';
-    const s = this.last!.s;
-    this.last = null;
-    if (s === 0n) return 'null';
-    this.cur = s - 1n;
-    return this.peekPrev();
-  }
-  setPos(p: bigint): void {
-    this.cur = p;
-    this.last = null;
-    this.lastHoleEnd = null;
-  }
-  peekSlot(): string {
-    const f = this.m.after(this.cur);
-    if (f && f.s <= this.cur) {
-      this.last = f;
-      this.lastHoleEnd = null;
-      return fmtPiece(f);
-    }
-    const c = dec(this.cur);
-    const endOff = f && f.inode === c.inode ? f.start : U64_MAX;
-    let size = endOff - c.offset;
-    if (size > U32_MAX) size = U32_MAX;
-    const he = enc(c.inode, c.offset + size, c.snapshot);
-    this.last = null;
-    this.lastHoleEnd = he;
-    return `hole [${fmtEnc(this.cur)}..${fmtEnc(he)}) size=${size}`;
-  }
-  nextSlot(): string {
-    if (this.last) this.cur = this.last.e;
-    else if (this.lastHoleEnd !== null) this.cur = this.lastHoleEnd;
-    else {
-      this.peekSlot();
-      return this.nextSlot();
-    }
-    if (dec(this.cur).offset === U64_MAX) return 'null';
-    return this.peekSlot();
-  }
-}
-
-/* ------------------------------------------------------------------------
  * Tests.
  */
 
 describe('iterator model', () => {
-  it('normal btree: every iterator call matches a sorted-array model', async () => {
+  it.each(seedsToRun([SEED_DEFAULT]))('normal btree: every iterator call matches a sorted-array model (seed %i)', async (SEED) => {
     const s = t.store;
     const top = new Rand(SEED);
     const trace = new Trace(SEED);
@@ -590,5 +374,4 @@ describe('iterator model', () => {
     expect(calls).toBeGreaterThan(TXS * 8 * 10);
     expect(await s.fsck()).toEqual([]);
   });
-
 });
