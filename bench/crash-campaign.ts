@@ -826,7 +826,8 @@ class Run {
           await withTimeout(Promise.all(running), s.imageTimeoutMs, `round ${round} (${txns.length} transactions${withFlush ? ' and a flush' : ''})`);
         } catch (e) {
           const acked = txns.filter((t) => this.roundAcked.has(t.id)).map((t) => t.id);
-          errors.push(`${errText(e)}; resolved: [${acked.join(',')}] of [${txns.map((t) => `${t.id} ${t.shape}`).join(', ')}]`);
+          // a hang: what the store is waiting for
+          errors.push(`${errText(e)}; resolved: [${acked.join(',')}] of [${txns.map((t) => `${t.id} ${t.shape}`).join(', ')}]\n${store.engine.toText()}`);
         }
         if (endPoint && this.points.length < s.crashPointsPerRound) this.crashPoint('round end');
         this.roundActive = false;

@@ -1682,7 +1682,8 @@ export class Engine {
       o.nested((x) => x.print(this.alloc.toText()));
       o.field('commits', this.counters.commits);
       o.field('restarts', this.counters.restarts);
-      o.field('interior updates pending', this.interior.pending.length);
+      o.print(this.interior.toText());
+      o.field('node writes in flight', this.writesInFlight);
     });
     return out.toString();
   }

@@ -34,6 +34,7 @@
  */
 
 import { ERR } from '../errors.js';
+import { Printbuf } from '../util/printbuf.js';
 import { countRestart, nodeLockWrite, nodeUnlockWrite } from './locking.js';
 import { bkeyWhiteout, type BkeyI } from './bkey.js';
 import { NodeIter } from './bset.js';
@@ -114,13 +115,6 @@ export class TxCtx {
     this.groups.clear();
   }
 
-  /** Close one btree's group early (its updates complete now; a later update opens a new group). */
-  close(btreeId: number): void {
-    const g = this.groups.get(btreeId);
-    if (!g) return;
-    this.groups.delete(btreeId);
-    this.interior.groupClose(g);
-  }
 }
 
 export class BtreeUpdate {
@@ -155,7 +149,7 @@ export class Interior {
   private readonly chain: Promise<void>[];
   /** Updates whose completion is under way, oldest first. */
   readonly pending: BtreeUpdate[] = [];
-  readonly counters = { splits: 0, rewrites: 0, merges: 0, newRoots: 0, collapses: 0, updatesFailed: 0, preresWaits: 0 };
+  readonly counters = { splits: 0, rewrites: 0, merges: 0, newRoots: 0, collapses: 0, updatesFailed: 0, preresWaits: 0, groupsClosedForLock: 0 };
   /** Set when an update could not complete (device error): further updates refuse. */
   failed: Error | null = null;
 
@@ -174,6 +168,14 @@ export class Interior {
     const lock = this.locks[btreeId]!;
     if (!lock.tryAcquire()) {
       trans.unlock();
+      // never wait for one btree's interior lock while holding another's (a
+      // transaction updating two btrees against one doing the same in the
+      // other order would wait forever; these locks are not in the lock
+      // graph): complete this transaction's groups first
+      if (ctx.groups.size) {
+        this.counters.groupsClosedForLock++;
+        ctx.finish();
+      }
       await lock.acquire();
       ctx.groups.set(btreeId, new UpdateGroup(btreeId));
       const ret = trans.relock();
@@ -205,7 +207,8 @@ export class Interior {
     }
     this.counters.preresWaits++;
     trans.unlock();
-    trans.txCtx.close(btreeId);
+    // every group of this transaction: reclaim may need nodes any of them blocks
+    trans.txCtx.finish();
     const p = new JournalPreres();
     await journal.preresWait(p, journal.entryBytesFor(add));
     return countRestart(ERR.transaction_restart_journal_preres_get);
@@ -599,6 +602,20 @@ export class Interior {
       }
     };
     void run();
+  }
+
+  toText(): string {
+    const out = new Printbuf();
+    out.line(`interior updates: ${this.pending.length} pending${this.failed ? `, failed: ${this.failed.message}` : ''}`);
+    out.nested((o) => {
+      this.locks.forEach((l, id) => {
+        if (l.isHeld || l.waiting) o.line(`btree ${this.engine.btrees[id]!.name}: interior lock held, ${l.waiting} waiting`);
+      });
+      for (const u of this.pending.slice(0, 16)) o.line(u.toText());
+      if (this.pending.length > 16) o.line(`... ${this.pending.length - 16} more`);
+      o.field('counters', JSON.stringify(this.counters));
+    });
+    return out.toString();
   }
 
   /** Wait until every update under way has completed (flush/close). */

@@ -1104,6 +1104,7 @@ export class Journal {
       o.field('waits', `buffers ${c.reservationWaits}, reclaim ${c.reclaimWaits}`);
       o.field('reclaim calls', `${c.reclaimCalls} urgent, ${c.reclaimBackgroundCalls} background, ${c.reclaimErrors} errors`);
       o.field('no space', c.noSpace);
+      o.field('pre-reservations', `${bytesToText(this.preresTotal)} held (${c.preres} taken, ${c.preresWaits} waited), interior share ${bytesToText(this.interiorShareBytes)}`);
       if (this.error) o.field('error', this.error instanceof Error ? this.error.message : String(this.error));
       if (this.closed) o.line('closed');
     });
