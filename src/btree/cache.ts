@@ -1235,7 +1235,7 @@ export class BtreeCache {
       const seq = b.lock.seq;
       /* unlock before doing I/O */
       nodeUnlock(owner, b.lock, INTENT);
-      trans.unlock();
+      if (!trans.keepLocksForIo) trans.unlock();
       const err = await read;
       if (err !== null) throw err;
       if (!nodeRelock(trans, b.lock, lockType as SixLockType, seq)) return null;
@@ -1375,7 +1375,7 @@ export class BtreeCache {
         const seq = b.lock.seq;
         const done = b.readDone;
         trans.unlockNode(b, lockType);
-        trans.unlock();
+        if (!trans.keepLocksForIo) trans.unlock();
         needRelock = true;
         await (done ?? waitOnRead(b));
         /* not on a path yet: relock it specifically */

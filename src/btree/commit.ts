@@ -151,6 +151,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
   updates.sort(updateCmp);
 
   let splits = 0;
+  let staleRounds = 0;
   round: for (let round = 0; ; round++) {
     if (round > 10_000) throw new Error(`commit: too many retries (${splits} splits)`);
     if (process.env.SIXTREE_DEBUG && round > 20) console.error(`commit round ${round} splits ${splits}`);
@@ -170,6 +171,9 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
       prev = u;
     }
     // traversals may have dropped locks for I/O: make sure every path still holds
+    // (a commit that keeps losing paths this way - its leaves do not fit in
+    // the cache together - keeps its locks across reads from then on)
+    if (staleRounds >= 2) trans.keepLocksForIo = true;
     let stale = false;
     for (const u of updates) {
       if (u.path!.uptodate !== UPTODATE) {
@@ -178,7 +182,10 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
         stale = true;
       }
     }
-    if (stale) continue;
+    if (stale) {
+      staleRounds++;
+      continue;
+    }
 
     // 3. room in each leaf
     const leaves: Node[] = [];

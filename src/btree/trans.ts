@@ -53,6 +53,13 @@ export function transStartSeqNew(): number {
 /** How many traverse retries (parent changed during a fill) before restarting the transaction. */
 const TRAVERSE_RETRIES_MAX = 64;
 
+/**
+ * Attempts after which a transaction keeps its locks across node reads
+ * (CacheTrans.keepLocksForIo): restarts because the nodes it had were evicted
+ * or changed while it read others.
+ */
+export const KEEP_LOCKS_AFTER_RESTARTS = 4;
+
 export class BtreeTrans implements LockOwner, CacheTrans {
   readonly ownerId = ownerIdNext++;
   waitingOn: SixLockWaiter | null = null;
@@ -77,12 +84,16 @@ export class BtreeTrans implements LockOwner, CacheTrans {
     maxKey: new Uint32Array(BPOS_WORDS),
   };
 
+  /** See CacheTrans.keepLocksForIo: from the KEEP_LOCKS_AFTER_RESTARTS-th attempt on, or set by a commit that keeps losing its paths. */
+  keepLocksForIo: boolean;
+
   constructor(
     readonly engine: Engine,
     readonly startSeq: number,
     readonly restartCount: number,
   ) {
     this.overlays = engine.btrees.map(() => null);
+    this.keepLocksForIo = restartCount >= KEEP_LOCKS_AFTER_RESTARTS;
   }
 
   /* ---------------------------------------------------------------- locks */

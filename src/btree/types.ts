@@ -39,4 +39,12 @@ export interface CacheTrans extends LockOwner {
   unlockNode(node: Node, type: LockType): void;
   /** A restart this transaction was told to take (deadlock victim), 0 if none. */
   readonly restartPending: number;
+  /**
+   * Keep the transaction's locks across node reads (default: drop them, as
+   * bcachefs does, so a read never blocks writers). Set when dropping them
+   * keeps failing: a working set larger than the cache budget is evicted
+   * during each read and the transaction would never get all of it at once.
+   * Locked nodes cannot be evicted; the cache goes over its budget instead.
+   */
+  readonly keepLocksForIo?: boolean;
 }
