@@ -40,7 +40,7 @@ import {
   type NodeInfo,
   type PosLike,
 } from '../src/index.js';
-import { tmpStore, type TmpStore } from './helpers/store.js';
+import { prng, tmpStore, type TmpStore } from './helpers/store.js';
 
 const DIST_INDEX = fileURLToPath(new URL('../dist/src/index.js', import.meta.url));
 const U64_MAX = (1n << 64n) - 1n;
@@ -806,6 +806,49 @@ describe('Store.transact and Transaction', () => {
     });
     expect(n).toBe(20);
   });
+});
+
+describe('transaction size bounds', () => {
+  it('1000 random keys over a tree of ~1000 leaves commit in one transaction; past 1024 paths: ERR_INVALID_ARG, and the store goes on', async () => {
+    const t = await tmpStore({ btrees: [{ name: 'kv' }], sizeBytes: 64 << 20, nodeSize: 4096, cacheSize: 2 << 20 });
+    try {
+      const s = t.store;
+      const v = new Uint8Array(100);
+      const N = 36_000;
+      for (let b = 0; b < N; b += 2000) {
+        await s.transact((tx) => {
+          for (let k = b; k < b + 2000; k++) tx.put('kv', pos(1, k * 16), v);
+        });
+      }
+      const leaves = s.stats().alloc.used!;
+      expect(leaves, 'a tree of about a thousand nodes').toBeGreaterThan(900);
+      // 1000 keys spread over every leaf, in one commit
+      const r = prng(0x1e5);
+      const keys = new Set<number>();
+      while (keys.size < 1000) keys.add(Math.floor(r() * N) * 16 + 1);
+      await s.transact((tx) => {
+        for (const k of keys) tx.put('kv', pos(1, k), v);
+      });
+      for (const k of [...keys].slice(0, 50)) expect(await s.get('kv', pos(1, k))).toEqual(v);
+      // reading more leaves than a transaction may hold paths for
+      const err = await s
+        .transact(async (tx) => {
+          for (let k = 0; k < N; k += 16) await tx.get('kv', pos(1, k * 16));
+        })
+        .then(
+          () => null,
+          (e: unknown) => e,
+        );
+      expect(err).toBeInstanceOf(SixtreeError);
+      expect((err as SixtreeError).code).toBe('ERR_INVALID_ARG');
+      expect((err as Error).message).toMatch(/more than 1024 btree paths.*smaller transactions/);
+      await s.put('kv', pos(2, 0), v);
+      expect(await s.get('kv', pos(2, 0))).toEqual(v);
+      expect(await s.fsck()).toEqual([]);
+    } finally {
+      await t.cleanup();
+    }
+  }, 120_000);
 });
 
 /* ================================================================ iterators */

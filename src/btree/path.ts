@@ -45,8 +45,8 @@ import type { BtreePtr } from './types.js';
 import { LOCK_INTENT, LOCK_READ } from './types.js';
 
 export const BTREE_MAX_DEPTH = 8;
-/** Paths one transaction may hold at once (bcachefs BTREE_ITER_MAX): past it, too_many_iters. */
-export const PATHS_PER_TRANS_MAX = 256;
+/** Paths one transaction may hold at once (bcachefs BTREE_ITER_MAX, 1 << 10): past it, too_many_iters. */
+export const PATHS_PER_TRANS_MAX = 1024;
 
 export const UPTODATE = 0;
 export const NEED_RELOCK = 1;
