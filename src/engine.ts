@@ -1253,7 +1253,7 @@ export class Engine {
     if (this.failed) throw new SixtreeError('ERR_IO', `store is read-only after a device error: ${this.failed.message}`, { path: this.path });
   }
 
-  async txGet(bt: BtreeTrans, btreeId: number, pos: Bpos): Promise<BkeyI | null> {
+  async txGet(bt: BtreeTrans, btreeId: number, pos: Bpos, intent = false): Promise<BkeyI | null> {
     const ov = bt.overlays[btreeId];
     const x = pos as XPos;
     if (ov && !ov.empty) {
@@ -1262,7 +1262,10 @@ export class Engine {
       if (ov.covered(x)) return null;
     }
     const w = posWords(pos);
-    return btreeLookup(bt, btreeId, w);
+    // a transaction that already restarted is contended: its reads take intent
+    // like its updates will, so it queues behind other writers of the leaf
+    // instead of deadlocking with them again
+    return btreeLookup(bt, btreeId, w, intent || bt.restartCount > 0);
   }
 
   scheduleMerges(nodes: Node[]): void {

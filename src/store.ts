@@ -59,11 +59,23 @@ export class Transaction {
     if (this.store.readOnly) throw new SixtreeError('ERR_READ_ONLY', 'write in a store opened readOnly');
   }
 
-  async get(btree: string, p: unknown): Promise<Uint8Array | undefined> {
+  /**
+   * The value at p as this transaction sees it. opts.intent: take the leaf's
+   * intent lock, as an update would (bcachefs BTREE_ITER_INTENT): for
+   * read-modify-write, concurrent transactions on the same leaf then queue
+   * at the read instead of deadlocking at the commit and restarting.
+   */
+  async get(btree: string, p: unknown, opts?: unknown): Promise<Uint8Array | undefined> {
     this.live();
     const id = this.store.btreeId(btree, false);
     const pos = toBpos(p, 'pos');
-    const k = await this.bt.engine.txGet(this.bt, id, pos);
+    let intent = false;
+    if (opts !== undefined) {
+      const o = checkOptions(opts, ['intent'], 'opts');
+      if (o.intent !== undefined && typeof o.intent !== 'boolean') throw invalidArg('opts.intent', o.intent, 'a boolean');
+      intent = o.intent === true;
+    }
+    const k = await this.bt.engine.txGet(this.bt, id, pos, intent);
     return k ? k.value.slice() : undefined;
   }
 

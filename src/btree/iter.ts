@@ -135,8 +135,8 @@ export async function btreePeekPrev(trans: BtreeTrans, path: BtreePath, pos: Uin
 }
 
 /** Exact lookup of a live key; null if absent. */
-export async function btreeLookup(trans: BtreeTrans, btreeId: number, pos: Uint32Array): Promise<BkeyI | null> {
-  const path = trans.getPath(btreeId, pos, 0, 0, 0);
+export async function btreeLookup(trans: BtreeTrans, btreeId: number, pos: Uint32Array, intent = false): Promise<BkeyI | null> {
+  const path = trans.getPath(btreeId, pos, 0, 0, intent ? 1 : 0);
   trans.throwIfRestart(await trans.traverse(path));
   const lv = path.l[0]!;
   const keys = lv.node!.keys;
