@@ -59,6 +59,7 @@ import { SixtreeError } from '../src/errors.js';
 import { FaultDevice } from '../src/io/fault-device.js';
 import { MemDevice } from '../src/io/mem-device.js';
 import { Store } from '../src/store.js';
+import { journalEntryBytesMax } from '../src/layout.js';
 
 /* ------------------------------------------------------------------ options */
 
@@ -532,9 +533,15 @@ class Run {
       const n = r.range(15, 60);
       const appends = r.bool(0.5);
       const inode = KV_RANDOM_INODES[r.int(KV_RANDOM_INODES.length)]!;
-      for (let i = 0; i < n; i++) {
+      // within what one journal entry takes (a bigger transaction is refused
+      // with ERR_INVALID_ARG by design): half of it, keys included
+      const budget = journalEntryBytesMax(this.s.journalBytes, this.s.blockBytes) / 2;
+      let bytes = 0;
+      for (let i = 0; i < n && bytes < budget; i++) {
         if (appends) this.addPut(t, keys, KV_APPEND_INODE, this.appendNext++);
         else this.addPut(t, keys, inode, this.someKvOffset());
+        const last = t.ops[t.ops.length - 1];
+        bytes += (last && last.kind === 'put' ? last.value.length : 0) + 64;
       }
     } else {
       const n = r.range(0, 3);

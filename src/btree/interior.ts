@@ -345,7 +345,7 @@ export class Interior {
         trans.nodeModified(parent);
       }
       nodeUnlockWrite(trans, n.lock);
-      trans.nodeDropped(n);
+      trans.nodeReplaced(n, news);
       this.engine.nodeFreeOld(n);
       if (split) this.counters.splits++;
       else this.counters.rewrites++;
@@ -469,8 +469,8 @@ export class Interior {
       trans.nodeModified(parent);
       nodeUnlockWrite(trans, rightNode.lock);
       nodeUnlockWrite(trans, left.lock);
-      trans.nodeDropped(left);
-      trans.nodeDropped(rightNode);
+      trans.nodeReplaced(left, [m]);
+      trans.nodeReplaced(rightNode, [m]);
       this.engine.nodeFreeOld(left);
       this.engine.nodeFreeOld(rightNode);
       this.counters.merges++;
@@ -506,7 +506,7 @@ export class Interior {
     this.swapOut(trans, upd, root);
     this.engine.setRoot(btreeId, child);
     nodeUnlockWrite(trans, root.lock);
-    trans.nodeDropped(root);
+    trans.nodeReplaced(root);
     this.engine.nodeFreeOld(root);
     this.counters.collapses++;
     this.complete(trans, upd);

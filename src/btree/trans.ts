@@ -23,7 +23,7 @@
 import { ERR, RESTART, SixtreeError, TransactionRestart, errMatches, errName } from '../errors.js';
 import { Printbuf } from '../util/printbuf.js';
 import { SixLockType, type SixLockWaiter } from '../util/six.js';
-import { LocksHeld, countRestart, nodeLock, nodeRelock, nodeTryUpgrade, nodeUnlock, nodeUnlockAll, type LockOwner } from './locking.js';
+import { LocksHeld, countRestart, nodeLock, nodeRelock, nodeTryLock, nodeTryUpgrade, nodeUnlock, nodeUnlockAll, type LockOwner } from './locking.js';
 import { BPOS_WORDS, wordsCmp, wordsCopy } from './bpos.js';
 import type { Node } from './node.js';
 import { BtreeOverlay } from './overlay.js';
@@ -131,6 +131,11 @@ export class BtreeTrans implements LockOwner, CacheTrans {
   relock(): number {
     if (this.restartPending) return this.restartPending;
     for (const path of this.paths) {
+      // a path that returned a key and lost its node (replaced, upgrade
+      // failed): what it read may have changed since
+      if (path.shouldBeLocked && path.uptodate === NEED_TRAVERSE && path.l[path.level]!.held === UNLOCKED && path !== this.traversing) {
+        return countRestart(ERR.transaction_restart_relock_path);
+      }
       if (path.uptodate !== NEED_RELOCK && path !== this.traversing) continue;
       if (!this.pathRelock(path)) {
         if (path.shouldBeLocked) return countRestart(ERR.transaction_restart_relock_path);
@@ -462,19 +467,40 @@ export class BtreeTrans implements LockOwner, CacheTrans {
     }
   }
 
-  /** n was replaced by an interior update: paths on it must traverse again (the seed's node_drop). */
-  nodeDropped(n: Node): void {
+  /**
+   * n was replaced by an interior update of this transaction (the seed's
+   * node_drop). A path on n at its own level moves to the new node covering
+   * its position, locked as it held n (bcachefs bch2_trans_node_add): what it
+   * read stays locked, so nobody can change it before our commit. `news` are
+   * the replacements (just built by us, so the locks are free). A path that
+   * cannot move traverses again; if it had returned a key, that read is no
+   * longer protected and relock() restarts the transaction. A path on n above
+   * its own level only forgets that level (its leaf lock still protects it).
+   */
+  nodeReplaced(n: Node, news: readonly Node[] = []): void {
     for (const path of this.paths) {
       const lv = path.l[n.level];
-      if (lv && lv.node === n) {
-        if (lv.held !== UNLOCKED) {
-          nodeUnlock(this, n.lock, lv.held as SixLockType);
-          lv.held = UNLOCKED;
-        }
-        lv.relockType = UNLOCKED;
-        lv.node = null;
-        path.uptodate = NEED_TRAVERSE;
+      if (!lv || lv.node !== n) continue;
+      const held = lv.held;
+      if (held !== UNLOCKED) nodeUnlock(this, n.lock, held as SixLockType);
+      lv.held = UNLOCKED;
+      lv.relockType = UNLOCKED;
+      lv.node = null;
+      if (n.level !== path.level) {
+        // an upper level it wants locked: traverse again (its leaf lock still protects what it read)
+        if (n.level < path.locksWant) path.uptodate = NEED_TRAVERSE;
+        continue;
       }
+      const m = held !== UNLOCKED ? news.find((x) => x.level === n.level && posInNode(x, path.pos)) : undefined;
+      if (m && m.hashVal !== 0 && nodeTryLock(this, m.lock, held as SixLockType)) {
+        lv.node = m;
+        lv.held = held;
+        lv.lockSeq = m.lock.seq;
+        lv.nodeHash = m.hashVal;
+        lv.iterStale = true;
+        continue;
+      }
+      path.uptodate = NEED_TRAVERSE;
     }
   }
 

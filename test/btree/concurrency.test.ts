@@ -79,6 +79,35 @@ describe('Store#transact() concurrency', () => {
     });
   }
 
+  it('read-modify-write stays exact when the transaction splits the leaf it read from (its own commit)', async () => {
+    // each "big" transaction increments the counter and adds keys next to it,
+    // so its commit splits the counter's leaf; small ones only increment. A
+    // read whose leaf our own split replaced must stay protected until commit
+    // (it used to lose updates: the crash campaign's counter, seed 204)
+    const s = t.store;
+    await s.put('kv', pos(6, 0), u64le(0));
+    let next = 1;
+    const ACTORS = 12;
+    const ROUNDS = 25;
+    await Promise.all(
+      Array.from({ length: ACTORS }, async (_, a) => {
+        for (let r = 0; r < ROUNDS; r++) {
+          const big = (a + r) % 3 === 0;
+          const base = big ? (next += 40) : 0;
+          await s.transact(async (tx) => {
+            const v = readU64le((await tx.get('kv', pos(6, 0)))!);
+            await new Promise((res) => setImmediate(res));
+            tx.put('kv', pos(6, 0), u64le(v + 1n));
+            if (big) for (let i = 0; i < 40; i++) tx.put('kv', pos(6, base + i), new Uint8Array(90));
+          });
+        }
+      }),
+    );
+    expect(readU64le((await s.get('kv', pos(6, 0)))!)).toBe(BigInt(ACTORS * ROUNDS));
+    expect(s.stats().interior.splits).toBeGreaterThan(10);
+    expect(await s.fsck()).toEqual([]);
+  });
+
   it('tx.get rejects bad options', async () => {
     await expect(t.store.transact((tx) => tx.get('kv', pos(5, 0), { intent: 1 } as never))).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
     await expect(t.store.transact((tx) => tx.get('kv', pos(5, 0), { bogus: true } as never))).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
