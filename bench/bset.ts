@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * In-node key storage costs (bset.ts, bkey-format.ts, node-io.ts):
- *  - lookup in a cached node: the aux search tree (NodeIter.init: pack the
- *    search, Eytzinger descent over packed group heads, scan one group)
- *    against a plain binary search over the packed keys (a key offset table +
- *    packed compares, the search packed the same way), both hot (one node) and
- *    cold (a random node out of COLD_MIB of nodes per lookup);
+ *  - lookup in a cached node: the aux search tree (NodeIter.init: the
+ *    search's position summary, Eytzinger descent over the group heads'
+ *    summaries, scan one group) against a plain binary search over the packed
+ *    keys (a key offset table + packed compares, the search packed with
+ *    formatPackPos), and against the same binary search comparing position
+ *    summaries as the tree does (formatPosSummary + packedPosSummary), both
+ *    hot (one node) and cold (a random node out of COLD_MIB of nodes per
+ *    lookup). The baselines' offset tables (4 bytes a key) sit outside the
+ *    aux budget, in their own arrays;
  *  - lookup in the writable set (rw lookup table), iteration, inserts,
  *    read+validate, sortInto, write prepare, pack/unpack, crc32c.
  *
@@ -23,7 +27,7 @@ import { Bench } from 'tinybench';
 import { bkeyValue, type BkeyI } from '../src/btree/bkey.js';
 import { AUX_GROUP_BYTES, NodeIter, NodeKeys } from '../src/btree/bset.js';
 import { nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../src/btree/node-io.js';
-import { BkeyFormat, formatFromKeys, formatPackFields, formatPackPos, formatUnpackPos, packedPosCmp } from '../src/format/bkey-format.js';
+import { BkeyFormat, formatFromKeys, formatPackFields, formatPackPos, formatPosSummary, formatUnpackPos, packedPosCmp, packedPosSummary } from '../src/format/bkey-format.js';
 import { crc32c } from '../src/util/crc32c.js';
 
 const quick = process.argv.includes('--quick');
@@ -101,6 +105,20 @@ function binarySearch(keys: NodeKeys, offs: Uint32Array, search: Uint32Array): n
   return lo < offs.length ? offs[lo]! : -1;
 }
 
+/** Baseline 2: the same search comparing position summaries (exact formats: the bench's keys always give one). */
+function binarySearchSum(keys: NodeKeys, offs: Uint32Array, search: Uint32Array): number {
+  const f = keys.format;
+  const d32 = keys.d32;
+  const y = formatPosSummary(f, search, 0);
+  let lo = 0, hi = offs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (packedPosSummary(f, d32, (offs[mid]! >>> 2) + 1) < y) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < offs.length ? offs[lo]! : -1;
+}
+
 interface Row {
   bench: string;
   node: string;
@@ -137,9 +155,10 @@ async function main(): Promise<void> {
       searches.push(s);
     }
     const it = new NodeIter();
+    if (!f.sumExact) throw new Error('bench keys: expected a format with exact summaries');
     for (const s of searches) {
       it.init(keys, s, 0);
-      if (it.peek() !== binarySearch(keys, offs, s)) throw new Error('aux search and binary search disagree');
+      if (it.peek() !== binarySearch(keys, offs, s) || it.peek() !== binarySearchSum(keys, offs, s)) throw new Error('aux search and binary search disagree');
     }
     const note = `${offs.length} keys, ${((keys.liveU64s * 8) / offs.length).toFixed(0)} B/key, pos ${f.posBits} bits`;
 
@@ -173,14 +192,27 @@ async function main(): Promise<void> {
       { name: 'lookup hot: binary search, packed keys', node: label, ops: BATCH, note: 'offset table + packed compares', fn: () => {
         for (let i = 0; i < BATCH; i++) sink += binarySearch(keys, offs, searches[i]!);
       } },
+      { name: 'lookup hot: binary search, summaries', node: label, ops: BATCH, note: 'offset table + summary compares', fn: () => {
+        for (let i = 0; i < BATCH; i++) sink += binarySearchSum(keys, offs, searches[i]!);
+      } },
       { name: 'lookup cold: aux tree (NodeIter.init)', node: label, ops: BATCH, note: coldNote, fn: () => {
         for (let i = 0; i < BATCH; i++) {
           it.init(nodes[pick[i]!]!, searches[i]!, 0);
           sink += it.peek();
         }
       } },
+      { name: 'lookup cold: aux tree (lowerBound alone)', node: label, ops: BATCH, note: 'without the iterator', fn: () => {
+        for (let i = 0; i < BATCH; i++) {
+          const k = nodes[pick[i]!]!;
+          k.prepareSearch(searches[i]!, 0);
+          sink += k.lowerBound(0, searches[i]!, 0, false);
+        }
+      } },
       { name: 'lookup cold: binary search, packed keys', node: label, ops: BATCH, note: coldNote, fn: () => {
         for (let i = 0; i < BATCH; i++) sink += binarySearch(nodes[pick[i]!]!, tables[pick[i]!]!, searches[i]!);
+      } },
+      { name: 'lookup cold: binary search, summaries', node: label, ops: BATCH, note: coldNote, fn: () => {
+        for (let i = 0; i < BATCH; i++) sink += binarySearchSum(nodes[pick[i]!]!, tables[pick[i]!]!, searches[i]!);
       } },
       { name: 'iterate (NodeIter.advance + peek)', node: label, ops: BATCH, fn: () => {
         it.initStart(keys);

@@ -25,14 +25,20 @@
  * prepare/done, compact or read invalidates all handles and iterators.
  *
  * Aux buffer (u32 words). Words [0, AUX_META_WORDS): the per-set numbers
- * (set offsets, states, table positions; enum M). Then per set, rebuilt by
- * rebuildAux() whenever sets change shape:
+ * (set offsets, states, table positions; enum M), one 8-word row per set.
+ * Then per set, rebuilt by rebuildAux() whenever sets change shape:
  *   read-only set: keys are cut into groups, a new group starting at the first
- *   PACKED key once roGroupBytes() of keys have passed (bcachefs: one
+ *   PACKED key once AUX_GROUP_BYTES of keys have passed (bcachefs: one
  *   bkey_float per cacheline). The group heads form an Eytzinger tree
- *   (1-based, implicit): their offsets (n + 1 words), then their packed
- *   positions (posWords words each, bits after the position zeroed), so the
- *   descent compares 1-2 words per level, branch-free for posWords <= 2;
+ *   (1-based, implicit): their position summaries (f64, n + 1 slots), then
+ *   their offsets (u32, n + 1 words). A summary (BkeyFormat.sumMul) is the
+ *   first min(posBits, 53) bits of the packed position as one double, read
+ *   straight from the packed words: the descent compares one f64 per level,
+ *   and the group scan compares a summary computed from two words per key,
+ *   nothing unpacked. With posBits <= 53 (exact formats) summaries order
+ *   positions exactly; wider formats compare the words on a summary tie
+ *   (bcachefs falls back to a full compare the same way when a bkey_float's
+ *   mantissa cannot decide);
  *   writable set: an in-order lookup table of (unpacked position, offset)
  *   entries, one per AUX_RW_GROUP_BYTES (bcachefs rw_aux_tree), fixed up
  *   incrementally by each insert: every group is at least AUX_RW_GROUP_BYTES
@@ -40,13 +46,21 @@
  * Both stay within AUX_WORDS_PER_GROUP words per AUX_GROUP_BYTES of keys:
  * auxBytes() is about 9.4% of the node size.
  *
- * A search packs the position once into the node's format (lossily, bcachefs
- * bch2_bkey_pack_pos_lossy: when not representable, the greatest
- * representable position below it, and compares become strict), descends the
- * tree (or bisects the table), then scans one group comparing packed keys
- * word by word; unpacked keys are compared unpacked. The prepared search is
- * module state: prepareSearch() then lowerBound() on the same node, no await
- * in between (NodeIter.init does both).
+ * A search is prepared once per node (prepareSearch): the position's
+ * summary, computed from the unpacked position when the format is exact and
+ * the position representable, else from the position packed lossily
+ * (bcachefs bch2_bkey_pack_pos_lossy: when not representable, the greatest
+ * representable position below it, and compares become strict). Then each
+ * set is searched: the tree descent (or a bisection of the rw table), then a
+ * scan of one group; unpacked keys are compared unpacked. The prepared search
+ * is module state: prepareSearch() then lowerBound() on the same node, no
+ * await in between (NodeIter.init does both).
+ *
+ * A read merges the accepted bsets into set 0 (mergeRuns): node-io collects
+ * every key's offset and summary while it validates (KeyRuns), the runs are
+ * merged pairwise on those arrays, and one copying pass drops whiteouts and
+ * shadowed keys, counts the keys and picks the group heads, so the search
+ * tree is filled without another walk.
  */
 
 import { BPOS_WORDS, wordsCmp, wordsCopy, wordsToText } from './bpos.js';
@@ -75,14 +89,17 @@ import {
   FormatRangeOpts,
   PACK_BELOW,
   PACK_EXACT,
+  PACK_FLOOR,
   formatFromRange,
   formatKeyFits,
   formatPackFields,
   formatPackPosLossy,
+  formatPosSummary,
   formatUnpackPos,
   formatUnpackSize,
   formatUnpackVersion,
   packedPosCmp,
+  packedPosSummary,
 } from '../format/bkey-format.js';
 import { BSET_HDR_BYTES, NODE_HDR_BYTES, roundUp } from '../format/btree-node.js';
 import { Printbuf, bytesToText } from '../util/printbuf.js';
@@ -109,23 +126,25 @@ function isPow2(n: number): boolean {
 }
 
 /*
- * Per-set numbers at the start of the aux buffer (aux32): one row of
- * MAX_SETS per quantity. A const enum: tsc inlines the numbers, so index
- * arithmetic folds in hot paths.
+ * Per-set numbers at the start of the aux buffer (aux32): one row of M.ROW
+ * words per set, set s at s * M.ROW, so a lookup in a one-set node reads one
+ * 32-byte row (one cache line of the mmap'd aux). A const enum: tsc inlines
+ * the numbers, so index arithmetic folds in hot paths.
  */
 const enum M {
   HDR = 0,
-  START = 3,
-  END = 6,
-  STATE = 9,
-  AUX_OFF = 12, // aux word offset of the set's tables
-  AUX_N = 15, // groups
-  EYTZ_OFF = 18, // read-only sets: Eytzinger head offsets
-  EYTZ_POS = 21, // read-only sets: Eytzinger packed head positions
-  WORDS = 24,
+  START = 1,
+  END = 2,
+  STATE = 3,
+  AUX_OFF = 4, // aux word offset of the set's tables
+  AUX_N = 5, // groups
+  EYTZ_OFF = 6, // read-only sets: aux word offset of the Eytzinger head offsets
+  EYTZ_SUM = 7, // read-only sets: aux word offset (even) of the Eytzinger head summaries (f64)
+  ROW = 8,
 }
-/** Aux words reserved for the per-set numbers; the tables start after them. */
+/** Aux words reserved for the per-set numbers; the tables start after them (128 bytes in: cache-line aligned when aux is). */
 const AUX_META_WORDS = 32;
+if (MAX_SETS * M.ROW > AUX_META_WORDS) throw new Error('bset: aux meta rows overflow');
 /* E.WORDS and the offset word inside an rw entry, inlined. */
 const enum E {
   WORDS = 6,
@@ -138,17 +157,123 @@ const SET_WRITABLE = 2;
 const SET_STATE_NAMES = ['written', 'sealed (write in flight)', 'writable'];
 
 /* Scratch (single-threaded, never held across calls). */
-/* The prepared search (prepareSearch): packed into the node's format, PACK_* mode. */
+/* The prepared search (prepareSearch): PACK_* mode, packed into the node's format (inexact formats and lossy searches only). */
 const searchPacked = new Uint32Array(8);
 let searchMode = PACK_EXACT;
+/** Its summary (BkeyFormat.sumMul; -1 for PACK_BELOW), in a typed array: a double in a module `let` is boxed anew at every store. */
+const searchSum = new Float64Array(1);
 const scrA = new Uint32Array(BPOS_WORDS);
 const scrB = new Uint32Array(BPOS_WORDS);
 const scrFields = new Uint32Array(16);
+/* mergeRuns' output before it goes back into data; group heads (buildRoTree, mergeRuns): offsets and summaries. */
 let mergeScratch = new Uint32Array(0);
+let headScratch = new Uint32Array(0);
+let headSumScratch = new Float64Array(0);
 
 function scratchWords(bytes: number): Uint32Array {
   if (mergeScratch.length < bytes >>> 2) mergeScratch = new Uint32Array(bytes >>> 2);
   return mergeScratch;
+}
+
+/** Room for the group heads of one set of a node of nodeSizeBytes. */
+function scratchHeads(nodeSizeBytes: number): Uint32Array {
+  const n = nodeSizeBytes / AUX_GROUP_BYTES + 2;
+  if (headScratch.length < n) headScratch = new Uint32Array(n);
+  return headScratch;
+}
+
+function scratchHeadSums(nodeSizeBytes: number): Float64Array {
+  const n = nodeSizeBytes / AUX_GROUP_BYTES + 2;
+  if (headSumScratch.length < n) headSumScratch = new Float64Array(n);
+  return headSumScratch;
+}
+
+/** The format of a node never initialized: any position. */
+const FORMAT_DEFAULT = formatFromRange(new Uint32Array(5), new Uint32Array(5).fill(0xffffffff));
+
+/**
+ * Sorted runs of keys to merge (NodeKeys.mergeRuns): the key offsets and
+ * their summaries (BkeyFormat.sumMul; -1 for an unpacked key), run after
+ * run, oldest first; run r is [bound[r], bound[r + 1]). One module scratch
+ * (NodeKeys.keyRuns()), filled and merged within one synchronous call: a
+ * node read fills it while it validates the bsets (node-io bsetKeysInvalid),
+ * so the merge needs no walk of its own. Room for nodeSizeBytes / 8 keys (a
+ * key is at least 8 bytes): 24 bytes per entry over both halves.
+ */
+export class KeyRuns {
+  offs = new Uint32Array(0);
+  sums = new Float64Array(0);
+  /** The other half of the merge rounds' ping-pong. */
+  offs2 = new Uint32Array(0);
+  sums2 = new Float64Array(0);
+  n = 0;
+  readonly bound: number[] = [0];
+
+  reset(nodeSizeBytes: number): this {
+    const cap = nodeSizeBytes >>> 3;
+    if (this.offs.length < cap) {
+      this.offs = new Uint32Array(cap);
+      this.sums = new Float64Array(cap);
+      this.offs2 = new Uint32Array(cap);
+      this.sums2 = new Float64Array(cap);
+    }
+    this.n = 0;
+    this.bound.length = 1;
+    return this;
+  }
+
+  /** Close the run of the entries added since the last one. */
+  endRun(): void {
+    this.bound.push(this.n);
+  }
+}
+
+const keyRunsScratch = new KeyRuns();
+/** What mergeRuns counted, and how many group heads it left in scratchHeads / scratchHeadSums. */
+const mergeOut = { nrKeys: 0, liveU64s: 0, packedKeys: 0, heads: 0 };
+
+/**
+ * Copy n words from src[si..] to dst[di..], forwards (so dst may overlap src
+ * when di <= si). A function of its own: V8 compiles the loop tighter than
+ * when it sits inside a big one.
+ */
+function copyWords(dst: Uint32Array, di: number, src: Uint32Array, si: number, n: number): void {
+  for (let j = 0; j < n; j++) dst[di + j] = src[si + j]!;
+}
+
+/**
+ * NodeKeys.mergeRuns: merge the sorted entries [a, m) (older) and [m, e)
+ * (newer) of offs/sums into dO/dS from o; at equal positions only the newer
+ * key is kept. Summaries decide unless a key is unpacked or (inexact
+ * formats) they tie. Returns the end in dO.
+ */
+function mergePair(keys: NodeKeys, offs: Uint32Array, sums: Float64Array, a: number, m: number, e: number, dO: Uint32Array, dS: Float64Array, o: number): number {
+  let b = m;
+  while (a < m && b < e) {
+    const xa = sums[a]!, xb = sums[b]!;
+    let c: number;
+    if (xa >= 0 && xb >= 0 && xa !== xb) c = xa < xb ? -1 : 1;
+    else c = xa >= 0 && xb >= 0 && keys.format.sumExact ? 0 : keys.keyCmpKey(offs[a]!, offs[b]!);
+    if (c < 0) {
+      dO[o] = offs[a]!;
+      dS[o++] = xa;
+      a++;
+    } else {
+      dO[o] = offs[b]!;
+      dS[o++] = xb;
+      b++;
+      if (c === 0) a++;
+    }
+  }
+  for (; a < m; a++, o++) {
+    dO[o] = offs[a]!;
+    dS[o] = sums[a]!;
+  }
+  for (; b < e; b++, o++) {
+    dO[o] = offs[b]!;
+    dS[o] = sums[b]!;
+  }
+  return o;
 }
 
 export interface NodeInit {
@@ -171,6 +296,14 @@ export class NodeKeys {
   d32: Uint32Array = new Uint32Array(0);
   /** u32 view of aux (internal): per-set numbers, then the search tables. */
   aux32: Uint32Array = new Uint32Array(0);
+  /** f64 view of aux (internal): the search trees' summaries. */
+  auxF64: Float64Array = new Float64Array(0);
+  /* The format's summary numbers (BkeyFormat.sumMul), copied here for the hot paths. */
+  private sumMul = 0;
+  private sumWord = 0;
+  private sumShift = 0;
+  private sumShift2 = 0;
+  private sumExact = true;
   attached = false;
 
   /* Node header fields. */
@@ -179,7 +312,7 @@ export class NodeKeys {
   readonly minKey = new Uint32Array(BPOS_WORDS);
   readonly maxKey = new Uint32Array(BPOS_WORDS);
   seq = 0;
-  format: BkeyFormat = formatFromRange(new Uint32Array(5), new Uint32Array(5).fill(0xffffffff));
+  format: BkeyFormat = FORMAT_DEFAULT;
 
   /** Bytes of the bucket on disk (block aligned; 0 for a node never written). */
   writtenBytes = 0;
@@ -192,17 +325,17 @@ export class NodeKeys {
 
   /** Byte offset of set s's bset header slot. */
   setHdrOf(s: number): number {
-    return this.aux32[M.HDR + s]!;
+    return this.aux32[s * M.ROW + M.HDR]!;
   }
 
   /** Byte offset of set s's first key. */
   setStartOf(s: number): number {
-    return this.aux32[M.START + s]!;
+    return this.aux32[s * M.ROW + M.START]!;
   }
 
   /** Byte offset just past set s's last key. */
   setEndOf(s: number): number {
-    return this.aux32[M.END + s]!;
+    return this.aux32[s * M.ROW + M.END]!;
   }
 
   private rwCapacity = 0;
@@ -230,16 +363,17 @@ export class NodeKeys {
       throw new RangeError(`nodeSizeBytes: ${nodeSizeBytes}; expected a power of two in [${NODE_SIZE_MIN}, ${NODE_SIZE_MAX}] and >= the block size`);
     this.nodeSizeBytes = nodeSizeBytes;
     this.blockSizeBytes = blockSizeBytes;
+    this.setFormat(FORMAT_DEFAULT);
   }
 
   /** Aux memory one node of this size needs. */
   static auxBytes(nodeSizeBytes: number): number {
     /*
-     * Read-only sets: (posWords + 1) words per group, groups of
-     * AUX_GROUP_BYTES * ceil((posWords + 1) / 3) bytes; the writable set: 6
-     * words per AUX_RW_GROUP_BYTES. Both stay within 3 words per
-     * AUX_GROUP_BYTES of keys, plus per set one partial group and the unused
-     * slot 0 of an Eytzinger array.
+     * Read-only sets: 3 words (f64 summary + u32 offset) per group of
+     * AUX_GROUP_BYTES; the writable set: 6 words per AUX_RW_GROUP_BYTES.
+     * Both stay within 3 words per AUX_GROUP_BYTES of keys, plus per set one
+     * partial group, the unused slot 0 of an Eytzinger array and one word
+     * aligning the summaries.
      */
     const words = AUX_META_WORDS + AUX_WORDS_PER_GROUP * Math.ceil(nodeSizeBytes / AUX_GROUP_BYTES) + MAX_SETS * 2 * 6 + 16;
     return roundUp(words * 4, 64);
@@ -252,6 +386,7 @@ export class NodeKeys {
     this.data = data;
     this.d32 = new Uint32Array(data.buffer, data.byteOffset, data.length >>> 2);
     this.aux32 = new Uint32Array(aux.buffer, aux.byteOffset, aux.length >>> 2);
+    this.auxF64 = new Float64Array(aux.buffer, aux.byteOffset, aux.length >>> 3);
     this.attached = true;
     this.nsets = 0;
   }
@@ -260,6 +395,7 @@ export class NodeKeys {
     this.data = new Uint8Array(0);
     this.d32 = new Uint32Array(0);
     this.aux32 = new Uint32Array(0);
+    this.auxF64 = new Float64Array(0);
     this.attached = false;
     this.nsets = 0;
     this.writeInFlight = false;
@@ -271,7 +407,16 @@ export class NodeKeys {
     wordsCopy(this.minKey, 0, h.minKey, 0);
     wordsCopy(this.maxKey, 0, h.maxKey, 0);
     this.seq = h.seq;
-    this.format = h.format;
+    this.setFormat(h.format);
+  }
+
+  private setFormat(f: BkeyFormat): void {
+    this.format = f;
+    this.sumMul = f.sumMul;
+    this.sumWord = f.sumWord;
+    this.sumShift = f.sumShift;
+    this.sumShift2 = f.sumShift2;
+    this.sumExact = f.sumExact;
   }
 
   private resetCounts(): void {
@@ -348,7 +493,11 @@ export class NodeKeys {
     const d = this.d32;
     const wa = a >>> 2, wb = b >>> 2;
     const pa = d[wa]! & (1 << 27), pb = d[wb]! & (1 << 27);
-    if (pa && pb) return packedPosCmp(this.format, d, wa + 1, d, wb + 1);
+    if (pa && pb) {
+      const x = this.keySum(a), y = this.keySum(b);
+      if (x !== y) return x < y ? -1 : 1;
+      return this.sumExact ? 0 : packedPosCmp(this.format, d, wa + 1, d, wb + 1);
+    }
     if (!pa && !pb) return wordsCmp(d, wa + UNPACKED_W_POS, d, wb + UNPACKED_W_POS);
     this.keyPosTo(a, scrA, 0);
     this.keyPosTo(b, scrB, 0);
@@ -426,11 +575,40 @@ export class NodeKeys {
    */
 
   /**
-   * Pack the search position once (lossily: PACK_FLOOR/PACK_BELOW when it is
-   * not representable); packed keys are then compared packed.
+   * Prepare a search for this node (module state, used by the lowerBound,
+   * cmpSearch and findExact calls that follow on the same node): the search
+   * position's summary in the node's format (BkeyFormat.sumMul), computed
+   * straight from the position when the format's summaries are exact, else
+   * from the position packed lossily (bcachefs bch2_bkey_pack_pos_lossy:
+   * when not representable, the greatest representable position below it,
+   * PACK_FLOOR, or below every packed key, PACK_BELOW: summary -1).
    */
   prepareSearch(search: Uint32Array, si: number): void {
-    searchMode = formatPackPosLossy(this.format, search, si, searchPacked, 0);
+    const f = this.format;
+    if (f.sumExact) {
+      const y = formatPosSummary(f, search, si);
+      if (y >= 0) {
+        searchMode = PACK_EXACT;
+        searchSum[0] = y;
+        return;
+      }
+    }
+    searchMode = formatPackPosLossy(f, search, si, searchPacked, 0);
+    searchSum[0] = searchMode === PACK_BELOW ? -1 : packedPosSummary(f, searchPacked, 0);
+  }
+
+  /** Summary of packed key h's position (the node's format). */
+  private keySum(h: number): number {
+    const w = (h >>> 2) + 1;
+    return this.d32[w]! * this.sumMul + ((this.d32[w + this.sumWord]! >>> this.sumShift) >>> this.sumShift2);
+  }
+
+  /**
+   * Packed key h against the prepared search when their summaries are equal
+   * and the format's summaries are not exact: the words decide.
+   */
+  private keyCmpSearchWords(h: number): number {
+    return packedPosCmp(this.format, this.d32, (h >>> 2) + 1, searchPacked, 0);
   }
 
   /** Compare key h with the prepared search position (never 0 unless equal). */
@@ -438,11 +616,12 @@ export class NodeKeys {
     const w = h >>> 2;
     const d = this.d32;
     if (d[w]! & (1 << 27)) {
-      const mode = searchMode;
-      if (mode === PACK_EXACT) return packedPosCmp(this.format, d, w + 1, searchPacked, 0);
-      if (mode === PACK_BELOW) return 1;
-      /* the search lies strictly between the floor and the next representable position */
-      return packedPosCmp(this.format, d, w + 1, searchPacked, 0) <= 0 ? -1 : 1;
+      /* PACK_BELOW: searchSum is -1, below every summary */
+      const x = this.keySum(h), y = searchSum[0]!;
+      let c = x < y ? -1 : x > y ? 1 : this.sumExact ? 0 : this.keyCmpSearchWords(h);
+      /* PACK_FLOOR: the key equal to the floor is below the search */
+      if (searchMode === PACK_FLOOR && c === 0) c = -1;
+      return c;
     }
     return wordsCmp(d, w + UNPACKED_W_POS, search, si);
   }
@@ -450,15 +629,27 @@ export class NodeKeys {
   /**
    * First key of set s with pos >= search (strict: > search), or the set's
    * end. prepareSearch(search) must have been called.
+   *
+   * Read-only sets: an Eytzinger descent over the group heads' summaries,
+   * one f64 compare per level (exact formats: the strict or floor "<="
+   * folded into the search summary as + 1), then a scan of one group
+   * comparing summaries computed from the packed words; unpacked keys
+   * compare unpacked. Inexact formats break summary ties with the words.
    */
   lowerBound(s: number, search: Uint32Array, si: number, strict: boolean): number {
     const aux = this.aux32;
-    const n = this.aux32[M.AUX_N + s]!;
-    let k = this.aux32[M.START + s]!;
-    const lim = strict ? 1 : 0;
+    const row = s * M.ROW;
+    const n = aux[row + M.AUX_N]!;
+    let k = aux[row + M.START]!;
+    const end = aux[row + M.END]!;
+    const y = searchSum[0]!;
+    /* go past keys equal to the search: strict, or a floor search (key == floor < search) */
+    const le = strict || searchMode !== PACK_EXACT ? 1 : 0;
+    const exact = this.sumExact;
     if (n > 0) {
-      if (this.aux32[M.STATE + s] === SET_WRITABLE) {
-        const base = this.aux32[M.AUX_OFF + s]!;
+      if (aux[row + M.STATE] === SET_WRITABLE) {
+        const base = aux[row + M.AUX_OFF]!;
+        const lim = strict ? 1 : 0;
         let lo = 0, hi = n;
         while (lo < hi) {
           const mid = (lo + hi) >>> 1;
@@ -466,90 +657,54 @@ export class NodeKeys {
           else hi = mid;
         }
         if (lo > 0) k = aux[base + (lo - 1) * E.WORDS + E.OFF]!;
-      } else if (searchMode !== PACK_BELOW) {
-        let best = 0;
+      } else {
         /*
-         * Eytzinger descent over the packed positions of the group heads
-         * (all packed keys): remember the last head < search. With a floor
-         * search, head < search iff head <= floor.
+         * Go right past heads below the search (at or below, le): i collects
+         * the path (1 = right); the last right turn is i with its trailing
+         * left turns and that 1 dropped.
          */
-        const pw = this.format.posWords;
-        const pos = this.aux32[M.EYTZ_POS + s]!;
-        const sp = searchPacked;
-        /* go right when head < search, or head <= search (strict, or a floor search) */
-        const le = strict || searchMode !== PACK_EXACT;
+        const t = this.auxF64;
+        const b = aux[row + M.EYTZ_SUM]! >>> 1;
         let i = 1;
-        if (pw <= 2) {
-          /*
-           * Branch-free descent: i collects the path (1 = right); the last
-           * right turn is i with its trailing left turns and that 1 dropped.
-           * x <= y is x < y + 1 (doubles hold u32 + 1 exactly).
-           */
-          if (pw === 1) {
-            const y0 = sp[0]! + (le ? 1 : 0);
-            while (i <= n) i = 2 * i + (aux[pos + i]! < y0 ? 1 : 0);
-          } else {
-            const y0 = sp[0]!, y1 = sp[1]! + (le ? 1 : 0);
-            while (i <= n) {
-              const e = pos + 2 * i;
-              const x0 = aux[e]!;
-              i = 2 * i + (x0 < y0 || (x0 === y0 && aux[e + 1]! < y1) ? 1 : 0);
-            }
-          }
-          best = i >>> (32 - Math.clz32(i & -i));
+        if (exact) {
+          const y1 = y + le;
+          while (i <= n) i = 2 * i + (t[b + i]! < y1 ? 1 : 0);
         } else {
-          const t = le ? 1 : 0;
+          const eOff = aux[row + M.EYTZ_OFF]!;
           while (i <= n) {
-            const e = pos + i * pw;
-            let c = 0;
-            for (let w = 0; w < pw; w++) {
-              const x = aux[e + w]!, y = sp[w]!;
-              if (x !== y) {
-                c = x < y ? -1 : 1;
-                break;
-              }
-            }
-            if (c < t) {
-              best = i;
-              i = 2 * i + 1;
-            } else {
-              i = 2 * i;
-            }
+            const x = t[b + i]!;
+            i = 2 * i + (x < y || (x === y && this.keyCmpSearchWords(aux[eOff + i]!) < le) ? 1 : 0);
           }
         }
-        /* the head itself is < search (<= for strict): start after it */
-        if (best > 0) k = this.keyNext(aux[this.aux32[M.EYTZ_OFF + s]! + best]!);
+        const best = i >>> (32 - Math.clz32(i & -i));
+        /* the head itself is below the search: start after it */
+        if (best > 0) k = this.keyNext(aux[aux[row + M.EYTZ_OFF]! + best]!);
       }
     }
-    /* scan the group: packed keys against the packed search, unpacked ones unpacked */
-    const end = this.aux32[M.END + s]!;
+    /* scan: packed keys by summary, unpacked ones unpacked */
     const d = this.d32;
-    const f = this.format;
-    const mode = searchMode;
-    const sp = searchPacked;
-    const full = f.posFullWords;
-    const rem = f.posRemBits;
-    const sh = 32 - rem;
-    /* packed compare result that stops the scan: >= lim (exact), > 0 (floor: key > floor) */
-    const stop = mode === PACK_EXACT ? lim : 1;
+    const mul = this.sumMul, sw = this.sumWord, sh = this.sumShift, sh2 = this.sumShift2;
+    const lim = strict ? 1 : 0;
+    if (exact) {
+      const y1 = y + le;
+      while (k < end) {
+        const w = k >>> 2;
+        const hdr = d[w]!;
+        if (hdr & (1 << 27)) {
+          if (d[w + 1]! * mul + ((d[w + 1 + sw]! >>> sh) >>> sh2) >= y1) break;
+        } else if (wordsCmp(d, w + UNPACKED_W_POS, search, si) >= lim) {
+          break;
+        }
+        k += (hdr & 0xffff) << 3;
+      }
+      return k;
+    }
     while (k < end) {
       const w = k >>> 2;
       const hdr = d[w]!;
       if (hdr & (1 << 27)) {
-        if (mode === PACK_BELOW) break;
-        let c = 0;
-        for (let j = 0; j < full; j++) {
-          const x = d[w + 1 + j]!, y = sp[j]!;
-          if (x !== y) {
-            c = x < y ? -1 : 1;
-            break;
-          }
-        }
-        if (c === 0 && rem !== 0) {
-          const x = d[w + 1 + full]! >>> sh, y = sp[full]! >>> sh;
-          if (x !== y) c = x < y ? -1 : 1;
-        }
-        if (c >= stop) break;
+        const x = d[w + 1]! * mul + ((d[w + 1 + sw]! >>> sh) >>> sh2);
+        if (x > y || (x === y && this.keyCmpSearchWords(k) >= le)) break;
       } else if (wordsCmp(d, w + UNPACKED_W_POS, search, si) >= lim) {
         break;
       }
@@ -560,14 +715,14 @@ export class NodeKeys {
 
   /** The key before h in set s, or -1 if h is the set's first key. */
   prevKey(s: number, h: number): number {
-    const start = this.aux32[M.START + s]!;
+    const start = this.aux32[s * M.ROW + M.START]!;
     if (h <= start) return -1;
     const aux = this.aux32;
-    const n = this.aux32[M.AUX_N + s]!;
+    const n = this.aux32[s * M.ROW + M.AUX_N]!;
     let k = start;
     if (n > 0) {
-      if (this.aux32[M.STATE + s] === SET_WRITABLE) {
-        const base = this.aux32[M.AUX_OFF + s]!;
+      if (this.aux32[s * M.ROW + M.STATE] === SET_WRITABLE) {
+        const base = this.aux32[s * M.ROW + M.AUX_OFF]!;
         let lo = 0, hi = n;
         while (lo < hi) {
           const mid = (lo + hi) >>> 1;
@@ -577,7 +732,7 @@ export class NodeKeys {
         if (lo > 0) k = aux[base + (lo - 1) * E.WORDS + E.OFF]!;
       } else {
         /* the heads' offsets are in key order too: descend by offset */
-        const eOff = this.aux32[M.EYTZ_OFF + s]!;
+        const eOff = this.aux32[s * M.ROW + M.EYTZ_OFF]!;
         let i = 1, best = 0;
         while (i <= n) {
           if (aux[eOff + i]! < h) {
@@ -602,7 +757,7 @@ export class NodeKeys {
     const last = this.hasWritable() ? this.nsets - 2 : this.nsets - 1;
     for (let s = last; s >= 0; s--) {
       const k = this.lowerBound(s, search, si, false);
-      if (k < this.aux32[M.END + s]! && this.cmpSearch(k, search, si) === 0) return k;
+      if (k < this.aux32[s * M.ROW + M.END]! && this.cmpSearch(k, search, si) === 0) return k;
     }
     return -1;
   }
@@ -612,7 +767,7 @@ export class NodeKeys {
     this.prepareSearch(p, pi);
     for (let s = this.nsets - 1; s >= 0; s--) {
       const k = this.lowerBound(s, p, pi, false);
-      if (k < this.aux32[M.END + s]! && this.cmpSearch(k, p, pi) === 0) return k;
+      if (k < this.aux32[s * M.ROW + M.END]! && this.cmpSearch(k, p, pi) === 0) return k;
     }
     return -1;
   }
@@ -622,7 +777,7 @@ export class NodeKeys {
    */
 
   hasWritable(): boolean {
-    return this.nsets > 0 && this.aux32[M.STATE + this.nsets - 1] === SET_WRITABLE;
+    return this.nsets > 0 && this.aux32[(this.nsets - 1) * M.ROW + M.STATE] === SET_WRITABLE;
   }
 
   /** Where the next bset (its header) goes. */
@@ -633,7 +788,7 @@ export class NodeKeys {
 
   /** u64s of key space left in the writable set (or in a new one). */
   u64sRemaining(): number {
-    if (this.hasWritable()) return (this.nodeSizeBytes - this.aux32[M.END + this.nsets - 1]!) >>> 3;
+    if (this.hasWritable()) return (this.nodeSizeBytes - this.aux32[(this.nsets - 1) * M.ROW + M.END]!) >>> 3;
     if (this.nsets >= MAX_SETS) return 0;
     return Math.max(0, this.nodeSizeBytes - this.nextBsetOffset() - BSET_HDR_BYTES) >>> 3;
   }
@@ -642,13 +797,13 @@ export class NodeKeys {
   usedBytes(): number {
     if (this.nsets === 0) return this.writtenBytes;
     const last = this.nsets - 1;
-    const end = this.aux32[M.STATE + last] === SET_WRITABLE ? this.aux32[M.END + last]! : roundUp(this.aux32[M.END + last]!, this.blockSizeBytes);
+    const end = this.aux32[last * M.ROW + M.STATE] === SET_WRITABLE ? this.aux32[last * M.ROW + M.END]! : roundUp(this.aux32[last * M.ROW + M.END]!, this.blockSizeBytes);
     return Math.max(end, this.writtenBytes);
   }
 
   /** Key bytes a fresh bset appended now could hold (0: the node cannot take another append). */
   bytesAvailableForAppend(): number {
-    const off = this.hasWritable() ? this.aux32[M.HDR + this.nsets - 1]! : this.nextBsetOffset();
+    const off = this.hasWritable() ? this.aux32[(this.nsets - 1) * M.ROW + M.HDR]! : this.nextBsetOffset();
     return Math.max(0, this.nodeSizeBytes - off - BSET_HDR_BYTES);
   }
 
@@ -657,20 +812,20 @@ export class NodeKeys {
     const hdr = this.nextBsetOffset();
     if (hdr + BSET_HDR_BYTES + 8 > this.nodeSizeBytes) return false;
     const s = this.nsets++;
-    this.aux32[M.HDR + s] = hdr;
-    this.aux32[M.START + s] = this.aux32[M.END + s] = hdr + BSET_HDR_BYTES;
-    this.aux32[M.STATE + s] = SET_WRITABLE;
-    this.aux32[M.AUX_N + s] = 0;
-    this.aux32[M.AUX_OFF + s] = s === 0 ? AUX_META_WORDS : this.auxRoEnd(s - 1);
-    this.rwCapacity = Math.floor((this.aux32.length - this.aux32[M.AUX_OFF + s]!) / E.WORDS);
-    if (this.rwCapacity < Math.floor((this.nodeSizeBytes - this.aux32[M.START + s]!) / AUX_RW_GROUP_BYTES) + 1) throw new Error('aux: buffer too small for the rw table');
+    this.aux32[s * M.ROW + M.HDR] = hdr;
+    this.aux32[s * M.ROW + M.START] = this.aux32[s * M.ROW + M.END] = hdr + BSET_HDR_BYTES;
+    this.aux32[s * M.ROW + M.STATE] = SET_WRITABLE;
+    this.aux32[s * M.ROW + M.AUX_N] = 0;
+    this.aux32[s * M.ROW + M.AUX_OFF] = s === 0 ? AUX_META_WORDS : this.auxRoEnd(s - 1);
+    this.rwCapacity = Math.floor((this.aux32.length - this.aux32[s * M.ROW + M.AUX_OFF]!) / E.WORDS);
+    if (this.rwCapacity < Math.floor((this.nodeSizeBytes - this.aux32[s * M.ROW + M.START]!) / AUX_RW_GROUP_BYTES) + 1) throw new Error('aux: buffer too small for the rw table');
     this.unwrittenJournalSeqMax = this.unwrittenJournalSeqMin = 0;
     return true;
   }
 
   /** First aux word after the read-only set s's tables. */
   private auxRoEnd(s: number): number {
-    return this.aux32[M.EYTZ_POS + s]! + (this.aux32[M.AUX_N + s]! + 1) * this.format.posWords;
+    return this.aux32[s * M.ROW + M.EYTZ_OFF]! + this.aux32[s * M.ROW + M.AUX_N]! + 1;
   }
 
   /* -------------------------------------------------------------------------
@@ -681,10 +836,10 @@ export class NodeKeys {
   rebuildAux(): void {
     let w = AUX_META_WORDS;
     for (let s = 0; s < this.nsets; s++) {
-      this.aux32[M.AUX_OFF + s] = w;
-      if (this.aux32[M.STATE + s] === SET_WRITABLE) {
+      this.aux32[s * M.ROW + M.AUX_OFF] = w;
+      if (this.aux32[s * M.ROW + M.STATE] === SET_WRITABLE) {
         this.rwCapacity = Math.floor((this.aux32.length - w) / E.WORDS);
-        const need = Math.floor((this.nodeSizeBytes - this.aux32[M.START + s]!) / AUX_RW_GROUP_BYTES) + 1;
+        const need = Math.floor((this.nodeSizeBytes - this.aux32[s * M.ROW + M.START]!) / AUX_RW_GROUP_BYTES) + 1;
         if (this.rwCapacity < need) throw new Error(`aux: rw table capacity ${this.rwCapacity} < ${need}`);
         this.buildRwTable(s);
       } else {
@@ -693,57 +848,58 @@ export class NodeKeys {
     }
   }
 
-  /** Group bytes of read-only sets in this format: entries stay within AUX_WORDS_PER_GROUP words per AUX_GROUP_BYTES. */
-  private roGroupBytes(): number {
-    return AUX_GROUP_BYTES * Math.max(1, Math.ceil((this.format.posWords + 1) / AUX_WORDS_PER_GROUP));
-  }
-
   /**
-   * Aux tables of a read-only set at aux word w: the Eytzinger tree (1-based,
-   * slot 0 unused) of its group heads: head offsets (n + 1 words), then
-   * packed head positions ((n + 1) * posWords words, bits after the position
-   * zeroed). Groups start only at packed keys so every head has a packed
-   * position. Returns the first word after the tables.
+   * Aux tables of a read-only set at aux word w. Keys are cut into groups, a
+   * new group starting at the first packed key once AUX_GROUP_BYTES have
+   * passed; the group heads form an Eytzinger tree (1-based, slot 0 unused):
+   * their summaries (f64 at an even word, so a set starting at
+   * AUX_META_WORDS has the tree's first three levels in one cache line), then
+   * their offsets (u32). Returns the first word after the tables.
    */
   private buildRoTree(s: number, w: number): number {
-    const aux = this.aux32;
     const d = this.d32;
-    const f = this.format;
-    const start = this.aux32[M.START + s]!, end = this.aux32[M.END + s]!;
-    const gbytes = this.roGroupBytes();
-    const pw = f.posWords;
-    /* count the groups first, then fill the tree by an in-order walk */
+    const row = s * M.ROW;
+    const start = this.aux32[row + M.START]!, end = this.aux32[row + M.END]!;
+    const heads = scratchHeads(this.nodeSizeBytes);
+    const sums = scratchHeadSums(this.nodeSizeBytes);
     let n = 0;
-    let gstart = -gbytes;
-    for (let k = start; k < end; k = this.keyNext(k)) {
-      if (k - gstart >= gbytes && d[k >>> 2]! & (1 << 27)) {
-        n++;
+    let gstart = -AUX_GROUP_BYTES;
+    for (let k = start; k < end; k += (d[k >>> 2]! & 0xffff) << 3) {
+      if (k - gstart >= AUX_GROUP_BYTES && d[k >>> 2]! & (1 << 27)) {
+        heads[n] = k;
+        sums[n++] = this.keySum(k);
         gstart = k;
       }
     }
-    if (pw === 0) n = 0; /* every packed key at one position: nothing to search */
-    this.aux32[M.AUX_N + s] = n;
-    const eOff = w;
-    const ePos = eOff + n + 1;
-    const endW = ePos + (n + 1) * pw;
+    return this.fillRoTree(s, w, n, sums);
+  }
+
+  /**
+   * buildRoTree's second half: the tables of read-only set s at aux word w
+   * from its n group heads in key order (offsets in scratchHeads, summaries
+   * in sums). Returns the first word after the tables.
+   */
+  private fillRoTree(s: number, w: number, n: number, sums: Float64Array): number {
+    const aux = this.aux32;
+    const row = s * M.ROW;
+    const heads = scratchHeads(this.nodeSizeBytes);
+    if (this.format.posBits === 0) n = 0; /* every packed key at one position: nothing to search */
+    const eSum = w + (w & 1);
+    const eOff = eSum + 2 * (n + 1);
+    const endW = eOff + n + 1;
     if (endW > aux.length) throw new Error('aux: buffer too small');
-    this.aux32[M.EYTZ_OFF + s] = eOff;
-    this.aux32[M.EYTZ_POS + s] = ePos;
+    aux[row + M.AUX_N] = n;
+    aux[row + M.EYTZ_SUM] = eSum;
+    aux[row + M.EYTZ_OFF] = eOff;
     if (n === 0) return endW;
-    const full = f.posFullWords;
-    const mask = f.posRemBits ? (0xffffffff << (32 - f.posRemBits)) >>> 0 : 0;
+    const t = this.auxF64;
+    const b = eSum >>> 1;
     /* in-order walk of the implicit tree 1..n, handing out the heads in key order */
     let i = 1;
     while (2 * i <= n) i *= 2;
-    gstart = -gbytes;
-    for (let k = start; k < end; k = this.keyNext(k)) {
-      if (!(k - gstart >= gbytes && d[k >>> 2]! & (1 << 27))) continue;
-      gstart = k;
-      aux[eOff + i] = k;
-      const src = (k >>> 2) + 1;
-      const dst = ePos + i * pw;
-      for (let j = 0; j < full; j++) aux[dst + j] = d[src + j]!;
-      if (mask) aux[dst + full] = d[src + full]! & mask;
+    for (let j = 0; j < n; j++) {
+      aux[eOff + i] = heads[j]!;
+      t[b + i] = sums[j]!;
       /* in-order successor */
       if (2 * i + 1 <= n) {
         i = 2 * i + 1;
@@ -753,14 +909,14 @@ export class NodeKeys {
         i >>>= 1;
       }
     }
-    if (i !== 0) throw new Error('aux: group count changed');
+    if (i !== 0) throw new Error('aux: in-order walk did not end at the root');
     return endW;
   }
 
   private buildRwTable(s: number): void {
     const aux = this.aux32;
-    const base = this.aux32[M.AUX_OFF + s]!;
-    const start = this.aux32[M.START + s]!, end = this.aux32[M.END + s]!;
+    const base = this.aux32[s * M.ROW + M.AUX_OFF]!;
+    const start = this.aux32[s * M.ROW + M.START]!, end = this.aux32[s * M.ROW + M.END]!;
     let n = 0;
     let gstart = -AUX_RW_GROUP_BYTES;
     for (let k = start; k < end; k = this.keyNext(k)) {
@@ -772,18 +928,18 @@ export class NodeKeys {
         gstart = k;
       }
     }
-    this.aux32[M.AUX_N + s] = n;
+    this.aux32[s * M.ROW + M.AUX_N] = n;
   }
 
   private rwEntryOff(j: number): number {
-    return this.aux32[this.aux32[M.AUX_OFF + this.nsets - 1]! + j * E.WORDS + E.OFF]!;
+    return this.aux32[this.aux32[(this.nsets - 1) * M.ROW + M.AUX_OFF]! + j * E.WORDS + E.OFF]!;
   }
 
   /** Index of the last rw entry with offset <= o (-1 if none). */
   private rwEntryAt(o: number): number {
     const aux = this.aux32;
-    const base = this.aux32[M.AUX_OFF + this.nsets - 1]!;
-    let lo = 0, hi = this.aux32[M.AUX_N + this.nsets - 1]!;
+    const base = this.aux32[(this.nsets - 1) * M.ROW + M.AUX_OFF]!;
+    let lo = 0, hi = this.aux32[(this.nsets - 1) * M.ROW + M.AUX_N]!;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if (aux[base + mid * E.WORDS + E.OFF]! <= o) lo = mid + 1;
@@ -795,28 +951,28 @@ export class NodeKeys {
   private rwInsertEntry(j: number, k: number): void {
     const s = this.nsets - 1;
     const aux = this.aux32;
-    const base = this.aux32[M.AUX_OFF + s]!;
-    const n = this.aux32[M.AUX_N + s]!;
+    const base = this.aux32[s * M.ROW + M.AUX_OFF]!;
+    const n = this.aux32[s * M.ROW + M.AUX_N]!;
     if (n >= this.rwCapacity) throw new Error('aux: rw table full');
     const e = base + j * E.WORDS;
     aux.copyWithin(e + E.WORDS, e, base + n * E.WORDS);
     this.keyPosTo(k, aux, e);
     aux[e + E.OFF] = k;
-    this.aux32[M.AUX_N + s] = n + 1;
+    this.aux32[s * M.ROW + M.AUX_N] = n + 1;
   }
 
   private rwRemoveEntry(j: number): void {
     const s = this.nsets - 1;
-    const base = this.aux32[M.AUX_OFF + s]!;
-    const n = this.aux32[M.AUX_N + s]!;
+    const base = this.aux32[s * M.ROW + M.AUX_OFF]!;
+    const n = this.aux32[s * M.ROW + M.AUX_N]!;
     const e = base + j * E.WORDS;
     this.aux32.copyWithin(e, e + E.WORDS, base + n * E.WORDS);
-    this.aux32[M.AUX_N + s] = n - 1;
+    this.aux32[s * M.ROW + M.AUX_N] = n - 1;
   }
 
   private rwGroupSpan(j: number): number {
     const s = this.nsets - 1;
-    const next = j + 1 < this.aux32[M.AUX_N + s]! ? this.rwEntryOff(j + 1) : this.aux32[M.END + s]!;
+    const next = j + 1 < this.aux32[s * M.ROW + M.AUX_N]! ? this.rwEntryOff(j + 1) : this.aux32[s * M.ROW + M.END]!;
     return next - this.rwEntryOff(j);
   }
 
@@ -832,7 +988,7 @@ export class NodeKeys {
 
   /** Merge group j into a neighbour if it fell below a full group. */
   private rwMaybeMerge(j: number): void {
-    const n = this.aux32[M.AUX_N + this.nsets - 1]!;
+    const n = this.aux32[(this.nsets - 1) * M.ROW + M.AUX_N]!;
     if (n <= 1 || this.rwGroupSpan(j) >= AUX_RW_GROUP_BYTES) return;
     this.rwRemoveEntry(j > 0 ? j : 1);
   }
@@ -844,9 +1000,9 @@ export class NodeKeys {
   private rwFix(o: number, oldBytes: number, newBytes: number): void {
     const s = this.nsets - 1;
     const aux = this.aux32;
-    const base = this.aux32[M.AUX_OFF + s]!;
+    const base = this.aux32[s * M.ROW + M.AUX_OFF]!;
     const delta = newBytes - oldBytes;
-    let n = this.aux32[M.AUX_N + s]!;
+    let n = this.aux32[s * M.ROW + M.AUX_N]!;
     if (n === 0) {
       if (newBytes > 0) this.rwInsertEntry(0, o);
       return;
@@ -861,7 +1017,7 @@ export class NodeKeys {
     } else if (newBytes === 0) {
       /* remove */
       if (atHead) {
-        const emptied = o >= this.aux32[M.END + s]! || (j + 1 < n && this.rwEntryOff(j + 1) === o);
+        const emptied = o >= this.aux32[s * M.ROW + M.END]! || (j + 1 < n && this.rwEntryOff(j + 1) === o);
         if (emptied) {
           this.rwRemoveEntry(j);
           n--;
@@ -948,7 +1104,7 @@ export class NodeKeys {
       if (!this.startWritable()) return false;
     }
     const s = this.nsets - 1;
-    const end = this.aux32[M.END + s]!;
+    const end = this.aux32[s * M.ROW + M.END]!;
     const o = this.lowerBound(s, k.p, 0, false);
     const exists = o < end && this.cmpSearch(o, k.p, 0) === 0;
     let newBytes = 0;
@@ -967,7 +1123,7 @@ export class NodeKeys {
     if (visOld >= 0 && !this.keyIsWhiteout(visOld)) this.accountAdd(visOld, -1);
     if (exists && this.keyIsWhiteout(o)) this.nrWhiteouts--;
     if (delta !== 0) this.data.copyWithin(o + newBytes, o + oldBytes, end);
-    this.aux32[M.END + s] = end + delta;
+    this.aux32[s * M.ROW + M.END] = end + delta;
     if (newBytes) {
       this.writeKey(o, k.type, k.p, 0, k.size, k.version, value, packed);
       if (isDel) this.nrWhiteouts++;
@@ -987,7 +1143,7 @@ export class NodeKeys {
   private appendFrom(src: NodeKeys, h: number, sameFormat: boolean): boolean {
     if (!this.hasWritable() && !this.startWritable()) return false;
     const s = this.nsets - 1;
-    const o = this.aux32[M.END + s]!;
+    const o = this.aux32[s * M.ROW + M.END]!;
     let bytes: number;
     if (sameFormat) {
       /* a key is packed exactly when it fits the format: same bytes here */
@@ -1004,7 +1160,7 @@ export class NodeKeys {
       if (o + bytes > this.nodeSizeBytes) return false;
       this.writeKey(o, src.keyType(h), scrFields, 0, size, version, value, fits);
     }
-    this.aux32[M.END + s] = o + bytes;
+    this.aux32[s * M.ROW + M.END] = o + bytes;
     if (this.keyIsWhiteout(o)) this.nrWhiteouts++;
     else this.accountAdd(o, 1);
     this.noteJournalSeqInternal(this.keyVersion(o));
@@ -1023,7 +1179,7 @@ export class NodeKeys {
    * dst ran out of space (dst is then partly filled: discard it).
    */
   sortInto(dst: NodeKeys, from?: Uint32Array, to?: Uint32Array): number {
-    if (dst.hasWritable() && dst.aux32[M.END + dst.nsets - 1] !== dst.aux32[M.START + dst.nsets - 1]) throw new Error('sortInto: destination is not empty');
+    if (dst.hasWritable() && dst.aux32[(dst.nsets - 1) * M.ROW + M.END] !== dst.aux32[(dst.nsets - 1) * M.ROW + M.START]) throw new Error('sortInto: destination is not empty');
     const it = new NodeIter();
     if (from) it.init(this, from, 0);
     else it.initStart(this);
@@ -1033,13 +1189,13 @@ export class NodeKeys {
     for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
       if (to && this.keyCmpPos(h, to, 0) > 0) break;
       if (this.keyIsWhiteout(h)) continue;
-      const o = dst.hasWritable() ? dst.aux32[M.END + dst.nsets - 1]! : -1;
+      const o = dst.hasWritable() ? dst.aux32[(dst.nsets - 1) * M.ROW + M.END]! : -1;
       if (!dst.appendFrom(this, h, same)) {
         dst.appendDone();
         return -1;
       }
-      if (bsetDebug.checks && last >= 0 && dst.keyCmpKey(last, o < 0 ? dst.aux32[M.START + dst.nsets - 1]! : o) >= 0) throw new Error('sortInto: keys out of order');
-      last = o < 0 ? dst.aux32[M.START + dst.nsets - 1]! : o;
+      if (bsetDebug.checks && last >= 0 && dst.keyCmpKey(last, o < 0 ? dst.aux32[(dst.nsets - 1) * M.ROW + M.START]! : o) >= 0) throw new Error('sortInto: keys out of order');
+      last = o < 0 ? dst.aux32[(dst.nsets - 1) * M.ROW + M.START]! : o;
       n++;
     }
     dst.appendDone();
@@ -1096,102 +1252,116 @@ export class NodeKeys {
    * Merging sets.
    */
 
-  /**
-   * Merge runs of keys [starts[i], ends[i]) of data (oldest run first; each
-   * strictly sorted) into one run at dstOff, newest key winning at equal
-   * positions, whiteouts and shadowed keys dropped. Returns the end offset.
-   * Everything merged must be on disk (whiteouts are dropped).
-   */
-  mergeRuns(starts: number[], ends: number[], dstOff: number): number {
-    const nr = starts.length;
-    const scratch = scratchWords(this.nodeSizeBytes);
-    const d = this.d32;
-    let out = 0; /* words */
-    if (nr === 1 && dstOff <= starts[0]!) {
-      /* one run, moving down: copy the stretches between whiteouts in place */
-      let o = dstOff;
-      let runStart = starts[0]!;
-      const end = ends[0]!;
-      let k = runStart;
-      while (k < end) {
-        const hdr = d[k >>> 2]!;
-        const next = k + ((hdr & 0xffff) << 3);
-        if (((hdr >>> 16) & 0xff) === KEY_TYPE.deleted) {
-          if (k > runStart) {
-            if (o !== runStart) this.data.copyWithin(o, runStart, k);
-            o += k - runStart;
-          }
-          runStart = next;
-        }
-        k = next;
-      }
-      if (end > runStart) {
-        if (o !== runStart) this.data.copyWithin(o, runStart, end);
-        o += end - runStart;
-      }
-      return o;
-    }
-    if (nr === 1) {
-      for (let k = starts[0]!, end = ends[0]!; k < end; ) {
-        const hdr = d[k >>> 2]!;
-        const words = (hdr & 0xffff) << 1;
-        if (((hdr >>> 16) & 0xff) !== KEY_TYPE.deleted) for (let i = 0, w = k >>> 2; i < words; i++) scratch[out++] = d[w + i]!;
-        k += words << 2;
-      }
-    } else {
-      /* binary heap of run indices: smallest position first, newest (higher) run first on ties */
-      const cur = Int32Array.from(starts);
-      const end = Int32Array.from(ends);
-      const heap = new Int32Array(nr);
-      let hn = 0;
-      for (let i = 0; i < nr; i++) {
-        if (cur[i]! >= end[i]!) continue;
-        let j = hn++;
-        heap[j] = i;
-        while (j > 0) {
-          const p = (j - 1) >>> 1;
-          if (!this.runLess(cur, heap[j]!, heap[p]!)) break;
-          const t = heap[j]!;
-          heap[j] = heap[p]!;
-          heap[p] = t;
-          j = p;
-        }
-      }
-      let last = -1;
-      while (hn > 0) {
-        const r = heap[0]!;
-        const h = cur[r]!;
-        const hdr = d[h >>> 2]!;
-        const words = (hdr & 0xffff) << 1;
-        if (last < 0 || this.keyCmpKey(h, last) !== 0) {
-          if (((hdr >>> 16) & 0xff) !== KEY_TYPE.deleted) for (let i = 0, w = h >>> 2; i < words; i++) scratch[out++] = d[w + i]!;
-          last = h;
-        }
-        cur[r] = h + (words << 2);
-        if (cur[r]! >= end[r]!) heap[0] = heap[--hn]!;
-        /* sift down */
-        for (let i = 0; ; ) {
-          const l = 2 * i + 1, rr = l + 1;
-          let m = i;
-          if (l < hn && this.runLess(cur, heap[l]!, heap[m]!)) m = l;
-          if (rr < hn && this.runLess(cur, heap[rr]!, heap[m]!)) m = rr;
-          if (m === i) break;
-          const t = heap[i]!;
-          heap[i] = heap[m]!;
-          heap[m] = t;
-          i = m;
-        }
-      }
-    }
-    const dw = dstOff >>> 2;
-    for (let i = 0; i < out; i++) d[dw + i] = scratch[i]!;
-    return dstOff + (out << 2);
+  /** The node's KeyRuns scratch, empty (node-io fills it while validating a read; mergeRoSets by collectRun). */
+  keyRuns(): KeyRuns {
+    return keyRunsScratch.reset(this.nodeSizeBytes);
   }
 
-  /** mergeRuns heap order: run a's key before run b's (newer run first at equal positions). */
-  private runLess(cur: Int32Array, a: number, b: number): boolean {
-    const c = this.keyCmpKey(cur[a]!, cur[b]!);
-    return c < 0 || (c === 0 && a > b);
+  /** Append the keys of data[start, end) to runs as one run. */
+  private collectRun(runs: KeyRuns, start: number, end: number): void {
+    const offs = runs.offs, sums = runs.sums;
+    let n = runs.n;
+    for (let k = start; k < end; k = this.keyNext(k)) {
+      offs[n] = k;
+      sums[n++] = this.keySumOrNone(k);
+    }
+    runs.n = n;
+    runs.endRun();
+  }
+
+  /**
+   * Merge the runs (oldest first; each strictly sorted) into one run at
+   * dstOff, newest key winning at equal positions, whiteouts and shadowed
+   * keys dropped (everything merged must be on disk). Returns the end
+   * offset. As it copies, it counts the keys into mergeOut and collects the
+   * group heads buildRoTree would choose, so a read needs no further walk.
+   */
+  mergeRuns(runs: KeyRuns, dstOff: number): number {
+    const nr = runs.bound.length - 1;
+    let offs = runs.offs, sums = runs.sums;
+    /*
+     * Merge pairwise, adjacent runs at a time, until one run is left: one
+     * compare per key and round (log2 of the runs), equal positions settled
+     * by that compare (the newer run's key wins; merging adjacent runs keeps
+     * "newer" on the right). Whiteouts go through the rounds (they hide
+     * older keys) and are dropped below.
+     */
+    if (nr > 1) {
+      let dO = runs.offs2, dS = runs.sums2;
+      const bound = runs.bound;
+      for (let r0 = nr; r0 > 1; ) {
+        let o = 0;
+        let w = 0;
+        for (let r = 0; r < r0; r += 2) {
+          if (r + 1 < r0) {
+            o = mergePair(this, offs, sums, bound[r]!, bound[r + 1]!, bound[r + 2]!, dO, dS, o);
+          } else {
+            for (let i = bound[r]!, e = bound[r + 1]!; i < e; i++, o++) {
+              dO[o] = offs[i]!;
+              dS[o] = sums[i]!;
+            }
+          }
+          /* bound[w + 1] <= bound[r + 1]: only entries already read are overwritten */
+          bound[++w] = o;
+        }
+        r0 = w;
+        bound.length = w + 1;
+        const to = offs, ts = sums;
+        offs = dO;
+        sums = dS;
+        dO = to;
+        dS = ts;
+      }
+    }
+    const n = runs.bound[1] ?? 0;
+    /*
+     * Copy the survivors to dstOff. One run moving down (a read of one bset,
+     * or set 0 with whiteouts) copies in place, forwards; several runs go
+     * through scratch.
+     */
+    const d = this.d32;
+    const inPlace = nr === 1 && (n === 0 || dstOff <= offs[0]!);
+    const out = inPlace ? d : scratchWords(this.nodeSizeBytes);
+    const base = inPlace ? dstOff >>> 2 : 0;
+    let o = base;
+    const heads = scratchHeads(this.nodeSizeBytes);
+    const headSums = scratchHeadSums(this.nodeSizeBytes);
+    let nh = 0;
+    let gstart = -AUX_GROUP_BYTES;
+    let nrKeys = 0, liveU64s = 0, packedKeys = 0;
+    for (let i = 0; i < n; i++) {
+      const k = offs[i]!;
+      const w = k >>> 2;
+      const hdr = d[w]!;
+      if (((hdr >>> 16) & 0xff) === KEY_TYPE.deleted) continue;
+      const u64s = hdr & 0xffff;
+      const at = dstOff + ((o - base) << 2);
+      if (hdr & (1 << 27)) {
+        packedKeys++;
+        if (at - gstart >= AUX_GROUP_BYTES) {
+          heads[nh] = at;
+          headSums[nh++] = sums[i]!;
+          gstart = at;
+        }
+      }
+      nrKeys++;
+      liveU64s += u64s;
+      if (!inPlace || o !== w) copyWords(out, o, d, w, u64s << 1);
+      o += u64s << 1;
+    }
+    if (!inPlace) d.set(out.subarray(0, o), dstOff >>> 2);
+    mergeOut.nrKeys = nrKeys;
+    mergeOut.liveU64s = liveU64s;
+    mergeOut.packedKeys = packedKeys;
+    mergeOut.heads = nh;
+    return dstOff + ((o - base) << 2);
+  }
+
+  /** keySum for a packed key, -1 for an unpacked one. */
+  private keySumOrNone(h: number): number {
+    const w = h >>> 2;
+    const d = this.d32;
+    return d[w]! & (1 << 27) ? d[w + 1]! * this.sumMul + ((d[w + 1 + this.sumWord]! >>> this.sumShift) >>> this.sumShift2) : -1;
   }
 
   /**
@@ -1215,26 +1385,23 @@ export class NodeKeys {
         return false;
       }
     }
-    const starts: number[] = [], ends: number[] = [];
-    for (let s = 0; s < nro; s++) {
-      starts.push(this.aux32[M.START + s]!);
-      ends.push(this.aux32[M.END + s]!);
-    }
+    const runs = this.keyRuns();
+    for (let s = 0; s < nro; s++) this.collectRun(runs, this.aux32[s * M.ROW + M.START]!, this.aux32[s * M.ROW + M.END]!);
     const start = NODE_HDR_BYTES + BSET_HDR_BYTES;
-    const end = this.mergeRuns(starts, ends, start);
+    const end = this.mergeRuns(runs, start);
     const hadWritable = this.hasWritable();
     const w = this.nsets - 1;
-    const wHdr = this.aux32[M.HDR + w]!, wStart = this.aux32[M.START + w]!, wEnd = this.aux32[M.END + w]!;
-    this.aux32[M.HDR + 0] = NODE_HDR_BYTES;
-    this.aux32[M.START + 0] = start;
-    this.aux32[M.END + 0] = end;
-    this.aux32[M.STATE + 0] = SET_WRITTEN;
+    const wHdr = this.aux32[w * M.ROW + M.HDR]!, wStart = this.aux32[w * M.ROW + M.START]!, wEnd = this.aux32[w * M.ROW + M.END]!;
+    this.aux32[M.HDR] = NODE_HDR_BYTES;
+    this.aux32[M.START] = start;
+    this.aux32[M.END] = end;
+    this.aux32[M.STATE] = SET_WRITTEN;
     this.nsets = 1;
     if (hadWritable) {
-      this.aux32[M.HDR + 1] = wHdr;
-      this.aux32[M.START + 1] = wStart;
-      this.aux32[M.END + 1] = wEnd;
-      this.aux32[M.STATE + 1] = SET_WRITABLE;
+      this.aux32[1 * M.ROW + M.HDR] = wHdr;
+      this.aux32[1 * M.ROW + M.START] = wStart;
+      this.aux32[1 * M.ROW + M.END] = wEnd;
+      this.aux32[1 * M.ROW + M.STATE] = SET_WRITABLE;
       this.nsets = 2;
     }
     return true;
@@ -1261,7 +1428,7 @@ export class NodeKeys {
       return;
     }
     for (let s = 0; s < this.nsets; s++) {
-      for (let k = this.aux32[M.START + s]!; k < this.aux32[M.END + s]!; k = this.keyNext(k)) if (this.keyIsWhiteout(k)) this.nrWhiteouts++;
+      for (let k = this.aux32[s * M.ROW + M.START]!; k < this.aux32[s * M.ROW + M.END]!; k = this.keyNext(k)) if (this.keyIsWhiteout(k)) this.nrWhiteouts++;
     }
     const it = new NodeIter();
     it.initStart(this);
@@ -1276,7 +1443,7 @@ export class NodeKeys {
     if (this.writeInFlight) throw new Error('compact: write in flight');
     if (this.hasWritable()) {
       const s = this.nsets - 1;
-      if (this.aux32[M.END + s]! > this.aux32[M.START + s]!) throw new Error('compact: node has unwritten keys');
+      if (this.aux32[s * M.ROW + M.END]! > this.aux32[s * M.ROW + M.START]!) throw new Error('compact: node has unwritten keys');
       this.nsets--;
     }
     this.mergeRoSets();
@@ -1296,18 +1463,27 @@ export class NodeKeys {
     this.nsets = 0;
   }
 
-  /** After a read: merge the accepted bsets' keys into set 0. */
-  loadSorted(starts: number[], ends: number[], writtenBytes: number): void {
+  /**
+   * After a read: merge the accepted bsets' keys (runs, filled while they
+   * were validated) into set 0, then its search tree and counts from what
+   * the merge collected.
+   */
+  loadSorted(runs: KeyRuns, writtenBytes: number): void {
     this.writtenBytes = writtenBytes;
     const start = NODE_HDR_BYTES + BSET_HDR_BYTES;
-    const end = this.mergeRuns(starts, ends, start);
+    const end = this.mergeRuns(runs, start);
     this.nsets = 1;
-    this.aux32[M.HDR + 0] = NODE_HDR_BYTES;
-    this.aux32[M.START + 0] = start;
-    this.aux32[M.END + 0] = end;
-    this.aux32[M.STATE + 0] = SET_WRITTEN;
-    this.rebuildAux();
-    this.recount();
+    this.aux32[M.HDR] = NODE_HDR_BYTES;
+    this.aux32[M.START] = start;
+    this.aux32[M.END] = end;
+    this.aux32[M.STATE] = SET_WRITTEN;
+    this.aux32[M.AUX_OFF] = AUX_META_WORDS;
+    this.fillRoTree(0, AUX_META_WORDS, mergeOut.heads, scratchHeadSums(this.nodeSizeBytes));
+    this.nrKeys = mergeOut.nrKeys;
+    this.liveU64s = mergeOut.liveU64s;
+    this.packedKeys = mergeOut.packedKeys;
+    this.unpackedKeys = mergeOut.nrKeys - mergeOut.packedKeys;
+    this.nrWhiteouts = 0;
     if (bsetDebug.checks) this.verify();
   }
 
@@ -1320,12 +1496,12 @@ export class NodeKeys {
     if (this.writeInFlight) throw new Error('write prepare: a write is already in flight');
     if (!this.hasWritable()) return -1;
     const s = this.nsets - 1;
-    if (this.aux32[M.END + s] === this.aux32[M.START + s] && this.writtenBytes > 0) return -1;
+    if (this.aux32[s * M.ROW + M.END] === this.aux32[s * M.ROW + M.START] && this.writtenBytes > 0) return -1;
     return s;
   }
 
   sealWritable(s: number, sealedEnd: number, journalSeq: number): void {
-    this.aux32[M.STATE + s] = SET_SEALED;
+    this.aux32[s * M.ROW + M.STATE] = SET_SEALED;
     this.writeInFlight = true;
     this.inFlightEnd = sealedEnd;
     this.inFlightJournalSeq = journalSeq;
@@ -1335,7 +1511,7 @@ export class NodeKeys {
 
   /** An empty writable set with nothing to write: forget its seqs (node is clean). */
   dropEmptyWritable(): void {
-    if (this.hasWritable() && this.aux32[M.END + this.nsets - 1] === this.aux32[M.START + this.nsets - 1]) this.unwrittenJournalSeqMax = this.unwrittenJournalSeqMin = 0;
+    if (this.hasWritable() && this.aux32[(this.nsets - 1) * M.ROW + M.END] === this.aux32[(this.nsets - 1) * M.ROW + M.START]) this.unwrittenJournalSeqMax = this.unwrittenJournalSeqMin = 0;
   }
 
   writeDone(): void {
@@ -1352,7 +1528,7 @@ export class NodeKeys {
     if (!this.writeInFlight) throw new Error('write done: no write in flight');
     this.writtenBytes = this.inFlightEnd;
     this.writeInFlight = false;
-    for (let s = 0; s < this.nsets; s++) if (this.aux32[M.STATE + s] === SET_SEALED) this.aux32[M.STATE + s] = SET_WRITTEN;
+    for (let s = 0; s < this.nsets; s++) if (this.aux32[s * M.ROW + M.STATE] === SET_SEALED) this.aux32[s * M.ROW + M.STATE] = SET_WRITTEN;
   }
 
   /** After writeDoneDeferred: merge the written sets in memory (keys move; the caller holds the write lock). */
@@ -1361,7 +1537,7 @@ export class NodeKeys {
     /* An empty writable set started during the write keeps its place only if it has keys. */
     if (this.hasWritable()) {
       const s = this.nsets - 1;
-      if (this.aux32[M.END + s] === this.aux32[M.START + s]) {
+      if (this.aux32[s * M.ROW + M.END] === this.aux32[s * M.ROW + M.START]) {
         this.nsets--;
         this.unwrittenJournalSeqMax = this.unwrittenJournalSeqMin = 0;
       }
@@ -1382,22 +1558,22 @@ export class NodeKeys {
   verify(): void {
     for (let s = 0; s < this.nsets; s++) {
       let prev = -1;
-      for (let k = this.aux32[M.START + s]!; k < this.aux32[M.END + s]!; k = this.keyNext(k)) {
+      for (let k = this.aux32[s * M.ROW + M.START]!; k < this.aux32[s * M.ROW + M.END]!; k = this.keyNext(k)) {
         if (this.keyU64s(k) === 0) throw new Error(`verify: zero-size key at ${k}`);
         if (prev >= 0 && this.keyCmpKey(prev, k) >= 0) throw new Error(`verify: set ${s} out of order at ${k}`);
         this.keyPosTo(k, scrA, 0);
         if (!this.keyInRange(scrA, 0)) throw new Error(`verify: key ${wordsToText(scrA, 0)} outside node range`);
         prev = k;
       }
-      if (prev >= 0 && this.keyNext(prev) !== this.aux32[M.END + s]) throw new Error(`verify: set ${s} end mismatch`);
-      const n = this.aux32[M.AUX_N + s]!;
-      if (this.aux32[M.STATE + s] === SET_WRITABLE) {
-        const base = this.aux32[M.AUX_OFF + s]!;
-        if ((n === 0) !== (this.aux32[M.START + s] === this.aux32[M.END + s])) throw new Error('verify: rw table emptiness');
+      if (prev >= 0 && this.keyNext(prev) !== this.aux32[s * M.ROW + M.END]) throw new Error(`verify: set ${s} end mismatch`);
+      const n = this.aux32[s * M.ROW + M.AUX_N]!;
+      if (this.aux32[s * M.ROW + M.STATE] === SET_WRITABLE) {
+        const base = this.aux32[s * M.ROW + M.AUX_OFF]!;
+        if ((n === 0) !== (this.aux32[s * M.ROW + M.START] === this.aux32[s * M.ROW + M.END])) throw new Error('verify: rw table emptiness');
         for (let j = 0; j < n; j++) {
           const e = base + j * E.WORDS;
           const off = this.aux32[e + E.OFF]!;
-          if (j === 0 && off !== this.aux32[M.START + s]) throw new Error('verify: rw entry 0 not at set start');
+          if (j === 0 && off !== this.aux32[s * M.ROW + M.START]) throw new Error('verify: rw entry 0 not at set start');
           if (j > 0 && off <= this.aux32[e - E.WORDS + E.OFF]!) throw new Error('verify: rw entries out of order');
           if (this.keyCmpPos(off, this.aux32, e) !== 0) throw new Error(`verify: rw entry ${j} position stale`);
           if (n > 1 && this.rwGroupSpan(j) < AUX_RW_GROUP_BYTES) throw new Error(`verify: rw group ${j} short`);
@@ -1430,8 +1606,8 @@ export class NodeKeys {
     out.nested((o) => {
       for (let s = 0; s < this.nsets; s++) {
         let n = 0;
-        for (let k = this.aux32[M.START + s]!; k < this.aux32[M.END + s]!; k = this.keyNext(k)) n++;
-        o.line(`${s}: ${SET_STATE_NAMES[this.aux32[M.STATE + s]!]} at ${this.aux32[M.HDR + s]} keys ${this.aux32[M.START + s]}..${this.aux32[M.END + s]} (${n} keys, ${this.aux32[M.AUX_N + s]} aux groups)`);
+        for (let k = this.aux32[s * M.ROW + M.START]!; k < this.aux32[s * M.ROW + M.END]!; k = this.keyNext(k)) n++;
+        o.line(`${s}: ${SET_STATE_NAMES[this.aux32[s * M.ROW + M.STATE]!]} at ${this.aux32[s * M.ROW + M.HDR]} keys ${this.aux32[s * M.ROW + M.START]}..${this.aux32[s * M.ROW + M.END]} (${n} keys, ${this.aux32[s * M.ROW + M.AUX_N]} aux groups)`);
       }
     });
     return out.toString();
@@ -1463,7 +1639,7 @@ export class NodeIter {
     this.keys = keys;
     this.n = keys.nsets;
     const meta = keys.aux32;
-    for (let s = 0; s < this.n; s++) this.end[s] = meta[M.END + s]!;
+    for (let s = 0; s < this.n; s++) this.end[s] = meta[s * M.ROW + M.END]!;
   }
 
   /** First key with pos >= search. */
@@ -1484,7 +1660,7 @@ export class NodeIter {
 
   initStart(keys: NodeKeys): void {
     this.setup(keys);
-    for (let s = 0; s < this.n; s++) this.cur[s] = keys.aux32[M.START + s]!;
+    for (let s = 0; s < this.n; s++) this.cur[s] = keys.aux32[s * M.ROW + M.START]!;
     this.computeWinner();
   }
 
@@ -1496,6 +1672,13 @@ export class NodeIter {
   }
 
   private computeWinner(): void {
+    if (this.n === 1) {
+      /* one set (most nodes, after a read or a write): no merging */
+      const live = this.cur[0]! < this.end[0]!;
+      this.winner = live ? 0 : -1;
+      this.mask = live ? 1 : 0;
+      return;
+    }
     const keys = this.keys!;
     let best = -1;
     let mask = 0;

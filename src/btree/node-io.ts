@@ -16,9 +16,14 @@
  *   3. a bset whose journal seq is blacklisted or newer than maxJournalSeq is
  *      skipped (its keys ignored) and the walk goes on;
  *   4. keys of accepted bsets are checked (well formed, type allowed at this
- *      level, inside [minKey, maxKey], strictly increasing): ERR_TOPOLOGY;
+ *      level, inside [minKey, maxKey], strictly increasing): ERR_TOPOLOGY.
+ *      The same pass records each key's offset and position summary
+ *      (KeyRuns) for the merge;
  *   5. writtenBytes = block-rounded end of the last accepted or skipped bset;
- *      everything is merged into one sorted set and the aux trees are built.
+ *      everything is merged into one sorted set (NodeKeys.loadSorted: no
+ *      further walk of the keys) and the aux tree is built.
+ *
+ * Nothing here allocates per key; messages are built only on failure.
  *
  * Write (nodeWritePrepare / nodeWriteDone): the writable set is sealed in
  * place (bset header + checksum; the node header too on the first write), the
@@ -30,8 +35,8 @@
  */
 
 import { wordsCmp, wordsToText } from './bpos.js';
-import { KEY_TYPE, KEY_TYPE_NR, KEY_HDR_RESERVED_MASK, UNPACKED_VALUE_OFFSET, UNPACKED_W_VERSION_HI, BTREE_PTR_VALUE_BYTES, keyBytesFor, keyHdrPad, keyHdrType, keyTypeName } from './bkey.js';
-import { NodeKeys } from './bset.js';
+import { KEY_TYPE, KEY_TYPE_NR, KEY_HDR_PACKED, KEY_HDR_RESERVED_MASK, UNPACKED_VALUE_OFFSET, UNPACKED_W_VERSION_HI, BTREE_PTR_VALUE_BYTES, keyBytesFor, keyHdrPad, keyHdrType, keyTypeName } from './bkey.js';
+import { KeyRuns, NodeKeys } from './bset.js';
 import { BSET_HDR_BYTES, NODE_HDR_BYTES, bsetEnd, bsetHeaderCheck, bsetHeaderEncode, bsetJournalSeq, nodeHeaderDecode, nodeHeaderEncode, roundUp } from '../format/btree-node.js';
 
 export interface NodeReadExpect {
@@ -49,52 +54,79 @@ export interface NodeReadOpts {
 
 export type NodeReadResult = { ok: true; bsetsRead: number; bsetsSkipped: number } | { ok: false; code: 'ERR_CHECKSUM' | 'ERR_TOPOLOGY'; message: string };
 
+/** Who the node is, for messages (built only when something is wrong). */
 function where(e: NodeReadExpect): string {
   return `btree ${e.btreeId} level ${e.level} node ${e.seq.toString(16)}`;
 }
 
+function mismatch(e: NodeReadExpect, field: string, found: string, want: string): NodeReadResult {
+  return { ok: false, code: 'ERR_TOPOLOGY', message: `${where(e)}: node header at byte 0: ${field} ${found} does not match the pointer's ${want}` };
+}
+
 /**
  * Check the keys of one bset in data[start, end): null or what is wrong.
- * Shared by read (after checksum) and write (before checksum).
+ * Shared by read (after checksum) and write (before checksum). One pass,
+ * nothing allocated unless a key is bad (the message is built then). A read
+ * passes `runs`: each key's offset and summary are appended to it, one run
+ * per bset, for the merge (NodeKeys.loadSorted).
  */
-export function bsetKeysInvalid(keys: NodeKeys, start: number, end: number): string | null {
+export function bsetKeysInvalid(keys: NodeKeys, start: number, end: number, runs?: KeyRuns): string | null {
   const d32 = keys.d32;
-  const packedMin = keyBytesFor(4 + 4 * keys.format.fieldWords, 0);
+  const f = keys.format;
+  const packedValueOffset = 4 + 4 * f.fieldWords;
+  /* order: packed keys by summary (BkeyFormat.sumMul), the rest by keyCmpKey */
+  const mul = f.sumMul, sw = f.sumWord, sh = f.sumShift, sh2 = f.sumShift2, exact = f.sumExact;
+  let prevSum = -1;
+  const packedMin = keyBytesFor(packedValueOffset, 0);
   const unpackedMin = keyBytesFor(UNPACKED_VALUE_OFFSET, 0);
+  const leaf = keys.level === 0;
+  /* a check without runs collects into the node's scratch runs, unused */
+  const into = runs ?? keys.keyRuns();
+  const offs = into.offs, sums = into.sums;
+  let n = into.n;
   let prev = -1;
   for (let k = start; k < end; ) {
     const hdr = d32[k >>> 2]!;
     const bytes = (hdr & 0xffff) << 3;
-    const at = `key at byte ${k}`;
-    if (bytes === 0 || k + bytes > end) return `${at}: size ${bytes} runs past the bset end ${end}`;
-    if (hdr & KEY_HDR_RESERVED_MASK) return `${at}: reserved header bits set`;
+    if (bytes === 0 || k + bytes > end) return `${keyAt(k)}: size ${bytes} runs past the bset end ${end}`;
+    if (hdr & KEY_HDR_RESERVED_MASK) return `${keyAt(k)}: reserved header bits set`;
     const type = keyHdrType(hdr);
-    if (type >= KEY_TYPE_NR) return `${at}: unknown key type ${type}`;
-    const packed = keys.keyIsPacked(k);
-    if (bytes < (packed ? packedMin : unpackedMin)) return `${at}: ${bytes} bytes is too small for a ${packed ? 'packed' : 'unpacked'} key`;
-    const vlen = bytes - (packed ? 4 + 4 * keys.format.fieldWords : UNPACKED_VALUE_OFFSET) - keyHdrPad(hdr);
-    if (vlen < 0) return `${at}: bad pad ${keyHdrPad(hdr)}`;
-    if (!packed && d32[(k >>> 2) + UNPACKED_W_VERSION_HI]! >= 0x200000) return `${at}: version >= 2^53`;
-    if (type === KEY_TYPE.deleted && vlen !== 0) return `${at}: whiteout with a ${vlen}-byte value`;
+    if (type >= KEY_TYPE_NR) return `${keyAt(k)}: unknown key type ${type}`;
+    const packed = (hdr & KEY_HDR_PACKED) !== 0;
+    if (bytes < (packed ? packedMin : unpackedMin)) return `${keyAt(k)}: ${bytes} bytes is too small for a ${packed ? 'packed' : 'unpacked'} key`;
+    const vlen = bytes - (packed ? packedValueOffset : UNPACKED_VALUE_OFFSET) - keyHdrPad(hdr);
+    if (vlen < 0) return `${keyAt(k)}: bad pad ${keyHdrPad(hdr)}`;
+    if (!packed && d32[(k >>> 2) + UNPACKED_W_VERSION_HI]! >= 0x200000) return `${keyAt(k)}: version >= 2^53`;
+    if (type === KEY_TYPE.deleted && vlen !== 0) return `${keyAt(k)}: whiteout with a ${vlen}-byte value`;
     if (type === KEY_TYPE.btree_ptr) {
-      if (vlen !== BTREE_PTR_VALUE_BYTES) return `${at}: btree_ptr value of ${vlen} bytes`;
-      if (keys.level === 0) return `${at}: btree_ptr in a leaf`;
-    } else if (keys.level > 0 && type !== KEY_TYPE.deleted) {
-      return `${at}: ${keyTypeName(type)} key in an interior node`;
+      if (vlen !== BTREE_PTR_VALUE_BYTES) return `${keyAt(k)}: btree_ptr value of ${vlen} bytes`;
+      if (leaf) return `${keyAt(k)}: btree_ptr in a leaf`;
+    } else if (!leaf && type !== KEY_TYPE.deleted) {
+      return `${keyAt(k)}: ${keyTypeName(type)} key in an interior node`;
     }
     /* keys strictly increase, so the first and last bound the range check */
     const outside = (prev < 0 && keys.keyCmpPos(k, keys.minKey, 0) < 0) || (k + bytes >= end && keys.keyCmpPos(k, keys.maxKey, 0) > 0);
     if (outside) {
       const p = keys.keyUnpack(k).p;
-      return `${at}: position ${wordsToText(p, 0)} outside the node range ${wordsToText(keys.minKey, 0)} - ${wordsToText(keys.maxKey, 0)}`;
+      return `${keyAt(k)}: position ${wordsToText(p, 0)} outside the node range ${wordsToText(keys.minKey, 0)} - ${wordsToText(keys.maxKey, 0)}`;
     }
-    if (prev >= 0 && keys.keyCmpKey(prev, k) >= 0) {
-      return `${at}: keys out of order (${wordsToText(keys.keyUnpack(prev).p, 0)} then ${wordsToText(keys.keyUnpack(k).p, 0)})`;
+    const x = packed ? d32[(k >>> 2) + 1]! * mul + ((d32[(k >>> 2) + 1 + sw]! >>> sh) >>> sh2) : -1;
+    if (prev >= 0 && (x >= 0 && prevSum >= 0 && (exact || x !== prevSum) ? x <= prevSum : keys.keyCmpKey(prev, k) >= 0)) {
+      return `${keyAt(k)}: keys out of order (${wordsToText(keys.keyUnpack(prev).p, 0)} then ${wordsToText(keys.keyUnpack(k).p, 0)})`;
     }
     prev = k;
+    prevSum = x;
+    offs[n] = k;
+    sums[n++] = x;
     k += bytes;
   }
+  into.n = n;
+  into.endRun();
   return null;
+}
+
+function keyAt(k: number): string {
+  return `key at byte ${k}`;
 }
 
 /** First block-aligned offset at or after `from` holding a valid bset of this node, or -1. */
@@ -111,25 +143,18 @@ function findValidBsetAfter(data: Uint8Array, from: number, blockSizeBytes: numb
  */
 export function nodeReadValidate(keys: NodeKeys, expect: NodeReadExpect, opts: NodeReadOpts = {}): NodeReadResult {
   const data = keys.data;
-  const w = where(expect);
   const h = nodeHeaderDecode(data);
-  if (!h.ok) return { ok: false, code: h.code, message: `${w}: ${h.message}` };
+  if (!h.ok) return { ok: false, code: h.code, message: `${where(expect)}: ${h.message}` };
   const hdr = h.hdr;
-  const mismatch = (field: string, found: string, want: string): NodeReadResult => ({
-    ok: false,
-    code: 'ERR_TOPOLOGY',
-    message: `${w}: node header at byte 0: ${field} ${found} does not match the pointer's ${want}`,
-  });
-  if (hdr.btreeId !== expect.btreeId) return mismatch('btree id', String(hdr.btreeId), String(expect.btreeId));
-  if (hdr.level !== expect.level) return mismatch('level', String(hdr.level), String(expect.level));
-  if (hdr.seq !== expect.seq) return mismatch('node seq', hdr.seq.toString(16), expect.seq.toString(16));
-  if (wordsCmp(hdr.minKey, 0, expect.minKey, 0) !== 0) return mismatch('min key', wordsToText(hdr.minKey, 0), wordsToText(expect.minKey, 0));
-  if (wordsCmp(hdr.maxKey, 0, expect.maxKey, 0) !== 0) return mismatch('max key', wordsToText(hdr.maxKey, 0), wordsToText(expect.maxKey, 0));
+  if (hdr.btreeId !== expect.btreeId) return mismatch(expect, 'btree id', String(hdr.btreeId), String(expect.btreeId));
+  if (hdr.level !== expect.level) return mismatch(expect, 'level', String(hdr.level), String(expect.level));
+  if (hdr.seq !== expect.seq) return mismatch(expect, 'node seq', hdr.seq.toString(16), expect.seq.toString(16));
+  if (wordsCmp(hdr.minKey, 0, expect.minKey, 0) !== 0) return mismatch(expect, 'min key', wordsToText(hdr.minKey, 0), wordsToText(expect.minKey, 0));
+  if (wordsCmp(hdr.maxKey, 0, expect.maxKey, 0) !== 0) return mismatch(expect, 'max key', wordsToText(hdr.maxKey, 0), wordsToText(expect.maxKey, 0));
   keys.setHeaderFromDisk(hdr);
 
   const block = keys.blockSizeBytes;
-  const starts: number[] = [];
-  const ends: number[] = [];
+  const runs = keys.keyRuns();
   let off = NODE_HDR_BYTES;
   let written = 0;
   let read = 0;
@@ -137,9 +162,9 @@ export function nodeReadValidate(keys: NodeKeys, expect: NodeReadExpect, opts: N
   while (off + BSET_HDR_BYTES <= data.length) {
     const chk = bsetHeaderCheck(data, off, hdr.seq);
     if (chk !== 'ok') {
-      if (off === NODE_HDR_BYTES) return { ok: false, code: 'ERR_CHECKSUM', message: `${w}: first bset at byte ${off}: ${chk.replace('_', ' ')}` };
+      if (off === NODE_HDR_BYTES) return { ok: false, code: 'ERR_CHECKSUM', message: `${where(expect)}: first bset at byte ${off}: ${chk.replace('_', ' ')}` };
       const later = findValidBsetAfter(data, off + 1, block, hdr.seq);
-      if (later >= 0) return { ok: false, code: 'ERR_CHECKSUM', message: `${w}: bset at byte ${off}: ${chk.replace('_', ' ')}, but a valid bset follows at byte ${later}` };
+      if (later >= 0) return { ok: false, code: 'ERR_CHECKSUM', message: `${where(expect)}: bset at byte ${off}: ${chk.replace('_', ' ')}, but a valid bset follows at byte ${later}` };
       break;
     }
     const end = bsetEnd(data, off);
@@ -149,16 +174,14 @@ export function nodeReadValidate(keys: NodeKeys, expect: NodeReadExpect, opts: N
       skipped++;
     } else {
       const start = off + BSET_HDR_BYTES;
-      const err = bsetKeysInvalid(keys, start, end);
-      if (err !== null) return { ok: false, code: 'ERR_TOPOLOGY', message: `${w}: bset at byte ${off} (journal seq ${jseq}): ${err}` };
-      starts.push(start);
-      ends.push(end);
+      const err = bsetKeysInvalid(keys, start, end, runs);
+      if (err !== null) return { ok: false, code: 'ERR_TOPOLOGY', message: `${where(expect)}: bset at byte ${off} (journal seq ${jseq}): ${err}` };
       read++;
     }
     written = roundUp(end, block);
     off = written;
   }
-  keys.loadSorted(starts, ends, written);
+  keys.loadSorted(runs, written);
   return { ok: true, bsetsRead: read, bsetsSkipped: skipped };
 }
 

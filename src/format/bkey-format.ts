@@ -54,15 +54,18 @@ const TWO32 = 0x1_0000_0000;
 
 /** Largest hi half a field may reach (the lo half may always be 0xffffffff). */
 function fieldMaxHi(i: number): number {
-  const mb = FIELDS[i]!.maxBits;
-  return mb >= 64 ? U32_MAX : mb > 32 ? 2 ** (mb - 32) - 1 : 0;
+  return FIELD_MAX_HI[i]!;
 }
+
+const FIELD_MAX_HI = FIELDS.map(({ maxBits: mb }) => (mb >= 64 ? U32_MAX : mb > 32 ? 2 ** (mb - 32) - 1 : 0));
+/** 2^n - 1 for n in 0..32. */
+const LOW_ONES = Array.from({ length: 33 }, (_, n) => 2 ** n - 1);
 
 /** Does base + 2^bits - 1 stay within the field? */
 function fieldRangeOk(i: number, baseHi: number, baseLo: number, bits: number): boolean {
   if (bits > FIELDS[i]!.maxBits) return false;
-  const mHi = bits > 32 ? 2 ** (bits - 32) - 1 : 0;
-  const mLo = bits >= 32 ? U32_MAX : 2 ** bits - 1;
+  const mHi = bits > 32 ? LOW_ONES[bits - 32]! : 0;
+  const mLo = bits >= 32 ? U32_MAX : LOW_ONES[bits]!;
   const lo = baseLo + mLo;
   const hi = baseHi + mHi + (lo >= TWO32 ? 1 : 0);
   return hi <= fieldMaxHi(i);
@@ -72,6 +75,9 @@ function bitLen64(hi: number, lo: number): number {
   if (hi !== 0) return 64 - Math.clz32(hi);
   return 32 - Math.clz32(lo);
 }
+
+/** Position bits a summary holds (a double's integer precision). */
+export const SUM_BITS = 53;
 
 /*
  * Offsets of the per-field tables inside BkeyFormat.v (one typed array, so a
@@ -115,15 +121,8 @@ if (V.BIT_OFFSET !== FV_BIT_OFFSET || V.MAX_LO !== FV_MAX_LO || NR_FIELDS !== 5 
 export class BkeyFormat {
   /** All per-field numbers; the named views below alias it. */
   readonly v: Uint32Array;
-  /** Bits per field. */
-  readonly bits: Uint32Array;
-  readonly baseHi: Uint32Array;
-  readonly baseLo: Uint32Array;
-  /** Bit offset of each field inside the packed bit string. */
-  readonly bitOffset: Uint32Array;
-  /** Largest packed value per field, 2^bits - 1, as hi/lo halves. */
-  readonly maxHi: Uint32Array;
-  readonly maxLo: Uint32Array;
+  /* The named views of v, made on first use (a node read decodes a format; six subarrays would cost more than the rest of it). */
+  private views: Uint32Array[] | null = null;
   /** inode + offset + snapshot bits. */
   readonly posBits: number;
   /** Whole u32 words of position bits, and bits in the last partial word. */
@@ -135,16 +134,31 @@ export class BkeyFormat {
   readonly fieldWords: number;
   /** Total packed field bits. */
   readonly totalBits: number;
+  /*
+   * Position summaries (packedPosSummary; the search trees of bset.ts, in the
+   * spirit of bcachefs's bkey_float mantissas): the first min(posBits, 53)
+   * position bits of a packed key as one double, read from the packed words
+   * d[w0..] as d[w0] * sumMul + (d[w0 + sumWord] >>> sumShift >>> sumShift2).
+   * When sumExact (posBits <= 53) the summary is the position's offset from
+   * the format's minimum, and summaries order positions exactly; otherwise a
+   * smaller summary means a smaller position and equal summaries need
+   * packedPosCmp.
+   */
+  readonly sumMul: number;
+  readonly sumWord: number;
+  readonly sumShift: number;
+  readonly sumShift2: number;
+  readonly sumExact: boolean;
+  /* formatPosSummary's numbers (exact formats): the largest inode, offset and snapshot a position may have relative to the base, and 2^bits of offset and snapshot. */
+  readonly sumMaxInode: number;
+  readonly sumMaxOffset: number;
+  readonly sumMaxSnapshot: number;
+  readonly sumMulOffset: number;
+  readonly sumMulSnapshot: number;
 
   constructor(bits: ArrayLike<number>, baseHi: ArrayLike<number>, baseLo: ArrayLike<number>) {
     const v = new Uint32Array(FV_WORDS);
     this.v = v;
-    this.bits = v.subarray(FV_BITS, FV_BITS + NR_FIELDS);
-    this.bitOffset = v.subarray(FV_BIT_OFFSET, FV_BIT_OFFSET + NR_FIELDS);
-    this.baseHi = v.subarray(FV_BASE_HI, FV_BASE_HI + NR_FIELDS);
-    this.baseLo = v.subarray(FV_BASE_LO, FV_BASE_LO + NR_FIELDS);
-    this.maxHi = v.subarray(FV_MAX_HI, FV_MAX_HI + NR_FIELDS);
-    this.maxLo = v.subarray(FV_MAX_LO, FV_MAX_LO + NR_FIELDS);
     let off = 0;
     for (let i = 0; i < NR_FIELDS; i++) {
       const b = bits[i]!;
@@ -152,8 +166,8 @@ export class BkeyFormat {
       v[FV_BASE_HI + i] = baseHi[i]!;
       v[FV_BASE_LO + i] = baseLo[i]!;
       v[FV_BIT_OFFSET + i] = off;
-      v[FV_MAX_HI + i] = b >= 64 ? U32_MAX : b > 32 ? 2 ** (b - 32) - 1 : 0;
-      v[FV_MAX_LO + i] = b >= 32 ? U32_MAX : 2 ** b - 1;
+      v[FV_MAX_HI + i] = b >= 64 ? U32_MAX : b > 32 ? LOW_ONES[b - 32]! : 0;
+      v[FV_MAX_LO + i] = b >= 32 ? U32_MAX : LOW_ONES[b]!;
       off += b;
     }
     this.totalBits = off;
@@ -162,22 +176,76 @@ export class BkeyFormat {
     this.posRemBits = this.posBits & 31;
     this.posWords = (this.posBits + 31) >>> 5;
     this.fieldWords = (off + 31) >>> 5;
+    const pb = this.posBits;
+    this.sumExact = pb <= SUM_BITS;
+    if (pb <= 32) {
+      /* the first word alone, shifted right by 32 - posBits (two shifts: >>> 32 is >>> 0 in JS) */
+      this.sumMul = 0;
+      this.sumWord = 0;
+      this.sumShift = Math.min(31, 32 - pb);
+      this.sumShift2 = 32 - pb - this.sumShift;
+    } else {
+      const b = Math.min(pb, SUM_BITS);
+      this.sumMul = 2 ** (b - 32);
+      this.sumWord = 1;
+      this.sumShift = 64 - b;
+      this.sumShift2 = 0;
+    }
+    this.sumMaxInode = v[FV_MAX_HI + F_INODE]! * TWO32 + v[FV_MAX_LO + F_INODE]!;
+    this.sumMaxOffset = v[FV_MAX_HI + F_OFFSET]! * TWO32 + v[FV_MAX_LO + F_OFFSET]!;
+    this.sumMaxSnapshot = v[FV_MAX_LO + F_SNAPSHOT]!;
+    this.sumMulOffset = this.sumMaxOffset + 1;
+    this.sumMulSnapshot = this.sumMaxSnapshot + 1;
+  }
+
+  private view(at: number): Uint32Array {
+    this.views ??= [FV_BITS, FV_BIT_OFFSET, FV_BASE_HI, FV_BASE_LO, FV_MAX_HI, FV_MAX_LO].map((o) => this.v.subarray(o, o + NR_FIELDS));
+    return this.views[at / NR_FIELDS]!;
+  }
+
+  /** Bits per field (a view of v). */
+  get bits(): Uint32Array {
+    return this.view(FV_BITS);
+  }
+
+  get baseHi(): Uint32Array {
+    return this.view(FV_BASE_HI);
+  }
+
+  get baseLo(): Uint32Array {
+    return this.view(FV_BASE_LO);
+  }
+
+  /** Bit offset of each field inside the packed bit string. */
+  get bitOffset(): Uint32Array {
+    return this.view(FV_BIT_OFFSET);
+  }
+
+  /** Largest packed value per field, 2^bits - 1, as hi/lo halves. */
+  get maxHi(): Uint32Array {
+    return this.view(FV_MAX_HI);
+  }
+
+  get maxLo(): Uint32Array {
+    return this.view(FV_MAX_LO);
   }
 
   /** null if valid, else what is wrong. */
   validate(): string | null {
+    const v = this.v;
     for (let i = 0; i < NR_FIELDS; i++) {
-      const b = this.bits[i]!;
+      const b = v[FV_BITS + i]!;
       if (b > FIELDS[i]!.maxBits) return `field ${FIELDS[i]!.name}: ${b} bits > ${FIELDS[i]!.maxBits}`;
-      if (!fieldRangeOk(i, this.baseHi[i]!, this.baseLo[i]!, b)) return `field ${FIELDS[i]!.name}: base + 2^${b} overflows the field`;
+      if (!fieldRangeOk(i, v[FV_BASE_HI + i]!, v[FV_BASE_LO + i]!, b)) return `field ${FIELDS[i]!.name}: base + 2^${b} overflows the field`;
     }
     return null;
   }
 
   equals(o: BkeyFormat): boolean {
     if (o === this) return true;
+    const a = this.v, b = o.v;
     for (let i = 0; i < NR_FIELDS; i++) {
-      if (this.bits[i] !== o.bits[i] || this.baseHi[i] !== o.baseHi[i] || this.baseLo[i] !== o.baseLo[i]) return false;
+      if (a[FV_BITS + i] !== b[FV_BITS + i] || a[FV_BASE_HI + i] !== b[FV_BASE_HI + i] || a[FV_BASE_LO + i] !== b[FV_BASE_LO + i]) return false;
     }
     return true;
   }
@@ -352,18 +420,25 @@ export function formatEncode(f: BkeyFormat, dst: Uint8Array, off: number): void 
   }
 }
 
+/* formatDecode's fields on their way into a BkeyFormat (which copies them). */
+const decodeBits = new Uint32Array(NR_FIELDS);
+const decodeHi = new Uint32Array(NR_FIELDS);
+const decodeLo = new Uint32Array(NR_FIELDS);
+
+function u32le(b: Uint8Array, o: number): number {
+  return (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+}
+
 /** Decode and validate; returns the format or a string saying what is wrong. */
 export function formatDecode(src: Uint8Array, off: number): BkeyFormat | string {
-  const dv = new DataView(src.buffer, src.byteOffset + off, FORMAT_BYTES);
-  const bits: number[] = [];
-  const hi: number[] = [];
-  const lo: number[] = [];
+  if (off + FORMAT_BYTES > src.length) throw new RangeError(`formatDecode: ${FORMAT_BYTES} bytes at ${off} run past the buffer`);
+  const bits = decodeBits, hi = decodeHi, lo = decodeLo;
   for (let i = 0; i < NR_FIELDS; i++) {
-    bits.push(dv.getUint8(FMT_OFF_BITS + i));
-    lo.push(dv.getUint32(FMT_OFF_BASE + i * 8, true));
-    hi.push(dv.getUint32(FMT_OFF_BASE + i * 8 + 4, true));
+    bits[i] = src[off + FMT_OFF_BITS + i]!;
+    lo[i] = u32le(src, off + FMT_OFF_BASE + i * 8);
+    hi[i] = u32le(src, off + FMT_OFF_BASE + i * 8 + 4);
   }
-  for (let i = NR_FIELDS; i < FMT_OFF_BASE; i++) if (dv.getUint8(i) !== 0) return `key format: reserved byte ${i} not zero`;
+  for (let i = NR_FIELDS; i < FMT_OFF_BASE; i++) if (src[off + i] !== 0) return `key format: reserved byte ${i} not zero`;
   const f = new BkeyFormat(bits, hi, lo);
   const err = f.validate();
   return err === null ? f : `key format: ${err}`;
@@ -671,4 +746,29 @@ export function packedPosCmp(f: BkeyFormat, a: Uint32Array, ai: number, b: Uint3
     if (x !== y) return x < y ? -1 : 1;
   }
   return 0;
+}
+
+/**
+ * The summary of the packed position at d[w0..] (see BkeyFormat.sumMul):
+ * exact formats compare summaries instead of words; others compare words
+ * only when the summaries are equal.
+ */
+export function packedPosSummary(f: BkeyFormat, d: Uint32Array, w0: number): number {
+  return d[w0]! * f.sumMul + ((d[w0 + f.sumWord]! >>> f.sumShift) >>> f.sumShift2);
+}
+
+/**
+ * Exact formats (sumExact): the summary of an unpacked position straight from
+ * its words, without packing it; -1 if the format cannot represent the
+ * position (the caller packs it lossily instead). Doubles hold every
+ * intermediate exactly: each in-range field is below 2^53, and an
+ * out-of-range one stays out of range however it rounds.
+ */
+export function formatPosSummary(f: BkeyFormat, p: Uint32Array, pi: number): number {
+  const v = f.v;
+  const ri = (p[pi]! - v[V.BASE_HI + Fi.INODE]!) * 0x1_0000_0000 + (p[pi + 1]! - v[V.BASE_LO + Fi.INODE]!);
+  const ro = (p[pi + 2]! - v[V.BASE_HI + Fi.OFFSET]!) * 0x1_0000_0000 + (p[pi + 3]! - v[V.BASE_LO + Fi.OFFSET]!);
+  const rs = p[pi + 4]! - v[V.BASE_LO + Fi.SNAPSHOT]!;
+  if (!(ri >= 0 && ri <= f.sumMaxInode && ro >= 0 && ro <= f.sumMaxOffset && rs >= 0 && rs <= f.sumMaxSnapshot)) return -1;
+  return (ri * f.sumMulOffset + ro) * f.sumMulSnapshot + rs;
 }

@@ -284,12 +284,17 @@ describe('NodeIter', () => {
   });
 
   it('aux search equals a linear search for random contents', () => {
-    property('aux-search', 40, (r) => {
+    /* both kinds of summary (BkeyFormat.sumExact) must be covered: exact (narrow formats) and word compares on ties (wide ones) */
+    const seen = { exact: 0, inexact: 0 };
+    property('aux-search', 60, (r) => {
       const nodeSize = r.pick([4096, 16384, 65536]);
-      const pool = Array.from({ length: r.range(10, 400) }, () => randPos(r));
+      /* a third of the time positions clustered in a few inodes and a 40-bit offset range: formats of <= 53 position bits */
+      const clustered = r.bool(0.33);
+      const pool = Array.from({ length: r.range(10, 400) }, () => (clustered ? posOf(r.int(4), r.int(2 ** 20) * 2 ** 20 + r.int(2 ** 20), r.int(3)) : randPos(r)));
       /* half the time a narrow format from some of the positions: unpacked keys, lossy searches */
       const narrow = r.bool(0.5) ? formatFromKeys(pool.slice(0, r.range(1, pool.length)).map((p) => ({ p, size: 0, version: 1 }))) : undefined;
       const keys = fresh(nodeSize, { format: narrow });
+      seen[keys.format.sumExact ? 'exact' : 'inexact']++;
       const model: Model = new Map();
       let version = 1;
       const phases = r.range(1, 3);
@@ -310,6 +315,8 @@ describe('NodeIter', () => {
       checkSearches(keys, r, pool, 60);
       checkBackward(keys);
     });
+    expect(seen.exact).toBeGreaterThan(5);
+    expect(seen.inexact).toBeGreaterThan(5);
   });
 });
 

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BkeyI, KEY_TYPES, bkeyBtreePtr, bkeyValue, bkeyWhiteout } from '../../src/btree/bkey.js';
 import { NodeIter, NodeKeys, bsetDebug } from '../../src/btree/bset.js';
-import { NodeReadExpect, NodeReadOpts, nodeCanAppend, nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
+import { NodeReadExpect, NodeReadOpts, NodeReadResult, nodeCanAppend, nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
 import { BSET_HDR_BYTES, NODE_HDR_BYTES, bsetEnd, bsetHeaderEncode, bsetU64s, nodeHeaderDecode, nodeHeaderEncode } from '../../src/format/btree-node.js';
 import { Prng, bigToPos, posOf, posToBig, property } from '../format/prng.js';
 
@@ -305,31 +305,41 @@ describe('nodeReadValidate() failures', () => {
   });
 
   it('keys out of order, outside the range or of the wrong kind are topology errors', () => {
+    /* the whole key space (a 160-bit format: order by words on summary ties) and one inode (an exact format: order by summaries) */
+    for (const [min, max, exact] of [[POS_MIN, POS_MAX, false], [posOf(5, 0), posOf(5, 1000), true]] as const) {
+      const s = new Sim(16384, 512, min, max);
+      expect(s.keys.format.sumExact).toBe(exact);
+      for (let i = 0; i < 10; i++) s.insert(bkeyValue(posOf(5, i), new Uint8Array(8), 1));
+      s.write();
+      const hdrOff = NODE_HDR_BYTES;
+      const u64s = bsetU64s(s.disk, hdrOff);
+      const kb = (u64s * 8) / 10; // equal-size keys
+      /* swap keys 3 and 4 and reseal the bset with a good checksum */
+      const d = s.disk.slice();
+      const k3 = d.slice(hdrOff + BSET_HDR_BYTES + 3 * kb, hdrOff + BSET_HDR_BYTES + 4 * kb);
+      d.copyWithin(hdrOff + BSET_HDR_BYTES + 3 * kb, hdrOff + BSET_HDR_BYTES + 4 * kb, hdrOff + BSET_HDR_BYTES + 5 * kb);
+      d.set(k3, hdrOff + BSET_HDR_BYTES + 4 * kb);
+      bsetHeaderEncode(d, hdrOff, SEQ, 1, u64s);
+      const { res } = s.read(d);
+      expect(res.ok).toBe(false);
+      if (!res.ok) {
+        expect(res.code).toBe('ERR_TOPOLOGY');
+        expect(res.message).toMatch(/out of order/);
+        expect(res.message).toContain(`key at byte ${hdrOff + BSET_HDR_BYTES + 4 * kb}`);
+      }
+      /* duplicate key */
+      const d2 = s.disk.slice();
+      d2.copyWithin(hdrOff + BSET_HDR_BYTES + 4 * kb, hdrOff + BSET_HDR_BYTES + 3 * kb, hdrOff + BSET_HDR_BYTES + 4 * kb);
+      bsetHeaderEncode(d2, hdrOff, SEQ, 1, u64s);
+      const r2 = s.read(d2).res;
+      expect(!r2.ok && r2.code).toBe('ERR_TOPOLOGY');
+      if (!r2.ok) expect(r2.message).toMatch(/out of order/);
+      expect(s.read().res.ok).toBe(true);
+    }
     const sim = new Sim(16384, 512);
     for (let i = 0; i < 10; i++) sim.insert(bkeyValue(posOf(5, i), new Uint8Array(8), 1));
     sim.write();
-    const hdrOff = NODE_HDR_BYTES;
-    const u64s = bsetU64s(sim.disk, hdrOff);
-    const kb = (u64s * 8) / 10; // equal-size keys
-    /* swap keys 3 and 4 and reseal the bset with a good checksum */
-    const d = sim.disk.slice();
-    const k3 = d.slice(hdrOff + BSET_HDR_BYTES + 3 * kb, hdrOff + BSET_HDR_BYTES + 4 * kb);
-    d.copyWithin(hdrOff + BSET_HDR_BYTES + 3 * kb, hdrOff + BSET_HDR_BYTES + 4 * kb, hdrOff + BSET_HDR_BYTES + 5 * kb);
-    d.set(k3, hdrOff + BSET_HDR_BYTES + 4 * kb);
-    bsetHeaderEncode(d, hdrOff, SEQ, 1, u64s);
-    let { res } = sim.read(d);
-    expect(res.ok).toBe(false);
-    if (!res.ok) {
-      expect(res.code).toBe('ERR_TOPOLOGY');
-      expect(res.message).toMatch(/out of order/);
-      expect(res.message).toContain(`key at byte ${hdrOff + BSET_HDR_BYTES + 4 * kb}`);
-    }
-    /* duplicate key */
-    const d2 = sim.disk.slice();
-    d2.copyWithin(hdrOff + BSET_HDR_BYTES + 4 * kb, hdrOff + BSET_HDR_BYTES + 3 * kb, hdrOff + BSET_HDR_BYTES + 4 * kb);
-    bsetHeaderEncode(d2, hdrOff, SEQ, 1, u64s);
-    ({ res } = sim.read(d2));
-    expect(!res.ok && res.code).toBe('ERR_TOPOLOGY');
+    let res: NodeReadResult;
     /* a narrower range in the header (and pointer): keys fall outside */
     const d3 = sim.disk.slice();
     const h = nodeHeaderDecode(d3);

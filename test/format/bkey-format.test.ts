@@ -16,10 +16,12 @@ import {
   PACK_FLOOR,
   formatPackPos,
   formatPackPosLossy,
+  formatPosSummary,
   formatUnpackPos,
   formatUnpackSize,
   formatUnpackVersion,
   packedPosCmp,
+  packedPosSummary,
   readBits,
   writeBits,
 } from '../../src/format/bkey-format.js';
@@ -153,6 +155,42 @@ describe('BkeyFormat', () => {
         });
       }
     });
+  });
+
+  it('position summaries order positions; exact formats need nothing else', () => {
+    const seen = { exact: 0, inexact: 0 };
+    property('summary', 300, (r) => {
+      const keys = randKeys(r, r.range(2, 30));
+      const f = formatFromKeys(keys);
+      expect(f.sumExact).toBe(f.posBits <= 53);
+      seen[f.sumExact ? 'exact' : 'inexact']++;
+      const packed = keys.map((k) => pack(f, k)!);
+      const sums = packed.map((d) => packedPosSummary(f, d, 0));
+      for (let i = 0; i < 60; i++) {
+        const a = r.int(keys.length), b = r.int(keys.length);
+        const want = Math.sign(Number(posToBig(keys[a]!.p) - posToBig(keys[b]!.p)));
+        const x = sums[a]!, y = sums[b]!;
+        expect(x).toBeGreaterThanOrEqual(0);
+        expect(Number.isInteger(x) && x < 2 ** 53).toBe(true);
+        /* a smaller summary is a smaller position; exact formats: equal summaries are equal positions */
+        if (x !== y) expect(Math.sign(x - y)).toBe(want);
+        else if (f.sumExact) expect(want).toBe(0);
+        else expect(packedPosCmp(f, packed[a]!, 0, packed[b]!, 0)).toBe(want);
+      }
+      /* searches: straight from the position (exact formats) = the packed position's summary; -1 iff not representable */
+      const sp = new Uint32Array(8);
+      for (let i = 0; i < 40; i++) {
+        const q = r.bool(0.5) ? keys[r.int(keys.length)]!.p : r.bool(0.5) ? bigToPos(posToBig(keys[r.int(keys.length)]!.p) + BigInt(r.pick([-1, 1, 1 << 20]))) : randPos(r);
+        if (q.some((x) => x > 0xffffffff)) continue;
+        const exact = formatPackPos(f, q, 0, sp, 0);
+        if (!f.sumExact) continue;
+        const y = formatPosSummary(f, q, 0);
+        expect(y >= 0).toBe(exact);
+        if (exact) expect(y).toBe(packedPosSummary(f, sp, 0));
+      }
+    });
+    expect(seen.exact).toBeGreaterThan(30);
+    expect(seen.inexact).toBeGreaterThan(30);
   });
 
   it('formatFromRange fits every position of the range', () => {
