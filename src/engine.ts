@@ -85,7 +85,7 @@ import {
   wordsSuccessor,
   wordsToBpos,
   wordsToText } from './btree/bpos.js';
-import { LockOwnerBase, lockingStats, nodeTryLock, nodeUnlock } from './btree/locking.js';
+import { LockOwnerBase, lockingStats, nodeTryLock, nodeTryLockWrite, nodeUnlock } from './btree/locking.js';
 import { SixLockType } from './util/six.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
 import { transCommit, type Update } from './btree/commit.js';
@@ -746,12 +746,21 @@ export class Engine {
   }
 
   /** A new node for an interior update: bucket + memory, intent+write held by trans, not hashed. */
-  async nodeAllocNew(trans: BtreeTrans, btreeId: number, level: number): Promise<Node> {
+  async nodeAllocNew(trans: BtreeTrans, btreeId: number, level: number, alsoHeld: readonly Node[] = []): Promise<Node> {
     const bucket = this.alloc.alloc();
     let n: Node | null = null;
     try {
       n = await this.cache.nodeMemAlloc(trans);
       if (!n) {
+        // never wait for the cannibalize lock holding node locks: its holder
+        // may be traversing, waiting for one of them (a cycle the lock graph
+        // cannot see). The caller relocks (and restarts if a node changed);
+        // new nodes already allocated (alsoHeld: nobody else can reach them)
+        // are locked again at once.
+        trans.unlock();
+        for (const m of alsoHeld) {
+          if (!nodeTryLock(trans, m.lock, SixLockType.intent) || !nodeTryLockWrite(trans, m.lock)) throw new Error('nodeAllocNew: could not relock an unreachable new node');
+        }
         await this.cache.cannibalizeLockWait(trans);
         try {
           n = await this.cache.nodeMemAlloc(trans);

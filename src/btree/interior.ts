@@ -256,8 +256,8 @@ export class Interior {
       const news: Node[] = [];
       let newRoot: Node | null = null;
       try {
-        for (let i = 0; i < nrNew; i++) news.push(await this.engine.nodeAllocNew(trans, path.btreeId, level));
-        if (isRoot && split) newRoot = await this.engine.nodeAllocNew(trans, path.btreeId, level + 1);
+        for (let i = 0; i < nrNew; i++) news.push(await this.engine.nodeAllocNew(trans, path.btreeId, level, news));
+        if (isRoot && split) newRoot = await this.engine.nodeAllocNew(trans, path.btreeId, level + 1, news);
       } catch (e) {
         for (const m of news) this.engine.nodeFreeNew(trans, m);
         throw e;
