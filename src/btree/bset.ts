@@ -1083,6 +1083,13 @@ export class NodeKeys {
   }
 
   /**
+   * Bumped by every key insert (updates, whiteouts, building a node), never
+   * by compaction or writes: a transaction's read set compares it to tell
+   * whether a leaf's contents changed since it read them.
+   */
+  modSeq = 0;
+
+  /**
    * Insert k into the writable set (bcachefs bch2_bset_insert + the needs
    * whiteout logic of bch2_btree_bset_insert_key). Replaces a key at the same
    * position in the writable set; a deletion leaves a whiteout only if a
@@ -1090,6 +1097,7 @@ export class NodeKeys {
    * it does not fit.
    */
   insertKey(k: BkeyI): boolean {
+    this.modSeq++;
     if (bsetDebug.checks) {
       const err = bkeyInvalid(k);
       if (err !== null) throw new Error(`insertKey: ${err}`);

@@ -216,6 +216,7 @@ export const NOT_FREED_REASONS = [
   ['write_blocked', 'must not be written yet: points to unwritten nodes'],
   ['will_make_reachable', 'new node an interior update waits to write'],
   ['access_bit', 'used since the last scan: second chance'],
+  ['read_set', 'in a running transaction\'s read set'],
 ] as const;
 
 export type NotFreedReason = (typeof NOT_FREED_REASONS)[number][0];
@@ -689,6 +690,7 @@ export class BtreeCache {
   /** The flag checks of __btree_node_reclaim that do not depend on flush: a reason, or -1. */
   private reclaimBlockedBy(b: Node): number {
     if (b.has(NodeFlag.noevict)) return NF.noevict;
+    if (b.readPins > 0 && b.hashVal !== 0) return NF.read_set;
     if (b.has(NodeFlag.write_blocked)) return NF.write_blocked;
     if (b.has(NodeFlag.will_make_reachable)) return NF.will_make_reachable;
     return -1;

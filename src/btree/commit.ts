@@ -18,8 +18,8 @@
  * The caller awaits the entry's durability before transact() resolves.
  */
 
-import { SixtreeError } from '../errors.js';
-import { nodeLockWrite, nodeTryLockWrite, nodeUnlockWrite } from './locking.js';
+import { ERR, SixtreeError } from '../errors.js';
+import { countRestart, nodeLockWrite, nodeTryLockWrite, nodeUnlockWrite } from './locking.js';
 import { KEY_TYPE, type BkeyI } from './bkey.js';
 import { BPOS_WORDS, wordsCmp, wordsCopy } from './bpos.js';
 import type { Node } from './node.js';
@@ -145,7 +145,8 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
   }
   if (updates.length === 0) {
     // read-only: what we read must still hold
-    const ret = trans.relock();
+    let ret = trans.relock();
+    if (!ret && !trans.readSetValid()) ret = countRestart(ERR.transaction_restart_relock_path);
     return { ...none, ret };
   }
   updates.sort(updateCmp);
@@ -234,8 +235,10 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
       continue round;
     }
 
-    // 5. re-validate what we read
+    // 5. re-validate what we read: paths still locked, and every leaf read
+    // (also by the range expansion above) unchanged since
     let ret = trans.relock();
+    if (!ret && !trans.readSetValid()) ret = countRestart(ERR.transaction_restart_relock_path);
     if (ret) {
       for (const n of leaves) nodeUnlockWrite(trans, n.lock);
       return { ...none, ret };

@@ -338,6 +338,7 @@ export class Interior {
         blockWrites(parent!);
         this.engine.nodeDirtied(parent!, 0);
       }
+      const nHash = n.hashVal;
       this.swapOut(trans, upd, n);
       if (upd.newRoot) this.engine.setRoot(path.btreeId, upd.newRoot);
       if (parent) {
@@ -345,7 +346,7 @@ export class Interior {
         trans.nodeModified(parent);
       }
       nodeUnlockWrite(trans, n.lock);
-      trans.nodeReplaced(n, news);
+      trans.nodeReplaced(n, news, nHash);
       this.engine.nodeFreeOld(n);
       if (split) this.counters.splits++;
       else this.counters.rewrites++;
@@ -463,14 +464,16 @@ export class Interior {
       this.engine.nodeInsertKeyInMemory(parent, pk);
       blockWrites(parent);
       this.engine.nodeDirtied(parent, 0);
+      const leftHash = left.hashVal;
+      const rightHash = rightNode.hashVal;
       this.swapOut(trans, upd, left);
       this.swapOut(trans, upd, rightNode);
       nodeUnlockWrite(trans, parent.lock);
       trans.nodeModified(parent);
       nodeUnlockWrite(trans, rightNode.lock);
       nodeUnlockWrite(trans, left.lock);
-      trans.nodeReplaced(left, [m]);
-      trans.nodeReplaced(rightNode, [m]);
+      trans.nodeReplaced(left, [m], leftHash);
+      trans.nodeReplaced(rightNode, [m], rightHash);
       this.engine.nodeFreeOld(left);
       this.engine.nodeFreeOld(rightNode);
       this.counters.merges++;

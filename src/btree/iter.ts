@@ -98,6 +98,7 @@ export async function btreePeek(trans: BtreeTrans, path: BtreePath, pos: Uint32A
       h = it.peek();
     }
     path.shouldBeLocked = true;
+    trans.readNoted(path);
     if (h >= 0) return keys.keyUnpack(h);
     if (wordsIsMax(keys.maxKey, 0)) return null;
     wordsCopy(p, 0, keys.maxKey, 0);
@@ -120,6 +121,7 @@ export async function btreePeekPrev(trans: BtreeTrans, path: BtreePath, pos: Uin
     const keys = lv.node!.keys;
     const it = lv.iter;
     path.shouldBeLocked = true;
+    trans.readNoted(path);
     let h = it.peek();
     if (h >= 0 && keys.keyCmpPos(h, p, 0) === 0 && isLive(keys.keyType(h))) return keys.keyUnpack(h);
     h = it.peekPrev();
@@ -141,6 +143,7 @@ export async function btreeLookup(trans: BtreeTrans, btreeId: number, pos: Uint3
   const lv = path.l[0]!;
   const keys = lv.node!.keys;
   path.shouldBeLocked = true;
+  trans.readNoted(path);
   const h = lv.iter.peek();
   if (h >= 0 && keys.keyCmpPos(h, pos, 0) === 0 && isLive(keys.keyType(h))) return keys.keyUnpack(h);
   return null;

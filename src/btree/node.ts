@@ -80,6 +80,13 @@ export class Node {
 
   /** Interior update groups that block this node's writes (write_blocked while > 0). */
   writeBlockedCount = 0;
+  /**
+   * Transactions holding this node in their read set (BtreeTrans.readSet):
+   * the cache does not evict it meanwhile (bcachefs keeps such nodes locked
+   * through should_be_locked paths; an evicted and re-read node could not be
+   * checked for changes).
+   */
+  readPins = 0;
 
   // intrusive list links
   list: NodeListName = 'none';

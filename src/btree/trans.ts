@@ -185,6 +185,8 @@ export class BtreeTrans implements LockOwner, CacheTrans {
 
   /** Drop every lock and forget every path (end of transaction, or restart). */
   unlockAll(): void {
+    for (const r of this.readSet) r.node.readPins--;
+    this.readSet.length = 0;
     if (this.holdsCannibalize) {
       this.engine.cache.cannibalizeUnlock(this);
       this.holdsCannibalize = false;
@@ -198,6 +200,57 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       path.uptodate = NEED_TRAVERSE;
     }
     nodeUnlockAll(this);
+  }
+
+  /* ---------------------------------------------------------------- read set */
+
+  /**
+   * The leaves this transaction read from (a key returned, a range scanned,
+   * a commit's range expansion), each with its identity and lock seq then.
+   * bcachefs keeps a path per read (should_be_locked) and relocks them all at
+   * commit; our iterators move their one path on, so the leaves behind are
+   * remembered here and checked at commit (readSetValid): a leaf changed by
+   * anyone else since means what we read may be stale - restart.
+   */
+  readonly readSet: Array<{ node: Node; hash: number; mod: number }> = [];
+
+  /** The leaf of `path` was just read from (a key returned or a range found empty). */
+  readNoted(path: BtreePath): void {
+    const lv = path.l[path.level]!;
+    const n = lv.node;
+    if (!n) return;
+    for (const r of this.readSet) if (r.node === n && r.hash === n.hashVal) return; // the first read is the one to check
+    if (this.readSet.length >= PATHS_PER_TRANS_MAX) {
+      throw new SixtreeError('ERR_INVALID_ARG', `transaction reads more than ${PATHS_PER_TRANS_MAX} leaves; split it into smaller transactions (or scan with store.range)`);
+    }
+    this.readSet.push({ node: n, hash: n.hashVal, mod: n.keys.modSeq });
+    n.readPins++;
+  }
+
+  /**
+   * Every leaf read is unchanged: same node, no key inserted since (lock
+   * seqs would also move on compaction after a write, which changes nothing).
+   * Checked with the commit's write locks held, synchronously before its keys
+   * go in.
+   */
+  readSetValid(): boolean {
+    for (const r of this.readSet) if (r.node.hashVal !== r.hash || r.node.keys.modSeq !== r.mod) return false;
+    return true;
+  }
+
+  /** n was replaced by our own update: if unchanged since we read it, what we read lives on in `news`. */
+  private readSetReplaced(n: Node, hash: number, news: readonly Node[]): void {
+    for (let i = this.readSet.length - 1; i >= 0; i--) {
+      const r = this.readSet[i]!;
+      if (r.node !== n || r.hash !== hash || n.keys.modSeq !== r.mod) continue;
+      this.readSet.splice(i, 1);
+      n.readPins--;
+      for (const m of news) {
+        if (m.hashVal === 0 || this.readSet.some((x) => x.node === m && x.hash === m.hashVal)) continue;
+        this.readSet.push({ node: m, hash: m.hashVal, mod: m.keys.modSeq });
+        m.readPins++;
+      }
+    }
   }
 
   /* ---------------------------------------------------------------- paths */
@@ -477,7 +530,8 @@ export class BtreeTrans implements LockOwner, CacheTrans {
    * longer protected and relock() restarts the transaction. A path on n above
    * its own level only forgets that level (its leaf lock still protects it).
    */
-  nodeReplaced(n: Node, news: readonly Node[] = []): void {
+  nodeReplaced(n: Node, news: readonly Node[] = [], hash = 0): void {
+    if (hash !== 0) this.readSetReplaced(n, hash, news);
     for (const path of this.paths) {
       const lv = path.l[n.level];
       if (!lv || lv.node !== n) continue;

@@ -8,7 +8,7 @@
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { pos } from '../../src/index.js';
-import { readU64le, tmpStore, u64le, type TmpStore } from '../helpers/store.js';
+import { prng, readU64le, tmpStore, u64le, type TmpStore } from '../helpers/store.js';
 
 let t: TmpStore;
 beforeEach(async () => {
@@ -106,6 +106,58 @@ describe('Store#transact() concurrency', () => {
     expect(readU64le((await s.get('kv', pos(6, 0)))!)).toBe(BigInt(ACTORS * ROUNDS));
     expect(s.stats().interior.splits).toBeGreaterThan(10);
     expect(await s.fsck()).toEqual([]);
+  });
+
+  it('a transaction that sums keys over many leaves with an iterator, then writes the sum, always sees a consistent total (read set checked at commit)', async () => {
+    // transfers move units between keys in different leaves, keeping the
+    // total; a summing transaction that saw one key before a transfer and the
+    // other after it would write a wrong total unless its commit notices that
+    // a leaf it read (and moved past) changed
+    const s = t.store;
+    const N = 600;
+    const TOTAL = BigInt(N) * 100n;
+    await s.transact((tx) => {
+      for (let i = 0; i < N; i++) tx.put('kv', pos(7, i), u64le(100));
+    });
+    const r = prng(0x5a1);
+    let sums = 0;
+    const summer = async (id: number): Promise<void> => {
+      await s.transact(async (tx) => {
+        let sum = 0n;
+        for await (const e of tx.iter('kv', pos(7, 0), { end: pos(7, N) })) {
+          sum += readU64le(e.value);
+          if (Number(e.pos.offset) % 97 === 0) await new Promise((res) => setImmediate(res));
+        }
+        tx.put('kv', pos(8, id), u64le(sum));
+      });
+      sums++;
+    };
+    const transfer = async (): Promise<void> => {
+      const a = Math.floor(r() * N);
+      const b = (a + 1 + Math.floor(r() * (N - 1))) % N;
+      await s.transact(async (tx) => {
+        const va = readU64le((await tx.get('kv', pos(7, a)))!);
+        const vb = readU64le((await tx.get('kv', pos(7, b)))!);
+        if (va === 0n) return;
+        tx.put('kv', pos(7, a), u64le(va - 1n));
+        tx.put('kv', pos(7, b), u64le(vb + 1n));
+      });
+    };
+    await Promise.all([
+      ...Array.from({ length: 6 }, async (_, w) => {
+        for (let i = 0; i < 8; i++) await summer(w * 100 + i);
+      }),
+      ...Array.from({ length: 6 }, async () => {
+        for (let i = 0; i < 60; i++) await transfer();
+      }),
+    ]);
+    expect(sums).toBe(48);
+    const bad: string[] = [];
+    for await (const e of s.range('kv', { start: pos(8, 0), end: pos(9, 0) })) if (readU64le(e.value) !== TOTAL) bad.push(`${e.pos.offset}: ${readU64le(e.value)}`);
+    expect(bad).toEqual([]);
+    let total = 0n;
+    for await (const e of s.range('kv', { start: pos(7, 0), end: pos(7, N) })) total += readU64le(e.value);
+    expect(total).toBe(TOTAL);
   });
 
   it('tx.get rejects bad options', async () => {
