@@ -574,21 +574,10 @@ export class Journal {
         this.counters.noSpace++;
         throw this.noSpaceError(`waited ${waitMs} ms for a journal pre-reservation of ${bytes} bytes (${this.preresTotal} held)`);
       }
-      if (this.bufs.length) {
-        this.kickFlush();
-        await waitUntil(this.progress.promise, deadline);
+      const landing = this.spaceFromEntries(deadline);
+      if (landing) {
+        await landing;
         continue;
-      }
-      if (this.canAdvanceLastSeq()) {
-        const e = this.openEntry(0, 'reserve');
-        if (e) {
-          e.forceWrite = true;
-          e.flushWanted = true;
-          this.counters.emptyEntries++;
-          this.kick();
-          await waitUntil(e.durable.promise, deadline);
-          continue;
-        }
       }
       const before = this.lastSeq;
       const pinWait = this.pinProgress();
@@ -773,22 +762,10 @@ export class Journal {
       // Ring space. Entries still pending record a newer last_seq when they land.
       if (!countedSpace) this.counters.reclaimWaits++;
       countedSpace = true;
-      if (this.bufs.length) {
-        this.kickFlush();
-        await waitUntil(this.progress.promise, deadline);
+      const landing = this.spaceFromEntries(deadline);
+      if (landing) {
+        await landing;
         continue;
-      }
-      if (this.canAdvanceLastSeq()) {
-        // Pins moved since the last write: an empty entry (in the reserve) records the newer last_seq.
-        const e = this.openEntry(0, 'reserve');
-        if (e) {
-          e.forceWrite = true;
-          e.flushWanted = true;
-          this.counters.emptyEntries++;
-          this.kick();
-          await waitUntil(e.durable.promise, deadline);
-          continue;
-        }
       }
       if (!reclaim) return null;
       const before = this.lastSeq;
@@ -807,6 +784,31 @@ export class Journal {
       // The engine is writing nodes; wait for their pins to drop.
       await waitUntil(pinWait, deadline);
     }
+  }
+
+  /**
+   * Ring space that needs no reclaim: entries under way record a newer
+   * last_seq when they land; if pins moved since the last write, an empty
+   * entry (in the reserve) records it. The wait, or null (synchronously: the
+   * caller goes on to reclaim without yielding, so no pin drop slips between
+   * its checks and its reclaim call).
+   */
+  private spaceFromEntries(deadline: number): Promise<void> | null {
+    if (this.bufs.length) {
+      this.kickFlush();
+      return waitUntil(this.progress.promise, deadline);
+    }
+    if (this.canAdvanceLastSeq()) {
+      const e = this.openEntry(0, 'reserve');
+      if (e) {
+        e.forceWrite = true;
+        e.flushWanted = true;
+        this.counters.emptyEntries++;
+        this.kick();
+        return waitUntil(e.durable.promise, deadline);
+      }
+    }
+    return null;
   }
 
   /**
