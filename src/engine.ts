@@ -55,7 +55,8 @@ import { Allocator } from './alloc.js';
 import { Journal, JournalPin, journalRecoveryPlan, journalStartAfterRead, journalStartEmpty } from './journal/journal.js';
 import type { JournalPreres, JournalRes, JournalRoot } from './journal/journal.js';
 import { readJournal } from './journal/read.js';
-import { JournalSeqBlacklist } from './journal/blacklist.js';
+import { BlacklistHolders, JournalSeqBlacklist, type BlacklistHolder } from './journal/blacklist.js';
+import { BlacklistGc } from './journal/blacklist-gc.js';
 import { JSET_ENTRY, jsetEntryBytes } from './format/journal-format.js';
 import { BtreeCache, cacheSizeBytesDefault } from './btree/cache.js';
 import { NodeIter, NodeKeys } from './btree/bset.js';
@@ -180,6 +181,8 @@ export interface StoreStats {
   alloc: Record<string, number>;
   writeback: Record<string, number>;
   locks: Record<string, number>;
+  /** Journal seq blacklist: ranges kept, nodes holding them, gc progress (journal/blacklist-gc.ts). */
+  blacklist: { ranges: number; holders: number; walkDone: boolean; running: boolean; [k: string]: number | boolean };
 }
 
 /** store.maxValueSize for a node size: one limit for every btree (an extent key also carries its 8-byte valueOffset). */
@@ -214,6 +217,9 @@ export class Engine {
   interior!: Interior;
   readonly roots: BtreeRoot[] = [];
   readonly blacklist: JournalSeqBlacklist;
+  /** Nodes read since open whose buckets still hold blacklisted bsets. */
+  readonly blacklistHolders = new BlacklistHolders();
+  readonly blacklistGc: BlacklistGc;
   /** Lock owner for engine-internal node locking (writeback completion, fsck walk). */
   private readonly owner = new LockOwnerBase(-2, Number.MAX_SAFE_INTEGER - 1);
 
@@ -283,6 +289,24 @@ export class Engine {
     this.ptrKeyU64s = bkeyEncodedBytes(bkeyBtreePtr(posWords(POS_MAX), { bucket: 0, seq: 1, level: 0, minKey: posWords(POS_MAX) })) / 8 + 1;
     this.readOnly = readOnly;
     this.blacklist = new JournalSeqBlacklist(sb.blacklist);
+    this.blacklistGc = new BlacklistGc({
+      blacklist: this.blacklist,
+      holders: this.blacklistHolders,
+      nrBtrees: this.btrees.length,
+      walkBtreeFrozen: (id, visit, stop) => this.walkBtreeFrozen(id, visit, stop),
+      rewriteNode: (h) => this.rewriteForBlacklist(h),
+      makeDurable: async () => {
+        await this.interior.drain();
+        await this.journal.flush();
+        await this.interior.drain();
+      },
+      lastSeqOndisk: () => this.journal.lastSeqOndisk,
+      persist: async () => {
+        if (this.closed || this.readOnly) return;
+        this.sb = { ...this.sb, blacklist: this.blacklist.toArray() };
+        await writeSuperblock(this.dev, this.sb);
+      },
+    });
   }
 
   /* ================================================================ format */
@@ -392,6 +416,7 @@ export class Engine {
       bucketOffset: (b) => bucketToOffset(this.layout, b),
       nodeWrite: (n) => this.nodeWrite(n),
       isSeqBlacklisted: (s) => this.blacklist.isBlacklisted(s),
+      onBlacklistedBsets: (n, seqs) => this.blacklistHolders.note({ bucket: n.bucket, btreeId: n.btreeId, level: n.level, minKey: n.keys.minKey, nodeSeq: n.keys.seq, seqs }),
       btreeName: (id) => this.btrees[id]?.name ?? `btree ${id}`,
       ...(backend
         ? {
@@ -490,10 +515,50 @@ export class Engine {
       // mark unclean before anything new is written
       this.sb = { ...this.sb, clean: false, blacklist: this.blacklist.toArray() };
       await writeSuperblock(this.dev, this.sb);
-      this.writebackTimer = setInterval(() => this.writebackPass(false), WRITEBACK_PERIOD_MS);
+      this.writebackTimer = setInterval(() => {
+        void this.writebackPass(false);
+        if (this.blacklist.length && this.blacklistGc.walkDone && !this.blacklistGc.isRunning) void this.blacklistGc.dropCheck().catch(() => {});
+      }, WRITEBACK_PERIOD_MS);
       this.writebackTimer.unref();
+      // blacklisted ranges (this open's or older ones still held): find what holds them, rewrite it, drop what nothing needs
+      this.blacklistGc.start();
     }
     this.stopMemoryWatch = this.cache.memoryWatchStart();
+  }
+
+  /**
+   * Blacklist gc step 1: read every node of one btree with its topology
+   * frozen (the btree's interior lock held: splits and merges wait, leaf
+   * commits go on). Node reads register blacklist holders (cache hook).
+   */
+  private async walkBtreeFrozen(btreeId: number, visit: () => void, stop: () => boolean): Promise<void> {
+    const lock = this.interior.locks[btreeId]!;
+    await lock.acquire();
+    try {
+      await this.walkTree(btreeId, 0, () => visit(), undefined, stop);
+    } finally {
+      lock.release();
+    }
+  }
+
+  /** Blacklist gc step 2: rewrite a holder still in the tree into a new bucket; true if it was. */
+  private async rewriteForBlacklist(h: BlacklistHolder): Promise<boolean> {
+    const done = { done: false };
+    if (this.closed || this.failed) return false;
+    await this.runInternal(async (bt) => {
+      const root = this.roots[h.btreeId]!.node!;
+      if (h.level > root.level) return 0;
+      const path = bt.pathNew(h.btreeId, h.minKey, 0, h.level, h.level + 1);
+      return this.interior.rewriteNode(bt, path, h.level, h.bucket, done);
+    });
+    return done.done;
+  }
+
+  /** Run the journal seq blacklist gc now (normally it runs in the background after an unclean open). */
+  async blacklistGcRun(): Promise<void> {
+    this.checkUsable();
+    if (this.readOnly) return;
+    await this.blacklistGc.runNow();
   }
 
   /**
@@ -563,6 +628,7 @@ export class Engine {
     minLevel: number,
     visit: (n: Node | null, info: { bucket: number; level: number; ptr: Uint8Array; maxKey: Uint32Array; parentBucket: number }) => void,
     overlay?: PtrOverlay,
+    stop?: () => boolean,
   ): Promise<void> {
     const root = this.roots[btreeId]!;
     const rootNode = root.node!;
@@ -571,6 +637,7 @@ export class Engine {
     ];
     const it = new NodeIter();
     while (stack.length) {
+      if (stop?.()) return;
       const e = stack.pop()!;
       const bucket = btreePtrDecode(e.ptr).bucket;
       if (e.level < minLevel) {
@@ -624,8 +691,10 @@ export class Engine {
     const used = await this.reachableBuckets();
     for (const u of this.interior.pending) for (const b of u.oldBuckets) used.add(b);
     for (let b = 0; b < this.sb.nrBuckets; b++) {
-      if (this.alloc.stateOf(b) === 'used' && !used.has(b)) this.alloc.free(b);
-      else if (this.alloc.stateOf(b) === 'free' && used.has(b)) this.alloc.markUsed(b);
+      if (this.alloc.stateOf(b) === 'used' && !used.has(b)) {
+        this.alloc.free(b);
+        this.blacklistHolders.gone(b);
+      } else if (this.alloc.stateOf(b) === 'free' && used.has(b)) this.alloc.markUsed(b);
     }
   }
 
@@ -1240,6 +1309,8 @@ export class Engine {
   }
 
   bucketFreeAfter(bucket: number, seq: number): void {
+    // called once the update unlinking the bucket is durable: its bsets are unreachable
+    this.blacklistHolders.gone(bucket);
     if (this.alloc.stateOf(bucket) === 'used') this.alloc.freeAfter(bucket, seq);
   }
 
@@ -1530,9 +1601,12 @@ export class Engine {
   async close(): Promise<void> {
     if (this.closed) return;
     try {
+      await this.blacklistGc.stop();
       if (!this.readOnly && !this.failed) {
         await this.flush();
         const j = await this.journal.close();
+        // ranges nothing needs any more leave with the clean superblock
+        await this.blacklistGc.dropCheck({ persist: false });
         this.rootChangesDurable(Infinity);
         this.sb = {
           ...this.sb,
@@ -1653,6 +1727,7 @@ export class Engine {
       },
       btrees,
       interior: { ...this.interior.counters, pending: this.interior.pending.length },
+      blacklist: this.blacklistGc.stats(),
       alloc: { ...a },
       writeback: {
         nodeWrites: this.counters.nodeWrites,
@@ -1695,6 +1770,7 @@ export class Engine {
       o.field('commits', this.counters.commits);
       o.field('restarts', this.counters.restarts);
       o.print(this.interior.toText());
+      o.print(this.blacklistGc.toText());
       o.field('node writes in flight', this.writesInFlight);
     });
     return out.toString();

@@ -252,6 +252,8 @@ export interface BtreeCacheOptions {
   nodeWrite: (node: Node) => Promise<void>;
   /** Passed to nodeReadValidate: bsets with a blacklisted journal seq are ignored. */
   isSeqBlacklisted?: (seq: number) => boolean;
+  /** Told of every node read that skipped blacklisted bsets (their seqs), before anyone can use the node. */
+  onBlacklistedBsets?: (node: Node, seqs: number[]) => void;
   /** Passed to nodeReadValidate: bsets newer than this journal seq are ignored. */
   maxJournalSeq?: () => number;
   /** Aux memory; default: plain Uint8Array (the engine passes mmapAnon/munmap). */
@@ -365,6 +367,7 @@ export class BtreeCache {
   private readonly bucketOffset: (bucket: number) => number;
   private readonly nodeWrite: (node: Node) => Promise<void>;
   private readonly isSeqBlacklisted: ((seq: number) => boolean) | undefined;
+  private readonly onBlacklistedBsets: ((node: Node, seqs: number[]) => void) | undefined;
   private readonly maxJournalSeq: (() => number) | undefined;
   private readonly auxAllocFn: AuxAllocator['auxAlloc'];
   private readonly auxFreeFn: AuxAllocator['auxFree'];
@@ -413,6 +416,7 @@ export class BtreeCache {
     this.bucketOffset = opts.bucketOffset;
     this.nodeWrite = opts.nodeWrite;
     this.isSeqBlacklisted = opts.isSeqBlacklisted;
+    this.onBlacklistedBsets = opts.onBlacklistedBsets;
     this.maxJournalSeq = opts.maxJournalSeq;
     this.auxAllocFn = opts.auxAlloc ?? ((n) => new Uint8Array(n));
     this.auxFreeFn = opts.auxFree ?? (() => {});
@@ -1158,6 +1162,7 @@ export class BtreeCache {
     if (err === null) {
       const r = nodeReadValidate(b.keys, expect, { isSeqBlacklisted: this.isSeqBlacklisted, maxJournalSeq: this.maxJournalSeq?.() });
       if (!r.ok) err = this.nodeReadError(b, r.code, r.message, offset);
+      else if (r.blacklistedSeqs !== null) this.onBlacklistedBsets?.(b, r.blacklistedSeqs);
     }
     if (err !== null) {
       this.counters[C.readErrors]!++;

@@ -56,6 +56,9 @@ export const MERGE_THRESHOLD_DEN = 3;
 /** Hysteresis: merged node must stay under threshold minus this fraction of a node. */
 export const MERGE_HYSTERESIS_DEN = 8;
 
+/** rewriteNode: rounds (each may split one ancestor instead) before giving up on a node. */
+const BTREE_MAX_DEPTH_REWRITE = 8;
+
 /** An async mutex with FIFO hand-off: the per-btree interior update lock. */
 export class InteriorLock {
   private held = false;
@@ -219,7 +222,7 @@ export class Interior {
    * split it, or rewrite it compacted. Returns 0 (the caller restarts its
    * commit) or a restart code.
    */
-  async splitForInsert(trans: BtreeTrans, path: BtreePath, level: number, u64s: number, incoming: readonly BkeyI[] = []): Promise<number> {
+  async splitForInsert(trans: BtreeTrans, path: BtreePath, level: number, u64s: number, incoming: readonly BkeyI[] = [], force = false): Promise<number> {
     if (this.failed) throw this.failed;
     let ret = await this.lockInterior(trans, path.btreeId);
     if (ret) return ret;
@@ -230,7 +233,7 @@ export class Interior {
       if (ret) return ret;
       const n = path.l[level]!.node!;
       // someone else split it meanwhile?
-      if (u64s <= n.keys.u64sRemaining()) return 0;
+      if (!force && u64s <= n.keys.u64sRemaining()) return 0;
       const parent = level + 1 < path.l.length ? path.l[level + 1]!.node : null;
       const isRoot = this.engine.roots[path.btreeId]!.node === n;
       if (!isRoot && !parent) throw new Error('interior: non-root node without parent on path');
@@ -355,6 +358,27 @@ export class Interior {
     } finally {
       // the interior lock stays with the transact() call (TxCtx.finish releases it)
     }
+  }
+
+  /**
+   * Rewrite the node at path level `level` into a new bucket although it has
+   * room (blacklist gc: its bucket holds bsets with blacklisted seqs). A node
+   * no longer in the tree, or no longer at `bucket`, was replaced already:
+   * nothing to do. Returns 0 (done or nothing to do) or a restart code;
+   * `rewritten` tells which.
+   */
+  async rewriteNode(trans: BtreeTrans, path: BtreePath, level: number, bucket: number, rewritten: { done: boolean }): Promise<number> {
+    // a call may split the parent instead (no room for the new pointer): go again
+    for (let i = 0; i < BTREE_MAX_DEPTH_REWRITE; i++) {
+      const ret = await trans.traverse(path);
+      if (ret) return ret;
+      const n = path.l[level]?.node;
+      if (!n || n.bucket !== bucket) return 0;
+      const r = await this.splitForInsert(trans, path, level, 0, [], true);
+      if (r) return r;
+      rewritten.done = true;
+    }
+    return 0;
   }
 
   /** Old node leaves the tree: unhash, take its pins, mark dying. */

@@ -52,7 +52,14 @@ export interface NodeReadOpts {
   maxJournalSeq?: number;
 }
 
-export type NodeReadResult = { ok: true; bsetsRead: number; bsetsSkipped: number } | { ok: false; code: 'ERR_CHECKSUM' | 'ERR_TOPOLOGY'; message: string };
+/**
+ * blacklistedSeqs: the journal seqs of the bsets skipped as blacklisted (null
+ * when none): they stay in the bucket until the node is rewritten, so the
+ * blacklist must keep them (journal/blacklist.ts, BlacklistHolders).
+ */
+export type NodeReadResult =
+  | { ok: true; bsetsRead: number; bsetsSkipped: number; blacklistedSeqs: number[] | null }
+  | { ok: false; code: 'ERR_CHECKSUM' | 'ERR_TOPOLOGY'; message: string };
 
 /** Who the node is, for messages (built only when something is wrong). */
 function where(e: NodeReadExpect): string {
@@ -159,6 +166,7 @@ export function nodeReadValidate(keys: NodeKeys, expect: NodeReadExpect, opts: N
   let written = 0;
   let read = 0;
   let skipped = 0;
+  let blacklistedSeqs: number[] | null = null;
   while (off + BSET_HDR_BYTES <= data.length) {
     const chk = bsetHeaderCheck(data, off, hdr.seq);
     if (chk !== 'ok') {
@@ -169,9 +177,11 @@ export function nodeReadValidate(keys: NodeKeys, expect: NodeReadExpect, opts: N
     }
     const end = bsetEnd(data, off);
     const jseq = bsetJournalSeq(data, off);
-    const skip = (opts.isSeqBlacklisted !== undefined && opts.isSeqBlacklisted(jseq)) || (opts.maxJournalSeq !== undefined && jseq > opts.maxJournalSeq);
+    const blacklisted = opts.isSeqBlacklisted !== undefined && opts.isSeqBlacklisted(jseq);
+    const skip = blacklisted || (opts.maxJournalSeq !== undefined && jseq > opts.maxJournalSeq);
     if (skip) {
       skipped++;
+      if (blacklisted) (blacklistedSeqs ??= []).push(jseq);
     } else {
       const start = off + BSET_HDR_BYTES;
       const err = bsetKeysInvalid(keys, start, end, runs);
@@ -182,7 +192,7 @@ export function nodeReadValidate(keys: NodeKeys, expect: NodeReadExpect, opts: N
     off = written;
   }
   keys.loadSorted(runs, written);
-  return { ok: true, bsetsRead: read, bsetsSkipped: skipped };
+  return { ok: true, bsetsRead: read, bsetsSkipped: skipped, blacklistedSeqs };
 }
 
 export interface NodeWrite {

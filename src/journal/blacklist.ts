@@ -19,10 +19,15 @@
  * also carries the ranges that intersect its own [last_seq, seq] window
  * (write.ts), so the reader can explain a gap even from the journal alone.
  *
- * Dropping: a range can go once no btree node holds a bset with a seq in it
- * (bcachefs drops them after a full btree walk). dropBefore(seq) drops every
- * range ending before seq. Ranges are never merged across non-blacklisted
- * seqs: that would blacklist real, durable updates.
+ * Dropping (blacklist-gc.ts; bcachefs bch2_blacklist_entries_gc): a range can
+ * go once no node reachable on disk holds a bset with a seq in it, and the
+ * journal on disk no longer needs it to explain a gap (its end is below the
+ * durable last_seq). BlacklistHolders below is the first half: every node
+ * read that skipped a blacklisted bset registers its bucket with those seqs;
+ * the bucket leaves the registry when the update that unlinked it is durable
+ * (a node's bsets stay in its bucket until it is rewritten into another).
+ * Ranges are never merged across non-blacklisted seqs: that would blacklist
+ * real, durable updates.
  *
  * Invariant: ranges sorted by start, disjoint, not adjacent (adjacent ranges
  * are merged), at most BLACKLIST_RANGES_MAX.
@@ -101,7 +106,7 @@ export class JournalSeqBlacklist {
     if (out.length > BLACKLIST_RANGES_MAX) {
       throw new SixtreeError(
         'ERR_NO_SPACE',
-        `journal seq blacklist is full (${BLACKLIST_RANGES_MAX} ranges) adding ${start}..${end}: run fsck to drop ranges no btree node uses any more`,
+        `journal seq blacklist is full (${BLACKLIST_RANGES_MAX} ranges) adding ${start}..${end}: ranges are dropped by the blacklist gc once a read-write open has walked the tree; ${BLACKLIST_RANGES_MAX} unclean opens in a row ended before it did`,
         { ranges: this.ranges.length },
       );
     }
@@ -132,5 +137,61 @@ export class JournalSeqBlacklist {
 
   toText(): string {
     return this.ranges.length ? this.ranges.map((r) => `${r.start}..${r.end}`).join(', ') : '(none)';
+  }
+}
+
+/** A node read since open that still has bsets with blacklisted seqs in its bucket. */
+export interface BlacklistHolder {
+  bucket: number;
+  btreeId: number;
+  level: number;
+  /** The node's min key (where a path finds it again for a rewrite). */
+  minKey: Uint32Array;
+  /** The node's seq (its identity: the bucket may hold another node later). */
+  nodeSeq: number;
+  /** Blacklisted journal seqs of the bsets skipped (sorted, distinct). */
+  seqs: number[];
+}
+
+/**
+ * Nodes whose buckets hold blacklisted bsets, learned from reads since open.
+ * Exact for every node read since open; a node never read since open is not
+ * known: blacklist-gc walks the whole tree before trusting it.
+ */
+export class BlacklistHolders {
+  private readonly byBucket = new Map<number, BlacklistHolder>();
+
+  get size(): number {
+    return this.byBucket.size;
+  }
+
+  /** A read of this node skipped bsets with these seqs (idempotent: re-reads after eviction). */
+  note(h: BlacklistHolder): void {
+    const seqs = [...new Set(h.seqs)].sort((a, b) => a - b);
+    this.byBucket.set(h.bucket, { ...h, minKey: h.minKey.slice(), seqs });
+  }
+
+  /** The bucket is unlinked durably (or was never reachable): its node holds nothing any more. */
+  gone(bucket: number): boolean {
+    return this.byBucket.delete(bucket);
+  }
+
+  /** Does any registered node hold a seq in [start, end]? */
+  holds(start: number, end: number): boolean {
+    for (const h of this.byBucket.values()) for (const s of h.seqs) if (s >= start && s <= end) return true;
+    return false;
+  }
+
+  list(): BlacklistHolder[] {
+    return [...this.byBucket.values()];
+  }
+
+  toText(): string {
+    if (!this.byBucket.size) return '(none)';
+    return this.list()
+      .slice(0, 16)
+      .map((h) => `bucket ${h.bucket} (btree ${h.btreeId} level ${h.level} node ${h.nodeSeq.toString(16)}): seqs ${h.seqs.join(',')}`)
+      .join('; ')
+      .concat(this.byBucket.size > 16 ? `; ... ${this.byBucket.size - 16} more` : '');
   }
 }
