@@ -17,7 +17,10 @@
  *     transactions at once (Promise.all): single-key puts/deletes, multi-key
  *     transactions (puts, overwrites, deletes, delRange, putExtent, extent
  *     delRange), big transactions (many keys: splits, large journal entries)
- *     and read-modify-write increments of one shared counter key. The
+ *     and read-modify-write increments of one shared counter key; with
+ *     wipeProbability, some rounds start with a wipe (delRange over a large
+ *     part of a key space: merges of leaves and interior nodes, root
+ *     collapses, every bucket freed and reused under the crash points). The
  *     transactions of one round never touch the same key or extent unit
  *     (except the counter, whose increments commute), so the state a crash
  *     may leave is known exactly whichever of them made it;
@@ -89,6 +92,8 @@ export interface CrashCheckOpts {
   reopenWriteProbability?: number;
   /** Fraction of rounds that run a store.flush() alongside the transactions. */
   flushProbability?: number;
+  /** Fraction of rounds that start with a wipe transaction (delRange over a quarter to all of a key space; default 0). */
+  wipeProbability?: number;
   /** Compare the live store with the model every this many rounds (0: never). */
   liveCheckEvery?: number;
   /** Stop the run after this many failing images (default 1). */
@@ -123,6 +128,9 @@ export interface CrashCheckResult {
   failures: CrashFailure[];
   /** Depth of kv at the end (splits happened when > 1). */
   kvDepth: number;
+  /** The live store's merges (all levels) and root collapses over the run. */
+  merges: number;
+  collapses: number;
   keys: number;
   ms: number;
   imageMs: number;
@@ -137,6 +145,8 @@ export { Prng };
 /** kv inodes: random keys in 1 and 2, appends (always new, growing offsets) in 3. */
 const KV_RANDOM_INODES = [1, 2] as const;
 const KV_APPEND_INODE = 3;
+/** Journal bytes a wipe budgets per key it deletes (a whiteout, with room to spare). */
+const WIPE_KEY_BYTES = 64;
 /** One marker key per counter transaction: (MARKER_INODE, txn id). */
 const MARKER_INODE = 100;
 const COUNTER_INODE = 200;
@@ -223,7 +233,7 @@ type Op =
 interface TxnPlan {
   id: number;
   round: number;
-  shape: 'single' | 'multi' | 'big' | 'counter';
+  shape: 'single' | 'multi' | 'big' | 'counter' | 'wipe';
   ops: Op[];
   counter: boolean;
 }
@@ -368,6 +378,7 @@ interface Settings {
   mixBtrees: boolean;
   reopenWriteProbability: number;
   flushProbability: number;
+  wipeProbability: number;
   liveCheckEvery: number;
   maxFailures: number;
   dumpDir: string | undefined;
@@ -393,6 +404,7 @@ function settingsOf(o: CrashCheckOpts): Settings {
     mixBtrees: o.mixBtrees ?? true,
     reopenWriteProbability: o.reopenWriteProbability ?? 0.1,
     flushProbability: o.flushProbability ?? 0.1,
+    wipeProbability: o.wipeProbability ?? 0,
     liveCheckEvery: o.liveCheckEvery ?? 10,
     maxFailures: o.maxFailures ?? 1,
     dumpDir: o.dumpDir,
@@ -448,6 +460,8 @@ class Run {
       reopenWrites: 0,
       failures: [],
       kvDepth: 0,
+      merges: 0,
+      collapses: 0,
       keys: 0,
       ms: 0,
       imageMs: 0,
@@ -509,6 +523,67 @@ class Run {
       const offset = r.int(this.s.extSpace - size);
       if (keys.takeExt(t.id, ei, offset, offset + size)) t.ops.push({ kind: 'delRangeExt', inode: ei, offset, end: offset + size });
     }
+  }
+
+  /**
+   * Wipes, planned first in their round so they claim their ranges before
+   * the others: either delRange over a quarter to all of one kv random
+   * inode's key space (and, when transactions may mix btrees, sometimes of
+   * an ext inode too), or (one in three) of every kv key but the counter:
+   * both random inodes, the appends and the markers, in as many
+   * transactions as the journal needs (the tree shrinks to a leaf or two:
+   * root collapses).
+   */
+  private planWipes(round: number, keys: RoundKeys): TxnPlan[] {
+    const r = this.plan;
+    // the deletions one transaction expands to must fit one journal entry
+    // (as for big transactions: half of the largest)
+    const keysMax = Math.floor(journalEntryBytesMax(this.s.journalBytes, this.s.blockBytes) / 2 / WIPE_KEY_BYTES);
+    const txns: TxnPlan[] = [];
+    let t: TxnPlan | null = null;
+    let keysLeft = 0;
+    const txn = (): TxnPlan => {
+      if (!t || keysLeft <= 0) {
+        t = { id: this.nextTxn++, round, shape: 'wipe', ops: [], counter: false };
+        txns.push(t);
+        keysLeft = keysMax;
+      }
+      return t;
+    };
+    /** delRange over [from, end) of a kv inode, cut where a transaction's budget ends. */
+    const wipeKv = (inode: number, from: number, end: number) => {
+      let o = from;
+      while (o < end) {
+        const w = txn();
+        const a = o;
+        for (; o < end && keysLeft > 0; o++) if (this.model.kv.has(kvKey(inode, o))) keysLeft--;
+        if (o > a && keys.takeKvRange(w.id, inode, a, o)) w.ops.push({ kind: 'delRange', inode, offset: a, end: o });
+      }
+    };
+    if (r.bool(1 / 3)) {
+      for (const inode of KV_RANDOM_INODES) wipeKv(inode, 0, this.s.kvSpace);
+      wipeKv(KV_APPEND_INODE, 0, this.appendNext);
+      wipeKv(MARKER_INODE, 0, this.nextTxn);
+    } else {
+      const inode = KV_RANDOM_INODES[r.int(KV_RANDOM_INODES.length)]!;
+      const span = r.range(Math.ceil(this.s.kvSpace / 4), this.s.kvSpace);
+      const offset = r.int(this.s.kvSpace - span + 1);
+      wipeKv(inode, offset, offset + span);
+      if (this.s.mixBtrees && r.bool(0.3)) {
+        const ei = EXT_INODES[r.int(EXT_INODES.length)]!;
+        const size = r.range(Math.ceil(this.s.extSpace / 4), this.s.extSpace);
+        const start = r.int(this.s.extSpace - size + 1);
+        // extents in the range: a new one wherever the unit's extent changes (and two trimmed pieces)
+        const units = this.model.ext.get(ei)!;
+        const w = txn();
+        keysLeft -= 2;
+        let stop = start;
+        for (; stop < start + size && keysLeft > 0; stop++) if (units[stop] !== 0 && (stop === start || units[stop] !== units[stop - 1])) keysLeft--;
+        if (stop > start && keys.takeExt(w.id, ei, start, stop)) w.ops.push({ kind: 'delRangeExt', inode: ei, offset: start, end: stop });
+      }
+    }
+    for (const w of txns) if (w.ops.length === 0) this.addPut(w, keys, KV_APPEND_INODE, this.appendNext++);
+    return txns;
   }
 
   private planTxn(round: number, keys: RoundKeys): TxnPlan {
@@ -808,6 +883,7 @@ class Run {
         const keys = new RoundKeys(s.extSpace);
         const n = this.plan.range(s.txnsPerRound[0], s.txnsPerRound[1]);
         const txns: TxnPlan[] = [];
+        if (s.wipeProbability > 0 && this.plan.bool(s.wipeProbability)) txns.push(...this.planWipes(round, keys));
         for (let i = 0; i < n; i++) txns.push(this.planTxn(round, keys));
         const fps = new Map(txns.map((t) => [t.id, footprintOf(t, base, s.extSpace)]));
         const withFlush = this.plan.bool(s.flushProbability);
@@ -865,7 +941,10 @@ class Run {
         }
         if (round % 20 === 19) s.log(`seed ${s.seed}: round ${round + 1}/${s.rounds}, ${this.result.images} images, ${this.model.kv.size} keys`);
       }
-      this.result.kvDepth = store.stats().btrees.kv?.depth ?? 0;
+      const st = store.stats();
+      this.result.kvDepth = st.btrees.kv?.depth ?? 0;
+      this.result.merges = st.interior.merges ?? 0;
+      this.result.collapses = st.interior.collapses ?? 0;
       this.result.keys = this.model.kv.size;
       // a clean close must keep everything too
       if (this.result.failures.length < s.maxFailures) {
@@ -1143,17 +1222,19 @@ async function main(): Promise<void> {
       'separate-btrees': { type: 'boolean', default: false },
       block: { type: 'string' },
       'like-ci': { type: 'boolean', default: false },
+      wipe: { type: 'string' },
       quiet: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(
-      'usage: node dist/bench/crash-campaign.js --count N [--seed S] [--rounds R] [--block BYTES] [--like-ci] [--dump DIR] [--separate-btrees] [--quiet]\n' +
+      'usage: node dist/bench/crash-campaign.js --count N [--seed S] [--rounds R] [--block BYTES] [--like-ci] [--wipe P] [--dump DIR] [--separate-btrees] [--quiet]\n' +
         '  N runs with seeds S, S+1, ... (default S: random); exits 1 if any crash image breaks the invariant.\n' +
         '  --dump DIR: write failing crash images there; --separate-btrees: no transaction writes both kv and ext.\n' +
         '  --like-ci: the workload of the CI test (test/journal/crash-store.test.ts) instead of the bigger campaign one\n' +
-        '    (with --block 4096: its blockSize = nodeSize configuration).\n',
+        '    (with --block 4096: its blockSize = nodeSize configuration).\n' +
+        '  --wipe P: a fraction P of the rounds start with a delRange over much of a key space (merges, root collapses).\n',
     );
     return;
   }
@@ -1161,6 +1242,8 @@ async function main(): Promise<void> {
   const rounds = Number(values.rounds);
   if (!Number.isSafeInteger(count) || count < 1) throw new Error(`--count: ${values.count} is not a positive integer`);
   if (!Number.isSafeInteger(rounds) || rounds < 1) throw new Error(`--rounds: ${values.rounds} is not a positive integer`);
+  const wipe = values.wipe !== undefined ? Number(values.wipe) : 0;
+  if (!(wipe >= 0 && wipe <= 1)) throw new Error(`--wipe: ${values.wipe} is not a probability in [0, 1]`);
   const seed0 = values.seed !== undefined ? Number(values.seed) >>> 0 : (Math.random() * 0x1_0000_0000) >>> 0;
   const log = values.quiet ? () => {} : (l: string) => process.stderr.write(`${l}\n`);
   process.stdout.write(`crash campaign: ${count} runs x ${rounds} rounds, seeds ${seed0}..${(seed0 + count - 1) >>> 0}\n`);
@@ -1179,7 +1262,7 @@ async function main(): Promise<void> {
     const r = new Prng(seed ^ 0xc0ffee);
     if (values['like-ci']) {
       const block = values.block !== undefined ? Number(values.block) : 512;
-      const res = await runCrashCheck({ seed, rounds, cacheBytes: 512 << 10, journalBytes: block === 4096 ? 1 << 20 : 256 << 10, blockBytes: block, ...(values.dump ? { dumpDir: values.dump } : {}) });
+      const res = await runCrashCheck({ seed, rounds, cacheBytes: 512 << 10, journalBytes: block === 4096 ? 1 << 20 : 256 << 10, blockBytes: block, wipeProbability: wipe, ...(values.dump ? { dumpDir: values.dump } : {}) });
       images += res.images;
       if (res.failures.length) {
         failed++;
@@ -1203,6 +1286,7 @@ async function main(): Promise<void> {
       valueBytesMax: r.range(64, 400),
       reopenWriteProbability: 0.15,
       mixBtrees: !values['separate-btrees'],
+      wipeProbability: wipe,
       dumpDir: values.dump,
       log,
     });
@@ -1214,7 +1298,7 @@ async function main(): Promise<void> {
     process.stdout.write(
       `run ${i + 1}/${count} seed ${seed}: ${res.failures.length ? 'FAIL' : 'ok'}  ${res.rounds} rounds, ${res.txns} txns (${res.acked} acknowledged), ` +
         `${res.crashPoints} crash points, ${res.images} images (${res.imagesWithInFlightVisible} with in-flight txns visible, ${res.reopenWrites} recovered twice), ` +
-        `kv depth ${res.kvDepth}, ${res.keys} keys, ${(res.ms / 1000).toFixed(1)} s\n`,
+        `kv depth ${res.kvDepth}, ${res.keys} keys, ${res.merges} merges, ${res.collapses} root collapses, ${(res.ms / 1000).toFixed(1)} s\n`,
     );
   }
   const secs = (performance.now() - t0) / 1000;

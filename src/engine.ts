@@ -33,6 +33,15 @@
  * 3/4), by flush()/close(), and by a background pass when dirty nodes pass a
  * quarter of the cache. At most WRITEBACK_INFLIGHT_MAX writes are in flight.
  *
+ * Merge checks (interior.ts maybeMerge): commits that shrank leaves, and
+ * interior updates, queue (btree, level, pos) checks (queueMerge: one per
+ * position until it runs); one runner takes them in order, each in its own
+ * internal transaction (runMerges). A deleting transact() waits while more
+ * than MERGE_QUEUE_MAX are queued, so deletions never outrun their merges
+ * without bound; a check that failed (an I/O error) is queued again by the
+ * periodic writeback pass. flush(), close() and fsck() wait for the queue to
+ * empty (mergesIdle).
+ *
  * Counters: everything stats() reports is counted here or in the parts.
  */
 
@@ -78,6 +87,7 @@ import {
   POS_MIN,
   type Bpos,
     posWords,
+  wordsClone,
   wordsCmp,
   wordsCopy,
   wordsIsMax,
@@ -90,7 +100,7 @@ import { LockOwnerBase, lockingStats, nodeTryLock, nodeTryLockWrite, nodeUnlock 
 import { SixLockType } from './util/six.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
 import { transCommit, type Update } from './btree/commit.js';
-import { Interior, TxCtx, type BtreeUpdate } from './btree/interior.js';
+import { Interior, TxCtx, type BtreeUpdate, type MergeCheckPos } from './btree/interior.js';
 import { btreeLookup, btreePeek, keyToEntry, type Entry, type NodeInfo } from './btree/iter.js';
 import { EXTENT_VALUE_HEADER_BYTES, extentOfKey, xFromWords, type XPos } from './btree/overlay.js';
 import { BTREE_MAX_DEPTH } from './btree/path.js';
@@ -109,6 +119,15 @@ export const WRITEBACK_PERIOD_MS = 1000;
 export const NODE_FORMAT_VERSION_HEADROOM = 1 << 24;
 /** Foreground merges of underfull siblings (interior.ts maybeMerge); SIXTREE_MERGES=0 turns them off (debugging). */
 export const MERGES_ENABLED = process.env.SIXTREE_MERGES !== "0";
+/** Merge checks queued before a deleting transact() waits for the runner. */
+export const MERGE_QUEUE_MAX = 1024;
+/** Failed merge checks kept for the periodic retry. */
+export const MERGE_RETRY_MAX = 256;
+
+/** A queued merge check, with its key (one per btree, level and position). */
+interface MergeCheck extends MergeCheckPos {
+  key: string;
+}
 
 export interface BtreeInfo {
   name: string;
@@ -146,6 +165,8 @@ export interface BtreeRoot {
    * records the newest change at or below its own seq (rootAsOf).
    */
   journalChanges: Array<{ seq: number; ptr: Uint8Array; level: number }>;
+  /** Seq of the entry carrying the newest root change (0: none since open). */
+  lastChangeSeq: number;
 }
 
 export interface StoreStats {
@@ -246,9 +267,21 @@ export class Engine {
     nodeWritesWanted: 0,
     /** Journal reclaim found only write_blocked nodes and waited for an interior update. */
     reclaimWaitsForUpdates: 0,
-    merges: 0,
+    /** Merge checks that failed with an error (queued again by the periodic pass). */
     mergeErrors: 0,
+    /** Failed checks queued again. */
+    mergeRetries: 0,
+    /** Failed checks not kept for a retry (MERGE_RETRY_MAX reached). */
+    mergeRetriesDropped: 0,
+    /** Deleting transactions that waited for room in the merge queue. */
+    mergeQueueWaits: 0,
+    /** Checks not queued again: one for that position was queued already. */
+    mergeQueueDups: 0,
     replayedKeys: 0,
+    /** Pointer keys not replayed: their level was collapsed away after them (rootLevelMinFrom). */
+    replayedKeysStale: 0,
+    /** Root changes that waited for a new journal entry (the btree's previous root change was in the open one). */
+    rootChangeEntryBreaks: 0,
     replayedEntries: 0,
     prefetches: 0,
   };
@@ -270,8 +303,16 @@ export class Engine {
   private writebackRunning = false;
   /** Times writeback marked a write_blocked node need_write (journalReclaim compares). */
   private writesWanted = 0;
-  private mergeQueue: Array<{ btreeId: number; level: number; pos: Uint32Array }> = [];
+  /** Merge checks to run (runMerges), and their keys. */
+  private mergeQueue: MergeCheck[] = [];
+  private mergeQueueHead = 0;
+  private readonly mergeQueued = new Set<string>();
   private mergeRunning = false;
+  /** Transactions waiting for room in the merge queue; flushes waiting for it to empty. */
+  private mergeRoomWaiters: Array<() => void> = [];
+  private mergeIdleWaiters: Array<() => void> = [];
+  /** Checks that failed, queued again by the periodic pass. */
+  private mergeRetry: MergeCheck[] = [];
   /** A fatal error (journal write failed): the store refuses writes. */
   private failed: Error | null = null;
   private closed = false;
@@ -447,7 +488,7 @@ export class Engine {
         ptr = ptrBytes(r.bucket, r.seq, r.level, posWords(POS_MIN));
         level = r.level;
       }
-      this.roots.push({ node: null, journalPtr: ptr, journalLevel: level, journalChanges: [] });
+      this.roots.push({ node: null, journalPtr: ptr, journalLevel: level, journalChanges: [], lastChangeSeq: 0 });
     }
     for (let id = 0; id < this.roots.length; id++) {
       const root = this.roots[id]!;
@@ -458,12 +499,19 @@ export class Engine {
     // allocator: the tree as the replay window leaves it, plus every pointer in the window
     const replayKeys: Array<{ seq: number; btreeId: number; level: number; key: BkeyI; order: number }> = [];
     let order = 0;
+    const rootLevelMin = rootLevelMinFrom(jr.entries, sb.btrees.length);
     for (const e of jr.entries) {
       for (const se of e.entries) {
         if (se.type === JSET_ENTRY.btree_keys) {
           for (let off = 0; off < se.payload.length; ) {
             const k = bkeyDecode(se.payload, off);
             off += bkeyEncodedBytes(k);
+            if (se.level > 0 && se.level > rootLevelMin.get(e.seq)![se.btreeId]!) {
+              // pointer keys of a level a later root collapse took away (the
+              // level may exist again, made of other nodes: not theirs)
+              this.counters.replayedKeysStale++;
+              continue;
+            }
             replayKeys.push({ seq: e.seq, btreeId: se.btreeId, level: se.level, key: k, order: order++ });
             if (k.type === KEY_TYPE.btree_ptr) this.markUsedQuiet(btreePtrDecode(k.value).bucket);
           }
@@ -518,6 +566,7 @@ export class Engine {
       this.writebackTimer = setInterval(() => {
         void this.writebackPass(false);
         if (this.blacklist.length && this.blacklistGc.walkDone && !this.blacklistGc.isRunning) void this.blacklistGc.dropCheck().catch(() => {});
+        this.mergeRetryKick();
       }, WRITEBACK_PERIOD_MS);
       this.writebackTimer.unref();
       // blacklisted ranges (this open's or older ones still held): find what holds them, rewrite it, drop what nothing needs
@@ -870,20 +919,24 @@ export class Engine {
     this.nodeInstallNew(trans, dst);
   }
 
-  /** Fill new node dst with the live keys of two siblings (merge). */
-  nodeBuildFrom2(trans: BtreeTrans, dst: Node, left: Node, right: Node): void {
-    dst.keys.initEmpty({ btreeId: dst.btreeId, level: dst.level, minKey: left.keys.minKey, maxKey: right.keys.maxKey, seq: randomNodeSeq() });
-    // both siblings' live keys in order (left's all sort before right's)
-    const it = new NodeIter();
-    for (const src of [left, right]) {
-      it.initStart(src.keys);
-      for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
-        if (src.keys.keyIsWhiteout(h)) continue;
-        // merges are rare: plain inserts (each lands at the end) keep this off bset internals
-        if (!dst.keys.insertKey(src.keys.keyUnpack(h))) throw this.topologyError(left, 'merged keys do not fit in the new node');
-      }
-    }
+  /**
+   * Fill new node dst with the live keys of two siblings (a merge), in a
+   * format fitted to both and to the merged range (bcachefs computes it over
+   * both nodes the same way), and hash it in. false: they do not fit in one
+   * node (dst is left owned and unhashed: free it).
+   */
+  nodeBuildMerged(trans: BtreeTrans, dst: Node, left: Node, right: Node): boolean {
+    const minKey = left.keys.minKey;
+    const maxKey = right.keys.maxKey;
+    const format = NodeKeys.computeFormatOf([left.keys, right.keys], {
+      versionMax: this.journal.seq + NODE_FORMAT_VERSION_HEADROOM,
+      positions: [minKey, maxKey],
+      ...(this.btrees[dst.btreeId]!.extents ? { sizeMax: 0xffffffff } : {}),
+    });
+    dst.keys.initEmpty({ btreeId: dst.btreeId, level: dst.level, minKey, maxKey, seq: randomNodeSeq(), format });
+    if (left.keys.sortInto(dst.keys) < 0 || right.keys.sortInto(dst.keys, undefined, undefined, true) < 0) return false;
     this.nodeInstallNew(trans, dst);
+    return true;
   }
 
   /** Initialise a new node empty over [minKey, maxKey] and hash it in (a new root). */
@@ -1287,9 +1340,19 @@ export class Engine {
       for (const k of u.parentKeys) b += bkeyEncodedBytes(k);
       bytes += jsetEntryBytes(b);
     }
+    // two root changes of a btree never share an entry: each entry records
+    // only the newest root, and recovery must see every level a collapse took
+    // away to tell stale pointer keys (rootLevelMinFrom)
+    if (newRoot && this.roots[btreeId]!.lastChangeSeq >= this.journal.seq) {
+      this.counters.rootChangeEntryBreaks++;
+      await this.journal.flush();
+    }
     const res = await this.journal.reserve(bytes, 'interior', preres);
     const seq = res.seq;
-    if (newRoot) this.rootJournalUpdate(btreeId, newRoot, seq);
+    if (newRoot) {
+      this.rootJournalUpdate(btreeId, newRoot, seq);
+      this.roots[btreeId]!.lastChangeSeq = seq;
+    }
     for (const u of updates) {
       if (!u.parentKeys.length) continue;
       let b = 0;
@@ -1348,44 +1411,83 @@ export class Engine {
     return btreeLookup(bt, btreeId, w, intent || bt.restartCount > 0);
   }
 
-  scheduleMerges(nodes: Node[]): void {
+  /**
+   * After a commit whose deletions shrank leaves (its transact() call's
+   * interior lock released): queue the merge checks it asked for. Past
+   * MERGE_QUEUE_MAX checks queued the caller waits for the runner to catch up.
+   */
+  async scheduleMerges(checks: readonly MergeCheckPos[]): Promise<void> {
     if (!MERGES_ENABLED) return;
-    for (const n of nodes) {
-      if (n.hashVal === 0) continue;
-      const threshold = this.nodeSizeBytes / 8 / 3;
-      if (n.keys.liveU64s >= threshold && !(n.level === 0 && this.roots[n.btreeId]!.node!.level > 0 && n.keys.nrKeys === 0)) continue;
-      const pos = new Uint32Array(BPOS_WORDS);
-      wordsCopy(pos, 0, n.keys.minKey, 0);
-      this.mergeQueue.push({ btreeId: n.btreeId, level: n.level, pos });
+    for (const c of checks) this.queueMerge(c.btreeId, c.level, c.pos);
+    while (this.mergesQueued > MERGE_QUEUE_MAX && !this.closed) {
+      this.counters.mergeQueueWaits++;
+      await new Promise<void>((r) => this.mergeRoomWaiters.push(r));
     }
-    if (this.mergeQueue.length && !this.mergeRunning) void this.runMerges();
   }
 
-  /** Check (btreeId, level, pos) for a merge soon (after interior updates: the parent level). */
+  /** Merge checks waiting in the queue. */
+  get mergesQueued(): number {
+    return this.mergeQueue.length - this.mergeQueueHead;
+  }
+
+  /** Check the node at (btreeId, level) holding pos for a merge soon (once per position until it runs). */
   queueMerge(btreeId: number, level: number, pos: Uint32Array): void {
-    if (!MERGES_ENABLED || level >= BTREE_MAX_DEPTH) return;
-    const p = new Uint32Array(BPOS_WORDS);
-    wordsCopy(p, 0, pos, 0);
-    this.mergeQueue.push({ btreeId, level, pos: p });
+    if (!MERGES_ENABLED || level >= BTREE_MAX_DEPTH || this.closed) return;
+    const key = `${btreeId}:${level}:${pos[0]}:${pos[1]}:${pos[2]}:${pos[3]}:${pos[4]}`;
+    if (this.mergeQueued.has(key)) {
+      this.counters.mergeQueueDups++;
+      return;
+    }
+    this.mergeQueued.add(key);
+    this.mergeQueue.push({ btreeId, level, pos: wordsClone(pos), key });
     if (!this.mergeRunning) queueMicrotask(() => void this.runMerges());
   }
 
+  /** The merge runner: one check at a time, each in its own internal transaction. */
   private async runMerges(): Promise<void> {
     if (this.mergeRunning) return;
     this.mergeRunning = true;
     try {
-      while (this.mergeQueue.length && !this.closed) {
-        const m = this.mergeQueue.shift()!;
+      while (this.mergesQueued && !this.closed) {
+        const m = this.mergeQueue[this.mergeQueueHead++]!;
+        if (this.mergeQueueHead > 1024 && this.mergeQueueHead * 2 > this.mergeQueue.length) {
+          this.mergeQueue = this.mergeQueue.slice(this.mergeQueueHead);
+          this.mergeQueueHead = 0;
+        }
+        this.mergeQueued.delete(m.key);
+        if (this.mergesQueued <= MERGE_QUEUE_MAX) for (const w of this.mergeRoomWaiters.splice(0)) w();
         try {
+          this.interior.counters.mergeChecks++;
           await this.runInternal((bt) => this.interior.maybeMerge(bt, m.btreeId, m.level, m.pos));
-          this.counters.merges++;
         } catch (e) {
+          // not lost: the periodic pass queues it again
           this.counters.mergeErrors++;
-          if (process.env.SIXTREE_DEBUG) console.error('sixtree: merge failed:', e);
+          if (this.mergeRetry.length < MERGE_RETRY_MAX) this.mergeRetry.push(m);
+          else this.counters.mergeRetriesDropped++;
+          if (process.env.SIXTREE_DEBUG) console.error('sixtree: merge check failed:', e);
         }
       }
     } finally {
       this.mergeRunning = false;
+      for (const w of this.mergeRoomWaiters.splice(0)) w();
+      for (const w of this.mergeIdleWaiters.splice(0)) w();
+    }
+  }
+
+  /** Checks that failed (an I/O or allocation error) go back in the queue (the periodic pass). */
+  private mergeRetryKick(): void {
+    if (this.interior.failed || this.failed) return;
+    for (const m of this.mergeRetry.splice(0)) {
+      this.counters.mergeRetries++;
+      this.queueMerge(m.btreeId, m.level, m.pos);
+    }
+  }
+
+  /** Resolves once no merge check is queued or running (or the store closed). */
+  private async mergesIdle(): Promise<void> {
+    while ((this.mergeRunning || this.mergesQueued) && !this.closed) {
+      if (!this.mergeRunning) void this.runMerges();
+      await new Promise<void>((r) => this.mergeIdleWaiters.push(r));
     }
   }
 
@@ -1580,14 +1682,16 @@ export class Engine {
 
   async flush(): Promise<void> {
     this.checkUsable();
+    await this.mergesIdle();
     await this.interior.drain();
     for (let round = 0; round < 1000; round++) {
       await this.journal.flush();
+      await this.mergesIdle();
       await this.interior.drain();
       await this.writebackPass(true);
       let dirty = 0;
       for (const n of this.cache.liveNodes()) if (n.has(NodeFlag.dirty) || n.has(NodeFlag.write_in_flight)) dirty++;
-      if (dirty === 0 && this.interior.pending.length === 0) break;
+      if (dirty === 0 && this.interior.pending.length === 0 && !this.mergeRunning && this.mergesQueued === 0) break;
       await new Promise((r) => setImmediate(r));
     }
     await this.journal.flush();
@@ -1635,7 +1739,8 @@ export class Engine {
   /** Topology, key order, bucket accounting, journal consistency. Problems as lines; [] = clean. */
   async fsck(): Promise<string[]> {
     const problems: string[] = [];
-    // updates under way hold buckets in two places at once: let them finish
+    // updates under way hold buckets in two places at once: let them (and the merges that make them) finish
+    await this.mergesIdle();
     await this.interior.drain();
     await this.journal.flush();
     const used = new Set<number>();
@@ -1726,8 +1831,18 @@ export class Engine {
         groupsClosedForJournal: this.counters.commitGroupsClosedForJournal,
       },
       btrees,
-      interior: { ...this.interior.counters, pending: this.interior.pending.length },
       blacklist: this.blacklistGc.stats(),
+      interior: {
+        ...this.interior.counters,
+        ...mergesByLevelStats(this.interior.mergesByLevel),
+        pending: this.interior.pending.length,
+        mergesQueued: this.mergesQueued,
+        mergeErrors: this.counters.mergeErrors,
+        mergeRetries: this.counters.mergeRetries,
+        mergeRetriesDropped: this.counters.mergeRetriesDropped,
+        mergeQueueWaits: this.counters.mergeQueueWaits,
+        mergeQueueDups: this.counters.mergeQueueDups,
+      },
       alloc: { ...a },
       writeback: {
         nodeWrites: this.counters.nodeWrites,
@@ -1739,8 +1854,9 @@ export class Engine {
         nodeWritesWanted: this.counters.nodeWritesWanted,
         reclaimWaitsForUpdates: this.counters.reclaimWaitsForUpdates,
         inFlight: this.writesInFlight,
-        merges: this.counters.merges,
         replayedKeys: this.counters.replayedKeys,
+        replayedKeysStale: this.counters.replayedKeysStale,
+        rootChangeEntryBreaks: this.counters.rootChangeEntryBreaks,
         replayedEntries: this.counters.replayedEntries,
         prefetches: this.counters.prefetches,
         traverses: this.counters.traverses,
@@ -1775,6 +1891,34 @@ export class Engine {
     });
     return out.toString();
   }
+}
+
+/**
+ * For each entry of the replay window (by seq), the lowest root level per
+ * btree that it or any later entry records. A pointer key at level L of
+ * entry s is stale when that is below L: a root collapse after it took level
+ * L away, and a level L there at the end is made of newer nodes (the keys
+ * would point into freed buckets). Two root changes never share an entry
+ * (journalInteriorUpdates), so every collapse is recorded by some entry.
+ */
+function rootLevelMinFrom(entries: readonly { seq: number; entries: ReadonlyArray<{ type: number; btreeId: number; level: number }> }[], nrBtrees: number): Map<number, number[]> {
+  const out = new Map<number, number[]>();
+  const min = new Array<number>(nrBtrees).fill(Infinity);
+  const sorted = [...entries].sort((a, b) => b.seq - a.seq);
+  for (const e of sorted) {
+    for (const se of e.entries) if (se.type === JSET_ENTRY.btree_root && se.btreeId < nrBtrees) min[se.btreeId] = Math.min(min[se.btreeId]!, se.level);
+    out.set(e.seq, min.slice());
+  }
+  return out;
+}
+
+/** Merges by level as stats fields: mergesLevel0 always, higher levels once they merged. */
+function mergesByLevelStats(byLevel: readonly number[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  byLevel.forEach((n, l) => {
+    if (l === 0 || n > 0) out[`mergesLevel${l}`] = n;
+  });
+  return out;
 }
 
 /** Journal pointer keys by (btree:level), then by position text: the last one in seq order. */

@@ -18,7 +18,7 @@ import { Iter, KEY_SIZE_MAX, type Entry, type IterOpts } from './btree/iter.js';
 import { extentValueMake, xcmp, type XPos } from './btree/overlay.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
 import { transCommit } from './btree/commit.js';
-import { TxCtx } from './btree/interior.js';
+import { TxCtx, type MergeCheckPos } from './btree/interior.js';
 import { Engine, type EngineOpenOpts, type FormatOpts, type StoreStats } from './engine.js';
 
 /** Restarts of one transact() call before ERR_TOO_MANY_RESTARTS. */
@@ -298,15 +298,20 @@ export class Store {
     engine.checkUsable();
     const startSeq = transStartSeqNew();
     const made = new TxCtx(engine.interior);
+    let done: { result: T; shrunk: MergeCheckPos[] };
     try {
-      return await this.transactAttempts(fn, startSeq, made);
+      done = await this.transactAttempts(fn, startSeq, made);
     } finally {
       // interior updates made by any attempt may now write their new nodes
       made.finish();
     }
+    // merge checks for the leaves the commit shrank (after finish: the merge
+    // runner needs the interior locks this call held; this may wait for it)
+    if (done.shrunk.length) await engine.scheduleMerges(done.shrunk);
+    return done.result;
   }
 
-  private async transactAttempts<T>(fn: (tx: Transaction) => Promise<T> | T, startSeq: number, made: TxCtx): Promise<T> {
+  private async transactAttempts<T>(fn: (tx: Transaction) => Promise<T> | T, startSeq: number, made: TxCtx): Promise<{ result: T; shrunk: MergeCheckPos[] }> {
     const engine = this.engine;
     for (let restarts = 0; ; restarts++) {
       if (restarts > TRANSACT_RESTARTS_MAX) {
@@ -317,7 +322,7 @@ export class Store {
       const tx = new Transaction(this, bt);
       let result: T;
       let seq = 0;
-      let shrunk: import('./btree/node.js').Node[] = [];
+      let shrunk: MergeCheckPos[] = [];
       try {
         const r = fn(tx);
         // a synchronous callback has returned now: the transaction is done at once
@@ -347,8 +352,7 @@ export class Store {
         bt.unlockAll();
       }
       if (seq) await engine.journalWaitDurable(seq);
-      if (shrunk.length) engine.scheduleMerges(shrunk);
-      return result!;
+      return { result: result!, shrunk };
     }
   }
 

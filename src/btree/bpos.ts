@@ -135,6 +135,13 @@ export function wordsCopy(dst: Uint32Array, di: number, src: Uint32Array, si: nu
   dst[di + 4] = src[si + 4]!;
 }
 
+/** A fresh copy of the position at w[i..] (allocates: not for hot paths). */
+export function wordsClone(w: Uint32Array, i = 0): Uint32Array {
+  const c = new Uint32Array(BPOS_WORDS);
+  wordsCopy(c, 0, w, i);
+  return c;
+}
+
 export function wordsIsMax(w: Uint32Array, i = 0): boolean {
   return w[i] === U32_MAX && w[i + 1] === U32_MAX && w[i + 2] === U32_MAX && w[i + 3] === U32_MAX && w[i + 4] === U32_MAX;
 }

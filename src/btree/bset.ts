@@ -1090,6 +1090,20 @@ export class NodeKeys {
   modSeq = 0;
 
   /**
+   * u64s inserting k may take from the room left (the commit's space check,
+   * deciding as insertKey does): a deletion needs room for a whiteout only
+   * when a read-only set holds a live key at its position (otherwise it takes
+   * nothing, or gives room back); any other key at most its packed size.
+   * Searches the node for deletions only.
+   */
+  insertU64s(k: BkeyI): number {
+    if (k.type !== KEY_TYPE.deleted) return this.keyU64sPacked(k);
+    this.prepareSearch(k.p, 0);
+    const older = this.findOlder(k.p, 0);
+    return older >= 0 && !this.keyIsWhiteout(older) ? this.keyU64sPacked(k) : 0;
+  }
+
+  /**
    * Insert k into the writable set (bcachefs bch2_bset_insert + the needs
    * whiteout logic of bch2_btree_bset_insert_key). Replaces a key at the same
    * position in the writable set; a deletion leaves a whiteout only if a
@@ -1185,9 +1199,11 @@ export class NodeKeys {
    * node) into dst, a fresh node (initEmpty) whose range holds them,
    * repacking into dst's format. Returns the number of keys copied, or -1 if
    * dst ran out of space (dst is then partly filled: discard it).
+   * append: dst may hold keys already, all sorting before these (a merge
+   * copies the left sibling, then the right one).
    */
-  sortInto(dst: NodeKeys, from?: Uint32Array, to?: Uint32Array): number {
-    if (dst.hasWritable() && dst.aux32[(dst.nsets - 1) * M.ROW + M.END] !== dst.aux32[(dst.nsets - 1) * M.ROW + M.START]) throw new Error('sortInto: destination is not empty');
+  sortInto(dst: NodeKeys, from?: Uint32Array, to?: Uint32Array, append = false): number {
+    if (!append && dst.hasWritable() && dst.aux32[(dst.nsets - 1) * M.ROW + M.END] !== dst.aux32[(dst.nsets - 1) * M.ROW + M.START]) throw new Error('sortInto: destination is not empty');
     const it = new NodeIter();
     if (from) it.init(this, from, 0);
     else it.initStart(this);
@@ -1217,8 +1233,21 @@ export class NodeKeys {
    * all, widened to reach `extra` fields (e.g. versionMax: the journal seq
    * new keys will carry, so later inserts stay packed).
    */
-  computeFormat(from?: Uint32Array, to?: Uint32Array, extra: { versionMax?: number; sizeMax?: number; positions?: Uint32Array[] } = {}): BkeyFormat {
+  computeFormat(from?: Uint32Array, to?: Uint32Array, extra: FormatExtra = {}): BkeyFormat {
     const st = new BkeyFormatState();
+    this.formatAddLive(st, from, to);
+    return formatStateDone(st, extra);
+  }
+
+  /** computeFormat for the live keys of several nodes together (a merge of siblings). */
+  static computeFormatOf(srcs: readonly NodeKeys[], extra: FormatExtra = {}): BkeyFormat {
+    const st = new BkeyFormatState();
+    for (const src of srcs) src.formatAddLive(st);
+    return formatStateDone(st, extra);
+  }
+
+  /** Add the live keys in [from, to] (default: all) to a format being computed. */
+  private formatAddLive(st: BkeyFormatState, from?: Uint32Array, to?: Uint32Array): void {
     const it = new NodeIter();
     if (from) it.init(this, from, 0);
     else it.initStart(this);
@@ -1229,10 +1258,6 @@ export class NodeKeys {
       this.keyPosTo(h, p, 0);
       st.addKey(p, 0, this.keySize(h), this.keyVersion(h));
     }
-    if (extra.versionMax !== undefined) st.addNumber(F_VERSION, extra.versionMax);
-    if (extra.sizeMax !== undefined) st.addNumber(F_SIZE, extra.sizeMax);
-    for (const q of extra.positions ?? []) st.addPos(q, 0);
-    return st.done();
   }
 
   /**
@@ -1623,6 +1648,20 @@ export class NodeKeys {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** What a new node's format must reach beyond the keys it starts with (computeFormat). */
+export interface FormatExtra {
+  versionMax?: number;
+  sizeMax?: number;
+  positions?: Uint32Array[];
+}
+
+function formatStateDone(st: BkeyFormatState, extra: FormatExtra): BkeyFormat {
+  if (extra.versionMax !== undefined) st.addNumber(F_VERSION, extra.versionMax);
+  if (extra.sizeMax !== undefined) st.addNumber(F_SIZE, extra.sizeMax);
+  for (const q of extra.positions ?? []) st.addPos(q, 0);
+  return st.done();
+}
 
 /* ---------------------------------------------------------------------------
  * Node iterator (bcachefs btree_node_iter): merges the sets in key order; at

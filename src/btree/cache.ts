@@ -138,7 +138,7 @@ import { SixLock, SixLockCounters, SixLockType } from '../util/six.js';
 import { BPOS_WORDS, wordsCmp, wordsToText } from './bpos.js';
 import { NodeKeys } from './bset.js';
 import { LockOwnerBase, countRestart, nodeDowngrade, nodeLock, nodeLockWrite, nodeRelock, nodeTryLock, nodeUnlock, type LockOwner } from './locking.js';
-import { Node, NodeFlag, NodeList, flagsToText, type NodeListName } from './node.js';
+import { Node, NodeFlag, NodeList, SIB_U64S_NONE, flagsToText, type NodeListName } from './node.js';
 import { nodeReadValidate, type NodeReadExpect } from './node-io.js';
 import { BTREE_MAX_DEPTH } from './path.js';
 import { LOCK_READ, type BtreePtr, type CacheTrans, type LockType } from './types.js';
@@ -569,6 +569,8 @@ export class BtreeCache {
     if (seq === 0) throw new Error('btree cache: node seq 0 cannot be hashed');
     if (this.table.has(seq)) return false;
     b.hashVal = seq;
+    // a node new to the hash (read, or built by an interior update): its merge estimates are unknown
+    b.sibU64s.fill(0);
     this.table.set(seq, b);
     if (b.list !== 'none') this.listOf(b.list).remove(b);
     this.live.addTail(b);
@@ -1615,8 +1617,7 @@ export class BtreeCache {
   /**
    * bch2_btree_node_to_text: level, key range, pointer, flags, then the key
    * storage's fields (format, bytes written and used, packed / unpacked
-   * counts). Sibling sizes are printed when the engine keeps them on the
-   * node (a `sibU64s` pair, set by its merge checks).
+   * counts), and the merge estimates (sibU64s: previous, next; set by merge checks).
    */
   nodeToText(b: Node, out: Printbuf = new Printbuf()): string {
     const k = b.keys;
@@ -1627,8 +1628,7 @@ export class BtreeCache {
       o.field('flags', flagsToText(b.flags));
       if (!hasData) return;
       o.field('bytes used', `${k.liveU64s * 8}/${this.nodeSizeBytes} (${Math.floor((k.liveU64s * 800) / this.nodeSizeBytes)}% full)`);
-      const sib = (b as Node & { sibU64s?: ArrayLike<number> }).sibU64s;
-      if (sib !== undefined) o.field('sib u64s', `${sib[0]}, ${sib[1]}`);
+      o.field('sib u64s', [...b.sibU64s].map((v) => (v === SIB_U64S_NONE ? 'none' : String(v))).join(', '));
       o.field('nr packed keys', k.packedKeys);
       o.field('nr unpacked keys', k.unpackedKeys);
       k.toTextFields(o);

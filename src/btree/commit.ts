@@ -8,21 +8,28 @@
  *     Reading here goes through the transaction's paths like any read.
  *  2. Sort the keys by (btree, pos); one intent-locked leaf path per leaf.
  *  3. If a leaf lacks room: split or rewrite it (interior.ts), then restart.
+ *     Room is counted as insertKey takes it: a deletion needs a whiteout only
+ *     over a live key a written (read-only) set holds.
  *  4. Write locks on the leaves in sorted order: trylock; on contention drop
  *     the write locks taken, wait for that leaf's readers without holding any
  *     write lock, retry (so write locks never wait while held).
  *  5. Re-validate: every path that returned a key must still be locked.
  *  6. Journal reservation (never waited for under a write lock).
  *  7. Apply (synchronous): insert into leaves, mark dirty, pin the journal
- *     entry, copy the keys into the reservation; unlock.
- * The caller awaits the entry's durability before transact() resolves.
+ *     entry, copy the keys into the reservation; move each leaf's merge
+ *     estimates (sibU64s) by its change of live u64s; unlock.
+ * The caller awaits the entry's durability before transact() resolves, then
+ * queues the merge checks the commit asked for: a leaf its deletions left
+ * empty, or underfull with a sibling estimate that may fit
+ * (Interior.nodeWantsMerge; bcachefs runs bch2_foreground_maybe_merge for
+ * every leaf a commit shrank).
  */
 
 import { ERR, SixtreeError } from '../errors.js';
 import { countRestart, nodeLockWrite, nodeTryLockWrite, nodeUnlockWrite } from './locking.js';
 import { KEY_TYPE, type BkeyI } from './bkey.js';
-import { BPOS_WORDS, wordsCmp, wordsCopy } from './bpos.js';
-import type { Node } from './node.js';
+import { BPOS_WORDS, wordsClone, wordsCmp, wordsCopy } from './bpos.js';
+import { nodeSibU64sAdd, type Node } from './node.js';
 import {
   extentMinus,
   extentOfKey,
@@ -37,6 +44,7 @@ import { btreePeek } from './iter.js';
 import { UPTODATE, type BtreePath } from './path.js';
 import type { BtreeTrans } from './trans.js';
 import type { JournalRes } from '../journal/journal.js';
+import type { MergeCheckPos } from './interior.js';
 
 export interface Update {
   btreeId: number;
@@ -117,8 +125,8 @@ export interface CommitResult {
   ret: number;
   /** Journal seq to wait for (0: nothing written). */
   seq: number;
-  /** Leaves that may want a merge now (deletions). */
-  shrunk: Node[];
+  /** Merge checks for the leaves the commit's deletions left empty or underfull (their positions at commit). */
+  shrunk: MergeCheckPos[];
 }
 
 /**
@@ -194,7 +202,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     for (const u of updates) {
       const n = u.path!.l[u.level]!.node!;
       if (!need.has(n)) leaves.push(n);
-      need.set(n, (need.get(n) ?? 0) + n.keys.keyU64sPacked(u.key));
+      need.set(n, (need.get(n) ?? 0) + n.keys.insertU64s(u.key));
     }
     for (const n of leaves) {
       if (need.get(n)! > n.keys.u64sRemaining()) {
@@ -223,12 +231,18 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     }
 
     // the space check ran before the write locks: a writeback may have sealed
-    // a leaf's bset since (less room). Check again now that nothing can change.
+    // a leaf's bset since (less room, and deleting the keys it held now takes
+    // whiteouts). Check again now that nothing can change.
     let roomLost = false;
     for (const n of leaves) {
       engine.nodeCompactPending(n);
-      if (need.get(n)! > n.keys.u64sRemaining()) roomLost = true;
+      need.set(n, 0);
     }
+    for (const u of updates) {
+      const n = u.path!.l[u.level]!.node!;
+      need.set(n, need.get(n)! + n.keys.insertU64s(u.key));
+    }
+    for (const n of leaves) if (need.get(n)! > n.keys.u64sRemaining()) roomLost = true;
     if (roomLost) {
       for (const n of leaves) nodeUnlockWrite(trans, n.lock);
       engine.counters.commitRoomLost++;
@@ -284,7 +298,8 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     }
     // a post-write merge left pending (the writer could not lock) happens now, under our write locks
     for (const n of leaves) engine.nodeCompactPending(n);
-    const shrunk: Node[] = [];
+    const liveBefore = leaves.map((n) => n.keys.liveU64s);
+    const deletedFrom = new Set<Node>();
     for (const u of updates) {
       const n = u.path!.l[u.level]!.node!;
       if (!n.keys.insertKey(u.key)) {
@@ -294,7 +309,16 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
         throw new SixtreeError('ERR_TOPOLOGY', `internal: key did not fit in btree ${engine.btrees[u.btreeId]!.name} level ${u.level} after the space check`);
       }
       engine.nodeDirtied(n, seq);
-      if (u.key.type === KEY_TYPE.deleted && !shrunk.includes(n)) shrunk.push(n);
+      if (u.key.type === KEY_TYPE.deleted) deletedFrom.add(n);
+    }
+    const shrunk: MergeCheckPos[] = [];
+    for (let i = 0; i < leaves.length; i++) {
+      const n = leaves[i]!;
+      const delta = n.keys.liveU64s - liveBefore[i]!;
+      if (delta !== 0) nodeSibU64sAdd(n, delta);
+      if ((delta < 0 || deletedFrom.has(n)) && engine.interior.nodeWantsMerge(n)) {
+        shrunk.push({ btreeId: n.btreeId, level: n.level, pos: wordsClone(n.keys.minKey) });
+      }
     }
     if (res) engine.journalRelease(res);
     for (const n of leaves) {

@@ -31,21 +31,54 @@
  *   The per-btree interior lock only serialises the in-memory part.
  *   Recovery replays pointer keys (higher levels first) before leaf keys, so a
  *   crash anywhere leaves a tree that reaches only written nodes.
+ *
+ * Split or rewrite (splitForInsert): split when the keys the node keeps once
+ * the commit's keys are applied (its deletions take keys out) pass 3/4 of a
+ * node and the commit adds keys, or when a compacted copy could not take what
+ * the commit adds; else rewrite (compact) into a new bucket. A commit that
+ * only deletes never splits: halves of a shrinking node would only have to
+ * merge again.
+ *
+ * Merges (bcachefs __bch2_foreground_maybe_merge), the shrinking half:
+ *   - who asks: a commit whose deletions left a leaf empty, or under the
+ *     threshold (1/3 node) with a sibling estimate (Node.sibU64s) that may
+ *     fit; every merge for the merged node, its parent (one child less) and,
+ *     above the leaves, the children that met at the seam; an only child for
+ *     its parent; a root collapse for the new root. The engine queues these
+ *     checks (engine.queueMerge) and runs them one at a time, each in its own
+ *     internal transaction (engine.runMerges).
+ *   - the check: the node at (level, pos) and both siblings under the same
+ *     parent (previous and next); the smaller one that fits merges: together
+ *     under the threshold minus the hysteresis (1/3 - 1/8 node), or, with a
+ *     degenerate node (nodeDegenerate: a leaf without keys, an interior node
+ *     with one child), under the split threshold; a leaf without keys merges
+ *     whenever the result fits at all. Interior levels merge the same way.
+ *     The sizes seen become both nodes' estimates.
+ *   - the update: one new node with both siblings' live keys (a format fitted
+ *     to both), a whiteout for the left pointer and the new pointer in the
+ *     parent, both old nodes out; a parent without room is compacted (or
+ *     split) first and the check runs again.
+ *   - a root above the leaves with one child collapses: the child becomes
+ *     the root (then is checked the same way).
+ * Deleting every key so ends with the tree as one leaf and every other
+ * bucket free (test/btree/shrink.test.ts, bench/fill-delete.ts).
  */
 
 import { ERR } from '../errors.js';
 import { Printbuf } from '../util/printbuf.js';
 import { countRestart, nodeLockWrite, nodeUnlockWrite } from './locking.js';
-import { bkeyWhiteout, type BkeyI } from './bkey.js';
+import { KEY_TYPE, bkeyWhiteout, type BkeyI } from './bkey.js';
 import { NodeIter } from './bset.js';
-import { BPOS_WORDS, wordsCmp, wordsCopy, wordsIsMax, wordsIsMin, wordsPredecessor, wordsSuccessor } from './bpos.js';
-import { NodeFlag, type Node } from './node.js';
+import { BPOS_WORDS, wordsClone, wordsCmp, wordsCopy, wordsPredecessor, wordsSuccessor } from './bpos.js';
+import { NodeFlag, SIB_NEXT, SIB_PREV, SIB_U64S_NONE, nodeSibU64sAdd, type Node } from './node.js';
+import { BTREE_MAX_DEPTH } from './path.js';
 import { type BtreePath, UPTODATE } from './path.js';
 import type { BtreeTrans } from './trans.js';
 import type { Engine } from '../engine.js';
 import type { JournalPin } from '../journal/reclaim.js';
 import { JournalPreres } from '../journal/journal.js';
 import { jsetEntryBytes } from '../format/journal-format.js';
+import { BSET_HDR_BYTES, NODE_HDR_BYTES } from '../format/btree-node.js';
 
 /** Split when live keys pass this fraction of the node (else compact into a new bucket). */
 export const SPLIT_THRESHOLD_NUM = 3;
@@ -58,6 +91,12 @@ export const MERGE_HYSTERESIS_DEN = 8;
 
 /** rewriteNode: rounds (each may split one ancestor instead) before giving up on a node. */
 const BTREE_MAX_DEPTH_REWRITE = 8;
+/** A merge check: the node at (btree, level) holding pos (engine.queueMerge). */
+export interface MergeCheckPos {
+  btreeId: number;
+  level: number;
+  pos: Uint32Array;
+}
 
 /** An async mutex with FIFO hand-off: the per-btree interior update lock. */
 export class InteriorLock {
@@ -152,7 +191,36 @@ export class Interior {
   private readonly chain: Promise<void>[];
   /** Updates whose completion is under way, oldest first. */
   readonly pending: BtreeUpdate[] = [];
-  readonly counters = { splits: 0, rewrites: 0, merges: 0, newRoots: 0, collapses: 0, updatesFailed: 0, preresWaits: 0, groupsClosedForLock: 0 };
+  readonly counters = {
+    splits: 0,
+    rewrites: 0,
+    merges: 0,
+    newRoots: 0,
+    collapses: 0,
+    updatesFailed: 0,
+    preresWaits: 0,
+    groupsClosedForLock: 0,
+    /** Merge checks run (engine.runMerges; restarts not counted again): each ends merged or in one of the outcomes below. */
+    mergeChecks: 0,
+    /** The node was neither under the threshold nor degenerate. */
+    mergeSkipNotUnderfull: 0,
+    /** No sibling fit (sizes, or a degenerate node beside one too full). */
+    mergeSkipSiblingTooBig: 0,
+    /** An only child (no sibling under its parent): its parent was checked instead. */
+    mergeSkipOnlyChild: 0,
+    /** The level checked is no longer in the tree (a root collapsed since). */
+    mergeSkipGone: 0,
+    /** The merged keys did not fit in one node once repacked. */
+    mergeSkipNoFit: 0,
+    /** Interior updates failed earlier (device error): no merges. */
+    mergeSkipFailed: 0,
+    /** A root check found more than one child (or a leaf root). */
+    mergeSkipRootOk: 0,
+    /** Parents compacted (or split) to take a merge's pointer, the merge then run again. */
+    mergeParentRewrites: 0,
+  };
+  /** Merges by the level of the merged nodes (stats: mergesLevel<l>). */
+  readonly mergesByLevel: number[] = new Array<number>(BTREE_MAX_DEPTH).fill(0);
   /** Set when an update could not complete (device error): further updates refuse. */
   failed: Error | null = null;
 
@@ -238,9 +306,28 @@ export class Interior {
       const isRoot = this.engine.roots[path.btreeId]!.node === n;
       if (!isRoot && !parent) throw new Error('interior: non-root node without parent on path');
 
-      const live = n.keys.liveU64s;
+      // what the commit adds (its deletions add nothing to a compacted copy:
+      // the keys they delete are unwritten there), and what the node keeps
       const nodeU64s = this.engine.nodeSizeBytes / 8;
-      const split = (live + u64s) * SPLIT_THRESHOLD_DEN > nodeU64s * SPLIT_THRESHOLD_NUM;
+      let added = u64s;
+      if (incoming.length) {
+        added = 0;
+        for (const k of incoming) if (k.type !== KEY_TYPE.deleted) added += n.keys.keyU64sPacked(k);
+      }
+      const liveAfter = incoming.length ? liveU64sAfter(n, incoming) : n.keys.liveU64s + u64s;
+      // a compacted copy has this much room (and gains some over n only if n has written or dead keys)
+      const rewriteRoom = this.nodeU64sFresh - n.keys.liveU64s;
+      const rewriteHelps = rewriteRoom > n.keys.u64sRemaining();
+      let split = (added > 0 && liveAfter * SPLIT_THRESHOLD_DEN > nodeU64s * SPLIT_THRESHOLD_NUM) || added > rewriteRoom || !rewriteHelps;
+      // a forced rewrite (blacklist gc) wants a new bucket, room or not: split only a node past the threshold
+      if (force) split = liveAfter * SPLIT_THRESHOLD_DEN > nodeU64s * SPLIT_THRESHOLD_NUM;
+      // (n cannot change while we hold its intent lock: a relock after any
+      // unlock below fails if it did)
+      const pivot = split ? splitPivot(n, incoming) : null;
+      if (split && !pivot) {
+        if (!rewriteHelps || added > rewriteRoom) throw this.engine.topologyError(n, 'cannot split: no key to split at (a single update larger than a node?)');
+        split = false;
+      }
 
       // the parent needs room for one more pointer (split) or a replaced one
       if (!isRoot && parent!.keys.u64sRemaining() < 2 * this.engine.ptrKeyU64s) {
@@ -302,14 +389,6 @@ export class Interior {
         return countRestart(ERR.transaction_restart_split_race);
       }
       // fill the new nodes from n
-      const pivot = split ? splitPivot(n, incoming) : null;
-      if (split && !pivot) {
-        if (parent) nodeUnlockWrite(trans, parent.lock);
-        nodeUnlockWrite(trans, n.lock);
-        for (const m of news) this.engine.nodeFreeNew(trans, m);
-        if (newRoot) this.engine.nodeFreeNew(trans, newRoot);
-        throw this.engine.topologyError(n, 'cannot split: no key to split at (a single update larger than a node?)');
-      }
       if (pivot) {
         const right = new Uint32Array(BPOS_WORDS);
         wordsCopy(right, 0, pivot, 0);
@@ -333,11 +412,13 @@ export class Interior {
       } else {
         upd.parent = parent;
         upd.parentLevel = level + 1;
+        const parentLive = parent!.keys.liveU64s;
         for (const m of news) {
           const k = this.engine.ptrKeyFor(m);
           upd.parentKeys.push(k);
           this.engine.nodeInsertKeyInMemory(parent!, k);
         }
+        nodeSibU64sAdd(parent!, parent!.keys.liveU64s - parentLive);
         blockWrites(parent!);
         this.engine.nodeDirtied(parent!, 0);
       }
@@ -397,146 +478,279 @@ export class Interior {
     void trans;
   }
 
-  /**
-   * Foreground merge (bcachefs btree_foreground_maybe_merge): if node n (level
-   * `level`, reached at pos) and a sibling fit together under the threshold,
-   * replace both by one new node. Best effort: returns 0 or a restart code.
-   */
-  async maybeMerge(trans: BtreeTrans, btreeId: number, level: number, pos: Uint32Array): Promise<number> {
-    if (this.failed) return 0;
-    const nodeU64s = this.engine.nodeSizeBytes / 8;
-    const threshold = (nodeU64s * MERGE_THRESHOLD_NUM) / MERGE_THRESHOLD_DEN;
-    let ret = await this.lockInterior(trans, btreeId);
-    if (ret) return ret;
-    try {
-      const path = trans.pathNew(btreeId, pos, 0, level, level + 2);
-      ret = await trans.traverse(path);
-      if (ret) return ret;
-      const n = path.l[level]!.node!;
-      const parent = path.l[level + 1]?.node ?? null;
-      if (!parent) return this.maybeCollapseRoot(trans, btreeId);
-      if (n.keys.liveU64s >= threshold) return 0;
-      // sibling: next if n is not the parent's last child, else prev
-      const sibPos = new Uint32Array(BPOS_WORDS);
-      let right: boolean;
-      if (!wordsIsMax(n.keys.maxKey, 0) && wordsCmp(n.keys.maxKey, 0, parent.keys.maxKey, 0) < 0) {
-        wordsCopy(sibPos, 0, n.keys.maxKey, 0);
-        wordsSuccessor(sibPos, 0);
-        right = true;
-      } else if (!wordsIsMin(n.keys.minKey, 0) && wordsCmp(n.keys.minKey, 0, parent.keys.minKey, 0) > 0) {
-        wordsCopy(sibPos, 0, n.keys.minKey, 0);
-        wordsPredecessor(sibPos, 0);
-        right = false;
-      } else return this.maybeCollapseRoot(trans, btreeId);
-      const sibPath = trans.pathNew(btreeId, sibPos, 0, level, level + 1);
-      ret = await trans.traverse(sibPath);
-      if (ret) return ret;
-      ret = trans.relock();
-      if (ret) return ret;
-      const sib = sibPath.l[level]!.node!;
-      if (path.l[level]!.node !== n || path.l[level + 1]!.node !== parent || sibPath.l[level + 1]!.node !== parent) return 0;
-      if (n.keys.liveU64s + sib.keys.liveU64s > threshold - nodeU64s / MERGE_HYSTERESIS_DEN) return 0;
-      const left = right ? n : sib;
-      const rightNode = right ? sib : n;
-      // the parent takes a whiteout and a pointer; a merge is best effort: skip it when the parent is full
-      const wo0 = bkeyWhiteout(copyWords(left.keys.maxKey));
-      if (parent.keys.u64sRemaining() < parent.keys.keyU64sPacked(wo0) + 2 * this.engine.ptrKeyU64s) return 0;
-      ret = await this.preresForUpdate(trans, btreeId);
-      if (ret) return ret;
-
-      const m = await this.engine.nodeAllocNew(trans, btreeId, level);
-      // allocation may have waited (and dropped our locks): everything must still hold
-      ret = trans.relock();
-      if (ret || n.hashVal === 0 || sib.hashVal === 0 || path.uptodate !== UPTODATE || sibPath.uptodate !== UPTODATE) {
-        this.engine.nodeFreeNew(trans, m);
-        return ret || countRestart(ERR.transaction_restart_relock_path_intent);
-      }
-      for (const x of [left, rightNode, parent]) {
-        ret = await nodeLockWrite(trans, x.lock);
-        if (ret) {
-          for (const y of [left, rightNode, parent]) {
-            if (y === x) break;
-            nodeUnlockWrite(trans, y.lock);
-          }
-          this.engine.nodeFreeNew(trans, m);
-          return ret;
-        }
-      }
-      // room re-checked under the write lock (a completed write may have sealed the writable set)
-      if (parent.keys.u64sRemaining() < parent.keys.keyU64sPacked(wo0) + 2 * this.engine.ptrKeyU64s) {
-        for (const y of [parent, rightNode, left]) nodeUnlockWrite(trans, y.lock);
-        this.engine.nodeFreeNew(trans, m);
-        return 0;
-      }
-      try {
-        this.engine.nodeBuildFrom2(trans, m, left, rightNode);
-      } catch (e) {
-        for (const y of [parent, rightNode, left]) nodeUnlockWrite(trans, y.lock);
-        this.engine.nodeFreeNew(trans, m);
-        throw e;
-      }
-      // ---- synchronous ----
-      const upd = new BtreeUpdate(btreeId, 'merge');
-      upd.newNodes.push(m);
-      upd.oldNodes.push(left, rightNode);
-      upd.parent = parent;
-      upd.parentLevel = level + 1;
-      const wo = bkeyWhiteout(copyWords(left.keys.maxKey));
-      const pk = this.engine.ptrKeyFor(m);
-      upd.parentKeys.push(wo, pk);
-      this.engine.nodeInsertKeyInMemory(parent, wo);
-      this.engine.nodeInsertKeyInMemory(parent, pk);
-      blockWrites(parent);
-      this.engine.nodeDirtied(parent, 0);
-      const leftHash = left.hashVal;
-      const rightHash = rightNode.hashVal;
-      this.swapOut(trans, upd, left);
-      this.swapOut(trans, upd, rightNode);
-      nodeUnlockWrite(trans, parent.lock);
-      trans.nodeModified(parent);
-      nodeUnlockWrite(trans, rightNode.lock);
-      nodeUnlockWrite(trans, left.lock);
-      trans.nodeReplaced(left, [m], leftHash);
-      trans.nodeReplaced(rightNode, [m], rightHash);
-      this.engine.nodeFreeOld(left);
-      this.engine.nodeFreeOld(rightNode);
-      this.counters.merges++;
-      this.complete(trans, upd);
-      // the parent lost a child: it may be underfull now, or a root with one child
-      this.engine.queueMerge(btreeId, level + 1, parent.keys.minKey);
-      return 0;
-    } finally {
-      // the interior lock stays with the transact() call (TxCtx.finish releases it)
-    }
+  /** u64s of keys a fresh node holds (header and one bset header taken off). */
+  get nodeU64sFresh(): number {
+    return (this.engine.nodeSizeBytes - NODE_HDR_BYTES - BSET_HDR_BYTES) >>> 3;
   }
 
+  /** Live u64s under which a node looks for a sibling to merge with (bcachefs btree_foreground_merge_threshold). */
+  get mergeThresholdU64s(): number {
+    return ((this.engine.nodeSizeBytes / 8) * MERGE_THRESHOLD_NUM) / MERGE_THRESHOLD_DEN;
+  }
 
-  /** A root above level 0 with one child: the child becomes the root. Called with the interior lock held. */
-  private async maybeCollapseRoot(trans: BtreeTrans, btreeId: number): Promise<number> {
-    const root = this.engine.roots[btreeId]!.node!;
-    if (root.level === 0 || root.keys.nrKeys !== 1) return 0;
-    const path = trans.pathNew(btreeId, root.keys.minKey, 0, root.level - 1, root.level + 1);
+  /** Two siblings merge when together they stay under this: the threshold minus the hysteresis. */
+  get mergeMaxU64s(): number {
+    return this.mergeThresholdU64s - this.engine.nodeSizeBytes / 8 / MERGE_HYSTERESIS_DEN;
+  }
+
+  /** With a degenerate node (an interior node with one child) they merge while the result would not split. */
+  get mergeDegenerateMaxU64s(): number {
+    return ((this.engine.nodeSizeBytes / 8) * SPLIT_THRESHOLD_NUM) / SPLIT_THRESHOLD_DEN;
+  }
+
+  /**
+   * Should n, just shrunk by a commit (under its write lock), be checked for
+   * a merge? Never the root; always when degenerate; when under the threshold, if a side's
+   * estimate may fit (bcachefs bch2_foreground_maybe_merge_sibling looks at
+   * b->sib_u64s first, so most deletions cost no check).
+   */
+  nodeWantsMerge(n: Node): boolean {
+    if (this.engine.roots[n.btreeId]!.node === n) return false;
+    if (nodeDegenerate(n)) return true;
+    if (n.keys.liveU64s >= this.mergeThresholdU64s) return false;
+    const max = this.mergeMaxU64s;
+    return n.sibU64s[SIB_PREV]! <= max || n.sibU64s[SIB_NEXT]! <= max;
+  }
+
+  /**
+   * Foreground merge (bcachefs __bch2_foreground_maybe_merge, for the previous
+   * and the next sibling): the node at `level` holding pos merges with the
+   * smaller of its siblings under the same parent that fits (see the notes at
+   * the top: under the threshold minus the hysteresis; degenerate nodes
+   * further). A root, or a check for the root's level, is a collapse check.
+   *
+   * Nothing is left for good:
+   *   - a parent without room for the new pointer is compacted (or split)
+   *     first, then the check runs again;
+   *   - an only child has no sibling under its parent: the parent (one
+   *     child: degenerate) is checked instead; merging it gives the child
+   *     siblings (the children at the seam are checked again);
+   *   - siblings too big: both estimates record the size; the next deletion
+   *     that brings one under asks again.
+   * Looks without the interior lock and takes it only to merge. Returns 0
+   * (merged, or nothing to do: counted by reason) or a restart code.
+   */
+  async maybeMerge(trans: BtreeTrans, btreeId: number, level: number, pos: Uint32Array): Promise<number> {
+    const engine = this.engine;
+    const c = this.counters;
+    if (this.failed) {
+      c.mergeSkipFailed++;
+      return 0;
+    }
+    const rootLevel = engine.roots[btreeId]!.node!.level;
+    if (level > rootLevel) {
+      c.mergeSkipGone++;
+      return 0;
+    }
+    if (level === rootLevel) return this.maybeCollapseRoot(trans, btreeId);
+    const path = trans.pathNew(btreeId, pos, 0, level, level + 2);
     let ret = await trans.traverse(path);
+    if (ret) {
+      // the tree lost levels while we waited (a path deeper than the tree)
+      if (ret === ERR.node_read_error && level >= engine.roots[btreeId]!.node!.level) return this.maybeMerge(trans, btreeId, level, pos);
+      return ret;
+    }
+    const n = path.l[level]!.node!;
+    const parent = path.l[level + 1]?.node ?? null;
+    if (!parent) return this.maybeCollapseRoot(trans, btreeId);
+
+    // the siblings under the same parent: the parent's range says which exist
+    const hasSib = [wordsCmp(n.keys.minKey, 0, parent.keys.minKey, 0) > 0, wordsCmp(n.keys.maxKey, 0, parent.keys.maxKey, 0) < 0];
+    for (const side of [SIB_PREV, SIB_NEXT]) {
+      if (!hasSib[side]) n.sibU64s[side] = SIB_U64S_NONE;
+      else if (n.sibU64s[side] === SIB_U64S_NONE) n.sibU64s[side] = 0; // the parent changed since: unknown
+    }
+    const degenerate = nodeDegenerate(n);
+    if (!degenerate && n.keys.liveU64s >= this.mergeThresholdU64s) {
+      c.mergeSkipNotUnderfull++;
+      return 0;
+    }
+    if (!hasSib[SIB_PREV] && !hasSib[SIB_NEXT]) {
+      c.mergeSkipOnlyChild++;
+      engine.queueMerge(btreeId, level + 1, parent.keys.minKey);
+      return 0;
+    }
+    const sibPaths: Array<BtreePath | null> = [null, null];
+    for (const side of [SIB_PREV, SIB_NEXT]) {
+      if (!hasSib[side]) continue;
+      const p = side === SIB_PREV ? wordsClone(n.keys.minKey) : wordsClone(n.keys.maxKey);
+      if (side === SIB_PREV) wordsPredecessor(p, 0);
+      else wordsSuccessor(p, 0);
+      const sp = trans.pathNew(btreeId, p, 0, level, level + 1);
+      ret = await trans.traverse(sp);
+      if (ret) return ret;
+      sibPaths[side] = sp;
+    }
+    // the traversals may have dropped our locks for I/O
+    ret = trans.relock();
     if (ret) return ret;
+    if (path.uptodate !== UPTODATE || path.l[level]!.node !== n || path.l[level + 1]!.node !== parent) return countRestart(ERR.transaction_restart_relock_path_intent);
+
+    let sib: Node | null = null;
+    let sibPath: BtreePath | null = null;
+    let best = Infinity;
+    for (const side of [SIB_PREV, SIB_NEXT]) {
+      const sp = sibPaths[side];
+      if (!sp) continue;
+      if (sp.uptodate !== UPTODATE) return countRestart(ERR.transaction_restart_relock_path_intent);
+      const s = sp.l[level]!.node!;
+      if (sp.l[level + 1]!.node !== parent) return countRestart(ERR.transaction_restart_relock_path_intent);
+      const u64s = n.keys.liveU64s + s.keys.liveU64s;
+      const withDegenerate = degenerate || nodeDegenerate(s);
+      const empty = (n.level === 0 && n.keys.nrKeys === 0) || (s.level === 0 && s.keys.nrKeys === 0);
+      // the estimates of both: beside a degenerate node 0 ("check on the next
+      // deletion"), since it merges further than the estimate says
+      n.sibU64s[side] = s.sibU64s[1 - side] = withDegenerate ? 0 : Math.min(u64s, SIB_U64S_NONE - 1);
+      const ok = u64s <= this.mergeMaxU64s || (withDegenerate && u64s <= this.mergeDegenerateMaxU64s) || (empty && u64s <= this.nodeU64sFresh);
+      if (ok && u64s < best) {
+        sib = s;
+        sibPath = sp;
+        best = u64s;
+      }
+    }
+    if (!sib || !sibPath) {
+      c.mergeSkipSiblingTooBig++;
+      return 0;
+    }
+
+    // merging: the interior lock (waiting for it drops our locks: relocked, or a restart)
+    ret = await this.lockInterior(trans, btreeId);
+    if (ret) return ret;
+    if (path.uptodate !== UPTODATE || sibPath.uptodate !== UPTODATE || n.hashVal === 0 || sib.hashVal === 0) return countRestart(ERR.transaction_restart_relock_path_intent);
+    const right = wordsCmp(sib.keys.minKey, 0, n.keys.maxKey, 0) > 0;
+    const left = right ? n : sib;
+    const rightNode = right ? sib : n;
+    const seam = wordsClone(left.keys.maxKey);
+    // the parent takes a whiteout (the left pointer goes) and a new pointer at the right one's position
+    const parentNeedU64s = parent.keys.keyU64sPacked(bkeyWhiteout(seam)) + 2 * engine.ptrKeyU64s;
+    if (parent.keys.u64sRemaining() < parentNeedU64s) {
+      c.mergeParentRewrites++;
+      ret = await this.splitForInsert(trans, path, level + 1, parentNeedU64s);
+      return ret || countRestart(ERR.transaction_restart_split_race);
+    }
+    ret = await this.preresForUpdate(trans, btreeId);
+    if (ret) return ret;
+
+    const m = await engine.nodeAllocNew(trans, btreeId, level);
+    // allocation may have waited (and dropped our locks): everything must still hold
+    ret = trans.relock();
+    if (ret || n.hashVal === 0 || sib.hashVal === 0 || path.uptodate !== UPTODATE || sibPath.uptodate !== UPTODATE) {
+      engine.nodeFreeNew(trans, m);
+      return ret || countRestart(ERR.transaction_restart_relock_path_intent);
+    }
+    const locked = [left, rightNode, parent];
+    for (let i = 0; i < locked.length; i++) {
+      ret = await nodeLockWrite(trans, locked[i]!.lock);
+      if (ret) {
+        for (let j = i - 1; j >= 0; j--) nodeUnlockWrite(trans, locked[j]!.lock);
+        engine.nodeFreeNew(trans, m);
+        return ret;
+      }
+    }
+    // room re-checked under the write lock (a completed write may have sealed
+    // the parent's writable set): the next attempt compacts the parent first
+    if (parent.keys.u64sRemaining() < parentNeedU64s) {
+      for (const y of [parent, rightNode, left]) nodeUnlockWrite(trans, y.lock);
+      engine.nodeFreeNew(trans, m);
+      return countRestart(ERR.transaction_restart_split_race);
+    }
+    // a post-write merge left pending happens now (we hold the write locks)
+    engine.nodeCompactPending(left);
+    engine.nodeCompactPending(rightNode);
+    if (!engine.nodeBuildMerged(trans, m, left, rightNode)) {
+      for (const y of [parent, rightNode, left]) nodeUnlockWrite(trans, y.lock);
+      engine.nodeFreeNew(trans, m);
+      c.mergeSkipNoFit++;
+      return 0;
+    }
+    // ---- synchronous from here ----
+    const upd = new BtreeUpdate(btreeId, 'merge');
+    upd.newNodes.push(m);
+    upd.oldNodes.push(left, rightNode);
+    upd.parent = parent;
+    upd.parentLevel = level + 1;
+    const wo = bkeyWhiteout(wordsClone(seam));
+    const pk = engine.ptrKeyFor(m);
+    upd.parentKeys.push(wo, pk);
+    const parentLive = parent.keys.liveU64s;
+    engine.nodeInsertKeyInMemory(parent, wo);
+    engine.nodeInsertKeyInMemory(parent, pk);
+    nodeSibU64sAdd(parent, parent.keys.liveU64s - parentLive);
+    blockWrites(parent);
+    engine.nodeDirtied(parent, 0);
+    const leftHash = left.hashVal;
+    const rightHash = rightNode.hashVal;
+    this.swapOut(trans, upd, left);
+    this.swapOut(trans, upd, rightNode);
+    nodeUnlockWrite(trans, parent.lock);
+    trans.nodeModified(parent);
+    nodeUnlockWrite(trans, rightNode.lock);
+    nodeUnlockWrite(trans, left.lock);
+    trans.nodeReplaced(left, [m], leftHash);
+    trans.nodeReplaced(rightNode, [m], rightHash);
+    engine.nodeFreeOld(left);
+    engine.nodeFreeOld(rightNode);
+    c.merges++;
+    this.mergesByLevel[level]!++;
+    this.complete(trans, upd);
+
+    // what the merge may have made worth checking: the merged node (two
+    // empty leaves make an empty one), the parent (one child less, maybe a
+    // root with one child), and above the leaves the children that met at
+    // the seam (siblings under one parent now)
+    if (this.nodeWantsMerge(m)) engine.queueMerge(btreeId, level, m.keys.minKey);
+    engine.queueMerge(btreeId, level + 1, parent.keys.minKey);
+    if (level > 0) {
+      engine.queueMerge(btreeId, level - 1, seam);
+      const next = wordsClone(seam);
+      wordsSuccessor(next, 0);
+      engine.queueMerge(btreeId, level - 1, next);
+    }
+    return 0;
+  }
+
+  /**
+   * A root above the leaves with one child: the child becomes the root
+   * (journaled as the group's root; the old root's bucket is freed once that
+   * entry is durable), then is checked the same way.
+   */
+  private async maybeCollapseRoot(trans: BtreeTrans, btreeId: number): Promise<number> {
+    const engine = this.engine;
+    const root = engine.roots[btreeId]!.node!;
+    if (root.level === 0 || root.keys.nrKeys !== 1) {
+      this.counters.mergeSkipRootOk++;
+      return 0;
+    }
+    let ret = await this.lockInterior(trans, btreeId);
+    if (ret) return ret;
+    // intent on the child and the root
+    const path = trans.pathNew(btreeId, root.keys.minKey, 0, root.level - 1, root.level + 1);
+    ret = await trans.traverse(path);
+    if (ret) return ret;
+    if (engine.roots[btreeId]!.node !== root || root.keys.nrKeys !== 1) return countRestart(ERR.transaction_restart_split_race);
     const child = path.l[root.level - 1]!.node!;
-    if (this.engine.roots[btreeId]!.node !== root || root.keys.nrKeys !== 1) return 0;
     ret = await this.preresForUpdate(trans, btreeId);
     if (ret) return ret;
     ret = trans.relock();
     if (ret) return ret;
-    if (this.engine.roots[btreeId]!.node !== root || root.keys.nrKeys !== 1 || path.uptodate !== UPTODATE) return 0;
+    if (engine.roots[btreeId]!.node !== root || root.keys.nrKeys !== 1 || path.uptodate !== UPTODATE || path.l[root.level - 1]!.node !== child || path.l[root.level]!.node !== root) {
+      return countRestart(ERR.transaction_restart_split_race);
+    }
     ret = await nodeLockWrite(trans, root.lock);
     if (ret) return ret;
     const upd = new BtreeUpdate(btreeId, 'collapse');
     upd.oldNodes.push(root);
     upd.newRoot = child;
+    const rootHash = root.hashVal;
     this.swapOut(trans, upd, root);
-    this.engine.setRoot(btreeId, child);
+    engine.setRoot(btreeId, child);
+    child.sibU64s.fill(SIB_U64S_NONE);
     nodeUnlockWrite(trans, root.lock);
-    trans.nodeReplaced(root);
-    this.engine.nodeFreeOld(root);
+    trans.nodeReplaced(root, [], rootHash);
+    engine.nodeFreeOld(root);
     this.counters.collapses++;
     this.complete(trans, upd);
+    if (child.level > 0) engine.queueMerge(btreeId, child.level, child.keys.minKey);
     return 0;
   }
 
@@ -641,6 +855,7 @@ export class Interior {
       for (const u of this.pending.slice(0, 16)) o.line(u.toText());
       if (this.pending.length > 16) o.line(`... ${this.pending.length - 16} more`);
       o.field('counters', JSON.stringify(this.counters));
+      o.field('merges by level', this.mergesByLevel.join(' '));
     });
     return out.toString();
   }
@@ -653,14 +868,14 @@ export class Interior {
 }
 
 /**
- * Where to split node n so both halves get about half of its live keys plus
- * the keys about to go in (by u64s): the last position of the first half.
+ * Where to split node n so both halves get about half of its live keys once
+ * the keys about to go in are applied (by u64s; deletions take keys out):
+ * the last position of the first half.
  * Never n's max key (the right half must not be empty). null: nothing to split at.
  */
 function splitPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
   const keys = n.keys;
-  let total = keys.liveU64s;
-  for (const k of incoming) total += keys.keyU64sPacked(k);
+  const total = liveU64sAfter(n, incoming);
   const it = new NodeIter();
   it.initStart(keys);
   let h = it.peek();
@@ -677,14 +892,17 @@ function splitPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
     const useNode = h >= 0 && (i >= incoming.length || keys.keyCmpPos(h, incoming[i]!.p, 0) <= 0);
     if (useNode) {
       keys.keyPosTo(h, cur, 0);
-      acc += keys.keyU64s(h);
-      if (i < incoming.length && keys.keyCmpPos(h, incoming[i]!.p, 0) === 0) i++;
+      const replaced = i < incoming.length && keys.keyCmpPos(h, incoming[i]!.p, 0) === 0 ? incoming[i++]! : null;
+      const u64s = replaced ? keys.keyU64sPacked(replaced) : keys.keyU64s(h);
       it.advance();
       h = it.peek();
+      if (replaced?.type === KEY_TYPE.deleted) continue;
+      acc += u64s;
     } else if (i < incoming.length) {
-      wordsCopy(cur, 0, incoming[i]!.p, 0);
-      acc += keys.keyU64sPacked(incoming[i]!);
-      i++;
+      const k = incoming[i++]!;
+      if (k.type === KEY_TYPE.deleted) continue;
+      wordsCopy(cur, 0, k.p, 0);
+      acc += keys.keyU64sPacked(k);
     } else break;
     if (wordsCmp(cur, 0, n.keys.maxKey, 0) >= 0) break;
     wordsCopy(last, 0, cur, 0);
@@ -692,6 +910,28 @@ function splitPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
     if (acc * 2 >= total) break;
   }
   return have ? last : null;
+}
+
+/**
+ * Live u64s of node n once `incoming` (sorted) is applied: a key at the same
+ * position is replaced, a deletion takes it away.
+ */
+function liveU64sAfter(n: Node, incoming: readonly BkeyI[]): number {
+  const keys = n.keys;
+  let live = keys.liveU64s;
+  const it = new NodeIter();
+  for (const k of incoming) {
+    it.init(keys, k.p, 0);
+    const h = it.peek();
+    if (h >= 0 && !keys.keyIsWhiteout(h) && keys.keyCmpPos(h, k.p, 0) === 0) live -= keys.keyU64s(h);
+    if (k.type !== KEY_TYPE.deleted) live += keys.keyU64sPacked(k);
+  }
+  return Math.max(0, live);
+}
+
+/** A leaf without keys, an interior node with one child: always worth merging away. */
+export function nodeDegenerate(n: Node): boolean {
+  return n.keys.nrKeys <= (n.level === 0 ? 0 : 1);
 }
 
 function blockWrites(n: Node): void {
@@ -712,11 +952,5 @@ function posMin(): Uint32Array {
 
 function posMax(): Uint32Array {
   return new Uint32Array(BPOS_WORDS).fill(0xffffffff);
-}
-
-function copyWords(w: Uint32Array): Uint32Array {
-  const c = new Uint32Array(BPOS_WORDS);
-  wordsCopy(c, 0, w, 0);
-  return c;
 }
 

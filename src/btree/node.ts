@@ -53,6 +53,25 @@ export function flagsToText(flags: number): string {
   return names.join(',') || '-';
 }
 
+/** sibU64s: no sibling under the same parent on that side (bcachefs U16_MAX). */
+export const SIB_U64S_NONE = 0xffffffff;
+
+/** Sides of sibU64s (bcachefs enum btree_node_sibling). */
+export const SIB_PREV = 0;
+export const SIB_NEXT = 1;
+
+/**
+ * A commit or an interior update changed n's live u64s by delta: move its
+ * merge estimates along (bcachefs adjusts b->sib_u64s on each insert).
+ * "No sibling" stays as it is.
+ */
+export function nodeSibU64sAdd(n: Node, delta: number): void {
+  for (let i = 0; i < 2; i++) {
+    const v = n.sibU64s[i]!;
+    if (v !== SIB_U64S_NONE) n.sibU64s[i] = Math.max(0, v + delta);
+  }
+}
+
 export type NodeListName = 'live' | 'freeable' | 'freed' | 'none';
 
 export class Node {
@@ -87,6 +106,17 @@ export class Node {
    * checked for changes).
    */
   readPins = 0;
+
+  /**
+   * Estimated live u64s of this node merged with its previous / next sibling
+   * (bcachefs b->sib_u64s): set by merge checks (interior.ts maybeMerge),
+   * moved by every change of the node's live u64s, SIB_U64S_NONE when that
+   * sibling is under another parent (or there is none). Reset to 0 ("check
+   * and see") whenever the node is hashed: a node read or built afresh. A
+   * commit that shrinks the node asks for a merge check only when a side may
+   * fit (Interior.nodeWantsMerge).
+   */
+  readonly sibU64s = new Uint32Array(2);
 
   // intrusive list links
   list: NodeListName = 'none';
