@@ -168,12 +168,13 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     if (round > 0) trans.pathsGc();
     // 2. paths: one intent path per leaf
     let prev: Update | null = null;
+    const findPath = trans.pathFinder();
     for (const u of updates) {
       const n = prev?.path?.l[u.level]?.node;
       if (prev && prev.btreeId === u.btreeId && prev.level === u.level && n && prev.path!.uptodate === UPTODATE && wordsCmp(u.key.p, 0, n.keys.maxKey, 0) <= 0 && wordsCmp(u.key.p, 0, n.keys.minKey, 0) >= 0) {
         u.path = prev.path;
       } else {
-        u.path = trans.getPath(u.btreeId, u.key.p, 0, u.level, u.level + 1);
+        u.path = findPath(u.btreeId, u.key.p, 0, u.level, u.level + 1);
         const ret = await trans.traverse(u.path);
         if (ret) return { ...none, ret };
       }
@@ -321,10 +322,8 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
       }
     }
     if (res) engine.journalRelease(res);
-    for (const n of leaves) {
-      nodeUnlockWrite(trans, n.lock);
-      trans.nodeModified(n);
-    }
+    for (const n of leaves) nodeUnlockWrite(trans, n.lock);
+    trans.nodesModified(leaves);
     engine.counters.commits++;
     engine.counters.keysCommitted += updates.length;
     return { ret: 0, seq: res ? res.seq : 0, shrunk };
