@@ -26,12 +26,14 @@
  * only once the journal is durable up to the highest seq of its keys, so no
  * node on disk holds a key from an entry that could be lost (the blacklist
  * covers the rest). Writes append a bset; a node too full to append is
- * rewritten into a new bucket by the next insert that does not fit.
+ * rewritten into a new bucket by the next insert that does not fit. A journal
+ * write waits for the node writes already issued, then flushes first
+ * (REQ_PREFLUSH) if any completed since the last flush (journalDevice).
  *
  * Writeback: dirty nodes are written by journal reclaim (the journal asks for
  * the nodes pinning its oldest entries), by the cache shrinker (dirty past
- * 3/4), by flush()/close(), and by a background pass when dirty nodes pass a
- * quarter of the cache. At most WRITEBACK_INFLIGHT_MAX writes are in flight.
+ * 3/4), by flush()/close(), and by a background pass when dirty nodes pass
+ * 3/4 of the cache (WRITEBACK_DIRTY_NUM/DEN). At most WRITEBACK_INFLIGHT_MAX writes are in flight.
  *
  * Merge checks (interior.ts maybeMerge): commits that shrank leaves, and
  * interior updates, queue (btree, level, pos) checks (queueMerge: one per
@@ -101,7 +103,7 @@ import { SixLockType } from './util/six.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
 import { transCommit, type Update } from './btree/commit.js';
 import { Interior, TxCtx, type BtreeUpdate, type MergeCheckPos } from './btree/interior.js';
-import { btreeLookup, btreePeek, keyToEntry, type Entry, type NodeInfo } from './btree/iter.js';
+import { LookupNowait, btreeLookup, btreePeek, keyToEntry, keyToEntryAt, type Entry, type NodeInfo } from './btree/iter.js';
 import { EXTENT_VALUE_HEADER_BYTES, extentOfKey, xFromWords, type XPos } from './btree/overlay.js';
 import { BTREE_MAX_DEPTH } from './btree/path.js';
 import { type BtreePtr } from './btree/types.js';
@@ -110,8 +112,14 @@ export const NODE_SIZE_BYTES_DEFAULT = 256 * 1024;
 export const BLOCK_SIZE_BYTES_DEFAULT = 4096;
 /** Writes of dirty nodes in flight at once (writeback, reclaim, flush). */
 export const WRITEBACK_INFLIGHT_MAX = 8;
-/** Background writeback starts when dirty nodes pass this fraction of the nodes the cache can hold. */
-export const WRITEBACK_DIRTY_NUM = 1;
+/**
+ * Background writeback starts when dirty nodes pass this fraction of the nodes
+ * the cache can hold (bcachefs's shrinker trigger is the same 3/4). Lower
+ * fractions wrote every leaf after nearly every commit of a batched random
+ * insert load (each write appends a small bset, then re-sorts the node in
+ * memory), for nothing: journal reclaim and the periodic pass write them anyway.
+ */
+export const WRITEBACK_DIRTY_NUM = 3;
 export const WRITEBACK_DIRTY_DEN = 4;
 /** Background writeback also runs on this period while anything is dirty. */
 export const WRITEBACK_PERIOD_MS = 1000;
@@ -197,6 +205,8 @@ export interface StoreStats {
     /** Commits that completed their interior updates early to let journal reclaim write the nodes they blocked. */
     groupsClosedForJournal: number;
   };
+  /** store.get: answered by the synchronous walk, or fallen back to a transaction (and why). */
+  lookups: { fast: number; fallbackLocked: number; fallbackUncached: number; fastAfterRead: number };
   btrees: Record<string, { depth: number; rootLevel: number }>;
   interior: Record<string, number>;
   alloc: Record<string, number>;
@@ -233,6 +243,8 @@ export class Engine {
   readonly ptrKeyU64s: number;
   readonly readOnly: boolean;
   cache!: BtreeCache;
+  /** store.get's synchronous fast path (iter.ts LookupNowait). */
+  lookupNowait!: LookupNowait;
   journal!: Journal;
   alloc!: Allocator;
   interior!: Interior;
@@ -249,6 +261,8 @@ export class Engine {
     restarts: 0,
     keysCommitted: 0,
     traverses: 0,
+    /** Of those, done synchronously (BtreeTrans.traverseNowait: all cached, no lock busy). */
+    traversesNowait: 0,
     commitWriteLockWaits: 0,
     commitRoomLost: 0,
     /** A commit waiting for journal room completed its interior updates first (only reclaim could make room). */
@@ -290,6 +304,8 @@ export class Engine {
   private writesInFlight = 0;
   /** A node write completed since the last device flush (see journalDevice). */
   nodeWritesUnflushed = false;
+  /** Node writes issued to the device and not completed (journalDevice waits for them). */
+  readonly nodeWritesIssued = new Set<Promise<void>>();
   /** Flushes started / the newest started one that completed (devFlush). */
   private flushStarted = 0;
   private flushDone = 0;
@@ -466,6 +482,7 @@ export class Engine {
           }
         : {}),
     });
+    this.lookupNowait = new LookupNowait(this.cache, this.roots);
     this.alloc = new Allocator(sb.nrBuckets, { deviceName: this.path });
     this.interior = new Interior(this);
 
@@ -622,6 +639,13 @@ export class Engine {
     return Object.create(dev, {
       write: {
         value: async (buf: Uint8Array, off: number) => {
+          // node writes already issued to the device complete first, so the
+          // flush below covers them too: whatever a crash keeps of the entry,
+          // it keeps of the node writes issued before it
+          if (engine.nodeWritesIssued.size > 0) {
+            await Promise.all([...engine.nodeWritesIssued]);
+            engine.nodeWritesUnflushed = true;
+          }
           if (engine.nodeWritesUnflushed) {
             engine.counters.journalPreflushes++;
             await engine.devFlush();
@@ -1103,7 +1127,17 @@ export class Engine {
         // happens: an earlier update's entry may point to it.)
         this.counters.nodeWritesSkippedDying++;
       } else {
-        await this.dev.write(w.bytes, bucketToOffset(this.layout, n.bucket) + w.offsetBytes);
+        const io = this.dev.write(w.bytes, bucketToOffset(this.layout, n.bucket) + w.offsetBytes);
+        const issued = io.then(
+          () => {},
+          () => {},
+        );
+        this.nodeWritesIssued.add(issued);
+        try {
+          await io;
+        } finally {
+          this.nodeWritesIssued.delete(issued);
+        }
         this.nodeFlushNeeded.set(n, this.flushStarted + 1);
         this.nodeWritesUnflushed = true;
         this.counters.nodeWrites++;
@@ -1602,7 +1636,7 @@ export class Engine {
               cursor.done = true;
               return 0;
             }
-            out.push(keyToEntry(keys.keyUnpack(h), false));
+            out.push(keyToEntryAt(keys, h));
           }
         }
         if (out.length >= max) {
@@ -1636,8 +1670,8 @@ export class Engine {
       }
       for (; h >= 0 && out.length < max; ) {
         if (keys.keyType(h) !== KEY_TYPE.deleted) {
-          const k = keys.keyUnpack(h);
           if (extents) {
+            const k = keys.keyUnpack(h);
             if (cmpX(xFromWords(k.p), startX) <= 0) {
               cursor.done = true;
               return 0;
@@ -1648,7 +1682,7 @@ export class Engine {
               cursor.done = true;
               return 0;
             }
-            out.push(keyToEntry(k, false));
+            out.push(keyToEntryAt(keys, h));
           }
         }
         h = it.peekPrev();
@@ -1830,6 +1864,7 @@ export class Engine {
         roomLost: this.counters.commitRoomLost,
         groupsClosedForJournal: this.counters.commitGroupsClosedForJournal,
       },
+      lookups: { ...this.lookupNowait.counters },
       btrees,
       blacklist: this.blacklistGc.stats(),
       interior: {
@@ -1860,6 +1895,7 @@ export class Engine {
         replayedEntries: this.counters.replayedEntries,
         prefetches: this.counters.prefetches,
         traverses: this.counters.traverses,
+        traversesNowait: this.counters.traversesNowait,
       },
       locks: lockingStats(),
     };

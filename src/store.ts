@@ -9,12 +9,17 @@
  * atomically (one journal entry); a restart (lock conflict, deadlock victim,
  * node changed) reruns fn with a new BtreeTrans that keeps the start seq;
  * the promise resolves once the journal entry is durable.
+ *
+ * get(): first the engine's LookupNowait (no transaction: one synchronous
+ * walk under read trylocks; a node not cached is read and the walk redone),
+ * then, if that cannot answer, a one-get transaction. range(): RangeIterator,
+ * a leaf of entries at a time.
  */
 
 import { SixtreeError, isRestart, invalidArg } from './errors.js';
 import { KEY_TYPE, bkeyNew } from './btree/bkey.js';
 import { POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, posWords, toBpos } from './btree/bpos.js';
-import { Iter, KEY_SIZE_MAX, type Entry, type IterOpts } from './btree/iter.js';
+import { Iter, KEY_SIZE_MAX, LOOKUP_FALLBACK, type Entry, type IterOpts } from './btree/iter.js';
 import { extentValueMake, xcmp, type XPos } from './btree/overlay.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
 import { transCommit } from './btree/commit.js';
@@ -84,14 +89,14 @@ export class Transaction {
     const id = this.store.btreeId(btree, false);
     const pos = toBpos(p, 'pos');
     const v = checkValue(value, this.store.maxValueSize);
-    this.bt.overlay(id).putKey(bkeyNew(KEY_TYPE.value, posWords(pos), { value: v.slice() }));
+    this.bt.overlay(id).putKey(bkeyNew(KEY_TYPE.value, posWords(pos), { value: v.slice() }), pos as XPos);
   }
 
   del(btree: string, p: unknown): void {
     this.writable();
     const id = this.store.btreeId(btree, false);
     const pos = toBpos(p, 'pos');
-    this.bt.overlay(id).putKey(bkeyNew(KEY_TYPE.deleted, posWords(pos)));
+    this.bt.overlay(id).putKey(bkeyNew(KEY_TYPE.deleted, posWords(pos)), pos as XPos);
   }
 
   putExtent(btree: string, start: unknown, size: unknown, value: unknown): void {
@@ -359,9 +364,26 @@ export class Store {
   /** One-operation transaction: the value at p, or undefined. Errors are rejections. */
   async get(btree: string, p: PosLike): Promise<Uint8Array | undefined> {
     this.checkOpen();
-    this.btreeId(btree, false);
-    toBpos(p, 'pos');
-    return this.transact((tx) => tx.get(btree, p));
+    const id = this.btreeId(btree, false);
+    const bp = toBpos(p, 'pos');
+    this.engine.checkUsable();
+    // everything cached and unlocked: answered synchronously, no transaction (iter.ts LookupNowait)
+    const lk = this.engine.lookupNowait;
+    let v = lk.lookup(id, bp);
+    if (v !== LOOKUP_FALLBACK) return v ?? undefined;
+    const read = lk.readStarted;
+    if (read !== null) {
+      // a node was not cached: its read is under way; walk again once it is in
+      this.enter();
+      try {
+        await read;
+        v = lk.lookup(id, bp, true);
+      } finally {
+        this.leave();
+      }
+      if (v !== LOOKUP_FALLBACK) return v ?? undefined;
+    }
+    return this.transact((tx) => tx.get(btree, bp));
   }
 
   /** One-operation transaction; resolves once durable. Errors are rejections. */
@@ -399,21 +421,25 @@ export class Store {
     return this.rangeGen(id, start, end, !!o.reverse, limit, o.end !== undefined);
   }
 
-  private async *rangeGen(id: number, start: Bpos, end: Bpos, reverse: boolean, limit: number, endGiven: boolean): AsyncIterableIterator<Entry> {
-    let n = 0;
-    const cursor = { pos: reverse ? end : start, done: false, first: true };
-    while (n < limit && !cursor.done) {
-      this.enter();
-      let batch: Entry[];
-      try {
-        batch = await this.engine.rangeBatch(id, cursor, start, end, reverse, limit - n, endGiven);
-      } finally {
-        this.leave();
-      }
-      for (const e of batch) {
-        yield e;
-        if (++n >= limit) return;
-      }
+  private rangeGen(id: number, start: Bpos, end: Bpos, reverse: boolean, limit: number, endGiven: boolean): AsyncIterableIterator<Entry> {
+    return new RangeIterator(this, id, start, end, reverse, limit, endGiven);
+  }
+
+  /** @internal One leaf's worth of entries for RangeIterator, counted as an operation in flight (close() waits for it). */
+  async rangeFill(
+    id: number,
+    cursor: { pos: Bpos; done: boolean; first: boolean },
+    start: Bpos,
+    end: Bpos,
+    reverse: boolean,
+    max: number,
+    endGiven: boolean,
+  ): Promise<Entry[]> {
+    this.enter();
+    try {
+      return await this.engine.rangeBatch(id, cursor, start, end, reverse, max, endGiven);
+    } finally {
+      this.leave();
     }
   }
 
@@ -467,6 +493,72 @@ export class Store {
   }
 }
 
+
+/**
+ * store.range()'s iterator: entries are fetched a leaf at a time
+ * (engine.rangeBatch) and handed out from the batch, each next() a resolved
+ * promise (an async generator resumes a generator and allocates more per
+ * entry). Calls to next() made while a batch is being fetched queue behind
+ * it, so entries come out in order, as from a generator. return() ends it.
+ */
+class RangeIterator implements AsyncIterableIterator<Entry> {
+  private batch: Entry[] = [];
+  private i = 0;
+  private n = 0;
+  private finished = false;
+  private fetching: Promise<unknown> | null = null;
+  private readonly cursor: { pos: Bpos; done: boolean; first: boolean };
+
+  constructor(
+    private readonly store: Store,
+    private readonly id: number,
+    private readonly start: Bpos,
+    private readonly end: Bpos,
+    private readonly reverse: boolean,
+    private readonly limit: number,
+    private readonly endGiven: boolean,
+  ) {
+    this.cursor = { pos: reverse ? end : start, done: false, first: true };
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<Entry> {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<Entry>> {
+    if (this.fetching !== null) return this.fetching.then(() => this.next());
+    if (this.i < this.batch.length && !this.finished) {
+      this.n++;
+      return Promise.resolve({ value: this.batch[this.i++]!, done: false });
+    }
+    if (this.finished || this.n >= this.limit || this.cursor.done) return this.finish();
+    const f = this.store.rangeFill(this.id, this.cursor, this.start, this.end, this.reverse, this.limit - this.n, this.endGiven).then(
+      (b) => {
+        this.fetching = null;
+        this.batch = b;
+        this.i = 0;
+      },
+      (e: unknown) => {
+        this.fetching = null;
+        this.finished = true;
+        this.batch = [];
+        throw e;
+      },
+    );
+    this.fetching = f.catch(() => undefined);
+    return f.then(() => this.next());
+  }
+
+  return(): Promise<IteratorResult<Entry>> {
+    return this.finish();
+  }
+
+  private finish(): Promise<IteratorResult<Entry>> {
+    this.finished = true;
+    this.batch = [];
+    return Promise.resolve({ value: undefined, done: true });
+  }
+}
 
 function checkIo(v: unknown): 'napi' | 'koffi' {
   if (v !== 'napi' && v !== 'koffi') throw invalidArg('opts.io', v, "'napi' or 'koffi'");

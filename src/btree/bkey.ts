@@ -125,7 +125,7 @@ export function bkeyNew(type: number, p: Uint32Array, opts: { pi?: number; size?
   const pi = opts.pi ?? 0;
   return {
     type,
-    p: Uint32Array.from(p.subarray(pi, pi + BPOS_WORDS)),
+    p: p.slice(pi, pi + BPOS_WORDS),
     size: opts.size ?? 0,
     version: opts.version ?? 0,
     value: opts.value ?? EMPTY,

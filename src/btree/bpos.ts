@@ -90,19 +90,32 @@ export function bposToText(p: Bpos): string {
  * Word form.
  */
 
-const M32 = 0xffffffffn;
+/* u64 -> two u32 words through one shared buffer: no BigInt arithmetic (each shift allocates) */
+const u64Scratch = new BigUint64Array(2);
+const u64ScratchWords = new Uint32Array(u64Scratch.buffer);
+const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const HI = LE ? 1 : 0;
+const LO = LE ? 0 : 1;
 
 /** Write a Bpos into w[i..i+5). */
 export function bposToWords(p: Bpos, w: Uint32Array, i = 0): void {
-  w[i] = Number(p.inode >> 32n);
-  w[i + 1] = Number(p.inode & M32);
-  w[i + 2] = Number(p.offset >> 32n);
-  w[i + 3] = Number(p.offset & M32);
+  u64Scratch[0] = p.inode;
+  u64Scratch[1] = p.offset;
+  const s = u64ScratchWords;
+  w[i] = s[HI]!;
+  w[i + 1] = s[LO]!;
+  w[i + 2] = s[2 + HI]!;
+  w[i + 3] = s[2 + LO]!;
   w[i + 4] = p.snapshot;
 }
 
 export function wordsToBpos(w: Uint32Array, i = 0): Bpos {
-  return makeBpos((BigInt(w[i]!) << 32n) | BigInt(w[i + 1]!), (BigInt(w[i + 2]!) << 32n) | BigInt(w[i + 3]!), w[i + 4]!);
+  const s = u64ScratchWords;
+  s[HI] = w[i]!;
+  s[LO] = w[i + 1]!;
+  s[2 + HI] = w[i + 2]!;
+  s[2 + LO] = w[i + 3]!;
+  return makeBpos(u64Scratch[0]!, u64Scratch[1]!, w[i + 4]!);
 }
 
 /** A fresh 5-word position. */

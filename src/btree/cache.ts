@@ -157,6 +157,10 @@ export const reserveNodesPerInteriorRoot = 8;
 export const freeableKeepNr = 3;
 /** Read-aheads in flight at once (nodePrefetch skips past it). */
 export const prefetchInFlightMaxDefault = 16;
+/** Demand reads without a transaction in flight at once (nodeReadNowait); past it, lookups take the transaction path. */
+const readsNowaitInFlightMax = 256;
+/** Entries of the slot hint table (cache.slotHint), a power of two. */
+const slotHintSize = 4096;
 /** Lookup retries (node reused / lost a fill race) before a restart. */
 const nodeGetRetriesMax = 16;
 /** Write-and-wait rounds of one flush reclaim before it gives up on a node. */
@@ -176,7 +180,7 @@ const WRITE = SixLockType.write;
 
 export const CACHE_COUNTERS = [
   ['hits', 'lookups that found the node cached'],
-  ['hitsFast', 'of those, found through the slot kept in the parent key (mem_ptr)'],
+  ['hitsFast', 'of those, found through a slot hint (slotHint, our btree_node_mem_ptr) rather than the hash table'],
   ['misses', 'lookups that had to read the node'],
   ['reads', 'node reads issued (fills and prefetches)'],
   ['readErrors', 'node reads that failed: I/O, checksum or topology'],
@@ -198,6 +202,7 @@ export const CACHE_COUNTERS = [
   ['buffersAllocated', 'native buffers allocated (data and aux count one each)'],
   ['buffersFreed', 'native buffers freed'],
   ['memoryPressure', 'memory pressure events handled'],
+  ['readsNowait', 'of the misses, reads started without a transaction (nodeReadNowait: store.get)'],
 ] as const;
 
 export type CacheCounterName = (typeof CACHE_COUNTERS)[number][0];
@@ -336,6 +341,13 @@ export class BtreeCache {
   private readonly table = new Map<number, Node>();
   /** Every Node object ever made, by slot. Never shrinks: slots are stable. */
   private readonly nodes: Node[] = [];
+  /**
+   * The slot of the node last hashed under each value of a seq's low bits:
+   * a hint, checked against hashVal like the slot a parent key would keep
+   * (btree_node_mem_ptr, which our packed parent keys have no room for).
+   * Lookups try it before the hash table (counted as hitsFast).
+   */
+  private readonly slotHint = new Int32Array(slotHintSize).fill(-1);
   /** Buffers by slot; null while the node is FREED. The cache owns them, keys borrows them. */
   private readonly dataBufs: (Uint8Array | null)[] = [];
   private readonly auxBufs: (Uint8Array | null)[] = [];
@@ -358,6 +370,7 @@ export class BtreeCache {
 
   private readonly readsInFlight = new Set<Promise<SixtreeError | null>>();
   private prefetchInFlight = 0;
+  private readsNowaitInFlight = 0;
   readonly prefetchInFlightMax: number;
   shrinkerDisabled: boolean;
 
@@ -572,6 +585,7 @@ export class BtreeCache {
     // a node new to the hash (read, or built by an interior update): its merge estimates are unknown
     b.sibU64s.fill(0);
     this.table.set(seq, b);
+    this.slotHint[(seq >>> 0) & (slotHintSize - 1)] = b.slot;
     if (b.list !== 'none') this.listOf(b.list).remove(b);
     this.live.addTail(b);
     return true;
@@ -1281,8 +1295,9 @@ export class BtreeCache {
    * one synchronous step, so no recheck is needed. Lets a traversal skip the
    * await on a hit.
    */
-  nodeGetNowait(trans: CacheTrans, ptr: BtreePtr, level: number, lockType: LockType, slot = -1): Node | null {
-    let b = slot >= 0 ? this.nodes[slot] : undefined;
+  nodeGetNowait(trans: LockOwner, ptr: BtreePtr, level: number, lockType: LockType, slot = -1): Node | null {
+    const hint = slot >= 0 ? slot : this.slotHint[(ptr.seq >>> 0) & (slotHintSize - 1)]!;
+    let b: Node | undefined = hint >= 0 ? this.nodes[hint] : undefined;
     let fast = true;
     if (b === undefined || b.hashVal !== ptr.seq) {
       b = this.table.get(ptr.seq);
@@ -1315,7 +1330,8 @@ export class BtreeCache {
    * node, or a restart code. Throws SixtreeError on a read or header error.
    */
   async nodeGet(trans: CacheTrans, ptr: BtreePtr, level: number, lockType: LockType, slot = -1): Promise<Node | number> {
-    let b = slot >= 0 ? this.nodes[slot] : undefined;
+    const hint = slot >= 0 ? slot : this.slotHint[(ptr.seq >>> 0) & (slotHintSize - 1)]!;
+    let b: Node | undefined = hint >= 0 ? this.nodes[hint] : undefined;
     let fast = true;
     /* check hashVal before locking: this might not be our node any more, and locking it could cost a restart */
     if (b === undefined || b.hashVal !== ptr.seq) {
@@ -1513,6 +1529,52 @@ export class BtreeCache {
       },
     );
     return 0;
+  }
+
+  /**
+   * A demand read without a transaction (store.get's fast path, iter.ts
+   * LookupNowait): like nodePrefetch, but the node counts as used (accessed
+   * bit) and the read is returned to wait on; a read already in flight is
+   * returned as is. The caller holds the parent's lock, so the pointer is
+   * current when the read starts. null: cached already, too many such reads
+   * in flight (see below), or no memory without cannibalizing (the caller takes the
+   * transaction path, which can). Never waits, never throws for the node:
+   * a failed read leaves it out of the cache (read_error), and the
+   * transaction path reads it again and reports.
+   */
+  nodeReadNowait(ptr: BtreePtr, level: number): Promise<unknown> | null {
+    if (level >= BTREE_MAX_DEPTH || ptr.level !== level || ptr.seq <= 0) return null;
+    const cached = this.table.get(ptr.seq);
+    if (cached !== undefined) return cached.has(NodeFlag.read_in_flight) ? (cached.readDone ?? null) : null;
+    /*
+     * Nothing holds such a node between its read and the caller's second walk:
+     * past a quarter of what the cache holds beyond its reserve, the reads
+     * would evict each other's nodes before they are used (and read them
+     * twice); the transaction path, which keeps what it reads locked, takes
+     * the rest.
+     */
+    if (this.readsNowaitInFlight >= Math.min(readsNowaitInFlightMax, Math.max(1, (this.usedMax - this.reserve) >> 2))) return null;
+    const owner = this.owner;
+    const b = this.nodeMemAllocNowait(owner, true);
+    if (b === null) return null;
+    b.btreeId = ptr.btreeId;
+    b.level = level;
+    b.bucket = ptr.bucket;
+    if (!this.hashInsert(b, ptr.seq)) throw new Error('btree cache: demand read lost a hash race it cannot lose');
+    this.counters[C.misses]!++;
+    this.counters[C.readsNowait]!++;
+    this.readsNowaitInFlight++;
+    const read = this.nodeReadStart(b, ptr);
+    this.reclaimUnlock(b, owner);
+    const done = read.then(
+      () => {
+        this.readsNowaitInFlight--;
+      },
+      () => {
+        this.readsNowaitInFlight--;
+      },
+    );
+    return done;
   }
 
   /**

@@ -142,8 +142,18 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
 
   // 1. expand
   let updates: Update[];
+  let sorted = false;
   if (extra) updates = extra.updates;
-  else {
+  else if (!trans.overlays.some((ov) => ov !== null && ov.tombstones.length > 0)) {
+    // no range to expand: the overlays' keys are the updates, one per
+    // position, already in (btree, pos) order
+    updates = [];
+    for (let id = 0; id < trans.overlays.length; id++) {
+      const ov = trans.overlays[id];
+      if (ov) for (const key of ov.keys) updates.push({ btreeId: id, level: 0, key, path: null });
+    }
+    sorted = true;
+  } else {
     const map = new Map<string, Update>();
     for (let id = 0; id < trans.overlays.length; id++) {
       const ov = trans.overlays[id];
@@ -157,7 +167,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     if (!ret && !trans.readSetValid()) ret = countRestart(ERR.transaction_restart_relock_path);
     return { ...none, ret };
   }
-  updates.sort(updateCmp);
+  if (!sorted) updates.sort(updateCmp);
 
   let splits = 0;
   let staleRounds = 0;

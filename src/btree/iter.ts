@@ -9,6 +9,8 @@
  *    updates (overlay.ts) and implements the API's peek/next/prev, slots mode
  *    (holes), extents mode (keys at their end position; an extent may
  *    straddle pos) and node walks (peekNode/nextNode).
+ * And LookupNowait: store.get's point read without a transaction, one
+ * synchronous root-to-leaf walk under read trylocks (see the class).
  *
  * Every value handed out is a copy: node buffers are reused by the cache.
  * A key returned marks its path shouldBeLocked (transaction consistency).
@@ -41,6 +43,12 @@ import {
   type XPos } from './overlay.js';
 import { BtreePath, pathLevelInit, pathSetPos } from './path.js';
 import type { BtreeTrans } from './trans.js';
+import { NodeIter, type NodeKeys } from './bset.js';
+import type { BtreeCache } from './cache.js';
+import { LockOwnerBase, nodeTryLock, nodeUnlock } from './locking.js';
+import { NodeFlag, type Node } from './node.js';
+import { LOCK_READ, type BtreePtr } from './types.js';
+import { SixLockType } from '../util/six.js';
 
 export interface Entry {
   pos: Bpos;
@@ -139,7 +147,7 @@ export async function btreePeekPrev(trans: BtreeTrans, path: BtreePath, pos: Uin
 /** Exact lookup of a live key; null if absent. */
 export async function btreeLookup(trans: BtreeTrans, btreeId: number, pos: Uint32Array, intent = false): Promise<BkeyI | null> {
   const path = trans.getPath(btreeId, pos, 0, 0, intent ? 1 : 0);
-  trans.throwIfRestart(await trans.traverse(path));
+  if (trans.traverseNowait(path) !== 0) trans.throwIfRestart(await trans.traverseSlowpath(path));
   const lv = path.l[0]!;
   const keys = lv.node!.keys;
   path.shouldBeLocked = true;
@@ -147,6 +155,130 @@ export async function btreeLookup(trans: BtreeTrans, btreeId: number, pos: Uint3
   const h = lv.iter.peek();
   if (h >= 0 && keys.keyCmpPos(h, pos, 0) === 0 && isLive(keys.keyType(h))) return keys.keyUnpack(h);
   return null;
+}
+
+/* ------------------------------------------------------------------------
+ * Point lookup without a transaction (store.get's fast path).
+ */
+
+/** LookupNowait.lookup() could not answer without waiting: use a transaction. */
+export const LOOKUP_FALLBACK = false;
+
+/** Counters of the fast path (stats().lookups): one per outcome. */
+export const LOOKUP_COUNTERS = [
+  ['fast', 'store.get calls answered by the synchronous walk, everything cached'],
+  ['fallbackLocked', 'walks that fell back: a node on the way was cached but its lock busy (write held or a writer queued: a commit or interior update under way)'],
+  ['fallbackUncached', 'walks that fell back: a node on the way was not cached, being read, or failed its last read'],
+  ['fastAfterRead', 'answered by the synchronous walk after waiting for the read it started (nodeReadNowait), with no transaction'],
+] as const;
+export type LookupCounter = (typeof LOOKUP_COUNTERS)[number][0];
+
+/**
+ * A single point read, done synchronously from the root to the leaf
+ * (bcachefs: a read-only btree_trans of one path, traversed with read locks).
+ * One get is trivially serializable, so it needs no read set, no path kept
+ * and no transaction: each node is read locked (six trylock, by this
+ * object's own lock owner) while it is searched, the child is trylocked
+ * before the parent's lock is dropped, and the value is copied out before
+ * the leaf's lock goes. Nothing awaits, so nothing can change, be evicted or
+ * reused between a lock, the identity check (root still the root, hashVal
+ * and header matching the parent's pointer: nodeGetNowait) and the copy.
+ * Anything that would wait (a write lock held, a node not cached or being
+ * read, a read error to report) returns LOOKUP_FALLBACK. A node not cached
+ * is read first (readStarted; store.get waits for it and walks again, still
+ * without a transaction); otherwise, or if the second walk misses too, the
+ * caller runs the ordinary transaction, which waits, reads, restarts and
+ * throws.
+ * Allocates only the returned value.
+ */
+export class LookupNowait {
+  readonly owner = new LockOwnerBase(-3, Number.MAX_SAFE_INTEGER - 2);
+  readonly counters: Record<LookupCounter, number> = { fast: 0, fallbackLocked: 0, fallbackUncached: 0, fastAfterRead: 0 };
+  private readonly iter = new NodeIter();
+  private readonly pos = new Uint32Array(BPOS_WORDS);
+  private readonly ptr: BtreePtr = { btreeId: 0, level: 0, bucket: 0, seq: 0, minKey: new Uint32Array(BPOS_WORDS), maxKey: new Uint32Array(BPOS_WORDS) };
+
+  constructor(
+    private readonly cache: BtreeCache,
+    private readonly roots: readonly { node: Node | null }[],
+  ) {}
+
+  /**
+   * The read a first walk's LOOKUP_FALLBACK started (or found in flight) for
+   * the node it missed, to wait on before walking again; null if none. Valid
+   * until the next lookup().
+   */
+  readStarted: Promise<unknown> | null = null;
+
+  /**
+   * The value at p (a copy), null if there is no live key there, or
+   * LOOKUP_FALLBACK. The first walk (afterRead false) starts reading a node
+   * that is not cached (readStarted); the walk after that read does not.
+   */
+  lookup(btreeId: number, p: Bpos, afterRead = false): Uint8Array | null | typeof LOOKUP_FALLBACK {
+    const readOk = !afterRead;
+    this.readStarted = null;
+    const pos = this.pos;
+    bposToWords(p, pos, 0);
+    const owner = this.owner;
+    const root = this.roots[btreeId]!;
+    let b = root.node;
+    if (b === null) return this.fallback('fallbackUncached');
+    if (!nodeTryLock(owner, b.lock, SixLockType.read)) return this.fallback('fallbackLocked');
+    if (root.node !== b || b.hashVal === 0 || b.has(NodeFlag.read_in_flight) || b.has(NodeFlag.read_error)) {
+      nodeUnlock(owner, b.lock, SixLockType.read);
+      return this.fallback('fallbackUncached');
+    }
+    while (b.level > 0) {
+      /* the child pointer covering pos: the first pointer key >= pos (pathChildPtr) */
+      const keys = b.keys;
+      const it = this.iter;
+      it.init(keys, pos, 0);
+      let h = it.peek();
+      while (h >= 0 && keys.keyType(h) !== KEY_TYPE.btree_ptr) {
+        it.advance();
+        h = it.peek();
+      }
+      if (h < 0) {
+        /* a topology error: the transaction reports it */
+        nodeUnlock(owner, b.lock, SixLockType.read);
+        return this.fallback('fallbackUncached');
+      }
+      const ptr = this.ptr;
+      keys.keyBtreePtr(h, ptr);
+      keys.keyPosTo(h, ptr.maxKey, 0);
+      ptr.btreeId = btreeId;
+      ptr.level = b.level - 1;
+      const child = this.cache.nodeGetNowait(owner, ptr, b.level - 1, LOCK_READ);
+      if (child === null) {
+        /* cached and readable: its lock was busy (or its header disagrees: the transaction reports that) */
+        const c = this.cache.cacheFind(ptr.seq);
+        const locked = c !== undefined && !c.has(NodeFlag.read_in_flight) && !c.has(NodeFlag.read_error);
+        // not cached (or being read): start the read while the parent's lock keeps the pointer current
+        if (!locked && readOk) this.readStarted = this.cache.nodeReadNowait(ptr, b.level - 1);
+        nodeUnlock(owner, b.lock, SixLockType.read);
+        return this.fallback(locked ? 'fallbackLocked' : 'fallbackUncached');
+      }
+      nodeUnlock(owner, b.lock, SixLockType.read);
+      b = child;
+    }
+    const keys = b.keys;
+    const h = keys.findExact(pos, 0);
+    let v: Uint8Array | null = null;
+    if (h >= 0 && isLive(keys.keyType(h))) {
+      const start = keys.keyValueStart(h);
+      v = keys.data.slice(start, start + keys.keyValueBytes(h));
+    }
+    nodeUnlock(owner, b.lock, SixLockType.read);
+    if (afterRead) this.counters.fastAfterRead++;
+    else this.counters.fast++;
+    return v;
+  }
+
+  private fallback(c: LookupCounter): typeof LOOKUP_FALLBACK {
+    this.counters[c]++;
+    return LOOKUP_FALLBACK;
+  }
 }
 
 /* ------------------------------------------------------------------------
@@ -164,6 +296,15 @@ export function keyToEntry(k: BkeyI, extents: boolean): Entry {
     valueOffset: extentValueOffset(k.value),
     value: k.value.subarray(EXTENT_VALUE_HEADER_BYTES),
   };
+}
+
+const entryPos = new Uint32Array(BPOS_WORDS);
+
+/** keyToEntry(keys.keyUnpack(h), false) for a key of a non-extents node, without the BkeyI in between. */
+export function keyToEntryAt(keys: NodeKeys, h: number): Entry {
+  keys.keyPosTo(h, entryPos, 0);
+  const start = keys.keyValueStart(h);
+  return { pos: wordsToBpos(entryPos, 0), value: keys.data.slice(start, start + keys.keyValueBytes(h)) };
 }
 
 function xToBpos(p: XPos): Bpos {

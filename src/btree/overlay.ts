@@ -193,9 +193,17 @@ export class BtreeOverlay {
     this.keyPos.splice(i, 1);
   }
 
-  /** A value or a deletion at one position (normal btrees). */
-  putKey(k: BkeyI): void {
-    const p = xFromWords(k.p);
+  /** A value or a deletion at one position (normal btrees); `at`: k.p as a position, when the caller has it. */
+  putKey(k: BkeyI, at?: XPos): void {
+    const p = at ?? xFromWords(k.p);
+    /* appending in order (a batch of ascending keys): no search */
+    const n = this.keys.length;
+    if (n === 0 || xcmp(this.keyPos[n - 1]!, p) < 0) {
+      this.keys.push(k);
+      this.keyPos.push(p);
+      this.gen++;
+      return;
+    }
     const i = this.lowerBound(p);
     if (i < this.keys.length && xcmp(this.keyPos[i]!, p) === 0) this.keys[i] = k;
     else this.insertAt(i, k, p);

@@ -57,7 +57,11 @@ export const UNLOCKED = -1;
 
 export class PathLevel {
   node: Node | null = null;
-  readonly iter = new NodeIter();
+  private iterLazy: NodeIter | null = null;
+  /** The node iterator, made on first use: most levels of most paths are never searched, and a path is made per lookup. */
+  get iter(): NodeIter {
+    return (this.iterLazy ??= new NodeIter());
+  }
   /** Lock seq when we last held the lock: relock succeeds only if it is unchanged. */
   lockSeq = 0;
   /**

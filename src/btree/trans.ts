@@ -16,6 +16,10 @@
  *    returned a key (shouldBeLocked) and cannot be relocked means restart;
  *  - no await between a lock or seq check and the use that depends on it.
  *
+ * Traversal tries traverseNowait() first: with every node on the way cached
+ * and its lock free, the path is walked from the root in one synchronous step
+ * (no promise, no await); otherwise the awaiting traversal takes over.
+ *
  * Restarts travel as internal codes; when one has to leave through user
  * code, it is thrown as TransactionRestart and caught by transact()'s loop.
  */
@@ -49,6 +53,8 @@ let startSeqNext = 1;
 export function transStartSeqNew(): number {
   return startSeqNext++;
 }
+
+const traverseOkPromise: Promise<number> = Promise.resolve(0);
 
 /** How many traverse retries (parent changed during a fill) before restarting the transaction. */
 const TRAVERSE_RETRIES_MAX = 64;
@@ -444,7 +450,70 @@ export class BtreeTrans implements LockOwner, CacheTrans {
    * Returns 0 or a restart code. May drop and retake all of the
    * transaction's locks (I/O in nodeGet).
    */
-  async traverse(path: BtreePath): Promise<number> {
+  traverse(path: BtreePath): Promise<number> {
+    if (this.traverseNowait(path) === 0) return traverseOkPromise;
+    return this.traverseSlowpath(path);
+  }
+
+  /**
+   * traverse() without waiting, when everything it needs is cached and
+   * unlocked: an UPTODATE path, or a path that must traverse again (and
+   * returned no key through its current position) walked from the root with
+   * trylocks (nodeGetNowait), in one synchronous step. 0: the path is
+   * UPTODATE; -1: something would wait (a lock, a read, the cannibalize
+   * lock, a topology error to report), and traverse()'s slow path takes
+   * over from the levels already locked.
+   */
+  traverseNowait(path: BtreePath): number {
+    if (this.restartPending) return -1;
+    if (path.uptodate === UPTODATE) {
+      if (path.l[path.level]!.iterStale) pathLevelInit(path, path.level);
+      return 0;
+    }
+    if (path.uptodate !== NEED_TRAVERSE || path.shouldBeLocked) return -1;
+    const root = this.engine.roots[path.btreeId]!.node;
+    if (root === null || root.level < path.level) return -1;
+    /* what the slow path would drop on its way up, all of it: we restart from the root */
+    for (let l = path.level; l < BTREE_MAX_DEPTH; l++) {
+      const lv = path.l[l]!;
+      if (lv.held !== UNLOCKED || lv.relockType !== UNLOCKED) this.levelUnlock(path, l);
+    }
+    let l = root.level;
+    const type = path.lockWant(l) === LOCK_INTENT ? LOCK_INTENT : LOCK_READ;
+    if (!nodeTryLock(this, root.lock, type as SixLockType)) return -1;
+    for (let k = l + 1; k < BTREE_MAX_DEPTH; k++) path.l[k]!.node = null;
+    const rlv = path.l[l]!;
+    rlv.node = root;
+    rlv.held = type;
+    rlv.lockSeq = root.lock.seq;
+    rlv.nodeHash = root.hashVal;
+    rlv.iterStale = true;
+    const ptr = this.ptrScratch;
+    const cache = this.engine.cache;
+    while (l > path.level) {
+      if (pathChildPtr(path, l, ptr) < 0) return -1;
+      const childLevel = l - 1;
+      const ctype = path.lockWant(childLevel) === LOCK_INTENT ? LOCK_INTENT : LOCK_READ;
+      const child = cache.nodeGetNowait(this, ptr, childLevel, ctype);
+      if (child === null) return -1;
+      const clv = path.l[childLevel]!;
+      clv.node = child;
+      clv.held = ctype;
+      clv.lockSeq = child.lock.seq;
+      clv.nodeHash = child.hashVal;
+      clv.iterStale = true;
+      if (path.lockWant(l) === UNLOCKED) this.levelUnlock(path, l);
+      l = childLevel;
+    }
+    pathLevelInit(path, path.level);
+    path.uptodate = UPTODATE;
+    this.engine.counters.traverses++;
+    this.engine.counters.traversesNowait++;
+    return 0;
+  }
+
+  /** traverse() past a failed traverseNowait(): may wait, read, and drop and retake every lock. */
+  async traverseSlowpath(path: BtreePath): Promise<number> {
     if (this.restartPending) return this.restartPending;
     if (path.uptodate === UPTODATE) {
       if (path.l[path.level]!.iterStale) pathLevelInit(path, path.level);

@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Point lookups without a transaction (iter.ts LookupNowait, store.get's
+ * fast path) and synchronous traversal (BtreeTrans.traverseNowait, tx.get).
+ *  - cached and unlocked: answered synchronously, counted, no commit;
+ *  - a write-locked node or an evicted leaf: falls back to a transaction,
+ *    which waits or reads, and returns the right value;
+ *  - gets racing with writers (splits, overwrites, deletes) and evictions
+ *    return exactly what some serial order allows: never a value of another
+ *    key, never older than a commit that resolved before the get started.
+ */
+
+import { afterEach, describe, expect, it } from 'vitest';
+import { pos } from '../../src/index.js';
+import { LockOwnerBase, nodeTryLock, nodeTryLockWrite, nodeUnlock } from '../../src/btree/locking.js';
+import { SixLockType } from '../../src/util/six.js';
+import { prng, readU64le, tmpStore, type TmpStore } from '../helpers/store.js';
+
+let t: TmpStore | null = null;
+afterEach(async () => {
+  await t?.cleanup();
+  t = null;
+});
+
+/** Value of key k at version v: 16 bytes, the key then the version. */
+function val(k: number, v: number): Uint8Array {
+  const b = new Uint8Array(16);
+  const dv = new DataView(b.buffer);
+  dv.setBigUint64(0, BigInt(k), true);
+  dv.setBigUint64(8, BigInt(v), true);
+  return b;
+}
+
+function decode(b: Uint8Array): { k: number; v: number } {
+  return { k: Number(readU64le(b.subarray(0, 8))), v: Number(readU64le(b.subarray(8, 16))) };
+}
+
+describe('Store#get() fast path', () => {
+  it('cached and unlocked: answered without a transaction; missing and deleted keys read undefined', async () => {
+    t = await tmpStore();
+    const s = t.store;
+    await s.transact((tx) => {
+      for (let k = 0; k < 2000; k++) tx.put('kv', pos(1, k), val(k, 1));
+    });
+    await s.del('kv', pos(1, 7));
+    const before = s.stats();
+    for (let k = 0; k < 2000; k++) {
+      const v = await s.get('kv', pos(1, k));
+      if (k === 7) expect(v).toBeUndefined();
+      else expect(decode(v!)).toEqual({ k, v: 1 });
+    }
+    expect(await s.get('kv', pos(1, 5000))).toBeUndefined();
+    expect(await s.get('kv', pos(0, 3))).toBeUndefined();
+    const after = s.stats();
+    expect(after.lookups.fast - before.lookups.fast).toBe(2002);
+    expect(after.transactions.commits).toBe(before.transactions.commits);
+    // a returned value is a copy: changing it changes nothing stored
+    const v = (await s.get('kv', pos(1, 3)))!;
+    v.fill(0xff);
+    expect(decode((await s.get('kv', pos(1, 3)))!)).toEqual({ k: 3, v: 1 });
+  });
+
+  it('a write-locked leaf: the get falls back, waits for the lock, then reads', async () => {
+    t = await tmpStore();
+    const s = t.store;
+    await s.put('kv', pos(1, 1), val(1, 1));
+    // one key: the root is the leaf
+    const engine = s.engine;
+    const leaf = engine.roots[0]!.node!;
+    expect(leaf.level).toBe(0);
+    const owner = new LockOwnerBase(1_000_000, 0);
+    expect(nodeTryLock(owner, leaf.lock, SixLockType.intent)).toBe(true);
+    expect(nodeTryLockWrite(owner, leaf.lock)).toBe(true);
+    const before = s.stats().lookups;
+    let done = false;
+    const p = s.get('kv', pos(1, 1)).then((v) => {
+      done = true;
+      return v;
+    });
+    for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
+    expect(done).toBe(false);
+    expect(s.stats().lookups.fallbackLocked).toBe(before.fallbackLocked + 1);
+    nodeUnlock(owner, leaf.lock, SixLockType.write);
+    nodeUnlock(owner, leaf.lock, SixLockType.intent);
+    expect(decode((await p)!)).toEqual({ k: 1, v: 1 });
+  });
+
+  it('evicted leaves: the get reads them (without a transaction, or through one when the first walk cannot)', async () => {
+    t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, cacheSize: 256 * 1024 });
+    const s = t.store;
+    const N = 6000;
+    for (let b = 0; b < N; b += 500) {
+      await s.transact((tx) => {
+        for (let k = b; k < b + 500; k++) tx.put('kv', pos(1, k), val(k, 2));
+      });
+    }
+    await s.flush();
+    s.shrink();
+    const before = s.stats();
+    const rnd = prng(7);
+    for (let i = 0; i < 500; i++) {
+      const k = Math.floor(rnd() * N);
+      expect(decode((await s.get('kv', pos(1, k)))!)).toEqual({ k, v: 2 });
+    }
+    const after = s.stats();
+    expect(after.lookups.fallbackUncached).toBeGreaterThan(before.lookups.fallbackUncached);
+    expect(after.lookups.fastAfterRead).toBeGreaterThan(before.lookups.fastAfterRead);
+    expect(after.cache.misses).toBeGreaterThan(before.cache.misses);
+    expect(after.lookups.fast).toBeGreaterThan(before.lookups.fast);
+    expect(after.transactions.commits).toBe(before.transactions.commits);
+  });
+
+  for (const cacheSize of [0, 256 * 1024]) {
+    it(`gets racing with writers, splits, deletes${cacheSize ? ' and evictions' : ''}: values of the right key, never older than a resolved commit`, async () => {
+      t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, ...(cacheSize ? { cacheSize } : {}) });
+      const s = t.store;
+      const KEYS = 12_000;
+      const WRITERS = 3;
+      // writer w owns the keys k % WRITERS === w and commits one at a time, so
+      // per key the version order is the commit order
+      /** Per key: version of the last commit that resolved (negative: a delete), the highest started, the highest delete started. */
+      const resolved = new Float64Array(KEYS);
+      const started = new Float64Array(KEYS);
+      const delStarted = new Float64Array(KEYS);
+      let stop = false;
+      let version = 0;
+      const writer = async (w: number): Promise<void> => {
+        const rnd = prng(100 + w);
+        while (!stop) {
+          const ks = [...new Set(Array.from({ length: 1 + Math.floor(rnd() * 100) }, () => Math.floor(rnd() * (KEYS / WRITERS)) * WRITERS + w))];
+          const v = ++version;
+          const del = rnd() < 0.1;
+          for (const k of ks) {
+            started[k] = v;
+            if (del) delStarted[k] = v;
+          }
+          await s.transact((tx) => {
+            for (const k of ks) {
+              if (del) tx.del('kv', pos(1, k));
+              else tx.put('kv', pos(1, k), val(k, v));
+            }
+          });
+          for (const k of ks) resolved[k] = del ? -v : v;
+        }
+      };
+      let gets = 0;
+      const reader = async (seed: number): Promise<void> => {
+        const rnd = prng(seed);
+        while (!stop) {
+          const k = Math.floor(rnd() * KEYS);
+          const floor = resolved[k]!;
+          const v = await s.get('kv', pos(1, k));
+          // cached gets resolve at once: yield now and then, or the timers never run
+          if (++gets % 64 === 0) await new Promise((r) => setImmediate(r));
+          if (v === undefined) {
+            // never written, deleted, or a delete started since
+            expect(floor <= 0 || delStarted[k]! > floor).toBe(true);
+            continue;
+          }
+          const d = decode(v);
+          expect(d.k).toBe(k);
+          if (floor > 0) expect(d.v).toBeGreaterThanOrEqual(floor);
+          else expect(d.v).toBeGreaterThan(-floor);
+          expect(d.v).toBeLessThanOrEqual(started[k]!);
+        }
+      };
+      const evictor = async (): Promise<void> => {
+        while (!stop) {
+          if (cacheSize) {
+            // dirty nodes cannot be evicted: write them first
+            await s.flush();
+            s.shrink();
+          }
+          await new Promise((r) => setTimeout(r, 2));
+        }
+      };
+      const before = s.stats();
+      const all = [writer(0), writer(1), writer(2), reader(11), reader(12), reader(13), reader(14), evictor()];
+      await new Promise((r) => setTimeout(r, 1500));
+      stop = true;
+      await Promise.all(all);
+      expect(gets).toBeGreaterThan(100);
+      const after = s.stats();
+      expect(after.lookups.fast).toBeGreaterThan(before.lookups.fast);
+      expect(after.btrees.kv!.depth).toBeGreaterThan(1);
+      expect(after.interior.splits!).toBeGreaterThan(before.interior.splits!);
+      if (cacheSize) expect(after.cache.evictions).toBeGreaterThan(before.cache.evictions);
+      if (process.env.SIXTREE_TEST_VERBOSE) console.log(after.lookups, after.cache.evictions, after.interior);
+      // quiet now: every key reads what the last commit left
+      for (let k = 0; k < KEYS; k++) {
+        const v = await s.get('kv', pos(1, k));
+        if (resolved[k]! <= 0) expect(v).toBeUndefined();
+        else expect(decode(v!)).toEqual({ k, v: resolved[k] });
+      }
+      expect(await s.fsck()).toEqual([]);
+    });
+  }
+});
+
+describe('Transaction#get() synchronous traversal', () => {
+  it('tx.get on cached nodes traverses without waiting and reads what the transaction wrote', async () => {
+    t = await tmpStore();
+    const s = t.store;
+    await s.transact((tx) => {
+      for (let k = 0; k < 3000; k++) tx.put('kv', pos(2, k), val(k, 3));
+    });
+    const before = s.stats().writeback;
+    await s.transact(async (tx) => {
+      for (let k = 0; k < 3000; k += 37) expect(decode((await tx.get('kv', pos(2, k)))!)).toEqual({ k, v: 3 });
+      tx.put('kv', pos(2, 5), val(5, 4));
+      expect(decode((await tx.get('kv', pos(2, 5)))!)).toEqual({ k: 5, v: 4 });
+    });
+    const after = s.stats().writeback;
+    expect(after.traversesNowait!).toBeGreaterThan(before.traversesNowait!);
+    expect(decode((await s.get('kv', pos(2, 5)))!)).toEqual({ k: 5, v: 4 });
+  });
+});
+
+describe('Store#range() iterator', () => {
+  it('next() calls made before earlier ones resolve get the entries in order, across leaves; return() ends it', async () => {
+    t = await tmpStore();
+    const s = t.store;
+    await s.transact((tx) => {
+      for (let k = 0; k < 1500; k++) tx.put('kv', pos(3, k), val(k, 1));
+    });
+    const it = s.range('kv', { start: pos(3, 0), end: pos(4, 0) });
+    // all at once: the first ones wait for the first leaf, the later ones for later leaves
+    const rs = await Promise.all(Array.from({ length: 1501 }, () => it.next()));
+    expect(rs.slice(0, 1500).map((r) => (r.done ? -1 : decode(r.value.value).k))).toEqual(Array.from({ length: 1500 }, (_, k) => k));
+    expect(rs[1500]!.done).toBe(true);
+    const it2 = s.range('kv', { start: pos(3, 10), reverse: true, end: pos(3, 900), limit: 1000 });
+    const a = await it2.next();
+    expect(Number(a.value.pos.offset)).toBe(899);
+    expect(await it2.return!()).toEqual({ value: undefined, done: true });
+    expect((await it2.next()).done).toBe(true);
+    let n = 0;
+    for await (const e of s.range('kv', { start: pos(3, 100) })) {
+      expect(decode(e.value).k).toBe(100 + n);
+      if (++n === 700) break;
+    }
+    expect(n).toBe(700);
+  });
+
+  it('a scan running while the store closes: close() waits for the leaf being read; later next() calls reject ERR_CLOSED', async () => {
+    t = await tmpStore();
+    const s = t.store;
+    await s.transact((tx) => {
+      for (let k = 0; k < 1500; k++) tx.put('kv', pos(3, k), val(k, 1));
+    });
+    const it = s.range('kv');
+    expect((await it.next()).done).toBe(false);
+    const closing = s.close();
+    let err: unknown;
+    try {
+      for (;;) if ((await it.next()).done) break;
+    } catch (e) {
+      err = e;
+    }
+    await closing;
+    expect((err as { code?: string }).code).toBe('ERR_CLOSED');
+  });
+});
