@@ -16,7 +16,7 @@
  * a leaf of entries at a time.
  */
 
-import { SixtreeError, isRestart, invalidArg } from './errors.js';
+import { SixtreeError, errName, isRestart, invalidArg } from './errors.js';
 import { KEY_TYPE, bkeyNew } from './btree/bkey.js';
 import { POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, posWords, toBpos } from './btree/bpos.js';
 import { Iter, KEY_SIZE_MAX, LOOKUP_FALLBACK, type Entry, type IterOpts } from './btree/iter.js';
@@ -318,9 +318,18 @@ export class Store {
 
   private async transactAttempts<T>(fn: (tx: Transaction) => Promise<T> | T, startSeq: number, made: TxCtx): Promise<{ result: T; shrunk: MergeCheckPos[] }> {
     const engine = this.engine;
+    // this call's restarts by reason (for the error if it never gets through)
+    const reasons = new Map<number, number>();
+    const restarted = (code: number) => {
+      engine.countRestart(code);
+      reasons.set(code, (reasons.get(code) ?? 0) + 1);
+    };
     for (let restarts = 0; ; restarts++) {
       if (restarts > TRANSACT_RESTARTS_MAX) {
-        throw new SixtreeError('ERR_TOO_MANY_RESTARTS', `transaction restarted more than ${TRANSACT_RESTARTS_MAX} times`);
+        const top = [...reasons].sort((a, b) => b[1] - a[1]).map(([c, n]) => `${errName(c)} ${n}`);
+        throw new SixtreeError('ERR_TOO_MANY_RESTARTS', `transaction restarted more than ${TRANSACT_RESTARTS_MAX} times (${top.slice(0, 4).join(', ')})`, {
+          restartReasons: Object.fromEntries([...reasons].map(([c, n]) => [errName(c), n])),
+        });
       }
       const bt = new BtreeTrans(engine, startSeq, restarts);
       bt.txCtx = made;
@@ -335,13 +344,13 @@ export class Store {
         result = await r;
         bt.done = true;
         if (bt.restartThrown) {
-          engine.countRestart(bt.restartThrown);
+          restarted(bt.restartThrown);
           continue;
         }
         if (this.readOnly && bt.hasUpdates()) throw new SixtreeError('ERR_READ_ONLY', 'write in a store opened readOnly');
         const c = await transCommit(bt);
         if (c.ret) {
-          engine.countRestart(c.ret);
+          restarted(c.ret);
           continue;
         }
         seq = c.seq;
@@ -349,7 +358,7 @@ export class Store {
       } catch (e) {
         bt.done = true;
         if (isRestart(e) || bt.restartThrown) {
-          engine.countRestart(isRestart(e) ? e.restartCode : bt.restartThrown);
+          restarted(isRestart(e) ? e.restartCode : bt.restartThrown);
           continue;
         }
         throw e;
