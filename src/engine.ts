@@ -121,6 +121,8 @@ export const WRITEBACK_INFLIGHT_MAX = 8;
  */
 export const WRITEBACK_DIRTY_NUM = 3;
 export const WRITEBACK_DIRTY_DEN = 4;
+/** Restarts after which a transaction closes the starvation gate and runs alone (see Engine.starvationGateClose). */
+export const STARVATION_RESTARTS = 64;
 /** Background writeback also runs on this period while anything is dirty. */
 export const WRITEBACK_PERIOD_MS = 1000;
 /** Journal seqs a rebuilt node's key format leaves room for before new keys are stored unpacked. */
@@ -204,6 +206,10 @@ export interface StoreStats {
     roomLost: number;
     /** Commits that completed their interior updates early to let journal reclaim write the nodes they blocked. */
     groupsClosedForJournal: number;
+    /** Transactions that kept restarting and were then run alone (the starvation gate). */
+    starvationGates: number;
+    /** Transaction attempts that waited at the starvation gate for another to finish. */
+    starvationWaits: number;
   };
   /** store.get: answered by the synchronous walk, or fallen back to a transaction (and why). */
   lookups: { fast: number; fallbackLocked: number; fallbackUncached: number; fastAfterRead: number };
@@ -267,6 +273,8 @@ export class Engine {
     commitRoomLost: 0,
     /** A commit waiting for journal room completed its interior updates first (only reclaim could make room). */
     commitGroupsClosedForJournal: 0,
+    starvationGates: 0,
+    starvationWaits: 0,
     nodeWrites: 0,
     nodeWriteErrors: 0,
     nodeWritesNew: 0,
@@ -801,6 +809,47 @@ export class Engine {
     }
   }
 
+  /**
+   * The starvation gate. A transaction is restarted whenever something it
+   * read changed before its commit; one whose leaves do not fit in the cache
+   * together (or that waits for the journal, memory or an interior lock) has
+   * to drop its locks on the way, and under a steady stream of writers over
+   * the same leaves it can restart forever (the crash campaign's wipes did,
+   * 10,000 times). Once a transaction has restarted STARVATION_RESTARTS times
+   * it closes the gate: every other transaction (user and internal) waits at
+   * the start of its next attempt until the starving one has finished, so it
+   * soon runs alone. One at a time: a second starving transaction waits for
+   * the first like everyone else.
+   */
+  private starving: { startSeq: number; done: Promise<void>; open: () => void } | null = null;
+
+  /** Before each attempt: wait while another transaction holds the gate. Sync (no await) when it is open. */
+  starvationGateWait(startSeq: number): Promise<void> | null {
+    const g = this.starving;
+    if (g === null || g.startSeq === startSeq) return null;
+    this.counters.starvationWaits++;
+    return (async () => {
+      while (this.starving !== null && this.starving.startSeq !== startSeq) await this.starving.done;
+    })();
+  }
+
+  /** A transaction restarted too often: close the gate for it (false if another holds it). */
+  starvationGateClose(startSeq: number): boolean {
+    if (this.starving !== null) return this.starving.startSeq === startSeq;
+    let open!: () => void;
+    const done = new Promise<void>((r) => (open = r));
+    this.starving = { startSeq, done, open };
+    this.counters.starvationGates++;
+    return true;
+  }
+
+  starvationGateOpen(startSeq: number): void {
+    const g = this.starving;
+    if (g === null || g.startSeq !== startSeq) return;
+    this.starving = null;
+    g.open();
+  }
+
   /** Run fn in a fresh internal transaction until it does not restart. */
   async runInternal(fn: (bt: BtreeTrans) => Promise<number>): Promise<void> {
     const startSeq = transStartSeqNew();
@@ -813,8 +862,27 @@ export class Engine {
   }
 
   private async runInternalAttempts(fn: (bt: BtreeTrans) => Promise<number>, startSeq: number, made: TxCtx): Promise<void> {
+    let gate = false;
+    try {
+      await this.runInternalGated(fn, startSeq, made, (g) => (gate = g));
+    } finally {
+      if (gate) this.starvationGateOpen(startSeq);
+    }
+  }
+
+  private async runInternalGated(fn: (bt: BtreeTrans) => Promise<number>, startSeq: number, made: TxCtx, gated: (g: boolean) => void): Promise<void> {
+    let gate = false;
     for (let r = 0; ; r++) {
       if (r > 100_000) throw new Error('internal transaction restarted too often');
+      if (!gate && r >= STARVATION_RESTARTS) gated((gate = this.starvationGateClose(startSeq)));
+      if (!gate) {
+        const w = this.starvationGateWait(startSeq);
+        if (w) {
+          // never wait holding interior locks the starving one may need
+          made.finish();
+          await w;
+        }
+      }
       const bt = new BtreeTrans(this, startSeq, r);
       bt.txCtx = made;
       try {
@@ -893,6 +961,15 @@ export class Engine {
     let n: Node | null = null;
     try {
       n = await this.cache.nodeMemAlloc(trans);
+      if (!n && trans.keepLocksForIo && this.cache.cannibalizeLock(trans) === 0) {
+        // free now: take it without dropping our locks (a transaction larger
+        // than the cache would otherwise lose its leaves on every attempt)
+        try {
+          n = await this.cache.nodeMemAlloc(trans);
+        } finally {
+          this.cache.cannibalizeUnlock(trans);
+        }
+      }
       if (!n) {
         // never wait for the cannibalize lock holding node locks: its holder
         // may be traversing, waiting for one of them (a cycle the lock graph
@@ -1863,6 +1940,8 @@ export class Engine {
         writeLockWaits: this.counters.commitWriteLockWaits,
         roomLost: this.counters.commitRoomLost,
         groupsClosedForJournal: this.counters.commitGroupsClosedForJournal,
+        starvationGates: this.counters.starvationGates,
+        starvationWaits: this.counters.starvationWaits,
       },
       lookups: { ...this.lookupNowait.counters },
       btrees,

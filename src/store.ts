@@ -24,7 +24,7 @@ import { extentValueMake, xcmp, type XPos } from './btree/overlay.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
 import { transCommit } from './btree/commit.js';
 import { TxCtx, type MergeCheckPos } from './btree/interior.js';
-import { Engine, type EngineOpenOpts, type FormatOpts, type StoreStats } from './engine.js';
+import { Engine, STARVATION_RESTARTS, type EngineOpenOpts, type FormatOpts, type StoreStats } from './engine.js';
 
 /** Restarts of one transact() call before ERR_TOO_MANY_RESTARTS. */
 export const TRANSACT_RESTARTS_MAX = 10_000;
@@ -317,6 +317,15 @@ export class Store {
   }
 
   private async transactAttempts<T>(fn: (tx: Transaction) => Promise<T> | T, startSeq: number, made: TxCtx): Promise<{ result: T; shrunk: MergeCheckPos[] }> {
+    const gate = { held: false };
+    try {
+      return await this.transactGated(fn, startSeq, made, gate);
+    } finally {
+      if (gate.held) this.engine.starvationGateOpen(startSeq);
+    }
+  }
+
+  private async transactGated<T>(fn: (tx: Transaction) => Promise<T> | T, startSeq: number, made: TxCtx, gate: { held: boolean }): Promise<{ result: T; shrunk: MergeCheckPos[] }> {
     const engine = this.engine;
     // this call's restarts by reason (for the error if it never gets through)
     const reasons = new Map<number, number>();
@@ -325,6 +334,16 @@ export class Store {
       reasons.set(code, (reasons.get(code) ?? 0) + 1);
     };
     for (let restarts = 0; ; restarts++) {
+      // a transaction that keeps restarting runs alone; the others wait for it here
+      if (!gate.held && restarts >= STARVATION_RESTARTS) gate.held = engine.starvationGateClose(startSeq);
+      if (!gate.held) {
+        const w = engine.starvationGateWait(startSeq);
+        if (w) {
+          // never wait holding interior locks the starving one may need
+          made.finish();
+          await w;
+        }
+      }
       if (restarts > TRANSACT_RESTARTS_MAX) {
         const top = [...reasons].sort((a, b) => b[1] - a[1]).map(([c, n]) => `${errName(c)} ${n}`);
         throw new SixtreeError('ERR_TOO_MANY_RESTARTS', `transaction restarted more than ${TRANSACT_RESTARTS_MAX} times (${top.slice(0, 4).join(', ')})`, {

@@ -340,22 +340,38 @@ export class Interior {
       if (ret) return ret;
       if (path.uptodate !== UPTODATE || path.l[level]!.node !== n) return countRestart(ERR.transaction_restart_split_race);
 
+      // what the split decision and pivot were made on
+      const decidedHash = n.hashVal;
+      const decidedMod = n.keys.modSeq;
       const upd = new BtreeUpdate(path.btreeId, split ? 'split' : 'rewrite');
       // new nodes
       const nrNew = split ? 2 : 1;
       const news: Node[] = [];
       let newRoot: Node | null = null;
+      // allocation may drop our locks to wait for the cannibalize lock: n and
+      // its parent must not be the nodes cannibalized meanwhile (the commit
+      // that needs the split then lost its leaf on every attempt)
+      n.readPins++;
+      if (parent) parent.readPins++;
       try {
         for (let i = 0; i < nrNew; i++) news.push(await this.engine.nodeAllocNew(trans, path.btreeId, level, news));
         if (isRoot && split) newRoot = await this.engine.nodeAllocNew(trans, path.btreeId, level + 1, news);
       } catch (e) {
         for (const m of news) this.engine.nodeFreeNew(trans, m);
         throw e;
+      } finally {
+        n.readPins--;
+        if (parent) parent.readPins--;
       }
 
-      // relock after possible waits in allocation
+      // relock after possible waits in allocation; a lock seq that moved
+      // while we waited (a node write's in-memory merge) is no race if the
+      // node is the same and unchanged: walk to it again without waiting (a
+      // commit that had to wait for node memory under steady writeback
+      // otherwise restarted every time, 10,000 times)
       ret = trans.relock();
-      if (ret || path.uptodate !== UPTODATE || path.l[level]!.node !== n || n.hashVal === 0) {
+      if (!ret && path.uptodate !== UPTODATE && n.hashVal === decidedHash && n.keys.modSeq === decidedMod) trans.traverseNowait(path);
+      if (ret || path.uptodate !== UPTODATE || path.l[level]!.node !== n || n.hashVal === 0 || n.hashVal !== decidedHash || n.keys.modSeq !== decidedMod) {
         for (const m of news) this.engine.nodeFreeNew(trans, m);
         if (newRoot) this.engine.nodeFreeNew(trans, newRoot);
         return ret || countRestart(ERR.transaction_restart_split_race);
@@ -631,7 +647,15 @@ export class Interior {
     ret = await this.preresForUpdate(trans, btreeId);
     if (ret) return ret;
 
-    const m = await engine.nodeAllocNew(trans, btreeId, level);
+    // (kept cached while allocation may wait with our locks dropped, as in splitForInsert)
+    const pinned = [n, sib, parent];
+    for (const x of pinned) x.readPins++;
+    let m: Node;
+    try {
+      m = await engine.nodeAllocNew(trans, btreeId, level);
+    } finally {
+      for (const x of pinned) x.readPins--;
+    }
     // allocation may have waited (and dropped our locks): everything must still hold
     ret = trans.relock();
     if (ret || n.hashVal === 0 || sib.hashVal === 0 || path.uptodate !== UPTODATE || sibPath.uptodate !== UPTODATE) {

@@ -144,7 +144,11 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       }
       if (path.uptodate !== NEED_RELOCK && path !== this.traversing) continue;
       if (!this.pathRelock(path)) {
-        if (path.shouldBeLocked) return countRestart(ERR.transaction_restart_relock_path);
+        // a lock seq moves without the content changing (a node write's
+        // in-memory merge takes the write lock): if the read set vouches for
+        // what the path read, it only has to traverse again
+        if (path.shouldBeLocked && !this.readSetVouches(path)) return countRestart(ERR.transaction_restart_relock_path);
+        path.shouldBeLocked = false;
         path.uptodate = NEED_TRAVERSE;
       }
     }
@@ -244,11 +248,22 @@ export class BtreeTrans implements LockOwner, CacheTrans {
     return true;
   }
 
+  /** The path's node is in the read set, still the same node, unchanged since it was read: the commit's check covers it. */
+  private readSetVouches(path: BtreePath): boolean {
+    const lv = path.l[path.level]!;
+    const n = lv.node;
+    if (!n || n.hashVal === 0 || n.hashVal !== lv.nodeHash) return false;
+    for (const r of this.readSet) if (r.node === n && r.hash === n.hashVal) return n.keys.modSeq === r.mod;
+    return false;
+  }
+
   /** n was replaced by our own update: if unchanged since we read it, what we read lives on in `news`. */
-  private readSetReplaced(n: Node, hash: number, news: readonly Node[]): void {
+  private readSetReplaced(n: Node, hash: number, news: readonly Node[]): boolean {
+    let moved = false;
     for (let i = this.readSet.length - 1; i >= 0; i--) {
       const r = this.readSet[i]!;
       if (r.node !== n || r.hash !== hash || n.keys.modSeq !== r.mod) continue;
+      moved = true;
       this.readSet.splice(i, 1);
       n.readPins--;
       for (const m of news) {
@@ -257,6 +272,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
         m.readPins++;
       }
     }
+    return moved;
   }
 
   /* ---------------------------------------------------------------- paths */
@@ -594,7 +610,16 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       if (typeof child === 'number') {
         if (child === ERR.transaction_restart_fill_mem_alloc_fail) {
           // no node memory without cannibalizing: take the cannibalize lock
-          // (holding no node locks while waiting), then try again
+          // (holding no node locks while waiting), then try again. A
+          // transaction keeping its locks for I/O takes it without waiting
+          // if it is free: unlocked, its own nodes would be the ones
+          // cannibalized (a transaction larger than the cache then evicted
+          // its own leaves and restarted forever); locked, they cannot be,
+          // and the lock holder goes over the budget instead.
+          if (this.keepLocksForIo && this.engine.cache.cannibalizeLock(this) === 0) {
+            this.holdsCannibalize = true;
+            return -1;
+          }
           this.unlock();
           await this.engine.cache.cannibalizeLockWait(this);
           this.holdsCannibalize = true;
@@ -672,7 +697,8 @@ export class BtreeTrans implements LockOwner, CacheTrans {
    * its own level only forgets that level (its leaf lock still protects it).
    */
   nodeReplaced(n: Node, news: readonly Node[] = [], hash = 0): void {
-    if (hash !== 0) this.readSetReplaced(n, hash, news);
+    // what we read of n, unchanged, now lives in `news`, and the read set checks them at commit
+    const readMoved = hash !== 0 && this.readSetReplaced(n, hash, news);
     for (const path of this.paths) {
       const lv = path.l[n.level];
       if (!lv || lv.node !== n) continue;
@@ -696,6 +722,11 @@ export class BtreeTrans implements LockOwner, CacheTrans {
         continue;
       }
       path.uptodate = NEED_TRAVERSE;
+      // it could not move with a lock (it had dropped it for I/O or a wait):
+      // its reads stay protected by the read set, so losing n is no reason
+      // to restart (a commit rewriting the leaves its own range deletes had
+      // scanned restarted on every attempt)
+      if (readMoved) path.shouldBeLocked = false;
     }
   }
 
