@@ -103,7 +103,8 @@ export class Node {
    * Transactions holding this node in their read set (BtreeTrans.readSet):
    * the cache does not evict it meanwhile (bcachefs keeps such nodes locked
    * through should_be_locked paths; an evicted and re-read node could not be
-   * checked for changes).
+   * checked for changes). Splits and merges also pin the nodes they replace
+   * while their allocation may wait with the transaction's locks dropped.
    */
   readPins = 0;
 

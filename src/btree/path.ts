@@ -76,6 +76,15 @@ export class PathLevel {
   relockType: number = UNLOCKED;
   /** The node iterator must be re-searched before use (node modified, or pos moved). */
   iterStale = true;
+
+  /** This level now holds `node`, locked `type` (lock seq and identity taken now; iterator to re-search). */
+  take(node: Node, type: number): void {
+    this.node = node;
+    this.held = type;
+    this.lockSeq = node.lock.seq;
+    this.nodeHash = node.hashVal;
+    this.iterStale = true;
+  }
 }
 
 export class BtreePath {

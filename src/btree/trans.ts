@@ -310,14 +310,8 @@ export class BtreeTrans implements LockOwner, CacheTrans {
    */
   getPath(btreeId: number, pos: Uint32Array, pi: number, level: number, locksWant: number): BtreePath {
     for (const path of this.paths) {
-      if (path.btreeId !== btreeId || path.level !== level || path.locksWant !== locksWant || path.ref !== 0) continue;
-      const n = path.l[level]!.node;
-      if (path.uptodate === NEED_TRAVERSE || !n || !posInNodeAt(n, pos, pi)) continue;
-      if (wordsCmp(path.pos, 0, pos, pi) !== 0) {
-        wordsCopy(path.pos, 0, pos, pi);
-        path.l[level]!.iterStale = true;
-      }
-      return path;
+      if (path.btreeId !== btreeId || path.level !== level || path.locksWant !== locksWant) continue;
+      if (pathReuseAt(path, level, pos, pi)) return path;
     }
     return this.pathNew(btreeId, pos, pi, level, locksWant);
   }
@@ -360,16 +354,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
             lo = mid + 1;
           } else hi = mid - 1;
         }
-        for (let i = at; i >= 0 && i > at - 4; i--) {
-          const path = list[i]!;
-          const n = path.l[level]!.node;
-          if (path.ref !== 0 || path.uptodate === NEED_TRAVERSE || !n || !posInNodeAt(n, pos, pi)) continue;
-          if (wordsCmp(path.pos, 0, pos, pi) !== 0) {
-            wordsCopy(path.pos, 0, pos, pi);
-            path.l[level]!.iterStale = true;
-          }
-          return path;
-        }
+        for (let i = at; i >= 0 && i > at - 4; i--) if (pathReuseAt(list[i]!, level, pos, pi)) return list[i]!;
       }
       return this.pathNew(btreeId, pos, pi, level, locksWant);
     };
@@ -450,11 +435,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
         }
         const lv = path.l[level]!;
         if (lv.held !== UNLOCKED) this.levelUnlock(path, level);
-        lv.node = b;
-        lv.held = type;
-        lv.lockSeq = b.lock.seq;
-        lv.nodeHash = b.hashVal;
-        lv.iterStale = true;
+        lv.take(b, type);
         return 0;
       }
       nodeUnlock(this, b.lock, type as SixLockType);
@@ -499,11 +480,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
     if (!nodeTryLock(this, root.lock, type as SixLockType)) return -1;
     for (let k = l + 1; k < BTREE_MAX_DEPTH; k++) path.l[k]!.node = null;
     const rlv = path.l[l]!;
-    rlv.node = root;
-    rlv.held = type;
-    rlv.lockSeq = root.lock.seq;
-    rlv.nodeHash = root.hashVal;
-    rlv.iterStale = true;
+    rlv.take(root, type);
     const ptr = this.ptrScratch;
     const cache = this.engine.cache;
     while (l > path.level) {
@@ -513,11 +490,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       const child = cache.nodeGetNowait(this, ptr, childLevel, ctype);
       if (child === null) return -1;
       const clv = path.l[childLevel]!;
-      clv.node = child;
-      clv.held = ctype;
-      clv.lockSeq = child.lock.seq;
-      clv.nodeHash = child.hashVal;
-      clv.iterStale = true;
+      clv.take(child, ctype);
       if (path.lockWant(l) === UNLOCKED) this.levelUnlock(path, l);
       l = childLevel;
     }
@@ -631,11 +604,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       }
       const clv = path.l[childLevel]!;
       if (clv.held !== UNLOCKED) this.levelUnlock(path, childLevel);
-      clv.node = child;
-      clv.held = type;
-      clv.lockSeq = child.lock.seq;
-      clv.nodeHash = child.hashVal;
-      clv.iterStale = true;
+      clv.take(child, type);
       if (path.l[l]!.held === UNLOCKED && path.uptodate === NEED_TRAVERSE) {
         // the parent could not be relocked after the fill: start over from what still holds
         return -1;
@@ -714,11 +683,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       }
       const m = held !== UNLOCKED ? news.find((x) => x.level === n.level && posInNode(x, path.pos)) : undefined;
       if (m && m.hashVal !== 0 && nodeTryLock(this, m.lock, held as SixLockType)) {
-        lv.node = m;
-        lv.held = held;
-        lv.lockSeq = m.lock.seq;
-        lv.nodeHash = m.hashVal;
-        lv.iterStale = true;
+        lv.take(m, held);
         continue;
       }
       path.uptodate = NEED_TRAVERSE;
@@ -767,6 +732,17 @@ export class BtreeTrans implements LockOwner, CacheTrans {
     });
     return out.toString();
   }
+}
+
+/** A free path whose node at `level` covers pos is moved there (true); else false. */
+function pathReuseAt(path: BtreePath, level: number, pos: Uint32Array, pi: number): boolean {
+  const n = path.l[level]!.node;
+  if (path.ref !== 0 || path.uptodate === NEED_TRAVERSE || !n || !posInNodeAt(n, pos, pi)) return false;
+  if (wordsCmp(path.pos, 0, pos, pi) !== 0) {
+    wordsCopy(path.pos, 0, pos, pi);
+    path.l[level]!.iterStale = true;
+  }
+  return true;
 }
 
 function posInNodeAt(n: Node, pos: Uint32Array, pi: number): boolean {

@@ -124,18 +124,13 @@ export class BlacklistGc {
     let rewrote = 0;
     for (const h of host.holders.list()) {
       if (this.stopping) return;
-      if (!this.neededRanges().some((r) => h.seqs.some((s) => s >= r.start && s <= r.end))) continue;
+      if (!h.seqs.some((s) => host.blacklist.isBlacklisted(s))) continue;
       if (await host.rewriteNode(h)) rewrote++;
     }
     this.counters.nodesRewritten += rewrote;
     if (this.stopping) return;
     if (rewrote || this.droppable().length < host.blacklist.length) await host.makeDurable();
     await this.dropCheck();
-  }
-
-  /** Ranges currently in the blacklist. */
-  private neededRanges(): SeqRange[] {
-    return this.host.blacklist.toArray();
   }
 
   /** Ranges that can go now (only meaningful once the walk is done). */

@@ -33,18 +33,23 @@ function u32(n: number, len = 40): Uint8Array {
 }
 const num = (v: Uint8Array | undefined) => (v ? new DataView(v.buffer, v.byteOffset).getUint32(0, true) : 0);
 
-/** 3 inodes x n keys on 4 KiB nodes, 512 KiB cache (about 100 nodes): the tree is several times the cache. */
-async function bigStore(n: number): Promise<Store> {
-  const mem = MemDevice.create(64 << 20);
-  await Store.formatDevice(mem, { btrees: [{ name: 'kv' }], nodeSize: 4096, blockSize: 512, journalSize: 8 << 20 });
-  const s = await Store.openDevice(mem, { cacheSize: 512 << 10 });
-  for (const inode of [1, 2, 3]) {
+/** Keys 0..n-1 of each inode, value 1, 250 per transaction. */
+async function fill(s: Store, inodes: number[], n: number): Promise<void> {
+  for (const inode of inodes) {
     for (let b = 0; b < n; b += 250) {
       await s.transact((tx) => {
         for (let k = b; k < b + 250; k++) tx.put('kv', { inode, offset: k }, u32(1));
       });
     }
   }
+}
+
+/** 3 inodes x n keys on 4 KiB nodes, 512 KiB cache (about 100 nodes): the tree is several times the cache. */
+async function bigStore(n: number): Promise<Store> {
+  const mem = MemDevice.create(64 << 20);
+  await Store.formatDevice(mem, { btrees: [{ name: 'kv' }], nodeSize: 4096, blockSize: 512, journalSize: 8 << 20 });
+  const s = await Store.openDevice(mem, { cacheSize: 512 << 10 });
+  await fill(s, [1, 2, 3], n);
   return s;
 }
 
@@ -105,13 +110,7 @@ describe('transactions larger than the cache', () => {
         expect(attempts).toBeLessThan(STARVATION_BOUND);
         expect(num(await s.get('kv', { inode: 9, offset: round }))).toBe(sum);
         // refill what the round deleted
-        for (const inode of [2, 3]) {
-          for (let b = 0; b < 3000; b += 250) {
-            await s.transact((tx) => {
-              for (let k = b; k < b + 250; k++) tx.put('kv', { inode, offset: k }, u32(1));
-            });
-          }
-        }
+        await fill(s, [2, 3], 3000);
       }
       expect(await s.fsck()).toEqual([]);
     } finally {
