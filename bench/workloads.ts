@@ -121,16 +121,25 @@ function insertWorkload(ctx: WorkloadContext, keysPerCall: number): { driver: Dr
   return { driver, checker };
 }
 
+function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
+  return typeof (v as { then?: unknown } | undefined)?.then === 'function';
+}
+
 function lookupWorkload(ctx: WorkloadContext): { driver: Driver; checker: Checker } {
   const { store, rng, loaded } = ctx;
   const checker: Checker = { notFound: 0, verify: async () => (checker.notFound ? `${checker.notFound} lookups of loaded keys found nothing` : undefined) };
+  const found = (v: Uint8Array | undefined): number => {
+    if (v === undefined) checker.notFound++;
+    return 1;
+  };
   const driver: Driver = store.syncReads
     ? {
         async: false,
         callsLeft: () => Infinity,
         call() {
-          if ((store.get(rng.below(loaded)) as Uint8Array | undefined) === undefined) checker.notFound++;
-          return 1;
+          const v = store.get(rng.below(loaded));
+          if (isPromise(v)) return v.then(found);
+          return found(v);
         },
       }
     : {

@@ -36,6 +36,7 @@ export const PUBLIC_CODES = [
   'ERR_CLOSED',
   'ERR_TX_DONE',
   'ERR_TOO_MANY_RESTARTS',
+  'ERR_WOULD_BLOCK',
 ] as const;
 
 export type SixtreeErrorCode = (typeof PUBLIC_CODES)[number];

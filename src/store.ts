@@ -18,7 +18,7 @@
 
 import { SixtreeError, errName, isRestart, invalidArg } from './errors.js';
 import { KEY_TYPE, bkeyNew } from './btree/bkey.js';
-import { POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, posWords, toBpos } from './btree/bpos.js';
+import { POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, bposToText, posLikeToWords, posWords, toBpos } from './btree/bpos.js';
 import { Iter, KEY_SIZE_MAX, LOOKUP_FALLBACK, type Entry, type IterOpts } from './btree/iter.js';
 import { extentValueMake, xcmp, type XPos } from './btree/overlay.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
@@ -389,16 +389,36 @@ export class Store {
     }
   }
 
+  /**
+   * The value at p, or undefined, answered synchronously from cached nodes
+   * (the same walk as get()'s first step, no promise). When the answer needs
+   * a node read or a lock another transaction holds for writing, throws
+   * ERR_WOULD_BLOCK, having started that node's read: await get() then.
+   */
+  getSync(btree: string, p: PosLike): Uint8Array | undefined {
+    this.checkOpen();
+    const id = this.btreeId(btree, false);
+    const lk = this.engine.lookupNowait;
+    posLikeToWords(p, 'pos', lk.pos, 0);
+    this.engine.checkUsable();
+    const v = lk.lookupAt(id);
+    if (v !== LOOKUP_FALLBACK) return v ?? undefined;
+    lk.counters.syncWouldBlock++;
+    const at = bposToText(toBpos(p, 'pos'));
+    throw new SixtreeError('ERR_WOULD_BLOCK', `getSync: ${btree} ${at} needs a node read or a lock wait; use get()`, { btree, pos: at });
+  }
+
   /** One-operation transaction: the value at p, or undefined. Errors are rejections. */
   async get(btree: string, p: PosLike): Promise<Uint8Array | undefined> {
     this.checkOpen();
     const id = this.btreeId(btree, false);
-    const bp = toBpos(p, 'pos');
+    const lk = this.engine.lookupNowait;
+    posLikeToWords(p, 'pos', lk.pos, 0);
     this.engine.checkUsable();
     // everything cached and unlocked: answered synchronously, no transaction (iter.ts LookupNowait)
-    const lk = this.engine.lookupNowait;
-    let v = lk.lookup(id, bp);
+    let v = lk.lookupAt(id);
     if (v !== LOOKUP_FALLBACK) return v ?? undefined;
+    const bp = toBpos(p, 'pos');
     const read = lk.readStarted;
     if (read !== null) {
       // a node was not cached: its read is under way; walk again once it is in

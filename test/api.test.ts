@@ -1502,6 +1502,8 @@ describe('SixtreeError', () => {
         'ERR_INVALID_ARG', 'ERR_NOT_FOUND_DEVICE', 'ERR_NO_DIRECT_IO', 'ERR_TOO_SMALL', 'ERR_EXISTS', 'ERR_BAD_MAGIC', 'ERR_VERSION',
         'ERR_LOCKED', 'ERR_CHECKSUM', 'ERR_TOPOLOGY', 'ERR_IO', 'ERR_NO_SPACE', 'ERR_CACHE_TOO_SMALL', 'ERR_VALUE_TOO_LARGE',
         'ERR_UNKNOWN_BTREE', 'ERR_NOT_EXTENTS', 'ERR_IS_EXTENTS', 'ERR_READ_ONLY', 'ERR_CLOSED', 'ERR_TX_DONE', 'ERR_TOO_MANY_RESTARTS',
+        // additions beyond API.md's table (docs/api.md)
+        'ERR_WOULD_BLOCK',
       ].sort(),
     );
   });

@@ -12,8 +12,10 @@
  *    says how, in words that appear in the report.
  *  - commit() is one atomic commit of all its operations.
  *  - get() may return a value (stores whose reads are synchronous) or a
- *    promise; `syncReads` says which, so the harness measures the call the way
- *    a user makes it.
+ *    promise; `syncReads` (read after prepareRegime) says which, so the
+ *    harness measures the call the way a user makes it. A synchronous get may
+ *    still return a promise when it cannot answer at once (sixtree's getSync
+ *    falling back to get on a cache miss): the harness counts those.
  *  - load() is the untimed preload: any batching the store likes, durable at
  *    the end.
  *  - Adapters are loaded by dynamic import, one module per store, so a store

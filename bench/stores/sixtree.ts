@@ -4,11 +4,14 @@
  *
  * Device: a fresh file of deviceSizeBytes in the run's directory, or the block
  * device given with --device (formatted with force: its contents are lost).
- * One btree, 'main'; key index i is pos(0, key(i)) (inode 0, offset = key).
+ * One btree, 'main'; key index i is { inode: 0n, offset: key(i), snapshot: 0 }.
  *
  * Calls, as a user writes them:
- *  - get/put/del: store.get/put/del (one-operation transactions; a write
- *    resolves once its journal entry is on stable storage);
+ *  - get: cached regime store.getSync (a synchronous answer from cached
+ *    nodes; ERR_WOULD_BLOCK falls back to await store.get), cold regime
+ *    await store.get;
+ *  - put/del: store.put/del (one-operation transactions; a write resolves
+ *    once its journal entry is on stable storage);
  *  - commit: store.transact(tx => tx.put/tx.del ...), one atomic commit;
  *  - getThenPut: store.transact(async tx => { await tx.get(); tx.put() });
  *  - scan: store.range() (async iterator);
@@ -33,7 +36,7 @@ import path from 'node:path';
 import { Store, pos } from '../../src/index.js';
 import type { KeySet } from '../keys.js';
 import { valueOf } from '../keys.js';
-import type { CacheCounters, IoBackend, OpenOptions, Regime, RegimeInfo, StoreAdapter, StoreInfo, WriteOp } from './adapter.js';
+import type { CacheCounters, IoBackend, MaybePromise, OpenOptions, Regime, RegimeInfo, StoreAdapter, StoreInfo, WriteOp } from './adapter.js';
 import { packageVersion } from './version.js';
 
 /** The part of API.md's Transaction this adapter uses, structurally: the adapter imports only what API.md's import line names (Store, pos). */
@@ -65,7 +68,8 @@ function mib(bytes: number): string {
 
 class SixtreeAdapter implements StoreAdapter {
   readonly info: StoreInfo;
-  readonly syncReads = false;
+  /** Set by prepareRegime: cached reads use store.getSync (no promise), cold ones await store.get. */
+  syncReads = false;
   private store!: Store;
   private keys!: KeySet;
   private devicePath!: string;
@@ -98,8 +102,9 @@ class SixtreeAdapter implements StoreAdapter {
     this.store = await Store.open(this.devicePath, { cacheSize: this.cacheSizeBytes, io: this.io });
   }
 
-  private p(index: number) {
-    return pos(0, this.keys.key(index));
+  /** A plain position object (API.md PosLike), as a caller holding u64 keys writes it. */
+  private p(index: number): Bpos {
+    return { inode: 0n, offset: this.keys.key(index), snapshot: 0 };
   }
 
   async load(from: number, to: number): Promise<void> {
@@ -138,6 +143,7 @@ class SixtreeAdapter implements StoreAdapter {
     const treeText = walk
       ? `tree ${walk.leafNodes} leaves = ${mib(treeBytes)} (keys use ${mib(walk.leafBytesUsed)})`
       : `tree ~${mib(treeBytes)} (cached nodes x nodeSize; node walk unavailable)`;
+    this.syncReads = regime !== 'cold';
     if (regime !== 'cold') {
       const evictions = before.cache?.evictions ?? 0;
       return {
@@ -182,9 +188,26 @@ class SixtreeAdapter implements StoreAdapter {
     return info;
   }
 
-  get(index: number): Promise<Uint8Array | undefined> {
-    return this.store.get(btree, this.p(index));
+  /**
+   * Cached regime: store.getSync, a synchronous answer from cached nodes;
+   * when that would block (a node to read, a lock to wait for) it throws
+   * ERR_WOULD_BLOCK and the call falls back to await store.get, as a caller
+   * using getSync does. Cold regime: await store.get.
+   */
+  get(index: number): MaybePromise<Uint8Array | undefined> {
+    const p = this.p(index);
+    if (!this.syncReads) return this.store.get(btree, p);
+    try {
+      return this.store.getSync(btree, p);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ERR_WOULD_BLOCK') throw err;
+      this.getSyncFallbacks++;
+      return this.store.get(btree, p);
+    }
   }
+
+  /** getSync calls that fell back to get() (reported by the lookup workloads). */
+  getSyncFallbacks = 0;
 
   put(index: number, value: Uint8Array): Promise<void> {
     return this.store.put(btree, this.p(index), value);

@@ -71,6 +71,44 @@ export function toBpos(p: unknown, name = 'pos'): Bpos {
   return makeBpos(u64Arg(`${name}.inode`, o.inode), u64Arg(`${name}.offset`, o.offset), o.snapshot === undefined ? 0 : u32Arg(`${name}.snapshot`, o.snapshot));
 }
 
+/**
+ * Validate a PosLike and write its words into w[i..i+5) without making a
+ * Bpos (the point-read fast path: no BigInt arithmetic, no allocation). Bad
+ * values throw exactly as toBpos does.
+ */
+export function posLikeToWords(p: unknown, name: string, w: Uint32Array, i: number): void {
+  if (p === null || typeof p !== 'object') toBpos(p, name);
+  const o = p as { inode?: unknown; offset?: unknown; snapshot?: unknown };
+  const inode = o.inode, offset = o.offset, snapshot = o.snapshot;
+  if (!u64ToWords(inode, w, i) || !u64ToWords(offset, w, i + 2)) {
+    toBpos(p, name);
+    throw new Error('posLikeToWords: toBpos accepted a position posLikeToWords refused');
+  }
+  if (snapshot === undefined) w[i + 4] = 0;
+  else if (typeof snapshot === 'number' && snapshot >= 0 && snapshot <= U32_MAX && Number.isInteger(snapshot)) w[i + 4] = snapshot;
+  else w[i + 4] = u32Arg(`${name}.snapshot`, snapshot);
+}
+
+const TWO_32 = 4294967296;
+
+/** A u64 argument (bigint or safe integer) into two words; false if it is not one. */
+function u64ToWords(v: unknown, w: Uint32Array, i: number): boolean {
+  if (typeof v === 'bigint') {
+    if (v < 0n || v > U64_MAX) return false;
+    u64Scratch[0] = v;
+    w[i] = u64ScratchWords[HI]!;
+    w[i + 1] = u64ScratchWords[LO]!;
+    return true;
+  }
+  if (typeof v === 'number' && v >= 0 && v <= Number.MAX_SAFE_INTEGER && Number.isInteger(v)) {
+    const hi = Math.floor(v / TWO_32);
+    w[i] = hi;
+    w[i + 1] = v - hi * TWO_32;
+    return true;
+  }
+  return false;
+}
+
 /** Compare two positions: inode, then offset, then snapshot. */
 export function bposCmp(a: PosLike, b: PosLike): -1 | 0 | 1 {
   const x = toBpos(a, 'a');

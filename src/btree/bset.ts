@@ -383,6 +383,7 @@ export class NodeKeys {
     if (data.length !== this.nodeSizeBytes) throw new RangeError(`attach: data is ${data.length} bytes, node size is ${this.nodeSizeBytes}`);
     if (aux.length < NodeKeys.auxBytes(this.nodeSizeBytes)) throw new RangeError(`attach: aux is ${aux.length} bytes, need ${NodeKeys.auxBytes(this.nodeSizeBytes)}`);
     if (data.byteOffset % 8 !== 0 || aux.byteOffset % 8 !== 0) throw new RangeError('attach: buffers must be 8-byte aligned');
+    this.contentGen++;
     this.data = data;
     this.d32 = new Uint32Array(data.buffer, data.byteOffset, data.length >>> 2);
     this.aux32 = new Uint32Array(aux.buffer, aux.byteOffset, aux.length >>> 2);
@@ -392,6 +393,7 @@ export class NodeKeys {
   }
 
   detach(): void {
+    this.contentGen++;
     this.data = new Uint8Array(0);
     this.d32 = new Uint32Array(0);
     this.aux32 = new Uint32Array(0);
@@ -402,6 +404,7 @@ export class NodeKeys {
   }
 
   private setHeaderFields(h: { btreeId: number; level: number; minKey: Uint32Array; maxKey: Uint32Array; seq: number; format: BkeyFormat }): void {
+    this.contentGen++;
     this.btreeId = h.btreeId;
     this.level = h.level;
     wordsCopy(this.minKey, 0, h.minKey, 0);
@@ -1058,6 +1061,7 @@ export class NodeKeys {
 
   /** Write k at offset o (space already made), packed if `packed`. */
   private writeKey(o: number, type: number, p: Uint32Array, pi: number, size: number, version: number, value: Uint8Array, packed: boolean): number {
+    this.contentGen++;
     const d = this.d32;
     const w = o >>> 2;
     const voff = packed ? 4 + 4 * this.format.fieldWords : UNPACKED_VALUE_OFFSET;
@@ -1088,6 +1092,14 @@ export class NodeKeys {
    * whether a leaf's contents changed since it read them.
    */
   modSeq = 0;
+
+  /**
+   * Bumped whenever key bytes are written (insert, append, a header read or
+   * built, buffers attached or detached), never by compaction or sorting in
+   * place: with the node's hashVal it names the keys a decoded copy was made
+   * from (iter.ts ChildIndex).
+   */
+  contentGen = 0;
 
   /**
    * u64s inserting k may take from the room left (the commit's space check,
@@ -1169,6 +1181,7 @@ export class NodeKeys {
     let bytes: number;
     if (sameFormat) {
       /* a key is packed exactly when it fits the format: same bytes here */
+      this.contentGen++;
       bytes = src.keyBytes(h);
       if (o + bytes > this.nodeSizeBytes) return false;
       const d = this.d32, sd = src.d32;

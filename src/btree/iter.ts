@@ -25,7 +25,8 @@ import {
   bposToWords,
   posWords,
   toBpos,
-    wordsCopy,
+  wordsCmp,
+  wordsCopy,
   wordsIsMax,
   wordsIsMin,
   wordsPredecessor,
@@ -166,12 +167,85 @@ export const LOOKUP_FALLBACK = false;
 
 /** Counters of the fast path (stats().lookups): one per outcome. */
 export const LOOKUP_COUNTERS = [
-  ['fast', 'store.get calls answered by the synchronous walk, everything cached'],
+  ['fast', 'store.get and store.getSync calls answered by the synchronous walk, everything cached'],
   ['fallbackLocked', 'walks that fell back: a node on the way was cached but its lock busy (write held or a writer queued: a commit or interior update under way)'],
   ['fallbackUncached', 'walks that fell back: a node on the way was not cached, being read, or failed its last read'],
   ['fastAfterRead', 'answered by the synchronous walk after waiting for the read it started (nodeReadNowait), with no transaction'],
+  ['syncWouldBlock', 'store.getSync calls that threw ERR_WOULD_BLOCK (a fallback above; the read of a missing node was started)'],
+  ['childIndexBuilds', "interior nodes' child pointers decoded for the walk (ChildIndex): once per node and change of its keys"],
 ] as const;
 export type LookupCounter = (typeof LOOKUP_COUNTERS)[number][0];
+
+/**
+ * An interior node's live child pointers, decoded once for LookupNowait:
+ * their max keys as words in one array (a binary search finds the child
+ * covering a position) and a BtreePtr each, ready for nodeGetNowait. bcachefs
+ * searches the bset and unpacks the pointer key at every descent; here that
+ * decode costs more than the search, and a node's pointers change only with
+ * splits, merges and rewrites below it. Valid while the node holds the same
+ * on-disk node (hashVal) with the same keys (NodeKeys.contentGen); checked
+ * under the node's read lock, so nothing changes between check and use.
+ */
+function ptrCopy(dst: BtreePtr, src: BtreePtr): void {
+  dst.btreeId = src.btreeId;
+  dst.level = src.level;
+  dst.bucket = src.bucket;
+  dst.seq = src.seq;
+  wordsCopy(dst.minKey, 0, src.minKey, 0);
+  wordsCopy(dst.maxKey, 0, src.maxKey, 0);
+}
+
+export class ChildIndex {
+  hash = 0;
+  gen = -1;
+  /** Live child pointers, in key order. */
+  n = 0;
+  private max = new Uint32Array(0);
+  readonly ptrs: BtreePtr[] = [];
+  private static readonly iter = new NodeIter();
+
+  valid(b: Node): boolean {
+    return this.hash === b.hashVal && this.gen === b.keys.contentGen;
+  }
+
+  /** Decode b's pointers (b read locked, an interior node of btree btreeId). */
+  build(b: Node, btreeId: number): void {
+    const keys = b.keys;
+    const it = ChildIndex.iter;
+    it.initStart(keys);
+    let n = 0;
+    for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
+      if (keys.keyType(h) !== KEY_TYPE.btree_ptr) continue;
+      if ((n + 1) * BPOS_WORDS > this.max.length) {
+        const grown = new Uint32Array(Math.max(64, this.max.length * 2));
+        grown.set(this.max);
+        this.max = grown;
+      }
+      const ptr = (this.ptrs[n] ??= { btreeId: 0, level: 0, bucket: 0, seq: 0, minKey: new Uint32Array(BPOS_WORDS), maxKey: new Uint32Array(BPOS_WORDS) });
+      keys.keyBtreePtr(h, ptr);
+      keys.keyPosTo(h, ptr.maxKey, 0);
+      ptr.btreeId = btreeId;
+      ptr.level = b.level - 1;
+      wordsCopy(this.max, n * BPOS_WORDS, ptr.maxKey, 0);
+      n++;
+    }
+    this.n = n;
+    this.hash = b.hashVal;
+    this.gen = keys.contentGen;
+  }
+
+  /** The first child whose max key is >= pos, or -1 (pos beyond the node: a topology error). */
+  find(pos: Uint32Array): number {
+    const max = this.max;
+    let lo = 0, hi = this.n;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (wordsCmp(max, mid * BPOS_WORDS, pos, 0) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < this.n ? lo : -1;
+  }
+}
 
 /**
  * A single point read, done synchronously from the root to the leaf
@@ -193,9 +267,9 @@ export type LookupCounter = (typeof LOOKUP_COUNTERS)[number][0];
  */
 export class LookupNowait {
   readonly owner = new LockOwnerBase(-3, Number.MAX_SAFE_INTEGER - 2);
-  readonly counters: Record<LookupCounter, number> = { fast: 0, fallbackLocked: 0, fallbackUncached: 0, fastAfterRead: 0 };
-  private readonly iter = new NodeIter();
-  private readonly pos = new Uint32Array(BPOS_WORDS);
+  readonly counters: Record<LookupCounter, number> = { fast: 0, fallbackLocked: 0, fallbackUncached: 0, fastAfterRead: 0, syncWouldBlock: 0, childIndexBuilds: 0 };
+  /** The position being looked up, in words (lookupAt reads it). */
+  readonly pos = new Uint32Array(BPOS_WORDS);
   private readonly ptr: BtreePtr = { btreeId: 0, level: 0, bucket: 0, seq: 0, minKey: new Uint32Array(BPOS_WORDS), maxKey: new Uint32Array(BPOS_WORDS) };
 
   constructor(
@@ -216,10 +290,15 @@ export class LookupNowait {
    * that is not cached (readStarted); the walk after that read does not.
    */
   lookup(btreeId: number, p: Bpos, afterRead = false): Uint8Array | null | typeof LOOKUP_FALLBACK {
+    bposToWords(p, this.pos, 0);
+    return this.lookupAt(btreeId, afterRead);
+  }
+
+  /** lookup() of the position already written into `pos` (posLikeToWords). */
+  lookupAt(btreeId: number, afterRead = false): Uint8Array | null | typeof LOOKUP_FALLBACK {
     const readOk = !afterRead;
     this.readStarted = null;
     const pos = this.pos;
-    bposToWords(p, pos, 0);
     const owner = this.owner;
     const root = this.roots[btreeId]!;
     let b = root.node;
@@ -230,27 +309,23 @@ export class LookupNowait {
       return this.fallback('fallbackUncached');
     }
     while (b.level > 0) {
-      /* the child pointer covering pos: the first pointer key >= pos (pathChildPtr) */
-      const keys = b.keys;
-      const it = this.iter;
-      it.init(keys, pos, 0);
-      let h = it.peek();
-      while (h >= 0 && keys.keyType(h) !== KEY_TYPE.btree_ptr) {
-        it.advance();
-        h = it.peek();
+      /* the child pointer covering pos: the first pointer key >= pos (pathChildPtr), from the node's decoded index */
+      let index = b.childIndex;
+      if (index === null) index = b.childIndex = new ChildIndex();
+      if (!index.valid(b)) {
+        index.build(b, btreeId);
+        this.counters.childIndexBuilds++;
       }
-      if (h < 0) {
+      const i = index.find(pos);
+      if (i < 0) {
         /* a topology error: the transaction reports it */
         nodeUnlock(owner, b.lock, SixLockType.read);
         return this.fallback('fallbackUncached');
       }
-      const ptr = this.ptr;
-      keys.keyBtreePtr(h, ptr);
-      keys.keyPosTo(h, ptr.maxKey, 0);
-      ptr.btreeId = btreeId;
-      ptr.level = b.level - 1;
-      const child = this.cache.nodeGetNowait(owner, ptr, b.level - 1, LOCK_READ);
+      const child = this.cache.nodeGetNowait(owner, index.ptrs[i]!, b.level - 1, LOCK_READ);
       if (child === null) {
+        const ptr = this.ptr;
+        ptrCopy(ptr, index.ptrs[i]!);
         /* cached and readable: its lock was busy (or its header disagrees: the transaction reports that) */
         const c = this.cache.cacheFind(ptr.seq);
         const locked = c !== undefined && !c.has(NodeFlag.read_in_flight) && !c.has(NodeFlag.read_error);

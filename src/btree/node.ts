@@ -17,6 +17,7 @@
 
 import type { SixLock } from '../util/six.js';
 import type { NodeKeys } from './bset.js';
+import type { ChildIndex } from './iter.js';
 import type { JournalPin } from '../journal/reclaim.js';
 import { Printbuf } from '../util/printbuf.js';
 
@@ -118,6 +119,9 @@ export class Node {
    * fit (Interior.nodeWantsMerge).
    */
   readonly sibU64s = new Uint32Array(2);
+
+  /** Interior nodes: the child pointers decoded for point lookups (iter.ts ChildIndex), built on first use. */
+  childIndex: ChildIndex | null = null;
 
   // intrusive list links
   list: NodeListName = 'none';

@@ -197,6 +197,166 @@ describe('Store#get() fast path', () => {
   }
 });
 
+describe('Store#getSync()', () => {
+  it('answers from cached nodes like get(): values (copies), undefined for missing and deleted keys, plain or frozen positions', async () => {
+    t = await tmpStore();
+    const s = t.store;
+    await s.transact((tx) => {
+      for (let k = 0; k < 3000; k++) tx.put('kv', pos(1, k), val(k, 1));
+    });
+    await s.del('kv', pos(1, 9));
+    const before = s.stats();
+    for (let k = 0; k < 3000; k++) {
+      // numbers, bigints and frozen pos() objects name the same position
+      const v = k % 3 === 0 ? s.getSync('kv', pos(1, k)) : k % 3 === 1 ? s.getSync('kv', { inode: 1, offset: k }) : s.getSync('kv', { inode: 1n, offset: BigInt(k), snapshot: 0 });
+      if (k === 9) expect(v).toBeUndefined();
+      else expect(decode(v!)).toEqual({ k, v: 1 });
+    }
+    expect(s.getSync('kv', pos(1, 3000))).toBeUndefined();
+    expect(s.getSync('kv', { inode: 1, offset: 5, snapshot: 1 })).toBeUndefined();
+    expect(s.getSync('kv', pos(0, 5))).toBeUndefined();
+    const v = s.getSync('kv', pos(1, 4))!;
+    v.fill(0xff);
+    expect(decode(s.getSync('kv', pos(1, 4))!)).toEqual({ k: 4, v: 1 });
+    const after = s.stats();
+    expect(after.lookups.fast - before.lookups.fast).toBe(3005);
+    expect(after.lookups.syncWouldBlock).toBe(0);
+    expect(after.transactions.commits).toBe(before.transactions.commits);
+  });
+
+  it('bad arguments throw what get() rejects with', async () => {
+    t = await tmpStore({ btrees: [{ name: 'kv' }, { name: 'ext', extents: true }] });
+    const s = t.store;
+    const code = (f: () => unknown): string | undefined => {
+      try {
+        f();
+      } catch (e) {
+        return (e as { code?: string }).code;
+      }
+      return undefined;
+    };
+    expect(code(() => s.getSync('nope', pos(1, 1)))).toBe('ERR_UNKNOWN_BTREE');
+    expect(code(() => s.getSync('ext', pos(1, 1)))).toBe('ERR_IS_EXTENTS');
+    expect(code(() => s.getSync('kv', { inode: -1, offset: 1 }))).toBe('ERR_INVALID_ARG');
+    expect(code(() => s.getSync('kv', { inode: 1, offset: 1.5 }))).toBe('ERR_INVALID_ARG');
+    expect(code(() => s.getSync('kv', { inode: 1, offset: 2n ** 64n }))).toBe('ERR_INVALID_ARG');
+    expect(code(() => s.getSync('kv', { inode: 1, offset: 1, snapshot: 2 ** 32 }))).toBe('ERR_INVALID_ARG');
+    expect(code(() => s.getSync('kv', null as never))).toBe('ERR_INVALID_ARG');
+    expect(code(() => s.getSync('kv', { inode: 1n } as never))).toBe('ERR_INVALID_ARG');
+    await expect(s.get('kv', { inode: 1, offset: 1.5 })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    // the largest positions are valid
+    await s.put('kv', { inode: 2n ** 64n - 1n, offset: 2n ** 64n - 1n, snapshot: 2 ** 32 - 1 }, val(1, 1));
+    await s.put('kv', { inode: 0, offset: Number.MAX_SAFE_INTEGER }, val(2, 1));
+    expect(decode(s.getSync('kv', { inode: 2n ** 64n - 1n, offset: 2n ** 64n - 1n, snapshot: 2 ** 32 - 1 })!)).toEqual({ k: 1, v: 1 });
+    expect(decode(s.getSync('kv', { inode: 0n, offset: BigInt(Number.MAX_SAFE_INTEGER) })!)).toEqual({ k: 2, v: 1 });
+    await s.close();
+    expect(code(() => s.getSync('kv', pos(1, 1)))).toBe('ERR_CLOSED');
+  });
+
+  it('a node not cached or a write-locked leaf: ERR_WOULD_BLOCK; the read it started lets the next getSync answer', async () => {
+    t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, cacheSize: 256 * 1024 });
+    let s = t.store;
+    const N = 6000;
+    for (let b = 0; b < N; b += 500) {
+      await s.transact((tx) => {
+        for (let k = b; k < b + 500; k++) tx.put('kv', pos(1, k), val(k, 2));
+      });
+    }
+    s = await t.reopen();
+    let blocked = 0;
+    const rnd = prng(3);
+    for (let i = 0; i < 300; i++) {
+      const k = Math.floor(rnd() * N);
+      let v: Uint8Array | undefined;
+      try {
+        v = s.getSync('kv', pos(1, k));
+      } catch (e) {
+        expect((e as { code?: string }).code).toBe('ERR_WOULD_BLOCK');
+        expect((e as Error).message).toMatch(/getSync: kv 1:\d+:0 needs a node read/);
+        blocked++;
+        v = await s.get('kv', pos(1, k));
+      }
+      expect(decode(v!)).toEqual({ k, v: 2 });
+    }
+    expect(blocked).toBeGreaterThan(0);
+    expect(s.stats().lookups.syncWouldBlock).toBe(blocked);
+    // a getSync that blocked started the read: once it is in, getSync answers
+    s.shrink();
+    let k0 = -1;
+    for (let k = 0; k < N && k0 < 0; k += 97) {
+      try {
+        s.getSync('kv', pos(1, k));
+      } catch {
+        k0 = k;
+      }
+    }
+    expect(k0).toBeGreaterThanOrEqual(0);
+    for (let i = 0; i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 1));
+      try {
+        expect(decode(s.getSync('kv', pos(1, k0))!)).toEqual({ k: k0, v: 2 });
+        break;
+      } catch (e) {
+        expect((e as { code?: string }).code).toBe('ERR_WOULD_BLOCK');
+        if (i === 99) throw new Error('the read getSync started never made the key answerable');
+      }
+    }
+    // a write-locked leaf
+    const leafOf = s.engine.roots[0]!.node!;
+    expect(leafOf.level).toBeGreaterThan(0);
+    await s.put('kv', pos(1, 1), val(1, 3));
+    const owner = new LockOwnerBase(1_000_000, 0);
+    const root = s.engine.roots[0]!.node!;
+    expect(nodeTryLock(owner, root.lock, SixLockType.intent)).toBe(true);
+    expect(nodeTryLockWrite(owner, root.lock)).toBe(true);
+    expect(() => s.getSync('kv', pos(1, 1))).toThrow(expect.objectContaining({ code: 'ERR_WOULD_BLOCK' }));
+    nodeUnlock(owner, root.lock, SixLockType.write);
+    nodeUnlock(owner, root.lock, SixLockType.intent);
+    expect(decode(s.getSync('kv', pos(1, 1))!)).toEqual({ k: 1, v: 3 });
+  });
+
+  it('interior child indexes follow splits, merges and root changes (depth 3 and back to 1)', async () => {
+    t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096 });
+    const s = t.store;
+    const N = 20_000;
+    const rnd = prng(21);
+    const order = Array.from({ length: N }, (_, i) => i).sort(() => rnd() - 0.5);
+    const live = new Uint8Array(N);
+    const check = (): void => {
+      for (let k = 0; k < N; k += 7) {
+        const v = s.getSync('kv', pos(1, k));
+        if (live[k]) expect(decode(v!)).toEqual({ k, v: 1 });
+        else expect(v).toBeUndefined();
+      }
+    };
+    for (let i = 0; i < N; i += 1000) {
+      await s.transact((tx) => {
+        for (const k of order.slice(i, i + 1000)) tx.put('kv', pos(1, k), val(k, 1));
+      });
+      for (const k of order.slice(i, i + 1000)) live[k] = 1;
+      check();
+    }
+    expect(s.stats().btrees.kv!.depth).toBeGreaterThanOrEqual(3);
+    const built = s.stats().lookups.childIndexBuilds;
+    expect(built).toBeGreaterThan(0);
+    // unchanged interior nodes are not decoded again
+    check();
+    expect(s.stats().lookups.childIndexBuilds).toBe(built);
+    for (let i = 0; i < N; i += 1000) {
+      await s.transact((tx) => {
+        for (const k of order.slice(i, i + 1000)) tx.del('kv', pos(1, k));
+      });
+      for (const k of order.slice(i, i + 1000)) live[k] = 0;
+      await s.flush();
+      check();
+    }
+    const st = s.stats();
+    expect(st.btrees.kv!.depth).toBe(1);
+    expect(st.interior.merges! + st.interior.collapses!).toBeGreaterThan(0);
+    expect(st.lookups.syncWouldBlock).toBe(0);
+  });
+});
+
 describe('Transaction#get() synchronous traversal', () => {
   it('tx.get on cached nodes traverses without waiting and reads what the transaction wrote', async () => {
     t = await tmpStore();
