@@ -228,6 +228,36 @@ function table(header: string[], body: string[][], rightAlign: ReadonlySet<numbe
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
 }
 
+/**
+ * The rows as a Markdown table (docs/benchmarks.md, README): the same cells
+ * as the text table, from the JSON report, so docs quote a run verbatim.
+ */
+export function formatMarkdown(report: Report): string {
+  const out: string[] = [];
+  const multiKeys = new Set(report.rows.map((r) => r.keyCount)).size > 1;
+  const head = [...(multiKeys ? ['keys'] : []), 'workload', 'store', 'regime', 'ops/s', 'p50 us', 'p99 us', 'vs best peer', 'vs device', 'miss/call', 'notes'];
+  out.push(`| ${head.join(' | ')} |`);
+  out.push(`|${head.map(() => '---').join('|')}|`);
+  const cell = (x: string): string => x.replace(/\|/g, '\\|');
+  for (const row of report.rows) {
+    const cells = [
+      ...(multiKeys ? [row.keyCount.toLocaleString('en-US')] : []),
+      row.workload,
+      row.store,
+      row.regime,
+      formatRate(row.opsPerSec),
+      formatUs(row.p50Us),
+      formatUs(row.p99Us),
+      row.store === 'device' ? '' : formatRatio(row.vsBestPeer),
+      row.store === 'device' ? '' : formatRatio(row.vsDevice),
+      row.cacheMissesPerCall === undefined ? '' : row.cacheMissesPerCall.toFixed(2),
+      row.notes.join('; '),
+    ];
+    out.push(`| ${cells.map(cell).join(' | ')} |`);
+  }
+  return out.join('\n');
+}
+
 export function formatTable(report: Report): string {
   const out: string[] = [];
   const { meta } = report;
