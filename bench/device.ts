@@ -20,9 +20,11 @@
  * (submit() of `qd` ops at a time: io_uring, and the serial fallback at
  * 4 KiB); sequential read and write bandwidth (1 MiB blocks, qd 8 batches).
  * Latency: per op for sync/async; per batch for batch modes (each op of a
- * batch completes within it). Async calls run on libuv's thread pool
- * (UV_THREADPOOL_SIZE, default 4): that bounds the async lanes' real
- * concurrency, and is reported with the results.
+ * batch completes within it). Async calls run where the backend runs them
+ * (backend.asyncEngine(), reported as the async engine): napi on its event
+ * ring (io_uring, completions wake the event loop), else and with koffi on
+ * libuv's thread pool (UV_THREADPOOL_SIZE, default 4, which then bounds the
+ * async lanes' real concurrency and is reported with the results).
  *
  * Prints a table; writes JSON to bench/results/device-<time>.json (or --json).
  * Exports measureRandomReads() for the main bench harness (bench/limit.ts).
@@ -153,7 +155,7 @@ export async function measureRandomReads(opts: MeasureRandomReadsOpts): Promise<
   const { p50, p99 } = lat.percentiles();
   return {
     mode,
-    engine: mode === 'batch' ? dev.batchMode : mode,
+    engine: mode === 'batch' ? dev.batchMode : mode === 'async' ? dev.backend.asyncEngine() : mode,
     io: dev.backend.name,
     blockBytes,
     queueDepth,

@@ -3,8 +3,19 @@
  * addon.cc: the N-API face of blockio (node-addon-api, NAPI_VERSION 8).
  *
  * Owns: argument guards, the JS wrappers of blockio's functions (sync calls,
- * and Promise-returning calls on libuv's thread pool via Napi::AsyncWorker),
- * and the lifetime of native memory handed to JS as ArrayBuffers.
+ * and Promise-returning calls), each environment's event ring, and the
+ * lifetime of native memory handed to JS as ArrayBuffers.
+ *
+ * Asynchronous pread/pwrite: on the environment's event ring (blockio_aring:
+ * io_uring, completions signalled on an eventfd that a uv_poll_t on the
+ * environment's loop watches), so the kernel does the I/O and the loop
+ * thread hears of it directly, with no thread hand-off. The ring is set up
+ * on first use; where io_uring is not usable, when the ring is full, or
+ * after useEventRing(false), the call runs on libuv's thread pool
+ * (Napi::AsyncWorker) instead. fdatasync and batches always use the pool.
+ * Each call goes to the kernel at once (one io_uring_enter). The poll handle
+ * keeps the loop alive only while operations are in flight; the
+ * environment's async cleanup hook waits for them, then closes it.
  *
  * Memory regions (aligned heap memory and anonymous mmaps):
  *  - Each ArrayBuffer wraps one Region; the Region is the finalizer hint and
@@ -22,6 +33,7 @@
  * syscall "argument". The TypeScript layer maps them to SixtreeErrors.
  */
 #include <napi.h>
+#include <uv.h>
 
 #include <cmath>
 #include <mutex>
@@ -340,6 +352,151 @@ private:
 	std::vector<int32_t> results_;
 };
 
+/* ---- event ring -------------------------------------------------------------- */
+
+/* One operation on the event ring; its address is the ring's tag. */
+struct RingOp {
+	Napi::Promise::Deferred deferred;
+	Napi::Reference<Napi::Uint8Array> ref;
+	Region *region;
+	const char *syscall;
+};
+
+/* The event ring of one environment (its instance data). */
+struct EventRing {
+	napi_env env = nullptr;
+	blockio_aring *ring = nullptr;
+	uv_poll_t *poll = nullptr; /* eventfd readable: reap */
+	napi_async_context context = nullptr;
+	napi_async_cleanup_hook_handle cleanup = nullptr;
+	bool tried = false;  /* set-up attempted (ring stays null if it failed) */
+	bool enabled = true; /* useEventRing() */
+	uint32_t inflight = 0;
+	/* pread/pwrite calls by where they ran (eventRingStats()) */
+	double ringOps = 0;
+	double poolOps = 0;
+};
+
+constexpr uint32_t kReapMax = 64;
+
+EventRing *eventRingOf(Napi::Env env)
+{
+	EventRing *er = env.GetInstanceData<EventRing>();
+	if (!er) {
+		er = new EventRing();
+		er->env = env;
+		env.SetInstanceData<EventRing>(er);
+	}
+	return er;
+}
+
+void ringPollCb(uv_poll_t *handle, int status, int events);
+
+/* Close callback of the poll handle: ends the cleanup hook. */
+void ringHandleClosed(uv_handle_t *h)
+{
+	auto hook = static_cast<napi_async_cleanup_hook_handle>(h->data);
+	delete reinterpret_cast<uv_poll_t *>(h);
+	napi_remove_async_cleanup_hook(hook);
+}
+
+/* The environment goes away: wait out the I/O in flight, close the poll handle. */
+void ringTeardown(napi_async_cleanup_hook_handle handle, void *arg)
+{
+	EventRing *er = static_cast<EventRing *>(arg);
+	/* waits for the kernel to finish with every buffer in flight */
+	blockio_aring_free(er->ring);
+	er->ring = nullptr;
+	uv_poll_stop(er->poll);
+	er->poll->data = handle;
+	uv_close(reinterpret_cast<uv_handle_t *>(er->poll), ringHandleClosed);
+	er->poll = nullptr;
+	if (er->context)
+		napi_async_destroy(er->env, er->context);
+	er->context = nullptr;
+}
+
+/* The environment's ring, set up on first use; null: use the thread pool. */
+EventRing *eventRing(Napi::Env env)
+{
+	EventRing *er = eventRingOf(env);
+	if (!er->enabled)
+		return nullptr;
+	if (er->ring)
+		return er;
+	if (er->tried)
+		return nullptr;
+	er->tried = true;
+	blockio_aring *ring = blockio_aring_new();
+	if (!ring)
+		return nullptr;
+	uv_loop_t *loop = nullptr;
+	auto *poll = new uv_poll_t();
+	if (napi_get_uv_event_loop(env, &loop) != napi_ok || uv_poll_init(loop, poll, blockio_aring_eventfd(ring)) != 0) {
+		delete poll;
+		blockio_aring_free(ring);
+		return nullptr;
+	}
+	poll->data = er;
+	uv_poll_start(poll, UV_READABLE, ringPollCb);
+	/* only operations in flight keep the loop alive (ringRw refs the poll handle) */
+	uv_unref(reinterpret_cast<uv_handle_t *>(poll));
+	napi_value resource = Napi::Object::New(env);
+	napi_async_init(env, resource, Napi::String::New(env, "sixtree.blockio"), &er->context);
+	napi_add_async_cleanup_hook(env, ringTeardown, er, &er->cleanup);
+	er->ring = ring;
+	er->poll = poll;
+	return er;
+}
+
+void ringPollCb(uv_poll_t *handle, int status, int events)
+{
+	EventRing *er = static_cast<EventRing *>(handle->data);
+	Napi::Env env(er->env);
+	Napi::HandleScope scope(env);
+	/* promise reactions run when the callback scope closes, as after any callback */
+	Napi::CallbackScope cbScope(env, er->context);
+	uint64_t tags[kReapMax];
+	int32_t results[kReapMax];
+	int n;
+	while (er->ring && (n = blockio_aring_reap(er->ring, tags, results, kReapMax)) > 0) {
+		for (int i = 0; i < n; i++) {
+			RingOp *op = reinterpret_cast<RingOp *>(static_cast<uintptr_t>(tags[i]));
+			unpinRegion(op->region);
+			op->ref.Reset();
+			if (results[i] < 0)
+				op->deferred.Reject(errnoError(env, results[i], op->syscall).Value());
+			else
+				op->deferred.Resolve(env.Undefined());
+			delete op;
+		}
+		er->inflight -= (uint32_t)n;
+		if ((uint32_t)n < kReapMax)
+			break;
+	}
+	if (er->inflight == 0 && er->poll)
+		uv_unref(reinterpret_cast<uv_handle_t *>(er->poll));
+}
+
+/* Start a read or write on the ring; an empty value: not started (use the pool). */
+Napi::Value ringRw(Napi::Env env, EventRing *er, bool write, int fd, IoBuf buf, int64_t off, Region *region)
+{
+	if (buf.len > UINT32_MAX)
+		return Napi::Value();
+	auto *op = new RingOp{Napi::Promise::Deferred::New(env), Napi::Persistent(buf.array), region,
+			      write ? "pwrite" : "pread"};
+	if (blockio_aring_queue(er->ring, fd, write, buf.data, (uint32_t)buf.len, off,
+				static_cast<uint64_t>(reinterpret_cast<uintptr_t>(op))) < 0) {
+		op->ref.Reset();
+		delete op;
+		return Napi::Value();
+	}
+	if (er->inflight++ == 0)
+		uv_ref(reinterpret_cast<uv_handle_t *>(er->poll));
+	blockio_aring_submit(er->ring);
+	return op->deferred.Promise();
+}
+
 /* ---- exported functions ---------------------------------------------------- */
 
 Napi::Value Open(const Napi::CallbackInfo &info)
@@ -438,6 +595,14 @@ Napi::Value RwAsync(const Napi::CallbackInfo &info, bool write)
 	IoBuf buf = checkIoBuf(env, info[1], "buf");
 	int64_t off = argOffset(info, 2);
 	Region *region = pinRegion(env, buf.array, "buf");
+	if (EventRing *er = eventRing(env)) {
+		Napi::Value p = ringRw(env, er, write, fd, buf, off, region);
+		if (!p.IsEmpty()) {
+			er->ringOps++;
+			return p;
+		}
+	}
+	eventRingOf(env)->poolOps++;
 	auto *w = new RwWorker(env, write, fd, buf, off, region);
 	Napi::Promise p = w->promise();
 	w->Queue();
@@ -503,6 +668,31 @@ Napi::Value Batch(const Napi::CallbackInfo &info)
 	Napi::Promise p = w->promise();
 	w->Queue();
 	return p;
+}
+
+/* useEventRing(enabled: boolean): whether later pread/pwrite calls of this environment may use its event ring. */
+Napi::Value UseEventRing(const Napi::CallbackInfo &info)
+{
+	eventRingOf(info.Env())->enabled = argBool(info, 0, "enabled");
+	return info.Env().Undefined();
+}
+
+/* eventRingStats(): { ring, pool, inflight }: this environment's pread/pwrite calls by where they ran, and ring operations in flight. */
+Napi::Value EventRingStats(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	EventRing *er = eventRingOf(env);
+	Napi::Object o = Napi::Object::New(env);
+	o.Set("ring", Napi::Number::New(env, er->ringOps));
+	o.Set("pool", Napi::Number::New(env, er->poolOps));
+	o.Set("inflight", Napi::Number::New(env, er->inflight));
+	return o;
+}
+
+/* 'uring' if the next pread/pwrite of this environment goes to its event ring (setting it up now), else 'pool'. */
+Napi::Value AsyncEngine(const Napi::CallbackInfo &info)
+{
+	return Napi::String::New(info.Env(), eventRing(info.Env()) ? "uring" : "pool");
 }
 
 Napi::Value UringSupported(const Napi::CallbackInfo &info)
@@ -580,6 +770,45 @@ Napi::Value Crc32c(const Napi::CallbackInfo &info)
 	return Napi::Number::New(env, blockio_crc32c(seed, a.Data(), a.ByteLength()));
 }
 
+/*
+ * gather(dst: Uint8Array, dstOff, src: Uint8Array, spans: Uint32Array, nr): blockio_gather into
+ * dst from dstOff; every span inside src, the total inside dst, and no span overlapping the
+ * destination range. Returns the bytes copied.
+ */
+Napi::Value Gather(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	for (size_t i : {0, 2})
+		if (info.Length() <= i || !info[i].IsTypedArray() ||
+		    info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+			throwArg(env, i ? "src must be a Uint8Array" : "dst must be a Uint8Array");
+	if (info.Length() <= 3 || !info[3].IsTypedArray() ||
+	    info[3].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+		throwArg(env, "spans must be a Uint32Array");
+	Napi::Uint8Array dst = info[0].As<Napi::Uint8Array>();
+	Napi::Uint8Array src = info[2].As<Napi::Uint8Array>();
+	Napi::Uint32Array spans = info[3].As<Napi::Uint32Array>();
+	uint64_t dstOff = (uint64_t)argInteger(info, 1, "dstOff", 0, (double)dst.ByteLength());
+	uint32_t nr = (uint32_t)argInteger(info, 4, "nr", 0, (double)(spans.ElementLength() / 2));
+	const uint32_t *sp = spans.Data();
+	uintptr_t d0 = (uintptr_t)dst.Data() + dstOff, s0 = (uintptr_t)src.Data();
+	uint64_t total = 0;
+	for (uint32_t i = 0; i < nr; i++) {
+		uint64_t off = sp[2 * i], len = sp[2 * i + 1];
+		if (off + len > src.ByteLength())
+			throwArg(env, "spans[" + std::to_string(i) + "] runs past the end of src");
+		total += len;
+	}
+	if (total > dst.ByteLength() - dstOff)
+		throwArg(env, "the spans do not fit dst");
+	for (uint32_t i = 0; i < nr; i++) {
+		uintptr_t a = s0 + sp[2 * i], e = a + sp[2 * i + 1];
+		if (a < d0 + total && d0 < e)
+			throwArg(env, "spans[" + std::to_string(i) + "] overlaps the destination");
+	}
+	return Napi::Number::New(env, (double)blockio_gather(dst.Data() + dstOff, src.Data(), sp, nr));
+}
+
 Napi::Value ErrnoName(const Napi::CallbackInfo &info)
 {
 	int e = (int)argInteger(info, 0, "errno", -1e9, 1e9);
@@ -602,6 +831,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports)
 	exports.Set("pwrite", Napi::Function::New(env, Pwrite, "pwrite"));
 	exports.Set("fdatasync", Napi::Function::New(env, Fdatasync, "fdatasync"));
 	exports.Set("batch", Napi::Function::New(env, Batch, "batch"));
+	exports.Set("useEventRing", Napi::Function::New(env, UseEventRing, "useEventRing"));
+	exports.Set("asyncEngine", Napi::Function::New(env, AsyncEngine, "asyncEngine"));
+	exports.Set("eventRingStats", Napi::Function::New(env, EventRingStats, "eventRingStats"));
 	exports.Set("uringSupported", Napi::Function::New(env, UringSupported, "uringSupported"));
 	exports.Set("uringDepth", Napi::Number::New(env, blockio_uring_depth()));
 	exports.Set("allocAligned", Napi::Function::New(env, AllocAligned, "allocAligned"));
@@ -612,6 +844,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports)
 	exports.Set("memStats", Napi::Function::New(env, MemStats, "memStats"));
 	exports.Set("crc32c", Napi::Function::New(env, Crc32c, "crc32c"));
 	exports.Set("crc32cImpl", Napi::String::New(env, blockio_crc32c_impl()));
+	exports.Set("gather", Napi::Function::New(env, Gather, "gather"));
 	exports.Set("errnoName", Napi::Function::New(env, ErrnoName, "errnoName"));
 	exports.Set("noDirectIoErrno", Napi::Number::New(env, blockio_errno_no_direct_io()));
 	exports.Set("shortReadErrno", Napi::Number::New(env, blockio_errno_short_read()));

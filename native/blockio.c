@@ -16,6 +16,12 @@
  *    resubmits the rest of short transfers and EINTR/EAGAIN completions, and
  *    gives the ring back. Rings beyond BLOCKIO_RING_POOL_MAX are torn down.
  *    Pooled rings live until the process exits.
+ *  - An event ring (blockio_aring_*) belongs to one thread (the Node event
+ *    loop of one environment): single operations go in one at a time, the
+ *    kernel signals completions on an eventfd the caller polls, and
+ *    blockio_aring_reap() hands them back by tag. Slots hold each
+ *    operation's progress, so short transfers and EINTR/EAGAIN completions
+ *    are resubmitted for the rest, as in a batch.
  *  - crc32c picks SSE4.2 (_mm_crc32_u64) when the CPU has it, detected at
  *    load time with __builtin_cpu_supports; the rest of the file is built for
  *    the baseline ISA so the object still runs on CPUs without SSE4.2.
@@ -32,6 +38,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -534,6 +541,259 @@ int blockio_batch_uring(int fd, uint32_t nr, const uint8_t *is_write, const uint
 	return failed;
 }
 
+/* ---- event rings ---------------------------------------------------------- */
+
+/*
+ * One operation in flight on an event ring: the caller's tag and what is left
+ * to transfer (a short transfer or an EINTR/EAGAIN completion is resubmitted
+ * for the rest, as blockio_batch_uring does).
+ */
+struct aring_slot {
+	uint64_t tag;
+	uint64_t addr;
+	int64_t offset;
+	uint32_t len, done;
+	int fd;
+	uint8_t is_write;
+	int32_t failed; /* the error it completes with, while on the failed list */
+	uint32_t next;	/* free list or failed list */
+};
+
+struct blockio_aring {
+	struct blockio_ring *ring;
+	int eventfd;
+	uint32_t inflight;  /* queued, submitted or failed, not yet reaped */
+	uint32_t queued;    /* SQEs not yet handed to the kernel */
+	uint32_t free_head; /* UINT32_MAX: no free slot */
+	uint32_t failed_head;
+	uint32_t queued_slots[BLOCKIO_RING_DEPTH]; /* their slots, oldest first */
+	struct aring_slot slots[BLOCKIO_RING_DEPTH];
+};
+
+struct blockio_aring *blockio_aring_new(void)
+{
+	struct blockio_aring *a;
+	int err;
+
+	if (!blockio_uring_supported()) {
+		errno = ENOSYS;
+		return NULL;
+	}
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return NULL;
+	a->eventfd = -1;
+	a->ring = ring_new();
+	if (!a->ring)
+		goto fail;
+	a->eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (a->eventfd < 0)
+		goto fail;
+	if (syscall(__NR_io_uring_register, a->ring->fd, IORING_REGISTER_EVENTFD, &a->eventfd, 1) < 0)
+		goto fail;
+	for (uint32_t i = 0; i < BLOCKIO_RING_DEPTH; i++)
+		a->slots[i].next = i + 1 < BLOCKIO_RING_DEPTH ? i + 1 : UINT32_MAX;
+	a->free_head = 0;
+	a->failed_head = UINT32_MAX;
+	return a;
+fail:
+	err = errno;
+	if (a->ring)
+		ring_free(a->ring);
+	if (a->eventfd >= 0)
+		close(a->eventfd);
+	free(a);
+	errno = err;
+	return NULL;
+}
+
+int blockio_aring_eventfd(const struct blockio_aring *a) { return a->eventfd; }
+
+uint32_t blockio_aring_inflight(const struct blockio_aring *a) { return a->inflight; }
+
+uint32_t blockio_aring_queued(const struct blockio_aring *a) { return a->queued; }
+
+static void aring_signal(struct blockio_aring *a)
+{
+	uint64_t one = 1;
+	while (write(a->eventfd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+}
+
+/* Queue the SQE for what is left of slot i (handed to the kernel by aring_enter). */
+static void aring_queue(struct blockio_aring *a, uint32_t i)
+{
+	struct blockio_ring *r = a->ring;
+	struct aring_slot *s = &a->slots[i];
+	unsigned tail = *r->sq_tail;
+	unsigned idx = tail & *r->sq_mask;
+	struct io_uring_sqe *sqe = &r->sqes[idx];
+
+	memset(sqe, 0, sizeof(*sqe));
+	sqe->opcode = s->is_write ? IORING_OP_WRITE : IORING_OP_READ;
+	sqe->fd = s->fd;
+	sqe->addr = s->addr + s->done;
+	sqe->len = s->len - s->done;
+	sqe->off = (uint64_t)s->offset + s->done;
+	sqe->user_data = i;
+	r->sq_array[idx] = idx;
+	__atomic_store_n(r->sq_tail, tail + 1, __ATOMIC_RELEASE);
+	a->queued_slots[a->queued++] = i;
+}
+
+/*
+ * Hand every queued SQE to the kernel. What the kernel refuses to take is
+ * withdrawn and put on the failed list with its error (the next reap hands it
+ * back; the eventfd is signalled). Returns how many failed.
+ */
+static uint32_t aring_enter(struct blockio_aring *a)
+{
+	struct blockio_ring *r = a->ring;
+	unsigned head0 = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+	uint32_t failed = 0;
+
+	for (;;) {
+		unsigned head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+		unsigned to_submit = *r->sq_tail - head;
+		if (!to_submit)
+			break;
+		long n = syscall(__NR_io_uring_enter, r->fd, to_submit, 0, 0, NULL, 0);
+		if (n < 0 && errno != EINTR && errno != EAGAIN && errno != EBUSY) {
+			int32_t err = -errno;
+			head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+			__atomic_store_n(r->sq_tail, head, __ATOMIC_RELEASE);
+			for (uint32_t j = head - head0; j < a->queued; j++) {
+				struct aring_slot *s = &a->slots[a->queued_slots[j]];
+				s->failed = err;
+				s->next = a->failed_head;
+				a->failed_head = a->queued_slots[j];
+				failed++;
+			}
+			aring_signal(a);
+			break;
+		}
+	}
+	a->queued = 0;
+	return failed;
+}
+
+int blockio_aring_queue(struct blockio_aring *a, int fd, int is_write, void *buf, uint32_t len, int64_t offset,
+			uint64_t tag)
+{
+	uint32_t i = a->free_head;
+	struct aring_slot *s;
+
+	if (i == UINT32_MAX)
+		return -EBUSY;
+	if (!len || offset < 0)
+		return -EINVAL;
+	s = &a->slots[i];
+	a->free_head = s->next;
+	s->tag = tag;
+	s->addr = (uint64_t)(uintptr_t)buf;
+	s->offset = offset;
+	s->len = len;
+	s->done = 0;
+	s->fd = fd;
+	s->is_write = is_write != 0;
+	a->inflight++;
+	aring_queue(a, i);
+	return 0;
+}
+
+uint32_t blockio_aring_submit(struct blockio_aring *a) { return a->queued ? aring_enter(a) : 0; }
+
+static void aring_slot_put(struct blockio_aring *a, uint32_t i)
+{
+	a->slots[i].next = a->free_head;
+	a->free_head = i;
+	a->inflight--;
+}
+
+int blockio_aring_reap(struct blockio_aring *a, uint64_t *tags, int32_t *results, uint32_t max)
+{
+	struct blockio_ring *r = a->ring;
+	uint32_t n = 0;
+	int requeued = 0;
+	uint64_t counter;
+
+	/* clear the eventfd first: a completion posted after the reap below signals it again */
+	while (read(a->eventfd, &counter, sizeof(counter)) < 0 && errno == EINTR)
+		;
+	while (a->failed_head != UINT32_MAX && n < max) {
+		uint32_t i = a->failed_head;
+		a->failed_head = a->slots[i].next;
+		tags[n] = a->slots[i].tag;
+		results[n++] = a->slots[i].failed;
+		aring_slot_put(a, i);
+	}
+	unsigned head = *r->cq_head;
+	unsigned ctail = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
+	while (head != ctail && n < max) {
+		struct io_uring_cqe *cqe = &r->cqes[head & *r->cq_mask];
+		uint32_t i = (uint32_t)cqe->user_data;
+		int res = cqe->res;
+		struct aring_slot *s = &a->slots[i];
+		int32_t result;
+
+		head++;
+		if (res == -EINTR || res == -EAGAIN) {
+			aring_queue(a, i);
+			requeued = 1;
+			continue;
+		}
+		if (res > 0) {
+			s->done += (uint32_t)res;
+			if (s->done == s->len) {
+				result = 0;
+				goto complete;
+			}
+			if (s->is_write || s->done % BLOCKIO_SECTOR_BYTES == 0) {
+				aring_queue(a, i);
+				requeued = 1;
+				continue;
+			}
+		}
+		result = res < 0 ? res : s->is_write ? -EIO : -BLOCKIO_ESHORT_READ;
+	complete:
+		tags[n] = s->tag;
+		results[n++] = result;
+		aring_slot_put(a, i);
+	}
+	__atomic_store_n(r->cq_head, head, __ATOMIC_RELEASE);
+	/* more than max: make sure the caller is called again */
+	if (a->failed_head != UINT32_MAX || head != __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE))
+		aring_signal(a);
+	/* the rest of short transfers goes out at once */
+	if (requeued)
+		aring_enter(a);
+	return (int)n;
+}
+
+void blockio_aring_free(struct blockio_aring *a)
+{
+	uint64_t tags[16];
+	int32_t results[16];
+
+	if (!a)
+		return;
+	/* the kernel must not touch buffers after this returns: wait for what is in flight */
+	blockio_aring_submit(a);
+	for (;;) {
+		blockio_aring_reap(a, tags, results, 16);
+		if (!a->inflight)
+			break;
+		if (a->failed_head != UINT32_MAX)
+			continue;
+		long e = syscall(__NR_io_uring_enter, a->ring->fd, 0, 1, IORING_ENTER_GETEVENTS, NULL, 0);
+		if (e < 0 && errno != EINTR && errno != EAGAIN && errno != EBUSY)
+			break;
+	}
+	ring_free(a->ring);
+	close(a->eventfd);
+	free(a);
+}
+
 /* ---- memory ------------------------------------------------------------- */
 
 static atomic_llong aligned_live, mmap_live;
@@ -599,6 +859,17 @@ int64_t blockio_aligned_live(void) { return atomic_load(&aligned_live); }
 int64_t blockio_mmap_live(void) { return atomic_load(&mmap_live); }
 uint64_t blockio_address(const void *p) { return (uint64_t)(uintptr_t)p; }
 
+uint64_t blockio_gather(void *dst, const void *src, const uint32_t *spans, uint32_t nr)
+{
+	uint64_t o = 0;
+
+	for (uint32_t i = 0; i < nr; i++) {
+		memcpy((char *)dst + o, (const char *)src + spans[2 * i], spans[2 * i + 1]);
+		o += spans[2 * i + 1];
+	}
+	return o;
+}
+
 /* ---- crc32c ------------------------------------------------------------- */
 
 #define CRC32C_POLY_REFLECTED 0x82F63B78u
@@ -627,6 +898,36 @@ static uint32_t crc32c_sw(uint32_t crc, const uint8_t *p, uint64_t len)
 	return crc;
 }
 
+/*
+ * The SSE4.2 path runs three independent crc32 chains over three adjacent
+ * lanes of a stride (the instruction's latency is three times its
+ * throughput), then joins them: the register after lane B from state s is
+ * s * x^(8 * stride) ^ crc(B from 0), all mod P, reflected. The powers
+ * x^(8 * stride) mod P are made at load time (crc32c_stride_k).
+ */
+static const uint32_t crc32c_strides[] = {4096, 1024, 256};
+#define CRC32C_STRIDE_NR (sizeof(crc32c_strides) / sizeof(crc32c_strides[0]))
+static uint32_t crc32c_stride_k[CRC32C_STRIDE_NR];
+
+/* a * b mod P, reflected (zlib's multmodp). */
+static uint32_t crc32c_multmodp(uint32_t a, uint32_t b)
+{
+	uint32_t m = 1u << 31, p = 0;
+
+	if (!a)
+		return 0;
+	for (;;) {
+		if (a & m) {
+			p ^= b;
+			if ((a & (m - 1)) == 0)
+				break;
+		}
+		m >>= 1;
+		b = b & 1 ? (b >> 1) ^ CRC32C_POLY_REFLECTED : b >> 1;
+	}
+	return p;
+}
+
 __attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, const uint8_t *p, uint64_t len)
 {
 	uint64_t c = crc;
@@ -634,6 +935,26 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, con
 	while (len && ((uintptr_t)p & 7)) {
 		c = _mm_crc32_u8((uint32_t)c, *p++);
 		len--;
+	}
+	for (unsigned s = 0; s < CRC32C_STRIDE_NR; s++) {
+		uint64_t stride = crc32c_strides[s];
+		while (len >= 3 * stride) {
+			const uint8_t *p1 = p + stride, *p2 = p + 2 * stride;
+			uint64_t c1 = 0, c2 = 0;
+			for (uint64_t i = 0; i < stride; i += 8) {
+				uint64_t w0, w1, w2;
+				memcpy(&w0, p + i, 8);
+				memcpy(&w1, p1 + i, 8);
+				memcpy(&w2, p2 + i, 8);
+				c = _mm_crc32_u64(c, w0);
+				c1 = _mm_crc32_u64(c1, w1);
+				c2 = _mm_crc32_u64(c2, w2);
+			}
+			c = crc32c_multmodp(crc32c_stride_k[s], (uint32_t)c) ^ (uint32_t)c1;
+			c = crc32c_multmodp(crc32c_stride_k[s], (uint32_t)c) ^ (uint32_t)c2;
+			p += 3 * stride;
+			len -= 3 * stride;
+		}
 	}
 	while (len >= 8) {
 		uint64_t w;
@@ -660,6 +981,13 @@ __attribute__((constructor)) static void blockio_init(void)
 	for (uint32_t i = 0; i < 256; i++)
 		for (int t = 1; t < 8; t++)
 			crc32c_table[t][i] = crc32c_table[0][crc32c_table[t - 1][i] & 0xff] ^ (crc32c_table[t - 1][i] >> 8);
+	/* x^(8 * stride) mod P: x^0, then one zero byte (a multiplication by x^8) at a time */
+	for (unsigned s = 0; s < CRC32C_STRIDE_NR; s++) {
+		uint32_t k = 1u << 31;
+		for (uint32_t i = 0; i < crc32c_strides[s]; i++)
+			k = crc32c_table[0][k & 0xff] ^ (k >> 8);
+		crc32c_stride_k[s] = k;
+	}
 
 	__builtin_cpu_init();
 	if (__builtin_cpu_supports("sse4.2") && !getenv("SIXTREE_CRC32C_TABLE"))

@@ -100,6 +100,39 @@ BLOCKIO_EXPORT int blockio_uring_supported(void);
 /* Operations a ring keeps in flight at most (its submission queue depth). */
 BLOCKIO_EXPORT int blockio_uring_depth(void);
 
+/*
+ * Event rings: an io_uring for single asynchronous operations, owned by one
+ * thread, whose completions are signalled on an eventfd (the caller polls
+ * it readable, then reaps). At most blockio_uring_depth() operations in
+ * flight per ring.
+ *
+ * _new: NULL + errno (ENOSYS when io_uring is not usable here).
+ * _queue: add one read or write of len bytes at offset into/from buf; tag
+ *   comes back with its completion. 0, or -EBUSY when the ring is full
+ *   (-EINVAL for len 0). Queued operations reach the kernel at _submit.
+ * _submit: hand every queued operation to the kernel (one system call).
+ *   Those it refuses complete with its error at the next reap; returns how
+ *   many did.
+ * _reap: clear the eventfd, then hand back up to max completed operations:
+ *   tags[i], results[i] = 0 (whole length transferred) or -errno. Returns the
+ *   number handed back. Left-over completions signal the eventfd again; the
+ *   rest of a short transfer is resubmitted at once.
+ * _free: wait for every operation in flight (their tags are dropped), then
+ *   release the ring and the eventfd.
+ */
+struct blockio_aring;
+BLOCKIO_EXPORT struct blockio_aring *blockio_aring_new(void);
+BLOCKIO_EXPORT int blockio_aring_eventfd(const struct blockio_aring *a);
+/* Operations queued, in flight or completed but not yet reaped. */
+BLOCKIO_EXPORT uint32_t blockio_aring_inflight(const struct blockio_aring *a);
+/* Operations queued and not yet submitted. */
+BLOCKIO_EXPORT uint32_t blockio_aring_queued(const struct blockio_aring *a);
+BLOCKIO_EXPORT int blockio_aring_queue(struct blockio_aring *a, int fd, int is_write, void *buf, uint32_t len,
+				       int64_t offset, uint64_t tag);
+BLOCKIO_EXPORT uint32_t blockio_aring_submit(struct blockio_aring *a);
+BLOCKIO_EXPORT int blockio_aring_reap(struct blockio_aring *a, uint64_t *tags, int32_t *results, uint32_t max);
+BLOCKIO_EXPORT void blockio_aring_free(struct blockio_aring *a);
+
 /* ---- memory ------------------------------------------------------------- */
 
 /* Zeroed memory aligned to align (a power of two); NULL + errno on failure. */
@@ -115,6 +148,12 @@ BLOCKIO_EXPORT int64_t blockio_aligned_live(void);
 BLOCKIO_EXPORT int64_t blockio_mmap_live(void);
 /* The numeric address of p (koffi uses it to pass buffer addresses in batches). */
 BLOCKIO_EXPORT uint64_t blockio_address(const void *p);
+/*
+ * Copy nr spans of src, one after another, to dst: span i is spans[2i]
+ * bytes in, spans[2i + 1] bytes long. The caller guarantees the bounds and
+ * that dst does not overlap a span. Returns the bytes copied.
+ */
+BLOCKIO_EXPORT uint64_t blockio_gather(void *dst, const void *src, const uint32_t *spans, uint32_t nr);
 
 /* ---- checksums ---------------------------------------------------------- */
 

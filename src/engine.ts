@@ -377,7 +377,7 @@ export class Engine {
   /* ================================================================ format */
 
   static async format(path: string, o: FormatOpts): Promise<void> {
-    const dev = o.device ?? Engine.openDeviceForFormat(path, o);
+    const dev = o.device ?? (await Engine.openDeviceForFormat(path, o));
     try {
       const sectorBytes = dev.alignBytes;
       const blockBytes = o.blockSizeBytes ?? Math.max(BLOCK_SIZE_BYTES_DEFAULT, sectorBytes);
@@ -428,9 +428,9 @@ export class Engine {
     }
   }
 
-  private static openDeviceForFormat(path: string, o: FormatOpts): Device {
+  private static async openDeviceForFormat(path: string, o: FormatOpts): Promise<Device> {
     try {
-      return BlockDevice.open(path, { readOnly: false, io: o.io, ...(o.sizeBytes !== undefined ? { createSizeBytes: o.sizeBytes } : {}) });
+      return await BlockDevice.openWaiting(path, { readOnly: false, io: o.io, ...(o.sizeBytes !== undefined ? { createSizeBytes: o.sizeBytes } : {}) });
     } catch (e) {
       if (e instanceof SixtreeError && e.code === 'ERR_NOT_FOUND_DEVICE' && o.sizeBytes === undefined) {
         throw new SixtreeError('ERR_NOT_FOUND_DEVICE', `${path} does not exist; pass size to create it`, { path });
@@ -442,7 +442,7 @@ export class Engine {
   /* ================================================================ open */
 
   static async open(path: string, o: EngineOpenOpts): Promise<Engine> {
-    const dev = o.device ?? BlockDevice.open(path, { readOnly: o.readOnly, io: o.io });
+    const dev = o.device ?? (await BlockDevice.openWaiting(path, { readOnly: o.readOnly, io: o.io }));
     let engine: Engine | null = null;
     try {
       const sb = await readSuperblock(dev);

@@ -58,9 +58,11 @@
  *
  * A read merges the accepted bsets into set 0 (mergeRuns): node-io collects
  * every key's offset and summary while it validates (KeyRuns), the runs are
- * merged pairwise on those arrays, and one copying pass drops whiteouts and
- * shadowed keys, counts the keys and picks the group heads, so the search
- * tree is filled without another walk.
+ * merged pairwise on those arrays down to two, and one pass merges those,
+ * drops whiteouts and shadowed keys, counts the keys, picks the group heads
+ * (so the search tree is filled without another walk) and collects the
+ * spans of keys adjacent in data, which one native gather (memcpy per span)
+ * copies.
  */
 
 import { BPOS_WORDS, wordsCmp, wordsCopy, wordsToText } from './bpos.js';
@@ -102,6 +104,7 @@ import {
   packedPosSummary,
 } from '../format/bkey-format.js';
 import { BSET_HDR_BYTES, NODE_HDR_BYTES, roundUp } from '../format/btree-node.js';
+import { gather } from '../native/index.js';
 import { Printbuf, bytesToText } from '../util/printbuf.js';
 
 export const MAX_SETS = 3;
@@ -165,14 +168,26 @@ const searchSum = new Float64Array(1);
 const scrA = new Uint32Array(BPOS_WORDS);
 const scrB = new Uint32Array(BPOS_WORDS);
 const scrFields = new Uint32Array(16);
-/* mergeRuns' output before it goes back into data; group heads (buildRoTree, mergeRuns): offsets and summaries. */
+/* mergeRuns' output before it goes back into data (and its byte view), the spans it copies; group heads (buildRoTree, mergeRuns): offsets and summaries. */
 let mergeScratch = new Uint32Array(0);
+let mergeScratch8 = new Uint8Array(0);
+let spanScratch = new Uint32Array(0);
 let headScratch = new Uint32Array(0);
 let headSumScratch = new Float64Array(0);
 
 function scratchWords(bytes: number): Uint32Array {
-  if (mergeScratch.length < bytes >>> 2) mergeScratch = new Uint32Array(bytes >>> 2);
+  if (mergeScratch.length < bytes >>> 2) {
+    mergeScratch = new Uint32Array(bytes >>> 2);
+    mergeScratch8 = new Uint8Array(mergeScratch.buffer);
+  }
   return mergeScratch;
+}
+
+/** Room for the (offset, length) pairs of one span per key of a node of nodeSizeBytes. */
+function scratchSpans(nodeSizeBytes: number): Uint32Array {
+  const n = 2 * (nodeSizeBytes >>> 3);
+  if (spanScratch.length < n) spanScratch = new Uint32Array(n);
+  return spanScratch;
 }
 
 /** Room for the group heads of one set of a node of nodeSizeBytes. */
@@ -287,17 +302,46 @@ export interface NodeInit {
   formatOpts?: FormatRangeOpts;
 }
 
+/* What a detached NodeKeys points at. */
+const EMPTY_U8 = new Uint8Array(0);
+const EMPTY_U32 = new Uint32Array(0);
+const EMPTY_F64 = new Float64Array(0);
+
+/**
+ * A node's data and aux buffers with the typed views NodeKeys works through,
+ * checked and made once per buffer pair: the node cache keeps one per pair
+ * and moves it between nodes, so attaching a node allocates nothing.
+ */
+export class KeyBuffers {
+  readonly d32: Uint32Array;
+  readonly aux32: Uint32Array;
+  readonly auxF64: Float64Array;
+
+  constructor(
+    readonly data: Uint8Array,
+    readonly aux: Uint8Array,
+    nodeSizeBytes: number,
+  ) {
+    if (data.length !== nodeSizeBytes) throw new RangeError(`attach: data is ${data.length} bytes, node size is ${nodeSizeBytes}`);
+    if (aux.length < NodeKeys.auxBytes(nodeSizeBytes)) throw new RangeError(`attach: aux is ${aux.length} bytes, need ${NodeKeys.auxBytes(nodeSizeBytes)}`);
+    if (data.byteOffset % 8 !== 0 || aux.byteOffset % 8 !== 0) throw new RangeError('attach: buffers must be 8-byte aligned');
+    this.d32 = new Uint32Array(data.buffer, data.byteOffset, data.length >>> 2);
+    this.aux32 = new Uint32Array(aux.buffer, aux.byteOffset, aux.length >>> 2);
+    this.auxF64 = new Float64Array(aux.buffer, aux.byteOffset, aux.length >>> 3);
+  }
+}
+
 export class NodeKeys {
   readonly nodeSizeBytes: number;
   readonly blockSizeBytes: number;
 
-  data: Uint8Array = new Uint8Array(0);
+  data: Uint8Array = EMPTY_U8;
   /** u32 view of data (internal; for node-io and benches). */
-  d32: Uint32Array = new Uint32Array(0);
+  d32: Uint32Array = EMPTY_U32;
   /** u32 view of aux (internal): per-set numbers, then the search tables. */
-  aux32: Uint32Array = new Uint32Array(0);
+  aux32: Uint32Array = EMPTY_U32;
   /** f64 view of aux (internal): the search trees' summaries. */
-  auxF64: Float64Array = new Float64Array(0);
+  auxF64: Float64Array = EMPTY_F64;
   /* The format's summary numbers (BkeyFormat.sumMul), copied here for the hot paths. */
   private sumMul = 0;
   private sumWord = 0;
@@ -380,24 +424,27 @@ export class NodeKeys {
   }
 
   attach(data: Uint8Array, aux: Uint8Array): void {
-    if (data.length !== this.nodeSizeBytes) throw new RangeError(`attach: data is ${data.length} bytes, node size is ${this.nodeSizeBytes}`);
-    if (aux.length < NodeKeys.auxBytes(this.nodeSizeBytes)) throw new RangeError(`attach: aux is ${aux.length} bytes, need ${NodeKeys.auxBytes(this.nodeSizeBytes)}`);
-    if (data.byteOffset % 8 !== 0 || aux.byteOffset % 8 !== 0) throw new RangeError('attach: buffers must be 8-byte aligned');
+    this.attachBuffers(new KeyBuffers(data, aux, this.nodeSizeBytes));
+  }
+
+  /** attach() with the views made already (the node cache keeps one KeyBuffers per buffer pair): allocates nothing. */
+  attachBuffers(bufs: KeyBuffers): void {
+    if (bufs.data.length !== this.nodeSizeBytes) throw new RangeError(`attach: data is ${bufs.data.length} bytes, node size is ${this.nodeSizeBytes}`);
     this.contentGen++;
-    this.data = data;
-    this.d32 = new Uint32Array(data.buffer, data.byteOffset, data.length >>> 2);
-    this.aux32 = new Uint32Array(aux.buffer, aux.byteOffset, aux.length >>> 2);
-    this.auxF64 = new Float64Array(aux.buffer, aux.byteOffset, aux.length >>> 3);
+    this.data = bufs.data;
+    this.d32 = bufs.d32;
+    this.aux32 = bufs.aux32;
+    this.auxF64 = bufs.auxF64;
     this.attached = true;
     this.nsets = 0;
   }
 
   detach(): void {
     this.contentGen++;
-    this.data = new Uint8Array(0);
-    this.d32 = new Uint32Array(0);
-    this.aux32 = new Uint32Array(0);
-    this.auxF64 = new Float64Array(0);
+    this.data = EMPTY_U8;
+    this.d32 = EMPTY_U32;
+    this.aux32 = EMPTY_U32;
+    this.auxF64 = EMPTY_F64;
     this.attached = false;
     this.nsets = 0;
     this.writeInFlight = false;
@@ -1326,16 +1373,18 @@ export class NodeKeys {
     const nr = runs.bound.length - 1;
     let offs = runs.offs, sums = runs.sums;
     /*
-     * Merge pairwise, adjacent runs at a time, until one run is left: one
+     * Merge pairwise, adjacent runs at a time, until two runs are left: one
      * compare per key and round (log2 of the runs), equal positions settled
      * by that compare (the newer run's key wins; merging adjacent runs keeps
      * "newer" on the right). Whiteouts go through the rounds (they hide
-     * older keys) and are dropped below.
+     * older keys) and are dropped below. The last two runs are merged by
+     * the copying pass itself, with the same compare, so a read of two or
+     * three bsets (the common case) walks its entries once less.
      */
-    if (nr > 1) {
+    if (nr > 2) {
       let dO = runs.offs2, dS = runs.sums2;
       const bound = runs.bound;
-      for (let r0 = nr; r0 > 1; ) {
+      for (let r0 = nr; r0 > 2; ) {
         let o = 0;
         let w = 0;
         for (let r = 0; r < r0; r += 2) {
@@ -1359,15 +1408,19 @@ export class NodeKeys {
         dS = ts;
       }
     }
-    const n = runs.bound[1] ?? 0;
+    /* the older run [0, m), the newer [m, e) (empty when one run is left) */
+    const e = runs.bound[runs.bound.length - 1] ?? 0;
+    const m = runs.bound.length > 2 ? runs.bound[1]! : e;
     /*
      * Copy the survivors to dstOff. One run moving down (a read of one bset,
      * or set 0 with whiteouts) copies in place, forwards; several runs go
-     * through scratch.
+     * through scratch: the loop only collects spans of keys adjacent in data
+     * (runs of one bset between newer keys), copied natively in one call.
      */
     const d = this.d32;
-    const inPlace = nr === 1 && (n === 0 || dstOff <= offs[0]!);
+    const inPlace = nr === 1 && (e === 0 || dstOff <= offs[0]!);
     const out = inPlace ? d : scratchWords(this.nodeSizeBytes);
+    const spans = inPlace ? spanScratch : scratchSpans(this.nodeSizeBytes);
     const base = inPlace ? dstOff >>> 2 : 0;
     let o = base;
     const heads = scratchHeads(this.nodeSizeBytes);
@@ -1375,7 +1428,24 @@ export class NodeKeys {
     let nh = 0;
     let gstart = -AUX_GROUP_BYTES;
     let nrKeys = 0, liveU64s = 0, packedKeys = 0;
-    for (let i = 0; i < n; i++) {
+    /* the open span: words [spanStart, spanEnd) of data; ns spans closed */
+    let spanStart = 0, spanEnd = 0, ns = 0;
+    for (let a = 0, b = m; a < m || b < e; ) {
+      /* the next entry of the two runs' merge, as mergePair picks it */
+      let i: number;
+      if (b >= e) i = a++;
+      else if (a >= m) i = b++;
+      else {
+        const xa = sums[a]!, xb = sums[b]!;
+        let c: number;
+        if (xa >= 0 && xb >= 0 && xa !== xb) c = xa < xb ? -1 : 1;
+        else c = xa >= 0 && xb >= 0 && this.sumExact ? 0 : this.keyCmpKey(offs[a]!, offs[b]!);
+        if (c < 0) i = a++;
+        else {
+          i = b++;
+          if (c === 0) a++;
+        }
+      }
       const k = offs[i]!;
       const w = k >>> 2;
       const hdr = d[w]!;
@@ -1392,10 +1462,28 @@ export class NodeKeys {
       }
       nrKeys++;
       liveU64s += u64s;
-      if (!inPlace || o !== w) copyWords(out, o, d, w, u64s << 1);
+      if (inPlace) {
+        if (o !== w) copyWords(out, o, d, w, u64s << 1);
+      } else if (w === spanEnd) {
+        spanEnd += u64s << 1;
+      } else {
+        if (spanEnd > spanStart) {
+          spans[2 * ns] = spanStart << 2;
+          spans[2 * ns++ + 1] = (spanEnd - spanStart) << 2;
+        }
+        spanStart = w;
+        spanEnd = w + (u64s << 1);
+      }
       o += u64s << 1;
     }
-    if (!inPlace) d.set(out.subarray(0, o), dstOff >>> 2);
+    if (!inPlace) {
+      if (spanEnd > spanStart) {
+        spans[2 * ns] = spanStart << 2;
+        spans[2 * ns++ + 1] = (spanEnd - spanStart) << 2;
+      }
+      if (gather(mergeScratch8, 0, this.data, spans, ns) !== o << 2) throw new Error('mergeRuns: gather copied the wrong length');
+      d.set(out.subarray(0, o), dstOff >>> 2);
+    }
     mergeOut.nrKeys = nrKeys;
     mergeOut.liveU64s = liveU64s;
     mergeOut.packedKeys = packedKeys;

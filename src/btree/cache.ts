@@ -136,7 +136,7 @@ import type { Device } from '../io/device.js';
 import { Printbuf, bytesToText } from '../util/printbuf.js';
 import { SixLock, SixLockCounters, SixLockType } from '../util/six.js';
 import { BPOS_WORDS, wordsCmp, wordsToText } from './bpos.js';
-import { NodeKeys } from './bset.js';
+import { KeyBuffers, NodeKeys } from './bset.js';
 import { LockOwnerBase, countRestart, nodeDowngrade, nodeLock, nodeLockWrite, nodeRelock, nodeTryLock, nodeUnlock, type LockOwner } from './locking.js';
 import { Node, NodeFlag, NodeList, SIB_U64S_NONE, flagsToText, type NodeListName } from './node.js';
 import { nodeReadValidate, type NodeReadExpect } from './node-io.js';
@@ -348,9 +348,8 @@ export class BtreeCache {
    * Lookups try it before the hash table (counted as hitsFast).
    */
   private readonly slotHint = new Int32Array(slotHintSize).fill(-1);
-  /** Buffers by slot; null while the node is FREED. The cache owns them, keys borrows them. */
-  private readonly dataBufs: (Uint8Array | null)[] = [];
-  private readonly auxBufs: (Uint8Array | null)[] = [];
+  /** Buffers (with their views) by slot; null while the node is FREED. The cache owns them, keys borrows them. */
+  private readonly bufs: (KeyBuffers | null)[] = [];
 
   /** Root level per btree, -1 when the root is not known (bcachefs btree_roots_known). */
   private readonly rootLevels: Int8Array;
@@ -491,14 +490,12 @@ export class BtreeCache {
     if (b.has(NodeFlag.write_in_flight)) throw new Error(`btree cache: freeing node slot ${b.slot} with a write in flight`);
     if (b.has(NodeFlag.dirty)) throw new Error(`btree cache: freeing dirty node slot ${b.slot}`);
     b.clear(NodeFlag.just_written);
-    const data = this.dataBufs[b.slot];
-    const aux = this.auxBufs[b.slot];
-    if (!data || !aux) throw new Error(`btree cache: node slot ${b.slot} has no buffers to free`);
+    const bufs = this.bufs[b.slot];
+    if (!bufs) throw new Error(`btree cache: node slot ${b.slot} has no buffers to free`);
     b.keys.detach();
-    this.dataBufs[b.slot] = null;
-    this.auxBufs[b.slot] = null;
-    this.device.freeBuffer(data);
-    this.auxFreeFn(aux);
+    this.bufs[b.slot] = null;
+    this.device.freeBuffer(bufs.data);
+    this.auxFreeFn(bufs.aux);
     this.counters[C.buffersFreed]! += 2;
     this.used--;
     this.nodeToFreedList(b);
@@ -506,7 +503,7 @@ export class BtreeCache {
 
   /** btree_node_data_alloc: false when the allocators fail (the budget is checked by the caller). */
   private nodeDataAlloc(b: Node): boolean {
-    if (this.dataBufs[b.slot] || this.auxBufs[b.slot]) throw new Error(`btree cache: node slot ${b.slot} already has buffers`);
+    if (this.bufs[b.slot]) throw new Error(`btree cache: node slot ${b.slot} already has buffers`);
     let data: Uint8Array;
     let aux: Uint8Array;
     try {
@@ -520,24 +517,28 @@ export class BtreeCache {
       this.device.freeBuffer(data);
       return false;
     }
+    let bufs: KeyBuffers;
+    try {
+      bufs = new KeyBuffers(data, aux, this.nodeSizeBytes);
+    } catch (e) {
+      this.device.freeBuffer(data);
+      this.auxFreeFn(aux);
+      throw e;
+    }
     this.counters[C.buffersAllocated]! += 2;
-    this.dataBufs[b.slot] = data;
-    this.auxBufs[b.slot] = aux;
-    b.keys.attach(data, aux);
+    this.bufs[b.slot] = bufs;
+    b.keys.attachBuffers(bufs);
     return true;
   }
 
   /** Move b2's buffers to b (the seed's swap(b->data, b2->data), b2 had them, b had none). */
   private nodeBuffersTake(b: Node, b2: Node): void {
-    const data = this.dataBufs[b2.slot]!;
-    const aux = this.auxBufs[b2.slot]!;
-    if (this.dataBufs[b.slot] || !data) throw new Error(`btree cache: buffer move slot ${b2.slot} -> ${b.slot} from a node without / to a node with buffers`);
+    const bufs = this.bufs[b2.slot];
+    if (this.bufs[b.slot] || !bufs) throw new Error(`btree cache: buffer move slot ${b2.slot} -> ${b.slot} from a node without / to a node with buffers`);
     b2.keys.detach();
-    this.dataBufs[b2.slot] = null;
-    this.auxBufs[b2.slot] = null;
-    this.dataBufs[b.slot] = data;
-    this.auxBufs[b.slot] = aux;
-    b.keys.attach(data, aux);
+    this.bufs[b2.slot] = null;
+    this.bufs[b.slot] = bufs;
+    b.keys.attachBuffers(bufs);
   }
 
   /** __btree_node_mem_alloc: a new Node object, FREED state, no list. */
@@ -545,8 +546,7 @@ export class BtreeCache {
     const slot = this.nodes.length;
     const b = new Node(slot, new NodeKeys(this.nodeSizeBytes, this.blockSizeBytes), new SixLock(this.lockCounters));
     this.nodes.push(b);
-    this.dataBufs.push(null);
-    this.auxBufs.push(null);
+    this.bufs.push(null);
     return b;
   }
 
@@ -1093,10 +1093,8 @@ export class BtreeCache {
     b.journalPin = null;
     b.writeBlockedCount = 0;
     /* bch2_btree_keys_init: re-attaching resets the key storage */
-    const data = this.dataBufs[b.slot]!;
-    const aux = this.auxBufs[b.slot]!;
     b.keys.detach();
-    b.keys.attach(data, aux);
+    b.keys.attachBuffers(this.bufs[b.slot]!);
     return b;
   }
 
@@ -1164,7 +1162,7 @@ export class BtreeCache {
    * is cleared and readDone resolves (waking the waiters).
    */
   private async nodeRead(b: Node, expect: NodeReadExpect): Promise<SixtreeError | null> {
-    const data = this.dataBufs[b.slot]!;
+    const data = this.bufs[b.slot]!.data;
     let offset = -1;
     let err: SixtreeError | null = null;
     try {
@@ -1657,7 +1655,7 @@ export class BtreeCache {
       if (b.hashVal !== 0) this.hashRemove(b);
       this.clearDirty(b);
       b.clear(NodeFlag.write_in_flight);
-      if (this.dataBufs[b.slot]) this.nodeDataFree(b);
+      if (this.bufs[b.slot]) this.nodeDataFree(b);
     }
     this.table.clear();
 
@@ -1683,7 +1681,7 @@ export class BtreeCache {
    */
   nodeToText(b: Node, out: Printbuf = new Printbuf()): string {
     const k = b.keys;
-    const hasData = this.dataBufs[b.slot] !== null;
+    const hasData = this.bufs[b.slot] !== null;
     out.line(`l ${b.level} ${hasData ? `${wordsToText(k.minKey)} - ${wordsToText(k.maxKey)}` : '(no buffers)'}:`);
     out.nested((o) => {
       o.field('ptr', `${this.btreeName(b.btreeId)} bucket ${b.bucket} seq ${b.hashVal.toString(16)} (slot ${b.slot}, list ${b.list})`);

@@ -8,7 +8,8 @@
  * failures to SixtreeErrors:
  *   missing path (no createSizeBytes)   ERR_NOT_FOUND_DEVICE
  *   file system refuses O_DIRECT        ERR_NO_DIRECT_IO
- *   lock held by another open           ERR_LOCKED
+ *   lock held by another open           ERR_LOCKED (openWaiting waits while only
+ *                                       exited processes hold it: lockTake)
  *   write/submit-write on readOnly      ERR_READ_ONLY
  *   bad buffer/offset/length/option     ERR_INVALID_ARG (checked here, before native code)
  *   anything the kernel reports         ERR_IO (errno, path, offset, length)
@@ -30,6 +31,7 @@
  * 'pool' (one async call per op on libuv's thread pool); 'auto' = 'uring'
  * where the kernel allows it, else 'pool'.
  */
+import { readFileSync, statSync } from 'node:fs';
 import { invalidArg, SixtreeError, ioError } from '../errors.js';
 import { isNativeError, loadBackend, IO_BACKEND_NAMES, isIoBackendName, type IoBackendName, type NativeBackend } from '../native/index.js';
 import { Printbuf } from '../util/printbuf.js';
@@ -53,6 +55,11 @@ export interface BlockDeviceOpenOpts {
 }
 
 const OPEN_OPTS = ['readOnly', 'createSizeBytes', 'io', 'lock', 'batch'] as const;
+
+/** How long open() waits for a lock whose holders have all exited (their I/O still in flight), and how often it tries. */
+const lockWaitExitedMs = 10_000;
+const lockRetryMs = 5;
+const lockUnseenTriesMax = 20;
 
 /** Most async calls the 'pool' submit engine keeps in flight per submit(). */
 const poolOpsInflightMax = 64;
@@ -93,6 +100,30 @@ export class BlockDevice implements Device {
     this.batchMode = batchMode;
   }
 
+  /**
+   * open(), waiting (without blocking the event loop) while the lock is held
+   * only by processes that have exited, up to lockWaitExitedMs: their
+   * in-flight I/O finishes, the kernel drops their file, the lock goes. A
+   * lock a live process holds is ERR_LOCKED at once.
+   */
+  static async openWaiting(path: string, opts: BlockDeviceOpenOpts = {}): Promise<BlockDevice> {
+    const deadline = Date.now() + lockWaitExitedMs;
+    let unseen = 0;
+    for (;;) {
+      try {
+        return BlockDevice.open(path, opts);
+      } catch (e) {
+        const d = e instanceof SixtreeError && e.code === 'ERR_LOCKED' ? e.details : null;
+        const again = d !== null && d.retryable === true && (d.holdersExited === true ? Date.now() < deadline : unseen++ < lockUnseenTriesMax);
+        if (!again) {
+          if (d?.holdersExited === true) throw new SixtreeError('ERR_LOCKED', `${(e as Error).message}, for more than ${lockWaitExitedMs} ms`, d, { cause: e });
+          throw e;
+        }
+      }
+      await sleepMs(lockRetryMs);
+    }
+  }
+
   static open(path: string, opts: BlockDeviceOpenOpts = {}): BlockDevice {
     if (typeof path !== 'string' || path.length === 0 || path.includes('\0')) throw invalidArg('path', path, 'a non-empty string without NUL bytes');
     if (opts === null || typeof opts !== 'object') throw invalidArg('opts', opts, 'an object');
@@ -121,15 +152,7 @@ export class BlockDevice implements Device {
     }
 
     try {
-      if (lock) {
-        try {
-          backend.lock(fd);
-        } catch (e) {
-          if (isNativeError(e) && (e.code === 'EWOULDBLOCK' || e.code === 'EAGAIN'))
-            throw new SixtreeError('ERR_LOCKED', `${path} is open in another process (exclusive lock held)`, { path, errno: e.code }, { cause: e });
-          throw e;
-        }
-      }
+      if (lock) lockTake(backend, fd, path);
       const kind = backend.fdKind(fd);
       if (kind === 'other') throw invalidArg('path', path, 'a regular file or a block device');
       const alignBytes = backend.alignBytes(fd);
@@ -289,7 +312,7 @@ export class BlockDevice implements Device {
     out.line(`BlockDevice ${this.path}${this.closing ? ' (closed)' : ''}`);
     out.nested((o) => {
       o.field('kind', this.kind);
-      o.field('io', `${this.backend.name}, submit: ${this.batchMode}`);
+      o.field('io', `${this.backend.name}, async: ${this.backend.asyncEngine()}, submit: ${this.batchMode}`);
       o.field('sizeBytes', this.sizeBytes);
       o.field('alignBytes', this.alignBytes);
       o.field('readOnly', this.readOnly);
@@ -347,6 +370,70 @@ export class BlockDevice implements Device {
 
   private readOnlyError(): SixtreeError {
     return new SixtreeError('ERR_READ_ONLY', `${this.path} is open read-only; writes are refused`, { path: this.path });
+  }
+}
+
+/**
+ * Take the store lock, or throw ERR_LOCKED. A process that died with
+ * io_uring operations in flight keeps the lock past its exit: each operation
+ * holds the open file, and with it the flock, until the kernel has finished
+ * it. That lock still guards the store (no write of the dead process can land
+ * after it is released). When every holder /proc/locks names has exited, or
+ * it names none (the lock went between the two looks), the error says so
+ * (details.retryable): BlockDevice.openWaiting tries again, asynchronously.
+ */
+function lockTake(backend: NativeBackend, fd: number, path: string): void {
+  try {
+    backend.lock(fd);
+    return;
+  } catch (e) {
+    if (!isNativeError(e) || (e.code !== 'EWOULDBLOCK' && e.code !== 'EAGAIN')) throw e;
+    const holders = lockHolders(path);
+    const exited = holders !== null && holders.length > 0 && holders.every((pid) => !processAlive(pid));
+    const unseen = holders !== null && holders.length === 0;
+    const why = exited ? `held past their exit by process ${holders!.join(', ')}: I/O of theirs still in flight` : 'exclusive lock held';
+    throw new SixtreeError('ERR_LOCKED', `${path} is open in another process (${why})`, { path, errno: e.code, retryable: exited || unseen, holdersExited: exited }, { cause: e });
+  }
+}
+
+function sleepMs(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Pids holding a FLOCK on path's inode according to /proc/locks, or null when that cannot be read. */
+function lockHolders(path: string): number[] | null {
+  let text: string;
+  let dev: bigint;
+  let ino: bigint;
+  try {
+    const st = statSync(path, { bigint: true });
+    dev = st.dev;
+    ino = st.ino;
+    text = readFileSync('/proc/locks', 'utf8');
+  } catch {
+    return null;
+  }
+  /* glibc's dev_t encoding: major in bits 8-19 and 32-43, minor in bits 0-7 and 20-31 */
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  const id = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${ino}`;
+  const pids: number[] = [];
+  for (const line of text.split('\n')) {
+    /* "1: FLOCK  ADVISORY  WRITE 8368 fe:00:2205043 0 EOF" */
+    const f = line.trim().split(/\s+/);
+    if (f[1] === 'FLOCK' && f[5] === id) pids.push(Number(f[4]));
+  }
+  return pids;
+}
+
+/** Is pid a process that has not exited (a zombie has)? */
+function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return true;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
   }
 }
 

@@ -76,6 +76,11 @@ export interface NativeBackend {
   pread(fd: number, buf: Uint8Array, offsetBytes: number): Promise<void>;
   pwrite(fd: number, buf: Uint8Array, offsetBytes: number): Promise<void>;
   fdatasync(fd: number): Promise<void>;
+  /**
+   * Where pread/pwrite run: 'uring' (napi: the event ring, io_uring whose
+   * completions wake the event loop directly) or 'pool' (a worker thread).
+   */
+  asyncEngine(): 'uring' | 'pool';
   /** Runs every op to completion; resolves to one result per op: 0 or -errno. */
   batch(fd: number, engine: NativeBatchEngine, ops: readonly NativeIoOp[]): Promise<Int32Array>;
   uringSupported(): boolean;

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * Entry point of src/native: picks and caches backends, and exports crc32c.
+ * Entry point of src/native: picks and caches backends, and exports crc32c
+ * and gather.
  *
  * loadBackend(name?) returns the one instance per backend name for the
  * process (loading the addon or koffi on first use). crc32c() is the
- * checksum the on-disk format uses; it always goes through the napi addon
- * (the cheapest native call) regardless of the I/O backend in use.
+ * checksum the on-disk format uses, gather() the memory copy a node read's
+ * merge uses; both always go through the napi addon (the cheapest native
+ * call) regardless of the I/O backend in use.
  */
 import { defaultBackendName, isIoBackendName, IO_BACKEND_NAMES, type IoBackendName, type NativeBackend } from './backend.js';
 import { createKoffiBackend } from './koffi.js';
@@ -37,4 +39,16 @@ let crcFn: ((data: Uint8Array, seed?: number) => number) | undefined;
  */
 export function crc32c(data: Uint8Array, seed = 0): number {
   return (crcFn ??= napiAddon().crc32c)(data, seed);
+}
+
+let gatherFn: ((dst: Uint8Array, dstOff: number, src: Uint8Array, spans: Uint32Array, nr: number) => number) | undefined;
+
+/**
+ * Copy nr spans of src one after another into dst from dstOff (memcpy per
+ * span): span i starts spans[2i] bytes into src and is spans[2i + 1] bytes
+ * long. Spans must lie inside src, fit dst and not overlap the destination
+ * range (EINVAL otherwise). Returns the bytes copied.
+ */
+export function gather(dst: Uint8Array, dstOff: number, src: Uint8Array, spans: Uint32Array, nr: number): number {
+  return (gatherFn ??= napiAddon().gather)(dst, dstOff, src, spans, nr);
 }

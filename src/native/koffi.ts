@@ -318,6 +318,7 @@ export function createKoffiBackend(): NativeBackend {
       return results;
     },
     uringSupported: () => (b.uringSupported() as number) !== 0,
+    asyncEngine: () => 'pool',
 
     allocAligned(sizeBytes, alignBytes) {
       if (!Number.isSafeInteger(alignBytes) || alignBytes < 8 || alignBytes & (alignBytes - 1) || alignBytes > pageBytes)

@@ -3,8 +3,10 @@
  * The 'napi' backend: build/Release/sixtree.node loaded with require().
  *
  * A thin pass-through: native/addon.cc guards arguments, runs asynchronous
- * calls on libuv's thread pool and owns region lifetimes (explicit free
- * detaches the ArrayBuffer; the finalizer frees only unfreed regions).
+ * pread/pwrite on the environment's event ring (io_uring; libuv's thread
+ * pool where that is not usable) and the other asynchronous calls on the
+ * pool, and owns region lifetimes (explicit free detaches the ArrayBuffer;
+ * the finalizer frees only unfreed regions).
  * The only state here is a WeakMap from each live region's ArrayBuffer to its
  * address, so addressOf() costs no native call.
  */
@@ -27,6 +29,10 @@ interface NapiAddon {
   batch(fd: number, uring: boolean, bufs: Uint8Array[], offsets: Float64Array, isWrite: Uint8Array): Promise<Int32Array>;
   uringSupported(): boolean;
   readonly uringDepth: number;
+  useEventRing(enabled: boolean): void;
+  asyncEngine(): 'uring' | 'pool';
+  /** This environment's pread/pwrite calls by where they ran, and ring operations in flight. */
+  eventRingStats(): { ring: number; pool: number; inflight: number };
   allocAligned(sizeBytes: number, alignBytes: number): ArrayBuffer;
   freeAligned(ab: ArrayBuffer): void;
   mmapAnon(sizeBytes: number): ArrayBuffer;
@@ -35,6 +41,7 @@ interface NapiAddon {
   memStats(): { alignedLive: number; mmapLive: number };
   crc32c(data: Uint8Array, seed?: number): number;
   readonly crc32cImpl: string;
+  gather(dst: Uint8Array, dstOff: number, src: Uint8Array, spans: Uint32Array, nr: number): number;
   errnoName(errno: number): string;
   readonly noDirectIoErrno: number;
   readonly sectorBytes: number;
@@ -93,6 +100,7 @@ export function createNapiBackend(): NativeBackend {
       return a.batch(fd, engine === 'uring', bufs, offsets, isWrite);
     },
     uringSupported: () => a.uringSupported(),
+    asyncEngine: () => a.asyncEngine(),
 
     allocAligned: (sizeBytes, alignBytes) => track(a.allocAligned(sizeBytes, alignBytes)),
     freeAligned(ab) {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BkeyI, KEY_TYPES, bkeyBtreePtr, bkeyExtent, bkeyValue, bkeyWhiteout } from '../../src/btree/bkey.js';
-import { NodeIter, NodeKeys, bsetDebug } from '../../src/btree/bset.js';
+import { KeyBuffers, NodeIter, NodeKeys, bsetDebug } from '../../src/btree/bset.js';
 import { nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
 import { BkeyFormat, formatFromKeys, formatFromRange } from '../../src/format/bkey-format.js';
 import { Prng, bigToPos, posOf, posToBig, property, randPos } from '../format/prng.js';
@@ -132,6 +132,34 @@ beforeAll(() => {
 });
 afterAll(() => {
   bsetDebug.checks = false;
+});
+
+describe('NodeKeys#attachBuffers() / KeyBuffers', () => {
+  it('checks the buffers once and attaches their views as they are; detach leaves nothing behind', () => {
+    const nodeSize = 4096;
+    expect(() => new KeyBuffers(new Uint8Array(2048), new Uint8Array(NodeKeys.auxBytes(nodeSize)), nodeSize)).toThrow(/node size/);
+    expect(() => new KeyBuffers(new Uint8Array(nodeSize), new Uint8Array(64), nodeSize)).toThrow(/aux is 64 bytes/);
+    expect(() => new KeyBuffers(new Uint8Array(nodeSize + 4).subarray(4), new Uint8Array(NodeKeys.auxBytes(nodeSize)), nodeSize)).toThrow(/aligned/);
+    const bufs = new KeyBuffers(new Uint8Array(nodeSize), new Uint8Array(NodeKeys.auxBytes(nodeSize)), nodeSize);
+    const a = new NodeKeys(nodeSize, 512);
+    expect(() => new NodeKeys(8192, 512).attachBuffers(bufs)).toThrow(/node size/);
+    a.attachBuffers(bufs);
+    expect(a.data).toBe(bufs.data);
+    expect(a.d32).toBe(bufs.d32);
+    expect(a.aux32).toBe(bufs.aux32);
+    expect(a.auxF64).toBe(bufs.auxF64);
+    a.initEmpty({ btreeId: 1, level: 0, minKey: POS_MIN, maxKey: POS_MAX, seq: 7 });
+    expect(a.insertKey(bkeyValue(posOf(1, 2), new Uint8Array([9]), 1))).toBe(true);
+    /* the buffers move to another node (the cache's buffer move): same bytes, nothing copied */
+    a.detach();
+    expect(a.attached).toBe(false);
+    expect(a.data.length + a.d32.length + a.aux32.length + a.auxF64.length).toBe(0);
+    const b = new NodeKeys(nodeSize, 512);
+    b.attachBuffers(bufs);
+    expect(b.attached).toBe(true);
+    expect(b.nsets).toBe(0);
+    expect(b.data).toBe(bufs.data);
+  });
 });
 
 describe('NodeKeys#insertKey()', () => {

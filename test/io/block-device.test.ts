@@ -294,7 +294,7 @@ describe.each(IO_BACKENDS)('BlockDevice (io: %s)', (io) => {
         expect(dev.stats).toEqual({ reads: 2, writes: 2, bytesRead: 2 * buf.length, bytesWritten: 2 * buf.length, flushes: 1 });
         const text = dev.toText();
         expect(text).toContain(target.path);
-        expect(text).toContain(`${io}, submit: ${dev.batchMode}`);
+        expect(text).toContain(`${io}, async: ${dev.backend.asyncEngine()}, submit: ${dev.batchMode}`);
         expect(text).toMatch(/reads:\s+2/);
         dev.freeBuffer(buf);
       });

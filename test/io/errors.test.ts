@@ -2,7 +2,8 @@
 /*
  * Every public error code src/io raises, each produced for real, over both
  * backends: ERR_NOT_FOUND_DEVICE, ERR_LOCKED (same process and a second
- * process), ERR_NO_DIRECT_IO (a ramfs mount, which refuses O_DIRECT),
+ * process; a lock left behind by an exited holder is waited for),
+ * ERR_NO_DIRECT_IO (a ramfs mount, which refuses O_DIRECT),
  * ERR_IO (device shrunk under us; FaultDevice), ERR_INVALID_ARG,
  * ERR_READ_ONLY, ERR_CLOSED.
  */
@@ -83,6 +84,10 @@ describe.each(IO_BACKENDS)('src/io errors (io: %s)', (io) => {
     const holder = await lockHolder(p);
     try {
       await expectCode(() => BlockDevice.open(p, { io }), 'ERR_LOCKED');
+      // a live holder: openWaiting does not wait either
+      const t0 = Date.now();
+      await expectCode(() => BlockDevice.openWaiting(p, { io }), 'ERR_LOCKED');
+      expect(Date.now() - t0).toBeLessThan(1000);
     } finally {
       await holder.kill();
     }
@@ -94,6 +99,34 @@ describe.each(IO_BACKENDS)('src/io errors (io: %s)', (io) => {
       await dev.close();
     }
     expect(spawnSync('flock', ['--nonblock', '--conflict-exit-code', '99', p, 'true']).status).toBe(0);
+  });
+
+  it('waits for a lock its holder left behind at exit (its open file still referenced, as io_uring operations in flight keep it), then takes it', async () => {
+    const p = file('locked-exited');
+    /* the holder locks, hands the locked file to a process living ~0.8 s (stdio fd 3), and exits */
+    const script = `
+      const a = require(${JSON.stringify(addonPath())});
+      const fd = a.open(${JSON.stringify(p)}, true, false);
+      a.lock(fd);
+      require('node:child_process').spawn('sleep', ['0.8'], { stdio: ['ignore', 'ignore', 'ignore', fd], detached: true }).unref();
+      console.log(process.pid);`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    /* the lock is still there, named after the exited holder */
+    expect(spawnSync('sh', ['-c', `grep -c ' FLOCK .* ${r.stdout.trim()} ' /proc/locks`], { encoding: 'utf8' }).stdout.trim()).not.toBe('0');
+    // open() does not wait: ERR_LOCKED, saying the holders exited
+    expect(() => BlockDevice.open(p, { io })).toThrow(expect.objectContaining({ code: 'ERR_LOCKED', details: expect.objectContaining({ holdersExited: true }) }));
+    // openWaiting waits without blocking the event loop
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 10);
+    const t0 = Date.now();
+    const dev = await BlockDevice.openWaiting(p, { io });
+    const waitedMs = Date.now() - t0;
+    clearInterval(timer);
+    expect(ticks).toBeGreaterThan(3);
+    await dev.close();
+    expect(waitedMs).toBeGreaterThan(100);
+    expect(waitedMs).toBeLessThan(5000);
   });
 
   it('a second node process opening the store through the shim gets EWOULDBLOCK', async () => {

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { afterAll, describe, expect, it } from 'vitest';
-import { addonPath, defaultBackendName, isNativeError, loadBackend, napiAddon, type NativeBackend } from '../../src/native/index.js';
+import { addonPath, defaultBackendName, gather, isNativeError, loadBackend, napiAddon, type NativeBackend } from '../../src/native/index.js';
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
@@ -247,6 +247,138 @@ describe('napi addon', () => {
     expect(nativeCode(() => a.regionAddress(new Uint8Array(4) as never))).toBe('EINVAL/argument');
     expect(a.regionAddress(new ArrayBuffer(8))).toBeUndefined();
     expect(nativeCode(() => a.crc32c(new Uint16Array(4) as never))).toBe('EINVAL/argument');
+  });
+});
+
+describe('gather()', () => {
+  it('copies the spans one after another, memcpy per span', () => {
+    const src = Uint8Array.from({ length: 64 }, (_, i) => i);
+    const dst = new Uint8Array(32).fill(0xee);
+    const spans = new Uint32Array([40, 4, 0, 3, 10, 0, 60, 4, 99, 99]);
+    expect(gather(dst, 2, src, spans, 4)).toBe(11);
+    expect(Array.from(dst.subarray(0, 14))).toEqual([0xee, 0xee, 40, 41, 42, 43, 0, 1, 2, 60, 61, 62, 63, 0xee]);
+    expect(gather(dst, 0, src, spans, 0)).toBe(0);
+    /* views count from their own start */
+    const inner = new Uint8Array(src.buffer, 8, 16);
+    expect(gather(dst, 0, inner, new Uint32Array([15, 1]), 1)).toBe(1);
+    expect(dst[0]).toBe(23);
+  });
+
+  it('refuses spans outside src, totals past dst, overlap with the destination and bad arguments (EINVAL)', () => {
+    const buf = new Uint8Array(64);
+    const src = new Uint8Array(64);
+    for (const [what, fn] of [
+      ['span past src', () => gather(buf, 0, src, new Uint32Array([60, 8]), 1)],
+      ['offset past src', () => gather(buf, 0, src, new Uint32Array([2 ** 32 - 4, 8]), 1)],
+      ['total past dst', () => gather(buf, 40, src, new Uint32Array([0, 16, 16, 16]), 2)],
+      ['dstOff past dst', () => gather(buf, 65, src, new Uint32Array(0), 0)],
+      ['span overlaps the destination', () => gather(buf, 0, buf, new Uint32Array([4, 8]), 1)],
+      ['span overlaps the destination (other view)', () => gather(buf.subarray(16), 0, buf, new Uint32Array([18, 4]), 1)],
+      ['nr past spans', () => gather(buf, 0, src, new Uint32Array([0, 1]), 2)],
+      ['spans not u32', () => gather(buf, 0, src, new Int32Array([0, 1]) as never, 1)],
+      ['dst not u8', () => gather(new Uint16Array(8) as never, 0, src, new Uint32Array([0, 1]), 1)],
+      ['nr negative', () => gather(buf, 0, src, new Uint32Array([0, 1]), -1)],
+    ] as [string, () => unknown][]) {
+      expect(nativeCode(fn), what).toBe('EINVAL/argument');
+    }
+    /* a span beside the destination range is fine, in the same buffer too */
+    expect(gather(buf, 0, buf, new Uint32Array([8, 8]), 1)).toBe(8);
+    expect(gather(buf.subarray(16), 0, buf, new Uint32Array([20, 4]), 1)).toBe(4);
+  });
+});
+
+describe('napi addon event ring (async pread/pwrite)', () => {
+  const a = napiAddon();
+  const b = loadBackend('napi');
+  const uring = b.uringSupported();
+
+  /** Runs fn with pread/pwrite on the ring (true) or the thread pool (false). */
+  async function withRing<T>(on: boolean, fn: () => Promise<T>): Promise<T> {
+    a.useEventRing(on);
+    try {
+      return await fn();
+    } finally {
+      a.useEventRing(true);
+    }
+  }
+
+  it('reports its engine: uring where io_uring works, pool when turned off', () => {
+    expect(a.asyncEngine()).toBe(uring ? 'uring' : 'pool');
+    a.useEventRing(false);
+    expect(a.asyncEngine()).toBe('pool');
+    a.useEventRing(true);
+    expect(b.asyncEngine()).toBe(a.asyncEngine());
+    expect(loadBackend('koffi').asyncEngine()).toBe('pool');
+    expect(nativeCode(() => a.useEventRing('yes' as never))).toBe('EINVAL/argument');
+  });
+
+  for (const ring of [true, false]) {
+    it.skipIf(ring && !uring)(`${ring ? 'ring' : 'pool'}: more concurrent ops than the ring holds move the right bytes; errors come back per op`, async () => {
+      await withRing(ring, async () => {
+        const path = join(dir, `ring-${ring}.img`);
+        const fd = b.open(path, true, true);
+        b.extend(fd, 1 << 20);
+        const nr = 2 * b.uringDepth + 5; // past the ring's depth: the rest goes to the pool
+        const bufs = Array.from({ length: nr }, (_, i) => new Uint8Array(b.allocAligned(4096, 4096)).fill((i * 7) & 0xff));
+        const before = a.eventRingStats();
+        await Promise.all(bufs.map((buf, i) => b.pwrite(fd, buf, (i % 256) * 4096)));
+        const after = a.eventRingStats();
+        expect(after.inflight).toBe(0);
+        if (ring) {
+          /* the ring took what it holds, the pool the rest (the ring may have drained some meanwhile) */
+          expect(after.ring - before.ring).toBeGreaterThanOrEqual(b.uringDepth);
+          expect(after.pool - before.pool).toBeGreaterThan(0);
+          expect(after.ring - before.ring + after.pool - before.pool).toBe(nr);
+        } else {
+          expect(after.ring).toBe(before.ring);
+          expect(after.pool - before.pool).toBe(nr);
+        }
+        bufs.forEach((buf) => buf.fill(0));
+        await Promise.all(bufs.map((buf, i) => b.pread(fd, buf, (i % 256) * 4096)));
+        // ops i and i + 256 share an offset (nr < 512): both read what the later write left
+        bufs.forEach((buf, i) => {
+          const last = i % 256 + 256 < nr ? i % 256 + 256 : i % 256;
+          expect(buf.every((x) => x === ((last * 7) & 0xff)), `op ${i}`).toBe(true);
+        });
+        // a read past the end is a short read; a bad fd fails with EBADF; both per op
+        truncateSync(path, 8192);
+        const results = await Promise.allSettled([b.pread(fd, bufs[0]!, 0), b.pread(fd, bufs[1]!, 512 * 1024), b.pread(987_654, bufs[2]!, 0), b.pwrite(987_654, bufs[3]!, 0)]);
+        expect(results.map((r) => (r.status === 'fulfilled' ? 'ok' : `${(r.reason as { code: string }).code}/${(r.reason as { syscall: string }).syscall}`))).toEqual([
+          'ok',
+          'ENODATA/pread',
+          'EBADF/pread',
+          'EBADF/pwrite',
+        ]);
+        // no region stays pinned: every buffer frees
+        bufs.forEach((x) => b.freeAligned(x.buffer as ArrayBuffer));
+        b.close(fd);
+      });
+    });
+  }
+
+  it.skipIf(!uring)('keeps the loop alive exactly while I/O is in flight; a worker ending with reads in flight waits for them', () => {
+    const script = `
+      const { Worker, isMainThread } = require('node:worker_threads');
+      const a = require(${JSON.stringify(addonPath())});
+      const fs = require('node:fs');
+      const path = ${JSON.stringify(join(dir, 'ring-exit.img'))};
+      if (isMainThread) fs.writeFileSync(path, Buffer.alloc(1 << 20, 1));
+      const fd = a.open(path, false, false);
+      const bufs = Array.from({ length: 32 }, () => new Uint8Array(a.allocAligned(16384, 4096)));
+      if (isMainThread) {
+        // no await: only the reads in flight keep the process alive until they resolve
+        let done = 0;
+        for (const buf of bufs) a.pread(fd, buf, 0).then(() => { if (++done === bufs.length && buf[0] === 1) console.log(a.asyncEngine(), 'read'); });
+        new Worker(__filename.endsWith('[eval]') ? process.argv[1] : __filename, { eval: false }).on('exit', (c) => console.log('worker', c));
+      } else {
+        for (const buf of bufs) a.pread(fd, buf, 0);
+        process.exit(0); // ends the worker with its reads in flight
+      }`;
+    const file = join(dir, 'ring-exit.js');
+    writeFileSync(file, script);
+    const r = spawnSync(process.execPath, [file], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout.split('\n').filter(Boolean).sort()).toEqual(['uring read', 'worker 0']);
   });
 });
 

@@ -61,7 +61,8 @@ describe.each(IMPLS)('crc32c (%s)', (_name, crc) => {
         expect(crc(d), `len ${len} start ${start}`).toBe(crc32cRef(d));
       }
     }
-    for (const len of [1000, 4096, 4097, 65_536, 69_999]) {
+    /* around the three-lane strides (3 x 256, 3 x 1024, 3 x 4096 bytes) and a node */
+    for (const len of [767, 768, 769, 1000, 3071, 3072, 3080, 4096, 4097, 12_287, 12_288, 12_296, 15_360 + 776, 16_384, 65_536, 69_999]) {
       const d = big.subarray(1, 1 + len);
       expect(crc(d), `len ${len}`).toBe(crc32cRef(d));
     }
