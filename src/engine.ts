@@ -27,8 +27,9 @@
  * node on disk holds a key from an entry that could be lost (the blacklist
  * covers the rest). Writes append a bset; a node too full to append is
  * rewritten into a new bucket by the next insert that does not fit. A journal
- * write waits for the node writes already issued, then flushes first
- * (REQ_PREFLUSH) if any completed since the last flush (journalDevice).
+ * write flushes first (REQ_PREFLUSH) if a node write completed that no
+ * completed flush covers yet; node writes still in flight are not waited for:
+ * no entry relies on them (journalDevice).
  *
  * Writeback: dirty nodes are written by journal reclaim (the journal asks for
  * the nodes pinning its oldest entries), by the cache shrinker (dirty past
@@ -69,6 +70,7 @@ import { readJournal } from './journal/read.js';
 import { BlacklistHolders, JournalSeqBlacklist, type BlacklistHolder } from './journal/blacklist.js';
 import { BlacklistGc } from './journal/blacklist-gc.js';
 import { JSET_ENTRY, jsetEntryBytes } from './format/journal-format.js';
+import type { BkeyFormat } from './format/bkey-format.js';
 import { BtreeCache, cacheSizeBytesDefault } from './btree/cache.js';
 import { NodeIter, NodeKeys } from './btree/bset.js';
 import { nodeWritePrepare, nodeWriteDone, type NodeWrite } from './btree/node-io.js';
@@ -310,10 +312,12 @@ export class Engine {
   readonly restartReasons = new Map<number, number>();
 
   private writesInFlight = 0;
-  /** A node write completed since the last device flush (see journalDevice). */
-  nodeWritesUnflushed = false;
-  /** Node writes issued to the device and not completed (journalDevice waits for them). */
-  readonly nodeWritesIssued = new Set<Promise<void>>();
+  /**
+   * The number a flush must have (devFlush counts them from 1) to cover every
+   * node write completed so far: a flush started after the newest completion
+   * (see journalDevice). 0: none completed.
+   */
+  private nodeWritesFlushNeed = 0;
   /** Flushes started / the newest started one that completed (devFlush). */
   private flushStarted = 0;
   private flushDone = 0;
@@ -647,14 +651,18 @@ export class Engine {
     return Object.create(dev, {
       write: {
         value: async (buf: Uint8Array, off: number) => {
-          // node writes already issued to the device complete first, so the
-          // flush below covers them too: whatever a crash keeps of the entry,
-          // it keeps of the node writes issued before it
-          if (engine.nodeWritesIssued.size > 0) {
-            await Promise.all([...engine.nodeWritesIssued]);
-            engine.nodeWritesUnflushed = true;
-          }
-          if (engine.nodeWritesUnflushed) {
+          // An entry relies only on node writes that completed before it
+          // was sealed: its last_seq passes a node's keys only once the
+          // node's write completed (the pin drops at completion), and an
+          // interior update journals its pointers only after its new nodes'
+          // writes completed. Those must be durable before the entry can
+          // reach the disk: unless a flush started after the newest
+          // completion has completed, flush first. (Checked synchronously
+          // when the journal starts the write, right after it computed
+          // last_seq.) Node writes still in flight are not waited for: no
+          // entry relies on them, and a crash that keeps the entry without
+          // them finds their keys in the journal still.
+          if (engine.nodeWritesFlushNeed > engine.flushDone) {
             engine.counters.journalPreflushes++;
             await engine.devFlush();
           }
@@ -674,7 +682,6 @@ export class Engine {
    */
   async devFlush(): Promise<void> {
     const started = ++this.flushStarted;
-    this.nodeWritesUnflushed = false;
     await this.dev.flush();
     if (started > this.flushDone) this.flushDone = started;
   }
@@ -1013,8 +1020,20 @@ export class Engine {
 
   /** Fill new node dst with the live keys of src in [from, to], and hash it in. */
   nodeBuildFrom(trans: BtreeTrans, dst: Node, src: Node, from: Uint32Array, to: Uint32Array): void {
-    // a format fitted to the keys it will hold (and its range, so later inserts pack too)
-    const format = src.keys.computeFormat(from, to, { versionMax: this.journal.seq + NODE_FORMAT_VERSION_HEADROOM, positions: [from, to], ...(this.btrees[dst.btreeId]!.extents ? { sizeMax: 0xffffffff } : {}) });
+    // a format fitted to the keys it will hold (and its range, so later
+    // inserts pack too); src's own instead when it packs every key into as
+    // many words (a split, usually: keys then copy as they are), decided
+    // from the range alone when it can be (no walk over the keys)
+    const sizeMax = this.btrees[dst.btreeId]!.extents ? 0xffffffff : 0;
+    const versionMax = this.journal.seq + NODE_FORMAT_VERSION_HEADROOM;
+    const versionMin = this.journal.seq + NODE_FORMAT_VERSION_HEADROOM / 2;
+    let format: BkeyFormat;
+    if (src.keys.formatReusableForRange(from, to, this.journal.seq, versionMax, sizeMax, versionMin)) {
+      format = src.keys.format;
+    } else {
+      const fitted = src.keys.computeFormat(from, to, { versionMax, positions: [from, to], ...(sizeMax ? { sizeMax } : {}) });
+      format = src.keys.formatReusable(fitted, versionMin) ? src.keys.format : fitted;
+    }
     dst.keys.initEmpty({ btreeId: dst.btreeId, level: dst.level, minKey: from, maxKey: to, seq: randomNodeSeq(), format });
     if (src.keys.sortInto(dst.keys, from, to) < 0) throw this.topologyError(src, 'keys do not fit in a new node');
     this.nodeInstallNew(trans, dst);
@@ -1204,19 +1223,9 @@ export class Engine {
         // happens: an earlier update's entry may point to it.)
         this.counters.nodeWritesSkippedDying++;
       } else {
-        const io = this.dev.write(w.bytes, bucketToOffset(this.layout, n.bucket) + w.offsetBytes);
-        const issued = io.then(
-          () => {},
-          () => {},
-        );
-        this.nodeWritesIssued.add(issued);
-        try {
-          await io;
-        } finally {
-          this.nodeWritesIssued.delete(issued);
-        }
+        await this.dev.write(w.bytes, bucketToOffset(this.layout, n.bucket) + w.offsetBytes);
         this.nodeFlushNeeded.set(n, this.flushStarted + 1);
-        this.nodeWritesUnflushed = true;
+        this.nodeWritesFlushNeed = this.flushStarted + 1;
         this.counters.nodeWrites++;
       }
     } catch (e) {

@@ -17,7 +17,7 @@
  */
 
 import { SixtreeError, errName, isRestart, invalidArg } from './errors.js';
-import { KEY_TYPE, bkeyNew } from './btree/bkey.js';
+import { KEY_TYPE, bkeyNew, type BkeyI } from './btree/bkey.js';
 import { POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, bposToText, posLikeToWords, posWords, toBpos } from './btree/bpos.js';
 import { Iter, KEY_SIZE_MAX, LOOKUP_FALLBACK, type Entry, type IterOpts } from './btree/iter.js';
 import { extentValueMake, xcmp, type XPos } from './btree/overlay.js';
@@ -89,7 +89,8 @@ export class Transaction {
     const id = this.store.btreeId(btree, false);
     const pos = toBpos(p, 'pos');
     const v = checkValue(value, this.store.maxValueSize);
-    this.bt.overlay(id).putKey(bkeyNew(KEY_TYPE.value, posWords(pos), { value: v.slice() }), pos as XPos);
+    const k: BkeyI = { type: KEY_TYPE.value, p: posWords(pos), size: 0, version: 0, value: v.slice() };
+    this.bt.overlay(id).putKey(k, pos as XPos);
   }
 
   del(btree: string, p: unknown): void {

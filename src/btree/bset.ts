@@ -88,9 +88,14 @@ import {
   BkeyFormatState,
   F_SIZE,
   F_VERSION,
+  FV_BASE_HI,
+  FV_BASE_LO,
+  FV_MAX_HI,
+  FV_MAX_LO,
   FormatRangeOpts,
   PACK_BELOW,
   PACK_EXACT,
+  SUM_BITS,
   PACK_FLOOR,
   formatFromRange,
   formatKeyFits,
@@ -188,6 +193,37 @@ function scratchSpans(nodeSizeBytes: number): Uint32Array {
   const n = 2 * (nodeSizeBytes >>> 3);
   if (spanScratch.length < n) spanScratch = new Uint32Array(n);
   return spanScratch;
+}
+
+/** The largest value field i of format f packs (base + 2^bits - 1), as a number (exact below 2^53). */
+function formatFieldMax(f: BkeyFormat, i: number): number {
+  const v = f.v;
+  return (v[FV_BASE_HI + i]! + v[FV_MAX_HI + i]!) * 0x1_0000_0000 + v[FV_BASE_LO + i]! + v[FV_MAX_LO + i]!;
+}
+
+/* insertKeys' copy of the lookup table entries it rebuilds. */
+let rwScratchWords = new Uint32Array(0);
+
+function rwScratch(entries: number): Uint32Array {
+  if (rwScratchWords.length < entries * AUX_ENTRY_WORDS) rwScratchWords = new Uint32Array(Math.max(entries * AUX_ENTRY_WORDS, 2 * rwScratchWords.length));
+  return rwScratchWords;
+}
+
+/** insertKeys: runs shorter than this go key by key. */
+export const INSERT_KEYS_MERGE_MIN = 4;
+/* insertKeys' per-key plan: place in the writable set, visible older key, flags, sizes. */
+const insertPlan = { off: new Int32Array(0), older: new Int32Array(0), flags: new Uint8Array(0), newBytes: new Int32Array(0), oldBytes: new Int32Array(0) };
+
+function insertScratch(n: number): typeof insertPlan {
+  if (insertPlan.off.length < n) {
+    const m = Math.max(n, 2 * insertPlan.off.length, 64);
+    insertPlan.off = new Int32Array(m);
+    insertPlan.older = new Int32Array(m);
+    insertPlan.flags = new Uint8Array(m);
+    insertPlan.newBytes = new Int32Array(m);
+    insertPlan.oldBytes = new Int32Array(m);
+  }
+  return insertPlan;
 }
 
 /** Room for the group heads of one set of a node of nodeSizeBytes. */
@@ -1171,6 +1207,7 @@ export class NodeKeys {
    */
   insertKey(k: BkeyI): boolean {
     this.modSeq++;
+    this.contentGen++;
     if (bsetDebug.checks) {
       const err = bkeyInvalid(k);
       if (err !== null) throw new Error(`insertKey: ${err}`);
@@ -1213,6 +1250,192 @@ export class NodeKeys {
     this.rwFix(o, oldBytes, newBytes);
     this.noteJournalSeqInternal(k.version);
     if (bsetDebug.checks) this.verify();
+    return true;
+  }
+
+  /**
+   * Insert keys[from, to) (sorted by position) into the writable set: the
+   * node ends exactly as insertKey on each key in turn would leave it (same
+   * bytes, counts, journal seqs, modSeq), but a run of keys costs
+   * one pass over the writable set (bcachefs inserts key by key; a commit of
+   * many keys into one leaf here merges them in, the way a node write's
+   * sort merges sets): each key's older key and place in the writable set
+   * are found first, nothing changed; then the writable set from the first
+   * place on is copied aside and merged back with the new keys, and its
+   * lookup table rebuilt once. Short runs, and runs holding one position
+   * more than once, go key by key (a merge copies the tail twice; one
+   * memmove per key is cheaper for a few keys).
+   * Returns false, the node unchanged, if the keys do not fit together.
+   */
+  insertKeys(keys: readonly BkeyI[], from = 0, to = keys.length): boolean {
+    const nr = to - from;
+    if (nr < INSERT_KEYS_MERGE_MIN) return this.insertKeysEach(keys, from, to);
+    const sc = insertScratch(nr);
+    const hadWritable = this.hasWritable();
+    /* 1. per key: the older visible key and the place in the writable set; nothing changes */
+    let s = this.nsets - 1;
+    let end = hadWritable ? this.aux32[s * M.ROW + M.END]! : 0;
+    let delta = 0;
+    let needWritable = false;
+    for (let i = 0; i < nr; i++) {
+      const k = keys[from + i]!;
+      /* positions not strictly ascending (journal replay: one position in several entries): key by key */
+      if (i > 0 && wordsCmp(keys[from + i - 1]!.p, 0, k.p, 0) >= 0) return this.insertKeysEach(keys, from, to);
+      if (bsetDebug.checks) {
+        const err = bkeyInvalid(k);
+        if (err !== null) throw new Error(`insertKeys: ${err}`);
+      }
+      if (!this.keyInRange(k.p, 0)) throw new RangeError(`insertKey: ${wordsToText(k.p, 0)} outside node range ${wordsToText(this.minKey, 0)}..${wordsToText(this.maxKey, 0)}`);
+      const isDel = k.type === KEY_TYPE.deleted;
+      this.prepareSearch(k.p, 0);
+      const older = this.findOlder(k.p, 0);
+      const olderLive = older >= 0 && !this.keyIsWhiteout(older);
+      let o = -1;
+      let exists = false;
+      if (hadWritable) {
+        o = this.lowerBound(s, k.p, 0, false);
+        exists = o < end && this.cmpSearch(o, k.p, 0) === 0;
+      }
+      let newBytes = 0;
+      let packed = false;
+      if (!isDel || olderLive) {
+        packed = formatKeyFits(this.format, k.p, 0, k.size, k.version);
+        newBytes = keyBytesFor(packed ? 4 + 4 * this.format.fieldWords : UNPACKED_VALUE_OFFSET, isDel ? 0 : k.value.length);
+        needWritable = true;
+      }
+      const oldBytes = exists ? this.keyBytes(o) : 0;
+      delta += newBytes - oldBytes;
+      sc.off[i] = o;
+      sc.older[i] = exists ? o : older;
+      /* bits: 1 exists, 2 packed, 4 nothing to do (insertKey returns early) */
+      sc.flags[i] = (exists ? 1 : 0) | (packed ? 2 : 0) | (!exists && newBytes === 0 ? 4 : 0);
+      sc.newBytes[i] = newBytes;
+      sc.oldBytes[i] = oldBytes;
+    }
+    if (!hadWritable) {
+      if (!needWritable) {
+        this.modSeq += nr;
+        this.contentGen++;
+        return true;
+      }
+      /* room first: a set started and left empty would change the node */
+      if (this.nextBsetOffset() + BSET_HDR_BYTES + delta > this.nodeSizeBytes || !this.startWritable()) return false;
+      s = this.nsets - 1;
+      end = this.aux32[s * M.ROW + M.END]!;
+      for (let i = 0; i < nr; i++) sc.off[i] = end;
+    }
+    if (end + delta > this.nodeSizeBytes) return false;
+
+    /* 2. merge: the writable set from the first place on goes aside, then comes back with the keys */
+    this.modSeq += nr;
+    this.contentGen++;
+    let first = -1;
+    for (let i = 0; i < nr && first < 0; i++) if (!(sc.flags[i]! & 4)) first = sc.off[i]!;
+    if (first < 0) return true;
+    const aux = this.aux32;
+    const row = s * M.ROW;
+    const start = aux[row + M.START]!;
+    const newEnd = end + delta;
+    /*
+     * The lookup table: entries before `first` stay; the old entries after it
+     * go aside too. Group heads for the rest are picked from candidates in
+     * key order, the old heads (moved) and the new keys, their positions
+     * known without unpacking: a candidate becomes a head once a group's
+     * worth of bytes passed since the last head and a group's worth remains.
+     */
+    const tbase = aux[row + M.AUX_OFF]!;
+    const nOld = aux[row + M.AUX_N]!;
+    let kept = 0;
+    while (kept < nOld && aux[tbase + kept * E.WORDS + E.OFF]! < first) kept++;
+    const oldEntries = rwScratch(nOld - kept + nr + 1);
+    oldEntries.set(aux.subarray(tbase + kept * E.WORDS, tbase + nOld * E.WORDS));
+    let nEntries = kept;
+    let gstart = kept > 0 ? aux[tbase + (kept - 1) * E.WORDS + E.OFF]! : -AUX_RW_GROUP_BYTES;
+    const cand = (off: number, pw: Uint32Array, pi: number): void => {
+      if (nEntries === 0 && off !== start) {
+        /* the set's first key (already back in place) heads the first group */
+        this.keyPosTo(start, aux, tbase);
+        aux[tbase + E.OFF] = start;
+        nEntries = 1;
+        gstart = start;
+      }
+      if (nEntries > 0 && (off - gstart < AUX_RW_GROUP_BYTES || newEnd - off < AUX_RW_GROUP_BYTES)) return;
+      const e = tbase + nEntries++ * E.WORDS;
+      wordsCopy(aux, e, pw, pi);
+      aux[e + E.OFF] = off;
+      gstart = off;
+    };
+    let oj = 0;
+    const oN = nOld - kept;
+    const aside = scratchWords(this.nodeSizeBytes);
+    const asideBytes = new Uint8Array(aside.buffer, 0, end - first);
+    asideBytes.set(this.data.subarray(first, end));
+    const data = this.data;
+    let out = first;
+    let cur = first;
+    /* old keys [cur, o) come back at out: their heads are candidates */
+    const copyOld = (o: number): void => {
+      data.set(asideBytes.subarray(cur - first, o - first), out);
+      const shift = out - cur;
+      while (oj < oN && oldEntries[oj * E.WORDS + E.OFF]! < cur) oj++;
+      for (; oj < oN && oldEntries[oj * E.WORDS + E.OFF]! < o; oj++) cand(oldEntries[oj * E.WORDS + E.OFF]! + shift, oldEntries, oj * E.WORDS);
+      out += o - cur;
+      cur = o;
+    };
+    for (let i = 0; i < nr; i++) {
+      const f = sc.flags[i]!;
+      if (f & 4) continue;
+      const k = keys[from + i]!;
+      const o = sc.off[i]!;
+      if (o > cur) copyOld(o);
+      /* the visible key it replaces (read before anything moved: handles are the old offsets) */
+      const visOld = sc.older[i]!;
+      if (visOld >= 0) {
+        const inAside = f & 1;
+        const hdr = inAside ? aside[(visOld - first) >>> 2]! : this.d32[visOld >>> 2]!;
+        if (((hdr >>> 16) & 0xff) !== KEY_TYPE.deleted) {
+          this.nrKeys--;
+          this.liveU64s -= hdr & 0xffff;
+          if (hdr & (1 << 27)) this.packedKeys--;
+          else this.unpackedKeys--;
+        } else if (inAside) {
+          this.nrWhiteouts--;
+        }
+      }
+      if (f & 1) cur += sc.oldBytes[i]!;
+      const nb = sc.newBytes[i]!;
+      if (nb) {
+        const isDel = k.type === KEY_TYPE.deleted;
+        this.writeKey(out, k.type, k.p, 0, k.size, k.version, isDel ? EMPTY : k.value, (f & 2) !== 0);
+        if (isDel) this.nrWhiteouts++;
+        else this.accountAdd(out, 1);
+        cand(out, k.p, 0);
+        out += nb;
+      }
+      this.noteJournalSeqInternal(k.version);
+    }
+    if (end > cur) copyOld(end);
+    if (out !== newEnd) throw new Error(`insertKeys: merged set ends at ${out}, expected ${newEnd}`);
+    aux[row + M.END] = out;
+    if (nEntries === 0 && out > start) {
+      this.keyPosTo(start, aux, tbase);
+      aux[tbase + E.OFF] = start;
+      nEntries = 1;
+    }
+    /* a kept group the keys after it shrank below a group: it joins the one before */
+    while (nEntries > 1 && newEnd - aux[tbase + (nEntries - 1) * E.WORDS + E.OFF]! < AUX_RW_GROUP_BYTES) nEntries--;
+    aux[row + M.AUX_N] = nEntries;
+    if (bsetDebug.checks) this.verify();
+    return true;
+  }
+
+  /** insertKeys one key at a time (the room for all of them checked first). */
+  private insertKeysEach(keys: readonly BkeyI[], from: number, to: number): boolean {
+    const before = this.u64sRemaining();
+    let need = 0;
+    for (let i = from; i < to; i++) need += this.insertU64s(keys[i]!);
+    if (need > before) return false;
+    for (let i = from; i < to; i++) if (!this.insertKey(keys[i]!)) throw new Error('insertKeys: a key did not fit after the room check');
     return true;
   }
 
@@ -1297,6 +1520,53 @@ export class NodeKeys {
     const st = new BkeyFormatState();
     this.formatAddLive(st, from, to);
     return formatStateDone(st, extra);
+  }
+
+  /**
+   * May a new node holding some of this node's live keys keep this node's
+   * format instead of `fitted`, the one computed for them (sortInto then
+   * copies the keys as they are, nothing repacked)? Yes when every live key
+   * is packed here, keys packed in either take as many words (so the new
+   * node fills exactly as it would), this format gives exact summaries if
+   * `fitted` does, and it still packs versions up to versionMin (the new
+   * node's later keys).
+   */
+  formatReusable(fitted: BkeyFormat, versionMin: number): boolean {
+    const f = this.format;
+    if (f === fitted) return true;
+    if (this.unpackedKeys !== 0 || f.fieldWords !== fitted.fieldWords || (fitted.sumExact && !f.sumExact)) return false;
+    return formatFieldMax(f, F_VERSION) >= versionMin && formatFieldMax(f, F_SIZE) >= formatFieldMax(fitted, F_SIZE);
+  }
+
+  /**
+   * formatReusable without computing the fitted format (no walk over the
+   * keys): a new node's fitted format covers both ends of its range [from,
+   * to] and versions from its oldest key (no newer than versionNow, the
+   * journal's seq) to versionMax, so when a format covering just that needs
+   * as many words as this one, and is inexact if this one is, the fitted
+   * one cannot do better. (A node built without keys could get fewer words,
+   * but a version field that starts at versionMax: its keys would all go in
+   * unpacked.)
+   */
+  formatReusableForRange(from: Uint32Array, to: Uint32Array, versionNow: number, versionMax: number, sizeMax: number, versionMin: number): boolean {
+    const f = this.format;
+    if (this.unpackedKeys !== 0 || formatFieldMax(f, F_VERSION) < versionMin || formatFieldMax(f, F_SIZE) < sizeMax) return false;
+    const st = new BkeyFormatState();
+    st.addPos(from, 0);
+    st.addPos(to, 0);
+    st.addNumber(F_VERSION, versionNow);
+    st.addNumber(F_VERSION, versionMax);
+    if (sizeMax) {
+      st.addNumber(F_SIZE, 0);
+      st.addNumber(F_SIZE, sizeMax);
+    }
+    if (st.done().fieldWords < f.fieldWords) return false;
+    if (f.sumExact) return true;
+    /* position bits the range alone needs (before any padding) */
+    const bitLen = (a: bigint, b: bigint): number => (a === b ? 0 : (a > b ? a - b : b - a).toString(2).length);
+    const w = (p: Uint32Array, i: number): bigint => (BigInt(p[i]!) << 32n) | BigInt(p[i + 1]!);
+    const posBits = bitLen(w(from, 0), w(to, 0)) + bitLen(w(from, 2), w(to, 2)) + bitLen(BigInt(from[4]!), BigInt(to[4]!));
+    return posBits > SUM_BITS;
   }
 
   /** computeFormat for the live keys of several nodes together (a merge of siblings). */
@@ -1676,10 +1946,35 @@ export class NodeKeys {
         this.unwrittenJournalSeqMax = this.unwrittenJournalSeqMin = 0;
       }
     }
-    /* the sealed set's tree was built at seal time: nothing to redo unless sets merged */
+    /*
+     * The sealed set's tree was built at seal time: nothing to redo unless
+     * sets merged. Then set 0 gets the tree of the group heads the merge
+     * picked, the writable set's lookup table moves behind it (its keys do
+     * not move), and the counts stay: the visible keys are the same, only
+     * whiteouts and shadowed keys the disk holds are gone from memory.
+     */
+    const rw = this.hasWritable() ? this.nsets - 1 : -1;
+    const rwN = rw >= 0 ? this.aux32[rw * M.ROW + M.AUX_N]! : 0;
+    const rwOff = rw >= 0 ? this.aux32[rw * M.ROW + M.AUX_OFF]! : 0;
+    const rwSaved = rwScratch(rwN);
+    if (rwN) rwSaved.set(this.aux32.subarray(rwOff, rwOff + rwN * E.WORDS));
     if (this.mergeRoSets()) {
-      this.rebuildAux();
-      this.recount();
+      this.aux32[M.AUX_OFF] = AUX_META_WORDS;
+      const w = this.fillRoTree(0, AUX_META_WORDS, mergeOut.heads, scratchHeadSums(this.nodeSizeBytes));
+      if (this.hasWritable()) {
+        const row = (this.nsets - 1) * M.ROW;
+        this.aux32[row + M.AUX_OFF] = w;
+        this.rwCapacity = Math.floor((this.aux32.length - w) / E.WORDS);
+        const need = Math.floor((this.nodeSizeBytes - this.aux32[row + M.START]!) / AUX_RW_GROUP_BYTES) + 1;
+        if (this.rwCapacity < need) throw new Error(`aux: rw table capacity ${this.rwCapacity} < ${need}`);
+        this.aux32.set(rwSaved.subarray(0, rwN * E.WORDS), w);
+        this.aux32[row + M.AUX_N] = rwN;
+        let whiteouts = 0;
+        for (let k = this.aux32[row + M.START]!, end = this.aux32[row + M.END]!; k < end; k = this.keyNext(k)) if (this.keyIsWhiteout(k)) whiteouts++;
+        this.nrWhiteouts = whiteouts;
+      } else {
+        this.nrWhiteouts = 0;
+      }
     }
     if (bsetDebug.checks) this.verify();
   }

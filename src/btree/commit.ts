@@ -15,9 +15,11 @@
  *     write lock, retry (so write locks never wait while held).
  *  5. Re-validate: every path that returned a key must still be locked.
  *  6. Journal reservation (never waited for under a write lock).
- *  7. Apply (synchronous): insert into leaves, mark dirty, pin the journal
- *     entry, copy the keys into the reservation; move each leaf's merge
- *     estimates (sibU64s) by its change of live u64s; unlock.
+ *  7. Apply (synchronous): copy the keys into the reservation and release
+ *     it (the entry's write may start now); insert each leaf's run of keys
+ *     at once (NodeKeys.insertKeys), mark dirty, pin the journal entry; move
+ *     each leaf's merge estimates (sibU64s) by its change of live u64s;
+ *     unlock.
  * The caller awaits the entry's durability before transact() resolves, then
  * queues the merge checks the commit asked for: a leaf its deletions left
  * empty, or underfull with a sibling estimate that may fit
@@ -295,7 +297,12 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     }
 
     // 7. apply: no await from here to the unlock. The keys go into the
-    // journal entry first: if that fails, no node has changed.
+    // journal entry first: if that fails, no node has changed. The
+    // reservation is released at once, so the entry's write can start
+    // (submitted synchronously) while the leaves take the keys: the entry
+    // holds a pin on itself until durable, so its last_seq covers these keys
+    // whether or not the leaves have pinned them yet, and nobody sees the
+    // leaves before we unlock them.
     const seq = res ? res.seq : extra!.pinSeq!;
     for (const u of updates) u.key.version = seq;
     if (res) {
@@ -306,21 +313,31 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
         for (const n of leaves) nodeUnlockWrite(trans, n.lock);
         throw e;
       }
+      engine.journalRelease(res);
     }
     // a post-write merge left pending (the writer could not lock) happens now, under our write locks
     for (const n of leaves) engine.nodeCompactPending(n);
     const liveBefore = leaves.map((n) => n.keys.liveU64s);
     const deletedFrom = new Set<Node>();
-    for (const u of updates) {
+    // each leaf's keys are one run of the sorted updates: inserted together
+    const keys = updates.map((u) => u.key);
+    for (let i = 0; i < updates.length; ) {
+      const u = updates[i]!;
       const n = u.path!.l[u.level]!.node!;
-      if (!n.keys.insertKey(u.key)) {
+      let j = i + 1;
+      let deletes = u.key.type === KEY_TYPE.deleted;
+      while (j < updates.length && updates[j]!.path!.l[updates[j]!.level]!.node === n) {
+        if (updates[j]!.key.type === KEY_TYPE.deleted) deletes = true;
+        j++;
+      }
+      if (!n.keys.insertKeys(keys, i, j)) {
         // cannot happen (room checked under the write locks); never leave them held
         for (const l of leaves) nodeUnlockWrite(trans, l.lock);
-        if (res) engine.journalRelease(res);
-        throw new SixtreeError('ERR_TOPOLOGY', `internal: key did not fit in btree ${engine.btrees[u.btreeId]!.name} level ${u.level} after the space check`);
+        throw new SixtreeError('ERR_TOPOLOGY', `internal: keys did not fit in btree ${engine.btrees[u.btreeId]!.name} level ${u.level} after the space check`);
       }
       engine.nodeDirtied(n, seq);
-      if (u.key.type === KEY_TYPE.deleted) deletedFrom.add(n);
+      if (deletes) deletedFrom.add(n);
+      i = j;
     }
     const shrunk: MergeCheckPos[] = [];
     for (let i = 0; i < leaves.length; i++) {
@@ -331,7 +348,6 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
         shrunk.push({ btreeId: n.btreeId, level: n.level, pos: wordsClone(n.keys.minKey) });
       }
     }
-    if (res) engine.journalRelease(res);
     for (const n of leaves) nodeUnlockWrite(trans, n.lock);
     trans.nodesModified(leaves);
     engine.counters.commits++;

@@ -351,8 +351,16 @@ export class Interior {
       // allocation may drop our locks to wait for the cannibalize lock: n and
       // its parent must not be the nodes cannibalized meanwhile (the commit
       // that needs the split then lost its leaf on every attempt)
-      n.readPins++;
-      if (parent) parent.readPins++;
+      // (nor the nodes below n on the path: splitting a parent for a leaf,
+      // the path is walked again without waiting only if its leaf is still
+      // cached; a leaf cannibalized on every attempt restarted it forever)
+      const pinned: Node[] = [n];
+      if (parent) pinned.push(parent);
+      for (let l = 0; l < level; l++) {
+        const below = path.l[l]?.node;
+        if (below) pinned.push(below);
+      }
+      for (const m of pinned) m.readPins++;
       try {
         for (let i = 0; i < nrNew; i++) news.push(await this.engine.nodeAllocNew(trans, path.btreeId, level, news));
         if (isRoot && split) newRoot = await this.engine.nodeAllocNew(trans, path.btreeId, level + 1, news);
@@ -360,8 +368,7 @@ export class Interior {
         for (const m of news) this.engine.nodeFreeNew(trans, m);
         throw e;
       } finally {
-        n.readPins--;
-        if (parent) parent.readPins--;
+        for (const m of pinned) m.readPins--;
       }
 
       // relock after possible waits in allocation; a lock seq that moved

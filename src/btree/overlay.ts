@@ -19,12 +19,17 @@
  * read is: overlay key at pos if any; else deleted if a tombstone covers pos;
  * else whatever the btree has.
  *
+ * putKey appends: keys put out of order wait in a pending list, merged into
+ * `keys` (sorted once, the last put at a position winning) before anything
+ * reads the overlay or a tombstone is added, so a transaction putting many
+ * keys in random order costs one sort, not a search and a shift per key.
+ *
  * Positions here are bigint triples (not the hot path: the transaction's own
  * update list is small next to the btree; lookups in it are binary searches).
  */
 
 import { KEY_TYPE, type BkeyI } from './bkey.js';
-import { type Bpos, wordsToBpos, posWords } from './bpos.js';
+import { type Bpos, wordsCmp, wordsToBpos, posWords } from './bpos.js';
 
 export interface XPos {
   inode: bigint;
@@ -125,11 +130,24 @@ export function extentOfKey(k: BkeyI): ExtentRange {
   return { inode: end.inode, snapshot: end.snapshot, start: end.offset - BigInt(k.size), end: end.offset };
 }
 
+/** putKey order: a key's position in word form, then the order it came in (a stable sort's tie break). */
+function pendingCmp(a: BkeyI, b: BkeyI): number {
+  return wordsCmp(a.p, 0, b.p, 0);
+}
+
 /** The overlay of one btree in one transaction. */
 export class BtreeOverlay {
-  /** Sorted by position. */
-  keys: BkeyI[] = [];
+  /** Sorted by position (settled: see pending). */
+  private sorted: BkeyI[] = [];
   private keyPos: XPos[] = [];
+  /**
+   * putKey's keys that did not come in ascending order, in call order, not
+   * yet merged into sorted: a transaction putting many keys in random order
+   * sorts them once (settle(), before anything reads the overlay) instead
+   * of searching and shifting the sorted array per key.
+   */
+  private pending: BkeyI[] = [];
+  private pendingPos: XPos[] = [];
   /** Position ranges [start, end), in insertion order. */
   tombstones: Array<[XPos, XPos]> = [];
   /** Bumped on every change: iterators over the overlay re-search when it moved. */
@@ -138,11 +156,64 @@ export class BtreeOverlay {
   constructor(readonly extents: boolean) {}
 
   get empty(): boolean {
-    return this.keys.length === 0 && this.tombstones.length === 0;
+    return this.sorted.length === 0 && this.pending.length === 0 && this.tombstones.length === 0;
+  }
+
+  /** The keys, sorted by position, at most one per position. */
+  get keys(): BkeyI[] {
+    if (this.pending.length) this.settle();
+    return this.sorted;
+  }
+
+  /** Merge the pending keys in: sorted by position, the last put at a position wins. */
+  private settle(): void {
+    const pend = this.pending;
+    const pendPos = this.pendingPos;
+    this.pending = [];
+    this.pendingPos = [];
+    const idx = Array.from(pend.keys());
+    /*
+     * Sort by a summary of each position: its first 53 bits from the first
+     * word where the keys differ (a double compares in one step), the words
+     * on a tie, then call order (the last put at a position wins).
+     */
+    let d = 0;
+    const p0 = pend[0]!.p;
+    while (d < 4 && pend.every((k) => k.p[d] === p0[d])) d++;
+    const sums = new Float64Array(pend.length);
+    for (let i = 0; i < pend.length; i++) {
+      const w = pend[i]!.p;
+      sums[i] = w[d]! * 2 ** 21 + (d < 4 ? w[d + 1]! >>> 11 : 0);
+    }
+    idx.sort((a, b) => sums[a]! - sums[b]! || pendingCmp(pend[a]!, pend[b]!) || a - b);
+    const keys: BkeyI[] = [];
+    const pos: XPos[] = [];
+    const old = this.sorted;
+    const oldPos = this.keyPos;
+    let i = 0;
+    for (let j = 0; j < idx.length; j++) {
+      const x = idx[j]!;
+      if (j + 1 < idx.length && pendingCmp(pend[x]!, pend[idx[j + 1]!]!) === 0) continue;
+      const k = pend[x]!;
+      while (i < old.length && wordsCmp(old[i]!.p, 0, k.p, 0) < 0) {
+        keys.push(old[i]!);
+        pos.push(oldPos[i++]!);
+      }
+      if (i < old.length && wordsCmp(old[i]!.p, 0, k.p, 0) === 0) i++;
+      keys.push(k);
+      pos.push(pendPos[x]!);
+    }
+    while (i < old.length) {
+      keys.push(old[i]!);
+      pos.push(oldPos[i++]!);
+    }
+    this.sorted = keys;
+    this.keyPos = pos;
   }
 
   /** Index of the first key with pos >= p (or > p when strict). */
   lowerBound(p: XPos, strict = false): number {
+    if (this.pending.length) this.settle();
     let lo = 0;
     let hi = this.keyPos.length;
     while (lo < hi) {
@@ -155,13 +226,14 @@ export class BtreeOverlay {
   }
 
   posAt(i: number): XPos {
+    if (this.pending.length) this.settle();
     return this.keyPos[i]!;
   }
 
   /** The overlay key exactly at p, if any. */
   keyAt(p: XPos): BkeyI | undefined {
     const i = this.lowerBound(p);
-    return i < this.keys.length && xcmp(this.keyPos[i]!, p) === 0 ? this.keys[i] : undefined;
+    return i < this.sorted.length && xcmp(this.keyPos[i]!, p) === 0 ? this.sorted[i] : undefined;
   }
 
   /** True if a tombstone covers p. */
@@ -184,52 +256,51 @@ export class BtreeOverlay {
   }
 
   private insertAt(i: number, k: BkeyI, p: XPos): void {
-    this.keys.splice(i, 0, k);
+    this.sorted.splice(i, 0, k);
     this.keyPos.splice(i, 0, p);
   }
 
   private removeAt(i: number): void {
-    this.keys.splice(i, 1);
+    this.sorted.splice(i, 1);
     this.keyPos.splice(i, 1);
   }
 
   /** A value or a deletion at one position (normal btrees); `at`: k.p as a position, when the caller has it. */
   putKey(k: BkeyI, at?: XPos): void {
     const p = at ?? xFromWords(k.p);
-    /* appending in order (a batch of ascending keys): no search */
-    const n = this.keys.length;
-    if (n === 0 || xcmp(this.keyPos[n - 1]!, p) < 0) {
-      this.keys.push(k);
+    this.gen++;
+    /* appending in order (a batch of ascending keys): straight to the sorted keys */
+    const n = this.sorted.length;
+    if (this.pending.length === 0 && (n === 0 || wordsCmp(this.sorted[n - 1]!.p, 0, k.p, 0) < 0)) {
+      this.sorted.push(k);
       this.keyPos.push(p);
-      this.gen++;
       return;
     }
-    const i = this.lowerBound(p);
-    if (i < this.keys.length && xcmp(this.keyPos[i]!, p) === 0) this.keys[i] = k;
-    else this.insertAt(i, k, p);
-    this.gen++;
+    this.pending.push(k);
+    this.pendingPos.push(p);
   }
 
   /** Delete [s, t): keys inside go, extents are trimmed, btree contents hidden by a tombstone. */
   addTombstone(s: XPos, t: XPos): void {
     if (xcmp(s, t) >= 0) return;
+    if (this.pending.length) this.settle();
     if (!this.extents) {
       let i = this.lowerBound(s);
-      while (i < this.keys.length && xcmp(this.keyPos[i]!, t) < 0) this.removeAt(i);
+      while (i < this.sorted.length && xcmp(this.keyPos[i]!, t) < 0) this.removeAt(i);
     } else {
       // value extents overlapping [s, t): trim or split them. Extents are
       // sorted by end; with several snapshots in one inode, start order can
       // differ, so scan to the end of t's inode rather than stopping at t.
       const hits: number[] = [];
-      for (let i = this.lowerBound(s, true); i < this.keys.length; i++) {
+      for (let i = this.lowerBound(s, true); i < this.sorted.length; i++) {
         if (this.keyPos[i]!.inode > t.inode) break;
-        const [lo, hi] = extentClip(extentOfKey(this.keys[i]!), s, t);
+        const [lo, hi] = extentClip(extentOfKey(this.sorted[i]!), s, t);
         if (lo < hi) hits.push(i);
       }
       const pieces: BkeyI[] = [];
       for (let j = hits.length - 1; j >= 0; j--) {
         const i = hits[j]!;
-        const k = this.keys[i]!;
+        const k = this.sorted[i]!;
         const e = extentOfKey(k);
         const [lo, hi] = extentClip(e, s, t);
         this.removeAt(i);

@@ -262,6 +262,35 @@ describe('NodeKeys#insertKey()', () => {
     expect(keys.keyUnpack(it.peek()).value.buffer).not.toBe(keys.data.buffer);
   });
 
+  it('contentGen moves with every change of the keys, even a deletion that leaves no whiteout (ChildIndex relies on it)', () => {
+    const keys = fresh(4096, { level: 1 });
+    const ptr = { bucket: 77, seq: 12345, level: 0, minKey: posOf(0, 0) };
+    let gen = keys.contentGen;
+    const moved = (): boolean => {
+      const g = keys.contentGen;
+      const m = g !== gen;
+      gen = g;
+      return m;
+    };
+    keys.insertKey(bkeyBtreePtr(posOf(9, 9), ptr, 2));
+    expect(moved()).toBe(true);
+    keys.insertKey(bkeyBtreePtr(posOf(19, 9), ptr, 2));
+    expect(moved()).toBe(true);
+    // the pointer at 9:9 is unwritten: deleting it removes it, no whiteout written
+    const before = keys.nrWhiteouts;
+    keys.insertKey(bkeyWhiteout(posOf(9, 9), 3));
+    expect(keys.nrWhiteouts).toBe(before);
+    expect(moved()).toBe(true);
+    // the same for a run of keys (insertKeys)
+    keys.insertKeys([4, 5, 6, 7, 8].map((i) => bkeyBtreePtr(posOf(20 + i, 0), ptr, 4)));
+    expect(moved()).toBe(true);
+    keys.insertKeys([4, 5, 6, 7, 8].map((i) => bkeyWhiteout(posOf(20 + i, 0), 5)));
+    expect(moved()).toBe(true);
+    // searching does not move it
+    keys.findExact(posOf(19, 9));
+    expect(moved()).toBe(false);
+  });
+
   it('decodes btree pointers in place', () => {
     const keys = fresh(4096, { level: 1 });
     const ptr = { bucket: 77, seq: 2 ** 52 - 5, level: 0, minKey: posOf(3, 4, 5) };

@@ -247,25 +247,46 @@ describe('recovery: reproductions', () => {
     // are written, then the journal entry with the pointers to them (and a
     // last_seq that no longer covers keys those nodes hold); only a flush
     // issued between the two (bcachefs: REQ_PREFLUSH on journal writes) makes
-    // the entry safe to reach the disk first.
+    // the entry safe to reach the disk first. Node writes still in flight
+    // when an entry is started are not waited for: the images below include
+    // journal entries persisted without them.
     const { store, fd } = await faultStore({ journalBytes: 1 << 20, cacheBytes: 4 << 20, btrees: [{ name: 'kv' }] });
     const layout = store.engine.layout;
     const inJournal = (off: number) => off >= layout.journalOffsetBytes && off < layout.journalOffsetBytes + layout.journalBytes;
     const images: Array<{ img: Uint8Array; acked: number; pending: string }> = [];
     let acked = 0;
     // the property that makes such an image recoverable: no journal write is
-    // issued while an earlier node write is still unflushed (preflush)
+    // issued while a node write the engine saw complete before the journal
+    // started the entry (computed its last_seq: the entry relies on such
+    // writes) is still unflushed (preflush). Node writes still in flight
+    // then, or completing during the preflush, are no part of it: no entry
+    // relies on them. The engine counts a completion (counters.nodeWrites)
+    // in the continuation that drops the node's pin; MemDevice completes
+    // writes in order, so the first `seen` completions are the ones it saw.
     let journalWrites = 0;
     let nodeWrites = 0;
+    let seen = 0;
+    const nodeDone: number[] = [];
+    const engine = store.engine as unknown as { counters: { nodeWrites: number } };
+    const journal = store.engine.journal as unknown as { startWrite(b: unknown): void };
+    const startWrite = journal.startWrite.bind(journal);
+    journal.startWrite = (b: unknown) => {
+      seen = engine.counters.nodeWrites;
+      startWrite(b);
+    };
     const unsafe: string[] = [];
     const write = fd.write.bind(fd);
     fd.write = async (buf: Uint8Array, off: number) => {
       if (inJournal(off)) {
         journalWrites++;
-        const earlier = fd.pendingList().filter((w) => !inJournal(w.offsetBytes));
-        if (earlier.length) unsafe.push(`journal write at ${off} with ${earlier.length} unflushed node writes before it`);
-      } else nodeWrites++;
-      return write(buf, off);
+        // a pending write at an offset is its latest write there
+        const earlier = fd.pendingList().filter((w) => !inJournal(w.offsetBytes) && nodeDone.lastIndexOf(w.offsetBytes) < seen);
+        if (earlier.length) unsafe.push(`journal write at ${off} with ${earlier.length} unflushed node writes completed before its entry started`);
+        return write(buf, off);
+      }
+      nodeWrites++;
+      await write(buf, off);
+      nodeDone.push(off);
     };
     const flush = fd.flush.bind(fd);
     fd.flush = async () => {
