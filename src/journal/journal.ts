@@ -64,8 +64,10 @@ export const WRITE_DELAY_MS_MAX = 10;
  * must be journaled before its parent can be written again, and writing that
  * parent is what frees the ring when commits fill it (without the share, the
  * commits waiting for space would starve the very update that gives it back).
- *   normal    commits: leave the interior share and one empty entry free
- *   interior  interior-update entries: may use the share
+ *   normal    commits: leave the interior share, the recovery reserve and
+ *             one empty entry free
+ *   interior  interior-update entries: may use the share; during a
+ *             recovery's replay also the recovery reserve
  *   reserve   empty entries recording a newer last_seq: may use everything
  */
 export type JournalWatermark = 'normal' | 'interior' | 'reserve';
@@ -187,6 +189,8 @@ export interface JournalCounters {
   /** Pre-reservations taken / that had to wait. */
   preres: number;
   preresWaits: number;
+  /** Recovered entries whose replay pins were dropped while replay went on (replayedBefore). */
+  replayPinsDroppedEarly: number;
 }
 
 export interface JournalStats {
@@ -331,6 +335,7 @@ export class Journal {
     preres: 0,
     preresWaits: 0,
     writeErrors: 0,
+    replayPinsDroppedEarly: 0,
   };
   /** Largest reservation reserve() accepts. */
   readonly maxReservationBytes: number;
@@ -350,6 +355,8 @@ export class Journal {
   private durable: number;
   private lastSeqOndiskValue: number;
   private replaySeqs: number[];
+  /** Between open and replayDone() of a recovery: interior updates may use the recovery reserve. */
+  private replaying = false;
   private closed = false;
   private error: unknown = null;
   /** Resolved (and replaced) whenever an entry becomes durable or the journal fails. */
@@ -380,6 +387,7 @@ export class Journal {
     this.lastSeqOndiskValue = start.lastSeqOndisk;
     this.ring = new JournalRing(layout.journalBytes, start.writeOffsetBytes, start.live);
     this.replaySeqs = [...start.replaySeqs];
+    this.replaying = this.replaySeqs.length > 0;
     this.pins = new JournalPins(this.replaySeqs.length ? this.replaySeqs[0]! : this.nextSeqToOpen);
     for (const s of this.replaySeqs) {
       this.pins.extendTo(s);
@@ -484,10 +492,29 @@ export class Journal {
     pin.seq = seq;
   }
 
+  /**
+   * Replay has put every key of the recovered entries before seq into the
+   * nodes (which pin what they hold unwritten): drop those entries' own pins,
+   * so reclaim can free them while replay goes on (bcachefs replay_now_at).
+   * A full journal could not be replayed otherwise: replay's splits need
+   * journal space, which only reclaiming the replayed entries can give.
+   */
+  replayedBefore(seq: number): void {
+    const seqs = this.replaySeqs;
+    let n = 0;
+    while (n < seqs.length && seqs[n]! < seq) n++;
+    if (n === 0) return;
+    for (let i = 0; i < n; i++) this.pins.put(seqs[i]!);
+    this.replaySeqs = seqs.slice(n);
+    this.counters.replayPinsDroppedEarly += n;
+    this.wakePinWaiters();
+  }
+
   /** Replay finished: drop the pins held on the recovered entries. */
   replayDone(): void {
     const seqs = this.replaySeqs;
     this.replaySeqs = [];
+    this.replaying = false;
     for (const s of seqs) this.pins.put(s);
     this.wakePinWaiters();
   }
@@ -558,7 +585,7 @@ export class Journal {
     const block = this.layout.blockBytes;
     const minEntry = roundUp(JSET_HEADER_BYTES + this.rootsBytes + blacklistEntriesBytes(this.blacklist.length), block);
     const { head, tail, empty } = this.nearHead();
-    return ringFit(this.layout.journalBytes, head, tail, empty, this.preresTotal + more + minEntry) !== null;
+    return ringFit(this.layout.journalBytes, head, tail, empty, this.preresTotal + more + minEntry + this.recoveryReserveNow()) !== null;
   }
 
   /** Wait until preresTryGet(p, bytes) would succeed (entries landing, reclaim). ERR_NO_SPACE as reserve(). */
@@ -626,6 +653,28 @@ export class Journal {
     const b = this.bytesOk(bytes);
     if (this.reserveLocked(b, 'normal', true)) return true;
     return (await this.reserveSlowpath(b, 'normal', withReclaim, true)) !== null;
+  }
+
+  /**
+   * Ring bytes no entry but an empty one may use outside recovery: the room
+   * a recovery's first interior updates need. Replay pins every recovered
+   * entry until its keys are in nodes (replayedBefore), so the splits those
+   * keys cause must find journal space that reclaim cannot give yet; without
+   * this reserve a crash with the ring full left a store that could not open
+   * (ERR_NO_SPACE at recovery). It must hold the interior updates the
+   * oldest entry's keys cause (nothing is freed before they are all in):
+   * half the interior share (4 entries of a 1 MiB journal of 4 KiB blocks),
+   * at least two entries.
+   */
+  get recoveryReserveBytes(): number {
+    const block = this.layout.blockBytes;
+    const minEntry = roundUp(JSET_HEADER_BYTES + this.rootsBytes, block);
+    return Math.max(2 * minEntry, roundUp(Math.floor(this.interiorShareBytes / 2), block));
+  }
+
+  /** The recovery reserve as it applies now (0 while replaying: replay's interior updates may use it). */
+  private recoveryReserveNow(): number {
+    return this.replaying ? 0 : this.recoveryReserveBytes;
   }
 
   /** Ring bytes ordinary commits leave free for interior-update entries. */
@@ -724,7 +773,7 @@ export class Journal {
     // what must stay free behind this entry: one empty entry (records a newer
     // last_seq), the other pre-reservations, and for ordinary commits the interior share
     const others = Math.max(0, this.preresTotal - ownPreres);
-    const reserve = watermark === 'reserve' ? 0 : watermark === 'interior' ? minEntry + others : minEntry + this.interiorShareBytes + others;
+    const reserve = watermark === 'reserve' ? 0 : minEntry + others + this.recoveryReserveNow() + (watermark === 'interior' ? 0 : this.interiorShareBytes);
     const { head, tail, empty } = this.nearHead();
     const p: Placement | null = ringFit(this.layout.journalBytes, head, tail, empty, need + reserve);
     return p ? { p, reserve, overhead, nrRanges, seq } : null;
@@ -848,7 +897,7 @@ export class Journal {
     const block = this.layout.blockBytes;
     const need = roundUp(JSET_HEADER_BYTES + this.rootsBytes + blacklistEntriesBytes(this.blacklist.length) + bytes, block);
     const minEntry = roundUp(JSET_HEADER_BYTES + this.rootsBytes + blacklistEntriesBytes(this.blacklist.length), block);
-    const share = (watermark === 'normal' ? this.interiorShareBytes : 0) + this.preresTotal;
+    const share = (watermark === 'normal' ? this.interiorShareBytes : 0) + this.preresTotal + this.recoveryReserveNow();
     const live = this.ring.liveEntries();
     const head = this.ring.writeOffsetBytes;
     // An empty entry (minEntry) is written first to record the new last_seq, then the reservation's entry.
@@ -1106,7 +1155,7 @@ export class Journal {
       o.field('waits', `buffers ${c.reservationWaits}, reclaim ${c.reclaimWaits}`);
       o.field('reclaim calls', `${c.reclaimCalls} urgent, ${c.reclaimBackgroundCalls} background, ${c.reclaimErrors} errors`);
       o.field('no space', c.noSpace);
-      o.field('pre-reservations', `${bytesToText(this.preresTotal)} held (${c.preres} taken, ${c.preresWaits} waited), interior share ${bytesToText(this.interiorShareBytes)}`);
+      o.field('pre-reservations', `${bytesToText(this.preresTotal)} held (${c.preres} taken, ${c.preresWaits} waited), interior share ${bytesToText(this.interiorShareBytes)}, recovery reserve ${bytesToText(this.recoveryReserveBytes)}${this.replaying ? ' (replaying: usable)' : ''}`);
       if (this.error) o.field('error', this.error instanceof Error ? this.error.message : String(this.error));
       if (this.closed) o.line('closed');
     });

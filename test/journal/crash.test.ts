@@ -7,7 +7,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { JournalSeqBlacklist } from '../../src/journal/blacklist.js';
-import { Journal, JournalPin, journalRecoveryPlan, journalStartAfterRead } from '../../src/journal/journal.js';
+import { jsetEntryBytes } from '../../src/format/journal-format.js';
+import { Journal, JournalPin, JournalPreres, journalRecoveryPlan, journalStartAfterRead } from '../../src/journal/journal.js';
 import { Model, Prng, TestDevice, UUID, commit, crashImage, makeEnv, openJournal, read, type CrashSnapshot, type Env } from './helpers.js';
 
 interface Snap {
@@ -238,6 +239,82 @@ describe('Journal recovery and the seq blacklist', () => {
     // same newest: the same range again, merged
     expect(plan2.nextSeq).toBe(plan.nextSeq);
     expect(bl.length).toBe(1);
+  });
+
+  it('a crash with the ring as full as commits and interior updates may make it: replay still finds room for its interior updates, and frees entries as it goes', async () => {
+    const env = makeEnv({ journalBytes: 256 * 1024 });
+    const rng = new Prng(21);
+    const model = new Model();
+    const j = openJournal(env);
+    const keys = new Uint8Array(200);
+    /* an interior update as the engine makes one: a pre-reservation of a whole entry, converted at 'interior' */
+    const interiorUpdate = async (jj: Journal, wait: boolean): Promise<boolean> => {
+      const p = new JournalPreres();
+      const bytes = jj.entryBytesFor(jsetEntryBytes(keys.length));
+      if (!jj.preresTryGet(p, bytes)) {
+        if (!wait) return false;
+        await jj.preresWait(p, bytes);
+      }
+      const res = await jj.reserve(jsetEntryBytes(keys.length), 'interior', p);
+      res.add('btree_keys', 0, 1, keys);
+      jj.release(res);
+      await jj.waitDurable(res.seq);
+      return true;
+    };
+    // pin the first entry (a node never written): nothing can be reclaimed
+    const first = await commit(j, model, rng, { beforeRelease: (res) => j.pinAdd(res.seq) });
+    await j.waitDurable(first);
+    // commits until ordinary commits find no room, then interior updates until they find none either
+    while (await j.waitForRoom(1500, false)) await j.waitDurable(await commit(j, model, rng, { n: 1, maxBytes: 1200 }));
+    let interior = 0;
+    while (await interiorUpdate(j, false)) interior++;
+    expect(interior).toBeGreaterThan(0);
+    const full = j.stats();
+    // outside recovery the reserve is kept: what the full ring left free is what a recovery may use
+    expect(full.bytesTotal - full.bytesUsed).toBeGreaterThanOrEqual(j.recoveryReserveBytes);
+    // the crash, and a recovery that pins every recovered entry until replay has put its keys in nodes
+    const img = env.dev.snapshot().durable;
+    const r = await read(env, img);
+    const bl = new JournalSeqBlacklist();
+    const plan = journalRecoveryPlan({ clean: false, cleanJournalSeq: 0 }, r, bl);
+    const pinsOfNodes: JournalPin[] = [];
+    let reclaims = 0;
+    const j2: Journal = new Journal(TestDevice.fromImage(img), env.layout, {
+      uuid: UUID,
+      nrBtrees: 2,
+      getRoots: () => env.roots,
+      rootPtrBytesMax: 32,
+      blacklist: bl,
+      start: journalStartAfterRead(r, plan.nextSeq, { replayPins: true }),
+      // reclaim "writes the nodes" holding the replayed keys: their pins go
+      onReclaimNeeded: (target: number) => {
+        reclaims++;
+        while (pinsOfNodes.length && pinsOfNodes[0]!.seq < target) j2.pinDrop(pinsOfNodes.shift()!);
+        return true;
+      },
+    });
+    const seqs = r.entries.map((e) => e.seq);
+    expect(seqs.length).toBeGreaterThan(20);
+    // the first entry's keys split a node before any entry can be freed: the recovery reserve takes it
+    expect(await interiorUpdate(j2, false)).toBe(true);
+    pinsOfNodes.push(j2.pinAdd(seqs[0]!));
+    // then each later entry in seq order: the replay pins before it go (the nodes holding
+    // their keys pin them instead); every 4th entry's keys split a node, in room reclaim frees
+    let splits = 1;
+    for (const [i, s] of seqs.entries()) {
+      if (i === 0) continue;
+      j2.replayedBefore(s);
+      pinsOfNodes.push(j2.pinAdd(s));
+      if (i % 4 === 0) {
+        await interiorUpdate(j2, true);
+        splits++;
+      }
+    }
+    expect(splits).toBeGreaterThan(5);
+    j2.replayDone();
+    expect(reclaims).toBeGreaterThan(0);
+    expect(j2.counters.replayPinsDroppedEarly).toBe(seqs.length - 1);
+    expect(j2.counters.noSpace).toBe(0);
   });
 
   it('a clean shutdown continues at newest + 1 without blacklisting', async () => {
