@@ -317,7 +317,11 @@ export class Interior {
       const liveAfter = incoming.length ? liveU64sAfter(n, incoming) : n.keys.liveU64s + u64s;
       // a compacted copy has this much room (and gains some over n only if n has written or dead keys)
       const rewriteRoom = this.nodeU64sFresh - n.keys.liveU64s;
-      const rewriteHelps = rewriteRoom > n.keys.u64sRemaining();
+      // it does when it has more room than n; and always for a commit that
+      // only deletes: in the copy the keys it deletes are unwritten, so they
+      // go without whiteouts (a full node written whole, then emptied by one
+      // delRange, has no room for whiteouts and no key to split at)
+      const rewriteHelps = rewriteRoom > n.keys.u64sRemaining() || (incoming.length > 0 && added === 0);
       let split = (added > 0 && liveAfter * SPLIT_THRESHOLD_DEN > nodeU64s * SPLIT_THRESHOLD_NUM) || added > rewriteRoom || !rewriteHelps;
       // a forced rewrite (blacklist gc) wants a new bucket, room or not: split only a node past the threshold
       if (force) split = liveAfter * SPLIT_THRESHOLD_DEN > nodeU64s * SPLIT_THRESHOLD_NUM;
