@@ -307,3 +307,27 @@ describe('Store: deleting most keys merges underfull siblings', () => {
     expect(count).toBe(n / 20);
   });
 });
+
+describe('a delRange emptying a node that is full and written whole', () => {
+  it('rewrites it compacted instead of failing to split (ERR_TOPOLOGY "no key to split at")', async () => {
+    // 82 keys of 56-byte values in one commit into the empty root: the split gives the left
+    // leaf exactly a fresh node's worth (41 keys), and the new leaves are written whole
+    t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, blockSize: 512 });
+    const s = t.store;
+    const n = 82;
+    await s.transact((tx) => {
+      for (let i = 0; i < n; i++) tx.put('kv', pos(1, i), new Uint8Array(56).fill(i));
+    });
+    await s.flush();
+    const fresh = s.engine.interior.nodeU64sFresh;
+    const full = [...s.engine.cache.live].filter((b) => b && b.hashVal !== 0 && b.level === 0 && b.keys.liveU64s === fresh);
+    expect(full.length, 'precondition: a leaf holding exactly a fresh node of keys').toBe(1);
+    expect(full[0]!.keys.u64sRemaining()).toBe(0);
+    // every key deleted by one commit: whiteouts do not fit, and nothing is left to split at
+    await s.transact((tx) => tx.delRange('kv', pos(1, 0), pos(1, n)));
+    for await (const e of s.range('kv')) throw new Error(`key ${e.pos.offset} survived the delRange`);
+    expect(await s.fsck()).toEqual([]);
+    const s2 = await t.reopen();
+    for await (const e of s2.range('kv')) throw new Error(`key ${e.pos.offset} came back after reopening`);
+  });
+});

@@ -129,7 +129,8 @@ describe('reproduction: a delRange emptying a full node written whole (campaign 
   // before the deletions), and a split had no key left to split at. The campaign is timing
   // dependent: `node dist/bench/crash-campaign.js --count 1 --seed 1500 --rounds 20 --wipe 0.2`
   // hit it every time before the fix (interior.ts splitForInsert, rewriteHelps); under vitest's
-  // timing this run does not reach that node state, so it guards the neighbourhood, not the bug.
+  // timing this run does not reach that node state, so it guards the neighbourhood. The
+  // deterministic reproduction is in test/btree/shrink.test.ts ("full and written whole").
   it('the run is clean', async () => {
     const seed = 1500;
     const r = new Prng(seed ^ 0xc0ffee);
