@@ -1206,6 +1206,30 @@ export function describeFailure(f: CrashFailure): string {
 }
 
 /** One run of the crash check (a fresh store, the workload, every crash image checked). */
+/**
+ * One run of the campaign (not --like-ci) for seed: bigger and more varied
+ * than CI (more rounds, more transactions in flight, caches and journals of
+ * several sizes), its sizes drawn from the seed so a run can be repeated.
+ */
+export function campaignRunOpts(seed: number, rounds: number, wipeProbability: number): CrashCheckOpts {
+  const r = new Prng(seed ^ 0xc0ffee);
+  return {
+    seed,
+    rounds,
+    txnsPerRound: [1, r.range(6, 16)],
+    crashPointsPerRound: 3,
+    deviceBytes: 16 << 20,
+    journalBytes: [128 << 10, 256 << 10, 1 << 20][r.int(3)]!,
+    cacheBytes: [192 << 10, 512 << 10, 2 << 20][r.int(3)]!,
+    kvSpace: r.range(1000, 8000),
+    extSpace: 8000,
+    valueBytesMax: r.range(64, 400),
+    reopenWriteProbability: 0.15,
+    mixBtrees: true,
+    wipeProbability,
+  };
+}
+
 export async function runCrashCheck(o: CrashCheckOpts): Promise<CrashCheckResult> {
   return new Run(o).run();
 }
@@ -1259,7 +1283,6 @@ async function main(): Promise<void> {
   const failures: CrashFailure[] = [];
   for (let i = 0; i < count; i++) {
     const seed = (seed0 + i) >>> 0;
-    const r = new Prng(seed ^ 0xc0ffee);
     if (values['like-ci']) {
       const block = values.block !== undefined ? Number(values.block) : 512;
       const res = await runCrashCheck({ seed, rounds, cacheBytes: 512 << 10, journalBytes: block === 4096 ? 1 << 20 : 256 << 10, blockBytes: block, wipeProbability: wipe, ...(values.dump ? { dumpDir: values.dump } : {}) });
@@ -1271,22 +1294,10 @@ async function main(): Promise<void> {
       } else process.stdout.write(`run ${i + 1}/${count} seed ${seed}: ok, ${res.images} images\n`);
       continue;
     }
-    // bigger and more varied than CI: more rounds, more transactions in flight, caches and journals of several sizes
     const res = await runCrashCheck({
-      seed,
-      rounds,
-      txnsPerRound: [1, r.range(6, 16)],
-      crashPointsPerRound: 3,
-      deviceBytes: 16 << 20,
-      journalBytes: [128 << 10, 256 << 10, 1 << 20][r.int(3)]!,
-      cacheBytes: [192 << 10, 512 << 10, 2 << 20][r.int(3)]!,
-      kvSpace: r.range(1000, 8000),
-      extSpace: 8000,
+      ...campaignRunOpts(seed, rounds, wipe),
       ...(values.block !== undefined ? { blockBytes: Number(values.block) } : {}),
-      valueBytesMax: r.range(64, 400),
-      reopenWriteProbability: 0.15,
       mixBtrees: !values['separate-btrees'],
-      wipeProbability: wipe,
       dumpDir: values.dump,
       log,
     });

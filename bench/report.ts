@@ -228,6 +228,22 @@ function table(header: string[], body: string[][], rightAlign: ReadonlySet<numbe
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
 }
 
+/** One row's cells, as both tables show them: workload .. notes. */
+function rowCells(row: Row): string[] {
+  return [
+    row.workload,
+    row.store,
+    row.regime,
+    formatRate(row.opsPerSec),
+    formatUs(row.p50Us),
+    formatUs(row.p99Us),
+    row.store === 'device' ? '' : formatRatio(row.vsBestPeer),
+    row.store === 'device' ? '' : formatRatio(row.vsDevice),
+    row.cacheMissesPerCall === undefined ? '' : row.cacheMissesPerCall.toFixed(2),
+    row.notes.join('; '),
+  ];
+}
+
 /**
  * The rows as a Markdown table (docs/benchmarks.md, README): the same cells
  * as the text table, from the JSON report, so docs quote a run verbatim.
@@ -240,19 +256,7 @@ export function formatMarkdown(report: Report): string {
   out.push(`|${head.map(() => '---').join('|')}|`);
   const cell = (x: string): string => x.replace(/\|/g, '\\|');
   for (const row of report.rows) {
-    const cells = [
-      ...(multiKeys ? [row.keyCount.toLocaleString('en-US')] : []),
-      row.workload,
-      row.store,
-      row.regime,
-      formatRate(row.opsPerSec),
-      formatUs(row.p50Us),
-      formatUs(row.p99Us),
-      row.store === 'device' ? '' : formatRatio(row.vsBestPeer),
-      row.store === 'device' ? '' : formatRatio(row.vsDevice),
-      row.cacheMissesPerCall === undefined ? '' : row.cacheMissesPerCall.toFixed(2),
-      row.notes.join('; '),
-    ];
+    const cells = [...(multiKeys ? [row.keyCount.toLocaleString('en-US')] : []), ...rowCells(row)];
     out.push(`| ${cells.map(cell).join(' | ')} |`);
   }
   return out.join('\n');
@@ -284,18 +288,7 @@ export function formatTable(report: Report): string {
       body.push([`-- ${row.keyCount.toLocaleString('en-US')} keys --`, '', '', '', '', '', '', '', '', '']);
       keysSeen = row.keyCount;
     }
-    body.push([
-      row.workload,
-      row.store,
-      row.regime,
-      formatRate(row.opsPerSec),
-      formatUs(row.p50Us),
-      formatUs(row.p99Us),
-      row.store === 'device' ? '' : formatRatio(row.vsBestPeer),
-      row.store === 'device' ? '' : formatRatio(row.vsDevice),
-      row.cacheMissesPerCall === undefined ? '' : row.cacheMissesPerCall.toFixed(2),
-      row.notes.join('; '),
-    ]);
+    body.push(rowCells(row));
   }
   out.push(table(['workload', 'store', 'regime', 'ops/s', 'p50 us', 'p99 us', 'vs peer', 'vs device', 'miss/call', 'notes'], body, new Set([3, 4, 5, 6, 7, 8])));
   out.push('');

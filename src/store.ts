@@ -397,29 +397,34 @@ export class Store {
    * ERR_WOULD_BLOCK, having started that node's read: await get() then.
    */
   getSync(btree: string, p: PosLike): Uint8Array | undefined {
-    this.checkOpen();
-    const id = this.btreeId(btree, false);
-    const lk = this.engine.lookupNowait;
-    posLikeToWords(p, 'pos', lk.pos, 0);
-    this.engine.checkUsable();
-    const v = lk.lookupAt(id);
+    const v = this.lookupCached(btree, p);
     if (v !== LOOKUP_FALLBACK) return v ?? undefined;
-    lk.counters.syncWouldBlock++;
+    this.engine.lookupNowait.counters.syncWouldBlock++;
     const at = bposToText(toBpos(p, 'pos'));
     throw new SixtreeError('ERR_WOULD_BLOCK', `getSync: ${btree} ${at} needs a node read or a lock wait; use get()`, { btree, pos: at });
   }
 
-  /** One-operation transaction: the value at p, or undefined. Errors are rejections. */
-  async get(btree: string, p: PosLike): Promise<Uint8Array | undefined> {
+  /**
+   * get() and getSync()'s first step: arguments checked, then the engine's
+   * LookupNowait walk (everything cached and unlocked: answered synchronously,
+   * no transaction) at p, parsed straight into its words.
+   */
+  private lookupCached(btree: string, p: PosLike): Uint8Array | null | typeof LOOKUP_FALLBACK {
     this.checkOpen();
     const id = this.btreeId(btree, false);
     const lk = this.engine.lookupNowait;
     posLikeToWords(p, 'pos', lk.pos, 0);
     this.engine.checkUsable();
-    // everything cached and unlocked: answered synchronously, no transaction (iter.ts LookupNowait)
-    let v = lk.lookupAt(id);
+    return lk.lookupAt(id);
+  }
+
+  /** One-operation transaction: the value at p, or undefined. Errors are rejections. */
+  async get(btree: string, p: PosLike): Promise<Uint8Array | undefined> {
+    let v = this.lookupCached(btree, p);
     if (v !== LOOKUP_FALLBACK) return v ?? undefined;
+    const id = this.btreeId(btree, false);
     const bp = toBpos(p, 'pos');
+    const lk = this.engine.lookupNowait;
     const read = lk.readStarted;
     if (read !== null) {
       // a node was not cached: its read is under way; walk again once it is in

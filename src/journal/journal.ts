@@ -355,6 +355,8 @@ export class Journal {
   private durable: number;
   private lastSeqOndiskValue: number;
   private replaySeqs: number[];
+  /** replaySeqs[0, replayPinsPut) had their pins dropped already (replayedBefore). */
+  private replayPinsPut = 0;
   /** Between open and replayDone() of a recovery: interior updates may use the recovery reserve. */
   private replaying = false;
   private closed = false;
@@ -501,21 +503,20 @@ export class Journal {
    */
   replayedBefore(seq: number): void {
     const seqs = this.replaySeqs;
-    let n = 0;
-    while (n < seqs.length && seqs[n]! < seq) n++;
-    if (n === 0) return;
-    for (let i = 0; i < n; i++) this.pins.put(seqs[i]!);
-    this.replaySeqs = seqs.slice(n);
-    this.counters.replayPinsDroppedEarly += n;
+    const from = this.replayPinsPut;
+    while (this.replayPinsPut < seqs.length && seqs[this.replayPinsPut]! < seq) this.pins.put(seqs[this.replayPinsPut++]!);
+    if (this.replayPinsPut === from) return;
+    this.counters.replayPinsDroppedEarly += this.replayPinsPut - from;
     this.wakePinWaiters();
   }
 
   /** Replay finished: drop the pins held on the recovered entries. */
   replayDone(): void {
     const seqs = this.replaySeqs;
+    for (let i = this.replayPinsPut; i < seqs.length; i++) this.pins.put(seqs[i]!);
     this.replaySeqs = [];
+    this.replayPinsPut = 0;
     this.replaying = false;
-    for (const s of seqs) this.pins.put(s);
     this.wakePinWaiters();
   }
 
@@ -1146,7 +1147,7 @@ export class Journal {
       o.field('seq', `${s.seq} (durable ${this.durable}, next ${this.nextSeqToOpen})`);
       o.field('last_seq', `${this.lastSeq} (on disk ${this.lastSeqOndiskValue})`);
       o.field('space', `${bytesToText(s.bytesUsed)} of ${bytesToText(s.bytesTotal)} used, write offset ${this.ring.writeOffsetBytes}, ${this.ring.nrLive} live entries`);
-      o.field('pins', this.pins.nrPins + (this.replaySeqs.length ? ` (${this.replaySeqs.length} replay)` : ''));
+      o.field('pins', this.pins.nrPins + (this.replaySeqs.length > this.replayPinsPut ? ` (${this.replaySeqs.length - this.replayPinsPut} replay)` : ''));
       o.field('blacklist', this.blacklist.toText());
       o.field('buffers', this.bufs.map((b) => `${b.seq}:${b.state}(${b.nrRes} res, ${b.nrCommits} commits, ${b.usedBytes}+${b.reservedBytes} bytes)`).join(' ') || '(none)');
       o.field('entries written', `${c.entriesWritten} (${bytesToText(c.bytesWritten)}, ${c.emptyEntries} empty)`);

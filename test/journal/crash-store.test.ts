@@ -23,7 +23,7 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Prng, describeFailure, runCrashCheck, type CrashCheckOpts, type CrashCheckResult } from '../../bench/crash-campaign.js';
+import { campaignRunOpts, describeFailure, runCrashCheck, type CrashCheckOpts, type CrashCheckResult } from '../../bench/crash-campaign.js';
 import { SixtreeError } from '../../src/errors.js';
 import { FaultDevice } from '../../src/io/fault-device.js';
 import { MemDevice } from '../../src/io/mem-device.js';
@@ -122,7 +122,7 @@ describe('recovery: randomized crash images (small campaign, at least 1,000 imag
 /* ------------------------------------------------------------------ 2. reproductions */
 
 describe('reproduction: a delRange emptying a full node written whole (campaign seed 1500, --wipe 0.2)', () => {
-  // The bigger campaign's run for seed 1500 (its parameters, as crash-campaign.ts derives them)
+  // The bigger campaign's run for seed 1500 (campaignRunOpts: its parameters as the CLI draws them)
   // found, on the live store, a wipe transaction failing with ERR_TOPOLOGY "cannot split: no key
   // to split at": a node as full as a fresh node can be, written whole, had every key deleted by
   // one commit. Whiteouts did not fit, a compacted rewrite was judged no help (it was measured
@@ -132,23 +132,7 @@ describe('reproduction: a delRange emptying a full node written whole (campaign 
   // timing this run does not reach that node state, so it guards the neighbourhood. The
   // deterministic reproduction is in test/btree/shrink.test.ts ("full and written whole").
   it('the run is clean', async () => {
-    const seed = 1500;
-    const r = new Prng(seed ^ 0xc0ffee);
-    const res = await runCrashCheck({
-      seed,
-      rounds: 20,
-      txnsPerRound: [1, r.range(6, 16)],
-      crashPointsPerRound: 3,
-      deviceBytes: 16 << 20,
-      journalBytes: [128 << 10, 256 << 10, 1 << 20][r.int(3)]!,
-      cacheBytes: [192 << 10, 512 << 10, 2 << 20][r.int(3)]!,
-      kvSpace: r.range(1000, 8000),
-      extSpace: 8000,
-      valueBytesMax: r.range(64, 400),
-      reopenWriteProbability: 0.15,
-      mixBtrees: true,
-      wipeProbability: 0.2,
-    });
+    const res = await runCrashCheck(campaignRunOpts(1500, 20, 0.2));
     expect(res.failures.map(describeFailure), 'crash images failing (seed 1500)').toEqual([]);
     expect(res.merges).toBeGreaterThan(0);
   }, 120_000);
