@@ -83,7 +83,7 @@ async function runWorkload(job: WorkloadJob): Promise<WorkerMessage> {
     await store.load(0, job.keyCount);
     const loadMs = performance.now() - loadStart;
     phase = 'regime';
-    const regime = await store.prepareRegime(job.regime);
+    const regime = await store.prepareRegime(job.regime, def.queueDepth);
     phase = 'measure';
 
     const { driver, checker } = def.build({ store, keys, loaded: job.keyCount, rng: new Rng(0x5eed + job.keyCount) });

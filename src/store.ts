@@ -20,6 +20,7 @@ import { SixtreeError, errName, isRestart, invalidArg } from './errors.js';
 import { KEY_TYPE, bkeyNew, type BkeyI } from './btree/bkey.js';
 import { POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, bposToText, posLikeToWords, posWords, toBpos } from './btree/bpos.js';
 import { Iter, KEY_SIZE_MAX, LOOKUP_FALLBACK, type Entry, type IterOpts } from './btree/iter.js';
+import { BTREE_MAX_DEPTH } from './btree/path.js';
 import { extentValueMake, xcmp, type XPos } from './btree/overlay.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
 import { transCommit } from './btree/commit.js';
@@ -407,36 +408,42 @@ export class Store {
   /**
    * get() and getSync()'s first step: arguments checked, then the engine's
    * LookupNowait walk (everything cached and unlocked: answered synchronously,
-   * no transaction) at p, parsed straight into its words.
+   * no transaction) at p, parsed straight into its words. pinRead: the caller
+   * waits for the read a miss starts and must release it (get()).
    */
-  private lookupCached(btree: string, p: PosLike): Uint8Array | null | typeof LOOKUP_FALLBACK {
+  private lookupCached(btree: string, p: PosLike, pinRead = false): Uint8Array | null | typeof LOOKUP_FALLBACK {
     this.checkOpen();
     const id = this.btreeId(btree, false);
     const lk = this.engine.lookupNowait;
     posLikeToWords(p, 'pos', lk.pos, 0);
     this.engine.checkUsable();
-    return lk.lookupAt(id);
+    return lk.lookupAt(id, false, pinRead);
   }
 
   /** One-operation transaction: the value at p, or undefined. Errors are rejections. */
   async get(btree: string, p: PosLike): Promise<Uint8Array | undefined> {
-    let v = this.lookupCached(btree, p);
+    let v = this.lookupCached(btree, p, true);
     if (v !== LOOKUP_FALLBACK) return v ?? undefined;
-    const id = this.btreeId(btree, false);
-    const bp = toBpos(p, 'pos');
     const lk = this.engine.lookupNowait;
-    const read = lk.readStarted;
-    if (read !== null) {
-      // a node was not cached: its read is under way; walk again once it is in
+    /*
+     * A node was not cached: its read is under way, the node pinned for us.
+     * Walk again once it is in; that walk may miss one level further down
+     * (an interior node was read) and start the next read. A walk per level
+     * at most, then the transaction, which waits for locks and reports errors.
+     */
+    for (let walks = 0; walks <= BTREE_MAX_DEPTH && lk.readStarted !== null; walks++) {
+      const read = lk.readStarted;
       this.enter();
       try {
-        await read;
-        v = lk.lookup(id, bp, true);
+        await read.done;
+        v = lk.lookup(this.btreeId(btree, false), toBpos(p, 'pos'), true, true);
       } finally {
+        lk.readRelease(read);
         this.leave();
       }
       if (v !== LOOKUP_FALLBACK) return v ?? undefined;
     }
+    const bp = toBpos(p, 'pos');
     return this.transact((tx) => tx.get(btree, bp));
   }
 

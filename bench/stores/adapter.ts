@@ -91,8 +91,13 @@ export interface StoreAdapter {
   open(opts: OpenOptions): Promise<void>;
   /** Untimed preload of keys [from, to) at value version 0; durable when it resolves. */
   load(from: number, to: number): Promise<void>;
-  /** Put the store in a cache regime after load (sixtree reopens with a small cache for 'cold'). */
-  prepareRegime(regime: Regime): Promise<RegimeInfo>;
+  /**
+   * Put the store in a cache regime after load (sixtree reopens with a small
+   * cache for 'cold'). queueDepth: operations the workload keeps in flight
+   * (a cold cache gets one node buffer for each, as the device limit has one
+   * buffer per read in flight).
+   */
+  prepareRegime(regime: Regime, queueDepth?: number): Promise<RegimeInfo>;
 
   /** Point lookup; resolves to the value or undefined. */
   get(index: number): MaybePromise<Uint8Array | undefined>;

@@ -24,7 +24,11 @@
  *    the harness to hold the whole tree;
  *  - cold: the store is closed and reopened with cacheSize = 5% of the tree
  *    (tree = leaf nodes x nodeSize, counted by a node walk), raised to the
- *    smallest size open() accepts when 5% is below the cache reserve. The
+ *    smallest size open() accepts when 5% is below the cache reserve, plus
+ *    one node per operation the workload keeps in flight (its queue depth:
+ *    each read in flight needs a buffer, as each of the device limit's
+ *    reads has one; without them 64 lookups share a handful of buffers and
+ *    qd64 runs at the cache's depth, not the workload's). The
  *    regime records what it got; when the cache is more than a quarter of the
  *    tree, it carries a warning (the report marks the row): with few keys and
  *    large nodes the reserve alone holds much of the tree.
@@ -136,7 +140,7 @@ class SixtreeAdapter implements StoreAdapter {
     }
   }
 
-  async prepareRegime(regime: Regime): Promise<RegimeInfo> {
+  async prepareRegime(regime: Regime, queueDepth = 1): Promise<RegimeInfo> {
     const walk = await this.leafWalk();
     const before = this.store.stats() as Stats;
     const treeBytes = walk ? walk.leafNodes * this.nodeSizeBytes : (before.cache?.nodes ?? 0) * this.nodeSizeBytes;
@@ -157,11 +161,13 @@ class SixtreeAdapter implements StoreAdapter {
 
     const reserveNodes = before.cache?.reserve ?? 0;
     await this.store.close();
-    let cacheSizeBytes = Math.max(this.nodeSizeBytes, Math.floor(treeBytes * coldCacheFraction));
+    // the 5% (raised to what open() accepts), then room for the reads in flight (see the header)
+    let baseBytes = Math.max(this.nodeSizeBytes, Math.floor(treeBytes * coldCacheFraction));
+    const inFlightBytes = Math.max(0, queueDepth) * this.nodeSizeBytes;
     let lastError: unknown;
     for (let attempt = 0; attempt < 12; attempt++) {
       try {
-        this.store = await Store.open(this.devicePath, { cacheSize: cacheSizeBytes, io: this.io });
+        this.store = await Store.open(this.devicePath, { cacheSize: baseBytes + inFlightBytes, io: this.io });
         lastError = undefined;
         break;
       } catch (err) {
@@ -169,18 +175,19 @@ class SixtreeAdapter implements StoreAdapter {
         const e = err as { code?: string; details?: { min?: unknown } };
         if (e.code !== 'ERR_CACHE_TOO_SMALL') throw err;
         // The engine names the smallest budget it accepts (details.min, beyond API.md); without it, grow.
-        const minBytes = typeof e.details?.min === 'number' && e.details.min > cacheSizeBytes ? e.details.min : 0;
-        cacheSizeBytes = minBytes || Math.max(cacheSizeBytes * 2, Math.ceil(reserveNodes * 1.25) * this.nodeSizeBytes);
+        const minBytes = typeof e.details?.min === 'number' && e.details.min > baseBytes ? e.details.min : 0;
+        baseBytes = minBytes || Math.max(baseBytes * 2, Math.ceil(reserveNodes * 1.25) * this.nodeSizeBytes);
       }
     }
     if (lastError) throw lastError;
+    const cacheSizeBytes = baseBytes + inFlightBytes;
     this.cacheSizeBytes = cacheSizeBytes;
     const fraction = treeBytes > 0 ? cacheSizeBytes / treeBytes : Infinity;
     const info: RegimeInfo = {
       regime: 'cold',
       cacheSizeBytes,
       treeBytes,
-      description: `cache ${mib(cacheSizeBytes)} = ${(fraction * 100).toFixed(1)}% of the tree, ${treeText}; reopened (cache empty)`,
+      description: `cache ${mib(cacheSizeBytes)} = ${(fraction * 100).toFixed(1)}% of the tree (${mib(baseBytes)} + ${queueDepth} node${queueDepth === 1 ? '' : 's'} for operations in flight), ${treeText}; reopened (cache empty)`,
     };
     if (fraction > coldWarningFraction) {
       info.warning = `not cold: smallest cache open() accepts = ${(fraction * 100).toFixed(0)}% of the tree`;

@@ -157,8 +157,19 @@ export const reserveNodesPerInteriorRoot = 8;
 export const freeableKeepNr = 3;
 /** Read-aheads in flight at once (nodePrefetch skips past it). */
 export const prefetchInFlightMaxDefault = 16;
-/** Demand reads without a transaction in flight at once (nodeReadNowait); past it, lookups take the transaction path. */
-const readsNowaitInFlightMax = 256;
+/** Demand reads without a transaction held at once, in flight or pinned (nodeReadNowait); past it, lookups take the transaction path. */
+const readsNowaitHeldMax = 256;
+const noop = (): void => {};
+
+/** A read nodeReadNowait started or found in flight: wait on done; release it with readNowaitRelease when pinned. */
+export interface ReadNowait {
+  readonly node: Node;
+  done: Promise<unknown>;
+  /** readPins taken on node for the caller, until readNowaitRelease. */
+  pinned: boolean;
+  /** Counted in readsNowaitHeld (a read this call started). */
+  held: boolean;
+}
 /** Entries of the slot hint table (cache.slotHint), a power of two. */
 const slotHintSize = 4096;
 /** Lookup retries (node reused / lost a fill race) before a restart. */
@@ -369,7 +380,8 @@ export class BtreeCache {
 
   private readonly readsInFlight = new Set<Promise<SixtreeError | null>>();
   private prefetchInFlight = 0;
-  private readsNowaitInFlight = 0;
+  /** Reads nodeReadNowait started: in flight, or done and pinned until released. */
+  private readsNowaitHeld = 0;
   readonly prefetchInFlightMax: number;
   shrinkerDisabled: boolean;
 
@@ -1535,23 +1547,30 @@ export class BtreeCache {
    * bit) and the read is returned to wait on; a read already in flight is
    * returned as is. The caller holds the parent's lock, so the pointer is
    * current when the read starts. null: cached already, too many such reads
-   * in flight (see below), or no memory without cannibalizing (the caller takes the
-   * transaction path, which can). Never waits, never throws for the node:
-   * a failed read leaves it out of the cache (read_error), and the
+   * held (see below), or no memory without cannibalizing (the caller takes
+   * the transaction path, which can). Never waits, never throws for the
+   * node: a failed read leaves it out of the cache (read_error), and the
    * transaction path reads it again and reports.
+   *
+   * pin: the caller will walk to the node once the read is done (store.get).
+   * Nothing locks it between the read and that walk, so the node is pinned
+   * (readPins: reclaim refuses it while hashed) until the caller hands the
+   * result to readNowaitRelease, which it must do exactly once. Without the
+   * pin, reads finishing together evict each other's nodes before their
+   * walks reach them and read them again. Pinned reads, in flight or done
+   * and not yet released, are held to what the cache has beyond its
+   * reserve; past that the caller takes the transaction path.
    */
-  nodeReadNowait(ptr: BtreePtr, level: number): Promise<unknown> | null {
+  nodeReadNowait(ptr: BtreePtr, level: number, pin = false): ReadNowait | null {
     if (level >= BTREE_MAX_DEPTH || ptr.level !== level || ptr.seq <= 0) return null;
     const cached = this.table.get(ptr.seq);
-    if (cached !== undefined) return cached.has(NodeFlag.read_in_flight) ? (cached.readDone ?? null) : null;
-    /*
-     * Nothing holds such a node between its read and the caller's second walk:
-     * past a quarter of what the cache holds beyond its reserve, the reads
-     * would evict each other's nodes before they are used (and read them
-     * twice); the transaction path, which keeps what it reads locked, takes
-     * the rest.
-     */
-    if (this.readsNowaitInFlight >= Math.min(readsNowaitInFlightMax, Math.max(1, (this.usedMax - this.reserve) >> 2))) return null;
+    if (cached !== undefined) {
+      if (!cached.has(NodeFlag.read_in_flight) || !cached.readDone) return null;
+      if (pin) cached.readPins++;
+      /* its reader reports a failure; this caller only waits for it */
+      return { node: cached, done: cached.readDone.then(noop, noop), pinned: pin, held: false };
+    }
+    if (this.readsNowaitHeld >= Math.min(readsNowaitHeldMax, Math.max(1, this.usedMax - this.reserve))) return null;
     const owner = this.owner;
     const b = this.nodeMemAllocNowait(owner, true);
     if (b === null) return null;
@@ -1561,18 +1580,31 @@ export class BtreeCache {
     if (!this.hashInsert(b, ptr.seq)) throw new Error('btree cache: demand read lost a hash race it cannot lose');
     this.counters[C.misses]!++;
     this.counters[C.readsNowait]!++;
-    this.readsNowaitInFlight++;
+    this.readsNowaitHeld++;
+    if (pin) b.readPins++;
     const read = this.nodeReadStart(b, ptr);
     this.reclaimUnlock(b, owner);
-    const done = read.then(
-      () => {
-        this.readsNowaitInFlight--;
-      },
-      () => {
-        this.readsNowaitInFlight--;
-      },
-    );
-    return done;
+    const r: ReadNowait = { node: b, done: read, pinned: pin, held: true };
+    /* unpinned: held only while in flight; pinned: until readNowaitRelease */
+    const settled = (): void => {
+      if (!r.pinned && r.held) {
+        r.held = false;
+        this.readsNowaitHeld--;
+      }
+    };
+    r.done = read.then(settled, settled);
+    return r;
+  }
+
+  /** The caller of nodeReadNowait(pin) has walked to the node (or given up): unpin it. */
+  readNowaitRelease(r: ReadNowait): void {
+    if (!r.pinned) return;
+    r.pinned = false;
+    r.node.readPins--;
+    if (r.held) {
+      r.held = false;
+      this.readsNowaitHeld--;
+    }
   }
 
   /**

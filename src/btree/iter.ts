@@ -45,7 +45,7 @@ import {
 import { BtreePath, pathLevelInit, pathSetPos } from './path.js';
 import type { BtreeTrans } from './trans.js';
 import { NodeIter, type NodeKeys } from './bset.js';
-import type { BtreeCache } from './cache.js';
+import type { BtreeCache, ReadNowait } from './cache.js';
 import { LockOwnerBase, nodeTryLock, nodeUnlock } from './locking.js';
 import { NodeFlag, type Node } from './node.js';
 import { LOCK_READ, type BtreePtr } from './types.js';
@@ -279,24 +279,33 @@ export class LookupNowait {
 
   /**
    * The read a first walk's LOOKUP_FALLBACK started (or found in flight) for
-   * the node it missed, to wait on before walking again; null if none. Valid
-   * until the next lookup().
+   * the node it missed, to wait on (done) before walking again; null if none.
+   * Valid until the next lookup(). A walk with pinRead leaves the node pinned
+   * until the caller passes this to readRelease (BtreeCache.nodeReadNowait).
    */
-  readStarted: Promise<unknown> | null = null;
+  readStarted: ReadNowait | null = null;
+
+  /** Unpin the node of a read a walk with pinRead started (once, after the walk that follows it). */
+  readRelease(r: ReadNowait): void {
+    this.cache.readNowaitRelease(r);
+  }
 
   /**
    * The value at p (a copy), null if there is no live key there, or
    * LOOKUP_FALLBACK. The first walk (afterRead false) starts reading a node
-   * that is not cached (readStarted); the walk after that read does not.
+   * that is not cached (readStarted); a walk after that read (afterRead,
+   * counted as fastAfterRead) starts the next one only with pinRead, for a
+   * caller that waits on it and releases it (store.get).
    */
-  lookup(btreeId: number, p: Bpos, afterRead = false): Uint8Array | null | typeof LOOKUP_FALLBACK {
+  lookup(btreeId: number, p: Bpos, afterRead = false, pinRead = false): Uint8Array | null | typeof LOOKUP_FALLBACK {
     bposToWords(p, this.pos, 0);
-    return this.lookupAt(btreeId, afterRead);
+    return this.lookupAt(btreeId, afterRead, pinRead);
   }
 
   /** lookup() of the position already written into `pos` (posLikeToWords). */
-  lookupAt(btreeId: number, afterRead = false): Uint8Array | null | typeof LOOKUP_FALLBACK {
-    const readOk = !afterRead;
+  lookupAt(btreeId: number, afterRead = false, pinRead = false): Uint8Array | null | typeof LOOKUP_FALLBACK {
+    /* a walk after a read starts the next only for a caller that waits on it (pinRead: store.get's walk per level) */
+    const readOk = !afterRead || pinRead;
     this.readStarted = null;
     const pos = this.pos;
     const owner = this.owner;
@@ -330,7 +339,7 @@ export class LookupNowait {
         const c = this.cache.cacheFind(ptr.seq);
         const locked = c !== undefined && !c.has(NodeFlag.read_in_flight) && !c.has(NodeFlag.read_error);
         // not cached (or being read): start the read while the parent's lock keeps the pointer current
-        if (!locked && readOk) this.readStarted = this.cache.nodeReadNowait(ptr, b.level - 1);
+        if (!locked && readOk) this.readStarted = this.cache.nodeReadNowait(ptr, b.level - 1, pinRead);
         nodeUnlock(owner, b.lock, SixLockType.read);
         return this.fallback(locked ? 'fallbackLocked' : 'fallbackUncached');
       }

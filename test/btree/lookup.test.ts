@@ -110,6 +110,83 @@ describe('Store#get() fast path', () => {
     expect(after.transactions.commits).toBe(before.transactions.commits);
   });
 
+  it('a read started for a get stays pinned until its second walk: reads churning the whole cache in between leave it; released, it goes', async () => {
+    t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, cacheSize: 256 * 1024 });
+    const s = t.store;
+    for (let b = 0; b < 6000; b += 500) {
+      await s.transact((tx) => {
+        for (let k = b; k < b + 500; k++) tx.put('kv', pos(1, k), val(k, 3));
+      });
+    }
+    await s.flush();
+    s.shrink();
+    const lk = s.engine.lookupNowait;
+    const p = pos(1, 4321);
+    expect(lk.lookup(0, p, false, true)).toBe(false); // LOOKUP_FALLBACK: the leaf is not cached
+    const r = lk.readStarted!;
+    expect(r.pinned).toBe(true);
+    await r.done;
+    const leaf = r.node;
+    const seq = leaf.hashVal;
+    expect(seq).not.toBe(0);
+    /* reads of every other leaf churn the whole cache (64 nodes): all but the pinned leaf go */
+    const churn = async (): Promise<void> => {
+      for (let k = 0; k < 6000; k += 20) if (k < 4000 || k > 4700) expect(decode((await s.get('kv', pos(1, k)))!)).toEqual({ k, v: 3 });
+    };
+    const evictionsBefore = s.stats().cache.evictions;
+    await churn();
+    expect(s.stats().cache.evictions - evictionsBefore).toBeGreaterThan(64);
+    expect(leaf.hashVal).toBe(seq);
+    expect(s.stats().cache.notFreed.read_set).toBeGreaterThan(0);
+    const v = lk.lookup(0, p, true);
+    expect(decode(v as Uint8Array)).toEqual({ k: 4321, v: 3 });
+    lk.readRelease(r);
+    lk.readRelease(r); // a second release changes nothing
+    expect(leaf.readPins).toBe(0);
+    await churn();
+    expect(leaf.hashVal).not.toBe(seq);
+    // a getSync miss starts its read unpinned: nothing waits to release it
+    expect(() => s.getSync('kv', pos(1, 10))).toThrow(expect.objectContaining({ code: 'ERR_WOULD_BLOCK' }));
+    const r2 = lk.readStarted!;
+    expect(r2.pinned).toBe(false);
+    await r2.done;
+    expect(r2.node.readPins).toBe(0);
+  });
+
+  it('64 gets in flight on a small cache: every miss is one read without a transaction (reads pinned, not read twice)', async () => {
+    t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, cacheSize: 512 * 1024 });
+    const s = t.store;
+    const N = 20000;
+    for (let b = 0; b < N; b += 1000) {
+      await s.transact((tx) => {
+        for (let k = b; k < b + 1000; k++) tx.put('kv', pos(1, k), val(k, 4));
+      });
+    }
+    await s.flush();
+    s.shrink();
+    const before = s.stats();
+    const rnd = prng(11);
+    let left = 3000;
+    await Promise.all(
+      Array.from({ length: 64 }, async () => {
+        while (left > 0) {
+          left--;
+          const k = Math.floor(rnd() * N);
+          expect(decode((await s.get('kv', pos(1, k)))!)).toEqual({ k, v: 4 });
+        }
+      }),
+    );
+    const after = s.stats();
+    const misses = after.cache.misses - before.cache.misses;
+    expect(misses).toBeGreaterThan(1000);
+    // every miss was a read a get started and then used: none went through a transaction
+    const readsNowait = (x: typeof after): number => (x.cache.counters as Record<string, number>).readsNowait!;
+    expect(readsNowait(after) - readsNowait(before)).toBe(misses);
+    expect(after.transactions.commits).toBe(before.transactions.commits);
+    // pins are all released
+    expect([...s.engine.cache.live].filter((b) => b && b.readPins !== 0)).toEqual([]);
+  });
+
   for (const cacheSize of [0, 256 * 1024]) {
     it(`gets racing with writers, splits, deletes${cacheSize ? ' and evictions' : ''}: values of the right key, never older than a resolved commit`, async () => {
       t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, ...(cacheSize ? { cacheSize } : {}) });

@@ -356,6 +356,37 @@ describe('napi addon event ring (async pread/pwrite)', () => {
     });
   }
 
+  it.skipIf(!uring)('hands the kernel what one loop turn queued in one io_uring_enter; a lone read, or one queued from a timer, is not held back', async () => {
+    const path = join(dir, 'ring-batch.img');
+    writeFileSync(path, Buffer.alloc(1 << 20, 5));
+    const fd = b.open(path, false, false);
+    const bufs = Array.from({ length: 48 }, () => new Uint8Array(b.allocAligned(4096, 4096)));
+    try {
+      // 48 reads started in one turn: one submission
+      let before = a.eventRingStats();
+      await Promise.all(bufs.map((buf, i) => b.pread(fd, buf, i * 4096)));
+      let after = a.eventRingStats();
+      expect(after.ring - before.ring).toBe(48);
+      expect(after.submits - before.submits).toBe(1);
+      expect(bufs.every((buf) => buf.every((x) => x === 5))).toBe(true);
+      // one read at a time: one submission each, none waits for company
+      before = a.eventRingStats();
+      for (let i = 0; i < 5; i++) await b.pread(fd, bufs[i]!, i * 4096);
+      after = a.eventRingStats();
+      expect(after.submits - before.submits).toBe(5);
+      // queued from a timer callback (the loop's first phase) and from setImmediate (after the poll phase)
+      for (const schedule of [(f: () => void) => setTimeout(f, 1), (f: () => void) => setImmediate(f)]) {
+        bufs[0]!.fill(0);
+        await new Promise<void>((resolve, reject) => schedule(() => void b.pread(fd, bufs[0]!, 0).then(() => resolve(), reject)));
+        expect(bufs[0]!.every((x) => x === 5)).toBe(true);
+      }
+      expect(a.eventRingStats().inflight).toBe(0);
+    } finally {
+      bufs.forEach((x) => b.freeAligned(x.buffer as ArrayBuffer));
+      b.close(fd);
+    }
+  });
+
   it.skipIf(!uring)('keeps the loop alive exactly while I/O is in flight; a worker ending with reads in flight waits for them', () => {
     const script = `
       const { Worker, isMainThread } = require('node:worker_threads');
