@@ -13,13 +13,14 @@
  * on first use; where io_uring is not usable, when the ring is full, or
  * after useEventRing(false), the call runs on libuv's thread pool
  * (Napi::AsyncWorker) instead. fdatasync and batches always use the pool.
- * Submission is batched per loop turn: a call only queues its SQE; a
- * uv_check handle (right after the poll phase, where completions start the
- * next reads) and a uv_prepare handle (right before the loop blocks) hand
- * everything queued to the kernel in one io_uring_enter. In a VM each enter
- * costs a device notification (tens of microseconds of system time), so 64
- * lookups that miss in one turn pay for one, not 64; a lone read waits for
- * nothing (the loop reaches prepare before it can block). The poll handle
+ * Submission is batched per loop turn: on an idle ring (nothing queued or
+ * in flight) a call goes to the kernel at once; otherwise it only queues its
+ * SQE, and a uv_check handle (right after the poll phase, where completions
+ * start the next reads) and a uv_prepare handle (right before the loop
+ * blocks) hand everything queued to the kernel in one io_uring_enter. In a
+ * VM each enter costs a device notification (tens of microseconds of
+ * system time), so 64 lookups that miss in one turn pay for two, not 64; a
+ * lone read waits for nothing. The poll handle
  * keeps the loop alive only while operations are queued or in flight; the
  * environment's async cleanup hook waits for them, then closes the handles.
  *
@@ -502,13 +503,14 @@ EventRing *eventRing(Napi::Env env)
 	return er;
 }
 
-void ringPollCb(uv_poll_t *handle, int status, int events)
+/*
+ * Reap every completion: unpin, then settle each promise (settle false: the
+ * environment is going away and JS cannot run; the records are freed all
+ * the same). A settle that fails (the environment started terminating
+ * meanwhile) is dropped, never thrown out of a libuv callback.
+ */
+void ringReap(EventRing *er, Napi::Env env, bool settle)
 {
-	EventRing *er = static_cast<EventRing *>(handle->data);
-	Napi::Env env(er->env);
-	Napi::HandleScope scope(env);
-	/* promise reactions run when the callback scope closes, as after any callback */
-	Napi::CallbackScope cbScope(env, er->context);
 	uint64_t tags[kReapMax];
 	int32_t results[kReapMax];
 	int n;
@@ -516,16 +518,35 @@ void ringPollCb(uv_poll_t *handle, int status, int events)
 		for (int i = 0; i < n; i++) {
 			RingOp *op = reinterpret_cast<RingOp *>(static_cast<uintptr_t>(tags[i]));
 			unpinRegion(op->region);
-			op->ref.Reset();
-			if (results[i] < 0)
-				op->deferred.Reject(errnoError(env, results[i], op->syscall).Value());
-			else
-				op->deferred.Resolve(env.Undefined());
+			try {
+				op->ref.Reset();
+				if (settle && results[i] < 0)
+					op->deferred.Reject(errnoError(env, results[i], op->syscall).Value());
+				else if (settle)
+					op->deferred.Resolve(env.Undefined());
+			} catch (const Napi::Error &) {
+				settle = false;
+			}
 			delete op;
 		}
 		er->inflight -= (uint32_t)n;
 		if ((uint32_t)n < kReapMax)
 			break;
+	}
+}
+
+void ringPollCb(uv_poll_t *handle, int status, int events)
+{
+	EventRing *er = static_cast<EventRing *>(handle->data);
+	Napi::Env env(er->env);
+	try {
+		Napi::HandleScope scope(env);
+		/* promise reactions run when the callback scope closes, as after any callback */
+		Napi::CallbackScope cbScope(env, er->context);
+		ringReap(er, env, true);
+	} catch (const Napi::Error &) {
+		/* no scope: a worker's environment is exiting with I/O in flight */
+		ringReap(er, env, false);
 	}
 	if (er->inflight == 0 && er->poll)
 		uv_unref(reinterpret_cast<uv_handle_t *>(er->poll));
@@ -546,7 +567,16 @@ Napi::Value ringRw(Napi::Env env, EventRing *er, bool write, int fd, IoBuf buf, 
 	}
 	if (er->inflight++ == 0)
 		uv_ref(reinterpret_cast<uv_handle_t *>(er->poll));
-	/* submitted by the check or prepare handle at the end of this loop turn */
+	/*
+	 * An idle ring takes the operation at once: nothing is in flight to batch
+	 * with, and a lone read (queue depth 1) should not wait for the rest of
+	 * the turn. Otherwise the check or prepare handle submits it with the
+	 * others this turn queues.
+	 */
+	if (blockio_aring_inflight(er->ring) == 1) {
+		blockio_aring_submit(er->ring);
+		er->submits++;
+	}
 	return op->deferred.Promise();
 }
 
