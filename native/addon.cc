@@ -42,6 +42,7 @@
 #include <napi.h>
 #include <uv.h>
 
+#include <atomic>
 #include <cmath>
 #include <mutex>
 #include <string>
@@ -63,6 +64,8 @@ struct Region {
 	RegionKind kind;
 	bool freed;
 	uint32_t inflight;
+	/* finalized with I/O in flight: the last unpin releases the memory and the record */
+	bool orphaned;
 };
 
 std::mutex regionsLock;
@@ -163,12 +166,6 @@ Region *pinRegion(Napi::Env env, Napi::Uint8Array a, const std::string &name)
 	return r;
 }
 
-void unpinRegion(Region *r)
-{
-	std::lock_guard<std::mutex> g(regionsLock);
-	r->inflight--;
-}
-
 void releaseMemory(Region *r)
 {
 	if (r->kind == RegionKind::aligned)
@@ -177,6 +174,26 @@ void releaseMemory(Region *r)
 		blockio_munmap(r->ptr, r->sizeBytes);
 }
 
+void unpinRegion(Region *r)
+{
+	bool last;
+	{
+		std::lock_guard<std::mutex> g(regionsLock);
+		last = --r->inflight == 0 && r->orphaned;
+	}
+	if (last) {
+		releaseMemory(r);
+		delete r;
+	}
+}
+
+/*
+ * The ArrayBuffer is collected, or its environment is going away. A region
+ * the kernel may still be reading into or writing from (I/O in flight: a
+ * worker exiting with reads on its ring, whose teardown waits for them after
+ * this may run) is orphaned instead: the last unpin releases it. Freeing it
+ * here let the kernel write into freed heap memory.
+ */
 void finalizeRegion(Napi::Env env, void *, Region *r)
 {
 	bool release;
@@ -188,6 +205,10 @@ void finalizeRegion(Napi::Env env, void *, Region *r)
 			if (it != regions.end() && it->second == r)
 				regions.erase(it);
 		}
+		if (release && r->inflight > 0) {
+			r->orphaned = true;
+			return;
+		}
 	}
 	if (release) {
 		releaseMemory(r);
@@ -198,7 +219,7 @@ void finalizeRegion(Napi::Env env, void *, Region *r)
 
 Napi::Value wrapRegion(Napi::Env env, void *p, size_t sizeBytes, RegionKind kind)
 {
-	Region *r = new Region{p, sizeBytes, kind, false, 0};
+	Region *r = new Region{p, sizeBytes, kind, false, 0, false};
 	{
 		std::lock_guard<std::mutex> g(regionsLock);
 		regions[p] = r;
@@ -361,12 +382,21 @@ private:
 
 /* ---- event ring -------------------------------------------------------------- */
 
+/* RingOp records alive in the process, every environment (eventRingStats().recordsLive): teardown frees them too. */
+std::atomic<int64_t> ringOpsLive{0};
+
 /* One operation on the event ring; its address is the ring's tag. */
 struct RingOp {
 	Napi::Promise::Deferred deferred;
 	Napi::Reference<Napi::Uint8Array> ref;
 	Region *region;
 	const char *syscall;
+	RingOp(Napi::Promise::Deferred d, Napi::Reference<Napi::Uint8Array> r, Region *reg, const char *sc)
+		: deferred(d), ref(std::move(r)), region(reg), syscall(sc)
+	{
+		ringOpsLive++;
+	}
+	~RingOp() { ringOpsLive--; }
 };
 
 /* The event ring of one environment (its instance data). */
@@ -403,6 +433,38 @@ EventRing *eventRingOf(Napi::Env env)
 
 void ringPollCb(uv_poll_t *handle, int status, int events);
 
+/*
+ * Reap every completion: unpin, then settle each promise (settle false: the
+ * environment is going away and JS cannot run; the records are freed all
+ * the same). A settle that fails (the environment started terminating
+ * meanwhile) is dropped, never thrown out of a libuv callback.
+ */
+void ringReap(EventRing *er, Napi::Env env, bool settle)
+{
+	uint64_t tags[kReapMax];
+	int32_t results[kReapMax];
+	int n;
+	while (er->ring && (n = blockio_aring_reap(er->ring, tags, results, kReapMax)) > 0) {
+		for (int i = 0; i < n; i++) {
+			RingOp *op = reinterpret_cast<RingOp *>(static_cast<uintptr_t>(tags[i]));
+			unpinRegion(op->region);
+			try {
+				op->ref.Reset();
+				if (settle && results[i] < 0)
+					op->deferred.Reject(errnoError(env, results[i], op->syscall).Value());
+				else if (settle)
+					op->deferred.Resolve(env.Undefined());
+			} catch (const Napi::Error &) {
+				settle = false;
+			}
+			delete op;
+		}
+		er->inflight -= (uint32_t)n;
+		if ((uint32_t)n < kReapMax)
+			break;
+	}
+}
+
 /* Close callback of the ring's handles: the last one ends the cleanup hook. */
 void ringHandleClosed(uv_handle_t *h)
 {
@@ -429,7 +491,16 @@ void ringTeardown(napi_async_cleanup_hook_handle handle, void *arg)
 {
 	EventRing *er = static_cast<EventRing *>(arg);
 	er->cleanup = handle;
-	/* hands the kernel what is queued, then waits for it to finish with every buffer in flight */
+	/*
+	 * The kernel must be done with every buffer before the ring goes: hand it
+	 * what is queued and wait out what is in flight, freeing each operation's
+	 * record (its promise is never settled: no JS runs any more).
+	 */
+	Napi::Env env(er->env);
+	while (er->inflight > 0) {
+		blockio_aring_wait(er->ring);
+		ringReap(er, env, false);
+	}
 	blockio_aring_free(er->ring);
 	er->ring = nullptr;
 	uv_poll_stop(er->poll);
@@ -501,38 +572,6 @@ EventRing *eventRing(Napi::Env env)
 	er->check = check;
 	er->prepare = prepare;
 	return er;
-}
-
-/*
- * Reap every completion: unpin, then settle each promise (settle false: the
- * environment is going away and JS cannot run; the records are freed all
- * the same). A settle that fails (the environment started terminating
- * meanwhile) is dropped, never thrown out of a libuv callback.
- */
-void ringReap(EventRing *er, Napi::Env env, bool settle)
-{
-	uint64_t tags[kReapMax];
-	int32_t results[kReapMax];
-	int n;
-	while (er->ring && (n = blockio_aring_reap(er->ring, tags, results, kReapMax)) > 0) {
-		for (int i = 0; i < n; i++) {
-			RingOp *op = reinterpret_cast<RingOp *>(static_cast<uintptr_t>(tags[i]));
-			unpinRegion(op->region);
-			try {
-				op->ref.Reset();
-				if (settle && results[i] < 0)
-					op->deferred.Reject(errnoError(env, results[i], op->syscall).Value());
-				else if (settle)
-					op->deferred.Resolve(env.Undefined());
-			} catch (const Napi::Error &) {
-				settle = false;
-			}
-			delete op;
-		}
-		er->inflight -= (uint32_t)n;
-		if ((uint32_t)n < kReapMax)
-			break;
-	}
 }
 
 void ringPollCb(uv_poll_t *handle, int status, int events)
@@ -760,7 +799,7 @@ Napi::Value UseEventRing(const Napi::CallbackInfo &info)
 	return info.Env().Undefined();
 }
 
-/* eventRingStats(): { ring, pool, inflight, submits }: this environment's pread/pwrite calls by where they ran, ring operations in flight, and the io_uring_enter calls that submitted ring operations. */
+/* eventRingStats(): { ring, pool, inflight, submits, recordsLive }: this environment's pread/pwrite calls by where they ran, ring operations in flight, and the io_uring_enter calls that submitted ring operations; recordsLive: operation records alive in the whole process. */
 Napi::Value EventRingStats(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
@@ -770,6 +809,7 @@ Napi::Value EventRingStats(const Napi::CallbackInfo &info)
 	o.Set("pool", Napi::Number::New(env, er->poolOps));
 	o.Set("inflight", Napi::Number::New(env, er->inflight));
 	o.Set("submits", Napi::Number::New(env, er->submits));
+	o.Set("recordsLive", Napi::Number::New(env, (double)ringOpsLive.load()));
 	return o;
 }
 

@@ -32,7 +32,7 @@ interface NapiAddon {
   useEventRing(enabled: boolean): void;
   asyncEngine(): 'uring' | 'pool';
   /** This environment's pread/pwrite calls by where they ran, and ring operations in flight. */
-  eventRingStats(): { ring: number; pool: number; inflight: number; submits: number };
+  eventRingStats(): { ring: number; pool: number; inflight: number; submits: number; recordsLive: number };
   allocAligned(sizeBytes: number, alignBytes: number): ArrayBuffer;
   freeAligned(ab: ArrayBuffer): void;
   mmapAnon(sizeBytes: number): ArrayBuffer;
