@@ -185,17 +185,26 @@ export function bkeyEncodedBytes(k: BkeyI): number {
   return keyBytesFor(UNPACKED_VALUE_OFFSET, k.value.length);
 }
 
+/* bkeyEncode's view of the buffer it last wrote to: a commit encodes all its keys into one buffer, through one view. */
+let encodeDst: Uint8Array | null = null;
+let encodeView: DataView | null = null;
+
 /** Write k unpacked at dst[off..]; returns the bytes written (a multiple of 8). */
 export function bkeyEncode(k: BkeyI, dst: Uint8Array, off: number): number {
   const bytes = bkeyEncodedBytes(k);
   const vlen = k.value.length;
   const pad = bytes - UNPACKED_VALUE_OFFSET - vlen;
-  const dv = new DataView(dst.buffer, dst.byteOffset + off, bytes);
-  dv.setUint32(0, keyHdr(bytes >>> 3, k.type, pad, false), true);
-  for (let i = 0; i < BPOS_WORDS; i++) dv.setUint32(4 * (UNPACKED_W_POS + i), k.p[i]!, true);
-  dv.setUint32(4 * UNPACKED_W_SIZE, k.size, true);
-  dv.setUint32(4 * UNPACKED_W_VERSION_HI, Math.floor(k.version / 0x1_0000_0000), true);
-  dv.setUint32(4 * UNPACKED_W_VERSION_LO, k.version >>> 0, true);
+  if (off < 0 || off + bytes > dst.length) throw new RangeError(`bkeyEncode: ${bytes} bytes at ${off} do not fit in ${dst.length}`);
+  if (encodeDst !== dst) {
+    encodeView = new DataView(dst.buffer, dst.byteOffset, dst.byteLength);
+    encodeDst = dst;
+  }
+  const dv = encodeView!;
+  dv.setUint32(off, keyHdr(bytes >>> 3, k.type, pad, false), true);
+  for (let i = 0; i < BPOS_WORDS; i++) dv.setUint32(off + 4 * (UNPACKED_W_POS + i), k.p[i]!, true);
+  dv.setUint32(off + 4 * UNPACKED_W_SIZE, k.size, true);
+  dv.setUint32(off + 4 * UNPACKED_W_VERSION_HI, Math.floor(k.version / 0x1_0000_0000), true);
+  dv.setUint32(off + 4 * UNPACKED_W_VERSION_LO, k.version >>> 0, true);
   dst.set(k.value, off + UNPACKED_VALUE_OFFSET);
   dst.fill(0, off + UNPACKED_VALUE_OFFSET + vlen, off + bytes);
   return bytes;

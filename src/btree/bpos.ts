@@ -132,8 +132,11 @@ export function bposToText(p: Bpos): string {
 const u64Scratch = new BigUint64Array(2);
 const u64ScratchWords = new Uint32Array(u64Scratch.buffer);
 const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-const HI = LE ? 1 : 0;
-const LO = LE ? 0 : 1;
+/** Index of a u64's high (and low) u32 half in a Uint32Array over a BigUint64Array's buffer (host byte order). */
+export const U64_WORD_HI = LE ? 1 : 0;
+export const U64_WORD_LO = LE ? 0 : 1;
+const HI = U64_WORD_HI;
+const LO = U64_WORD_LO;
 
 /** Write a Bpos into w[i..i+5). */
 export function bposToWords(p: Bpos, w: Uint32Array, i = 0): void {

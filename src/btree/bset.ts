@@ -1490,11 +1490,11 @@ export class NodeKeys {
     const it = new NodeIter();
     if (from) it.init(this, from, 0);
     else it.initStart(this);
+    if (to) it.limitTo(to, 0);
     const same = this.format === dst.format || this.format.equals(dst.format);
     let n = 0;
     let last = -1;
     for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
-      if (to && this.keyCmpPos(h, to, 0) > 0) break;
       if (this.keyIsWhiteout(h)) continue;
       const o = dst.hasWritable() ? dst.aux32[(dst.nsets - 1) * M.ROW + M.END]! : -1;
       if (!dst.appendFrom(this, h, same)) {
@@ -1581,9 +1581,9 @@ export class NodeKeys {
     const it = new NodeIter();
     if (from) it.init(this, from, 0);
     else it.initStart(this);
+    if (to) it.limitTo(to, 0);
     const p = new Uint32Array(BPOS_WORDS);
     for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
-      if (to && this.keyCmpPos(h, to, 0) > 0) break;
       if (this.keyIsWhiteout(h)) continue;
       this.keyPosTo(h, p, 0);
       st.addKey(p, 0, this.keySize(h), this.keyVersion(h));
@@ -2064,9 +2064,10 @@ function formatStateDone(st: BkeyFormatState, extra: FormatExtra): BkeyFormat {
  * equal positions the newest set's key is returned and older ones skipped.
  * Whiteouts are returned (type deleted); callers skip them.
  *
- * State: for each set, the first key at or after the iterator's position.
- * `winner` is the set holding the current key, `mask` the sets whose current
- * key is at that same position (advance steps all of them).
+ * State: for each set, the first key at or after the iterator's position,
+ * and where the set stops: its end, or (limitTo) its first key past a
+ * range's end. `winner` is the set holding the current key, `mask` the sets
+ * whose current key is at that same position (advance steps all of them).
  */
 
 export class NodeIter {
@@ -2104,6 +2105,21 @@ export class NodeIter {
   initStart(keys: NodeKeys): void {
     this.setup(keys);
     for (let s = 0; s < this.n; s++) this.cur[s] = keys.aux32[s * M.ROW + M.START]!;
+    this.computeWinner();
+  }
+
+  /**
+   * Stop after the keys at or before `search` (a range's inclusive end): each
+   * set's end becomes its first key past it, found once by the set's search,
+   * so walking the range compares no key with its end. After an init.
+   */
+  limitTo(search: Uint32Array, si: number): void {
+    const keys = this.keys!;
+    keys.prepareSearch(search, si);
+    for (let s = 0; s < this.n; s++) {
+      const e = keys.lowerBound(s, search, si, true);
+      if (e < this.end[s]!) this.end[s] = e;
+    }
     this.computeWinner();
   }
 

@@ -47,6 +47,7 @@ import { UPTODATE, type BtreePath } from './path.js';
 import type { BtreeTrans } from './trans.js';
 import type { JournalRes } from '../journal/journal.js';
 import type { MergeCheckPos } from './interior.js';
+import type { BkeyFormat } from '../format/bkey-format.js';
 
 export interface Update {
   btreeId: number;
@@ -212,10 +213,20 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     // 3. room in each leaf
     const leaves: Node[] = [];
     const need = new Map<Node, number>();
-    for (const u of updates) {
+    // each key's u64s, and the format they were counted in: the check under
+    // the write locks below recounts only deletions (what they need depends
+    // on the node's sets; any other key's on the format alone)
+    const u64sOf = new Int32Array(updates.length);
+    const formatOf = new Map<Node, BkeyFormat>();
+    for (let i = 0; i < updates.length; i++) {
+      const u = updates[i]!;
       const n = u.path!.l[u.level]!.node!;
-      if (!need.has(n)) leaves.push(n);
-      need.set(n, (need.get(n) ?? 0) + n.keys.insertU64s(u.key));
+      if (!need.has(n)) {
+        leaves.push(n);
+        formatOf.set(n, n.keys.format);
+      }
+      u64sOf[i] = n.keys.insertU64s(u.key);
+      need.set(n, (need.get(n) ?? 0) + u64sOf[i]!);
     }
     for (const n of leaves) {
       if (need.get(n)! > n.keys.u64sRemaining()) {
@@ -251,9 +262,11 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
       engine.nodeCompactPending(n);
       need.set(n, 0);
     }
-    for (const u of updates) {
+    for (let i = 0; i < updates.length; i++) {
+      const u = updates[i]!;
       const n = u.path!.l[u.level]!.node!;
-      need.set(n, need.get(n)! + n.keys.insertU64s(u.key));
+      const same = u.key.type !== KEY_TYPE.deleted && formatOf.get(n) === n.keys.format;
+      need.set(n, need.get(n)! + (same ? u64sOf[i]! : n.keys.insertU64s(u.key)));
     }
     for (const n of leaves) if (need.get(n)! > n.keys.u64sRemaining()) roomLost = true;
     if (roomLost) {

@@ -924,10 +924,11 @@ function splitPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
       it.advance();
       h = it.peek();
     }
-    const useNode = h >= 0 && (i >= incoming.length || keys.keyCmpPos(h, incoming[i]!.p, 0) <= 0);
-    if (useNode) {
-      keys.keyPosTo(h, cur, 0);
-      const replaced = i < incoming.length && keys.keyCmpPos(h, incoming[i]!.p, 0) === 0 ? incoming[i++]! : null;
+    // the node key's position, unpacked once for both compares
+    if (h >= 0) keys.keyPosTo(h, cur, 0);
+    const c = h < 0 ? 1 : i < incoming.length ? wordsCmp(cur, 0, incoming[i]!.p, 0) : -1;
+    if (c <= 0) {
+      const replaced = c === 0 ? incoming[i++]! : null;
       const u64s = replaced ? keys.keyU64sPacked(replaced) : keys.keyU64s(h);
       it.advance();
       h = it.peek();

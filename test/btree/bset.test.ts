@@ -523,6 +523,43 @@ describe('NodeKeys#compact() / sortInto() / liveKeysMedian()', () => {
     });
   });
 
+  it('sortInto and NodeIter#limitTo stop at a range end in every set (written, in flight, writable, whiteouts)', () => {
+    property('sortInto sets', 10, (r) => {
+      const { keys, model } = filled(r);
+      let v = 20_000;
+      /* a set in flight and a writable set over it, both with whiteouts */
+      for (const seal of [true, false]) {
+        for (let i = 0; i < 150; i++) {
+          const k = r.bool(0.7) ? bkeyValue(posOf(r.int(4), r.int(2000)), r.bytes(r.int(20)), v++) : bkeyWhiteout(posOf(r.int(4), r.int(2000)), v++);
+          if (keys.insertKey(k)) applyModel(model, k);
+        }
+        if (seal) nodeWritePrepare(keys);
+      }
+      expect(keys.nsets).toBe(3);
+      for (let j = 0; j < 8; j++) {
+        /* ends anywhere: at keys, between them, reversed (nothing) */
+        const from = posOf(r.int(4), r.int(2000)), to = posOf(r.int(4), r.int(2000), r.int(2));
+        const lo = posToBig(from), hi = posToBig(to);
+        const sub = new Map([...model].filter(([p]) => p >= lo && p <= hi));
+        const dst = fresh(65536, { min: lo <= hi ? from : to, max: lo <= hi ? to : from, format: keys.format });
+        expect(keys.sortInto(dst, from, to)).toBe(sub.size);
+        expectMatchesModel(dst, sub);
+        /* limitTo returns what a walk comparing every key with the end returns */
+        const it = new NodeIter();
+        it.init(keys, from, 0);
+        it.limitTo(to, 0);
+        const ref = new NodeIter();
+        ref.init(keys, from, 0);
+        for (let h = ref.peek(); h >= 0 && keys.keyCmpPos(h, to, 0) <= 0; ref.advance(), h = ref.peek()) {
+          expect(it.peek()).toBe(h);
+          it.advance();
+        }
+        expect(it.peek()).toBe(-1);
+      }
+      nodeWriteDone(keys);
+    });
+  });
+
   it('computeFormat packs every live key of a range', () => {
     property('computeFormat', 6, (r) => {
       const { keys, model } = filled(r);
