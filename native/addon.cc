@@ -20,9 +20,10 @@
  * blocks) hand everything queued to the kernel in one io_uring_enter. In a
  * VM each enter costs a device notification (tens of microseconds of
  * system time), so 64 lookups that miss in one turn pay for two, not 64; a
- * lone read waits for nothing. The poll handle
- * keeps the loop alive only while operations are queued or in flight; the
- * environment's async cleanup hook waits for them, then closes the handles.
+ * lone read waits for nothing. The poll handle keeps the loop alive only
+ * while operations are queued or in flight; the environment's async cleanup
+ * hook waits for them, frees their records (their promises stay unsettled:
+ * no JS runs any more), then closes the handles.
  *
  * Memory regions (aligned heap memory and anonymous mmaps):
  *  - Each ArrayBuffer wraps one Region; the Region is the finalizer hint and
@@ -30,10 +31,13 @@
  *  - Exactly one free path runs per region: an explicit free (removes the
  *    table entry, marks the Region freed, detaches the ArrayBuffer, releases
  *    the memory) or the finalizer (releases the memory only if not freed).
- *    The finalizer always deletes the Region record itself.
+ *    The finalizer deletes the Region record itself, except:
  *  - A region with asynchronous I/O in flight has inflight > 0; freeing it
- *    then fails with EBUSY, and the worker holds a reference so GC cannot
- *    finalize it either. Asynchronous I/O accepts only registered regions.
+ *    then fails with EBUSY, and the operation holds a reference so GC cannot
+ *    finalize it either. An environment going away finalizes its buffers
+ *    regardless, possibly before its ring's teardown has waited for the
+ *    kernel: such a region is orphaned, and the last unpin releases its
+ *    memory and record. Asynchronous I/O accepts only registered regions.
  *
  * Errors: plain Error objects with .code (errno name from blockio), .errno
  * (positive number) and .syscall; argument guards use code EINVAL and
@@ -497,10 +501,8 @@ void ringTeardown(napi_async_cleanup_hook_handle handle, void *arg)
 	 * record (its promise is never settled: no JS runs any more).
 	 */
 	Napi::Env env(er->env);
-	while (er->inflight > 0) {
-		blockio_aring_wait(er->ring);
+	while (er->inflight > 0 && blockio_aring_wait(er->ring) == 0)
 		ringReap(er, env, false);
-	}
 	blockio_aring_free(er->ring);
 	er->ring = nullptr;
 	uv_poll_stop(er->poll);

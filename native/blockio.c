@@ -770,17 +770,21 @@ int blockio_aring_reap(struct blockio_aring *a, uint64_t *tags, int32_t *results
 	return (int)n;
 }
 
-void blockio_aring_wait(struct blockio_aring *a)
+int blockio_aring_wait(struct blockio_aring *a)
 {
 	struct blockio_ring *r = a->ring;
 
 	blockio_aring_submit(a);
 	if (!a->inflight || a->failed_head != UINT32_MAX)
-		return;
+		return 0;
 	if (__atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE) != *r->cq_head)
-		return;
-	while (syscall(__NR_io_uring_enter, r->fd, 0, 1, IORING_ENTER_GETEVENTS, NULL, 0) < 0 && errno == EINTR)
-		;
+		return 0;
+	for (;;) {
+		if (syscall(__NR_io_uring_enter, r->fd, 0, 1, IORING_ENTER_GETEVENTS, NULL, 0) >= 0)
+			return 0;
+		if (errno != EINTR && errno != EAGAIN && errno != EBUSY)
+			return -errno;
+	}
 }
 
 void blockio_aring_free(struct blockio_aring *a)

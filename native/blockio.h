@@ -118,8 +118,8 @@ BLOCKIO_EXPORT int blockio_uring_depth(void);
  *   number handed back. Left-over completions signal the eventfd again; the
  *   rest of a short transfer is resubmitted at once.
  * _wait: block until at least one operation can be reaped (returns at once
- *   when one can, or when none is in flight); for teardown, which reaps the
- *   tags itself before _free.
+ *   when one can, or when none is in flight); 0, or -errno if the kernel
+ *   refuses to wait. For teardown, which reaps the tags itself before _free.
  * _free: wait for every operation in flight (their tags are dropped), then
  *   release the ring and the eventfd.
  */
@@ -134,7 +134,7 @@ BLOCKIO_EXPORT int blockio_aring_queue(struct blockio_aring *a, int fd, int is_w
 				       int64_t offset, uint64_t tag);
 BLOCKIO_EXPORT uint32_t blockio_aring_submit(struct blockio_aring *a);
 BLOCKIO_EXPORT int blockio_aring_reap(struct blockio_aring *a, uint64_t *tags, int32_t *results, uint32_t max);
-BLOCKIO_EXPORT void blockio_aring_wait(struct blockio_aring *a);
+BLOCKIO_EXPORT int blockio_aring_wait(struct blockio_aring *a);
 BLOCKIO_EXPORT void blockio_aring_free(struct blockio_aring *a);
 
 /* ---- memory ------------------------------------------------------------- */

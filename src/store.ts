@@ -431,20 +431,24 @@ export class Store {
      * (an interior node was read) and start the next read. A walk per level
      * at most, then the transaction, which waits for locks and reports errors.
      */
+    let bp: Bpos | null = null;
     for (let walks = 0; walks <= BTREE_MAX_DEPTH && lk.readStarted !== null; walks++) {
       const read = lk.readStarted;
-      this.enter();
+      let entered = false;
       try {
+        this.enter();
+        entered = true;
         await read.done;
-        v = lk.lookup(this.btreeId(btree, false), toBpos(p, 'pos'), true, true);
+        bp ??= toBpos(p, 'pos');
+        v = lk.lookup(this.btreeId(btree, false), bp, true, true);
       } finally {
         lk.readRelease(read);
-        this.leave();
+        if (entered) this.leave();
       }
       if (v !== LOOKUP_FALLBACK) return v ?? undefined;
     }
-    const bp = toBpos(p, 'pos');
-    return this.transact((tx) => tx.get(btree, bp));
+    const at = bp ?? toBpos(p, 'pos');
+    return this.transact((tx) => tx.get(btree, at));
   }
 
   /** One-operation transaction; resolves once durable. Errors are rejections. */
