@@ -1199,6 +1199,21 @@ export class NodeKeys {
   }
 
   /**
+   * insertKey and insertKeys' first step for one key: checked (well formed
+   * under bsetDebug, inside the node's range), then the newest key at its
+   * position among the read-only sets, or -1 (the search is left prepared).
+   */
+  private olderOf(k: BkeyI, who: string): number {
+    if (bsetDebug.checks) {
+      const err = bkeyInvalid(k);
+      if (err !== null) throw new Error(`${who}: ${err}`);
+    }
+    if (!this.keyInRange(k.p, 0)) throw new RangeError(`${who}: ${wordsToText(k.p, 0)} outside node range ${wordsToText(this.minKey, 0)}..${wordsToText(this.maxKey, 0)}`);
+    this.prepareSearch(k.p, 0);
+    return this.findOlder(k.p, 0);
+  }
+
+  /**
    * Insert k into the writable set (bcachefs bch2_bset_insert + the needs
    * whiteout logic of bch2_btree_bset_insert_key). Replaces a key at the same
    * position in the writable set; a deletion leaves a whiteout only if a
@@ -1208,14 +1223,8 @@ export class NodeKeys {
   insertKey(k: BkeyI): boolean {
     this.modSeq++;
     this.contentGen++;
-    if (bsetDebug.checks) {
-      const err = bkeyInvalid(k);
-      if (err !== null) throw new Error(`insertKey: ${err}`);
-    }
-    if (!this.keyInRange(k.p, 0)) throw new RangeError(`insertKey: ${wordsToText(k.p, 0)} outside node range ${wordsToText(this.minKey, 0)}..${wordsToText(this.maxKey, 0)}`);
+    const older = this.olderOf(k, 'insertKey');
     const isDel = k.type === KEY_TYPE.deleted;
-    this.prepareSearch(k.p, 0);
-    const older = this.findOlder(k.p, 0);
     const olderLive = older >= 0 && !this.keyIsWhiteout(older);
     if (!this.hasWritable()) {
       if (isDel && !olderLive) return true;
@@ -1281,14 +1290,8 @@ export class NodeKeys {
       const k = keys[from + i]!;
       /* positions not strictly ascending (journal replay: one position in several entries): key by key */
       if (i > 0 && wordsCmp(keys[from + i - 1]!.p, 0, k.p, 0) >= 0) return this.insertKeysEach(keys, from, to);
-      if (bsetDebug.checks) {
-        const err = bkeyInvalid(k);
-        if (err !== null) throw new Error(`insertKeys: ${err}`);
-      }
-      if (!this.keyInRange(k.p, 0)) throw new RangeError(`insertKey: ${wordsToText(k.p, 0)} outside node range ${wordsToText(this.minKey, 0)}..${wordsToText(this.maxKey, 0)}`);
+      const older = this.olderOf(k, 'insertKeys');
       const isDel = k.type === KEY_TYPE.deleted;
-      this.prepareSearch(k.p, 0);
-      const older = this.findOlder(k.p, 0);
       const olderLive = older >= 0 && !this.keyIsWhiteout(older);
       let o = -1;
       let exists = false;

@@ -11,7 +11,7 @@
  */
 
 import { afterEach, describe, expect, it } from 'vitest';
-import { pos } from '../../src/index.js';
+import { pos, type Store } from '../../src/index.js';
 import { LockOwnerBase, nodeTryLock, nodeTryLockWrite, nodeUnlock } from '../../src/btree/locking.js';
 import { SixLockType } from '../../src/util/six.js';
 import { prng, readU64le, tmpStore, type TmpStore } from '../helpers/store.js';
@@ -33,6 +33,15 @@ function val(k: number, v: number): Uint8Array {
 
 function decode(b: Uint8Array): { k: number; v: number } {
   return { k: Number(readU64le(b.subarray(0, 8))), v: Number(readU64le(b.subarray(8, 16))) };
+}
+
+/** Keys 0..n-1 of inode 1 at version v, committed `per` at a time. */
+async function loadKeys(s: Store, n: number, per: number, v: number): Promise<void> {
+  for (let b = 0; b < n; b += per) {
+    await s.transact((tx) => {
+      for (let k = b; k < Math.min(n, b + per); k++) tx.put('kv', pos(1, k), val(k, v));
+    });
+  }
 }
 
 describe('Store#get() fast path', () => {
@@ -89,11 +98,7 @@ describe('Store#get() fast path', () => {
     t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, cacheSize: 256 * 1024 });
     const s = t.store;
     const N = 6000;
-    for (let b = 0; b < N; b += 500) {
-      await s.transact((tx) => {
-        for (let k = b; k < b + 500; k++) tx.put('kv', pos(1, k), val(k, 2));
-      });
-    }
+    await loadKeys(s, N, 500, 2);
     await s.flush();
     s.shrink();
     const before = s.stats();
@@ -113,11 +118,7 @@ describe('Store#get() fast path', () => {
   it('a read started for a get stays pinned until its second walk: reads churning the whole cache in between leave it; released, it goes', async () => {
     t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, cacheSize: 256 * 1024 });
     const s = t.store;
-    for (let b = 0; b < 6000; b += 500) {
-      await s.transact((tx) => {
-        for (let k = b; k < b + 500; k++) tx.put('kv', pos(1, k), val(k, 3));
-      });
-    }
+    await loadKeys(s, 6000, 500, 3);
     await s.flush();
     s.shrink();
     const lk = s.engine.lookupNowait;
@@ -157,11 +158,7 @@ describe('Store#get() fast path', () => {
     t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, cacheSize: 512 * 1024 });
     const s = t.store;
     const N = 20000;
-    for (let b = 0; b < N; b += 1000) {
-      await s.transact((tx) => {
-        for (let k = b; k < b + 1000; k++) tx.put('kv', pos(1, k), val(k, 4));
-      });
-    }
+    await loadKeys(s, N, 1000, 4);
     await s.flush();
     s.shrink();
     const before = s.stats();
@@ -334,11 +331,7 @@ describe('Store#getSync()', () => {
     t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, cacheSize: 256 * 1024 });
     let s = t.store;
     const N = 6000;
-    for (let b = 0; b < N; b += 500) {
-      await s.transact((tx) => {
-        for (let k = b; k < b + 500; k++) tx.put('kv', pos(1, k), val(k, 2));
-      });
-    }
+    await loadKeys(s, N, 500, 2);
     s = await t.reopen();
     let blocked = 0;
     const rnd = prng(3);
