@@ -173,7 +173,7 @@ Region *pinRegion(Napi::Env env, Napi::Uint8Array a, const std::string &name)
 void releaseMemory(Region *r)
 {
 	if (r->kind == RegionKind::aligned)
-		blockio_free_aligned(r->ptr);
+		blockio_free_aligned(r->ptr, r->sizeBytes);
 	else
 		blockio_munmap(r->ptr, r->sizeBytes);
 }

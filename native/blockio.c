@@ -815,6 +815,49 @@ void blockio_aring_free(struct blockio_aring *a)
 
 static atomic_llong aligned_live, mmap_live;
 
+/*
+ * Large buffers (node buffers: 4 KiB .. 4 MiB) come from their own mapping,
+ * populated in the mmap call: one kernel entry instead of a page fault per
+ * page at first touch (256 KiB: about 75 us against 300 us and more for
+ * posix_memalign + memset here), and given back to the system at free
+ * instead of sitting in malloc's heap. Alignment above the page size trims
+ * an over-sized mapping. Small buffers stay on malloc's heap.
+ */
+#define BLOCKIO_MAP_MIN_BYTES (64u << 10)
+
+static int aligned_mapped(uint64_t size_bytes)
+{
+	return size_bytes >= BLOCKIO_MAP_MIN_BYTES;
+}
+
+static uint64_t page_round(uint64_t n)
+{
+	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+	return (n + pg - 1) & ~(pg - 1);
+}
+
+static void *map_aligned(uint64_t size_bytes, uint64_t align_bytes)
+{
+	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t len = page_round(size_bytes);
+	uint64_t extra = align_bytes > pg ? align_bytes - pg : 0;
+	char *p, *q;
+
+	p = mmap(NULL, len + extra, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | (extra ? 0 : MAP_POPULATE), -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	if (!extra)
+		return p;
+	q = (char *)(((uintptr_t)p + align_bytes - 1) & ~(uintptr_t)(align_bytes - 1));
+	if (q > p)
+		munmap(p, (size_t)(q - p));
+	if (q + len < p + len + extra)
+		munmap(q + len, (size_t)(p + len + extra - (q + len)));
+	/* fault in what is kept (MAP_POPULATE would have faulted the trimmed ends too) */
+	memset(q, 0, len);
+	return q;
+}
+
 void *blockio_alloc_aligned(uint64_t size_bytes, uint64_t align_bytes)
 {
 	void *p;
@@ -824,21 +867,30 @@ void *blockio_alloc_aligned(uint64_t size_bytes, uint64_t align_bytes)
 		errno = EINVAL;
 		return NULL;
 	}
-	r = posix_memalign(&p, align_bytes, size_bytes);
-	if (r) {
-		errno = r;
-		return NULL;
+	if (aligned_mapped(size_bytes)) {
+		p = map_aligned(size_bytes, align_bytes);
+		if (!p)
+			return NULL;
+	} else {
+		r = posix_memalign(&p, align_bytes, size_bytes);
+		if (r) {
+			errno = r;
+			return NULL;
+		}
+		memset(p, 0, size_bytes);
 	}
-	memset(p, 0, size_bytes);
 	atomic_fetch_add(&aligned_live, 1);
 	return p;
 }
 
-void blockio_free_aligned(void *p)
+void blockio_free_aligned(void *p, uint64_t size_bytes)
 {
 	if (!p)
 		return;
-	free(p);
+	if (aligned_mapped(size_bytes))
+		munmap(p, page_round(size_bytes));
+	else
+		free(p);
 	atomic_fetch_sub(&aligned_live, 1);
 }
 
@@ -850,7 +902,7 @@ void *blockio_mmap_anon(uint64_t size_bytes)
 		errno = EINVAL;
 		return NULL;
 	}
-	p = mmap(NULL, size_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	p = mmap(NULL, size_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
 	atomic_fetch_add(&mmap_live, 1);

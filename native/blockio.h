@@ -15,9 +15,9 @@
  *    private code (O_DIRECT refused), whose value blockio_errno_no_direct_io()
  *    returns: callers compare against that function, never a copied number.
  *  - Memory: every pointer from blockio_alloc_aligned() is released by exactly
- *    one blockio_free_aligned(); every region from blockio_mmap_anon() by
- *    exactly one blockio_munmap() (blockio_mmap_retire() only drops its pages
- *    and keeps the address range reserved). The *_live() counters make leaks
+ *    one blockio_free_aligned(), given the same size; every region from
+ *    blockio_mmap_anon() by exactly one blockio_munmap() (blockio_mmap_retire()
+ *    only drops its pages and keeps the address range reserved). The *_live() counters make leaks
  *    and double frees visible to tests.
  *  - Everything exported is prefixed blockio_ and has default visibility, so
  *    koffi can call it from the same shared object the N-API addon lives in.
@@ -139,10 +139,11 @@ BLOCKIO_EXPORT void blockio_aring_free(struct blockio_aring *a);
 
 /* ---- memory ------------------------------------------------------------- */
 
-/* Zeroed memory aligned to align (a power of two); NULL + errno on failure. */
+/* Zeroed memory aligned to align (a power of two); NULL + errno on failure.
+ * Freed with the size it was allocated with. */
 BLOCKIO_EXPORT void *blockio_alloc_aligned(uint64_t size_bytes, uint64_t align_bytes);
-BLOCKIO_EXPORT void blockio_free_aligned(void *p);
-/* Zeroed private anonymous mapping (page aligned); NULL + errno on failure. */
+BLOCKIO_EXPORT void blockio_free_aligned(void *p, uint64_t size_bytes);
+/* Zeroed private anonymous mapping (page aligned, populated); NULL + errno on failure. */
 BLOCKIO_EXPORT void *blockio_mmap_anon(uint64_t size_bytes);
 /* Drop a mapping's pages and make it PROT_NONE; the range stays reserved. */
 BLOCKIO_EXPORT int blockio_mmap_retire(void *p, uint64_t size_bytes);

@@ -210,29 +210,37 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
       continue;
     }
 
-    // 3. room in each leaf
+    // 3. room in each leaf. The updates are sorted and each leaf holds a
+    // range, so each leaf's updates are one run: runEnd[l] ends leaf l's.
     const leaves: Node[] = [];
-    const need = new Map<Node, number>();
+    const runEnd: number[] = [];
+    const need: number[] = [];
     // each key's u64s, and the format they were counted in: the check under
     // the write locks below recounts only deletions (what they need depends
     // on the node's sets; any other key's on the format alone)
     const u64sOf = new Int32Array(updates.length);
-    const formatOf = new Map<Node, BkeyFormat>();
+    const formatOf: BkeyFormat[] = [];
     for (let i = 0; i < updates.length; i++) {
       const u = updates[i]!;
       const n = u.path!.l[u.level]!.node!;
-      if (!need.has(n)) {
+      if (leaves.length === 0 || leaves[leaves.length - 1] !== n) {
+        if (leaves.length > 0) runEnd.push(i);
         leaves.push(n);
-        formatOf.set(n, n.keys.format);
+        formatOf.push(n.keys.format);
+        need.push(0);
       }
       u64sOf[i] = n.keys.insertU64s(u.key);
-      need.set(n, (need.get(n) ?? 0) + u64sOf[i]!);
+      need[leaves.length - 1] += u64sOf[i]!;
     }
-    for (const n of leaves) {
-      if (need.get(n)! > n.keys.u64sRemaining()) {
-        const mine = updates.filter((x) => x.path!.l[x.level]!.node === n);
-        const u = mine[0]!;
-        const ret = await engine.interior.splitForInsert(trans, u.path!, u.level, need.get(n)!, mine.map((x) => x.key));
+    runEnd.push(updates.length);
+    for (let l = 0; l < leaves.length; l++) {
+      const n = leaves[l]!;
+      if (need[l]! > n.keys.u64sRemaining()) {
+        const from = l === 0 ? 0 : runEnd[l - 1]!;
+        const u = updates[from]!;
+        const mine: BkeyI[] = [];
+        for (let i = from; i < runEnd[l]!; i++) mine.push(updates[i]!.key);
+        const ret = await engine.interior.splitForInsert(trans, u.path!, u.level, need[l]!, mine);
         if (ret) return { ...none, ret };
         splits++;
         continue round;
@@ -258,17 +266,17 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     // a leaf's bset since (less room, and deleting the keys it held now takes
     // whiteouts). Check again now that nothing can change.
     let roomLost = false;
-    for (const n of leaves) {
+    for (let l = 0, i = 0; l < leaves.length; l++) {
+      const n = leaves[l]!;
       engine.nodeCompactPending(n);
-      need.set(n, 0);
+      const same = formatOf[l] === n.keys.format;
+      let room = 0;
+      for (; i < runEnd[l]!; i++) {
+        const k = updates[i]!.key;
+        room += same && k.type !== KEY_TYPE.deleted ? u64sOf[i]! : n.keys.insertU64s(k);
+      }
+      if (room > n.keys.u64sRemaining()) roomLost = true;
     }
-    for (let i = 0; i < updates.length; i++) {
-      const u = updates[i]!;
-      const n = u.path!.l[u.level]!.node!;
-      const same = u.key.type !== KEY_TYPE.deleted && formatOf.get(n) === n.keys.format;
-      need.set(n, need.get(n)! + (same ? u64sOf[i]! : n.keys.insertU64s(u.key)));
-    }
-    for (const n of leaves) if (need.get(n)! > n.keys.u64sRemaining()) roomLost = true;
     if (roomLost) {
       for (const n of leaves) nodeUnlockWrite(trans, n.lock);
       engine.counters.commitRoomLost++;
@@ -334,19 +342,15 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     const deletedFrom = new Set<Node>();
     // each leaf's keys are one run of the sorted updates: inserted together
     const keys = updates.map((u) => u.key);
-    for (let i = 0; i < updates.length; ) {
-      const u = updates[i]!;
-      const n = u.path!.l[u.level]!.node!;
-      let j = i + 1;
-      let deletes = u.key.type === KEY_TYPE.deleted;
-      while (j < updates.length && updates[j]!.path!.l[updates[j]!.level]!.node === n) {
-        if (updates[j]!.key.type === KEY_TYPE.deleted) deletes = true;
-        j++;
-      }
+    for (let l = 0, i = 0; l < leaves.length; l++) {
+      const n = leaves[l]!;
+      const j = runEnd[l]!;
+      let deletes = false;
+      for (let x = i; x < j; x++) if (keys[x]!.type === KEY_TYPE.deleted) deletes = true;
       if (!n.keys.insertKeys(keys, i, j)) {
         // cannot happen (room checked under the write locks); never leave them held
-        for (const l of leaves) nodeUnlockWrite(trans, l.lock);
-        throw new SixtreeError('ERR_TOPOLOGY', `internal: keys did not fit in btree ${engine.btrees[u.btreeId]!.name} level ${u.level} after the space check`);
+        for (const m of leaves) nodeUnlockWrite(trans, m.lock);
+        throw new SixtreeError('ERR_TOPOLOGY', `internal: keys did not fit in btree ${engine.btrees[updates[i]!.btreeId]!.name} level ${updates[i]!.level} after the space check`);
       }
       engine.nodeDirtied(n, seq);
       if (deletes) deletedFrom.add(n);

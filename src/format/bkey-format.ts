@@ -118,6 +118,25 @@ const enum Pk {
 }
 if (V.BIT_OFFSET !== FV_BIT_OFFSET || V.MAX_LO !== FV_MAX_LO || NR_FIELDS !== 5 || Fi.VERSION !== F_VERSION) throw new Error('bkey-format: enum drift');
 
+/*
+ * A format's words come from small shared slabs: a Uint32Array of more than
+ * 16 elements gets its own off-heap buffer (about 0.8 us to make, and
+ * external memory the collector tracks), and every node read decodes a
+ * format. A slab of FORMAT_SLAB_FORMATS formats (1 KiB) stays alive while
+ * any of its formats does: at most that much per live format.
+ */
+const FORMAT_SLAB_FORMATS = 8;
+let formatSlab: ArrayBuffer | null = null;
+let formatSlabNext = FORMAT_SLAB_FORMATS;
+
+function formatWords(): Uint32Array {
+  if (formatSlabNext === FORMAT_SLAB_FORMATS) {
+    formatSlab = new ArrayBuffer(FORMAT_SLAB_FORMATS * FV_WORDS * 4);
+    formatSlabNext = 0;
+  }
+  return new Uint32Array(formatSlab!, formatSlabNext++ * FV_WORDS * 4, FV_WORDS);
+}
+
 export class BkeyFormat {
   /** All per-field numbers; the named views below alias it. */
   readonly v: Uint32Array;
@@ -157,7 +176,7 @@ export class BkeyFormat {
   readonly sumMulSnapshot: number;
 
   constructor(bits: ArrayLike<number>, baseHi: ArrayLike<number>, baseLo: ArrayLike<number>) {
-    const v = new Uint32Array(FV_WORDS);
+    const v = formatWords();
     this.v = v;
     let off = 0;
     for (let i = 0; i < NR_FIELDS; i++) {

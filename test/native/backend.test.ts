@@ -81,13 +81,34 @@ describe.each(['napi', 'koffi'] as const)('NativeBackend %s', (name) => {
     }
   });
 
+  it('allocAligned() aligns node-sized buffers past the page size (napi; koffi stops at the page size)', () => {
+    const base = alignedLive();
+    // 64 KiB and up come from their own mapping: alignment above the page trims it
+    for (const [size, align] of [[65_536, 65_536], [262_144, 1 << 20], [300_000, 131_072], [65_535, 65_536]] as const) {
+      if (align > b.pageBytes && name !== 'napi') {
+        expect(nativeCode(() => b.allocAligned(size, align))).toBe('EINVAL/argument');
+        continue;
+      }
+      const ab = b.allocAligned(size, align);
+      expect(b.addressOf(ab)! % align).toBe(0);
+      const u = new Uint8Array(ab);
+      expect(u.every((x) => x === 0)).toBe(true);
+      u.fill(0x5a);
+      expect(u[0]! + u[size - 1]!).toBe(0xb4);
+      expect(alignedLive()).toBe(base + 1);
+      b.freeAligned(ab);
+      expect(alignedLive()).toBe(base);
+    }
+  });
+
   it('frees each region exactly once: explicit free or finalizer, never both', async () => {
     let settle = 0;
     await collectUntil(() => ++settle > 5); // settle earlier garbage
     const base = alignedLive();
     const baseMmap = b.memStats().mmapLive;
     let kept: ArrayBuffer[] = [];
-    for (let i = 0; i < 300; i++) kept.push(b.allocAligned(4096 * (1 + (i % 4)), 4096));
+    // heap-sized and mapped (64 KiB and up) buffers, freed either way
+    for (let i = 0; i < 300; i++) kept.push(b.allocAligned(i % 5 === 4 ? 262_144 : 4096 * (1 + (i % 4)), 4096));
     expect(alignedLive()).toBe(base + 300);
     // Half freed explicitly, then every reference dropped.
     for (let i = 0; i < 300; i += 2) b.freeAligned(kept[i]!);
