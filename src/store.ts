@@ -50,6 +50,14 @@ function checkValue(v: unknown, max: number): Uint8Array {
   return v;
 }
 
+/**
+ * A private copy of a caller's value: what a put stores is the bytes at the
+ * time of the call. (`slice()` would not do: on a Buffer it is a view.)
+ */
+function copyValue(v: Uint8Array): Uint8Array {
+  return new Uint8Array(v);
+}
+
 export class Transaction {
   constructor(
     private readonly store: Store,
@@ -90,7 +98,7 @@ export class Transaction {
     const id = this.store.btreeId(btree, false);
     const pos = toBpos(p, 'pos');
     const v = checkValue(value, this.store.maxValueSize);
-    const k: BkeyI = { type: KEY_TYPE.value, p: posWords(pos), size: 0, version: 0, value: v.slice() };
+    const k: BkeyI = { type: KEY_TYPE.value, p: posWords(pos), size: 0, version: 0, value: copyValue(v) };
     this.bt.overlay(id).putKey(k, pos as XPos);
   }
 
@@ -457,8 +465,9 @@ export class Store {
     if (this.readOnly) throw new SixtreeError('ERR_READ_ONLY', 'put on a store opened readOnly');
     this.btreeId(btree, false);
     toBpos(p, 'pos');
-    checkValue(value, this.maxValueSize);
-    return this.transact((tx) => tx.put(btree, p, value));
+    // copied now: a restart runs the transaction again, after the caller may have reused its buffer
+    const v = copyValue(checkValue(value, this.maxValueSize));
+    return this.transact((tx) => tx.put(btree, p, v));
   }
 
   /** One-operation transaction; resolves once durable. Errors are rejections. */

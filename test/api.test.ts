@@ -717,6 +717,40 @@ describe('Store.transact and Transaction', () => {
     expect(await store.get('kv', pos(1, 3))).toBeUndefined();
   });
 
+  it('a put stores the bytes it was given (Buffers too); values the transaction reads back are copies', async () => {
+    const b = Buffer.from('aaaa');
+    const u = enc('uuuu');
+    const ext = Buffer.from('eeee');
+    await store.transact(async (tx) => {
+      tx.put('kv', pos(9, 1), b);
+      tx.put('kv', pos(9, 2), u);
+      tx.putExtent('ext', pos(9, 0), 4, ext);
+      // the caller reuses its buffers before the commit
+      b.fill(0x62);
+      u.fill(0x76);
+      ext.fill(0x66);
+      // and scribbles on what its own reads return
+      (await tx.get('kv', pos(9, 1)))!.fill(0x78);
+      for (const e of await drain(tx.iter('kv', pos(9, 0), { end: pos(9, 3) }))) e.value.fill(0x79);
+      for (const e of await drain(tx.iter('ext', pos(9, 0), { end: pos(9, 4) }))) e.value.fill(0x7a);
+      expect(dec(await tx.get('kv', pos(9, 1)))).toBe('aaaa');
+    });
+    expect(dec(await store.get('kv', pos(9, 1)))).toBe('aaaa');
+    expect(dec(await store.get('kv', pos(9, 2)))).toBe('uuuu');
+    const [e] = await drain(store.range('ext', { start: pos(9, 0), end: pos(9, 4) }));
+    expect(dec(e!.value)).toBe('eeee');
+    // Store.put: the same, two of them in flight
+    const c = Buffer.from('cccc');
+    const d = Buffer.from('dddd');
+    const first = store.put('kv', pos(9, 3), c);
+    const second = store.put('kv', pos(9, 4), d);
+    c.fill(0x7a);
+    d.fill(0x7a);
+    await Promise.all([first, second]);
+    expect(dec(await store.get('kv', pos(9, 3)))).toBe('cccc');
+    expect(dec(await store.get('kv', pos(9, 4)))).toBe('dddd');
+  });
+
   it('if fn throws, nothing is committed and transact rejects with that same error', async () => {
     const boom = new Error('boom');
     await expect(

@@ -369,8 +369,9 @@ export class LookupNowait {
  * Entries.
  */
 
+/** The entry of k, its value a copy (k may be the transaction's own update: the caller must not reach it). */
 export function keyToEntry(k: BkeyI, extents: boolean): Entry {
-  if (!extents) return { pos: wordsToBpos(k.p, 0), value: k.value };
+  if (!extents) return { pos: wordsToBpos(k.p, 0), value: k.value.slice() };
   const end = wordsToBpos(k.p, 0);
   const size = BigInt(k.size);
   return {
@@ -378,7 +379,7 @@ export function keyToEntry(k: BkeyI, extents: boolean): Entry {
     start: { inode: end.inode, offset: end.offset - size, snapshot: end.snapshot },
     size,
     valueOffset: extentValueOffset(k.value),
-    value: k.value.subarray(EXTENT_VALUE_HEADER_BYTES),
+    value: k.value.slice(EXTENT_VALUE_HEADER_BYTES),
   };
 }
 
@@ -419,7 +420,7 @@ function pieceEntry(v: Visible): Entry {
     start: xToBpos({ inode: e.inode, offset: lo, snapshot: e.snapshot }),
     size: hi - lo,
     valueOffset: extentValueOffset(k.value) + (lo - e.start),
-    value: k.value.subarray(EXTENT_VALUE_HEADER_BYTES),
+    value: k.value.slice(EXTENT_VALUE_HEADER_BYTES),
   };
 }
 
