@@ -273,7 +273,8 @@ export class FaultDevice implements Device {
   }
 
   private record(buf: Uint8Array, offsetBytes: number): void {
-    this.pending.push({ offsetBytes, data: buf.slice() });
+    // a copy even of a Buffer (whose slice() is a view)
+    this.pending.push({ offsetBytes, data: new Uint8Array(buf) });
   }
 
   private readOnlyError(): SixtreeError {

@@ -68,7 +68,8 @@ export class MemDevice implements Device {
   /** A device whose contents are a copy of img. */
   static fromImage(img: Uint8Array, opts: MemDeviceOpts = {}): MemDevice {
     if (!(img instanceof Uint8Array)) throw invalidArg('img', img, 'a Uint8Array');
-    return new MemDevice(img.slice(), opts);
+    // new Uint8Array(img), not img.slice(): on a Buffer slice() is a view
+    return new MemDevice(new Uint8Array(img), opts);
   }
 
   /** A copy of the current contents. */

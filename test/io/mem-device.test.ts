@@ -22,6 +22,12 @@ describe.each(IO_BACKENDS)('MemDevice (io: %s)', (io) => {
     await dev.read(buf, 0);
     expect(buf.some((b) => b !== 1)).toBe(true);
     dev.freeBuffer(buf);
+    // a Buffer image too (Buffer.slice() would be a view of it)
+    const b = Buffer.from(new Rng(3).fill(new Uint8Array(4096)));
+    const fromBuffer = MemDevice.fromImage(b, { alignBytes: 4096, io });
+    const want = new Uint8Array(b);
+    b.fill(0);
+    expect(fromBuffer.image()).toEqual(want);
   });
 
   it('reads back what was written, sync, async and through submit() in order', async () => {
