@@ -122,6 +122,15 @@ function updateCmp(a: Update, b: Update): number {
   return wordsCmp(a.key.p, 0, b.key.p, 0);
 }
 
+/**
+ * Drop the write locks of leaves[0, count), newest first: the owner's list of
+ * holds finds each at its end then (oldest first shifted the list once per
+ * leaf: quadratic in the leaves of a big commit).
+ */
+function unlockLeaves(trans: BtreeTrans, leaves: readonly Node[], count = leaves.length): void {
+  for (let i = count - 1; i >= 0; i--) nodeUnlockWrite(trans, leaves[i]!.lock);
+}
+
 /** The result of a commit attempt. */
 export interface CommitResult {
   /** 0, or a restart code. */
@@ -257,7 +266,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
       engine.counters.commitWriteLockWaits++;
       const ret = await nodeLockWrite(trans, n.lock);
       if (ret) {
-        for (let j = 0; j < i; j++) nodeUnlockWrite(trans, leaves[j]!.lock);
+        unlockLeaves(trans, leaves, i);
         return { ...none, ret };
       }
     }
@@ -278,7 +287,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
       if (room > n.keys.u64sRemaining()) roomLost = true;
     }
     if (roomLost) {
-      for (const n of leaves) nodeUnlockWrite(trans, n.lock);
+      unlockLeaves(trans, leaves);
       engine.counters.commitRoomLost++;
       continue round;
     }
@@ -288,7 +297,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     let ret = trans.relock();
     if (!ret && !trans.readSetValid()) ret = countRestart(ERR.transaction_restart_relock_path);
     if (ret) {
-      for (const n of leaves) nodeUnlockWrite(trans, n.lock);
+      unlockLeaves(trans, leaves);
       return { ...none, ret };
     }
 
@@ -299,7 +308,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
       const bytes = engine.journalKeysBytes(updates);
       res = engine.journalTryReserve(bytes, updates.length);
       if (!res) {
-        for (const n of leaves) nodeUnlockWrite(trans, n.lock);
+        unlockLeaves(trans, leaves);
         trans.unlock();
         // A transaction holding interior updates open (its update groups)
         // waits without reclaim first; if only reclaim can make room, it
@@ -331,7 +340,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
         engine.journalAddKeys(res, updates);
       } catch (e) {
         engine.journalRelease(res);
-        for (const n of leaves) nodeUnlockWrite(trans, n.lock);
+        unlockLeaves(trans, leaves);
         throw e;
       }
       engine.journalRelease(res);
@@ -349,7 +358,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
       for (let x = i; x < j; x++) if (keys[x]!.type === KEY_TYPE.deleted) deletes = true;
       if (!n.keys.insertKeys(keys, i, j)) {
         // cannot happen (room checked under the write locks); never leave them held
-        for (const m of leaves) nodeUnlockWrite(trans, m.lock);
+        unlockLeaves(trans, leaves);
         throw new SixtreeError('ERR_TOPOLOGY', `internal: keys did not fit in btree ${engine.btrees[updates[i]!.btreeId]!.name} level ${updates[i]!.level} after the space check`);
       }
       engine.nodeDirtied(n, seq);
@@ -365,7 +374,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
         shrunk.push({ btreeId: n.btreeId, level: n.level, pos: wordsClone(n.keys.minKey) });
       }
     }
-    for (const n of leaves) nodeUnlockWrite(trans, n.lock);
+    unlockLeaves(trans, leaves);
     trans.nodesModified(leaves);
     engine.counters.commits++;
     engine.counters.keysCommitted += updates.length;
