@@ -233,7 +233,14 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
       const u = updates[i]!;
       const n = u.path!.l[u.level]!.node!;
       if (leaves.length === 0 || leaves[leaves.length - 1] !== n) {
-        if (leaves.length > 0) runEnd.push(i);
+        if (leaves.length > 0) {
+          // a leaf in two runs would be write-locked twice below (a self-deadlock)
+          const prev = leaves[leaves.length - 1]!;
+          if (prev.btreeId === n.btreeId && prev.level === n.level && wordsCmp(n.keys.minKey, 0, prev.keys.maxKey, 0) <= 0) {
+            throw new SixtreeError('ERR_TOPOLOGY', `internal: commit's leaves out of order in btree ${engine.btrees[n.btreeId]!.name} level ${n.level}`);
+          }
+          runEnd.push(i);
+        }
         leaves.push(n);
         formatOf.push(n.keys.format);
         need.push(0);
