@@ -18,7 +18,7 @@
 
 import { SixtreeError, errName, isRestart, invalidArg } from './errors.js';
 import { KEY_TYPE, bkeyNew, type BkeyI } from './btree/bkey.js';
-import { POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, bposToText, posLikeToWords, posWords, toBpos } from './btree/bpos.js';
+import { BPOS_WORDS, POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, bposToText, posLikeToWords, posWords, toBpos } from './btree/bpos.js';
 import { Iter, KEY_SIZE_MAX, LOOKUP_FALLBACK, type Entry, type IterOpts } from './btree/iter.js';
 import { BTREE_MAX_DEPTH } from './btree/path.js';
 import { extentValueMake, xcmp, type XPos } from './btree/overlay.js';
@@ -96,17 +96,20 @@ export class Transaction {
   put(btree: string, p: unknown, value: unknown): void {
     this.writable();
     const id = this.store.btreeId(btree, false);
-    const pos = toBpos(p, 'pos');
+    // the position straight to words: no bigint position made per put
+    const w = new Uint32Array(BPOS_WORDS);
+    posLikeToWords(p, 'pos', w, 0);
     const v = checkValue(value, this.store.maxValueSize);
-    const k: BkeyI = { type: KEY_TYPE.value, p: posWords(pos), size: 0, version: 0, value: copyValue(v) };
-    this.bt.overlay(id).putKey(k, pos as XPos);
+    const k: BkeyI = { type: KEY_TYPE.value, p: w, size: 0, version: 0, value: copyValue(v) };
+    this.bt.overlay(id).putKey(k);
   }
 
   del(btree: string, p: unknown): void {
     this.writable();
     const id = this.store.btreeId(btree, false);
-    const pos = toBpos(p, 'pos');
-    this.bt.overlay(id).putKey(bkeyNew(KEY_TYPE.deleted, posWords(pos)), pos as XPos);
+    const w = new Uint32Array(BPOS_WORDS);
+    posLikeToWords(p, 'pos', w, 0);
+    this.bt.overlay(id).putKey(bkeyNew(KEY_TYPE.deleted, w));
   }
 
   putExtent(btree: string, start: unknown, size: unknown, value: unknown): void {

@@ -24,8 +24,9 @@
  * reads the overlay or a tombstone is added, so a transaction putting many
  * keys in random order costs one sort, not a search and a shift per key.
  *
- * Positions here are bigint triples (not the hot path: the transaction's own
- * update list is small next to the btree; lookups in it are binary searches).
+ * Keys are ordered and searched by their position words (k.p). The API's
+ * bigint positions (XPos) of keys are made only when asked for (posAt:
+ * iterators); tombstones keep theirs. A put makes no bigint position.
  */
 
 import { KEY_TYPE, type BkeyI } from './bkey.js';
@@ -194,7 +195,12 @@ function settleOrder(pend: readonly BkeyI[]): Uint32Array {
 export class BtreeOverlay {
   /** Sorted by position (settled: see pending). */
   private sorted: BkeyI[] = [];
-  private keyPos: XPos[] = [];
+  /**
+   * Each sorted key's position as bigints, made when first asked for
+   * (posAt): searches compare the keys' words (k.p), so a put need not
+   * make one.
+   */
+  private keyPos: (XPos | undefined)[] = [];
   /**
    * putKey's keys that did not come in ascending order, in call order, not
    * yet merged into sorted: a transaction putting many keys in random order
@@ -202,7 +208,7 @@ export class BtreeOverlay {
    * of searching and shifting the sorted array per key.
    */
   private pending: BkeyI[] = [];
-  private pendingPos: XPos[] = [];
+  private pendingPos: (XPos | undefined)[] = [];
   /** Position ranges [start, end), in insertion order. */
   tombstones: Array<[XPos, XPos]> = [];
   /** Bumped on every change: iterators over the overlay re-search when it moved. */
@@ -228,7 +234,7 @@ export class BtreeOverlay {
     this.pendingPos = [];
     const idx = settleOrder(pend);
     const keys: BkeyI[] = [];
-    const pos: XPos[] = [];
+    const pos: (XPos | undefined)[] = [];
     const old = this.sorted;
     const oldPos = this.keyPos;
     let i = 0;
@@ -238,15 +244,15 @@ export class BtreeOverlay {
       const k = pend[x]!;
       while (i < old.length && wordsCmp(old[i]!.p, 0, k.p, 0) < 0) {
         keys.push(old[i]!);
-        pos.push(oldPos[i++]!);
+        pos.push(oldPos[i++]);
       }
       if (i < old.length && wordsCmp(old[i]!.p, 0, k.p, 0) === 0) i++;
       keys.push(k);
-      pos.push(pendPos[x]!);
+      pos.push(pendPos[x]);
     }
     while (i < old.length) {
       keys.push(old[i]!);
-      pos.push(oldPos[i++]!);
+      pos.push(oldPos[i++]);
     }
     this.sorted = keys;
     this.keyPos = pos;
@@ -255,12 +261,18 @@ export class BtreeOverlay {
   /** Index of the first key with pos >= p (or > p when strict). */
   lowerBound(p: XPos, strict = false): number {
     if (this.pending.length) this.settle();
+    return this.lowerBoundWords(xToWords(p), strict);
+  }
+
+  /** lowerBound for a position in word form (settled). */
+  private lowerBoundWords(w: Uint32Array, strict: boolean): number {
+    const keys = this.sorted;
+    const lim = strict ? 1 : 0;
     let lo = 0;
-    let hi = this.keyPos.length;
+    let hi = keys.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      const c = xcmp(this.keyPos[mid]!, p);
-      if (c < 0 || (strict && c === 0)) lo = mid + 1;
+      if (wordsCmp(keys[mid]!.p, 0, w, 0) < lim) lo = mid + 1;
       else hi = mid;
     }
     return lo;
@@ -268,13 +280,15 @@ export class BtreeOverlay {
 
   posAt(i: number): XPos {
     if (this.pending.length) this.settle();
-    return this.keyPos[i]!;
+    return (this.keyPos[i] ??= xFromWords(this.sorted[i]!.p));
   }
 
   /** The overlay key exactly at p, if any. */
   keyAt(p: XPos): BkeyI | undefined {
-    const i = this.lowerBound(p);
-    return i < this.sorted.length && xcmp(this.keyPos[i]!, p) === 0 ? this.sorted[i] : undefined;
+    if (this.pending.length) this.settle();
+    const w = xToWords(p);
+    const i = this.lowerBoundWords(w, false);
+    return i < this.sorted.length && wordsCmp(this.sorted[i]!.p, 0, w, 0) === 0 ? this.sorted[i] : undefined;
   }
 
   /** True if a tombstone covers p. */
@@ -296,7 +310,7 @@ export class BtreeOverlay {
     return out;
   }
 
-  private insertAt(i: number, k: BkeyI, p: XPos): void {
+  private insertAt(i: number, k: BkeyI, p: XPos | undefined): void {
     this.sorted.splice(i, 0, k);
     this.keyPos.splice(i, 0, p);
   }
@@ -308,7 +322,7 @@ export class BtreeOverlay {
 
   /** A value or a deletion at one position (normal btrees); `at`: k.p as a position, when the caller has it. */
   putKey(k: BkeyI, at?: XPos): void {
-    const p = at ?? xFromWords(k.p);
+    const p = at;
     this.gen++;
     /* appending in order (a batch of ascending keys): straight to the sorted keys */
     const n = this.sorted.length;
@@ -327,14 +341,15 @@ export class BtreeOverlay {
     if (this.pending.length) this.settle();
     if (!this.extents) {
       let i = this.lowerBound(s);
-      while (i < this.sorted.length && xcmp(this.keyPos[i]!, t) < 0) this.removeAt(i);
+      const tw = xToWords(t);
+      while (i < this.sorted.length && wordsCmp(this.sorted[i]!.p, 0, tw, 0) < 0) this.removeAt(i);
     } else {
       // value extents overlapping [s, t): trim or split them. Extents are
       // sorted by end; with several snapshots in one inode, start order can
       // differ, so scan to the end of t's inode rather than stopping at t.
       const hits: number[] = [];
       for (let i = this.lowerBound(s, true); i < this.sorted.length; i++) {
-        if (this.keyPos[i]!.inode > t.inode) break;
+        if (this.posAt(i).inode > t.inode) break;
         const [lo, hi] = extentClip(extentOfKey(this.sorted[i]!), s, t);
         if (lo < hi) hits.push(i);
       }

@@ -9,7 +9,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { KEY_TYPE, type BkeyI } from '../../src/btree/bkey.js';
-import { wordsCmp } from '../../src/btree/bpos.js';
+import { wordsCmp, wordsToBpos } from '../../src/btree/bpos.js';
 import { BtreeOverlay } from '../../src/btree/overlay.js';
 import { property } from '../format/prng.js';
 
@@ -62,5 +62,43 @@ describe('BtreeOverlay#keys', () => {
       const want = reference(all);
       expect(got.map((k) => k.value[0]! | (k.value[1]! << 8))).toEqual(want.map((k) => k.value[0]! | (k.value[1]! << 8)));
     }
+  });
+});
+
+describe('BtreeOverlay searches', () => {
+  it('lowerBound, keyAt and posAt agree with the positions of keys put without one (made on demand from the words)', () => {
+    property('searches = reference', 20, (r) => {
+      const ov = new BtreeOverlay(false);
+      const all: BkeyI[] = [];
+      for (let i = 0; i < 200; i++) {
+        const k = key(Uint32Array.of(r.u32() % 2, r.u32(), r.u32() % 4, r.u32() % 64, r.u32() % 2), i);
+        all.push(k);
+        ov.putKey(k);
+      }
+      const want = reference(all);
+      for (let i = 0; i < want.length; i++) {
+        const at = wordsToBpos(want[i]!.p, 0);
+        expect(ov.posAt(i)).toEqual(at);
+        expect(ov.keyAt(at)).toBe(want[i]);
+        expect(ov.lowerBound(at)).toBe(i);
+        expect(ov.lowerBound(at, true)).toBe(i + 1);
+      }
+      // a position between keys: not found, and both bounds land after the keys below it
+      const probe = Uint32Array.of(r.u32() % 2, r.u32(), r.u32() % 4, r.u32() % 64, 2);
+      const below = want.filter((k) => wordsCmp(k.p, 0, probe, 0) < 0).length;
+      const bp = wordsToBpos(probe, 0);
+      expect(ov.keyAt(bp)).toBeUndefined();
+      expect(ov.lowerBound(bp)).toBe(below);
+      expect(ov.lowerBound(bp, true)).toBe(below);
+    });
+  });
+
+  it('a tombstone removes the keys in [start, end) and only those', () => {
+    const ov = new BtreeOverlay(false);
+    for (let i = 0; i < 20; i++) ov.putKey(key(Uint32Array.of(0, 1, 0, (i * 7) % 20, 0), i));
+    ov.addTombstone(wordsToBpos(Uint32Array.of(0, 1, 0, 5, 0), 0), wordsToBpos(Uint32Array.of(0, 1, 0, 12, 0), 0));
+    expect(ov.keys.map((k) => k.p[3])).toEqual([0, 1, 2, 3, 4, 12, 13, 14, 15, 16, 17, 18, 19]);
+    expect(ov.covered(wordsToBpos(Uint32Array.of(0, 1, 0, 11, 9), 0))).toBe(true);
+    expect(ov.covered(wordsToBpos(Uint32Array.of(0, 1, 0, 12, 0), 0))).toBe(false);
   });
 });
