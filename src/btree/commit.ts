@@ -162,7 +162,10 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     updates = [];
     for (let id = 0; id < trans.overlays.length; id++) {
       const ov = trans.overlays[id];
-      if (ov) for (const key of ov.keys) updates.push({ btreeId: id, level: 0, key, path: null });
+      if (!ov) continue;
+      // indexed loops on the per-key paths here: a for-of in this async function allocates its iterator results
+      const keys = ov.keys;
+      for (let i = 0; i < keys.length; i++) updates.push({ btreeId: id, level: 0, key: keys[i]!, path: null });
     }
     sorted = true;
   } else {
@@ -191,7 +194,8 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     // 2. paths: one intent path per leaf
     let prev: Update | null = null;
     const findPath = trans.pathFinder();
-    for (const u of updates) {
+    for (let i = 0; i < updates.length; i++) {
+      const u = updates[i]!;
       const n = prev?.path?.l[u.level]?.node;
       if (prev && prev.btreeId === u.btreeId && prev.level === u.level && n && prev.path!.uptodate === UPTODATE && wordsCmp(u.key.p, 0, n.keys.maxKey, 0) <= 0 && wordsCmp(u.key.p, 0, n.keys.minKey, 0) >= 0) {
         u.path = prev.path;
@@ -207,7 +211,8 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     // the cache together - keeps its locks across reads from then on)
     if (staleRounds >= 2) trans.keepLocksForIo = true;
     let stale = false;
-    for (const u of updates) {
+    for (let i = 0; i < updates.length; i++) {
+      const u = updates[i]!;
       if (u.path!.uptodate !== UPTODATE) {
         const ret = await trans.traverse(u.path!);
         if (ret) return { ...none, ret };
@@ -341,7 +346,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     // whether or not the leaves have pinned them yet, and nobody sees the
     // leaves before we unlock them.
     const seq = res ? res.seq : extra!.pinSeq!;
-    for (const u of updates) u.key.version = seq;
+    for (let i = 0; i < updates.length; i++) updates[i]!.key.version = seq;
     if (res) {
       try {
         engine.journalAddKeys(res, updates);
