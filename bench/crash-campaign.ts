@@ -428,13 +428,17 @@ interface CrashPoint {
 
 class Run {
   readonly s: Settings;
-  readonly plan: Prng;
+  /** The live workload's plan: draws happen only while planning a round, so a seed plans the same rounds every run. */
+  private plan: Prng;
+  /** Draws whose number depends on timing (crash points, and what planAside plans). */
   readonly pick: Prng;
   model: Model;
   readonly refs: ExtRef[] = [{ txnId: 0, inode: 0, start: 0, value: new Uint8Array(0) }];
   readonly refByKey = new Map<string, number>();
   nextTxn = 1;
   appendNext = 0;
+  /** Ids of the transactions planAside makes: far above the live workload's. */
+  private asideTxnNext = 1 << 30;
   readonly result: CrashCheckResult;
 
   // set while a round runs
@@ -819,6 +823,28 @@ class Run {
   }
 
   /**
+   * Plan transactions for a recovered copy of a crash image without moving
+   * the live workload's plan: how many images a round checks depends on
+   * timing, and drawing their transactions from `plan` (and taking the live
+   * workload's transaction ids and append offsets) made every later round
+   * differ from run to run of one seed. Draws come from `pick`, ids from a
+   * range of their own; append offsets are given back.
+   */
+  private planAside<T>(fn: () => T): T {
+    const plan = this.plan, nextTxn = this.nextTxn, appendNext = this.appendNext;
+    this.plan = this.pick;
+    this.nextTxn = this.asideTxnNext;
+    try {
+      return fn();
+    } finally {
+      this.asideTxnNext = this.nextTxn;
+      this.plan = plan;
+      this.nextTxn = nextTxn;
+      this.appendNext = appendNext;
+    }
+  }
+
+  /**
    * The recovered store takes a few transactions (all acknowledged), then
    * crashes again (flushed writes only, and all writes): recovery must find
    * them, and the state before them.
@@ -827,7 +853,7 @@ class Run {
     const keys = new RoundKeys(this.s.extSpace);
     const ts: TxnPlan[] = [];
     for (let i = 0, n = this.pick.range(1, 4); i < n; i++) {
-      const t = this.planTxn(-1, keys);
+      const t = this.planAside(() => this.planTxn(-1, keys));
       // the counter moves on its own: keep it out of this check
       t.ops = t.ops.filter((o) => o.kind !== 'counter');
       t.counter = false;
