@@ -816,12 +816,13 @@ void blockio_aring_free(struct blockio_aring *a)
 static atomic_llong aligned_live, mmap_live;
 
 /*
- * Large buffers (node buffers: 4 KiB .. 4 MiB) come from their own mapping,
- * populated in the mmap call: one kernel entry instead of a page fault per
- * page at first touch (256 KiB: about 75 us against 300 us and more for
- * posix_memalign + memset here), and given back to the system at free
- * instead of sitting in malloc's heap. Alignment above the page size trims
- * an over-sized mapping. Small buffers stay on malloc's heap.
+ * Buffers of BLOCKIO_MAP_MIN_BYTES and up (nodes of 64 KiB and more) come
+ * from their own mapping, populated in the mmap call: one kernel entry
+ * instead of a page fault per page at first touch (256 KiB: about 75 us
+ * against 300 us and more for posix_memalign + memset here), and given back
+ * to the system at free instead of sitting in malloc's heap. Alignment above
+ * the page size trims an over-sized mapping. Smaller buffers stay on
+ * malloc's heap; free tells the two apart by the size.
  */
 #define BLOCKIO_MAP_MIN_BYTES (64u << 10)
 
