@@ -1717,7 +1717,7 @@ export class Engine {
               }
               continue;
             }
-            out.push(keyToEntry(k, true));
+            out.push(keyToEntry(k, true, false));
           } else {
             if (endGiven && keys.keyCmpPos(h, endW, 0) >= 0) {
               cursor.done = true;
@@ -1763,7 +1763,7 @@ export class Engine {
               cursor.done = true;
               return 0;
             }
-            out.push(keyToEntry(k, true));
+            out.push(keyToEntry(k, true, false));
           } else {
             if (keys.keyCmpPos(h, startW, 0) < 0) {
               cursor.done = true;

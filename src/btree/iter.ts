@@ -369,9 +369,13 @@ export class LookupNowait {
  * Entries.
  */
 
-/** The entry of k, its value a copy (k may be the transaction's own update: the caller must not reach it). */
-export function keyToEntry(k: BkeyI, extents: boolean): Entry {
-  if (!extents) return { pos: wordsToBpos(k.p, 0), value: k.value.slice() };
+/**
+ * The entry of k. copy: hand out a copy of its value (k may be the
+ * transaction's own update, which the caller must not reach); a key just
+ * unpacked from a node (keyUnpack: already a copy) passes false.
+ */
+export function keyToEntry(k: BkeyI, extents: boolean, copy = true): Entry {
+  if (!extents) return { pos: wordsToBpos(k.p, 0), value: copy ? k.value.slice() : k.value };
   const end = wordsToBpos(k.p, 0);
   const size = BigInt(k.size);
   return {
@@ -379,7 +383,7 @@ export function keyToEntry(k: BkeyI, extents: boolean): Entry {
     start: { inode: end.inode, offset: end.offset - size, snapshot: end.snapshot },
     size,
     valueOffset: extentValueOffset(k.value),
-    value: k.value.slice(EXTENT_VALUE_HEADER_BYTES),
+    value: copy ? k.value.slice(EXTENT_VALUE_HEADER_BYTES) : k.value.subarray(EXTENT_VALUE_HEADER_BYTES),
   };
 }
 
