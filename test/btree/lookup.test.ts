@@ -44,6 +44,16 @@ async function loadKeys(s: Store, n: number, per: number, v: number): Promise<vo
   }
 }
 
+/** A store of 4 KiB nodes and a small cache holding keys 0..n-1 (value v), written and evicted: gets must read leaves. */
+async function evictedStore(cacheSize: number, n: number, per: number, v: number): Promise<Store> {
+  t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, cacheSize });
+  const s = t.store;
+  await loadKeys(s, n, per, v);
+  await s.flush();
+  s.shrink();
+  return s;
+}
+
 describe('Store#get() fast path', () => {
   it('cached and unlocked: answered without a transaction; missing and deleted keys read undefined', async () => {
     t = await tmpStore();
@@ -95,12 +105,8 @@ describe('Store#get() fast path', () => {
   });
 
   it('evicted leaves: the get reads them (without a transaction, or through one when the first walk cannot)', async () => {
-    t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, cacheSize: 256 * 1024 });
-    const s = t.store;
     const N = 6000;
-    await loadKeys(s, N, 500, 2);
-    await s.flush();
-    s.shrink();
+    const s = await evictedStore(256 * 1024, N, 500, 2);
     const before = s.stats();
     const rnd = prng(7);
     for (let i = 0; i < 500; i++) {
@@ -116,11 +122,7 @@ describe('Store#get() fast path', () => {
   });
 
   it('a read started for a get stays pinned until its second walk: reads churning the whole cache in between leave it; released, it goes', async () => {
-    t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, cacheSize: 256 * 1024 });
-    const s = t.store;
-    await loadKeys(s, 6000, 500, 3);
-    await s.flush();
-    s.shrink();
+    const s = await evictedStore(256 * 1024, 6000, 500, 3);
     const lk = s.engine.lookupNowait;
     const p = pos(1, 4321);
     expect(lk.lookup(0, p, false, true)).toBe(false); // LOOKUP_FALLBACK: the leaf is not cached
@@ -155,12 +157,8 @@ describe('Store#get() fast path', () => {
   });
 
   it('64 gets in flight on a small cache: every miss is one read without a transaction (reads pinned, not read twice)', async () => {
-    t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, cacheSize: 512 * 1024 });
-    const s = t.store;
     const N = 20000;
-    await loadKeys(s, N, 1000, 4);
-    await s.flush();
-    s.shrink();
+    const s = await evictedStore(512 * 1024, N, 1000, 4);
     const before = s.stats();
     const rnd = prng(11);
     let left = 3000;
