@@ -25,9 +25,9 @@
 
 import { Bench } from 'tinybench';
 import { bkeyValue, type BkeyI } from '../src/btree/bkey.js';
-import { AUX_GROUP_BYTES, NodeIter, NodeKeys } from '../src/btree/bset.js';
+import { AUX_GROUP_BYTES, NodeIter, NodeKeys, bsetDebug } from '../src/btree/bset.js';
 import { nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../src/btree/node-io.js';
-import { BkeyFormat, formatFromKeys, formatPackFields, formatPackPos, formatPosSummary, formatUnpackPos, packedPosCmp, packedPosSummary } from '../src/format/bkey-format.js';
+import { BkeyFormat, formatFromKeys, formatFromRange, formatPackFields, formatPackPos, formatPosSummary, formatUnpackPos, packedPosCmp, packedPosSummary } from '../src/format/bkey-format.js';
 import { crc32c } from '../src/util/crc32c.js';
 
 const quick = process.argv.includes('--quick');
@@ -223,6 +223,37 @@ async function main(): Promise<void> {
         }
       } },
     ]);
+    /*
+     * cold, in the format of a rightmost node (range to POS_MAX: 160 position
+     * bits, every summary equal over these keys): its sets search with
+     * summary windows; the same nodes built without windows for comparison
+     */
+    const wide = formatFromRange(POS_MIN, POS_MAX);
+    const wideNodes = (windows: boolean): NodeKeys[] => {
+      bsetDebug.windows = windows;
+      try {
+        return Array.from({ length: Math.max(2, nNodes >>> 1) }, (_, i) => {
+          const k = fresh(nodeSize, wide, 300 + i);
+          keys.sortInto(k);
+          writeOut(k);
+          return k;
+        });
+      } finally {
+        bsetDebug.windows = true;
+      }
+    };
+    for (const [windows, name] of [[true, 'lookup cold: wide format, summary windows'], [false, 'lookup cold: wide format, no windows']] as const) {
+      const wn = wideNodes(windows);
+      if (wn[0]!.setWindowed(0) !== windows) throw new Error(`wide-format node: windowed ${wn[0]!.setWindowed(0)}, expected ${windows}`);
+      await run([
+        { name, node: label, ops: BATCH, note: `${wn.length} nodes, format of a range to POS_MAX (${wide.posBits} position bits)`, fn: () => {
+          for (let i = 0; i < BATCH; i++) {
+            it.init(wn[pick[i]! % wn.length]!, searches[i]!, 0);
+            sink += it.peek();
+          }
+        } },
+      ]);
+    }
     nodes.length = 0;
     tables.length = 0;
 

@@ -25,8 +25,9 @@
  * prepare/done, compact or read invalidates all handles and iterators.
  *
  * Aux buffer (u32 words). Words [0, AUX_META_WORDS): the per-set numbers
- * (set offsets, states, table positions; enum M), one 8-word row per set.
- * Then per set, rebuilt by rebuildAux() whenever sets change shape:
+ * (set offsets, states, table positions; enum M), one 8-word row per set,
+ * then each read-only set's summary window (enum W, below). Then per set,
+ * rebuilt by rebuildAux() whenever sets change shape:
  *   read-only set: keys are cut into groups, a new group starting at the first
  *   PACKED key once AUX_GROUP_BYTES of keys have passed (bcachefs: one
  *   bkey_float per cacheline). The group heads form an Eytzinger tree
@@ -38,7 +39,9 @@
  *   nothing unpacked. With posBits <= 53 (exact formats) summaries order
  *   positions exactly; wider formats compare the words on a summary tie
  *   (bcachefs falls back to a full compare the same way when a bkey_float's
- *   mantissa cannot decide);
+ *   mantissa cannot decide). A set whose keys span far fewer bits than the
+ *   format (the rightmost node's format reaches POS_MAX) takes its summaries
+ *   from the bits after its keys' common prefix instead (its window, W);
  *   writable set: an in-order lookup table of (unpacked position, offset)
  *   entries, one per AUX_RW_GROUP_BYTES (bcachefs rw_aux_tree), fixed up
  *   incrementally by each insert: every group is at least AUX_RW_GROUP_BYTES
@@ -127,7 +130,11 @@ const NODE_SIZE_MAX = 1 << 22;
 const BLOCK_SIZE_MIN = 512;
 
 /** Expensive consistency checks (set order, aux tables, counts); tests turn them on. */
-export const bsetDebug = { checks: false };
+export const bsetDebug = {
+  checks: false,
+  /** Read-only sets may search with summary windows (W); bench/bset.ts turns it off to measure without. */
+  windows: true,
+};
 
 function isPow2(n: number): boolean {
   return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
@@ -150,9 +157,38 @@ const enum M {
   EYTZ_SUM = 7, // read-only sets: aux word offset (even) of the Eytzinger head summaries (f64)
   ROW = 8,
 }
-/** Aux words reserved for the per-set numbers; the tables start after them (128 bytes in: cache-line aligned when aux is). */
-const AUX_META_WORDS = 32;
-if (MAX_SETS * M.ROW > AUX_META_WORDS) throw new Error('bset: aux meta rows overflow');
+/*
+ * A read-only set's summary window (fillRoTree), one row per set after the
+ * M rows. A format spanning much more than its keys (the rightmost node of a
+ * level: its range ends at POS_MAX, so inode, offset and snapshot get their
+ * full width) gives summaries that are all equal over the keys it holds:
+ * every search step then compares packed words. Like bcachefs's bkey_float,
+ * whose mantissa starts at the first bit where a tree node's keys differ, a
+ * set whose keys are all packed takes its summaries from the position bits
+ * after the prefix its first and last keys share: (word WS & MASK) *
+ * 2^(32 - SH) + (word WS + SW >>> SH), as BkeyFormat.sumMul with a start word
+ * and the prefix masked off (SW = 0: the window ends inside word WS, whose
+ * bits above it are one constant for the set, and the first term drops).
+ * The prefix itself is kept in the row: a search whose packed position has
+ * another prefix is below or above every key of the set, decided from the
+ * row alone (no key read, which in a cold node is a cache miss).
+ */
+const enum W {
+  ON = 0, // 1: the set searches with its window
+  WS = 1, // first packed word of the window
+  MASK = 2, // the window's bits of that word
+  SW = 3, // 0: the window ends in the first word; 1: it reaches the next
+  SH = 4, // bits shifted off the last word (< 32)
+  EXACT = 5, // 1: window summaries order the set's positions exactly
+  PREFIX = 8, // the keys' shared packed words 0..WS (word WS: its bits above the window only)
+  ROW = 16,
+}
+const WIN_BASE = MAX_SETS * M.ROW;
+/** Aux words reserved for the per-set numbers and windows; the tables start after them (320 bytes in: cache-line aligned when aux is). */
+const AUX_META_WORDS = 80;
+if (WIN_BASE + MAX_SETS * W.ROW > AUX_META_WORDS) throw new Error('bset: aux meta rows overflow');
+/** A window is used when it makes the set's summaries exact or skips at least this many prefix bits. */
+const WIN_MIN_SKIP = 16;
 /* E.WORDS and the offset word inside an rw entry, inlined. */
 const enum E {
   WORDS = 6,
@@ -281,7 +317,7 @@ export class KeyRuns {
 
 const keyRunsScratch = new KeyRuns();
 /** What mergeRuns counted, and how many group heads it left in scratchHeads / scratchHeadSums. */
-const mergeOut = { nrKeys: 0, liveU64s: 0, packedKeys: 0, heads: 0 };
+const mergeOut = { nrKeys: 0, liveU64s: 0, packedKeys: 0, heads: 0, last: 0 };
 
 /**
  * Copy n words from src[si..] to dst[di..], forwards (so dst may overlap src
@@ -743,6 +779,8 @@ export class NodeKeys {
           else hi = mid;
         }
         if (lo > 0) k = aux[base + (lo - 1) * E.WORDS + E.OFF]!;
+      } else if (aux[WIN_BASE + s * W.ROW + W.ON]) {
+        return this.lowerBoundWindow(s, strict);
       } else {
         /*
          * Go right past heads below the search (at or below, le): i collects
@@ -836,6 +874,144 @@ export class NodeKeys {
       if (next >= h) return k;
       k = next;
     }
+  }
+
+  /**
+   * lowerBound on a read-only set with a summary window (W). The search is
+   * packed (prepareSearch packs lossily for inexact formats, the only ones
+   * with windows: searchPacked holds the greatest representable position at
+   * or below it). A packed search with another prefix than the set's keys is
+   * below all of them (lowerBound: the set's start) or above all (its end):
+   * a key above the floor is above the search too. With the same prefix, the
+   * descent and the scan run on window summaries.
+   */
+  private lowerBoundWindow(s: number, strict: boolean): number {
+    const aux = this.aux32;
+    const row = s * M.ROW;
+    const start = aux[row + M.START]!, end = aux[row + M.END]!;
+    if (searchMode === PACK_BELOW) return start;
+    const wr = WIN_BASE + s * W.ROW;
+    const ws = aux[wr + W.WS]!, mask = aux[wr + W.MASK]!, sw = aux[wr + W.SW]!, sh = aux[wr + W.SH]!;
+    for (let i = 0; i <= ws; i++) {
+      const a = (i === ws ? searchPacked[i]! & ~mask : searchPacked[i]!) >>> 0, p = aux[wr + W.PREFIX + i]!;
+      if (a !== p) return a < p ? start : end;
+    }
+    const mul = sw ? 2 ** (32 - sh) : 0;
+    const y = ((searchPacked[ws]! & mask) >>> 0) * mul + (searchPacked[ws + sw]! >>> sh);
+    const le = strict || searchMode !== PACK_EXACT ? 1 : 0;
+    const exact = aux[wr + W.EXACT] === 1;
+    const n = aux[row + M.AUX_N]!;
+    let k = start;
+    if (n > 0) {
+      const t = this.auxF64;
+      const b = aux[row + M.EYTZ_SUM]! >>> 1;
+      let i = 1;
+      if (exact) {
+        const y1 = y + le;
+        while (i <= n) i = 2 * i + (t[b + i]! < y1 ? 1 : 0);
+      } else {
+        const eOff = aux[row + M.EYTZ_OFF]!;
+        while (i <= n) {
+          const x = t[b + i]!;
+          i = 2 * i + (x < y || (x === y && this.keyCmpSearchWords(aux[eOff + i]!) < le) ? 1 : 0);
+        }
+      }
+      const best = i >>> (32 - Math.clz32(i & -i));
+      if (best > 0) k = this.keyNext(aux[aux[row + M.EYTZ_OFF]! + best]!);
+    }
+    /* scan: every key of a windowed set is packed */
+    const d = this.d32;
+    if (exact) {
+      const y1 = y + le;
+      while (k < end) {
+        const w = (k >>> 2) + 1 + ws;
+        if (((d[w]! & mask) >>> 0) * mul + (d[w + sw]! >>> sh) >= y1) break;
+        k += (d[k >>> 2]! & 0xffff) << 3;
+      }
+      return k;
+    }
+    while (k < end) {
+      const w = (k >>> 2) + 1 + ws;
+      const x = ((d[w]! & mask) >>> 0) * mul + (d[w + sw]! >>> sh);
+      if (x > y || (x === y && this.keyCmpSearchWords(k) >= le)) break;
+      k += (d[k >>> 2]! & 0xffff) << 3;
+    }
+    return k;
+  }
+
+  /** Does read-only set s search with a summary window (W)? */
+  setWindowed(s: number): boolean {
+    return s < this.nsets && this.aux32[s * M.ROW + M.STATE] !== SET_WRITABLE && this.aux32[WIN_BASE + s * W.ROW + W.ON] === 1;
+  }
+
+  /** The prefix bits set s's window skips (setWindowed). */
+  setWindowSkip(s: number): number {
+    const wr = WIN_BASE + s * W.ROW;
+    const m = this.aux32[wr + W.MASK]!;
+    return 32 * this.aux32[wr + W.WS]! + (m === 0xffffffff ? 0 : Math.clz32(m));
+  }
+
+  /** Window summary of packed key h in set s (see W). */
+  private keySumWindow(s: number, h: number): number {
+    const aux = this.aux32;
+    const wr = WIN_BASE + s * W.ROW;
+    const sw = aux[wr + W.SW]!, sh = aux[wr + W.SH]!;
+    const w = (h >>> 2) + 1 + aux[wr + W.WS]!;
+    return ((this.d32[w]! & aux[wr + W.MASK]!) >>> 0) * (sw ? 2 ** (32 - sh) : 0) + (this.d32[w + sw]! >>> sh);
+  }
+
+  /**
+   * Decide set s's summary window (W) from its first and last keys: on only
+   * for an inexact format, a set of packed keys only, when skipping the
+   * prefix they share makes the summaries exact or skips WIN_MIN_SKIP bits.
+   */
+  private setWindow(s: number, allPacked: boolean, last: number): boolean {
+    const aux = this.aux32;
+    const wr = WIN_BASE + s * W.ROW;
+    aux[wr + W.ON] = 0;
+    const f = this.format;
+    if (f.sumExact || !allPacked || !bsetDebug.windows) return false;
+    const start = aux[s * M.ROW + M.START]!;
+    if (last <= start) return false;
+    const d = this.d32;
+    const a = (start >>> 2) + 1, z = (last >>> 2) + 1;
+    const pb = f.posBits;
+    let skip = pb;
+    for (let i = 0; i < f.posWords; i++) {
+      let x = (d[a + i]! ^ d[z + i]!) >>> 0;
+      /* bits past the position in its last word belong to other fields */
+      if (i === f.posFullWords) x = f.posRemBits === 0 ? 0 : (x >>> (32 - f.posRemBits)) << (32 - f.posRemBits);
+      if (x !== 0) {
+        skip = 32 * i + Math.clz32(x);
+        break;
+      }
+    }
+    if (skip >= pb) return false;
+    const rem = pb - skip;
+    const ws = skip >>> 5, b = skip & 31;
+    let sw: number, sh: number, bits: number;
+    if (rem <= 32 - b) {
+      /* the window ends in its first word: shift off what follows (the prefix bits above it are one constant) */
+      sw = 0;
+      sh = 32 - b - rem;
+      bits = rem;
+    } else {
+      /* the rest of the first word, then up to 53 bits in all from the next */
+      const k = Math.min(32, rem - (32 - b), SUM_BITS - (32 - b));
+      sw = 1;
+      sh = 32 - k;
+      bits = 32 - b + k;
+    }
+    const exact = bits >= rem;
+    if (!exact && skip < WIN_MIN_SKIP) return false;
+    aux[wr + W.WS] = ws;
+    aux[wr + W.MASK] = b === 0 ? 0xffffffff : 0xffffffff >>> b;
+    aux[wr + W.SW] = sw;
+    aux[wr + W.SH] = sh;
+    aux[wr + W.EXACT] = exact ? 1 : 0;
+    for (let i = 0; i <= ws; i++) aux[wr + W.PREFIX + i] = (i === ws ? d[a + i]! & ~aux[wr + W.MASK]! : d[a + i]!) >>> 0;
+    aux[wr + W.ON] = 1;
+    return true;
   }
 
   /** The newest key exactly at the prepared search position among the read-only sets, or -1. */
@@ -950,14 +1126,18 @@ export class NodeKeys {
     const sums = scratchHeadSums(this.nodeSizeBytes);
     let n = 0;
     let gstart = -AUX_GROUP_BYTES;
+    let allPacked = true;
+    let last = start;
     for (let k = start; k < end; k += (d[k >>> 2]! & 0xffff) << 3) {
-      if (k - gstart >= AUX_GROUP_BYTES && d[k >>> 2]! & (1 << 27)) {
+      last = k;
+      if (!(d[k >>> 2]! & (1 << 27))) allPacked = false;
+      else if (k - gstart >= AUX_GROUP_BYTES) {
         heads[n] = k;
         sums[n++] = this.keySum(k);
         gstart = k;
       }
     }
-    return this.fillRoTree(s, w, n, sums);
+    return this.fillRoTree(s, w, n, sums, allPacked, last);
   }
 
   /**
@@ -965,11 +1145,12 @@ export class NodeKeys {
    * from its n group heads in key order (offsets in scratchHeads, summaries
    * in sums). Returns the first word after the tables.
    */
-  private fillRoTree(s: number, w: number, n: number, sums: Float64Array): number {
+  private fillRoTree(s: number, w: number, n: number, sums: Float64Array, allPacked: boolean, last: number): number {
     const aux = this.aux32;
     const row = s * M.ROW;
     const heads = scratchHeads(this.nodeSizeBytes);
     if (this.format.posBits === 0) n = 0; /* every packed key at one position: nothing to search */
+    if (this.setWindow(s, allPacked, last)) for (let j = 0; j < n; j++) sums[j] = this.keySumWindow(s, heads[j]!);
     const eSum = w + (w & 1);
     const eOff = eSum + 2 * (n + 1);
     const endW = eOff + n + 1;
@@ -1700,7 +1881,7 @@ export class NodeKeys {
     const headSums = scratchHeadSums(this.nodeSizeBytes);
     let nh = 0;
     let gstart = -AUX_GROUP_BYTES;
-    let nrKeys = 0, liveU64s = 0, packedKeys = 0;
+    let nrKeys = 0, liveU64s = 0, packedKeys = 0, lastAt = dstOff;
     /* the open span: words [spanStart, spanEnd) of data; ns spans closed */
     let spanStart = 0, spanEnd = 0, ns = 0;
     for (let a = 0, b = m; a < m || b < e; ) {
@@ -1735,6 +1916,7 @@ export class NodeKeys {
       }
       nrKeys++;
       liveU64s += u64s;
+      lastAt = at;
       if (inPlace) {
         if (o !== w) copyWords(out, o, d, w, u64s << 1);
       } else if (w === spanEnd) {
@@ -1761,6 +1943,7 @@ export class NodeKeys {
     mergeOut.liveU64s = liveU64s;
     mergeOut.packedKeys = packedKeys;
     mergeOut.heads = nh;
+    mergeOut.last = lastAt;
     return dstOff + ((o - base) << 2);
   }
 
@@ -1885,7 +2068,7 @@ export class NodeKeys {
     this.aux32[M.END] = end;
     this.aux32[M.STATE] = SET_WRITTEN;
     this.aux32[M.AUX_OFF] = AUX_META_WORDS;
-    this.fillRoTree(0, AUX_META_WORDS, mergeOut.heads, scratchHeadSums(this.nodeSizeBytes));
+    this.fillRoTree(0, AUX_META_WORDS, mergeOut.heads, scratchHeadSums(this.nodeSizeBytes), mergeOut.packedKeys === mergeOut.nrKeys, mergeOut.last);
     this.nrKeys = mergeOut.nrKeys;
     this.liveU64s = mergeOut.liveU64s;
     this.packedKeys = mergeOut.packedKeys;
@@ -1963,7 +2146,7 @@ export class NodeKeys {
     if (rwN) rwSaved.set(this.aux32.subarray(rwOff, rwOff + rwN * E.WORDS));
     if (this.mergeRoSets()) {
       this.aux32[M.AUX_OFF] = AUX_META_WORDS;
-      const w = this.fillRoTree(0, AUX_META_WORDS, mergeOut.heads, scratchHeadSums(this.nodeSizeBytes));
+      const w = this.fillRoTree(0, AUX_META_WORDS, mergeOut.heads, scratchHeadSums(this.nodeSizeBytes), mergeOut.packedKeys === mergeOut.nrKeys, mergeOut.last);
       if (this.hasWritable()) {
         const row = (this.nsets - 1) * M.ROW;
         this.aux32[row + M.AUX_OFF] = w;
@@ -2039,7 +2222,7 @@ export class NodeKeys {
       for (let s = 0; s < this.nsets; s++) {
         let n = 0;
         for (let k = this.aux32[s * M.ROW + M.START]!; k < this.aux32[s * M.ROW + M.END]!; k = this.keyNext(k)) n++;
-        o.line(`${s}: ${SET_STATE_NAMES[this.aux32[s * M.ROW + M.STATE]!]} at ${this.aux32[s * M.ROW + M.HDR]} keys ${this.aux32[s * M.ROW + M.START]}..${this.aux32[s * M.ROW + M.END]} (${n} keys, ${this.aux32[s * M.ROW + M.AUX_N]} aux groups)`);
+        o.line(`${s}: ${SET_STATE_NAMES[this.aux32[s * M.ROW + M.STATE]!]} at ${this.aux32[s * M.ROW + M.HDR]} keys ${this.aux32[s * M.ROW + M.START]}..${this.aux32[s * M.ROW + M.END]} (${n} keys, ${this.aux32[s * M.ROW + M.AUX_N]} aux groups${this.setWindowed(s) ? `, summary window from bit ${this.setWindowSkip(s)}${this.aux32[WIN_BASE + s * W.ROW + W.EXACT] ? ', exact' : ''}` : ''})`);
       }
     });
     return out.toString();

@@ -342,12 +342,22 @@ describe('NodeIter', () => {
 
   it('aux search equals a linear search for random contents', () => {
     /* both kinds of summary (BkeyFormat.sumExact) must be covered: exact (narrow formats) and word compares on ties (wide ones) */
-    const seen = { exact: 0, inexact: 0 };
-    property('aux-search', 60, (r) => {
+    const seen = { exact: 0, inexact: 0, windowed: 0, windowExact: 0 };
+    property('aux-search', 80, (r) => {
       const nodeSize = r.pick([4096, 16384, 65536]);
-      /* a third of the time positions clustered in a few inodes and a 40-bit offset range: formats of <= 53 position bits */
+      /*
+       * a third of the time positions clustered in a few inodes and a 40-bit
+       * offset range: formats of <= 53 position bits; a fifth of the time a
+       * run of nearby offsets in one inode (sequential keys): in the wide
+       * format of a range reaching POS_MAX their sets search with windows
+       */
       const clustered = r.bool(0.33);
-      const pool = Array.from({ length: r.range(10, 400) }, () => (clustered ? posOf(r.int(4), r.int(2 ** 20) * 2 ** 20 + r.int(2 ** 20), r.int(3)) : randPos(r)));
+      const run = !clustered && r.bool(0.3);
+      const base = r.int(2 ** 30) * 2 ** 20;
+      const spread = 2 ** r.range(0, 40);
+      const pool = Array.from({ length: r.range(10, 400) }, () =>
+        clustered ? posOf(r.int(4), r.int(2 ** 20) * 2 ** 20 + r.int(2 ** 20), r.int(3)) : run ? posOf(7, base + r.int(spread), r.int(2)) : randPos(r),
+      );
       /* half the time a narrow format from some of the positions: unpacked keys, lossy searches */
       const narrow = r.bool(0.5) ? formatFromKeys(pool.slice(0, r.range(1, pool.length)).map((p) => ({ p, size: 0, version: 1 }))) : undefined;
       const keys = fresh(nodeSize, { format: narrow });
@@ -369,11 +379,18 @@ describe('NodeIter', () => {
         }
       }
       expectMatchesModel(keys, model);
+      for (let set = 0; set < keys.nsets; set++) {
+        if (!keys.setWindowed(set)) continue;
+        seen.windowed++;
+        if (/exact\)/.test(keys.toText())) seen.windowExact++;
+      }
       checkSearches(keys, r, pool, 60);
       checkBackward(keys);
     });
     expect(seen.exact).toBeGreaterThan(5);
     expect(seen.inexact).toBeGreaterThan(5);
+    expect(seen.windowed).toBeGreaterThan(5);
+    expect(seen.windowExact).toBeGreaterThan(2);
   });
 });
 
