@@ -341,8 +341,10 @@ export class Engine {
   private mergeIdleWaiters: Array<() => void> = [];
   /** Checks that failed, queued again by the periodic pass. */
   private mergeRetry: MergeCheck[] = [];
-  /** A fatal error (journal write failed): the store refuses writes. */
-  private failed: Error | null = null;
+  /** The error that stopped the journal (an entry's write or flush failed), or null: the store refuses writes. */
+  private get failed(): SixtreeError | null {
+    return this.journal?.failure ?? null;
+  }
   private closed = false;
   private stopMemoryWatch: (() => void) | null = null;
 
@@ -634,7 +636,7 @@ export class Engine {
 
   /** Run the journal seq blacklist gc now (normally it runs in the background after an unclean open). */
   async blacklistGcRun(): Promise<void> {
-    this.checkUsable();
+    this.checkWritable();
     if (this.readOnly) return;
     await this.blacklistGc.runNow();
   }
@@ -1408,7 +1410,7 @@ export class Engine {
 
   /** Reserve `bytes` (journalKeysBytes) in the open journal entry, or null if that would wait. */
   journalTryReserve(bytes: number, _nrKeys: number): JournalRes | null {
-    this.checkUsable();
+    this.checkWritable();
     return this.journal.tryReserve(bytes);
   }
 
@@ -1513,8 +1515,9 @@ export class Engine {
     this.restartReasons.set(code, (this.restartReasons.get(code) ?? 0) + 1);
   }
 
-  checkUsable(): void {
-    if (this.failed) throw new SixtreeError('ERR_IO', `store is read-only after a device error: ${this.failed.message}`, { path: this.path });
+  /** Writes (commits, flush) after the journal stopped: ERR_IO. Reads go on. */
+  checkWritable(): void {
+    if (this.failed) throw new SixtreeError('ERR_IO', `store refuses writes after a device error: ${this.failed.message}`, { path: this.path });
   }
 
   async txGet(bt: BtreeTrans, btreeId: number, pos: Bpos, intent = false): Promise<BkeyI | null> {
@@ -1802,7 +1805,7 @@ export class Engine {
   /* ================================================================ flush, close */
 
   async flush(): Promise<void> {
-    this.checkUsable();
+    this.checkWritable();
     await this.mergesIdle();
     await this.interior.drain();
     for (let round = 0; round < 1000; round++) {
@@ -1823,8 +1826,16 @@ export class Engine {
     return this.cache.shrink(nr);
   }
 
+  /**
+   * Flush and mark the superblock clean, then release the device, whatever
+   * failed on the way: a store whose journal stopped (or whose flush fails
+   * here) skips the clean mark (the next open recovers from the journal),
+   * still gives back its memory and its device (and so the lock), and
+   * rejects with that error.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
+    let error: unknown = null;
     try {
       await this.blacklistGc.stop();
       if (!this.readOnly && !this.failed) {
@@ -1846,13 +1857,25 @@ export class Engine {
         };
         await writeSuperblock(this.dev, this.sb);
       }
-    } finally {
-      this.closed = true;
-      if (this.writebackTimer) clearInterval(this.writebackTimer);
-      this.stopMemoryWatch?.();
-      await this.cache.cacheExit({ journalFailed: !!this.failed || this.readOnly });
-      await this.dev.close();
+    } catch (e) {
+      error = e;
     }
+    error ??= this.failed;
+    this.closed = true;
+    if (this.writebackTimer) clearInterval(this.writebackTimer);
+    this.stopMemoryWatch?.();
+    try {
+      // dirty nodes are expected when the close did not get through: their keys are in the journal
+      await this.cache.cacheExit({ journalFailed: error !== null || this.readOnly });
+    } catch (e) {
+      error ??= e;
+    }
+    try {
+      await this.dev.close();
+    } catch (e) {
+      error ??= e;
+    }
+    if (error !== null) throw error;
   }
 
   /* ================================================================ fsck */

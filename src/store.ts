@@ -313,7 +313,6 @@ export class Store {
 
   private async transactInner<T>(fn: (tx: Transaction) => Promise<T> | T): Promise<T> {
     const engine = this.engine;
-    engine.checkUsable();
     const startSeq = transStartSeqNew();
     const made = new TxCtx(engine.interior);
     let done: { result: T; shrunk: MergeCheckPos[] };
@@ -427,7 +426,6 @@ export class Store {
     const id = this.btreeId(btree, false);
     const lk = this.engine.lookupNowait;
     posLikeToWords(p, 'pos', lk.pos, 0);
-    this.engine.checkUsable();
     return lk.lookupAt(id, false, pinRead);
   }
 

@@ -41,6 +41,8 @@ import {
   type PosLike,
 } from '../src/index.js';
 import { prng, tmpStore, type TmpStore } from './helpers/store.js';
+import { BlockDevice } from '../src/io/block-device.js';
+import { FaultDevice } from '../src/io/fault-device.js';
 
 const DIST_INDEX = fileURLToPath(new URL('../dist/src/index.js', import.meta.url));
 const U64_MAX = (1n << 64n) - 1n;
@@ -1255,6 +1257,28 @@ describe('readOnly, close, reopen', () => {
   let t: TmpStore;
   afterEach(async () => {
     await t?.cleanup();
+  });
+
+  it('close() after a device error: rejects with ERR_IO, still releases the device and its lock; reads went on; the next open recovers every commit', async () => {
+    t = await tmpStore({ sizeBytes: 16 << 20 });
+    await t.store.close();
+    const bd = BlockDevice.open(t.path);
+    const fd = await FaultDevice.wrap(bd);
+    const store = await Store.openDevice(fd, { cacheSize: 1 << 20 });
+    for (let i = 0; i < 50; i++) await store.put('kv', pos(1, i), enc(`v${i}`));
+    fd.failNext('write'); // the next device write, the journal entry of this put
+    await expectCode(() => store.put('kv', pos(1, 1000), enc('lost')), 'ERR_IO');
+    // the journal stopped: writes are refused, reads go on
+    await expectCode(() => store.put('kv', pos(1, 1001), enc('refused')), 'ERR_IO');
+    expect(dec(await store.get('kv', pos(1, 7)))).toBe('v7');
+    await expectCode(() => store.close(), 'ERR_IO');
+    expect(bd.closed).toBe(true);
+    // the lock went with the device: this process opens the store again, and recovery finds every acknowledged put
+    const again = await Store.open(t.path);
+    for (let i = 0; i < 50; i++) expect(dec(await again.get('kv', pos(1, i)))).toBe(`v${i}`);
+    expect(await again.get('kv', pos(1, 1001))).toBeUndefined();
+    expect(await again.fsck()).toEqual([]);
+    t.store = again;
   });
 
   it('ERR_READ_ONLY: every write on a store opened readOnly; reads work', async () => {

@@ -1083,6 +1083,11 @@ export class Journal {
     p.reject(this.error);
   }
 
+  /** The error that stopped the journal (a failed entry write or flush), or null. */
+  get failure(): SixtreeError | null {
+    return this.error as SixtreeError | null;
+  }
+
   /* ------------------------------------------------------------------ waiting, flush, close */
 
   /** Resolves once entry seq is on stable storage. */
