@@ -90,6 +90,11 @@ async function overlayExpand(trans: BtreeTrans, btreeId: number, ov: BtreeOverla
           const start: XPos = { inode: e.inode, offset: e.start, snapshot: e.snapshot };
           if (e.inode > t.inode || (xcmp(start, t) >= 0 && xcmp(kp, t) >= 0 && e.inode === t.inode && e.start >= t.offset)) break;
           const pieces = extentMinus(e, tombs);
+          // untouched (another snapshot's extent inside an extent write's range): nothing to rewrite
+          if (pieces.length === 1 && pieces[0]![0] === e.start && pieces[0]![1] === e.end) {
+            cur = k.p;
+            continue;
+          }
           const pk = posKey(btreeId, k.p);
           out.set(pk, { btreeId, level: 0, key: deletedKey(k.p), path: null });
           for (const [lo, hi] of pieces) {

@@ -61,12 +61,26 @@ export interface ExtentRange {
   end: bigint;
 }
 
+/** Tombstones reaching every snapshot in their range (delRange). */
+export const ANY_SNAPSHOT = -1;
+
+/**
+ * A deleted range [s, t) of a transaction: every position in it (snapshot
+ * ANY_SNAPSHOT: delRange), or only the extents of one snapshot (an extent
+ * write replacing what it overlaps in its own snapshot; the positions of
+ * other snapshots between s and t are not its to delete).
+ */
+export type Tombstone = [XPos, XPos, number];
+
 /**
  * The part of extent e that lies inside the position range [s, t), as an
  * offset range [lo, hi) within e (lo >= hi: nothing). Positions inside e are
  * (e.inode, x, e.snapshot) for x in [e.start, e.end).
+ * A tombstone of one snapshot clips only that snapshot's extents.
  */
-export function extentClip(e: ExtentRange, s: XPos, t: XPos): [bigint, bigint] {
+export function extentClip(e: ExtentRange, s: XPos, t: XPos, snapshot = ANY_SNAPSHOT): [bigint, bigint] {
+  /* an extent write's overwrite range reaches only its own snapshot (Tombstone) */
+  if (snapshot !== ANY_SNAPSHOT && e.snapshot !== snapshot) return [0n, 0n];
   let lo: bigint;
   if (e.inode > s.inode) lo = e.start;
   else if (e.inode < s.inode) return [0n, 0n];
@@ -85,11 +99,11 @@ export function extentClip(e: ExtentRange, s: XPos, t: XPos): [bigint, bigint] {
  * Subtract a set of position ranges (sorted, disjoint) from extent e:
  * the visible offset pieces, in order.
  */
-export function extentMinus(e: ExtentRange, ranges: ReadonlyArray<readonly [XPos, XPos]>): Array<[bigint, bigint]> {
+export function extentMinus(e: ExtentRange, ranges: ReadonlyArray<Tombstone>): Array<[bigint, bigint]> {
   const out: Array<[bigint, bigint]> = [];
   let cur = e.start;
-  for (const [s, t] of ranges) {
-    const [lo, hi] = extentClip(e, s, t);
+  for (const [s, t, snapshot] of ranges) {
+    const [lo, hi] = extentClip(e, s, t, snapshot);
     if (lo >= hi) continue;
     if (lo > cur) out.push([cur, lo]);
     if (hi > cur) cur = hi;
@@ -210,7 +224,7 @@ export class BtreeOverlay {
   private pending: BkeyI[] = [];
   private pendingPos: (XPos | undefined)[] = [];
   /** Position ranges [start, end), in insertion order. */
-  tombstones: Array<[XPos, XPos]> = [];
+  tombstones: Tombstone[] = [];
   /** Bumped on every change: iterators over the overlay re-search when it moved. */
   gen = 0;
 
@@ -293,19 +307,25 @@ export class BtreeOverlay {
 
   /** True if a tombstone covers p. */
   covered(p: XPos): boolean {
-    for (const [s, t] of this.tombstones) if (xcmp(s, p) <= 0 && xcmp(p, t) < 0) return true;
+    for (const [s, t, snapshot] of this.tombstones) if (xcmp(s, p) <= 0 && xcmp(p, t) < 0 && (snapshot === ANY_SNAPSHOT || p.snapshot === snapshot)) return true;
     return false;
   }
 
   /** Tombstones merged into sorted disjoint ranges. */
-  mergedTombstones(): Array<[XPos, XPos]> {
+  mergedTombstones(): Tombstone[] {
     const r = this.tombstones.slice().sort((a, b) => xcmp(a[0], b[0]));
-    const out: Array<[XPos, XPos]> = [];
-    for (const [s, t] of r) {
-      const last = out[out.length - 1];
+    const out: Tombstone[] = [];
+    /* ranges merge with the last one of the same reach (all snapshots, or the same one) */
+    const lastOf = new Map<number, Tombstone>();
+    for (const [s, t, snapshot] of r) {
+      const last = lastOf.get(snapshot);
       if (last && xcmp(s, last[1]) <= 0) {
         if (xcmp(t, last[1]) > 0) last[1] = t;
-      } else out.push([s, t]);
+      } else {
+        const m: Tombstone = [s, t, snapshot];
+        out.push(m);
+        lastOf.set(snapshot, m);
+      }
     }
     return out;
   }
@@ -335,8 +355,12 @@ export class BtreeOverlay {
     this.pendingPos.push(p);
   }
 
-  /** Delete [s, t): keys inside go, extents are trimmed, btree contents hidden by a tombstone. */
-  addTombstone(s: XPos, t: XPos): void {
+  /**
+   * Delete [s, t): keys inside go, extents are trimmed, btree contents hidden
+   * by a tombstone. `snapshot`: only extents of that snapshot (an extent
+   * write's overwrite), else every position in the range.
+   */
+  addTombstone(s: XPos, t: XPos, snapshot = ANY_SNAPSHOT): void {
     if (xcmp(s, t) >= 0) return;
     if (this.pending.length) this.settle();
     if (!this.extents) {
@@ -350,7 +374,7 @@ export class BtreeOverlay {
       const hits: number[] = [];
       for (let i = this.lowerBound(s, true); i < this.sorted.length; i++) {
         if (this.posAt(i).inode > t.inode) break;
-        const [lo, hi] = extentClip(extentOfKey(this.sorted[i]!), s, t);
+        const [lo, hi] = extentClip(extentOfKey(this.sorted[i]!), s, t, snapshot);
         if (lo < hi) hits.push(i);
       }
       const pieces: BkeyI[] = [];
@@ -358,7 +382,7 @@ export class BtreeOverlay {
         const i = hits[j]!;
         const k = this.sorted[i]!;
         const e = extentOfKey(k);
-        const [lo, hi] = extentClip(e, s, t);
+        const [lo, hi] = extentClip(e, s, t, snapshot);
         this.removeAt(i);
         if (e.start < lo) pieces.push(extentPiece(k, e, e.start, lo));
         if (hi < e.end) pieces.push(extentPiece(k, e, hi, e.end));
@@ -368,7 +392,7 @@ export class BtreeOverlay {
         this.insertAt(this.lowerBound(pp), piece, pp);
       }
     }
-    this.tombstones.push([s, t]);
+    this.tombstones.push([s, t, snapshot]);
     this.gen++;
   }
 
@@ -377,7 +401,7 @@ export class BtreeOverlay {
     const e = extentOfKey(k);
     const s = { inode: e.inode, offset: e.start, snapshot: e.snapshot };
     const t = { inode: e.inode, offset: e.end, snapshot: e.snapshot };
-    this.addTombstone(s, t);
+    this.addTombstone(s, t, e.snapshot);
     const p = xFromWords(k.p);
     this.insertAt(this.lowerBound(p), k, p);
     this.gen++;

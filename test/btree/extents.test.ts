@@ -102,6 +102,35 @@ describe('Transaction#putExtent() overwrites', () => {
       [32, 64, 32, 0xaa],
     ]);
   });
+
+  it('an extent replaces only what it overlaps in its own snapshot: other snapshots of the inode keep theirs (committed, pending, in the transaction view)', async () => {
+    const snaps = async (): Promise<string[]> => {
+      const out: string[] = [];
+      for await (const e of t.store.range('ext', { end: pos(2, 0) })) out.push(`${e.start!.snapshot}:${e.start!.offset}..${e.pos.offset}+${e.valueOffset}=${e.value[0]}`);
+      return out;
+    };
+    await t.store.transact((tx) => tx.putExtent('ext', pos(1, 0, 1), 100, new Uint8Array([1])));
+    await t.store.transact((tx) => tx.putExtent('ext', pos(1, 0, 3), 100, new Uint8Array([3])));
+    expect(await snaps()).toEqual(['1:0..100+0=1', '3:0..100+0=3']);
+    // committed extents of snapshots 1 and 3 around a write in snapshot 2
+    await t.store.transact((tx) => tx.putExtent('ext', pos(1, 50, 2), 10, new Uint8Array([2])));
+    expect(await snaps()).toEqual(['2:50..60+0=2', '1:0..100+0=1', '3:0..100+0=3']);
+    // pending ones in the same transaction, and what the transaction sees
+    await t.store.transact(async (tx) => {
+      tx.putExtent('ext', pos(5, 0, 1), 40, new Uint8Array([1]));
+      tx.putExtent('ext', pos(5, 10, 2), 5, new Uint8Array([2]));
+      tx.putExtent('ext', pos(5, 20, 1), 5, new Uint8Array([9]));
+      const seen: string[] = [];
+      for await (const e of tx.iter('ext', pos(5, 0))) seen.push(`${e.start!.snapshot}:${e.start!.offset}..${e.pos.offset}`);
+      expect(seen).toEqual(['2:10..15', '1:0..20', '1:20..25', '1:25..40']);
+    });
+    const inode5: string[] = [];
+    for await (const e of t.store.range('ext', { start: pos(5, 0) })) inode5.push(`${e.start!.snapshot}:${e.start!.offset}..${e.pos.offset}+${e.valueOffset}=${e.value[0]}`);
+    expect(inode5).toEqual(['2:10..15+0=2', '1:0..20+0=1', '1:20..25+0=9', '1:25..40+25=1']);
+    // delRange still deletes every position in its range, all snapshots
+    await t.store.transact((tx) => tx.delRange('ext', pos(1, 55, 0), pos(1, 57, 0)));
+    expect(await snaps()).toEqual(['1:0..55+0=1', '2:50..55+0=2', '3:0..55+0=3', '2:57..60+7=2', '1:57..100+57=1', '3:57..100+57=3']);
+  });
 });
 
 describe('Iter#prev() on extents with a pending delRange', () => {
