@@ -17,7 +17,7 @@
  */
 
 import { SixtreeError, errName, isRestart, invalidArg } from './errors.js';
-import { KEY_TYPE, bkeyNew, type BkeyI } from './btree/bkey.js';
+import { KEY_TYPE, bkeyEncodedBytes, bkeyNew, type BkeyI } from './btree/bkey.js';
 import { BPOS_WORDS, POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, bposToText, posLikeToWords, posWords, toBpos } from './btree/bpos.js';
 import { Iter, KEY_SIZE_MAX, LOOKUP_FALLBACK, type Entry, type IterOpts } from './btree/iter.js';
 import { BTREE_MAX_DEPTH } from './btree/path.js';
@@ -117,11 +117,18 @@ export class Transaction {
     const id = this.store.btreeId(btree, true);
     const s = toBpos(start, 'start');
     let sz: bigint;
-    if (typeof size === 'number' && Number.isInteger(size) && size > 0) sz = BigInt(size);
+    if (typeof size === 'number' && Number.isSafeInteger(size) && size > 0) sz = BigInt(size);
     else if (typeof size === 'bigint' && size > 0n) sz = size;
-    else throw invalidArg('size', size, 'a positive integer (number or bigint)');
+    else throw invalidArg('size', size, 'a positive integer (a safe-integer number or a bigint)');
     if (s.offset + sz > U64_MAX) throw invalidArg('size', size, `an extent ending at or before offset 2^64-1 (start offset ${s.offset})`);
     const v = checkValue(value, this.store.maxValueSize);
+    // one key per KEY_SIZE_MAX; all of them go in the commit's journal entry: refuse now what could never commit
+    const pieces = (sz + BigInt(KEY_SIZE_MAX) - 1n) / BigInt(KEY_SIZE_MAX);
+    const engine = this.store.engine;
+    const pieceBytes = bkeyEncodedBytes(bkeyNew(KEY_TYPE.extent, posWords(s), { size: 1, value: extentValueMake(0n, v) }));
+    if (pieces * BigInt(pieceBytes) > BigInt(engine.journal.maxReservationBytes)) {
+      throw invalidArg('size', size, `an extent of at most ${Math.floor(engine.journal.maxReservationBytes / pieceBytes)} keys of 2^32-1 bytes (this one needs ${pieces}: one transaction's keys must fit one journal entry of ${engine.journal.maxReservationBytes} bytes)`);
+    }
     const ov = this.bt.overlay(id);
     // keys hold at most KEY_SIZE_MAX: longer extents become several keys with valueOffsets
     let off = 0n;

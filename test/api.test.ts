@@ -845,6 +845,25 @@ describe('Store.transact and Transaction', () => {
 });
 
 describe('transaction size bounds', () => {
+  it('putExtent of a size more keys than one journal entry holds: ERR_INVALID_ARG at the call, without building them; sizes above 2^53 as numbers: ERR_INVALID_ARG', async () => {
+    const t = await tmpStore({ sizeBytes: 16 << 20 });
+    try {
+      const s = t.store;
+      const one = new Uint8Array([1]);
+      // 2^63 bytes would be 2^31 keys of 2^32-1: this threw the process out of memory, 2^50 blocked it for a minute
+      for (const size of [2n ** 63n, 2n ** 50n]) await expectCode(() => s.transact((tx) => tx.putExtent('ext', pos(1, 0), size, one)), 'ERR_INVALID_ARG', 'journal entry');
+      await expectCode(() => s.transact((tx) => tx.putExtent('ext', pos(1, 0), 2 ** 53, one)), 'ERR_INVALID_ARG', 'safe-integer');
+      // 2^36 bytes: 17 keys, one transaction
+      await s.transact((tx) => tx.putExtent('ext', pos(1, 0), 2n ** 36n, one));
+      const got: Entry[] = [];
+      for await (const e of s.range('ext')) got.push(e);
+      expect(got.length).toBe(17);
+      expect(got[got.length - 1]!.pos.offset).toBe(2n ** 36n);
+    } finally {
+      await t.cleanup();
+    }
+  });
+
   it('1000 random keys over a tree of ~1000 leaves commit in one transaction; past 1024 paths: ERR_INVALID_ARG, and the store goes on', async () => {
     const t = await tmpStore({ btrees: [{ name: 'kv' }], sizeBytes: 64 << 20, nodeSize: 4096, cacheSize: 2 << 20 });
     try {
