@@ -33,6 +33,9 @@ import {
   Store,
   Transaction,
   bposCmp,
+  bposPredecessor,
+  bposSuccessor,
+  bposToText,
   pos,
   type Bpos,
   type Entry,
@@ -230,6 +233,16 @@ describe('positions: pos, POS_MIN, POS_MAX, bposCmp', () => {
     expectPos(pos(7n, 9n, 3), 7, 9, 3);
     expectPos(pos(U64_MAX, U64_MAX, U32_MAX), U64_MAX, U64_MAX, U32_MAX);
     expectPos(pos(Number.MAX_SAFE_INTEGER, 0), BigInt(Number.MAX_SAFE_INTEGER), 0);
+  });
+
+  it('bposToText, bposSuccessor, bposPredecessor take any PosLike and validate it (ERR_INVALID_ARG, never a TypeError or a made-up answer)', async () => {
+    expect(bposToText({ inode: 1, offset: 2 })).toBe('1:2:0');
+    expect(bposSuccessor({ inode: 1, offset: 2 })).toEqual(pos(1, 2, 1));
+    expect(bposPredecessor({ inode: 1n, offset: 2n, snapshot: 0 })).toEqual(pos(1, 1, U32_MAX));
+    const bad: unknown[] = [null, undefined, { inode: -1, offset: 0 }, { inode: 2n ** 64n, offset: 0n }, Object.freeze({ inode: 1n, offset: -1n, snapshot: 0 }), { inode: 1, offset: 0, snapshot: 2 ** 32 }];
+    for (const b of bad) {
+      for (const f of [bposToText, bposSuccessor, bposPredecessor] as Array<(p: unknown) => unknown>) await expectCode(() => f(b), 'ERR_INVALID_ARG');
+    }
   });
 
   it('POS_MIN is 0:0:0 and POS_MAX is 2^64-1 : 2^64-1 : 2^32-1', () => {

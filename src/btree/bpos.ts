@@ -119,9 +119,11 @@ export function bposCmp(a: PosLike, b: PosLike): -1 | 0 | 1 {
   return 0;
 }
 
-export function bposToText(p: Bpos): string {
+/** "inode:offset:snapshot"; a bad position: ERR_INVALID_ARG (toBpos). */
+export function bposToText(p: PosLike): string {
+  const q = toBpos(p, 'pos');
   const f = (v: bigint) => (v === U64_MAX ? 'U64_MAX' : v.toString());
-  return `${f(p.inode)}:${f(p.offset)}:${p.snapshot === U32_MAX ? 'U32_MAX' : p.snapshot}`;
+  return `${f(q.inode)}:${f(q.offset)}:${q.snapshot === U32_MAX ? 'U32_MAX' : q.snapshot}`;
 }
 
 /* ---------------------------------------------------------------------------
@@ -235,14 +237,14 @@ export function wordsToText(w: Uint32Array, i = 0): string {
   return bposToText(wordsToBpos(w, i));
 }
 
-export function bposSuccessor(p: Bpos): Bpos {
-  const w = posWords(p);
+export function bposSuccessor(p: PosLike): Bpos {
+  const w = posWords(toBpos(p, 'pos'));
   wordsSuccessor(w);
   return wordsToBpos(w);
 }
 
-export function bposPredecessor(p: Bpos): Bpos {
-  const w = posWords(p);
+export function bposPredecessor(p: PosLike): Bpos {
+  const w = posWords(toBpos(p, 'pos'));
   wordsPredecessor(w);
   return wordsToBpos(w);
 }
