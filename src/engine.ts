@@ -283,6 +283,8 @@ export class Engine {
     /** Writes of a node replaced while the write waited (skipped: see nodeWriteIo). */
     nodeWritesSkippedDying: 0,
     compactionsDeferred: 0,
+    /** New nodes built in their source's format: the fitted one took more words per key and the keys did not fit (nodeBuildFrom). */
+    nodeBuildFormatFallbacks: 0,
     journalPreflushes: 0,
     nodeAppendPreflushes: 0,
     writebackPasses: 0,
@@ -1012,11 +1014,13 @@ export class Engine {
   /** A new node that will not be used (an update backed out): memory and bucket back. */
   nodeFreeNew(trans: BtreeTrans, n: Node): void {
     const bucket = n.bucket;
+    // built and hashed in already (nodeInstallNew unlocked it): a split failing after its first half
+    const installed = n.has(NodeFlag.will_make_reachable);
     if (n.has(NodeFlag.dirty)) this.cache.clearDirty(n);
     n.flags = 0;
     n.writeBlockedCount = 0;
     this.cache.freeInmem(n);
-    nodeUnlockOwned(trans, n);
+    if (!installed) nodeUnlockOwned(trans, n);
     if (bucket >= 0) this.alloc.free(bucket);
     n.bucket = -1;
   }
@@ -1034,11 +1038,20 @@ export class Engine {
     if (src.keys.formatReusableForRange(from, to, this.journal.seq, versionMax, sizeMax, versionMin)) {
       format = src.keys.format;
     } else {
-      const fitted = src.keys.computeFormat(from, to, { versionMax, positions: [from, to], ...(sizeMax ? { sizeMax } : {}) });
+      const fitted = src.keys.computeFormat(from, to, { versionNow: this.journal.seq, versionMax, positions: [from, to], ...(sizeMax ? { sizeMax } : {}) });
       format = src.keys.formatReusable(fitted, versionMin) ? src.keys.format : fitted;
     }
-    dst.keys.initEmpty({ btreeId: dst.btreeId, level: dst.level, minKey: from, maxKey: to, seq: randomNodeSeq(), format });
-    if (src.keys.sortInto(dst.keys, from, to) < 0) throw this.topologyError(src, 'keys do not fit in a new node');
+    const seq = randomNodeSeq();
+    dst.keys.initEmpty({ btreeId: dst.btreeId, level: dst.level, minKey: from, maxKey: to, seq, format });
+    if (src.keys.sortInto(dst.keys, from, to) < 0) {
+      // the fitted format can take more words per key than src's (its fields
+      // reach the range's ends, the size and version headroom): a full node
+      // rewritten whole then overflows. src's own format holds them, as src does.
+      if (format === src.keys.format) throw this.topologyError(src, 'keys do not fit in a new node');
+      this.counters.nodeBuildFormatFallbacks++;
+      dst.keys.initEmpty({ btreeId: dst.btreeId, level: dst.level, minKey: from, maxKey: to, seq, format: src.keys.format });
+      if (src.keys.sortInto(dst.keys, from, to) < 0) throw this.topologyError(src, 'keys do not fit in a new node');
+    }
     this.nodeInstallNew(trans, dst);
   }
 
@@ -1052,6 +1065,7 @@ export class Engine {
     const minKey = left.keys.minKey;
     const maxKey = right.keys.maxKey;
     const format = NodeKeys.computeFormatOf([left.keys, right.keys], {
+      versionNow: this.journal.seq,
       versionMax: this.journal.seq + NODE_FORMAT_VERSION_HEADROOM,
       positions: [minKey, maxKey],
       ...(this.btrees[dst.btreeId]!.extents ? { sizeMax: 0xffffffff } : {}),
@@ -1989,6 +2003,7 @@ export class Engine {
         mergeRetriesDropped: this.counters.mergeRetriesDropped,
         mergeQueueWaits: this.counters.mergeQueueWaits,
         mergeQueueDups: this.counters.mergeQueueDups,
+        nodeBuildFormatFallbacks: this.counters.nodeBuildFormatFallbacks,
       },
       alloc: { ...a },
       writeback: {

@@ -2233,12 +2233,15 @@ const EMPTY = new Uint8Array(0);
 
 /** What a new node's format must reach beyond the keys it starts with (computeFormat). */
 export interface FormatExtra {
+  /** The journal seq now: new keys carry it or later (without it, a node built with no keys would pack no version below versionMax). */
+  versionNow?: number;
   versionMax?: number;
   sizeMax?: number;
   positions?: Uint32Array[];
 }
 
 function formatStateDone(st: BkeyFormatState, extra: FormatExtra): BkeyFormat {
+  if (extra.versionNow !== undefined) st.addNumber(F_VERSION, extra.versionNow);
   if (extra.versionMax !== undefined) st.addNumber(F_VERSION, extra.versionMax);
   if (extra.sizeMax !== undefined) st.addNumber(F_SIZE, extra.sizeMax);
   for (const q of extra.positions ?? []) st.addPos(q, 0);

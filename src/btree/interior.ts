@@ -415,15 +415,23 @@ export class Interior {
         if (newRoot) this.engine.nodeFreeNew(trans, newRoot);
         return countRestart(ERR.transaction_restart_split_race);
       }
-      // fill the new nodes from n
-      if (pivot) {
-        const right = new Uint32Array(BPOS_WORDS);
-        wordsCopy(right, 0, pivot, 0);
-        wordsSuccessor(right, 0);
-        this.engine.nodeBuildFrom(trans, news[0]!, n, n.keys.minKey, pivot);
-        this.engine.nodeBuildFrom(trans, news[1]!, n, right, n.keys.maxKey);
-      } else {
-        this.engine.nodeBuildFrom(trans, news[0]!, n, n.keys.minKey, n.keys.maxKey);
+      // fill the new nodes from n (an error leaves n as it was: the new nodes go back, the locks go)
+      try {
+        if (pivot) {
+          const right = new Uint32Array(BPOS_WORDS);
+          wordsCopy(right, 0, pivot, 0);
+          wordsSuccessor(right, 0);
+          this.engine.nodeBuildFrom(trans, news[0]!, n, n.keys.minKey, pivot);
+          this.engine.nodeBuildFrom(trans, news[1]!, n, right, n.keys.maxKey);
+        } else {
+          this.engine.nodeBuildFrom(trans, news[0]!, n, n.keys.minKey, n.keys.maxKey);
+        }
+      } catch (e) {
+        if (parent) nodeUnlockWrite(trans, parent.lock);
+        nodeUnlockWrite(trans, n.lock);
+        for (const m of news) this.engine.nodeFreeNew(trans, m);
+        if (newRoot) this.engine.nodeFreeNew(trans, newRoot);
+        throw e;
       }
       // ---- synchronous from here ----
       upd.newNodes.push(...news);

@@ -310,13 +310,13 @@ describe('Store: deleting most keys merges underfull siblings', () => {
 
 describe('a delRange emptying a node that is full and written whole', () => {
   it('rewrites it compacted instead of failing to split (ERR_TOPOLOGY "no key to split at")', async () => {
-    // 82 keys of 56-byte values in one commit into the empty root: the split gives the left
+    // 82 keys of 64-byte values in one commit into the empty root: the split gives the left
     // leaf exactly a fresh node's worth (41 keys), and the new leaves are written whole
     t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, blockSize: 512 });
     const s = t.store;
     const n = 82;
     await s.transact((tx) => {
-      for (let i = 0; i < n; i++) tx.put('kv', pos(1, i), new Uint8Array(56).fill(i));
+      for (let i = 0; i < n; i++) tx.put('kv', pos(1, i), new Uint8Array(64).fill(i));
     });
     await s.flush();
     const fresh = s.engine.interior.nodeU64sFresh;
@@ -329,5 +329,22 @@ describe('a delRange emptying a node that is full and written whole', () => {
     expect(await s.fsck()).toEqual([]);
     const s2 = await t.reopen();
     for await (const e of s2.range('kv')) throw new Error(`key ${e.pos.offset} came back after reopening`);
+  });
+});
+
+describe('leaves split off a node without keys', () => {
+  it('pack the keys the commit then puts in them (their version field starts at the journal seq, not at its headroom)', async () => {
+    // the first commit of many keys splits the empty root before inserting: the halves' formats
+    // are computed over no keys; their version field used to start at seq + 2^24, so every key
+    // of the commit went in unpacked (56 + 8 bytes per key instead of 8 + 8 here)
+    t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, blockSize: 512 });
+    const s = t.store;
+    await s.transact((tx) => {
+      for (let i = 0; i < 200; i++) tx.put('kv', pos(1, i), new Uint8Array(8).fill(i));
+    });
+    const leaves = [...s.engine.cache.live].filter((b) => b && b.hashVal !== 0 && b.level === 0);
+    expect(leaves.length).toBeGreaterThan(1);
+    for (const b of leaves) expect(b!.keys.unpackedKeys, b!.keys.toText()).toBe(0);
+    expect(await s.fsck()).toEqual([]);
   });
 });
