@@ -560,8 +560,9 @@ export class Store {
     }
   }
 
-  async close(): Promise<void> {
-    if (this.closed) throw new SixtreeError('ERR_CLOSED', 'store is closed');
+  /** Not async: a second call while the first runs returns the very same promise. */
+  close(): Promise<void> {
+    if (this.closed) return Promise.reject(new SixtreeError('ERR_CLOSED', 'store is closed'));
     if (this.closing) return this.closing;
     this.closing = (async () => {
       while (this.inFlight > 0) await new Promise<void>((r) => this.idle.push(r));

@@ -1291,6 +1291,17 @@ describe('readOnly, close, reopen', () => {
     await t?.cleanup();
   });
 
+  it('a second close() while the first runs returns the same promise; one after it has finished rejects with ERR_CLOSED', async () => {
+    t = await tmpStore({ sizeBytes: 16 << 20 });
+    const s = t.store;
+    await s.put('kv', pos(1, 1), enc('x'));
+    const a = s.close();
+    const b = s.close();
+    expect(b).toBe(a);
+    await a;
+    await expectCode(() => s.close(), 'ERR_CLOSED');
+  });
+
   it('close() after a device error: rejects with ERR_IO, still releases the device and its lock; reads went on; the next open recovers every commit', async () => {
     t = await tmpStore({ sizeBytes: 16 << 20 });
     await t.store.close();
