@@ -299,6 +299,11 @@ export class Store {
     if (this.closed || this.closing) throw new SixtreeError('ERR_CLOSED', 'store is closed');
   }
 
+  /** @internal Neither closing nor closed (range iterators check it for each entry). */
+  isOpen(): boolean {
+    return !this.closed && !this.closing;
+  }
+
   private enter(): void {
     this.checkOpen();
     this.inFlight++;
@@ -610,6 +615,12 @@ class RangeIterator implements AsyncIterableIterator<Entry> {
 
   next(): Promise<IteratorResult<Entry>> {
     if (this.fetching !== null) return this.fetching.then(() => this.next());
+    if (!this.finished && !this.store.isOpen()) {
+      // closing or closed: the rest of a fetched batch is not handed out either
+      this.finished = true;
+      this.batch = [];
+      return Promise.reject(new SixtreeError('ERR_CLOSED', 'store is closed'));
+    }
     if (this.i < this.batch.length && !this.finished) {
       this.n++;
       return Promise.resolve({ value: this.batch[this.i++]!, done: false });

@@ -1291,6 +1291,19 @@ describe('readOnly, close, reopen', () => {
     await t?.cleanup();
   });
 
+  it('a range iterator stops handing out entries once close() starts (ERR_CLOSED), its fetched batch included', async () => {
+    t = await tmpStore({ sizeBytes: 16 << 20 });
+    const s = t.store;
+    await s.transact((tx) => {
+      for (let i = 0; i < 50; i++) tx.put('kv', pos(1, i), enc(`v${i}`));
+    });
+    const it = s.range('kv');
+    expect((await it.next()).done).toBe(false);
+    const closing = s.close();
+    await expectCode(() => it.next(), 'ERR_CLOSED');
+    await closing;
+  });
+
   it('a second close() while the first runs returns the same promise; one after it has finished rejects with ERR_CLOSED', async () => {
     t = await tmpStore({ sizeBytes: 16 << 20 });
     const s = t.store;
