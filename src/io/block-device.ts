@@ -392,7 +392,8 @@ function lockTake(backend: NativeBackend, fd: number, path: string): void {
     const exited = holders !== null && holders.length > 0 && holders.every((pid) => !processAlive(pid));
     const unseen = holders !== null && holders.length === 0;
     const why = exited ? `held past their exit by process ${holders!.join(', ')}: I/O of theirs still in flight` : 'exclusive lock held';
-    throw new SixtreeError('ERR_LOCKED', `${path} is open in another process (${why})`, { path, errno: e.code, retryable: exited || unseen, holdersExited: exited }, { cause: e });
+    const where = holders !== null && holders.includes(process.pid) ? 'already open in this process' : 'open in another process';
+    throw new SixtreeError('ERR_LOCKED', `${path} is ${where} (${why})`, { path, errno: e.code, retryable: exited || unseen, holdersExited: exited }, { cause: e });
   }
 }
 

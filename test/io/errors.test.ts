@@ -71,6 +71,7 @@ describe.each(IO_BACKENDS)('src/io errors (io: %s)', (io) => {
     const a = BlockDevice.open(p, { io });
     const e = await expectCode(() => BlockDevice.open(p, { io }), 'ERR_LOCKED');
     expect(e.message).toContain(p);
+    expect(e.message).toContain('already open in this process');
     await expectCode(() => BlockDevice.open(p, { io, readOnly: true }), 'ERR_LOCKED');
     const c = BlockDevice.open(p, { io, lock: false });
     await c.close();
