@@ -48,6 +48,7 @@
  * Counters: everything stats() reports is counted here or in the parts.
  */
 
+import { existsSync, rmSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
 import { SixtreeError, errMatches, errName, RESTART } from './errors.js';
 import { Printbuf, bytesToText } from './util/printbuf.js';
@@ -437,11 +438,18 @@ export class Engine {
   }
 
   private static async openDeviceForFormat(path: string, o: FormatOpts): Promise<Device> {
+    const existed = existsSync(path);
     try {
       return await BlockDevice.openWaiting(path, { readOnly: false, io: o.io, ...(o.sizeBytes !== undefined ? { createSizeBytes: o.sizeBytes } : {}) });
     } catch (e) {
+      // a file the open created before refusing (e.g. a size the device's alignment does not divide) goes again
+      if (!existed && existsSync(path)) rmSync(path, { force: true });
       if (e instanceof SixtreeError && e.code === 'ERR_NOT_FOUND_DEVICE' && o.sizeBytes === undefined) {
         throw new SixtreeError('ERR_NOT_FOUND_DEVICE', `${path} does not exist; pass size to create it`, { path });
+      }
+      // the device layer's name for the size is not the caller's
+      if (e instanceof SixtreeError && e.code === 'ERR_INVALID_ARG' && e.message.includes('opts.createSizeBytes')) {
+        throw new SixtreeError('ERR_INVALID_ARG', e.message.replaceAll('opts.createSizeBytes', 'opts.size').replaceAll('createSizeBytes', 'size'), { ...e.details, argument: 'opts.size' }, { cause: e });
       }
       throw e;
     }

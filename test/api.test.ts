@@ -387,6 +387,10 @@ describe('Store.format and Store.open', () => {
     const path2 = freshPath();
     writeFileSync(path2, Buffer.alloc(1 << 20, 0x5a));
     await expectCode(() => Store.open(path2, { readOnly: true }), 'ERR_BAD_MAGIC', path2);
+    // a file smaller than one block: its usable size is 0, and the message says why
+    const path3 = freshPath();
+    writeFileSync(path3, Buffer.alloc(100, 1));
+    await expectCode(() => Store.open(path3), 'ERR_BAD_MAGIC', path3, 'whole 512-byte blocks');
   });
 
   it('ERR_VERSION: a superblock (checksum valid) written by another format version', async () => {
@@ -458,6 +462,7 @@ describe('Store.format and Store.open', () => {
       ['size 0', (p) => Store.format(p, { ...ok, size: 0 }), ['size', '0']],
       ['size negative', (p) => Store.format(p, { ...ok, size: -4096 }), ['size', '-4096']],
       ['size fractional', (p) => Store.format(p, { ...ok, size: 1.5e6 + 0.5 }), ['size']],
+      ['size not a multiple of the device block', (p) => Store.format(p, { ...ok, size: (16 << 20) + 100 }), ['opts.size', 'multiple of 512']],
       ['size a string', (p) => Store.format(p, { ...ok, size: '16M' } as unknown as typeof ok), ['size', '"16M"']],
       ['size negative bigint', (p) => Store.format(p, { ...ok, size: -1n }), ['size']],
       ['nodeSize not a power of two', (p) => Store.format(p, { ...ok, nodeSize: 5000 }), ['nodeSize', '5000']],

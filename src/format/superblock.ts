@@ -405,7 +405,7 @@ function checkDeviceAlign(dev: Device): void {
 export async function readSuperblockCopies(dev: Device): Promise<[SbCopy, SbCopy]> {
   checkDeviceAlign(dev);
   if (dev.sizeBytes < SB_AREA_END_BYTES) {
-    throw new SixtreeError('ERR_BAD_MAGIC', `${dev.path}: not a sixtree store: ${dev.sizeBytes} bytes cannot hold a superblock`, { path: dev.path });
+    throw new SixtreeError('ERR_BAD_MAGIC', `${dev.path}: not a sixtree store: ${dev.sizeBytes} bytes in whole ${dev.alignBytes}-byte blocks cannot hold a superblock (it needs ${SB_AREA_END_BYTES})`, { path: dev.path });
   }
   const buf = dev.allocBuffer(SB_AREA_END_BYTES - SB_OFFSETS_BYTES[0]);
   try {
