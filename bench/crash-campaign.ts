@@ -62,6 +62,7 @@ import { SixtreeError } from '../src/errors.js';
 import { FaultDevice } from '../src/io/fault-device.js';
 import { MemDevice } from '../src/io/mem-device.js';
 import { Store } from '../src/store.js';
+import { BtreeCache } from '../src/btree/cache.js';
 import { journalEntryBytesMax } from '../src/layout.js';
 
 /* ------------------------------------------------------------------ options */
@@ -395,7 +396,8 @@ function settingsOf(o: CrashCheckOpts): Settings {
     crashPointProbability: o.crashPointProbability ?? 0.25,
     deviceBytes: o.deviceBytes ?? 8 << 20,
     journalBytes: o.journalBytes ?? 256 << 10,
-    cacheBytes: o.cacheBytes ?? 512 << 10,
+    // never below what the store accepts (the smallest cache a seed picks is meant to be about that)
+    cacheBytes: Math.max(o.cacheBytes ?? 512 << 10, BtreeCache.budgetBytesMin(o.nodeBytes ?? 4096, BTREES.length)),
     nodeBytes: o.nodeBytes ?? 4096,
     blockBytes: o.blockBytes ?? 512,
     kvSpace: o.kvSpace ?? 2000,
