@@ -17,11 +17,11 @@
  */
 
 import { SixtreeError, errName, isRestart, invalidArg } from './errors.js';
-import { KEY_TYPE, bkeyEncodedBytes, bkeyNew, type BkeyI } from './btree/bkey.js';
+import { KEY_TYPE, UNPACKED_VALUE_OFFSET, bkeyNew, keyBytesFor, type BkeyI } from './btree/bkey.js';
 import { BPOS_WORDS, POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, bposToText, posLikeToWords, posWords, toBpos } from './btree/bpos.js';
 import { Iter, KEY_SIZE_MAX, LOOKUP_FALLBACK, type Entry, type IterOpts } from './btree/iter.js';
 import { BTREE_MAX_DEPTH } from './btree/path.js';
-import { extentValueMake, xcmp, type XPos } from './btree/overlay.js';
+import { EXTENT_VALUE_HEADER_BYTES, extentValueMake, xcmp, type XPos } from './btree/overlay.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
 import { transCommit } from './btree/commit.js';
 import { TxCtx, type MergeCheckPos } from './btree/interior.js';
@@ -124,10 +124,12 @@ export class Transaction {
     const v = checkValue(value, this.store.maxValueSize);
     // one key per KEY_SIZE_MAX; all of them go in the commit's journal entry: refuse now what could never commit
     const pieces = (sz + BigInt(KEY_SIZE_MAX) - 1n) / BigInt(KEY_SIZE_MAX);
-    const engine = this.store.engine;
-    const pieceBytes = bkeyEncodedBytes(bkeyNew(KEY_TYPE.extent, posWords(s), { size: 1, value: extentValueMake(0n, v) }));
-    if (pieces * BigInt(pieceBytes) > BigInt(engine.journal.maxReservationBytes)) {
-      throw invalidArg('size', size, `an extent of at most ${Math.floor(engine.journal.maxReservationBytes / pieceBytes)} keys of 2^32-1 bytes (this one needs ${pieces}: one transaction's keys must fit one journal entry of ${engine.journal.maxReservationBytes} bytes)`);
+    if (pieces > 1n) {
+      const maxBytes = this.store.engine.journal.maxReservationBytes;
+      const pieceBytes = keyBytesFor(UNPACKED_VALUE_OFFSET, EXTENT_VALUE_HEADER_BYTES + v.length);
+      if (pieces * BigInt(pieceBytes) > BigInt(maxBytes)) {
+        throw invalidArg('size', size, `an extent of at most ${Math.floor(maxBytes / pieceBytes)} keys of 2^32-1 bytes (this one needs ${pieces}: one transaction's keys must fit one journal entry of ${maxBytes} bytes)`);
+      }
     }
     const ov = this.bt.overlay(id);
     // keys hold at most KEY_SIZE_MAX: longer extents become several keys with valueOffsets

@@ -782,27 +782,7 @@ export class NodeKeys {
       } else if (aux[WIN_BASE + s * W.ROW + W.ON]) {
         return this.lowerBoundWindow(s, strict);
       } else {
-        /*
-         * Go right past heads below the search (at or below, le): i collects
-         * the path (1 = right); the last right turn is i with its trailing
-         * left turns and that 1 dropped.
-         */
-        const t = this.auxF64;
-        const b = aux[row + M.EYTZ_SUM]! >>> 1;
-        let i = 1;
-        if (exact) {
-          const y1 = y + le;
-          while (i <= n) i = 2 * i + (t[b + i]! < y1 ? 1 : 0);
-        } else {
-          const eOff = aux[row + M.EYTZ_OFF]!;
-          while (i <= n) {
-            const x = t[b + i]!;
-            i = 2 * i + (x < y || (x === y && this.keyCmpSearchWords(aux[eOff + i]!) < le) ? 1 : 0);
-          }
-        }
-        const best = i >>> (32 - Math.clz32(i & -i));
-        /* the head itself is below the search: start after it */
-        if (best > 0) k = this.keyNext(aux[aux[row + M.EYTZ_OFF]! + best]!);
+        k = this.eytzDescend(row, n, y, le, exact, k);
       }
     }
     /* scan: packed keys by summary, unpacked ones unpacked */
@@ -877,6 +857,34 @@ export class NodeKeys {
   }
 
   /**
+   * The Eytzinger descent of a read-only set's tree (row: its M row, n > 0
+   * heads) for summary y: where the group scan starts, `start` when every
+   * head is above the search. Goes right past heads below the search (at or
+   * below, le): i collects the path (1 = right); the last right turn is i
+   * with its trailing left turns and that 1 dropped. Exact summaries fold
+   * le into y; inexact ones compare the words on a tie.
+   */
+  private eytzDescend(row: number, n: number, y: number, le: number, exact: boolean, start: number): number {
+    const aux = this.aux32;
+    const t = this.auxF64;
+    const b = aux[row + M.EYTZ_SUM]! >>> 1;
+    const eOff = aux[row + M.EYTZ_OFF]!;
+    let i = 1;
+    if (exact) {
+      const y1 = y + le;
+      while (i <= n) i = 2 * i + (t[b + i]! < y1 ? 1 : 0);
+    } else {
+      while (i <= n) {
+        const x = t[b + i]!;
+        i = 2 * i + (x < y || (x === y && this.keyCmpSearchWords(aux[eOff + i]!) < le) ? 1 : 0);
+      }
+    }
+    const best = i >>> (32 - Math.clz32(i & -i));
+    /* the head itself is below the search: start after it */
+    return best > 0 ? this.keyNext(aux[eOff + best]!) : start;
+  }
+
+  /**
    * lowerBound on a read-only set with a summary window (W). The search is
    * packed (prepareSearch packs lossily for inexact formats, the only ones
    * with windows: searchPacked holds the greatest representable position at
@@ -901,24 +909,7 @@ export class NodeKeys {
     const le = strict || searchMode !== PACK_EXACT ? 1 : 0;
     const exact = aux[wr + W.EXACT] === 1;
     const n = aux[row + M.AUX_N]!;
-    let k = start;
-    if (n > 0) {
-      const t = this.auxF64;
-      const b = aux[row + M.EYTZ_SUM]! >>> 1;
-      let i = 1;
-      if (exact) {
-        const y1 = y + le;
-        while (i <= n) i = 2 * i + (t[b + i]! < y1 ? 1 : 0);
-      } else {
-        const eOff = aux[row + M.EYTZ_OFF]!;
-        while (i <= n) {
-          const x = t[b + i]!;
-          i = 2 * i + (x < y || (x === y && this.keyCmpSearchWords(aux[eOff + i]!) < le) ? 1 : 0);
-        }
-      }
-      const best = i >>> (32 - Math.clz32(i & -i));
-      if (best > 0) k = this.keyNext(aux[aux[row + M.EYTZ_OFF]! + best]!);
-    }
+    let k = n > 0 ? this.eytzDescend(row, n, y, le, exact, start) : start;
     /* scan: every key of a windowed set is packed */
     const d = this.d32;
     if (exact) {

@@ -313,6 +313,7 @@ export class BtreeOverlay {
 
   /** Tombstones merged into sorted disjoint ranges. */
   mergedTombstones(): Tombstone[] {
+    if (this.tombstones.length === 0) return [];
     const r = this.tombstones.slice().sort((a, b) => xcmp(a[0], b[0]));
     const out: Tombstone[] = [];
     /* ranges merge with the last one of the same reach (all snapshots, or the same one) */
