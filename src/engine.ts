@@ -194,6 +194,8 @@ export interface StoreStats {
     evictions: number;
     cannibalized: number;
     notFreed: Record<string, number>;
+    /** Every cache counter by name (CACHE_COUNTERS in btree/cache.ts). */
+    counters: Record<string, number>;
     [k: string]: unknown;
   };
   io: { reads: number; writes: number; bytesRead: number; bytesWritten: number; flushes: number };
@@ -261,6 +263,13 @@ export class Engine {
   readonly blacklist: JournalSeqBlacklist;
   /** Nodes read since open whose buckets still hold blacklisted bsets. */
   readonly blacklistHolders = new BlacklistHolders();
+  /**
+   * Node reads take a failing last bset for a torn append only if its keys
+   * are this journal seq or newer (node-io.ts): the replay window's start,
+   * or past the newest entry after a clean shutdown (nothing was in flight).
+   * Fixed for the whole open: tears only come from the crash before it.
+   */
+  private tornFloor = 0;
   readonly blacklistGc: BlacklistGc;
   /** Lock owner for engine-internal node locking (writeback completion, fsck walk). */
   private readonly owner = new LockOwnerBase(-2, Number.MAX_SAFE_INTEGER - 1);
@@ -497,6 +506,7 @@ export class Engine {
       bucketOffset: (b) => bucketToOffset(this.layout, b),
       nodeWrite: (n) => this.nodeWrite(n),
       isSeqBlacklisted: (s) => this.blacklist.isBlacklisted(s),
+      tornFloor: () => this.tornFloor,
       onBlacklistedBsets: (n, seqs) => this.blacklistHolders.note({ bucket: n.bucket, btreeId: n.btreeId, level: n.level, minKey: n.keys.minKey, nodeSeq: n.keys.seq, seqs }),
       btreeName: (id) => this.btrees[id]?.name ?? `btree ${id}`,
       ...(backend
@@ -514,6 +524,8 @@ export class Engine {
     const jr = await readJournal(this.dev, this.layout, { uuid: sb.uuid, blacklist: this.blacklist });
     for (const r of jr.blacklist) this.blacklist.add(r.start, r.end);
     const plan = journalRecoveryPlan(sb, jr, this.blacklist);
+    // no node is read before this: a torn append can only hold keys from the replay window on
+    this.tornFloor = plan.clean ? plan.nextSeq : jr.lastSeq;
 
     // roots: newest journal entry, else the superblock
     for (let id = 0; id < sb.btrees.length; id++) {
@@ -729,6 +741,7 @@ export class Engine {
     visit: (n: Node | null, info: { bucket: number; level: number; ptr: Uint8Array; maxKey: Uint32Array; parentBucket: number }) => void,
     overlay?: PtrOverlay,
     stop?: () => boolean,
+    onReadError?: (e: SixtreeError, info: { bucket: number; level: number }) => void,
   ): Promise<void> {
     const root = this.roots[btreeId]!;
     const rootNode = root.node!;
@@ -744,7 +757,15 @@ export class Engine {
         visit(null, { bucket, level: e.level, ptr: e.ptr, maxKey: e.maxKey, parentBucket: e.parentBucket });
         continue;
       }
-      const n = await this.readNodeNoiter(btreeId, e.ptr, e.level, e.maxKey, true);
+      let n: Node;
+      try {
+        n = await this.readNodeNoiter(btreeId, e.ptr, e.level, e.maxKey, true);
+      } catch (err) {
+        // the caller reports an unreadable node and the walk goes on past its subtree
+        if (!onReadError || !(err instanceof SixtreeError) || err.code === 'ERR_CLOSED') throw err;
+        onReadError(err, { bucket, level: e.level });
+        continue;
+      }
       try {
         visit(n, { bucket, level: e.level, ptr: e.ptr, maxKey: e.maxKey, parentBucket: e.parentBucket });
         if (n.level === 0) continue;
@@ -1953,6 +1974,10 @@ export class Engine {
           }
           if (!kids) problems.push(`btree ${name} level ${n.level} bucket ${info.bucket}: interior node without children`);
           else if (wordsCmp(lastMax, 0, n.keys.maxKey, 0) !== 0) problems.push(`btree ${name} level ${n.level} bucket ${info.bucket}: last child ends at ${wordsToText(lastMax)}, node ends at ${wordsToText(n.keys.maxKey)}`);
+        }, undefined, undefined, (e, info) => {
+          // an unreadable node: reported with its code; its bucket is in the tree, what is below it not walked
+          problems.push(`btree ${name} level ${info.level} bucket ${info.bucket}: ${e.code}: ${e.message}`);
+          used.add(info.bucket);
         });
       } catch (e) {
         problems.push(`btree ${name}: ${(e as Error).message}`);

@@ -87,7 +87,7 @@ describe('sixtree format -> info -> list -> fsck', () => {
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(`uuid:                   ${uuid}\n`);
-    expect(r.stdout).toContain('version:                1\n');
+    expect(r.stdout).toContain('version:                2\n');
     expect(r.stdout).toContain('device size:            67108864 (64.0 MiB)\n');
     expect(r.stdout).toContain('block size:             4096\n');
     expect(r.stdout).toContain('node size:              65536 (64.0 KiB)\n');
@@ -105,7 +105,7 @@ describe('sixtree format -> info -> list -> fsck', () => {
     const info = JSON.parse(r.stdout);
     expect(info).toMatchObject({
       uuid,
-      version: 1,
+      version: 2,
       sizeBytes: 64 * 1024 * 1024,
       blockSize: 4096,
       nodeSize: 65536,

@@ -195,6 +195,7 @@ export const CACHE_COUNTERS = [
   ['misses', 'lookups that had to read the node'],
   ['reads', 'node reads issued (fills and prefetches)'],
   ['readErrors', 'node reads that failed: I/O, checksum or topology'],
+  ['tornBsets', 'node reads that ended at a torn last bset (an append a crash interrupted; the journal replays its keys)'],
   ['prefetches', 'read-aheads started'],
   ['prefetchSkipped', 'read-aheads not started: too many in flight, or no memory without cannibalizing'],
   ['fillRaces', 'fills that lost the hash insert to another fill'],
@@ -272,6 +273,8 @@ export interface BtreeCacheOptions {
   onBlacklistedBsets?: (node: Node, seqs: number[]) => void;
   /** Passed to nodeReadValidate: bsets newer than this journal seq are ignored. */
   maxJournalSeq?: () => number;
+  /** Passed to nodeReadValidate: a failing last bset holding keys older than this journal seq is damage (ERR_CHECKSUM), not a torn append. */
+  tornFloor?: () => number;
   /** Aux memory; default: plain Uint8Array (the engine passes mmapAnon/munmap). */
   auxAlloc?: AuxAllocator['auxAlloc'];
   auxFree?: AuxAllocator['auxFree'];
@@ -393,6 +396,7 @@ export class BtreeCache {
   private readonly isSeqBlacklisted: ((seq: number) => boolean) | undefined;
   private readonly onBlacklistedBsets: ((node: Node, seqs: number[]) => void) | undefined;
   private readonly maxJournalSeq: (() => number) | undefined;
+  private readonly tornFloor: (() => number) | undefined;
   private readonly auxAllocFn: AuxAllocator['auxAlloc'];
   private readonly auxFreeFn: AuxAllocator['auxFree'];
   private readonly btreeName: (btreeId: number) => string;
@@ -442,6 +446,7 @@ export class BtreeCache {
     this.isSeqBlacklisted = opts.isSeqBlacklisted;
     this.onBlacklistedBsets = opts.onBlacklistedBsets;
     this.maxJournalSeq = opts.maxJournalSeq;
+    this.tornFloor = opts.tornFloor;
     this.auxAllocFn = opts.auxAlloc ?? ((n) => new Uint8Array(n));
     this.auxFreeFn = opts.auxFree ?? (() => {});
     this.btreeName = opts.btreeName ?? ((id) => `btree ${id}`);
@@ -1186,9 +1191,12 @@ export class BtreeCache {
       if (typeof errno === 'string') err.details.errno = errno;
     }
     if (err === null) {
-      const r = nodeReadValidate(b.keys, expect, { isSeqBlacklisted: this.isSeqBlacklisted, maxJournalSeq: this.maxJournalSeq?.() });
+      const r = nodeReadValidate(b.keys, expect, { isSeqBlacklisted: this.isSeqBlacklisted, maxJournalSeq: this.maxJournalSeq?.(), tornFloor: this.tornFloor?.() });
       if (!r.ok) err = this.nodeReadError(b, r.code, r.message, offset);
-      else if (r.blacklistedSeqs !== null) this.onBlacklistedBsets?.(b, r.blacklistedSeqs);
+      else {
+        if (r.torn) this.counters[C.tornBsets]!++;
+        if (r.blacklistedSeqs !== null) this.onBlacklistedBsets?.(b, r.blacklistedSeqs);
+      }
     }
     if (err !== null) {
       this.counters[C.readErrors]!++;

@@ -9,10 +9,22 @@
  *   2. bsets from NODE_HDR_BYTES, each at the block boundary after the
  *      previous one, while a bset with this node's seq, its own offset and a
  *      good checksum is found. The first bset failing ends the node: a torn
- *      append loses only itself. Two exceptions are errors (ERR_CHECKSUM):
- *      the first bset (written together with the header) failing, and a
- *      failing bset followed by a valid one further on (that is corruption,
- *      not a tear: appends are serialized, nothing follows a torn one);
+ *      append loses only itself. Errors instead (ERR_CHECKSUM):
+ *      - the first bset (written together with the header) failing;
+ *      - a failing bset followed by a valid one further on (that is
+ *        corruption, not a tear: appends are serialized, nothing follows a
+ *        torn one);
+ *      - a failing bset whose own header checks out (so it was written: its
+ *        keys are damaged or were torn) holding keys older than the journal
+ *        can replay (its journal seq min below opts.tornFloor). An append
+ *        the crash interrupted holds only keys the journal still has: the
+ *        node pinned their seqs until the write completed, and every durable
+ *        entry's last_seq is at or below the pins. So a bset below the floor
+ *        was written whole once, and losing it would silently bring back
+ *        what it overwrote. Not caught: damage to the last bset's header
+ *        itself, and a write the device acknowledged and lost (the bset
+ *        reads as never written); bcachefs's btree_ptr_v2.sectors_written
+ *        would catch those;
  *   3. a bset whose journal seq is blacklisted or newer than maxJournalSeq is
  *      skipped (its keys ignored) and the walk goes on;
  *   4. keys of accepted bsets are checked (well formed, type allowed at this
@@ -37,7 +49,7 @@
 import { wordsCmp, wordsToText } from './bpos.js';
 import { KEY_TYPE, KEY_TYPE_NR, KEY_HDR_PACKED, KEY_HDR_RESERVED_MASK, UNPACKED_VALUE_OFFSET, UNPACKED_W_VERSION_HI, BTREE_PTR_VALUE_BYTES, keyBytesFor, keyHdrPad, keyHdrType, keyTypeName } from './bkey.js';
 import { KeyRuns, NodeKeys } from './bset.js';
-import { BSET_HDR_BYTES, NODE_HDR_BYTES, bsetEnd, bsetHeaderCheck, bsetHeaderEncode, bsetJournalSeq, nodeHeaderDecode, nodeHeaderEncode, roundUp } from '../format/btree-node.js';
+import { BSET_HDR_BYTES, NODE_HDR_BYTES, bsetEnd, bsetHeaderCheck, bsetHeaderEncode, bsetHeaderIntact, bsetJournalSeq, bsetJournalSeqMin, nodeHeaderDecode, nodeHeaderEncode, roundUp } from '../format/btree-node.js';
 
 export interface NodeReadExpect {
   btreeId: number;
@@ -50,6 +62,14 @@ export interface NodeReadExpect {
 export interface NodeReadOpts {
   isSeqBlacklisted?: (journalSeq: number) => boolean;
   maxJournalSeq?: number;
+  /**
+   * The oldest journal seq recovery could replay when the store was opened
+   * (the newest entry's last_seq; past the newest seq after a clean
+   * shutdown): a failing bset whose intact header says it holds older keys
+   * is damage, not a torn append. 0 (default): every failing last bset is
+   * taken for a torn append.
+   */
+  tornFloor?: number;
 }
 
 /**
@@ -58,7 +78,7 @@ export interface NodeReadOpts {
  * blacklist must keep them (journal/blacklist.ts, BlacklistHolders).
  */
 export type NodeReadResult =
-  | { ok: true; bsetsRead: number; bsetsSkipped: number; blacklistedSeqs: number[] | null }
+  | { ok: true; bsetsRead: number; bsetsSkipped: number; blacklistedSeqs: number[] | null; torn: boolean }
   | { ok: false; code: 'ERR_CHECKSUM' | 'ERR_TOPOLOGY'; message: string };
 
 /** Who the node is, for messages (built only when something is wrong). */
@@ -167,12 +187,31 @@ export function nodeReadValidate(keys: NodeKeys, expect: NodeReadExpect, opts: N
   let read = 0;
   let skipped = 0;
   let blacklistedSeqs: number[] | null = null;
+  let torn = false;
   while (off + BSET_HDR_BYTES <= data.length) {
     const chk = bsetHeaderCheck(data, off, hdr.seq);
     if (chk !== 'ok') {
       if (off === NODE_HDR_BYTES) return { ok: false, code: 'ERR_CHECKSUM', message: `${where(expect)}: first bset at byte ${off}: ${chk.replace('_', ' ')}` };
       const later = findValidBsetAfter(data, off + 1, block, hdr.seq);
       if (later >= 0) return { ok: false, code: 'ERR_CHECKSUM', message: `${where(expect)}: bset at byte ${off}: ${chk.replace('_', ' ')}, but a valid bset follows at byte ${later}` };
+      if (bsetHeaderIntact(chk)) {
+        /* written, keys bad: a torn append only if the journal still has its keys (or they were never acknowledged) */
+        const jmax = bsetJournalSeq(data, off);
+        const jmin = bsetJournalSeqMin(data, off);
+        const blacklisted = opts.isSeqBlacklisted !== undefined && opts.isSeqBlacklisted(jmax);
+        const unacked = opts.maxJournalSeq !== undefined && jmax > opts.maxJournalSeq;
+        const floor = opts.tornFloor ?? 0;
+        if (jmin !== 0 && jmin < floor && !blacklisted && !unacked) {
+          return {
+            ok: false,
+            code: 'ERR_CHECKSUM',
+            message: `${where(expect)}: bset at byte ${off} (journal seqs ${jmin}..${jmax}): ${chk.replace('_', ' ')}; the journal no longer holds these keys (it replays from seq ${floor}), so this is damage, not an interrupted write`,
+          };
+        }
+        /* a holder of blacklisted seqs, as a skipped bset is: the blacklist gc rewrites the node */
+        if (blacklisted) (blacklistedSeqs ??= []).push(jmax);
+        torn = true;
+      }
       break;
     }
     const end = bsetEnd(data, off);
@@ -192,7 +231,7 @@ export function nodeReadValidate(keys: NodeKeys, expect: NodeReadExpect, opts: N
     off = written;
   }
   keys.loadSorted(runs, written);
-  return { ok: true, bsetsRead: read, bsetsSkipped: skipped, blacklistedSeqs };
+  return { ok: true, bsetsRead: read, bsetsSkipped: skipped, blacklistedSeqs, torn };
 }
 
 export interface NodeWrite {
@@ -231,7 +270,7 @@ export function nodeWritePrepare(keys: NodeKeys): NodeWrite | null {
     const back = nodeHeaderDecode(data);
     if (!back.ok || back.hdr.seq !== keys.seq || !back.hdr.format.equals(keys.format)) throw new Error('write prepare: node header does not read back');
   }
-  bsetHeaderEncode(data, hdrOff, keys.seq, journalSeq, (end - start) >>> 3);
+  bsetHeaderEncode(data, hdrOff, keys.seq, journalSeq, (end - start) >>> 3, keys.unwrittenJournalSeqMin);
   const sealedEnd = roundUp(end, keys.blockSizeBytes);
   data.fill(0, end, sealedEnd);
   const chk = bsetHeaderCheck(data, hdrOff, keys.seq);

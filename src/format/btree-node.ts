@@ -21,16 +21,25 @@
  *   64   48 B    key format (bkey-format.ts)
  *   112  16 B    zero
  *
- * Bset header (BSET_HDR_BYTES = 32), keys follow it:
- *   0    u32     crc32c of bytes [4, 32 + u64s * 8) of this bset (header + keys)
+ * Bset header (BSET_HDR_BYTES = 48), keys follow it:
+ *   0    u32     crc32c of bytes [4, 48 + u64s * 8) of this bset (header + keys)
  *   4    u32     magic BSET_MAGIC
  *   8    u64     node seq (must equal the header's)
  *   16   u64     journal seq: highest journal seq of the keys (< 2^53)
  *   24   u32     byte offset of this bset header inside the node
  *   28   u32     u64s of keys following the header
- * A bset ends at 32 + u64s * 8; the bytes up to the next block boundary are
+ *   32   u64     journal seq min: lowest journal seq of the keys (0: unknown)
+ *   40   u32     crc32c of bytes [4, 40): the header alone
+ *   44   u32     zero
+ * A bset ends at 48 + u64s * 8; the bytes up to the next block boundary are
  * zero and not covered by any checksum. The first bset starts at
  * NODE_HDR_BYTES; later ones at block-aligned offsets.
+ *
+ * The header's own checksum tells a bset whose keys are damaged from one that
+ * was never written: a header that checks out was written whole (a header
+ * never spans a block, and blocks are written whole), so a bad checksum over
+ * the keys is either a torn append (the keys' later blocks never reached the
+ * disk) or damage, and the journal seq range decides which (node-io.ts).
  */
 
 import { crc32c } from '../util/crc32c.js';
@@ -38,7 +47,7 @@ import { BkeyFormat, FORMAT_BYTES, formatDecode, formatEncode } from './bkey-for
 
 export const NODE_MAGIC = 0x4e545853; // "SXTN"
 export const BSET_MAGIC = 0x54455342; // "BSET"
-export const NODE_FORMAT_VERSION = 1;
+export const NODE_FORMAT_VERSION = 2;
 
 export const NODE_HDR_BYTES = 128;
 const NH_MAGIC = 0;
@@ -54,7 +63,7 @@ const NH_MAX_KEY = 44;
 const NH_FORMAT = 64;
 const NH_RESERVED = NH_FORMAT + FORMAT_BYTES;
 
-export const BSET_HDR_BYTES = 32;
+export const BSET_HDR_BYTES = 48;
 const BS_CSUM = 0;
 const BS_CSUM_START = 4;
 const BS_MAGIC = 4;
@@ -62,6 +71,9 @@ const BS_SEQ = 8;
 const BS_JOURNAL_SEQ = 16;
 const BS_OFFSET = 24;
 const BS_U64S = 28;
+const BS_JOURNAL_SEQ_MIN = 32;
+const BS_HDR_CSUM = 40;
+const BS_ZERO = 44;
 
 /* Layout relations, asserted once. */
 if (NH_RESERVED > NODE_HDR_BYTES || NODE_HDR_BYTES % 8 !== 0 || BSET_HDR_BYTES % 8 !== 0) throw new Error('btree-node layout');
@@ -168,23 +180,39 @@ export function nodeHeaderDecode(data: Uint8Array): NodeHeaderResult {
  * Bset header.
  */
 
-/** Bset checks, in the order bsetHeaderCheck applies them. */
-export const BSET_CHECK = ['ok', 'beyond_node', 'bad_magic', 'bad_seq', 'bad_offset', 'bad_length', 'bad_checksum'] as const;
+/**
+ * Bset checks, in the order bsetHeaderCheck applies them. Up to
+ * bad_header_checksum nothing says this node wrote a bset here; from
+ * bad_length on the header is this node's, written whole, and what follows
+ * it is wrong.
+ */
+export const BSET_CHECK = ['ok', 'beyond_node', 'bad_magic', 'bad_seq', 'bad_offset', 'bad_header_checksum', 'bad_length', 'bad_checksum'] as const;
 export type BsetCheck = (typeof BSET_CHECK)[number];
 
+/** Did bsetHeaderCheck find this node's header, written whole, over keys that fail? */
+export function bsetHeaderIntact(c: BsetCheck): boolean {
+  return c === 'bad_length' || c === 'bad_checksum';
+}
+
 /**
- * Seal a bset: write its header at data[off..] and the checksum over header +
- * keys. The keys (u64s * 8 bytes) must already be in place after the header.
+ * Seal a bset: write its header at data[off..], the header's checksum and the
+ * checksum over header + keys. The keys (u64s * 8 bytes) must already be in
+ * place after the header. journalSeqMin: the lowest journal seq of the keys
+ * (0 when not known).
  */
-export function bsetHeaderEncode(data: Uint8Array, off: number, nodeSeq: number, journalSeq: number, u64s: number): void {
+export function bsetHeaderEncode(data: Uint8Array, off: number, nodeSeq: number, journalSeq: number, u64s: number, journalSeqMin = 0): void {
   if (off % 8 !== 0 || off + BSET_HDR_BYTES + u64s * 8 > data.length) throw new Error(`bset at ${off} of ${u64s} u64s does not fit the node`);
   if (!Number.isSafeInteger(journalSeq) || journalSeq < 0) throw new Error(`bset journal seq ${journalSeq}`);
+  if (!Number.isSafeInteger(journalSeqMin) || journalSeqMin < 0 || journalSeqMin > journalSeq) throw new Error(`bset journal seq min ${journalSeqMin} (max ${journalSeq})`);
   const dv = dvOf(data);
   dv.setUint32(off + BS_MAGIC, BSET_MAGIC, true);
   setU64(dv, off + BS_SEQ, nodeSeq);
   setU64(dv, off + BS_JOURNAL_SEQ, journalSeq);
   dv.setUint32(off + BS_OFFSET, off, true);
   dv.setUint32(off + BS_U64S, u64s, true);
+  setU64(dv, off + BS_JOURNAL_SEQ_MIN, journalSeqMin);
+  dv.setUint32(off + BS_HDR_CSUM, crc32c(data.subarray(off + BS_CSUM_START, off + BS_HDR_CSUM)), true);
+  dv.setUint32(off + BS_ZERO, 0, true);
   dv.setUint32(off + BS_CSUM, crc32c(data.subarray(off + BS_CSUM_START, off + BSET_HDR_BYTES + u64s * 8)), true);
 }
 
@@ -194,6 +222,7 @@ export function bsetHeaderCheck(data: Uint8Array, off: number, nodeSeq: number):
   if (u32le(data, off + BS_MAGIC) !== BSET_MAGIC) return 'bad_magic';
   if (u64le(data, off + BS_SEQ) !== nodeSeq) return 'bad_seq';
   if (u32le(data, off + BS_OFFSET) !== off) return 'bad_offset';
+  if (crc32c(data.subarray(off + BS_CSUM_START, off + BS_HDR_CSUM)) !== u32le(data, off + BS_HDR_CSUM) || u32le(data, off + BS_ZERO) !== 0) return 'bad_header_checksum';
   const u64s = u32le(data, off + BS_U64S);
   if (off + BSET_HDR_BYTES + u64s * 8 > data.length) return 'bad_length';
   const got = crc32c(data.subarray(off + BS_CSUM_START, off + BSET_HDR_BYTES + u64s * 8));
@@ -207,6 +236,11 @@ export function bsetU64s(data: Uint8Array, off: number): number {
 
 export function bsetJournalSeq(data: Uint8Array, off: number): number {
   return u64le(data, off + BS_JOURNAL_SEQ);
+}
+
+/** The lowest journal seq of the bset's keys, 0 if not known. */
+export function bsetJournalSeqMin(data: Uint8Array, off: number): number {
+  return u64le(data, off + BS_JOURNAL_SEQ_MIN);
 }
 
 /** Byte offset just past a bset (header + keys), not rounded. */

@@ -54,7 +54,8 @@ import { crc32c } from '../util/crc32c.js';
 import { Printbuf, bytesToText } from '../util/printbuf.js';
 
 export const SB_MAGIC = new TextEncoder().encode('sixtreeS');
-export const SB_VERSION = 1;
+/** 2: bset headers carry their keys' lowest journal seq and a checksum of their own (btree-node.ts, node format 2). */
+export const SB_VERSION = 2;
 export const BTREES_MAX = 32;
 export const BTREE_NAME_BYTES_MAX = 32;
 export const BTREE_NAME_RE = /^[a-z][a-z0-9_]{0,31}$/;

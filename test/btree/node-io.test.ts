@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BkeyI, KEY_TYPES, bkeyBtreePtr, bkeyValue, bkeyWhiteout } from '../../src/btree/bkey.js';
 import { NodeIter, NodeKeys, bsetDebug } from '../../src/btree/bset.js';
 import { NodeReadExpect, NodeReadOpts, NodeReadResult, nodeCanAppend, nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
-import { BSET_HDR_BYTES, NODE_HDR_BYTES, bsetEnd, bsetHeaderEncode, bsetU64s, nodeHeaderDecode, nodeHeaderEncode } from '../../src/format/btree-node.js';
+import { BSET_HDR_BYTES, NODE_HDR_BYTES, bsetEnd, bsetHeaderEncode, bsetJournalSeq, bsetJournalSeqMin, bsetU64s, nodeHeaderDecode, nodeHeaderEncode } from '../../src/format/btree-node.js';
 import { Prng, bigToPos, posOf, posToBig, property } from '../format/prng.js';
 
 const POS_MIN = posOf(0, 0, 0);
@@ -231,11 +231,17 @@ describe('nodeReadValidate() failures', () => {
         for (let c = 0; c * SECTOR <= last.bytes; c++) {
           const disk = base.slice();
           disk.set(sim.disk.subarray(last.offset, last.offset + c * SECTOR), last.offset);
-          const { keys, res } = sim.read(disk);
-          expect(res.ok).toBe(true);
           const complete = last.offset + c * SECTOR >= last.bsetEnd;
-          expectModel(keys, complete ? last.after : last.before);
-          expect(keys.writtenBytes).toBe(complete ? last.offset + last.bytes : last.offset);
+          /* no floor, and the floor the engine passes after such a crash: at or below the bset's lowest seq (its keys were pinned) */
+          const jmin = bsetJournalSeqMin(sim.disk, last.offset);
+          expect(jmin).toBeGreaterThan(0);
+          for (const opts of [{}, { tornFloor: jmin }]) {
+            const { keys, res } = sim.read(disk, opts);
+            expect(res.ok).toBe(true);
+            if (res.ok) expect(res.torn).toBe(!complete && c > 0);
+            expectModel(keys, complete ? last.after : last.before);
+            expect(keys.writtenBytes).toBe(complete ? last.offset + last.bytes : last.offset);
+          }
         }
       }
     });
@@ -260,7 +266,7 @@ describe('nodeReadValidate() failures', () => {
       for (let off = start; off < a.bsetEnd; off += i === 0 ? 1 : 3) {
         const { keys, res } = flip(off);
         if (i === n - 1) {
-          /* the last bset: indistinguishable from a torn append */
+          /* the last bset, with no floor: taken for a torn append */
           expect(res.ok).toBe(true);
           expectModel(keys, a.before);
         } else {
@@ -278,6 +284,58 @@ describe('nodeReadValidate() failures', () => {
         expect(res.ok).toBe(true);
         expectModel(keys, sim.model);
       }
+    });
+  });
+
+  it('a failing last bset whose header checks out: a tear while the journal holds its keys, damage once it does not', () => {
+    property('last bset', 6, (r) => {
+      const [nodeSize, block] = r.pick([[16384, 512], [65536, 4096]] as const);
+      const sim = built(r, nodeSize, block);
+      const a = sim.appends[sim.appends.length - 1]!;
+      const prev = sim.appends[sim.appends.length - 2]!;
+      const jmin = bsetJournalSeqMin(sim.disk, a.offset);
+      const jmax = bsetJournalSeq(sim.disk, a.offset);
+      /* the header records the lowest and highest version (journal seq) of the keys inserted since the write before */
+      expect(jmin).toBeGreaterThan(prev.journalSeq);
+      expect(jmin).toBeLessThanOrEqual(jmax);
+      expect(jmax).toBe(a.journalSeq);
+      const flipped = (off: number) => {
+        const d = sim.disk.slice();
+        d[off]! ^= 1 << r.int(8);
+        return d;
+      };
+      const keysAt = r.range(a.offset + BSET_HDR_BYTES, a.bsetEnd);
+      for (const off of [keysAt, a.offset + r.int(4)]) {
+        /* the keys (or the checksum over them) damaged; the header's own checksum still holds */
+        const d = flipped(off);
+        for (const floor of [0, 1, jmin]) {
+          const { keys, res } = sim.read(d, { tornFloor: floor });
+          expect(res).toMatchObject({ ok: true, torn: true, blacklistedSeqs: null });
+          expectModel(keys, a.before);
+        }
+        const { res } = sim.read(d, { tornFloor: jmin + 1 });
+        expect(res.ok).toBe(false);
+        if (!res.ok) {
+          expect(res.code).toBe('ERR_CHECKSUM');
+          expect(res.message).toContain(`bset at byte ${a.offset} (journal seqs ${jmin}..${jmax}): bad checksum`);
+          expect(res.message).toContain(`replays from seq ${jmin + 1}`);
+          expect(res.message).toContain('damage, not an interrupted write');
+        }
+        /* keys never acknowledged (blacklisted, or past the journal's end): dropping them loses nothing */
+        let bl = sim.read(d, { tornFloor: jmax + 1, isSeqBlacklisted: (q) => q === jmax });
+        expect(bl.res).toMatchObject({ ok: true, torn: true, blacklistedSeqs: [jmax] });
+        expectModel(bl.keys, a.before);
+        bl = sim.read(d, { tornFloor: jmax + 1, maxJournalSeq: jmax - 1 });
+        expect(bl.res).toMatchObject({ ok: true, torn: true });
+      }
+      /* the header itself damaged: nothing says the bset was written (not caught; docs/format-node.md) */
+      const { keys, res } = sim.read(flipped(r.range(a.offset + 4, a.offset + BSET_HDR_BYTES)), { tornFloor: jmax + 1 });
+      expect(res).toMatchObject({ ok: true, torn: false });
+      expectModel(keys, a.before);
+      /* an intact node reads whole whatever the floor */
+      const whole = sim.read(sim.disk, { tornFloor: jmax + 1 });
+      expect(whole.res).toMatchObject({ ok: true, torn: false, bsetsRead: sim.appends.length });
+      expectModel(whole.keys, sim.model);
     });
   });
 

@@ -310,13 +310,14 @@ describe('Store: deleting most keys merges underfull siblings', () => {
 
 describe('a delRange emptying a node that is full and written whole', () => {
   it('rewrites it compacted instead of failing to split (ERR_TOPOLOGY "no key to split at")', async () => {
-    // 82 keys of 64-byte values in one commit into the empty root: the split gives the left
-    // leaf exactly a fresh node's worth (41 keys), and the new leaves are written whole
+    // 98 keys of 48-byte values in one commit into the empty root: the split gives one leaf
+    // exactly a fresh node's worth (49 keys of 10 u64s: 490, with 48-byte bset headers), and
+    // the new leaves are written whole
     t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, blockSize: 512 });
     const s = t.store;
-    const n = 82;
+    const n = 98;
     await s.transact((tx) => {
-      for (let i = 0; i < n; i++) tx.put('kv', pos(1, i), new Uint8Array(64).fill(i));
+      for (let i = 0; i < n; i++) tx.put('kv', pos(1, i), new Uint8Array(48).fill(i));
     });
     await s.flush();
     const fresh = s.engine.interior.nodeU64sFresh;
