@@ -29,7 +29,9 @@
  *     the end of the round. At each, crash images are built: all flushed
  *     writes only; all unflushed writes too; a prefix of the unflushed writes
  *     in issue order; a random subset (a device may reorder unflushed writes);
- *     a prefix whose last write is torn at a 512-byte boundary;
+ *     a prefix whose last write is torn at a 512-byte boundary; a prefix
+ *     ending in a node append of several blocks torn after its first
+ *     block(s) (a bset header intact over keys that are not);
  *   - after the round (before the model moves on) every image is opened
  *     (MemDevice.fromImage -> Store.openDevice: recovery) and checked:
  *       * each transaction of the round is either wholly visible or wholly
@@ -125,6 +127,10 @@ export interface CrashCheckResult {
   images: number;
   /** Images on which some transaction in flight at the crash point was found visible. */
   imagesWithInFlightVisible: number;
+  /** Node appends of several blocks torn after their first block(s), one image each. */
+  appendTears: number;
+  /** Torn last bsets the recoveries read past (stats().cache.counters.tornBsets, summed over the images). */
+  tornBsets: number;
   reopenWrites: number;
   failures: CrashFailure[];
   /** Depth of kv at the end (splits happened when > 1). */
@@ -434,6 +440,8 @@ class Run {
   private plan: Prng;
   /** Draws whose number depends on timing (crash points, and what planAside plans). */
   readonly pick: Prng;
+  /** Draws for the torn-append images only (not the plan's generator: adding them changed no plan). */
+  private readonly tearPick: Prng;
   model: Model;
   readonly refs: ExtRef[] = [{ txnId: 0, inode: 0, start: 0, value: new Uint8Array(0) }];
   readonly refByKey = new Map<string, number>();
@@ -454,6 +462,7 @@ class Run {
     this.s = settingsOf(o);
     this.plan = new Prng(this.s.seed);
     this.pick = new Prng(this.s.seed ^ 0x5bd1e995);
+    this.tearPick = new Prng(this.s.seed ^ 0x7ea2a99e);
     this.model = Model.empty(this.s.extSpace);
     this.result = {
       seed: this.s.seed,
@@ -463,6 +472,8 @@ class Run {
       crashPoints: 0,
       images: 0,
       imagesWithInFlightVisible: 0,
+      appendTears: 0,
+      tornBsets: 0,
       reopenWrites: 0,
       failures: [],
       kvDepth: 0,
@@ -728,6 +739,22 @@ class Run {
       const len = list[t]!.lengthBytes;
       const keep = 512 * r.int(len / 512);
       images.push({ variant: `unflushed prefix 0..${t - 1} of ${n}, write ${t} (${len} B at ${list[t]!.offsetBytes}) torn after ${keep} B`, img: fd.crashImage({ include: (i) => i < t, torn: { index: t, keepBytes: keep } }) });
+      // a node append of several blocks torn after its first block(s): the bset's header is
+      // intact and its keys are not; the read must take it for a tear (its keys are in the
+      // journal), never for damage. Drawn from its own generator: the plan stays the same.
+      const layout = this.layout;
+      const appends: number[] = [];
+      list.forEach((w, i) => {
+        const rel = layout ? w.offsetBytes - layout.bucketOffsetBytes : -1;
+        if (layout && rel > 0 && rel % layout.nodeBytes !== 0 && w.lengthBytes >= 1024) appends.push(i);
+      });
+      if (appends.length) {
+        const a = this.tearPick.pick(appends);
+        const alen = list[a]!.lengthBytes;
+        const akeep = 512 * this.tearPick.range(1, alen / 512 - 1);
+        this.result.appendTears++;
+        images.push({ variant: `unflushed prefix 0..${a - 1} of ${n}, node append ${a} (${alen} B at ${list[a]!.offsetBytes}) torn after ${akeep} B`, img: fd.crashImage({ include: (i) => i < a, torn: { index: a, keepBytes: akeep } }) });
+      }
     }
     this.points.push({ index: this.result.crashPoints++, reason, pending: n, pendingText: this.pendingText(), acked: new Set(this.roundAcked), images });
   }
@@ -805,6 +832,7 @@ class Run {
       const v = verdict(actual, base, baseCounter, txns, fps, p.acked, this.s.extSpace);
       if (v.message) return v.message;
       if (v.inFlightVisible) this.result.imagesWithInFlightVisible++;
+      this.result.tornBsets += store.stats().cache.counters.tornBsets ?? 0;
       let problems: string[];
       try {
         problems = await store.fsck();
@@ -1336,7 +1364,7 @@ async function main(): Promise<void> {
     }
     process.stdout.write(
       `run ${i + 1}/${count} seed ${seed}: ${res.failures.length ? 'FAIL' : 'ok'}  ${res.rounds} rounds, ${res.txns} txns (${res.acked} acknowledged), ` +
-        `${res.crashPoints} crash points, ${res.images} images (${res.imagesWithInFlightVisible} with in-flight txns visible, ${res.reopenWrites} recovered twice), ` +
+        `${res.crashPoints} crash points, ${res.images} images (${res.imagesWithInFlightVisible} with in-flight txns visible, ${res.appendTears} with a node append torn, ${res.tornBsets} torn bsets read past, ${res.reopenWrites} recovered twice), ` +
         `kv depth ${res.kvDepth}, ${res.keys} keys, ${res.merges} merges, ${res.collapses} root collapses, ${(res.ms / 1000).toFixed(1)} s\n`,
     );
   }
