@@ -913,10 +913,14 @@ export class Interior {
 /**
  * Where to split node n so both halves get about half of its live keys once
  * the keys about to go in are applied (by u64s; deletions take keys out):
- * the last position of the first half.
- * Never n's max key (the right half must not be empty). null: nothing to split at.
+ * the last position of the first half. A sequential stream's keys split
+ * elsewhere (streamPivot). Never n's max key (the right half must not be
+ * empty).
+ * null: nothing to split at.
  */
 function splitPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
+  const stream = streamPivot(n, incoming);
+  if (stream) return stream;
   const keys = n.keys;
   const total = liveU64sAfter(n, incoming);
   const it = new NodeIter();
@@ -954,6 +958,67 @@ function splitPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
     if (acc * 2 >= total) break;
   }
   return have ? last : null;
+}
+
+/**
+ * A split for a sequential stream of keys: inserts that all go into one gap
+ * of n's keys, right after n's newest key (so the commit before put a key
+ * there too: a log, a time series, an id counter per inode). Split in halves,
+ * every node such keys fill stays at half of what the split threshold let it
+ * reach, and nothing ever goes into it again: measured 37% full with one key
+ * per commit, 31% in 4 KiB nodes, 41% with 1,000 keys per commit into
+ * 256 KiB nodes. Here (bcachefs splits at 3/5; SQLite's balance_quick and
+ * InnoDB's split point for sequential inserts do the like):
+ *   - the gap at n's end (appends): split just before n's last key; the left
+ *     node keeps the rest, as full as n got, and the last key goes right with
+ *     the appends (the right node is never empty: an empty leaf is merged
+ *     straight back);
+ *   - the gap before a key Q (the stream runs into keys of another range,
+ *     the next inode's, say): split just before Q; the left node takes the
+ *     keys up to the gap and the stream's new keys, and keeps taking them
+ *     (its range ends right before Q), so its next split is an append.
+ * The split point is one of n's keys or just before one, so the halves are
+ * built from n's keys alone. null: not such a stream (a put among n's keys,
+ * deletions in the commit, the key before the gap not the newest, fewer than
+ * two live keys).
+ */
+function streamPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
+  if (incoming.length === 0) return null;
+  for (const k of incoming) if (k.type === KEY_TYPE.deleted) return null;
+  const first = incoming[0]!.p;
+  const lastIn = incoming[incoming.length - 1]!.p;
+  const keys = n.keys;
+  const it = new NodeIter();
+  it.initStart(keys);
+  /* one walk: the keys before the gap (the last two), the key after it, and the newest version */
+  const beforeLast = new Uint32Array(BPOS_WORDS);
+  const last = new Uint32Array(BPOS_WORDS);
+  let nBefore = 0;
+  let lastVersion = -1;
+  let newest = -1;
+  let after = -1;
+  for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
+    if (keys.keyIsWhiteout(h)) continue;
+    const v = keys.keyVersion(h);
+    if (v > newest) newest = v;
+    if (after >= 0) continue;
+    if (keys.keyCmpPos(h, first, 0) < 0) {
+      wordsCopy(beforeLast, 0, last, 0);
+      keys.keyPosTo(h, last, 0);
+      lastVersion = v;
+      nBefore++;
+    } else if (keys.keyCmpPos(h, lastIn, 0) <= 0) {
+      return null; // a key of n among the incoming ones: not one gap
+    } else {
+      after = h;
+    }
+  }
+  if (nBefore === 0 || lastVersion < newest) return null;
+  if (after < 0) return nBefore >= 2 ? beforeLast : null;
+  const pivot = new Uint32Array(BPOS_WORDS);
+  keys.keyPosTo(after, pivot, 0);
+  wordsPredecessor(pivot, 0);
+  return pivot;
 }
 
 /**

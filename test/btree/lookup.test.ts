@@ -123,11 +123,19 @@ describe('Store#get() fast path', () => {
   });
 
   it('a read started for a get stays pinned until its second walk: reads churning the whole cache in between leave it; released, it goes', async () => {
-    const s = await evictedStore(256 * 1024, 6000, 500, 3);
+    // sequential keys fill their leaves (streamPivot): 12,000 keys to make a tree well past the cache
+    const s = await evictedStore(256 * 1024, 12000, 500, 3);
     const lk = s.engine.lookupNowait;
     const p = pos(1, 4321);
     expect(lk.lookup(0, p, false, true)).toBe(false); // LOOKUP_FALLBACK: the leaf is not cached
-    const r = lk.readStarted!;
+    let r = lk.readStarted!;
+    // interior nodes above it may be out of the cache too: each walk reads one more level
+    while (r.node.level > 0) {
+      await r.done;
+      lk.readRelease(r);
+      expect(lk.lookup(0, p, true, true)).toBe(false);
+      r = lk.readStarted!;
+    }
     expect(r.pinned).toBe(true);
     await r.done;
     const leaf = r.node;
@@ -135,7 +143,7 @@ describe('Store#get() fast path', () => {
     expect(seq).not.toBe(0);
     /* reads of every other leaf churn the whole cache (64 nodes): all but the pinned leaf go */
     const churn = async (): Promise<void> => {
-      for (let k = 0; k < 6000; k += 20) if (k < 4000 || k > 4700) expect(decode((await s.get('kv', pos(1, k)))!)).toEqual({ k, v: 3 });
+      for (let k = 0; k < 12000; k += 20) if (k < 4000 || k > 4700) expect(decode((await s.get('kv', pos(1, k)))!)).toEqual({ k, v: 3 });
     };
     const evictionsBefore = s.stats().cache.evictions;
     await churn();

@@ -349,3 +349,40 @@ describe('leaves split off a node without keys', () => {
     expect(await s.fsck()).toEqual([]);
   });
 });
+
+describe('sequential inserts (appends at the end of their nodes)', () => {
+  it('split at the stream (before the last key, or before the keys the stream runs into): the nodes it leaves behind stay full (halves left them at 3/8)', async () => {
+    // two streams appending side by side (a log per inode): each stream's last leaf takes
+    // its appends, the one of inode 1 in the middle of the tree, inode 2's at its end
+    t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, blockSize: 512 });
+    const s = t.store;
+    const n = 1500;
+    for (let i = 0; i < n; i += 10) {
+      await s.transact((tx) => {
+        for (let k = i; k < i + 10; k++) {
+          tx.put('kv', pos(1, k), value(k));
+          tx.put('kv', pos(2, k), value(k));
+        }
+      });
+    }
+    await s.flush();
+    const fresh = s.engine.interior.nodeU64sFresh;
+    const leaves = [...s.engine.cache.live].filter((b) => b && b.hashVal !== 0 && b.level === 0).sort((a, b) => Number(a!.keys.minKey[1]! - b!.keys.minKey[1]!) || a!.keys.minKey[3]! - b!.keys.minKey[3]!);
+    expect(leaves.length).toBeGreaterThan(20);
+    // each stream's last leaf may be part full; every other leaf was left behind by an append split
+    const lastOf = (inode: number) => leaves.filter((b) => b!.keys.minKey[1]! <= inode).pop();
+    const behind = leaves.filter((b) => b !== lastOf(1) && b !== lastOf(2));
+    const fills = behind.map((b) => b!.keys.liveU64s / fresh);
+    const text = `fills ${fills.map((f) => f.toFixed(2)).join(' ')}`;
+    // at most two below half: the first leaf (split in halves while one leaf held both streams)
+    // and the remnant at the boundary (inode 2's first keys, split off the stream of inode 1)
+    expect(fills.filter((f) => f < 0.5).length, text).toBeLessThanOrEqual(2);
+    expect([...fills].sort()[Math.floor(fills.length / 2)], text).toBeGreaterThan(0.55);
+    expect(s.engine.interior.counters.splits).toBeLessThan(leaves.length + 5);
+    // and every key is there, in order
+    const got: string[] = [];
+    for await (const e of s.range('kv')) got.push(`${e.pos.inode}:${e.pos.offset}`);
+    expect(got).toEqual([...Array.from({ length: n }, (_, k) => `1:${k}`), ...Array.from({ length: n }, (_, k) => `2:${k}`)]);
+    expect(await s.fsck()).toEqual([]);
+  });
+});
