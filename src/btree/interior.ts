@@ -37,7 +37,9 @@
  * node and the commit adds keys, or when a compacted copy could not take what
  * the commit adds; else rewrite (compact) into a new bucket. A commit that
  * only deletes never splits: halves of a shrinking node would only have to
- * merge again.
+ * merge again. Where: about half the live keys each side (splitPivot), except
+ * for a sequential stream, whose nodes are split where the stream is so that
+ * those it leaves behind stay full (streamPivot).
  *
  * Merges (bcachefs __bch2_foreground_maybe_merge), the shrinking half:
  *   - who asks: a commit whose deletions left a leaf empty, or under the
