@@ -193,7 +193,8 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
   let staleRounds = 0;
   round: for (let round = 0; ; round++) {
     if (round > 10_000) throw new Error(`commit: too many retries (${splits} splits)`);
-    if (process.env.SIXTREE_DEBUG && round > 20) console.error(`commit round ${round} splits ${splits}`);
+    // (round first: reading process.env costs a microsecond or more, on every commit)
+    if (round > 20 && process.env.SIXTREE_DEBUG) console.error(`commit round ${round} splits ${splits}`);
     // paths left behind by the last round (replaced leaves) are no one's
     if (round > 0) trans.pathsGc();
     // 2. paths: one intent path per leaf

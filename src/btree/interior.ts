@@ -980,9 +980,9 @@ function splitPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
  *     keys up to the gap and the stream's new keys, and keeps taking them
  *     (its range ends right before Q), so its next split is an append.
  * The split point is one of n's keys or just before one, so the halves are
- * built from n's keys alone. null: not such a stream (a put among n's keys,
- * deletions in the commit, the key before the gap not the newest, fewer than
- * two live keys).
+ * built from n's keys alone. null: not such a stream (one of n's keys among
+ * the commit's, deletions in the commit, no key before the gap or that key
+ * not the newest, an append to a node of one key).
  */
 function streamPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
   if (incoming.length === 0) return null;
