@@ -971,19 +971,29 @@ function splitPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
  * per commit, 31% in 4 KiB nodes, 41% with 1,000 keys per commit into
  * 256 KiB nodes. Here (bcachefs splits at 3/5; SQLite's balance_quick and
  * InnoDB's split point for sequential inserts do the like):
- *   - the gap at n's end (appends): split just before n's last key; the left
- *     node keeps the rest, as full as n got, and the last key goes right with
- *     the appends (the right node is never empty: an empty leaf is merged
- *     straight back);
- *   - the gap before a key Q (the stream runs into keys of another range,
- *     the next inode's, say): split just before Q; the left node takes the
- *     keys up to the gap and the stream's new keys, and keeps taking them
- *     (its range ends right before Q), so its next split is an append.
+ *   - nothing, or little (under a quarter of n's live u64s), after the gap:
+ *     split just before the key before the gap; the left node keeps the
+ *     rest, as full as n got, and the right one takes the stream, with the
+ *     few keys after it riding along (a trailer: left behind alone they
+ *     would be a stub that never fills). The right node is never empty (an
+ *     empty leaf is merged straight back);
+ *   - more after the gap (the stream runs into another range's keys, the
+ *     next inode's, say): split just before the first of them; the left node
+ *     takes the keys up to the gap and the stream, and keeps taking it (its
+ *     range ends right before those keys), so its next split is the first
+ *     case.
+ * Halves after all when the stream is bounded: the node it goes on in ends
+ * in the stream's own inode, before the next key there, with room (at the
+ * stream's spacing) for fewer keys than half of n (a gap being filled: split
+ * before its last key, the right node would keep the gap's tail, a stub).
  * The split point is one of n's keys or just before one, so the halves are
- * built from n's keys alone. null: not such a stream (one of n's keys among
- * the commit's, deletions in the commit, no key before the gap or that key
- * not the newest, an append to a node of one key).
+ * built from n's keys alone. null: halves (one of n's keys among the
+ * commit's, deletions in the commit, no key before the gap or that key not
+ * the newest, a bounded stream, a split that would leave a side empty).
  */
+/** Keys after a stream's gap under 1/STREAM_TRAILER_DEN of the node's live u64s ride along with the stream (streamPivot). */
+const STREAM_TRAILER_DEN = 4;
+
 function streamPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
   if (incoming.length === 0) return null;
   for (const k of incoming) if (k.type === KEY_TYPE.deleted) return null;
@@ -992,35 +1002,63 @@ function streamPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
   const keys = n.keys;
   const it = new NodeIter();
   it.initStart(keys);
-  /* one walk: the keys before the gap (the last two), the key after it, and the newest version */
+  /* one walk: the keys before the gap (the last two), the key after it, the u64s each side, and the newest version */
   const beforeLast = new Uint32Array(BPOS_WORDS);
   const last = new Uint32Array(BPOS_WORDS);
   let nBefore = 0;
   let lastVersion = -1;
   let newest = -1;
   let after = -1;
+  let u64sBefore = 0;
+  let u64sAfter = 0;
   for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
     if (keys.keyIsWhiteout(h)) continue;
     const v = keys.keyVersion(h);
     if (v > newest) newest = v;
-    if (after >= 0) continue;
+    if (after >= 0) {
+      u64sAfter += keys.keyU64s(h);
+      continue;
+    }
     if (keys.keyCmpPos(h, first, 0) < 0) {
       wordsCopy(beforeLast, 0, last, 0);
       keys.keyPosTo(h, last, 0);
       lastVersion = v;
       nBefore++;
+      u64sBefore += keys.keyU64s(h);
     } else if (keys.keyCmpPos(h, lastIn, 0) <= 0) {
       return null; // a key of n among the incoming ones: not one gap
     } else {
       after = h;
+      u64sAfter += keys.keyU64s(h);
     }
   }
   if (nBefore === 0 || lastVersion < newest) return null;
-  if (after < 0) return nBefore >= 2 ? beforeLast : null;
-  const pivot = new Uint32Array(BPOS_WORDS);
-  keys.keyPosTo(after, pivot, 0);
-  wordsPredecessor(pivot, 0);
-  return pivot;
+  /* where the stream can go on: up to the key after the gap, else to n's end */
+  const streamEnd = new Uint32Array(BPOS_WORDS);
+  if (after >= 0) {
+    keys.keyPosTo(after, streamEnd, 0);
+    wordsPredecessor(streamEnd, 0);
+  } else {
+    wordsCopy(streamEnd, 0, keys.maxKey, 0);
+  }
+  if (streamRoom(last, lastIn, incoming.length, streamEnd) < keys.nrKeys / 2) return null;
+  if (after < 0 || u64sAfter * STREAM_TRAILER_DEN < u64sBefore + u64sAfter) return nBefore >= 2 ? beforeLast : null;
+  return streamEnd;
+}
+
+/**
+ * How many more keys fit between the stream's last key and `end`, at the
+ * spacing the stream went at from `prev` (its key before this commit) over
+ * `nr` keys: Infinity when `end` is in another inode (the stream's own inode
+ * has no end in sight).
+ */
+function streamRoom(prev: Uint32Array, lastIn: Uint32Array, nr: number, end: Uint32Array): number {
+  /* positions: inode (words 0-1), offset (2-3), snapshot (4) */
+  if (end[0] !== lastIn[0] || end[1] !== lastIn[1]) return Infinity;
+  const off = (w: Uint32Array) => w[2]! * 0x1_0000_0000 + w[3]!;
+  const sameInode = prev[0] === lastIn[0] && prev[1] === lastIn[1];
+  const spacing = sameInode ? Math.max(1, (off(lastIn) - off(prev)) / nr) : 1;
+  return (off(end) - off(lastIn)) / spacing;
 }
 
 /**

@@ -15,7 +15,8 @@
  */
 
 import { afterEach, describe, expect, it } from 'vitest';
-import { pos, type Store } from '../../src/index.js';
+import { pos, Store } from '../../src/index.js';
+import { MemDevice } from '../../src/io/mem-device.js';
 import { Prng } from '../format/prng.js';
 import { readU64le, tmpStore, u64le, type TmpStore } from '../helpers/store.js';
 
@@ -351,7 +352,7 @@ describe('leaves split off a node without keys', () => {
 });
 
 describe('sequential inserts (appends at the end of their nodes)', () => {
-  it('split at the stream (before the last key, or before the keys the stream runs into): the nodes it leaves behind stay full (halves left them at 3/8)', async () => {
+  it('split where the streams run: the nodes they leave behind stay fuller than halves leave them (3/8), and no stubs', async () => {
     // two streams appending side by side (a log per inode): each stream's last leaf takes
     // its appends, the one of inode 1 in the middle of the tree, inode 2's at its end
     t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 4096, blockSize: 512 });
@@ -374,15 +375,42 @@ describe('sequential inserts (appends at the end of their nodes)', () => {
     const behind = leaves.filter((b) => b !== lastOf(1) && b !== lastOf(2));
     const fills = behind.map((b) => b!.keys.liveU64s / fresh);
     const text = `fills ${fills.map((f) => f.toFixed(2)).join(' ')}`;
-    // at most two below half: the first leaf (split in halves while one leaf held both streams)
-    // and the remnant at the boundary (inode 2's first keys, split off the stream of inode 1)
-    expect(fills.filter((f) => f < 0.5).length, text).toBeLessThanOrEqual(2);
-    expect([...fills].sort()[Math.floor(fills.length / 2)], text).toBeGreaterThan(0.55);
+    // halves leave them at about 3/8 (0.37); no stub either (the keys of inode 2 the stream of
+    // inode 1 runs into ride along with it, or get a node of their own once they are many)
+    expect(fills.reduce((a, f) => a + f, 0) / fills.length, text).toBeGreaterThan(0.5);
+    expect(Math.min(...fills), text).toBeGreaterThan(0.2);
     expect(s.engine.interior.counters.splits).toBeLessThan(leaves.length + 5);
     // and every key is there, in order
     const got: string[] = [];
     for await (const e of s.range('kv')) got.push(`${e.pos.inode}:${e.pos.offset}`);
     expect(got).toEqual([...Array.from({ length: n }, (_, k) => `1:${k}`), ...Array.from({ length: n }, (_, k) => `2:${k}`)]);
     expect(await s.fsck()).toEqual([]);
+  });
+});
+
+describe('a stream filling a gap between keys (sparse keys first, each gap then filled in order)', () => {
+  it('leaves no stub: the gap ends inside the node, so it is split in halves, not at the stream', async () => {
+    // the append split at the end of a bounded gap left the gap's last keys alone in a node that
+    // nothing ever goes into again (found by fault hunting: 84 of 341 leaves under 15% full)
+    const mem = MemDevice.create(64 << 20);
+    await Store.formatDevice(mem, { btrees: [{ name: 'kv' }], nodeSize: 4096, blockSize: 512 });
+    const s = await Store.openDevice(mem, { cacheSize: 32 << 20 });
+    try {
+      const GAP = 100;
+      const N = 40 * GAP;
+      const v = new Uint8Array(24);
+      for (let o = 0; o < N; o += GAP) await s.put('kv', pos(1, o), v);
+      for (let g = N - GAP; g >= 0; g -= GAP) for (let o = g + 1; o < g + GAP; o++) await s.put('kv', pos(1, o), v);
+      await s.flush();
+      const fresh = s.engine.interior.nodeU64sFresh;
+      const fills = [...s.engine.cache.live].filter((b) => b && b.hashVal !== 0 && b.level === 0).map((b) => b!.keys.liveU64s / fresh);
+      expect(fills.filter((f) => f < 0.15), `fills ${fills.map((f) => f.toFixed(2)).join(' ')}`).toEqual([]);
+      let n = 0;
+      for await (const e of s.range('kv')) expect(e.pos.offset).toBe(BigInt(n++));
+      expect(n).toBe(N);
+      expect(await s.fsck()).toEqual([]);
+    } finally {
+      await s.close();
+    }
   });
 });
