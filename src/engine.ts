@@ -209,6 +209,7 @@ export interface StoreStats {
     writeLockWaits: number;
     /** Commit rounds redone because a node write sealed a leaf between the room check and the write locks. */
     roomLost: number;
+    roundsGivenUp: number;
     /** Commits that completed their interior updates early to let journal reclaim write the nodes they blocked. */
     groupsClosedForJournal: number;
     /** Transactions that kept restarting and were then run alone (the starvation gate). */
@@ -283,6 +284,8 @@ export class Engine {
     traversesNowait: 0,
     commitWriteLockWaits: 0,
     commitRoomLost: 0,
+    /** Commits that restarted after COMMIT_FRUITLESS_ROUNDS_MAX rounds that gained nothing (btree/commit.ts). */
+    commitRoundsGivenUp: 0,
     /** A commit waiting for journal room completed its interior updates first (only reclaim could make room). */
     commitGroupsClosedForJournal: 0,
     starvationGates: 0,
@@ -2019,6 +2022,7 @@ export class Engine {
         keysCommitted: this.counters.keysCommitted,
         writeLockWaits: this.counters.commitWriteLockWaits,
         roomLost: this.counters.commitRoomLost,
+        roundsGivenUp: this.counters.commitRoundsGivenUp,
         groupsClosedForJournal: this.counters.commitGroupsClosedForJournal,
         starvationGates: this.counters.starvationGates,
         starvationWaits: this.counters.starvationWaits,

@@ -137,6 +137,9 @@ function unlockLeaves(trans: BtreeTrans, leaves: readonly Node[], count = leaves
 }
 
 /** The result of a commit attempt. */
+/** Rounds of one commit attempt that may end with nothing gained before it restarts instead. */
+export const COMMIT_FRUITLESS_ROUNDS_MAX = 64;
+
 export interface CommitResult {
   /** 0, or a restart code. */
   ret: number;
@@ -191,6 +194,16 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
 
   let splits = 0;
   let staleRounds = 0;
+  // rounds that ended with nothing gained (paths lost again, room lost under
+  // the write locks): past the bound the transaction restarts, which counts
+  // toward the starvation gate; looping here, it never would (a writer under
+  // a transaction larger than the cache looped 10,000 rounds in one test run)
+  let fruitless = 0;
+  const giveUp = (): CommitResult => {
+    trans.unlock();
+    engine.counters.commitRoundsGivenUp++;
+    return { ...none, ret: countRestart(ERR.transaction_restart_relock_path) };
+  };
   round: for (let round = 0; ; round++) {
     if (round > 10_000) throw new Error(`commit: too many retries (${splits} splits)`);
     // (round first: reading process.env costs a microsecond or more, on every commit)
@@ -227,6 +240,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     }
     if (stale) {
       staleRounds++;
+      if (++fruitless > COMMIT_FRUITLESS_ROUNDS_MAX) return giveUp();
       continue;
     }
 
@@ -307,6 +321,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     if (roomLost) {
       unlockLeaves(trans, leaves);
       engine.counters.commitRoomLost++;
+      if (++fruitless > COMMIT_FRUITLESS_ROUNDS_MAX) return giveUp();
       continue round;
     }
 

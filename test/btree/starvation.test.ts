@@ -23,6 +23,9 @@
  * their next attempt until it is done.
  */
 import { describe, expect, it } from 'vitest';
+import { COMMIT_FRUITLESS_ROUNDS_MAX } from '../../src/btree/commit.js';
+import { NEED_RELOCK } from '../../src/btree/path.js';
+import { BtreeTrans } from '../../src/btree/trans.js';
 import { MemDevice } from '../../src/io/mem-device.js';
 import { Store } from '../../src/store.js';
 
@@ -117,6 +120,35 @@ describe('transactions larger than the cache', () => {
       await s.close();
     }
   }, 300_000);
+
+  it('a commit whose paths keep going stale restarts after a bounded number of rounds (so the gate can take over), then commits', async () => {
+    const s = await bigStore(1000);
+    const proto = BtreeTrans.prototype as unknown as { traverse(this: BtreeTrans, p: unknown): Promise<number> };
+    const traverse = proto.traverse;
+    try {
+      // the first attempt: every traversal leaves the transaction's other paths stale, as
+      // evictions under a transaction larger than the cache can (the loop that gained nothing)
+      proto.traverse = async function (this: BtreeTrans, p: unknown): Promise<number> {
+        const ret = await traverse.call(this, p);
+        if (this.restartCount === 0) for (const q of this.paths) if (q !== p) q.uptodate = NEED_RELOCK;
+        return ret;
+      };
+      const before = s.stats().transactions;
+      await s.transact((tx) => {
+        tx.put('kv', { inode: 1, offset: 5 }, u32(7));
+        tx.put('kv', { inode: 3, offset: 995 }, u32(8));
+      });
+      const after = s.stats().transactions;
+      expect(after.roundsGivenUp - before.roundsGivenUp).toBe(1);
+      expect(after.restarts - before.restarts).toBeGreaterThanOrEqual(1);
+      expect(COMMIT_FRUITLESS_ROUNDS_MAX).toBeLessThan(1000);
+      expect(num(await s.get('kv', { inode: 1, offset: 5 }))).toBe(7);
+      expect(num(await s.get('kv', { inode: 3, offset: 995 }))).toBe(8);
+    } finally {
+      proto.traverse = traverse;
+      await s.close();
+    }
+  });
 
   it('the starvation gate: while a transaction holds it, the others wait at their next attempt', async () => {
     const s = await bigStore(250);
