@@ -1509,6 +1509,12 @@ describe('a second process', () => {
 
 /* ================================================================ corrupt node */
 
+/** Superblock copy 0: blockBytes @48, nodeBytes @52, bucketOffsetBytes @80, nrBuckets @88 (src/format/superblock.ts). */
+function storeGeometry(path: string): { sb: Buffer; blockBytes: number; nodeBytes: number; bucketOffset: number; nrBuckets: number } {
+  const sb = readAt(path, SB_OFFSETS[0], SB_BYTES);
+  return { sb, blockBytes: sb.readUInt32LE(48), nodeBytes: sb.readUInt32LE(52), bucketOffset: Number(sb.readBigUInt64LE(80)), nrBuckets: sb.readUInt32LE(88) };
+}
+
 describe('ERR_CHECKSUM: a corrupt node', () => {
   it('reads that need the node fail with ERR_CHECKSUM (offset named); other leaves and btrees keep working', async () => {
     const t = await tmpStore({ sizeBytes: 16 << 20 });
@@ -1520,11 +1526,7 @@ describe('ERR_CHECKSUM: a corrupt node', () => {
       });
       await t.store.close();
 
-      // Superblock copy 0: nodeBytes @52, bucketOffsetBytes @80, nrBuckets @88 (src/format/superblock.ts).
-      const sb = readAt(t.path, SB_OFFSETS[0], SB_BYTES);
-      const nodeBytes = sb.readUInt32LE(52);
-      const bucketOffset = Number(sb.readBigUInt64LE(80));
-      const nrBuckets = sb.readUInt32LE(88);
+      const { sb, nodeBytes, bucketOffset, nrBuckets } = storeGeometry(t.path);
       const extRoot = sb.readUInt32LE(128 + 48 + 4);
       // Node header (src/format/btree-node.ts): magic u32 @0, btree id u8 @10, level u8 @11, min key u32[5] @24.
       const fd = openSync(t.path, 'r+');
@@ -1585,12 +1587,7 @@ describe('ERR_CHECKSUM: a damaged last bset', () => {
       await t.store.del('kv', pos(1, N - 2));
       await t.store.close();
 
-      // Superblock copy 0: blockBytes @48, nodeBytes @52, bucketOffsetBytes @80, nrBuckets @88 (src/format/superblock.ts).
-      const sb = readAt(t.path, SB_OFFSETS[0], SB_BYTES);
-      const nodeBytes = sb.readUInt32LE(52);
-      const blockBytes = sb.readUInt32LE(48);
-      const bucketOffset = Number(sb.readBigUInt64LE(80));
-      const nrBuckets = sb.readUInt32LE(88);
+      const { nodeBytes, blockBytes, bucketOffset, nrBuckets } = storeGeometry(t.path);
       // Node header: magic @0, level @11, max key u32[5] @44; bsets from 128, each at the block after the
       // previous one: magic "BSET" @4, offset @24, u64s @28, 48-byte header (src/format/btree-node.ts).
       const fd = openSync(t.path, 'r+');
