@@ -337,6 +337,41 @@ private:
 	int fd_;
 };
 
+/* pwrite then fdatasync on one pool thread: one hand-off for a durable write */
+class WriteSyncWorker : public PromiseWorker {
+public:
+	WriteSyncWorker(Napi::Env env, int fd, IoBuf buf, int64_t offset, Region *region)
+		: PromiseWorker(env, "pwrite"), fd_(fd), data_(buf.data), len_(buf.len), offset_(offset),
+		  region_(region), ref_(Napi::Persistent(buf.array))
+	{
+	}
+	void Execute() override
+	{
+		result_ = blockio_pwrite_datasync(fd_, data_, len_, offset_);
+		if (result_ < 0 && (-result_ & BLOCKIO_STEP_FLUSH)) {
+			syscall_ = "fdatasync";
+			result_ = -(-result_ & ~(int64_t)BLOCKIO_STEP_FLUSH);
+		}
+	}
+
+protected:
+	void release() override
+	{
+		if (region_)
+			unpinRegion(region_);
+		region_ = nullptr;
+		ref_.Reset();
+	}
+
+private:
+	int fd_;
+	uint8_t *data_;
+	size_t len_;
+	int64_t offset_;
+	Region *region_;
+	Napi::Reference<Napi::Uint8Array> ref_;
+};
+
 class BatchWorker : public PromiseWorker {
 public:
 	BatchWorker(Napi::Env env, int fd, bool uring, Napi::Array bufs)
@@ -744,6 +779,21 @@ Napi::Value Fdatasync(const Napi::CallbackInfo &info)
 	return p;
 }
 
+/* pwriteDatasync(fd, buf, offset): pwrite, then fdatasync, on one pool thread */
+Napi::Value PwriteDatasync(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	int fd = argFd(info, 0);
+	IoBuf buf = checkIoBuf(env, info[1], "buf");
+	int64_t off = argOffset(info, 2);
+	Region *region = pinRegion(env, buf.array, "buf");
+	eventRingOf(env)->poolOps++;
+	auto *w = new WriteSyncWorker(env, fd, buf, off, region);
+	Napi::Promise p = w->promise();
+	w->Queue();
+	return p;
+}
+
 /* batch(fd, uring: boolean, bufs: Uint8Array[], offsets: Float64Array, isWrite: Uint8Array) */
 Napi::Value Batch(const Napi::CallbackInfo &info)
 {
@@ -956,6 +1006,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports)
 	exports.Set("pread", Napi::Function::New(env, Pread, "pread"));
 	exports.Set("pwrite", Napi::Function::New(env, Pwrite, "pwrite"));
 	exports.Set("fdatasync", Napi::Function::New(env, Fdatasync, "fdatasync"));
+	exports.Set("pwriteDatasync", Napi::Function::New(env, PwriteDatasync, "pwriteDatasync"));
 	exports.Set("batch", Napi::Function::New(env, Batch, "batch"));
 	exports.Set("useEventRing", Napi::Function::New(env, UseEventRing, "useEventRing"));
 	exports.Set("asyncEngine", Napi::Function::New(env, AsyncEngine, "asyncEngine"));

@@ -273,6 +273,22 @@ int blockio_fdatasync(int fd)
 	return r < 0 ? -errno : 0;
 }
 
+int64_t blockio_pwrite_datasync(int fd, const void *buf, uint64_t len, int64_t offset)
+{
+	int64_t r = blockio_pwrite_full(fd, buf, len, offset);
+	int f;
+
+	if (r < 0)
+		return r;
+	f = blockio_fdatasync(fd);
+	return f < 0 ? -(int64_t)(-f | BLOCKIO_STEP_FLUSH) : 0;
+}
+
+int blockio_step_flush_bit(void)
+{
+	return BLOCKIO_STEP_FLUSH;
+}
+
 int blockio_batch_serial(int fd, uint32_t nr, const uint8_t *is_write, const uint64_t *addrs, const uint32_t *lens,
 			 const int64_t *offsets, int32_t *results)
 {

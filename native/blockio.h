@@ -79,6 +79,15 @@ BLOCKIO_EXPORT int64_t blockio_align_bytes(int fd);
 BLOCKIO_EXPORT int64_t blockio_pread_full(int fd, void *buf, uint64_t len, int64_t offset);
 BLOCKIO_EXPORT int64_t blockio_pwrite_full(int fd, const void *buf, uint64_t len, int64_t offset);
 BLOCKIO_EXPORT int blockio_fdatasync(int fd);
+/*
+ * A durable write in one call (the journal's entry write): pwrite_full, then,
+ * if it succeeded, fdatasync. 0, or -errno of the step that failed, with
+ * BLOCKIO_STEP_FLUSH or'ed into the errno when fdatasync failed (the write
+ * completed, its durability is unknown). One thread hand-off instead of two.
+ */
+#define BLOCKIO_STEP_FLUSH 0x10000
+BLOCKIO_EXPORT int64_t blockio_pwrite_datasync(int fd, const void *buf, uint64_t len, int64_t offset);
+BLOCKIO_EXPORT int blockio_step_flush_bit(void);
 
 /*
  * Batched submission of nr operations: op i reads (is_write[i] == 0) or

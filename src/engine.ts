@@ -52,7 +52,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
 import { SixtreeError, errMatches, errName, RESTART } from './errors.js';
 import { Printbuf, bytesToText } from './util/printbuf.js';
-import type { Device } from './io/device.js';
+import { writeThenFlush, type Device } from './io/device.js';
 import { BlockDevice } from './io/block-device.js';
 import { loadBackend, type IoBackendName } from './native/index.js';
 import { computeLayout, bucketToOffset, type Layout } from './layout.js';
@@ -113,6 +113,8 @@ import { type BtreePtr } from './btree/types.js';
 
 export const NODE_SIZE_BYTES_DEFAULT = 256 * 1024;
 export const BLOCK_SIZE_BYTES_DEFAULT = 4096;
+/** Format writes a file's journal ring with zeros this much at a time. */
+export const JOURNAL_ZERO_CHUNK_BYTES = 1024 * 1024;
 /** Writes of dirty nodes in flight at once (writeback, reclaim, flush). */
 export const WRITEBACK_INFLIGHT_MAX = 8;
 /**
@@ -434,10 +436,21 @@ export class Engine {
       } finally {
         dev.freeBuffer(buf);
       }
-      // wipe the journal's first block so no entry of an earlier store is taken for ours (uuids differ anyway)
-      const zero = dev.allocBuffer(layout.blockBytes);
+      // wipe the journal's first block so no entry of an earlier store is
+      // taken for ours (uuids differ anyway). In a file, all of the ring: a
+      // file system allocates a file's blocks unwritten (fallocate, or holes),
+      // and the first write to each converts it, a metadata change the
+      // write's fdatasync then commits too. Written once here, every journal
+      // entry's write is data only: a single-key commit measured 663 -> 462
+      // us on ext4.
+      const wipeBytes = dev.kind === 'file' ? layout.journalBytes : layout.blockBytes;
+      const chunkBytes = Math.min(wipeBytes, JOURNAL_ZERO_CHUNK_BYTES);
+      const zero = dev.allocBuffer(chunkBytes);
       try {
-        await dev.write(zero, layout.journalOffsetBytes);
+        for (let off = 0; off < wipeBytes; off += chunkBytes) {
+          const n = Math.min(chunkBytes, wipeBytes - off);
+          await dev.write(n === chunkBytes ? zero : zero.subarray(0, n), layout.journalOffsetBytes + off);
+        }
       } finally {
         dev.freeBuffer(zero);
       }
@@ -689,15 +702,18 @@ export class Engine {
           // last_seq.) Node writes still in flight are not waited for: no
           // entry relies on them, and a crash that keeps the entry without
           // them finds their keys in the journal still.
-          if (engine.nodeWritesFlushNeed > engine.flushDone) {
-            engine.counters.journalPreflushes++;
-            await engine.devFlush();
-          }
+          await engine.journalPreflush();
           return dev.write(buf, off);
         },
       },
       flush: {
         value: () => engine.devFlush(),
+      },
+      writeFlush: {
+        value: async (buf: Uint8Array, off: number) => {
+          await engine.journalPreflush();
+          await engine.devFlush(() => writeThenFlush(dev, buf, off));
+        },
       },
     }) as Device;
   }
@@ -705,12 +721,21 @@ export class Engine {
   /**
    * Every device flush goes through here: it counts flushes started and
    * completed, so a node write knows whether a flush has covered the node's
-   * previous write (see nodeWriteIo).
+   * previous write (see nodeWriteIo). `flush` may be a write and a flush in
+   * one (the journal's writeFlush): it covers what completed before the call.
    */
-  async devFlush(): Promise<void> {
+  async devFlush(flush: () => Promise<void> = () => this.dev.flush()): Promise<void> {
     const started = ++this.flushStarted;
-    await this.dev.flush();
+    await flush();
     if (started > this.flushDone) this.flushDone = started;
+  }
+
+  /** Before a journal write: flush node writes it may rely on, unless a flush since covers them (journalDevice). */
+  private async journalPreflush(): Promise<void> {
+    if (this.nodeWritesFlushNeed > this.flushDone) {
+      this.counters.journalPreflushes++;
+      await this.devFlush();
+    }
   }
 
   private markUsedQuiet(b: number): void {

@@ -18,7 +18,7 @@
  *  - ERR_NO_DIRECT_IO, ERR_IO, ERR_NO_SPACE, ERR_TOPOLOGY: need a special file
  *    system, a failing device or a full store; covered by test/io and test/journal.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -340,6 +340,21 @@ describe('Store.format and Store.open', () => {
     expect(statSync(path).size).toBe(16 << 20);
     const store = await Store.open(path);
     await store.close();
+  });
+
+  it('format writes a file\'s whole journal ring (no unwritten extent left for a commit\'s fdatasync to convert)', async () => {
+    const path = freshPath();
+    await formatSmall(path);
+    const sb = readAt(path, SB_OFFSETS[0], SB_BYTES);
+    const journalOffset = Number(sb.readBigUInt64LE(64));
+    const journalBytes = Number(sb.readBigUInt64LE(72));
+    expect(journalBytes).toBeGreaterThan(0);
+    // filefrag (e2fsprogs) lists the extents, flagging those allocated but never written
+    const out = execFileSync('filefrag', ['-v', '-b4096', path], { encoding: 'utf8' });
+    const unwritten: Array<[number, number]> = [];
+    for (const m of out.matchAll(/^\s*\d+:\s+(\d+)\.\.\s*(\d+):.*unwritten/gm)) unwritten.push([Number(m[1]) * 4096, (Number(m[2]) + 1) * 4096]);
+    const overlapping = unwritten.filter(([a, b]) => a < journalOffset + journalBytes && b > journalOffset);
+    expect(overlapping).toEqual([]);
   });
 
   it('ERR_EXISTS formatting over a store without force; force: true formats a fresh empty store', async () => {

@@ -280,6 +280,27 @@ export class BlockDevice implements Device {
     if (failed !== undefined) throw failed;
   }
 
+  async writeFlush(buf: Uint8Array, offsetBytes: number): Promise<void> {
+    this.checkWritable();
+    checkIo(this, this.backend, buf, offsetBytes);
+    this.inflight++;
+    try {
+      await this.backend.pwriteDatasync(this.fd, buf, offsetBytes);
+    } catch (e) {
+      const flushFailed = (e as { syscall?: string }).syscall === 'fdatasync';
+      if (flushFailed) {
+        this.stats.writes++;
+        this.stats.bytesWritten += buf.length;
+      }
+      throw flushFailed ? deviceError(e, 'flush', this.path) : deviceError(e, 'write', this.path, offsetBytes, buf.length);
+    } finally {
+      this.opDone();
+    }
+    this.stats.writes++;
+    this.stats.bytesWritten += buf.length;
+    this.stats.flushes++;
+  }
+
   async flush(): Promise<void> {
     this.checkOpen();
     if (this.readOnly) return;

@@ -50,6 +50,19 @@ export interface Device {
   writeSync(buf: Uint8Array, offsetBytes: number): void;
   /** Everything written before the call is on stable storage when this resolves (fdatasync). */
   flush(): Promise<void>;
+  /**
+   * write() then flush() as one operation, where the device does it cheaper
+   * (a file or block device: one worker-thread hand-off instead of two).
+   * Optional: callers fall back to write() then flush() (writeThenFlush).
+   */
+  writeFlush?(buf: Uint8Array, offsetBytes: number): Promise<void>;
   close(): Promise<void>;
   toText(): string;
+}
+
+/** dev.writeFlush where the device has it, else write() then flush(). */
+export async function writeThenFlush(dev: Device, buf: Uint8Array, offsetBytes: number): Promise<void> {
+  if (dev.writeFlush) return dev.writeFlush(buf, offsetBytes);
+  await dev.write(buf, offsetBytes);
+  await dev.flush();
 }

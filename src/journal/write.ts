@@ -14,7 +14,8 @@
  *     [lastSeq, seq] window;
  * then the header and checksum, and zeroes the padding up to the block size.
  *
- * Writing is one O_DIRECT write of the padded entry followed by dev.flush().
+ * Writing is one O_DIRECT write of the padded entry followed by a flush
+ * (dev.writeFlush where the device has it: both on one worker thread).
  * journal.ts never starts the next entry's write before this one's flush has
  * completed: entry S+1 is never on disk without entry S being durable, so the
  * reader never finds a newer entry whose predecessors were lost in flight.
@@ -29,7 +30,7 @@ import {
   jsetEntryWrite,
   jsetSeal,
 } from '../format/journal-format.js';
-import type { Device } from '../io/device.js';
+import { writeThenFlush, type Device } from '../io/device.js';
 import { roundUp } from '../layout.js';
 import type { JournalSeqBlacklist } from './blacklist.js';
 
@@ -96,6 +97,5 @@ export function journalEntryBytesMin(ctx: { blockBytes: number; nrBtrees: number
 
 /** Write the padded entry at journal-relative offsetBytes and flush. */
 export async function journalEntryWrite(dev: Device, journalOffsetBytes: number, data: Uint8Array, offsetBytes: number, sizeBytes: number): Promise<void> {
-  await dev.write(data.subarray(0, sizeBytes), journalOffsetBytes + offsetBytes);
-  await dev.flush();
+  await writeThenFlush(dev, data.subarray(0, sizeBytes), journalOffsetBytes + offsetBytes);
 }

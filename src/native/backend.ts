@@ -77,6 +77,12 @@ export interface NativeBackend {
   pwrite(fd: number, buf: Uint8Array, offsetBytes: number): Promise<void>;
   fdatasync(fd: number): Promise<void>;
   /**
+   * pwrite, then fdatasync, as one call (one worker-thread hand-off instead
+   * of two: the journal's durable entry write). A failing fdatasync rejects
+   * with syscall 'fdatasync'.
+   */
+  pwriteDatasync(fd: number, buf: Uint8Array, offsetBytes: number): Promise<void>;
+  /**
    * Where pread/pwrite run: 'uring' (napi: the event ring, io_uring whose
    * completions wake the event loop directly) or 'pool' (a worker thread).
    */

@@ -73,6 +73,8 @@ export function createKoffiBackend(): NativeBackend {
     preadFull: fn(lib, 'int64_t blockio_pread_full(int fd, void *buf, uint64_t len, int64_t offset)'),
     pwriteFull: fn(lib, 'int64_t blockio_pwrite_full(int fd, const void *buf, uint64_t len, int64_t offset)'),
     fdatasync: fn(lib, 'int blockio_fdatasync(int fd)'),
+    pwriteDatasync: fn(lib, 'int64_t blockio_pwrite_datasync(int fd, const void *buf, uint64_t len, int64_t offset)'),
+    stepFlushBit: fn(lib, 'int blockio_step_flush_bit(void)'),
     batchUring: fn(
       lib,
       'int blockio_batch_uring(int fd, uint32_t nr, const uint8_t *is_write, const uint64_t *addrs, const uint32_t *lens, const int64_t *offsets, int32_t *results)',
@@ -99,6 +101,7 @@ export function createKoffiBackend(): NativeBackend {
   const pageBytes = b.pageBytes() as number;
   const shortReadErrno = b.errnoShortRead() as number;
   const lockFlags = b.lockFlags() as number;
+  const stepFlushBit = b.stepFlushBit() as number;
 
   const errnoName = (errno: number): string => b.errnoName(errno) as string;
   const fail = (errno: number, syscall: string, detail?: string): NativeErrorShape =>
@@ -293,6 +296,14 @@ export function createKoffiBackend(): NativeBackend {
     },
     async fdatasync(fd) {
       await callAsync(b.fdatasync, 'fdatasync', [], [checkFd(fd)]);
+    },
+    async pwriteDatasync(fd, buf, off) {
+      const r = checkBuf(buf, 'buf');
+      // the C call marks a failing fdatasync with stepFlushBit in the errno
+      await callAsync(b.pwriteDatasync, 'pwrite', [r], [checkFd(fd), buf, buf.length, checkOffset(off)]).catch((e: NativeErrorShape) => {
+        if (!(e.errno & stepFlushBit)) throw e;
+        throw fail(e.errno & ~stepFlushBit, 'fdatasync');
+      });
     },
     async batch(fd: number, engine: NativeBatchEngine, ops: readonly NativeIoOp[]): Promise<Int32Array> {
       checkFd(fd);

@@ -26,6 +26,7 @@ interface NapiAddon {
   pread(fd: number, buf: Uint8Array, offsetBytes: number): Promise<void>;
   pwrite(fd: number, buf: Uint8Array, offsetBytes: number): Promise<void>;
   fdatasync(fd: number): Promise<void>;
+  pwriteDatasync(fd: number, buf: Uint8Array, offsetBytes: number): Promise<void>;
   batch(fd: number, uring: boolean, bufs: Uint8Array[], offsets: Float64Array, isWrite: Uint8Array): Promise<Int32Array>;
   uringSupported(): boolean;
   readonly uringDepth: number;
@@ -86,6 +87,7 @@ export function createNapiBackend(): NativeBackend {
     pread: (fd, buf, off) => a.pread(fd, buf, off),
     pwrite: (fd, buf, off) => a.pwrite(fd, buf, off),
     fdatasync: (fd) => a.fdatasync(fd),
+    pwriteDatasync: (fd, buf, off) => a.pwriteDatasync(fd, buf, off),
     batch(fd: number, engine: NativeBatchEngine, ops: readonly NativeIoOp[]): Promise<Int32Array> {
       const nr = ops.length;
       const bufs = new Array<Uint8Array>(nr);

@@ -5,7 +5,7 @@
  * batches with per-op results on both engines.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import v8 from 'node:v8';
@@ -191,6 +191,29 @@ describe.each(['napi', 'koffi'] as const)('NativeBackend %s', (name) => {
     expect(await nativeCodeAsync(() => b.fdatasync(987_654))).toBe('EBADF/fdatasync');
     expect(nativeCode(() => b.open(join(dir, 'nope', 'x'), false, false))).toBe('ENOENT/open');
     b.freeAligned(good.buffer as ArrayBuffer);
+    b.close(fd);
+  });
+
+  it('pwriteDatasync writes, then flushes, in one call; it names the step that failed', async () => {
+    const path = join(dir, `${name}-wsync.img`);
+    const fd = b.open(path, true, true);
+    b.extend(fd, 1 << 20);
+    const buf = new Uint8Array(b.allocAligned(8192, 4096)).fill(0x5a);
+    await b.pwriteDatasync(fd, buf, 16_384);
+    const back = new Uint8Array(b.allocAligned(8192, 4096));
+    b.preadSync(fd, back, 16_384);
+    expect(back.every((x) => x === 0x5a)).toBe(true);
+    expect(await nativeCodeAsync(async () => b.pwriteDatasync(fd, new Uint8Array(4096), 0))).toBe('EINVAL/argument');
+    expect(await nativeCodeAsync(() => b.pwriteDatasync(987_654, buf, 0))).toBe('EBADF/pwrite');
+    // /dev/null takes the write and refuses fdatasync: the error names fdatasync, with its own errno
+    const devNull = openSync('/dev/null', 'w');
+    try {
+      expect(await nativeCodeAsync(() => b.pwriteDatasync(devNull, buf, 0))).toBe('EINVAL/fdatasync');
+    } finally {
+      closeSync(devNull);
+    }
+    b.freeAligned(buf.buffer as ArrayBuffer);
+    b.freeAligned(back.buffer as ArrayBuffer);
     b.close(fd);
   });
 
