@@ -203,11 +203,38 @@ export class JournalRing {
     return d > 0 ? d : d + this.journalBytes;
   }
 
-  /** Would [off, off+size) overlap a live entry? (An assertion before every write.) */
+  /**
+   * Would [off, off+size) overlap a live entry? (An assertion before every
+   * write.) The live entries are in ring order: offsets rise, fall once to 0
+   * where the ring wrapped, and rise again; in each rising run the first
+   * entry ending after `off` is the only one that can overlap first, found
+   * by bisection (a walk of every live entry cost a commit about 10 us with
+   * thousands of small entries live).
+   */
   overlapsLive(off: number, size: number): RingEntry | null {
-    for (let i = this.liveHead; i < this.live.length; i++) {
-      const e = this.live[i]!;
-      if (off < e.offsetBytes + e.sizeBytes && e.offsetBytes < off + size) return e;
+    const live = this.live;
+    for (let from = this.liveHead; from < live.length; ) {
+      // the rising run [from, to): entries whose offset is above live[from]'s
+      const start = live[from]!.offsetBytes;
+      let lo = from;
+      let hi = live.length;
+      while (lo + 1 < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (live[mid]!.offsetBytes > start) lo = mid;
+        else hi = mid;
+      }
+      const to = lo + 1;
+      // its first entry ending after off
+      let a = from;
+      let b = to;
+      while (a < b) {
+        const mid = (a + b) >>> 1;
+        const e = live[mid]!;
+        if (e.offsetBytes + e.sizeBytes <= off) a = mid + 1;
+        else b = mid;
+      }
+      if (a < to && live[a]!.offsetBytes < off + size) return live[a]!;
+      from = to;
     }
     return null;
   }

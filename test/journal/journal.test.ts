@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { SixtreeError } from '../../src/errors.js';
 import { JSET_ENTRY, jsetEntryBytes } from '../../src/format/journal-format.js';
 import { JOURNAL_BUFS_MAX, JournalPin, journalStartEmpty } from '../../src/journal/journal.js';
+import { JournalRing } from '../../src/journal/reclaim.js';
 import { Model, Prng, commit, makeEnv, openJournal, read, tick } from './helpers.js';
 
 function isErr(e: unknown, code: string): boolean {
@@ -465,5 +466,38 @@ describe('Journal: flush, close, errors', () => {
     expect(j.stats()).toEqual({ seq: 500, lastSeq: 500, bytesUsed: r.entries[0]!.sizeBytes, bytesTotal: env.layout.journalBytes });
     const t = j.toText();
     for (const w of ['seq:', 'last_seq:', 'entries written:', 'commits:', 'waits:']) expect(t).toContain(w);
+  });
+});
+
+describe('JournalRing.overlapsLive', () => {
+  it('finds exactly the entries a walk of every live entry finds, wrapped or not', () => {
+    const rng = new Prng(77);
+    for (let round = 0; round < 300; round++) {
+      const journalBytes = 4096 * (16 + rng.int(200));
+      // place entries one after another, wrapping to 0 when one does not fit, dropping the oldest as needed
+      const entries: { seq: number; offsetBytes: number; sizeBytes: number }[] = [];
+      let head = 0;
+      let seq = 1;
+      const n = 1 + rng.int(120);
+      for (let i = 0; i < n; i++) {
+        const size = 4096 * (1 + rng.int(6));
+        let off = head;
+        if (off + size > journalBytes) off = 0;
+        // free what the new entry would overwrite (always the oldest first)
+        while (entries.length && entries.some((e) => off < e.offsetBytes + e.sizeBytes && e.offsetBytes < off + size)) entries.shift();
+        entries.push({ seq: seq++, offsetBytes: off, sizeBytes: size });
+        head = off + size;
+      }
+      const ring = new JournalRing(journalBytes, head, entries);
+      for (let q = 0; q < 40; q++) {
+        const off = 4096 * rng.int(journalBytes / 4096);
+        const size = 4096 * (1 + rng.int(8));
+        const walk = entries.find((e) => off < e.offsetBytes + e.sizeBytes && e.offsetBytes < off + size) ?? null;
+        const got = ring.overlapsLive(off, size);
+        // both report an overlapping entry or both none (the one reported may differ when several overlap)
+        expect(got === null, `round ${round} query ${off}+${size}`).toBe(walk === null);
+        if (got) expect(off < got.offsetBytes + got.sizeBytes && got.offsetBytes < off + size).toBe(true);
+      }
+    }
   });
 });
