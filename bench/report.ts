@@ -140,6 +140,7 @@ export function buildRows(results: readonly WorkloadResult[], limits: readonly L
     const regime = isSixtree ? r.regime.regime : 'page cache';
     const notes: string[] = [];
     if (r.regime.warning) notes.push(`regime: ${r.regime.warning}`);
+    if (r.regime.options?.length) notes.push(r.regime.options.join(', '));
     if (m.asyncFallbacks) notes.push(`${m.asyncFallbacks} of ${m.calls} sync calls fell back to async (wait not timed)`);
     if (m.exhausted) notes.push(`used all its keys in ${(m.elapsedMs / 1000).toFixed(2)} s (${m.calls} calls)`);
     if (r.verifyError) notes.push(`VERIFY FAILED: ${r.verifyError}`);

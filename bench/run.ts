@@ -59,6 +59,9 @@ Options:
   --keys N[,N]          keys preloaded per workload (default 100k; k/M = 10^3/10^6)
   --node-size S[,S]     sixtree node size (default 256k; k/M = KiB/MiB)
   --io B[,B]            sixtree I/O backend: napi, koffi (default napi)
+  --inline-flush        sixtree opens with inlineFlush: a commit alone in
+                        flight writes and flushes its journal entry on the
+                        event loop's thread (rows say so in their notes)
   --workloads a,b       subset of (default all):
 ${wrap(workloadNames.join(', '), 54, 24)}
   --stores a,b          subset of: ${storeNames.join(', ')} (default all;
@@ -92,6 +95,8 @@ interface Options {
   keyCounts: number[];
   nodeSizes: number[];
   io: IoBackend[];
+  /** sixtree's open option inlineFlush (--inline-flush). */
+  inlineFlush: boolean;
   workloads: WorkloadName[];
   stores: StoreName[];
   regimes: Regime[];
@@ -150,6 +155,7 @@ function parseOptions(argv: string[]): Options | 'help' {
       keys: { type: 'string' },
       'node-size': { type: 'string' },
       io: { type: 'string' },
+      'inline-flush': { type: 'boolean' },
       workloads: { type: 'string' },
       stores: { type: 'string' },
       regimes: { type: 'string' },
@@ -173,6 +179,7 @@ function parseOptions(argv: string[]): Options | 'help' {
     keyCounts: (values.keys ?? (mode === 'quick' ? '5k' : mode === 'full' ? '100k,1M' : '100k')).split(',').map((k) => parseCount(k, '--keys')),
     nodeSizes: (values['node-size'] ?? (mode === 'full' ? '16k,64k,256k' : '256k')).split(',').map((s) => parseSize(s, '--node-size')),
     io: parseList(values.io ?? (mode === 'full' ? 'napi,koffi' : 'napi'), ['napi', 'koffi'] as const, '--io'),
+    inlineFlush: values['inline-flush'] === true,
     workloads: parseList(values.workloads ?? workloadNames.join(','), workloadNames, '--workloads'),
     stores: parseList(values.stores ?? storeNames.join(','), storeNames, '--stores'),
     regimes: parseList(values.regimes ?? 'cached,cold', ['cached', 'cold'] as const, '--regimes'),
@@ -273,7 +280,7 @@ function planJobs(o: Options): { limits: LimitJob[]; workloads: WorkloadJob[] } 
           for (const io of o.io) {
             for (const regime of o.regimes) {
               const size = regime === 'cold' && !o.coldSameNodeSize ? coldNodeSize(keyCount, nodeSizeBytes) : nodeSizeBytes;
-              jobs.push({ ...base, regime, nodeSizeBytes: size, io });
+              jobs.push({ ...base, regime, nodeSizeBytes: size, io, ...(o.inlineFlush ? { inlineFlush: true } : {}) });
             }
           }
         }

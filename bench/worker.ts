@@ -75,6 +75,7 @@ async function runWorkload(job: WorkloadJob): Promise<WorkerMessage> {
       nodeSizeBytes: job.nodeSizeBytes,
       io: job.io,
       cacheSizeBytes: job.cacheSizeBytes,
+      ...(job.inlineFlush ? { inlineFlush: true } : {}),
       ...(job.devicePath ? { devicePath: job.devicePath } : {}),
     });
     opened = true;

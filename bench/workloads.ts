@@ -425,6 +425,8 @@ export interface WorkloadJob {
   keyCount: number;
   nodeSizeBytes: number;
   io: IoBackend;
+  /** sixtree: open with inlineFlush. */
+  inlineFlush?: boolean;
   /** A fresh, empty directory for this job's files (run.ts creates it, and removes it after the child exits). */
   dir: string;
   devicePath?: string;

@@ -194,6 +194,8 @@ export interface StoreOpenOptions {
   cacheSize?: number;
   readOnly?: boolean;
   io?: 'napi' | 'koffi';
+  /** A commit that is the store's only call in flight writes and flushes its journal entry on the calling thread (docs/api.md). */
+  inlineFlush?: boolean;
 }
 
 export interface RangeOpts {
@@ -263,7 +265,7 @@ export class Store {
 
   static async open(path: string, opts?: StoreOpenOptions): Promise<Store> {
     const p = checkPath(path);
-    const o = checkOptions(opts, ['cacheSize', 'readOnly', 'io'], 'opts');
+    const o = checkOptions(opts, ['cacheSize', 'readOnly', 'io', 'inlineFlush'], 'opts');
     const eo: EngineOpenOpts = { readOnly: false };
     if (o.cacheSize !== undefined) {
       if (typeof o.cacheSize !== 'number' || !Number.isSafeInteger(o.cacheSize) || o.cacheSize <= 0) throw invalidArg('opts.cacheSize', o.cacheSize, 'a positive integer number of bytes');
@@ -272,8 +274,11 @@ export class Store {
     if (o.readOnly !== undefined && typeof o.readOnly !== 'boolean') throw invalidArg('opts.readOnly', o.readOnly, 'a boolean');
     eo.readOnly = !!o.readOnly;
     if (o.io !== undefined) eo.io = checkIo(o.io);
+    if (o.inlineFlush !== undefined && typeof o.inlineFlush !== 'boolean') throw invalidArg('opts.inlineFlush', o.inlineFlush, 'a boolean');
     const engine = await Engine.open(p, eo);
-    return new Store(engine, eo.readOnly);
+    const store = new Store(engine, eo.readOnly);
+    if (o.inlineFlush) engine.inlineFlushWhen = () => store.inFlight <= 1;
+    return store;
   }
 
   /**

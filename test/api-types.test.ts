@@ -257,7 +257,7 @@ const SNIPPETS: Record<string, string> = {
       journalSize?: number;
       force?: boolean;
     };
-    type OpenOpts = { cacheSize?: number; readOnly?: boolean; io?: 'napi' | 'koffi' };
+    type OpenOpts = { cacheSize?: number; readOnly?: boolean; io?: 'napi' | 'koffi'; inlineFlush?: boolean };
     expectTypeOf(Store.open).parameter(0).toEqualTypeOf<string>();
     expectTypeOf(Store.format).parameter(0).toEqualTypeOf<string>();
     // the documented option fields are all accepted (no required extras), and their types are the documented ones

@@ -505,6 +505,36 @@ describe('Store.format and Store.open', () => {
     }
   });
 
+  it('inlineFlush: a commit alone in flight is written and flushed inline; overlapping commits still share entries; without it nothing is inline', async () => {
+    const path = await formatSmall();
+    for (const inlineFlush of [true, false]) {
+      const store = await Store.open(path, { inlineFlush });
+      try {
+        const j0 = store.stats().journal;
+        for (let i = 0; i < 50; i++) await store.put('kv', pos(7, i), enc(`v${i}`));
+        const j1 = store.stats().journal;
+        // one entry per put; inline unless a node write completed since the last flush (then a preflush comes first, asynchronously)
+        expect(j1.entriesWritten - j0.entriesWritten).toBeGreaterThanOrEqual(50);
+        if (inlineFlush) expect(j1.inlineWrites - j0.inlineWrites).toBeGreaterThanOrEqual(40);
+        else expect(j1.inlineWrites).toBe(0);
+        await Promise.all(Array.from({ length: 64 }, (_, i) => store.put('kv', pos(8, i), enc(`w${i}`))));
+        const j2 = store.stats().journal;
+        // group commit: far fewer entries than commits; only a commit left alone at the end may go inline
+        expect(j2.entriesWritten - j1.entriesWritten).toBeLessThan(32);
+        expect(j2.inlineWrites - j1.inlineWrites).toBeLessThanOrEqual(2);
+      } finally {
+        await store.close();
+      }
+      const again = await Store.open(path);
+      try {
+        expect(dec(await again.get('kv', pos(7, 49)))).toBe('v49');
+        expect(dec(await again.get('kv', pos(8, 63)))).toBe('w63');
+      } finally {
+        await again.close();
+      }
+    }
+  });
+
   describe('ERR_INVALID_ARG: Store.open arguments and options', () => {
     let path: string;
     beforeAll(async () => {
@@ -522,6 +552,7 @@ describe('Store.format and Store.open', () => {
       ['cacheSize a string', (p) => Store.open(p, { cacheSize: '64M' } as unknown as object), ['cacheSize', '"64M"']],
       ['readOnly not a boolean', (p) => Store.open(p, { readOnly: 1 } as unknown as object), ['readOnly', '1']],
       ['io unknown backend', (p) => Store.open(p, { io: 'posix' } as unknown as object), ['io', '"posix"']],
+      ['inlineFlush not a boolean', (p) => Store.open(p, { inlineFlush: 'yes' } as unknown as object), ['inlineFlush', '"yes"']],
     ];
     for (const [name, f, mentions] of bad) {
       it(name, async () => {

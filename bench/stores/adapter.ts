@@ -55,6 +55,8 @@ export interface OpenOptions {
   nodeSizeBytes: number;
   /** sixtree: I/O backend. */
   io: IoBackend;
+  /** sixtree: the open option inlineFlush. */
+  inlineFlush?: boolean;
   /** sixtree: node cache used while loading and in the 'cached' regime. */
   cacheSizeBytes: number;
 }
@@ -69,6 +71,8 @@ export interface RegimeInfo {
   description: string;
   /** Set when the requested regime could not be reached; the report flags the row. */
   warning?: string;
+  /** Store options off their defaults, named in the row's notes (sixtree: 'inlineFlush'). */
+  options?: string[];
 }
 
 export interface CacheCounters {

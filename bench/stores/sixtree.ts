@@ -80,6 +80,7 @@ class SixtreeAdapter implements StoreAdapter {
   private io!: IoBackend;
   private nodeSizeBytes!: number;
   private cacheSizeBytes!: number;
+  private inlineFlush = false;
 
   constructor(version: string) {
     this.info = {
@@ -96,6 +97,7 @@ class SixtreeAdapter implements StoreAdapter {
     this.io = opts.io;
     this.nodeSizeBytes = opts.nodeSizeBytes;
     this.cacheSizeBytes = opts.cacheSizeBytes;
+    this.inlineFlush = opts.inlineFlush === true;
     this.devicePath = opts.devicePath ?? path.join(opts.dir, 'sixtree.img');
     await Store.format(this.devicePath, {
       btrees: [{ name: btree }],
@@ -103,7 +105,7 @@ class SixtreeAdapter implements StoreAdapter {
       force: true,
       ...(opts.devicePath ? {} : { size: opts.deviceSizeBytes }),
     });
-    this.store = await Store.open(this.devicePath, { cacheSize: this.cacheSizeBytes, io: this.io });
+    this.store = await Store.open(this.devicePath, { cacheSize: this.cacheSizeBytes, io: this.io, inlineFlush: this.inlineFlush });
   }
 
   /** A plain position object (API.md PosLike), as a caller holding u64 keys writes it. */
@@ -155,6 +157,7 @@ class SixtreeAdapter implements StoreAdapter {
         cacheSizeBytes: this.cacheSizeBytes,
         treeBytes,
         description: `cache ${mib(this.cacheSizeBytes)}, ${treeText}`,
+        ...(this.inlineFlush ? { options: ['inlineFlush'] } : {}),
         ...(evictions > 0 ? { warning: `${evictions} evictions while loading: the tree may not fit the cache` } : {}),
       };
     }
@@ -167,7 +170,7 @@ class SixtreeAdapter implements StoreAdapter {
     let lastError: unknown;
     for (let attempt = 0; attempt < 12; attempt++) {
       try {
-        this.store = await Store.open(this.devicePath, { cacheSize: baseBytes + inFlightBytes, io: this.io });
+        this.store = await Store.open(this.devicePath, { cacheSize: baseBytes + inFlightBytes, io: this.io, inlineFlush: this.inlineFlush });
         lastError = undefined;
         break;
       } catch (err) {
@@ -187,6 +190,7 @@ class SixtreeAdapter implements StoreAdapter {
       regime: 'cold',
       cacheSizeBytes,
       treeBytes,
+      ...(this.inlineFlush ? { options: ['inlineFlush'] } : {}),
       description: `cache ${mib(cacheSizeBytes)} = ${(fraction * 100).toFixed(1)}% of the tree (${mib(baseBytes)} + ${queueDepth} node${queueDepth === 1 ? '' : 's'} for operations in flight), ${treeText}; reopened (cache empty)`,
     };
     if (fraction > coldWarningFraction) {

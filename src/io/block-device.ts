@@ -301,6 +301,17 @@ export class BlockDevice implements Device {
     this.stats.flushes++;
   }
 
+  writeFlushSync(buf: Uint8Array, offsetBytes: number): void {
+    this.writeSync(buf, offsetBytes);
+    this.checkOpen();
+    try {
+      this.backend.fdatasyncSync(this.fd);
+    } catch (e) {
+      throw deviceError(e, 'flush', this.path);
+    }
+    this.stats.flushes++;
+  }
+
   async flush(): Promise<void> {
     this.checkOpen();
     if (this.readOnly) return;

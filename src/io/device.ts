@@ -56,6 +56,8 @@ export interface Device {
    * Optional: callers fall back to write() then flush() (writeThenFlush).
    */
   writeFlush?(buf: Uint8Array, offsetBytes: number): Promise<void>;
+  /** writeFlush on the calling thread, blocking it (a file or block device; optional). */
+  writeFlushSync?(buf: Uint8Array, offsetBytes: number): void;
   close(): Promise<void>;
   toText(): string;
 }

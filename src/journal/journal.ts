@@ -46,7 +46,7 @@ import { Printbuf, bytesToText } from '../util/printbuf.js';
 import { BLACKLIST_SPAN, JournalSeqBlacklist } from './blacklist.js';
 import type { JournalReadResult } from './read.js';
 import { JournalPin, JournalPins, JournalRing, ringFit, type Placement, type RingEntry } from './reclaim.js';
-import { blacklistEntriesBytes, journalEntryFinish, journalEntryWrite, rootsBytesMax, type EntryFinishCtx, type JournalRoot } from './write.js';
+import { blacklistEntriesBytes, journalEntryFinish, journalEntryWrite, journalEntryWriteSync, rootsBytesMax, type EntryFinishCtx, type JournalRoot } from './write.js';
 
 export { JournalPin } from './reclaim.js';
 export type { JournalRoot } from './write.js';
@@ -169,6 +169,14 @@ export interface JournalOptions {
   writeDelayMs?: number;
   /** Call onReclaimNeeded in the background after a write once the ring is fuller than this (0..1; default 0.5). */
   reclaimThreshold?: number;
+  /**
+   * Asked as each entry's write starts: true writes and flushes it on this
+   * thread (the device's writeFlushSync), its completion still delivered
+   * asynchronously. For a commit with nothing else in flight (Store open
+   * option inlineFlush): no worker-thread hand-off, the event loop blocked
+   * meanwhile.
+   */
+  writeInline?: () => boolean;
 }
 
 export interface JournalCounters {
@@ -191,6 +199,8 @@ export interface JournalCounters {
   preresWaits: number;
   /** Recovered entries whose replay pins were dropped while replay went on (replayedBefore). */
   replayPinsDroppedEarly: number;
+  /** Entries written and flushed on the calling thread (writeInline). */
+  inlineWrites: number;
 }
 
 export interface JournalStats {
@@ -326,6 +336,7 @@ export class Journal {
     commits: 0,
     commitsPerWrite: new Array(COMMITS_HIST_BUCKETS).fill(0),
     emptyEntries: 0,
+    inlineWrites: 0,
     reservationWaits: 0,
     reclaimWaits: 0,
     reclaimCalls: 0,
@@ -967,6 +978,32 @@ export class Journal {
 
   /* ------------------------------------------------------------------ writing */
 
+  /**
+   * No pressure: nothing pre-reserved, under half the ring in use, and the
+   * entry about to be written the only one open or in flight.
+   */
+  calmForInlineWrite(): boolean {
+    return this.preresTotal === 0 && this.bufs.length <= 1 && this.ring.usedBytes() * 2 < this.layout.journalBytes;
+  }
+
+  /**
+   * The entry's write and flush: on this thread when writeInline says so and
+   * the device can (a failure then rejects the promise all the same), else
+   * asynchronously. Either way the caller hears of it in a later microtask.
+   */
+  private entryWrite(data: Uint8Array, offsetBytes: number, sizeBytes: number): Promise<void> {
+    if (this.dev.writeFlushSync && this.opts.writeInline?.() === true) {
+      try {
+        journalEntryWriteSync(this.dev, this.layout.journalOffsetBytes, data, offsetBytes, sizeBytes);
+        this.counters.inlineWrites++;
+        return Promise.resolve();
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
+    return journalEntryWrite(this.dev, this.layout.journalOffsetBytes, data, offsetBytes, sizeBytes);
+  }
+
   /** Someone waits: seal the open entry as soon as the write slot is free. */
   private kickFlush(): void {
     const b = this.openBuf();
@@ -1022,7 +1059,7 @@ export class Journal {
       this.fail(e);
       return;
     }
-    journalEntryWrite(this.dev, this.layout.journalOffsetBytes, b.data, b.offsetBytes, size).then(
+    this.entryWrite(b.data, b.offsetBytes, size).then(
       () => this.writeDone(b, lastSeq),
       (e) => {
         this.counters.writeErrors++;

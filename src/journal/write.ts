@@ -99,3 +99,8 @@ export function journalEntryBytesMin(ctx: { blockBytes: number; nrBtrees: number
 export async function journalEntryWrite(dev: Device, journalOffsetBytes: number, data: Uint8Array, offsetBytes: number, sizeBytes: number): Promise<void> {
   await writeThenFlush(dev, data.subarray(0, sizeBytes), journalOffsetBytes + offsetBytes);
 }
+
+/** journalEntryWrite on this thread (the device must have writeFlushSync). */
+export function journalEntryWriteSync(dev: Device, journalOffsetBytes: number, data: Uint8Array, offsetBytes: number, sizeBytes: number): void {
+  dev.writeFlushSync!(data.subarray(0, sizeBytes), journalOffsetBytes + offsetBytes);
+}

@@ -3,7 +3,8 @@
  * Child program of the kill -9 test (test/journal/kill9.test.ts), run from
  * its compiled form:
  *
- *   node dist/test/helpers/crash-child.js <store path> <first seq> <concurrency> [cacheSize]
+ *   node dist/test/helpers/crash-child.js <store path> <first seq> <concurrency> [cacheSize [inline]]
+ * (inline: open with inlineFlush)
  *
  * Opens the store (running recovery when the last child was killed), prints
  * "ready", then commits numbered transactions until it is killed: with
@@ -52,14 +53,14 @@ export function parseValue(v: Uint8Array): { seq: number; k: number } | null {
 }
 
 async function main(): Promise<void> {
-  const [path, firstArg, concArg, cacheArg] = process.argv.slice(2);
+  const [path, firstArg, concArg, cacheArg, inlineArg] = process.argv.slice(2);
   const first = Number(firstArg);
   const concurrency = Number(concArg);
   if (!path || !Number.isSafeInteger(first) || first <= 0 || first >= 2 ** 32 || !Number.isSafeInteger(concurrency) || concurrency < 1) {
-    process.stdout.write('error usage: crash-child.js <store path> <first seq> <concurrency> [cacheSize]\n');
+    process.stdout.write('error usage: crash-child.js <store path> <first seq> <concurrency> [cacheSize [inline]]\n');
     process.exit(2);
   }
-  const store = await Store.open(path, cacheArg ? { cacheSize: Number(cacheArg) } : {});
+  const store = await Store.open(path, { ...(cacheArg ? { cacheSize: Number(cacheArg) } : {}), ...(inlineArg === 'inline' ? { inlineFlush: true } : {}) });
   process.stdout.write('ready\n');
   let next = first;
   const worker = async (): Promise<never> => {

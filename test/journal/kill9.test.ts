@@ -16,7 +16,7 @@
  * Two stores (the default format, where blockSize = nodeSize so every node
  * write is a rewrite, and blockSize 512, where nodes take appends) each go
  * through KILLS_PER_STORE kills, so recovery also runs over stores that were
- * themselves recovered. SIXTREE_KILL_SEED=<n> fixes the kill plan (timing
+ * themselves recovered. Every other child opens with inlineFlush. SIXTREE_KILL_SEED=<n> fixes the kill plan (timing
  * still varies). Needs the build (npx tsc -p tsconfig.json).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -65,9 +65,10 @@ interface ChildRun {
 type KillPlan = { kind: 'early'; ms: number } | { kind: 'after-ready'; ms: number } | { kind: 'after-acks'; acks: number };
 
 /** Run the child until the plan says kill (SIGKILL); resolves once its pipes are closed. */
-function runChild(path: string, first: number, concurrency: number, plan: KillPlan): Promise<ChildRun> {
+function runChild(path: string, first: number, concurrency: number, plan: KillPlan, inlineFlush: boolean): Promise<ChildRun> {
   return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, [CHILD, path, String(first), String(concurrency), String(4 << 20)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const args = [CHILD, path, String(first), String(concurrency), String(4 << 20), ...(inlineFlush ? ['inline'] : [])];
+    const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = c;
     const run: ChildRun = { acked: [], ready: false, how: '', errors: [], stderr: '', signal: null, exitCode: null };
     let buf = '';
@@ -214,8 +215,10 @@ describe('kill -9 of a process committing transactions', () => {
         const concurrency = i % 3 === 0 ? 1 : rng.range(2, 8);
         const x = rng.int(100);
         const plan: KillPlan = x < 15 ? { kind: 'early', ms: rng.range(20, 400) } : x < 60 ? { kind: 'after-ready', ms: rng.range(0, 250) } : { kind: 'after-acks', acks: rng.range(1, 300) };
-        const run = await runChild(path, first, concurrency, plan);
-        const what = `kill ${i + 1}/${KILLS_PER_STORE} (seed ${SEED + fi}, ${concurrency} worker${concurrency > 1 ? 's' : ''}, killed ${run.how || 'never: the child exited'})`;
+        // every other child opens with inlineFlush (a lone commit's journal write and flush on its own thread)
+        const inlineFlush = i % 2 === 1;
+        const run = await runChild(path, first, concurrency, plan, inlineFlush);
+        const what = `kill ${i + 1}/${KILLS_PER_STORE} (seed ${SEED + fi}, ${concurrency} worker${concurrency > 1 ? 's' : ''}${inlineFlush ? ', inlineFlush' : ''}, killed ${run.how || 'never: the child exited'})`;
         expect(run.errors, `${what}: the child reported errors; stderr: ${run.stderr}`).toEqual([]);
         expect(run.signal, `${what}: the child must die by SIGKILL (exit code ${run.exitCode}); stderr: ${run.stderr}`).toBe('SIGKILL');
         expect(run.how.startsWith('watchdog'), `${what}: the child stopped making progress`).toBe(false);
