@@ -748,7 +748,7 @@ describe('BtreeCache cannibalize', () => {
     expect(woken).toBe(true);
     expect(h.cache.cannibalizeLockOwner).toBe(t2);
     h.cache.cannibalizeUnlock(t2);
-    expect(h.cache.cannibalizeWait()).resolves.toBeUndefined();
+    await expect(h.cache.cannibalizeWait()).resolves.toBeUndefined();
   });
 
   it('past the budget with nothing clean: fill fails until the transaction holds the lock, then cannibalizes, writing a dirty node', async () => {
