@@ -220,7 +220,7 @@ export interface StoreStats {
     starvationWaits: number;
   };
   /** store.get: answered by the synchronous walk, or fallen back to a transaction (and why). */
-  lookups: { fast: number; fallbackLocked: number; fallbackUncached: number; fastAfterRead: number; syncWouldBlock: number; childIndexBuilds: number };
+  lookups: { fast: number; fallbackLocked: number; fallbackUncached: number; fastAfterRead: number; syncWouldBlock: number; childIndexBuilds: number; yields: number };
   btrees: Record<string, { depth: number; rootLevel: number }>;
   interior: Record<string, number>;
   alloc: Record<string, number>;

@@ -205,6 +205,9 @@ export interface RangeOpts {
   limit?: number;
 }
 
+/** Units of answers from cache (a get, or 16 range entries) between turns of the event loop (Store.cachedAnswer). */
+export const CACHED_UNITS_PER_TURN = 1024;
+
 export class Store {
   /** @internal */ readonly engine: Engine;
   readonly btrees: readonly string[];
@@ -215,6 +218,10 @@ export class Store {
   private closing: Promise<void> | null = null;
   private inFlight = 0;
   private idle: Array<() => void> = [];
+  /** Answers from cache since the event loop last had a turn, in units (cachedAnswer). */
+  private unyielded = 0;
+  /** A setImmediate is armed to reset unyielded at the next turn. */
+  private turnWatch = false;
 
   private constructor(engine: Engine, readOnly: boolean) {
     this.engine = engine;
@@ -460,10 +467,40 @@ export class Store {
     return lk.lookupAt(id, false, pinRead);
   }
 
+  /**
+   * An answer from cached nodes resolves without waiting for anything, so a
+   * loop of awaited get()s or a range() over cached leaves would never let
+   * the event loop run: I/O completions, commits included, would wait for
+   * it to end (fault hunting: two reader loops starved a writer for two
+   * minutes). After CACHED_UNITS_PER_TURN units of such answers with no turn
+   * of the event loop, the next one waits for a turn (setImmediate): about
+   * a millisecond of gets, or tens of thousands of range entries.
+   */
+  private cachedAnswer(units: number): Promise<void> | null {
+    this.unyielded += units;
+    if (this.unyielded >= CACHED_UNITS_PER_TURN) {
+      this.unyielded = 0;
+      this.engine.lookupNowait.counters.yields++;
+      return new Promise((r) => setImmediate(r));
+    }
+    if (!this.turnWatch) {
+      this.turnWatch = true;
+      setImmediate(() => {
+        this.turnWatch = false;
+        this.unyielded = 0;
+      });
+    }
+    return null;
+  }
+
   /** One-operation transaction: the value at p, or undefined. Errors are rejections. */
   async get(btree: string, p: PosLike): Promise<Uint8Array | undefined> {
     let v = this.lookupCached(btree, p, true);
-    if (v !== LOOKUP_FALLBACK) return v ?? undefined;
+    if (v !== LOOKUP_FALLBACK) {
+      const turn = this.cachedAnswer(1);
+      if (turn) await turn;
+      return v ?? undefined;
+    }
     const lk = this.engine.lookupNowait;
     /*
      * A node was not cached: its read is under way, the node pinned for us.
@@ -542,11 +579,16 @@ export class Store {
     endGiven: boolean,
   ): Promise<Entry[]> {
     this.enter();
+    let batch: Entry[];
     try {
-      return await this.engine.rangeBatch(id, cursor, start, end, reverse, max, endGiven);
+      batch = await this.engine.rangeBatch(id, cursor, start, end, reverse, max, endGiven);
     } finally {
       this.leave();
     }
+    // a batch that read nothing is a cached answer too (cachedAnswer): 16 entries a unit
+    const turn = this.cachedAnswer(Math.ceil(batch.length / 16));
+    if (turn) await turn;
+    return batch;
   }
 
   async flush(): Promise<void> {

@@ -579,6 +579,36 @@ describe('Store methods', () => {
     await t.cleanup();
   });
 
+  it('a loop of awaited get()s answered from cache, or a range() over cached leaves, still lets I/O completions in: a put issued before it resolves long before it ends', async () => {
+    await store.transact((tx) => {
+      for (let i = 0; i < 3000; i++) tx.put('kv', pos(77, i), enc(`c${i}`));
+    });
+    const y0 = store.stats().lookups.yields;
+    const N = 200_000;
+    let i = 0;
+    let putDoneAt = -1;
+    const put = store.put('kv', pos(78, 1), enc('w')).then(() => {
+      putDoneAt = i;
+    });
+    // every get is answered from cache: without a turn of the event loop now and then, the put's journal write completes only after the loop
+    for (; i < N; i++) await store.get('kv', pos(77, i % 3000));
+    await put;
+    expect(putDoneAt).toBeGreaterThanOrEqual(0);
+    expect(putDoneAt).toBeLessThan(N - 10_000);
+    expect(store.stats().lookups.yields).toBeGreaterThan(y0);
+    // the same for a scan: 3,000 entries 60 times over, a put issued first
+    let seen = 0;
+    let put2DoneAt = -1;
+    const put2 = store.put('kv', pos(78, 2), enc('w')).then(() => {
+      put2DoneAt = seen;
+    });
+    for (let r = 0; r < 60; r++) for await (const e of store.range('kv', { start: pos(77, 0), end: pos(77, 3000) })) seen += e.value.length > 0 ? 1 : 0;
+    await put2;
+    expect(seen).toBe(180_000);
+    expect(put2DoneAt).toBeGreaterThanOrEqual(0);
+    expect(put2DoneAt).toBeLessThan(seen - 10_000);
+  });
+
   it('put / get / del: one-operation transactions; missing keys read undefined; PosLike objects accepted', async () => {
     expect(await store.get('kv', pos(1, 1))).toBeUndefined();
     await expect(store.put('kv', pos(1, 1), enc('one'))).resolves.toBeUndefined();

@@ -173,6 +173,7 @@ export const LOOKUP_COUNTERS = [
   ['fastAfterRead', 'answered by the synchronous walk after waiting for the read it started (nodeReadNowait), with no transaction'],
   ['syncWouldBlock', 'store.getSync calls that threw ERR_WOULD_BLOCK (a fallback above; the read of a missing node was started)'],
   ['childIndexBuilds', "interior nodes' child pointers decoded for the walk (ChildIndex): once per node and change of its keys"],
+  ['yields', 'store.get and range answers that waited for a turn of the event loop (setImmediate) after many answered from cache without one'],
 ] as const;
 export type LookupCounter = (typeof LOOKUP_COUNTERS)[number][0];
 
@@ -267,7 +268,7 @@ export class ChildIndex {
  */
 export class LookupNowait {
   readonly owner = new LockOwnerBase(-3, Number.MAX_SAFE_INTEGER - 2);
-  readonly counters: Record<LookupCounter, number> = { fast: 0, fallbackLocked: 0, fallbackUncached: 0, fastAfterRead: 0, syncWouldBlock: 0, childIndexBuilds: 0 };
+  readonly counters: Record<LookupCounter, number> = { fast: 0, fallbackLocked: 0, fallbackUncached: 0, fastAfterRead: 0, syncWouldBlock: 0, childIndexBuilds: 0, yields: 0 };
   /** The position being looked up, in words (lookupAt reads it). */
   readonly pos = new Uint32Array(BPOS_WORDS);
   private readonly ptr: BtreePtr = { btreeId: 0, level: 0, bucket: 0, seq: 0, minKey: new Uint32Array(BPOS_WORDS), maxKey: new Uint32Array(BPOS_WORDS) };
