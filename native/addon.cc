@@ -296,15 +296,24 @@ protected:
 	int64_t result_ = 0;
 };
 
+/* pread or pwrite; datasync: pwrite then fdatasync on the same pool thread (one hand-off for a durable write) */
 class RwWorker : public PromiseWorker {
 public:
-	RwWorker(Napi::Env env, bool write, int fd, IoBuf buf, int64_t offset, Region *region)
-		: PromiseWorker(env, write ? "pwrite" : "pread"), write_(write), fd_(fd), data_(buf.data),
-		  len_(buf.len), offset_(offset), region_(region), ref_(Napi::Persistent(buf.array))
+	RwWorker(Napi::Env env, bool write, int fd, IoBuf buf, int64_t offset, Region *region, bool datasync = false)
+		: PromiseWorker(env, write ? "pwrite" : "pread"), write_(write), datasync_(datasync), fd_(fd),
+		  data_(buf.data), len_(buf.len), offset_(offset), region_(region), ref_(Napi::Persistent(buf.array))
 	{
 	}
 	void Execute() override
 	{
+		if (datasync_) {
+			result_ = blockio_pwrite_datasync(fd_, data_, len_, offset_);
+			if (result_ < 0 && (-result_ & BLOCKIO_STEP_FLUSH)) {
+				syscall_ = "fdatasync";
+				result_ = -(-result_ & ~(int64_t)BLOCKIO_STEP_FLUSH);
+			}
+			return;
+		}
 		result_ = write_ ? blockio_pwrite_full(fd_, data_, len_, offset_)
 				 : blockio_pread_full(fd_, data_, len_, offset_);
 	}
@@ -320,6 +329,7 @@ protected:
 
 private:
 	bool write_;
+	bool datasync_;
 	int fd_;
 	uint8_t *data_;
 	size_t len_;
@@ -335,41 +345,6 @@ public:
 
 private:
 	int fd_;
-};
-
-/* pwrite then fdatasync on one pool thread: one hand-off for a durable write */
-class WriteSyncWorker : public PromiseWorker {
-public:
-	WriteSyncWorker(Napi::Env env, int fd, IoBuf buf, int64_t offset, Region *region)
-		: PromiseWorker(env, "pwrite"), fd_(fd), data_(buf.data), len_(buf.len), offset_(offset),
-		  region_(region), ref_(Napi::Persistent(buf.array))
-	{
-	}
-	void Execute() override
-	{
-		result_ = blockio_pwrite_datasync(fd_, data_, len_, offset_);
-		if (result_ < 0 && (-result_ & BLOCKIO_STEP_FLUSH)) {
-			syscall_ = "fdatasync";
-			result_ = -(-result_ & ~(int64_t)BLOCKIO_STEP_FLUSH);
-		}
-	}
-
-protected:
-	void release() override
-	{
-		if (region_)
-			unpinRegion(region_);
-		region_ = nullptr;
-		ref_.Reset();
-	}
-
-private:
-	int fd_;
-	uint8_t *data_;
-	size_t len_;
-	int64_t offset_;
-	Region *region_;
-	Napi::Reference<Napi::Uint8Array> ref_;
 };
 
 class BatchWorker : public PromiseWorker {
@@ -788,7 +763,7 @@ Napi::Value PwriteDatasync(const Napi::CallbackInfo &info)
 	int64_t off = argOffset(info, 2);
 	Region *region = pinRegion(env, buf.array, "buf");
 	eventRingOf(env)->poolOps++;
-	auto *w = new WriteSyncWorker(env, fd, buf, off, region);
+	auto *w = new RwWorker(env, true, fd, buf, off, region, true);
 	Napi::Promise p = w->promise();
 	w->Queue();
 	return p;

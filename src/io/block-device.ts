@@ -284,21 +284,21 @@ export class BlockDevice implements Device {
     this.checkWritable();
     checkIo(this, this.backend, buf, offsetBytes);
     this.inflight++;
+    // the write counts once it completed: also when only the fdatasync after it failed
+    let written = true;
     try {
       await this.backend.pwriteDatasync(this.fd, buf, offsetBytes);
+      this.stats.flushes++;
     } catch (e) {
-      const flushFailed = (e as { syscall?: string }).syscall === 'fdatasync';
-      if (flushFailed) {
+      written = (e as { syscall?: string }).syscall === 'fdatasync';
+      throw written ? deviceError(e, 'flush', this.path) : deviceError(e, 'write', this.path, offsetBytes, buf.length);
+    } finally {
+      this.opDone();
+      if (written) {
         this.stats.writes++;
         this.stats.bytesWritten += buf.length;
       }
-      throw flushFailed ? deviceError(e, 'flush', this.path) : deviceError(e, 'write', this.path, offsetBytes, buf.length);
-    } finally {
-      this.opDone();
     }
-    this.stats.writes++;
-    this.stats.bytesWritten += buf.length;
-    this.stats.flushes++;
   }
 
   writeFlushSync(buf: Uint8Array, offsetBytes: number): void {
