@@ -703,17 +703,22 @@ export class Engine {
           // last_seq.) Node writes still in flight are not waited for: no
           // entry relies on them, and a crash that keeps the entry without
           // them finds their keys in the journal still.
-          await engine.journalPreflush();
+          if (engine.journalPreflushNeeded()) await engine.journalPreflush();
           return dev.write(buf, off);
         },
       },
       flush: {
         value: () => engine.devFlush(),
       },
+      // Submitted before returning when no preflush is needed: an await
+      // first (even of nothing) would hold the write back until the
+      // committing transaction's synchronous apply ended (inserting 1,000
+      // keys into their leaves: ~2 ms the flush could have overlapped).
       writeFlush: {
-        value: async (buf: Uint8Array, off: number) => {
-          await engine.journalPreflush();
-          await engine.devFlush(() => writeThenFlush(dev, buf, off));
+        value: (buf: Uint8Array, off: number): Promise<void> => {
+          const write = () => engine.devFlush(() => writeThenFlush(dev, buf, off));
+          if (!engine.journalPreflushNeeded()) return write();
+          return engine.journalPreflush().then(write);
         },
       },
       // inline (Journal writeInline): only asked when no preflush is needed
@@ -763,7 +768,7 @@ export class Engine {
   private journalWriteInline(): boolean {
     return (
       this.inlineFlushWhen !== null &&
-      this.nodeWritesFlushNeed <= this.flushDone &&
+      !this.journalPreflushNeeded() &&
       this.interior.pending.length === 0 &&
       this.journal.calmForInlineWrite() &&
       this.inlineFlushWhen()
@@ -771,8 +776,13 @@ export class Engine {
   }
 
   /** Before a journal write: flush node writes it may rely on, unless a flush since covers them (journalDevice). */
+  /** Node writes completed that no completed flush covers yet (see journalDevice). */
+  private journalPreflushNeeded(): boolean {
+    return this.nodeWritesFlushNeed > this.flushDone;
+  }
+
   private async journalPreflush(): Promise<void> {
-    if (this.nodeWritesFlushNeed > this.flushDone) {
+    if (this.journalPreflushNeeded()) {
       this.counters.journalPreflushes++;
       await this.devFlush();
     }
