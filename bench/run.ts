@@ -82,6 +82,9 @@ ${wrap(workloadNames.join(', '), 54, 24)}
   --json OUT            also write the JSON report to OUT ('-' = stdout; the table
                         then goes to stderr)
   --keep                keep each job's files (for inspection)
+  --cpu-prof DIR        each job's child writes a V8 CPU profile to DIR
+                        (<workload>-<store>[-<regime>-<node size>].cpuprofile; load
+                        and measured phases both; open in Chrome DevTools)
   --help                this text
 
 Exit status: 0 all jobs ran; 1 a job failed, a store did not hold what was
@@ -110,6 +113,8 @@ interface Options {
   outDir: string;
   jsonOut?: string;
   keep: boolean;
+  /** --cpu-prof: where each child writes its CPU profile. */
+  cpuProfDir?: string;
   mode: 'quick' | 'default' | 'full';
 }
 
@@ -168,6 +173,7 @@ function parseOptions(argv: string[]): Options | 'help' {
       out: { type: 'string' },
       json: { type: 'string' },
       keep: { type: 'boolean' },
+      'cpu-prof': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -193,6 +199,10 @@ function parseOptions(argv: string[]): Options | 'help' {
   };
   if (opts.timeMs <= 0) throw new UsageError('--time must be > 0');
   if (values.device) opts.devicePath = path.resolve(values.device);
+  if (values['cpu-prof']) {
+    opts.cpuProfDir = path.resolve(values['cpu-prof']);
+    mkdirSync(opts.cpuProfDir, { recursive: true });
+  }
   if (values.json) opts.jsonOut = values.json === '-' ? '-' : path.resolve(values.json);
   return opts;
 }
@@ -300,22 +310,32 @@ function jobTimeoutMs(job: Job): number {
  * the child has exited, so that no two jobs ever overlap. Also measures the share of the
  * machine's CPU that other processes used meanwhile.
  */
-async function runInChild(job: Job, keepFiles: boolean): Promise<{ msg: WorkerMessage; otherCpuShare?: number }> {
+async function runInChild(job: Job, keepFiles: boolean, cpuProfDir?: string): Promise<{ msg: WorkerMessage; otherCpuShare?: number }> {
   const name = job.kind === 'limit' ? `limit-${job.queueDepth}` : `${job.workload}-${job.store}`;
   const dir = mkdtempSync(path.join(job.dir, `sixtree-bench-${name}-`));
+  const prof = cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', cpuProfDir, '--cpu-prof-name', `${profileName(job)}.cpuprofile`] : [];
   try {
-    return await runForked({ ...job, dir });
+    return await runForked({ ...job, dir }, prof);
   } finally {
     if (keepFiles) log(`  files kept in ${dir}`);
     else rmSync(dir, { recursive: true, force: true });
   }
 }
 
-function runForked(job: Job): Promise<{ msg: WorkerMessage; otherCpuShare?: number }> {
+/** A job's CPU profile file name (--cpu-prof): what ran, where. */
+function profileName(job: Job): string {
+  if (job.kind === 'limit') return `device-limit-qd${job.queueDepth}-${job.blockBytes >> 10}k`;
+  const parts: string[] = [job.workload, job.store];
+  if (job.store === 'sixtree') parts.push(job.regime, `${job.nodeSizeBytes >> 10}k`, job.io);
+  parts.push(String(job.keyCount));
+  return parts.join('-');
+}
+
+function runForked(job: Job, extraExecArgv: string[] = []): Promise<{ msg: WorkerMessage; otherCpuShare?: number }> {
   return new Promise((resolve) => {
     const cpuStart = cpuSnapshot();
     const child = fork(path.join(here, 'worker.js'), [], {
-      execArgv: ['--expose-gc'],
+      execArgv: ['--expose-gc', ...extraExecArgv],
       stdio: ['ignore', 2, 'inherit', 'ipc'],
       serialization: 'json',
     });
@@ -390,7 +410,7 @@ async function main(): Promise<number> {
 
   const limits: LimitResult[] = [];
   for (const job of limitJobs) {
-    const { msg } = await runInChild(job, o.keep);
+    const { msg } = await runInChild(job, o.keep, o.cpuProfDir);
     const what = `device limit ${sizeLabel(job.blockBytes)} qd${job.queueDepth} ${job.io}`;
     if (msg.type === 'limit') {
       limits.push(msg.result);
@@ -412,7 +432,7 @@ async function main(): Promise<number> {
     const label = `[${n}/${jobs.length}] ${job.workload} ${job.store}${job.store === 'sixtree' ? ` ${job.regime} ${sizeLabel(job.nodeSizeBytes)} ${job.io}` : ''} ${job.keyCount} keys`;
     if (skipped.some((s) => s.store === job.store)) continue;
     const t0 = performance.now();
-    const { msg, otherCpuShare: share } = await runInChild(job, o.keep);
+    const { msg, otherCpuShare: share } = await runInChild(job, o.keep, o.cpuProfDir);
     const secs = ((performance.now() - t0) / 1000).toFixed(1);
     if (msg.type === 'result') {
       const r = share === undefined ? msg.result : { ...msg.result, otherCpuShare: share };
