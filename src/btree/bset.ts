@@ -247,6 +247,64 @@ function rwScratch(entries: number): Uint32Array {
 
 /** insertKeys: runs shorter than this go key by key. */
 export const INSERT_KEYS_MERGE_MIN = 4;
+
+/*
+ * Read-only position filter (findOlder). A put must find the key it shadows
+ * in the read-only sets (to count it out), and for a fresh key that search
+ * (an Eytzinger descent and a group scan per set, cache misses in a big
+ * node) finds nothing. A node that takes many puts between two changes of
+ * its read-only sets gets a two-bit-per-key filter over their keys'
+ * position summaries: a put whose summary's bits are not both set has no
+ * older key there (roFilterHash: the position's summary or packed words). Only puts use it: a deletion always searches (whether it
+ * needs a whiteout decides what reads see; a filter bug must not be able to
+ * bring a deleted key back), and only exact searches (a search the format
+ * cannot hold matches no packed key; a set holding an unpacked key is not
+ * filtered). The filter is rebuilt for a new generation of read-only sets
+ * (roGen: bumped wherever their search tables are built) once
+ * RO_FILTER_AFTER searches were made against it; dropping a set never
+ * hurts it (a superset filter only lets more searches through).
+ */
+/** findOlder searches against one generation of read-only sets before a filter is built for it. */
+export const RO_FILTER_AFTER = 64;
+/** Filter bits per read-only key (a power-of-two total, at least RO_FILTER_BITS_MIN). */
+const RO_FILTER_BITS_PER_KEY = 8;
+const RO_FILTER_BITS_MIN = 1024;
+
+/** Filter counters of all nodes (stats().lookups... see Engine): searches skipped, filters built, searches the filter let through. */
+export const roFilterCounters = { skips: 0, builds: 0, passes: 0, unfilterable: 0 };
+
+/**
+ * A position's filter hash. Exact formats: from its summary (the position's
+ * offset from the format's base, one number). Others: from its packed
+ * position words (a summary would lose the low bits: positions sharing
+ * their first 53 bits, one inode's keys in a node with a wide format, would
+ * all share one). d[w..] holds the packed position (posWords words; bits
+ * past posBits in the last one belong to other fields and are masked off).
+ */
+function roFilterHash(f: BkeyFormat, y: number, d: Uint32Array, w: number): number {
+  let h: number;
+  if (f.sumExact) {
+    const hi = Math.floor(y / 4294967296);
+    h = ((y - hi * 4294967296) >>> 0) ^ Math.imul(hi, 0x9e3779b1);
+  } else {
+    h = 0x165667b1;
+    for (let i = 0; i < f.posFullWords; i++) h = Math.imul(h ^ d[w + i]!, 0x9e3779b1) ^ (h >>> 16);
+    if (f.posRemBits !== 0) h = Math.imul(h ^ (d[w + f.posFullWords]! >>> (32 - f.posRemBits)), 0x9e3779b1) ^ (h >>> 16);
+  }
+  return h;
+}
+
+/** The filter's two bit indexes for hash h (below mask + 1). */
+function roFilterBits(h: number, mask: number): [number, number] {
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 15;
+  let h2 = Math.imul(h, 0xc2b2ae35);
+  h2 ^= h2 >>> 13;
+  roFilterPair[0] = (h >>> 0) & mask;
+  roFilterPair[1] = (h2 >>> 0) & mask;
+  return roFilterPair;
+}
+const roFilterPair: [number, number] = [0, 0];
 /* insertKeys' per-key plan: place in the writable set, visible older key, flags, sizes. */
 const insertPlan = { off: new Int32Array(0), older: new Int32Array(0), flags: new Uint8Array(0), newBytes: new Int32Array(0), oldBytes: new Int32Array(0) };
 
@@ -464,6 +522,16 @@ export class NodeKeys {
   unwrittenJournalSeqMax = 0;
   unwrittenJournalSeqMin = 0;
 
+  /** Generation of the read-only sets' contents (see RO_FILTER_AFTER). */
+  private roGen = 0;
+  /** findOlder searches made against generation roSearchesGen. */
+  private roSearches = 0;
+  private roSearchesGen = -1;
+  /** The filter and the generation it was built for (-1: none). */
+  private roFilter: Uint32Array | null = null;
+  private roFilterGen = -1;
+  private roFilterMask = 0;
+
   /* Counts of the visible view (newest key per position). */
   nrKeys = 0;
   liveU64s = 0;
@@ -509,6 +577,7 @@ export class NodeKeys {
     this.auxF64 = bufs.auxF64;
     this.attached = true;
     this.nsets = 0;
+    this.roGen++;
   }
 
   detach(): void {
@@ -520,6 +589,9 @@ export class NodeKeys {
     this.attached = false;
     this.nsets = 0;
     this.writeInFlight = false;
+    this.roGen++;
+    this.roFilter = null;
+    this.roFilterGen = -1;
   }
 
   private setHeaderFields(h: { btreeId: number; level: number; minKey: Uint32Array; maxKey: Uint32Array; seq: number; format: BkeyFormat }): void {
@@ -1005,14 +1077,76 @@ export class NodeKeys {
     return true;
   }
 
-  /** The newest key exactly at the prepared search position among the read-only sets, or -1. */
-  private findOlder(search: Uint32Array, si: number): number {
+  /**
+   * The newest key exactly at the prepared search position among the
+   * read-only sets, or -1. forPut: the caller is a put (not a deletion),
+   * which may be answered by the read-only filter (RO_FILTER_AFTER).
+   */
+  private findOlder(search: Uint32Array, si: number, forPut = false): number {
     const last = this.hasWritable() ? this.nsets - 2 : this.nsets - 1;
+    if (last < 0) return -1;
+    if (forPut && searchMode === PACK_EXACT && this.roFilterAbsent()) {
+      roFilterCounters.skips++;
+      return -1;
+    }
     for (let s = last; s >= 0; s--) {
       const k = this.lowerBound(s, search, si, false);
       if (k < this.aux32[s * M.ROW + M.END]! && this.cmpSearch(k, search, si) === 0) return k;
     }
     return -1;
+  }
+
+  /**
+   * Does the read-only filter say no read-only key has the prepared (exact)
+   * search's position? Counts the search toward building one.
+   */
+  private roFilterAbsent(): boolean {
+    if (this.roFilterGen !== this.roGen) {
+      if (this.roSearchesGen !== this.roGen) {
+        this.roSearchesGen = this.roGen;
+        this.roSearches = 0;
+      }
+      if (++this.roSearches < RO_FILTER_AFTER || !this.roFilterBuild()) return false;
+    }
+    const [a, b] = roFilterBits(roFilterHash(this.format, searchSum[0]!, searchPacked, 0), this.roFilterMask);
+    const f = this.roFilter!;
+    if ((f[a >>> 5]! & (1 << (a & 31))) === 0 || (f[b >>> 5]! & (1 << (b & 31))) === 0) return true;
+    roFilterCounters.passes++;
+    return false;
+  }
+
+  /** Build the read-only filter for this generation (false, and none for it, if a read-only key is unpacked). */
+  private roFilterBuild(): boolean {
+    const last = this.hasWritable() ? this.nsets - 2 : this.nsets - 1;
+    // the node's visible keys and whiteouts: about the read-only keys (more keys only raise the false positives)
+    const keys = this.nrKeys + this.nrWhiteouts;
+    let bits = RO_FILTER_BITS_MIN;
+    while (bits < keys * RO_FILTER_BITS_PER_KEY && bits < 1 << 26) bits *= 2;
+    const words = bits >>> 5;
+    let f = this.roFilter;
+    if (f === null || f.length < words || f.length > 4 * words) f = new Uint32Array(words);
+    else f.fill(0, 0, words);
+    const mask = bits - 1;
+    const d = this.d32;
+    for (let s = 0; s <= last; s++) {
+      const row = s * M.ROW;
+      for (let k = this.aux32[row + M.START]!, end = this.aux32[row + M.END]!; k < end; k += (d[k >>> 2]! & 0xffff) << 3) {
+        if ((d[k >>> 2]! & (1 << 27)) === 0) {
+          // an unpacked key: not for this generation (its searches never reach the count again)
+          roFilterCounters.unfilterable++;
+          this.roSearches = -Infinity;
+          return false;
+        }
+        const [a, b] = roFilterBits(roFilterHash(this.format, this.format.sumExact ? this.keySum(k) : 0, d, (k >>> 2) + 1), mask);
+        f[a >>> 5] = f[a >>> 5]! | (1 << (a & 31));
+        f[b >>> 5] = f[b >>> 5]! | (1 << (b & 31));
+      }
+    }
+    this.roFilter = f;
+    this.roFilterMask = mask;
+    this.roFilterGen = this.roGen;
+    roFilterCounters.builds++;
+    return true;
   }
 
   /** Newest key at position p in any set (whiteouts included), or -1. */
@@ -1137,6 +1271,7 @@ export class NodeKeys {
    * in sums). Returns the first word after the tables.
    */
   private fillRoTree(s: number, w: number, n: number, sums: Float64Array, allPacked: boolean, last: number): number {
+    this.roGen++;
     const aux = this.aux32;
     const row = s * M.ROW;
     const heads = scratchHeads(this.nodeSizeBytes);
@@ -1382,7 +1517,7 @@ export class NodeKeys {
     }
     if (!this.keyInRange(k.p, 0)) throw new RangeError(`${who}: ${wordsToText(k.p, 0)} outside node range ${wordsToText(this.minKey, 0)}..${wordsToText(this.maxKey, 0)}`);
     this.prepareSearch(k.p, 0);
-    return this.findOlder(k.p, 0);
+    return this.findOlder(k.p, 0, k.type !== KEY_TYPE.deleted);
   }
 
   /**
@@ -1966,6 +2101,7 @@ export class NodeKeys {
         return false;
       }
     }
+    this.roGen++;
     const runs = this.keyRuns();
     for (let s = 0; s < nro; s++) this.collectRun(runs, this.aux32[s * M.ROW + M.START]!, this.aux32[s * M.ROW + M.END]!);
     const start = NODE_HDR_BYTES + BSET_HDR_BYTES;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BkeyI, KEY_TYPES, bkeyBtreePtr, bkeyExtent, bkeyValue, bkeyWhiteout } from '../../src/btree/bkey.js';
-import { KeyBuffers, NodeIter, NodeKeys, bsetDebug } from '../../src/btree/bset.js';
+import { KeyBuffers, NodeIter, NodeKeys, RO_FILTER_AFTER, bsetDebug, roFilterCounters } from '../../src/btree/bset.js';
 import { nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
 import { BkeyFormat, formatFromKeys, formatFromRange } from '../../src/format/bkey-format.js';
 import { Prng, bigToPos, posOf, posToBig, property, randPos } from '../format/prng.js';
@@ -311,6 +311,77 @@ describe('NodeKeys#insertKey()', () => {
     const keys = fresh(4096, { min: posOf(5, 0), max: posOf(6, 0) });
     expect(() => keys.insertKey(bkeyValue(posOf(4, 9), new Uint8Array(0)))).toThrow(/outside/);
     expect(() => keys.insertKey(bkeyValue(posOf(6, 1), new Uint8Array(0)))).toThrow(/outside/);
+  });
+});
+
+describe('NodeKeys: the read-only filter for puts', () => {
+  /** A 64 KiB node whose written set holds keys 0, 2, 4, ... of inode 5 (and a writable set on top). */
+  function written(n: number, extra?: BkeyI): NodeKeys {
+    const keys = fresh(65536);
+    for (let i = 0; i < n; i++) expect(keys.insertKey(bkeyValue(posOf(5, 2 * i), new Uint8Array([i & 255]), 1))).toBe(true);
+    if (extra) expect(keys.insertKey(extra)).toBe(true);
+    nodeWritePrepare(keys);
+    nodeWriteDone(keys);
+    return keys;
+  }
+
+  it('puts of fresh keys skip the read-only search once the node took enough of them; overwrites, deletions and the counts stay exact', () => {
+    const keys = written(600);
+    const model: Model = new Map();
+    for (let i = 0; i < 600; i++) model.set(posToBig(posOf(5, 2 * i)), { type: KEY_TYPES.value, value: new Uint8Array([i & 255]), version: 1, size: 0 });
+    const c0 = { ...roFilterCounters };
+    const r = new Prng(91);
+    // fresh keys (odd offsets), overwrites of written ones (even), and deletions, in runs as a commit inserts them
+    for (let round = 0; round < 30; round++) {
+      const run = new Map<bigint, BkeyI>();
+      for (let j = 0; j < 12; j++) {
+        const off = r.int(1200);
+        const k = off % 2 === 1 || r.bool(0.6) ? bkeyValue(posOf(5, off), new Uint8Array([round]), 2 + round) : bkeyWhiteout(posOf(5, off), 2 + round);
+        run.set(posToBig(k.p), k);
+      }
+      const sorted = [...run.values()].sort((a, b) => (posToBig(a.p) < posToBig(b.p) ? -1 : 1));
+      if (round % 2) expect(keys.insertKeys(sorted)).toBe(true);
+      else for (const k of sorted) expect(keys.insertKey(k)).toBe(true);
+      for (const k of sorted) applyModel(model, k);
+      // verify() (bsetDebug.checks) recounts every key: an overwrite the filter wrongly skipped would count twice
+      expectMatchesModel(keys, model);
+    }
+    expect(roFilterCounters.builds - c0.builds).toBe(1);
+    expect(roFilterCounters.skips - c0.skips).toBeGreaterThan(80);
+    // the overwrites all went through (2 bits per key of 8: a few fresh keys go through too)
+    expect(roFilterCounters.passes - c0.passes).toBeGreaterThan(30);
+    // a write makes the next generation of read-only sets: the count toward a filter starts over
+    nodeWritePrepare(keys);
+    nodeWriteDone(keys);
+    const c1 = { ...roFilterCounters };
+    for (let i = 0; i < RO_FILTER_AFTER - 2; i++) keys.insertKey(bkeyValue(posOf(5, 1201 + 2 * i), new Uint8Array([1]), 50));
+    expect(roFilterCounters.builds).toBe(c1.builds);
+    expect(roFilterCounters.skips).toBe(c1.skips);
+    for (let i = 0; i < 10; i++) keys.insertKey(bkeyValue(posOf(5, 5001 + 2 * i), new Uint8Array([1]), 51));
+    expect(roFilterCounters.builds).toBe(c1.builds + 1);
+    expect(roFilterCounters.skips).toBeGreaterThan(c1.skips);
+    keys.verify();
+  });
+
+  it('a read-only set holding an unpacked key is not filtered (that key could be at a position the format holds)', () => {
+    // a version beyond the format keeps the key unpacked, at a position the format packs
+    const f = formatFromKeys([{ p: posOf(5, 0), size: 0, version: 1 }, { p: posOf(5, 100_000), size: 0, version: 1 }]);
+    const keys = fresh(65536, { format: f });
+    for (let i = 0; i < 400; i++) keys.insertKey(bkeyValue(posOf(5, 2 * i), new Uint8Array([1]), 1));
+    keys.insertKey(bkeyValue(posOf(5, 7777), new Uint8Array([9]), 2 ** 40));
+    expect(keys.unpackedKeys).toBe(1);
+    nodeWritePrepare(keys);
+    nodeWriteDone(keys);
+    const c0 = { ...roFilterCounters };
+    for (let i = 0; i < RO_FILTER_AFTER + 20; i++) keys.insertKey(bkeyValue(posOf(5, 1001 + 2 * i), new Uint8Array([2]), 3));
+    expect(roFilterCounters.unfilterable - c0.unfilterable).toBe(1);
+    expect(roFilterCounters.builds).toBe(c0.builds);
+    expect(roFilterCounters.skips).toBe(c0.skips);
+    // the unpacked key is found and replaced by a put at its position
+    const before = keys.nrKeys;
+    keys.insertKey(bkeyValue(posOf(5, 7777), new Uint8Array([10]), 4));
+    expect(keys.nrKeys).toBe(before);
+    keys.verify();
   });
 });
 
