@@ -1577,8 +1577,10 @@ export class NodeKeys {
    * many keys into one leaf here merges them in, the way a node write's
    * sort merges sets): each key's older key and place in the writable set
    * are found first, nothing changed; then the writable set from the first
-   * place on is copied aside and merged back with the new keys, and its
-   * lookup table rebuilt once. Short runs, and runs holding one position
+   * place on is rebuilt with the new keys, and its lookup table once: in
+   * place from the end backwards when no key's place moves left (inserts,
+   * growing replacements: each old span moves once), else through a copy
+   * aside. Short runs, and runs holding one position
    * more than once, go key by key (a merge copies the tail twice; one
    * memmove per key is cheaper for a few keys).
    * Returns false, the node unchanged, if the keys do not fit together.
@@ -1592,6 +1594,8 @@ export class NodeKeys {
     let s = this.nsets - 1;
     let end = hadWritable ? this.aux32[s * M.ROW + M.END]! : 0;
     let delta = 0;
+    /* the lowest running delta: negative when some key's place moves left (a replacement by a smaller key, a removal) */
+    let deltaMin = 0;
     let needWritable = false;
     for (let i = 0; i < nr; i++) {
       const k = keys[from + i]!;
@@ -1615,6 +1619,7 @@ export class NodeKeys {
       }
       const oldBytes = exists ? this.keyBytes(o) : 0;
       delta += newBytes - oldBytes;
+      if (delta < deltaMin) deltaMin = delta;
       sc.off[i] = o;
       sc.older[i] = exists ? o : older;
       /* bits: 1 exists, 2 packed, 4 nothing to do (insertKey returns early) */
@@ -1636,7 +1641,7 @@ export class NodeKeys {
     }
     if (end + delta > this.nodeSizeBytes) return false;
 
-    /* 2. merge: the writable set from the first place on goes aside, then comes back with the keys */
+    /* 2. merge the keys into the writable set from the first place on */
     this.modSeq += nr;
     this.contentGen++;
     let first = -1;
@@ -1677,54 +1682,89 @@ export class NodeKeys {
     };
     let oj = 0;
     const oN = nOld - kept;
-    const aside = scratchWords(this.nodeSizeBytes);
-    const asideBytes = new Uint8Array(aside.buffer, 0, end - first);
-    asideBytes.set(this.data.subarray(first, end));
     const data = this.data;
-    let out = first;
-    let cur = first;
-    /* old keys [cur, o) come back at out: their heads are candidates */
-    const copyOld = (o: number): void => {
-      data.set(asideBytes.subarray(cur - first, o - first), out);
-      const shift = out - cur;
-      while (oj < oN && oldEntries[oj * E.WORDS + E.OFF]! < cur) oj++;
-      for (; oj < oN && oldEntries[oj * E.WORDS + E.OFF]! < o; oj++) cand(oldEntries[oj * E.WORDS + E.OFF]! + shift, oldEntries, oj * E.WORDS);
-      out += o - cur;
-      cur = o;
+    /* old keys at [lo, hi) (old offsets) end up `shift` bytes further: their table heads are candidates */
+    const oldCands = (lo: number, hi: number, shift: number): void => {
+      while (oj < oN && oldEntries[oj * E.WORDS + E.OFF]! < lo) oj++;
+      for (; oj < oN && oldEntries[oj * E.WORDS + E.OFF]! < hi; oj++) cand(oldEntries[oj * E.WORDS + E.OFF]! + shift, oldEntries, oj * E.WORDS);
     };
-    for (let i = 0; i < nr; i++) {
-      const f = sc.flags[i]!;
-      if (f & 4) continue;
-      const k = keys[from + i]!;
-      const o = sc.off[i]!;
-      if (o > cur) copyOld(o);
-      /* the visible key it replaces (read before anything moved: handles are the old offsets) */
-      const visOld = sc.older[i]!;
-      if (visOld >= 0) {
-        const inAside = f & 1;
-        const hdr = inAside ? aside[(visOld - first) >>> 2]! : this.d32[visOld >>> 2]!;
-        if (((hdr >>> 16) & 0xff) !== KEY_TYPE.deleted) {
-          this.nrKeys--;
-          this.liveU64s -= hdr & 0xffff;
-          if (hdr & (1 << 27)) this.packedKeys--;
-          else this.unpackedKeys--;
-        } else if (inAside) {
-          this.nrWhiteouts--;
+    let out: number;
+    if (deltaMin >= 0) {
+      /*
+       * No key's place moves left: the set is rebuilt in place from its end
+       * backwards, each old span between two new keys moved once (going
+       * aside and back moved it twice). First, in key order with nothing
+       * moved yet: the replaced keys counted out, the table's candidates.
+       */
+      let cur = first;
+      let shift = 0;
+      for (let i = 0; i < nr; i++) {
+        const f = sc.flags[i]!;
+        if (f & 4) continue;
+        const o = sc.off[i]!;
+        if (o > cur) {
+          oldCands(cur, o, shift);
+          cur = o;
         }
+        this.insertKeysCountOut(sc.older[i]!, f);
+        const ob = f & 1 ? sc.oldBytes[i]! : 0;
+        cur += ob;
+        const nb = sc.newBytes[i]!;
+        if (nb) cand(o + shift, keys[from + i]!.p, 0);
+        shift += nb - ob;
       }
-      if (f & 1) cur += sc.oldBytes[i]!;
-      const nb = sc.newBytes[i]!;
-      if (nb) {
-        const isDel = k.type === KEY_TYPE.deleted;
-        this.writeKey(out, k.type, k.p, 0, k.size, k.version, isDel ? EMPTY : k.value, (f & 2) !== 0);
-        if (isDel) this.nrWhiteouts++;
-        else this.accountAdd(out, 1);
-        cand(out, k.p, 0);
-        out += nb;
+      if (end > cur) oldCands(cur, end, shift);
+      /* then from the end: the old span right of each key moves by the shift after the key, then the key goes in */
+      let spanEnd = end;
+      let shiftAfter = delta;
+      for (let i = nr - 1; i >= 0; i--) {
+        const f = sc.flags[i]!;
+        if (f & 4) continue;
+        const k = keys[from + i]!;
+        const o = sc.off[i]!;
+        const ob = f & 1 ? sc.oldBytes[i]! : 0;
+        const nb = sc.newBytes[i]!;
+        if (spanEnd > o + ob && shiftAfter > 0) data.copyWithin(o + ob + shiftAfter, o + ob, spanEnd);
+        const at = o + shiftAfter - (nb - ob);
+        if (nb) this.insertKeysWrite(at, k, f);
+        this.noteJournalSeqInternal(k.version);
+        spanEnd = o;
+        shiftAfter = at - o;
       }
-      this.noteJournalSeqInternal(k.version);
+      out = newEnd;
+    } else {
+      /* some place moves left: the set from `first` on goes aside and comes back merged with the keys */
+      const aside = scratchWords(this.nodeSizeBytes);
+      const asideBytes = new Uint8Array(aside.buffer, 0, end - first);
+      asideBytes.set(data.subarray(first, end));
+      out = first;
+      let cur = first;
+      /* old keys [cur, o) come back at out */
+      const copyOld = (o: number): void => {
+        data.set(asideBytes.subarray(cur - first, o - first), out);
+        oldCands(cur, o, out - cur);
+        out += o - cur;
+        cur = o;
+      };
+      for (let i = 0; i < nr; i++) {
+        const f = sc.flags[i]!;
+        if (f & 4) continue;
+        const k = keys[from + i]!;
+        const o = sc.off[i]!;
+        if (o > cur) copyOld(o);
+        /* the visible key it replaces (read before anything moved: handles are the old offsets) */
+        this.insertKeysCountOut(sc.older[i]!, f, f & 1 ? aside[(sc.older[i]! - first) >>> 2]! : -1);
+        if (f & 1) cur += sc.oldBytes[i]!;
+        const nb = sc.newBytes[i]!;
+        if (nb) {
+          this.insertKeysWrite(out, k, f);
+          cand(out, k.p, 0);
+          out += nb;
+        }
+        this.noteJournalSeqInternal(k.version);
+      }
+      if (end > cur) copyOld(end);
     }
-    if (end > cur) copyOld(end);
     if (out !== newEnd) throw new Error(`insertKeys: merged set ends at ${out}, expected ${newEnd}`);
     aux[row + M.END] = out;
     if (nEntries === 0 && out > start) {
@@ -1737,6 +1777,33 @@ export class NodeKeys {
     aux[row + M.AUX_N] = nEntries;
     if (bsetDebug.checks) this.verify();
     return true;
+  }
+
+  /**
+   * insertKeys: count out the visible key a new key replaces (handle visOld,
+   * -1 for none; flags bit 1: it is in the writable set, a whiteout there
+   * counted in nrWhiteouts). hdr: its header word if not read from data
+   * (the key has gone aside).
+   */
+  private insertKeysCountOut(visOld: number, flags: number, hdr = -1): void {
+    if (visOld < 0) return;
+    const h = hdr >= 0 ? hdr : this.d32[visOld >>> 2]!;
+    if (((h >>> 16) & 0xff) !== KEY_TYPE.deleted) {
+      this.nrKeys--;
+      this.liveU64s -= h & 0xffff;
+      if (h & (1 << 27)) this.packedKeys--;
+      else this.unpackedKeys--;
+    } else if (flags & 1) {
+      this.nrWhiteouts--;
+    }
+  }
+
+  /** insertKeys: write key k at byte `at` of the writable set and count it in (flags bit 2: packed). */
+  private insertKeysWrite(at: number, k: BkeyI, flags: number): void {
+    const isDel = k.type === KEY_TYPE.deleted;
+    this.writeKey(at, k.type, k.p, 0, k.size, k.version, isDel ? EMPTY : k.value, (flags & 2) !== 0);
+    if (isDel) this.nrWhiteouts++;
+    else this.accountAdd(at, 1);
   }
 
   /** insertKeys one key at a time (the room for all of them checked first). */
