@@ -2406,6 +2406,8 @@ export class NodeKeys {
     out.field('used', `${bytesToText(this.usedBytes())} of ${bytesToText(this.nodeSizeBytes)}`);
     out.field('keys', `${this.nrKeys} live (${this.packedKeys} packed, ${this.unpackedKeys} unpacked), ${this.nrWhiteouts} whiteouts, ${this.liveU64s * 8} live bytes`);
     if (this.unwrittenJournalSeqMax) out.field('unwritten journal seq', `${this.unwrittenJournalSeqMin}..${this.unwrittenJournalSeqMax}`);
+    if (this.roFilterGen === this.roGen) out.field('put filter', `${(this.roFilterMask + 1) >>> 3} bytes over the read-only sets`);
+    else if (this.roSearchesGen === this.roGen) out.field('put filter', this.roSearches < 0 ? 'none (an unpacked read-only key)' : `none yet (${this.roSearches} of ${RO_FILTER_AFTER} searches)`);
     return out;
   }
 

@@ -347,6 +347,7 @@ describe('NodeKeys: the read-only filter for puts', () => {
       expectMatchesModel(keys, model);
     }
     expect(roFilterCounters.builds - c0.builds).toBe(1);
+    expect(keys.toText()).toMatch(/put filter: +\d+ bytes over the read-only sets/);
     expect(roFilterCounters.skips - c0.skips).toBeGreaterThan(80);
     // the overwrites all went through (2 bits per key of 8: a few fresh keys go through too)
     expect(roFilterCounters.passes - c0.passes).toBeGreaterThan(30);
@@ -375,6 +376,7 @@ describe('NodeKeys: the read-only filter for puts', () => {
     const c0 = { ...roFilterCounters };
     for (let i = 0; i < RO_FILTER_AFTER + 20; i++) keys.insertKey(bkeyValue(posOf(5, 1001 + 2 * i), new Uint8Array([2]), 3));
     expect(roFilterCounters.unfilterable - c0.unfilterable).toBe(1);
+    expect(keys.toText()).toContain('none (an unpacked read-only key)');
     expect(roFilterCounters.builds).toBe(c0.builds);
     expect(roFilterCounters.skips).toBe(c0.skips);
     // the unpacked key is found and replaced by a put at its position
