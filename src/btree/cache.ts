@@ -1021,7 +1021,7 @@ export class BtreeCache {
    * is locked, this gives up after cannibalizeRoundsMax rounds (null).
    */
   private async nodeCannibalize(owner: LockOwner): Promise<Node | null> {
-    for (const b of this.live) if (this.nodeReclaim(b, owner, true) === 0) return b;
+    for (let b = this.live.head; b !== null; b = b.next) if (this.nodeReclaim(b, owner, true) === 0) return b;
     for (let round = 0; round < cannibalizeRoundsMax; round++) {
       /* the list can change at every await: take a snapshot of candidates */
       const candidates: Node[] = [];
@@ -1055,7 +1055,7 @@ export class BtreeCache {
   private nodeMemAllocNowait(owner: LockOwner, reclaim: boolean, overBudget = false): Node | null {
     let b: Node | null = null;
     /* we never free Node objects, only their buffers: look on the FREED list first */
-    for (const x of this.freed) {
+    for (let x = this.freed.head; x !== null; x = x.next) {
       if (this.nodeReclaim(x, owner, false) === 0) {
         this.freed.remove(x);
         b = x;
