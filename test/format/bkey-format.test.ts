@@ -6,6 +6,7 @@ import {
   FORMAT_BYTES,
   NR_FIELDS,
   formatDecode,
+  formatDecodeCounters,
   formatEncode,
   formatFromKeys,
   formatFromRange,
@@ -239,6 +240,35 @@ describe('BkeyFormat', () => {
     const bad3 = buf.slice();
     bad3[6] = 1; // reserved
     expect(typeof formatDecode(bad3, 0)).toBe('string');
+  });
+
+  it('decode cache: the same encoding gives the same (immutable) format object, any other encoding its own; invalid ones are never cached', () => {
+    const r = new Prng(314);
+    const encs: Uint8Array[] = [];
+    const firsts: BkeyFormat[] = [];
+    // more formats than the cache has slots: slots are shared and replaced, answers stay right
+    for (let i = 0; i < 6000; i++) {
+      const buf = new Uint8Array(FORMAT_BYTES);
+      formatEncode(formatFromKeys(randKeys(r, 3)), buf, 0);
+      encs.push(buf);
+      firsts.push(formatDecode(buf, 0) as BkeyFormat);
+    }
+    const c0 = { ...formatDecodeCounters };
+    for (let i = 0; i < encs.length; i++) {
+      const g = formatDecode(encs[i]!.slice(), 0) as BkeyFormat;
+      expect(g.equals(firsts[i]!)).toBe(true);
+      const back = new Uint8Array(FORMAT_BYTES);
+      formatEncode(g, back, 0);
+      expect(back).toEqual(encs[i]);
+    }
+    // many came from the cache (a miss replaces its slot's format, so a second pass over more formats than slots hits ~a quarter)
+    expect(formatDecodeCounters.hits - c0.hits).toBeGreaterThan(1000);
+    expect(formatDecode(encs[5999]!, 0)).toBe(formatDecode(encs[5999]!.slice(), 0));
+    // an invalid encoding is rejected every time, also right after its valid neighbour was cached
+    const bad = encs[5999]!.slice();
+    bad[6] = 1; // reserved byte
+    expect(typeof formatDecode(bad, 0)).toBe('string');
+    expect(typeof formatDecode(bad, 0)).toBe('string');
   });
 
   it('reads back what writeBits wrote at any bit position', () => {
