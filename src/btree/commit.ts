@@ -220,6 +220,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
         u.path = prev.path;
       } else {
         u.path = findPath(u.btreeId, u.key.p, 0, u.level, u.level + 1);
+        u.path.leafIterLazy = true;
         const ret = await trans.traverse(u.path);
         if (ret) return { ...none, ret };
       }

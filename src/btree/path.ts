@@ -98,6 +98,13 @@ export class BtreePath {
   shouldBeLocked = false;
   /** Iterators / updates using this path. */
   ref = 0;
+  /**
+   * A commit's path: it needs the leaf and its locks, not a position in it,
+   * so traversals leave the leaf's iterator unsearched (iterStale; a search
+   * there is cache misses in a big leaf, once per leaf per round). getPath
+   * clears it when it hands the path to anyone else.
+   */
+  leafIterLazy = false;
   readonly l: PathLevel[] = [];
 
   constructor(readonly idx: number) {
@@ -130,6 +137,12 @@ export class BtreePath {
 /** Does node n's key range contain pos? (btree_path_pos_in_node) */
 export function posInNode(n: Node, pos: Uint32Array): boolean {
   return wordsCmp(pos, 0, n.keys.minKey, 0) >= 0 && wordsCmp(pos, 0, n.keys.maxKey, 0) <= 0;
+}
+
+/** pathLevelInit at the path's own level, the end of a traversal: left stale for a commit's path (leafIterLazy). */
+export function pathLeafInit(path: BtreePath): void {
+  if (path.leafIterLazy) path.l[path.level]!.iterStale = true;
+  else if (path.l[path.level]!.iterStale) pathLevelInit(path, path.level);
 }
 
 /** Re-search the node iterator of level l at the path's position. */

@@ -40,7 +40,7 @@ import {
   UNLOCKED,
   UPTODATE,
   pathChildPtr,
-  pathLevelInit,
+  pathLeafInit,
   posInNode,
 } from './path.js';
 import { LOCK_INTENT, LOCK_READ, type BtreePtr, type CacheTrans, type LockType } from './types.js';
@@ -311,7 +311,11 @@ export class BtreeTrans implements LockOwner, CacheTrans {
   getPath(btreeId: number, pos: Uint32Array, pi: number, level: number, locksWant: number): BtreePath {
     for (const path of this.paths) {
       if (path.btreeId !== btreeId || path.level !== level || path.locksWant !== locksWant) continue;
-      if (pathReuseAt(path, level, pos, pi)) return path;
+      if (pathReuseAt(path, level, pos, pi)) {
+        // not a commit's any more: its next traversal searches the leaf (still stale, if a commit's was lazy)
+        path.leafIterLazy = false;
+        return path;
+      }
     }
     return this.pathNew(btreeId, pos, pi, level, locksWant);
   }
@@ -464,7 +468,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
   traverseNowait(path: BtreePath): number {
     if (this.restartPending) return -1;
     if (path.uptodate === UPTODATE) {
-      if (path.l[path.level]!.iterStale) pathLevelInit(path, path.level);
+      pathLeafInit(path);
       return 0;
     }
     if (path.uptodate !== NEED_TRAVERSE || path.shouldBeLocked) return -1;
@@ -494,7 +498,8 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       if (path.lockWant(l) === UNLOCKED) this.levelUnlock(path, l);
       l = childLevel;
     }
-    pathLevelInit(path, path.level);
+    path.l[path.level]!.iterStale = true;
+    pathLeafInit(path);
     path.uptodate = UPTODATE;
     this.engine.counters.traverses++;
     this.engine.counters.traversesNowait++;
@@ -505,13 +510,13 @@ export class BtreeTrans implements LockOwner, CacheTrans {
   async traverseSlowpath(path: BtreePath): Promise<number> {
     if (this.restartPending) return this.restartPending;
     if (path.uptodate === UPTODATE) {
-      if (path.l[path.level]!.iterStale) pathLevelInit(path, path.level);
+      pathLeafInit(path);
       return 0;
     }
     if (path.uptodate === NEED_RELOCK && this.pathRelock(path)) {
       const leaf = path.l[path.level]!.node!;
       if (posInNode(leaf, path.pos)) {
-        if (path.l[path.level]!.iterStale) pathLevelInit(path, path.level);
+        pathLeafInit(path);
         return 0;
       }
       path.uptodate = NEED_TRAVERSE;
@@ -613,7 +618,8 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       if (path.lockWant(l) === UNLOCKED) this.levelUnlock(path, l);
       l = childLevel;
     }
-    pathLevelInit(path, path.level);
+    path.l[path.level]!.iterStale = true;
+    pathLeafInit(path);
     path.uptodate = UPTODATE;
     return 0;
   }
