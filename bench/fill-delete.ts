@@ -189,6 +189,8 @@ const storePath = values.path ?? join(dir!, 'store.img');
 // room for the filled tree three times over (a 4 KiB leaf holds about 100 of these keys when full)
 const sizeBytes = Math.max(64 << 20, Math.ceil((keysNr * 40 * 3) / (1 << 20)) * (1 << 20));
 let ok = true;
+let stalled = false;
+let onStall: (() => void) | null = null;
 try {
   await Store.format(storePath, {
     btrees: [{ name: 'kv' }, { name: 'ext', extents: true }],
@@ -198,6 +200,15 @@ try {
     force: true,
   });
   let store = await Store.open(storePath, { cacheSize: cacheSizeBytes });
+  // A stall (a promise nobody will settle, nothing left for the event loop to
+  // do) ends the process with code 13 and no word of where: say what the
+  // store was doing (seen once under load in the koffi suite, desc delete).
+  onStall = (): void => {
+    if (stalled) return;
+    stalled = true;
+    console.log(`STALLED: the event loop ran out of work with the run unfinished; the store:\n${store.toText()}`);
+  };
+  process.on('beforeExit', onStall);
   const usedEmpty = store.stats().alloc.used!;
   console.log(
     `store ${storePath}: ${(sizeBytes / (1 << 20)).toFixed(0)} MiB, node ${nodeSizeBytes} bytes, block ${blockSizeBytes}, cache ${cacheSizeBytes >> 20} MiB; ${usedEmpty} buckets in use when empty (the roots)`,
@@ -214,6 +225,7 @@ try {
   ok = false;
   console.error(e);
 } finally {
+  if (onStall) process.off('beforeExit', onStall);
   if (dir) rmSync(dir, { recursive: true, force: true });
 }
 process.exitCode = ok ? 0 : 1;
