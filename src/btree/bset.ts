@@ -253,11 +253,12 @@ export const INSERT_KEYS_MERGE_MIN = 4;
  * in the read-only sets (to count it out), and for a fresh key that search
  * (an Eytzinger descent and a group scan per set, cache misses in a big
  * node) finds nothing. A node that takes many puts between two changes of
- * its read-only sets gets a two-bit-per-key filter over their keys'
- * position summaries: a put whose summary's bits are not both set has no
- * older key there (roFilterHash: the position's summary or packed words). Only puts use it: a deletion always searches (whether it
- * needs a whiteout decides what reads see; a filter bug must not be able to
- * bring a deleted key back), and only exact searches (a search the format
+ * its read-only sets gets a filter over their keys' positions (8-16 bits
+ * per key, two set per key from one hash of the position, roFilterHash): a
+ * put whose two bits are not both set has no older key there. Only puts
+ * use it: a deletion always searches (whether it needs a whiteout decides
+ * what reads see; a filter bug must not be able to bring a deleted key
+ * back), and only exact searches (a search the format
  * cannot hold matches no packed key; a set holding an unpacked key is not
  * filtered). The filter is rebuilt for a new generation of read-only sets
  * (roGen: bumped wherever their search tables are built) once
@@ -270,7 +271,7 @@ export const RO_FILTER_AFTER = 64;
 const RO_FILTER_BITS_PER_KEY = 8;
 const RO_FILTER_BITS_MIN = 1024;
 
-/** Filter counters of all nodes (stats().lookups... see Engine): searches skipped, filters built, searches the filter let through. */
+/** Filter counters of all nodes of the process (stats().putFilter): searches answered, let through, filters built, generations not filtered. */
 export const roFilterCounters = { skips: 0, builds: 0, passes: 0, unfilterable: 0 };
 
 /**
