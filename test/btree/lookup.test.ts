@@ -14,7 +14,12 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { pos, type Store } from '../../src/index.js';
 import { LockOwnerBase, nodeTryLock, nodeTryLockWrite, nodeUnlock } from '../../src/btree/locking.js';
 import { SixLockType } from '../../src/util/six.js';
-import { LOOKUP_FALLBACK } from '../../src/btree/iter.js';
+import { LOOKUP_FALLBACK, btreeLookup } from '../../src/btree/iter.js';
+import { BtreeTrans, transStartSeqNew } from '../../src/btree/trans.js';
+import { TxCtx } from '../../src/btree/interior.js';
+import { transCommit } from '../../src/btree/commit.js';
+import { KEY_TYPE } from '../../src/btree/bkey.js';
+import { posWords } from '../../src/btree/bpos.js';
 import { prng, readU64le, tmpStore, type TmpStore } from '../helpers/store.js';
 
 let t: TmpStore | null = null;
@@ -504,5 +509,35 @@ describe('Store#range() iterator', () => {
     }
     await closing;
     expect((err as { code?: string }).code).toBe('ERR_CLOSED');
+  });
+});
+
+describe("a commit's paths (leafIterLazy)", () => {
+  it('a path a commit traversed without searching its leaf is searched when a lookup of the same transaction reuses it', async () => {
+    t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 16384 });
+    const s = t.store;
+    await loadKeys(s, 300, 100, 1);
+    const engine = s.engine;
+    const id = 0;
+    const bt = new BtreeTrans(engine, transStartSeqNew(), 0);
+    bt.txCtx = new TxCtx(engine.interior);
+    try {
+      // a commit of keys spread over the leaf: its intent paths end unsearched
+      for (let k = 0; k < 300; k += 7) bt.overlay(id).putKey({ type: KEY_TYPE.value, p: posWords(pos(1, k)), size: 0, version: 0, value: val(k, 2) });
+      const c = await transCommit(bt);
+      expect(c.ret).toBe(0);
+      await engine.journalWaitDurable(c.seq);
+      expect(bt.paths.some((p) => p.leafIterLazy)).toBe(true);
+      // intent lookups take paths of the same kind: getPath hands over a commit's path, which must search its leaf
+      for (const k of [0, 1, 150, 151, 294, 299]) {
+        const got = await btreeLookup(bt, id, posWords(pos(1, k)), true);
+        expect(got, `key ${k}`).not.toBeNull();
+        expect(decode(got!.value)).toEqual({ k, v: k % 7 === 0 ? 2 : 1 });
+      }
+      expect(await btreeLookup(bt, id, posWords(pos(1, 1000)), true)).toBeNull();
+    } finally {
+      bt.unlockAll();
+      bt.txCtx.finish();
+    }
   });
 });
