@@ -705,7 +705,7 @@ export class Engine {
           // last_seq.) Node writes still in flight are not waited for: no
           // entry relies on them, and a crash that keeps the entry without
           // them finds their keys in the journal still.
-          if (engine.journalPreflushNeeded()) await engine.journalPreflush();
+          await engine.journalPreflush();
           return dev.write(buf, off);
         },
       },
@@ -762,10 +762,12 @@ export class Engine {
    * journal under pressure sees (commits waiting for room find no write
    * in flight and write empty entries instead). With a 1 MiB journal and
    * node-sized blocks (an interior update per node write), inline writes
-   * under pressure left 94 interior updates holding 376 KiB of
-   * pre-reservations that the first of them could not get past: a
-   * reservation needs its room and everyone else's in one stretch of the
-   * ring, and the empty entries had used up the end of it.
+   * under pressure left ~90 interior updates holding ~380 KiB of
+   * pre-reservations that the first of them could not get past. Not fully
+   * explained: a placement rule counting free room on both sides of the
+   * ring's wrap still froze (500 KiB free, 408 KiB needed), so room is
+   * lost elsewhere (a tail pinned by nodes the pending updates keep
+   * write_blocked, empty entries written at the reserve watermark).
    */
   private journalWriteInline(): boolean {
     return (
@@ -777,12 +779,12 @@ export class Engine {
     );
   }
 
-  /** Before a journal write: flush node writes it may rely on, unless a flush since covers them (journalDevice). */
   /** Node writes completed that no completed flush covers yet (see journalDevice). */
   private journalPreflushNeeded(): boolean {
     return this.nodeWritesFlushNeed > this.flushDone;
   }
 
+  /** Before a journal write: flush node writes it may rely on, unless a flush since covers them (journalDevice). */
   private async journalPreflush(): Promise<void> {
     if (this.journalPreflushNeeded()) {
       this.counters.journalPreflushes++;

@@ -1432,9 +1432,14 @@ export class NodeKeys {
    */
 
   private accountAdd(h: number, sign: number): void {
+    this.accountHdr(this.d32[h >>> 2]!, sign);
+  }
+
+  /** accountAdd for a key given by its header word (insertKeys: a key that went aside). */
+  private accountHdr(hdr: number, sign: number): void {
     this.nrKeys += sign;
-    this.liveU64s += sign * this.keyU64s(h);
-    if (this.keyIsPacked(h)) this.packedKeys += sign;
+    this.liveU64s += sign * (hdr & 0xffff);
+    if (hdr & (1 << 27)) this.packedKeys += sign;
     else this.unpackedKeys += sign;
   }
 
@@ -1789,14 +1794,8 @@ export class NodeKeys {
   private insertKeysCountOut(visOld: number, flags: number, hdr = -1): void {
     if (visOld < 0) return;
     const h = hdr >= 0 ? hdr : this.d32[visOld >>> 2]!;
-    if (((h >>> 16) & 0xff) !== KEY_TYPE.deleted) {
-      this.nrKeys--;
-      this.liveU64s -= h & 0xffff;
-      if (h & (1 << 27)) this.packedKeys--;
-      else this.unpackedKeys--;
-    } else if (flags & 1) {
-      this.nrWhiteouts--;
-    }
+    if (((h >>> 16) & 0xff) !== KEY_TYPE.deleted) this.accountHdr(h, -1);
+    else if (flags & 1) this.nrWhiteouts--;
   }
 
   /** insertKeys: write key k at byte `at` of the writable set and count it in (flags bit 2: packed). */
