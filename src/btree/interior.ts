@@ -202,6 +202,8 @@ export class Interior {
     updatesFailed: 0,
     preresWaits: 0,
     groupsClosedForLock: 0,
+    /** A split found its node replaced (by another transaction's split or merge) so that the commit's keys fell outside it: the commit counted again. */
+    splitRangeMoved: 0,
     /** Merge checks run (engine.runMerges; restarts not counted again): each ends merged or in one of the outcomes below. */
     mergeChecks: 0,
     /** The node was neither under the threshold nor degenerate. */
@@ -304,6 +306,13 @@ export class Interior {
       const n = path.l[level]!.node!;
       // someone else split it meanwhile?
       if (!force && u64s <= n.keys.u64sRemaining()) return 0;
+      // or replaced it with nodes of other ranges: the commit's keys, counted
+      // for the leaf it had, may now fall outside n (a pivot chosen among
+      // them could then lie outside n's range): the commit counts again
+      if (incoming.length && !keysInsideNode(n, incoming)) {
+        this.counters.splitRangeMoved++;
+        return 0;
+      }
       const parent = level + 1 < path.l.length ? path.l[level + 1]!.node : null;
       const isRoot = this.engine.roots[path.btreeId]!.node === n;
       if (!isRoot && !parent) throw new Error('interior: non-root node without parent on path');
@@ -1065,6 +1074,11 @@ function streamRoom(prev: Uint32Array, lastIn: Uint32Array, nr: number, end: Uin
  * Live u64s of node n once `incoming` (sorted) is applied: a key at the same
  * position is replaced, a deletion takes it away.
  */
+/** Whether every key of `keys` (sorted) lies inside n's range. */
+function keysInsideNode(n: Node, keys: readonly BkeyI[]): boolean {
+  return wordsCmp(keys[0]!.p, 0, n.keys.minKey, 0) >= 0 && wordsCmp(keys[keys.length - 1]!.p, 0, n.keys.maxKey, 0) <= 0;
+}
+
 function liveU64sAfter(n: Node, incoming: readonly BkeyI[]): number {
   const keys = n.keys;
   let live = keys.liveU64s;
