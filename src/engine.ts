@@ -212,6 +212,8 @@ export interface StoreStats {
     /** Commit rounds redone because a node write sealed a leaf between the room check and the write locks. */
     roomLost: number;
     roundsGivenUp: number;
+    /** Commit rounds that split or rewrote leaves short of room (all of them) and started over. */
+    splitRounds: number;
     /** Commits that completed their interior updates early to let journal reclaim write the nodes they blocked. */
     groupsClosedForJournal: number;
     /** Transactions that kept restarting and were then run alone (the starvation gate). */
@@ -290,6 +292,7 @@ export class Engine {
     commitRoomLost: 0,
     /** Commits that restarted after COMMIT_FRUITLESS_ROUNDS_MAX rounds that gained nothing (btree/commit.ts). */
     commitRoundsGivenUp: 0,
+    commitSplitRounds: 0,
     /** A commit waiting for journal room completed its interior updates first (only reclaim could make room). */
     commitGroupsClosedForJournal: 0,
     starvationGates: 0,
@@ -2102,6 +2105,7 @@ export class Engine {
         writeLockWaits: this.counters.commitWriteLockWaits,
         roomLost: this.counters.commitRoomLost,
         roundsGivenUp: this.counters.commitRoundsGivenUp,
+        splitRounds: this.counters.commitSplitRounds,
         groupsClosedForJournal: this.counters.commitGroupsClosedForJournal,
         starvationGates: this.counters.starvationGates,
         starvationWaits: this.counters.starvationWaits,

@@ -536,6 +536,35 @@ describe('Store.format and Store.open', () => {
     }
   });
 
+  it('a commit whose keys overflow several leaves splits them all in one round (stats().transactions.splitRounds), and every key is there after', async () => {
+    const path = await formatSmall();
+    const store = await Store.open(path);
+    try {
+      // leaves about half full: 1,500 keys of 24-byte values in 4 KiB nodes
+      await store.transact((tx) => {
+        for (let i = 0; i < 1500; i++) tx.put('kv', pos(11, i * 100), new Uint8Array(24).fill(1));
+      });
+      const s0 = store.stats();
+      // then 30 more keys next to every 100th one: each leaf gets more than it has room for
+      await store.transact((tx) => {
+        for (let i = 0; i < 1500; i += 50) for (let j = 1; j <= 30; j++) tx.put('kv', pos(11, i * 100 + j), new Uint8Array(24).fill(2));
+      });
+      const s1 = store.stats();
+      const splits = s1.interior.splits! - s0.interior.splits!;
+      const rounds = s1.transactions.splitRounds - s0.transactions.splitRounds;
+      expect(splits).toBeGreaterThanOrEqual(10);
+      // one round per split before: now a round splits every leaf short of room (a parent split can take another)
+      expect(rounds).toBeGreaterThanOrEqual(1);
+      expect(rounds).toBeLessThanOrEqual(3);
+      for (let i = 0; i < 1500; i += 50) {
+        expect((await store.get('kv', pos(11, i * 100)))![0]).toBe(1);
+        expect((await store.get('kv', pos(11, i * 100 + 30)))![0]).toBe(2);
+      }
+    } finally {
+      await store.close();
+    }
+  });
+
   it("a commit's journal write is submitted before its leaves take the keys (the flush overlaps the apply), unless node writes need a preflush", async () => {
     // 64 KiB nodes: the 1,000 keys fit one leaf, so no split writes nodes (a node write completed makes the next entry preflush)
     const path = await formatSmall(freshPath(), { nodeSize: 65536 });

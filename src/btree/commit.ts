@@ -7,7 +7,7 @@
  *     trimmed/split pieces of the extents they overlap (bch2_trans_update_extent).
  *     Reading here goes through the transaction's paths like any read.
  *  2. Sort the keys by (btree, pos); one intent-locked leaf path per leaf.
- *  3. If a leaf lacks room: split or rewrite it (interior.ts), then restart.
+ *  3. If leaves lack room: split or rewrite each (interior.ts), then restart the round.
  *     Room is counted as insertKey takes it: a deletion needs a whiteout only
  *     over a live key a written (read-only) set holds.
  *  4. Write locks on the leaves in sorted order: trylock; on contention drop
@@ -275,6 +275,13 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
       need[leaves.length - 1] += u64sOf[i]!;
     }
     runEnd.push(updates.length);
+    // every leaf short of room is split (or rewritten) before the round
+    // starts over: a round costs a walk to every leaf and a recount of every
+    // key (a commit of 1,000 random keys splitting three leaves paid four
+    // rounds). splitForInsert walks its path again, so a leaf whose path an
+    // earlier split made stale (their parent changed) is split all the same;
+    // one that has room by then is left alone.
+    let splitHere = false;
     for (let l = 0; l < leaves.length; l++) {
       const n = leaves[l]!;
       if (need[l]! > n.keys.u64sRemaining()) {
@@ -285,8 +292,12 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
         const ret = await engine.interior.splitForInsert(trans, u.path!, u.level, need[l]!, mine);
         if (ret) return { ...none, ret };
         splits++;
-        continue round;
+        splitHere = true;
       }
+    }
+    if (splitHere) {
+      engine.counters.commitSplitRounds++;
+      continue round;
     }
 
     // 4. write locks, in sorted order. Waiting for a leaf's readers while
