@@ -49,7 +49,7 @@
 import { wordsCmp, wordsToText } from './bpos.js';
 import { KEY_TYPE, KEY_TYPE_NR, KEY_HDR_PACKED, KEY_HDR_RESERVED_MASK, UNPACKED_VALUE_OFFSET, UNPACKED_W_VERSION_HI, BTREE_PTR_VALUE_BYTES, keyBytesFor, keyHdrPad, keyHdrType, keyTypeName } from './bkey.js';
 import { KeyRuns, NodeKeys } from './bset.js';
-import { BSET_HDR_BYTES, NODE_HDR_BYTES, bsetEnd, bsetHeaderCheck, bsetHeaderEncode, bsetHeaderIntact, bsetJournalSeq, bsetJournalSeqMin, nodeHeaderDecode, nodeHeaderEncode, roundUp } from '../format/btree-node.js';
+import { BSET_HDR_BYTES, NODE_HDR_BYTES, bsetEnd, bsetHeaderCheck, bsetHeaderEncode, bsetHeaderIntact, bsetJournalSeq, bsetJournalSeqMin, nodeHeaderDecode, nodeHeaderEncode, roundUp, type NodeHeader } from '../format/btree-node.js';
 
 export interface NodeReadExpect {
   btreeId: number;
@@ -86,8 +86,10 @@ function where(e: NodeReadExpect): string {
   return `btree ${e.btreeId} level ${e.level} node ${e.seq.toString(16)}`;
 }
 
-function mismatch(e: NodeReadExpect, field: string, found: string, want: string): NodeReadResult {
-  return { ok: false, code: 'ERR_TOPOLOGY', message: `${where(e)}: node header at byte 0: ${field} ${found} does not match the pointer's ${want}` };
+/** The first field of the header that differs from the pointer, and the node the bucket holds instead (which one it is tells a stale pointer from a lost write). */
+function mismatch(e: NodeReadExpect, field: string, found: string, want: string, hdr: NodeHeader): NodeReadResult {
+  const held = `btree ${hdr.btreeId} level ${hdr.level} node ${hdr.seq.toString(16)} ${wordsToText(hdr.minKey, 0)} - ${wordsToText(hdr.maxKey, 0)}`;
+  return { ok: false, code: 'ERR_TOPOLOGY', message: `${where(e)}: node header at byte 0: ${field} ${found} does not match the pointer's ${want} (the bucket holds ${held})` };
 }
 
 /**
@@ -173,11 +175,11 @@ export function nodeReadValidate(keys: NodeKeys, expect: NodeReadExpect, opts: N
   const h = nodeHeaderDecode(data);
   if (!h.ok) return { ok: false, code: h.code, message: `${where(expect)}: ${h.message}` };
   const hdr = h.hdr;
-  if (hdr.btreeId !== expect.btreeId) return mismatch(expect, 'btree id', String(hdr.btreeId), String(expect.btreeId));
-  if (hdr.level !== expect.level) return mismatch(expect, 'level', String(hdr.level), String(expect.level));
-  if (hdr.seq !== expect.seq) return mismatch(expect, 'node seq', hdr.seq.toString(16), expect.seq.toString(16));
-  if (wordsCmp(hdr.minKey, 0, expect.minKey, 0) !== 0) return mismatch(expect, 'min key', wordsToText(hdr.minKey, 0), wordsToText(expect.minKey, 0));
-  if (wordsCmp(hdr.maxKey, 0, expect.maxKey, 0) !== 0) return mismatch(expect, 'max key', wordsToText(hdr.maxKey, 0), wordsToText(expect.maxKey, 0));
+  if (hdr.btreeId !== expect.btreeId) return mismatch(expect, 'btree id', String(hdr.btreeId), String(expect.btreeId), hdr);
+  if (hdr.level !== expect.level) return mismatch(expect, 'level', String(hdr.level), String(expect.level), hdr);
+  if (hdr.seq !== expect.seq) return mismatch(expect, 'node seq', hdr.seq.toString(16), expect.seq.toString(16), hdr);
+  if (wordsCmp(hdr.minKey, 0, expect.minKey, 0) !== 0) return mismatch(expect, 'min key', wordsToText(hdr.minKey, 0), wordsToText(expect.minKey, 0), hdr);
+  if (wordsCmp(hdr.maxKey, 0, expect.maxKey, 0) !== 0) return mismatch(expect, 'max key', wordsToText(hdr.maxKey, 0), wordsToText(expect.maxKey, 0), hdr);
   keys.setHeaderFromDisk(hdr);
 
   const block = keys.blockSizeBytes;

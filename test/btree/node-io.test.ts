@@ -357,6 +357,8 @@ describe('nodeReadValidate() failures', () => {
         expect(res.code).toBe('ERR_TOPOLOGY');
         expect(res.message).toContain(field);
         expect(res.message).toContain('byte 0');
+        // and which node the bucket holds instead
+        expect(res.message).toContain(`the bucket holds btree ${e.btreeId} level ${e.level} node ${SEQ.toString(16)}`);
       }
     }
     expect(sim.read().res.ok).toBe(true);
