@@ -229,7 +229,7 @@ export interface StoreStats {
   writeback: Record<string, number>;
   locks: Record<string, number>;
   /** Puts' search for the key they shadow in a leaf's read-only sets, cut short by the nodes' filters (bset.ts RO_FILTER_AFTER; every store in this process). */
-  putFilter: { skips: number; passes: number; builds: number; unfilterable: number };
+  putFilter: { skips: number; passes: number; builds: number; unfilterable: number; carried: number };
   /** Journal seq blacklist: ranges kept, nodes holding them, gc progress (journal/blacklist-gc.ts). */
   blacklist: { ranges: number; holders: number; walkDone: boolean; running: boolean; [k: string]: number | boolean };
 }

@@ -351,16 +351,58 @@ describe('NodeKeys: the read-only filter for puts', () => {
     expect(roFilterCounters.skips - c0.skips).toBeGreaterThan(80);
     // the overwrites all went through (2 bits per key of 8: a few fresh keys go through too)
     expect(roFilterCounters.passes - c0.passes).toBeGreaterThan(30);
-    // a write makes the next generation of read-only sets: the count toward a filter starts over
+    // a write seals the writable set (the keys just put, overwrites among
+    // them) into a new read-only set: the filter takes its keys and stays
     nodeWritePrepare(keys);
     nodeWriteDone(keys);
     const c1 = { ...roFilterCounters };
-    for (let i = 0; i < RO_FILTER_AFTER - 2; i++) keys.insertKey(bkeyValue(posOf(5, 1201 + 2 * i), new Uint8Array([1]), 50));
+    expect(c1.carried - c0.carried).toBeGreaterThanOrEqual(1);
+    // overwrites of keys that only the sealed set holds: the filter must let every one through
+    const sealedOnly: bigint[] = [];
+    for (let off = 1; off < 1200 && sealedOnly.length < 10; off += 2) if (model.has(posToBig(posOf(5, off)))) sealedOnly.push(posToBig(posOf(5, off)));
+    expect(sealedOnly.length).toBeGreaterThan(3);
+    for (const big of sealedOnly) {
+      const k = bkeyValue(bigToPos(big), new Uint8Array([77]), 60);
+      expect(keys.insertKey(k)).toBe(true);
+      applyModel(model, k);
+    }
+    expectMatchesModel(keys, model);
+    expect(roFilterCounters.passes - c1.passes).toBeGreaterThanOrEqual(sealedOnly.length);
+    // fresh keys are still answered by the filter, with no rebuild
+    for (let i = 0; i < 20; i++) {
+      const k = bkeyValue(posOf(5, 5001 + 2 * i), new Uint8Array([1]), 61);
+      expect(keys.insertKey(k)).toBe(true);
+      applyModel(model, k);
+    }
     expect(roFilterCounters.builds).toBe(c1.builds);
-    expect(roFilterCounters.skips).toBe(c1.skips);
-    for (let i = 0; i < 10; i++) keys.insertKey(bkeyValue(posOf(5, 5001 + 2 * i), new Uint8Array([1]), 51));
-    expect(roFilterCounters.builds).toBe(c1.builds + 1);
-    expect(roFilterCounters.skips).toBeGreaterThan(c1.skips);
+    expect(roFilterCounters.skips - c1.skips).toBeGreaterThan(10);
+    expectMatchesModel(keys, model);
+    keys.verify();
+  });
+
+  it('the filter is carried through writes until its keys double, then built again', () => {
+    const keys = written(300);
+    const c0 = { ...roFilterCounters };
+    let next = 1;
+    const putFresh = (n: number): void => {
+      for (let i = 0; i < n; i++, next += 2) expect(keys.insertKey(bkeyValue(posOf(5, next), new Uint8Array([1]), 2))).toBe(true);
+    };
+    putFresh(RO_FILTER_AFTER + 1);
+    expect(roFilterCounters.builds - c0.builds).toBe(1);
+    const built = keys.toText().match(/put filter: +(\d+) bytes/)![1];
+    // writes of a few hundred keys each: carried while the keys fit twice the size it was built for
+    let carried = 0;
+    for (let w = 0; w < 12 && roFilterCounters.builds - c0.builds === 1; w++) {
+      const before = roFilterCounters.carried;
+      nodeWritePrepare(keys);
+      nodeWriteDone(keys);
+      carried += roFilterCounters.carried - before;
+      putFresh(RO_FILTER_AFTER + 40);
+    }
+    expect(carried).toBeGreaterThan(0);
+    // it was built again, larger, for the grown sets
+    expect(roFilterCounters.builds - c0.builds).toBe(2);
+    expect(Number(keys.toText().match(/put filter: +(\d+) bytes/)![1])).toBeGreaterThan(Number(built));
     keys.verify();
   });
 
