@@ -1157,14 +1157,16 @@ export class Engine {
     }
     const seq = randomNodeSeq();
     dst.keys.initEmpty({ btreeId: dst.btreeId, level: dst.level, minKey: from, maxKey: to, seq, format });
-    if (src.keys.sortInto(dst.keys, from, to) < 0) {
+    // in src's own format the keys are merged as spans (buildFromRange); another one repacks them one by one
+    const copied = format === src.keys.format ? dst.keys.buildFromRange(src.keys, from, to) : src.keys.sortInto(dst.keys, from, to);
+    if (copied < 0) {
       // the fitted format can take more words per key than src's (its fields
       // reach the range's ends, the size and version headroom): a full node
       // rewritten whole then overflows. src's own format holds them, as src does.
       if (format === src.keys.format) throw this.topologyError(src, 'keys do not fit in a new node');
       this.counters.nodeBuildFormatFallbacks++;
       dst.keys.initEmpty({ btreeId: dst.btreeId, level: dst.level, minKey: from, maxKey: to, seq, format: src.keys.format });
-      if (src.keys.sortInto(dst.keys, from, to) < 0) throw this.topologyError(src, 'keys do not fit in a new node');
+      if (dst.keys.buildFromRange(src.keys, from, to) < 0) throw this.topologyError(src, 'keys do not fit in a new node');
     }
     this.nodeInstallNew(trans, dst);
   }

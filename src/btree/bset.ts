@@ -310,6 +310,8 @@ function roFilterWord(h: number, wordMask: number): number {
   return h & wordMask;
 }
 let roFilterWordBits = 0;
+/** buildFromRange: each source set's first key in the range. */
+const rangeScratch = new Int32Array(MAX_SETS);
 /* insertKeys' per-key plan: place in the writable set, visible older key, flags, sizes. */
 const insertPlan = { off: new Int32Array(0), older: new Int32Array(0), flags: new Uint8Array(0), newBytes: new Int32Array(0), oldBytes: new Int32Array(0) };
 
@@ -380,7 +382,7 @@ export class KeyRuns {
 
 const keyRunsScratch = new KeyRuns();
 /** What mergeRuns counted, and how many group heads it left in scratchHeads / scratchHeadSums. */
-const mergeOut = { nrKeys: 0, liveU64s: 0, packedKeys: 0, heads: 0, last: 0 };
+const mergeOut = { nrKeys: 0, liveU64s: 0, packedKeys: 0, heads: 0, last: 0, seqMin: 0, seqMax: 0 };
 
 /**
  * Copy n words from src[si..] to dst[di..], forwards (so dst may overlap src
@@ -1934,6 +1936,49 @@ export class NodeKeys {
   }
 
   /**
+   * sortInto(dst = this) for a fresh node in src's own format (a split's
+   * halves, as a rule): the keys of each of src's sets in [from, to]
+   * (inclusive) are collected as runs and merged as a read merges bsets
+   * (mergeRuns: newest wins, whiteouts dropped, spans of adjacent keys
+   * copied natively), not copied one by one. The same keys in the same
+   * writable set as sortInto; returns how many, or -1 if they do not fit
+   * (this is then left empty).
+   */
+  buildFromRange(src: NodeKeys, from: Uint32Array, to: Uint32Array): number {
+    if (src === this) throw new Error('buildFromRange: source and destination are one node');
+    if (this.format !== src.format && !this.format.equals(src.format)) throw new Error('buildFromRange: formats differ (sortInto repacks)');
+    if (!this.hasWritable() && !this.startWritable()) return -1;
+    const s = this.nsets - 1;
+    const row = s * M.ROW;
+    const start = this.aux32[row + M.START]!;
+    if (this.aux32[row + M.END] !== start || this.nrKeys !== 0) throw new Error('buildFromRange: destination is not empty');
+    const runs = src.keyRuns();
+    const lo = rangeScratch;
+    src.prepareSearch(from, 0);
+    for (let t = 0; t < src.nsets; t++) lo[t] = src.lowerBound(t, from, 0, false);
+    src.prepareSearch(to, 0);
+    for (let t = 0; t < src.nsets; t++) {
+      const hi = src.lowerBound(t, to, 0, true);
+      src.collectRun(runs, lo[t]!, Math.max(lo[t]!, hi));
+    }
+    const end = src.mergeRuns(runs, start, this);
+    this.contentGen++;
+    if (end < 0) return -1;
+    this.aux32[row + M.END] = end;
+    this.nrKeys = mergeOut.nrKeys;
+    this.liveU64s = mergeOut.liveU64s;
+    this.packedKeys = mergeOut.packedKeys;
+    this.unpackedKeys = mergeOut.nrKeys - mergeOut.packedKeys;
+    if (mergeOut.seqMax !== 0) {
+      this.noteJournalSeqInternal(mergeOut.seqMin);
+      this.noteJournalSeqInternal(mergeOut.seqMax);
+    }
+    this.buildRwTable(s);
+    if (bsetDebug.checks) this.verify();
+    return mergeOut.nrKeys;
+  }
+
+  /**
    * Format for a new node holding this node's live keys in [from, to]
    * (bcachefs bch2_btree_calc_format): the smallest format that packs them
    * all, widened to reach `extra` fields (e.g. versionMax: the journal seq
@@ -2061,8 +2106,12 @@ export class NodeKeys {
    * keys dropped (everything merged must be on disk). Returns the end
    * offset. As it copies, it counts the keys into mergeOut and collects the
    * group heads buildRoTree would choose, so a read needs no further walk.
+   * into: the node whose data takes the result (this by default; another
+   * one for buildFromRange, whose keys need not be on disk, and then -1
+   * when they do not fit, and the journal seqs of the keys copied go into
+   * mergeOut.seqMin/seqMax).
    */
-  mergeRuns(runs: KeyRuns, dstOff: number): number {
+  mergeRuns(runs: KeyRuns, dstOff: number, into: NodeKeys = this): number {
     const nr = runs.bound.length - 1;
     let offs = runs.offs, sums = runs.sums;
     /*
@@ -2111,7 +2160,9 @@ export class NodeKeys {
      * (runs of one bset between newer keys), copied natively in one call.
      */
     const d = this.d32;
-    const inPlace = nr === 1 && (e === 0 || dstOff <= offs[0]!);
+    const other = into !== this;
+    let seqMin = 0, seqMax = 0;
+    const inPlace = !other && nr === 1 && (e === 0 || dstOff <= offs[0]!);
     const out = inPlace ? d : scratchWords(this.nodeSizeBytes);
     const spans = inPlace ? spanScratch : scratchSpans(this.nodeSizeBytes);
     const base = inPlace ? dstOff >>> 2 : 0;
@@ -2156,6 +2207,13 @@ export class NodeKeys {
       nrKeys++;
       liveU64s += u64s;
       lastAt = at;
+      if (other) {
+        const v = hdr & (1 << 27) ? formatUnpackVersion(this.format, d, w + 1) : d[w + UNPACKED_W_VERSION_HI]! * 0x1_0000_0000 + d[w + UNPACKED_W_VERSION_LO]!;
+        if (v !== 0) {
+          if (v > seqMax) seqMax = v;
+          if (seqMin === 0 || v < seqMin) seqMin = v;
+        }
+      }
       if (inPlace) {
         if (o !== w) copyWords(out, o, d, w, u64s << 1);
       } else if (w === spanEnd) {
@@ -2175,14 +2233,21 @@ export class NodeKeys {
         spans[2 * ns] = spanStart << 2;
         spans[2 * ns++ + 1] = (spanEnd - spanStart) << 2;
       }
-      if (gather(mergeScratch8, 0, this.data, spans, ns) !== o << 2) throw new Error('mergeRuns: gather copied the wrong length');
-      d.set(out.subarray(0, o), dstOff >>> 2);
+      if (other) {
+        if (dstOff + (o << 2) > into.nodeSizeBytes) return -1;
+        if (gather(into.data, dstOff, this.data, spans, ns) !== o << 2) throw new Error('mergeRuns: gather copied the wrong length');
+      } else {
+        if (gather(mergeScratch8, 0, this.data, spans, ns) !== o << 2) throw new Error('mergeRuns: gather copied the wrong length');
+        d.set(out.subarray(0, o), dstOff >>> 2);
+      }
     }
     mergeOut.nrKeys = nrKeys;
     mergeOut.liveU64s = liveU64s;
     mergeOut.packedKeys = packedKeys;
     mergeOut.heads = nh;
     mergeOut.last = lastAt;
+    mergeOut.seqMin = seqMin;
+    mergeOut.seqMax = seqMax;
     return dstOff + ((o - base) << 2);
   }
 

@@ -676,6 +676,20 @@ describe('NodeKeys#compact() / sortInto() / liveKeysMedian()', () => {
         const dst = fresh(65536, { min: lo <= hi ? from : to, max: lo <= hi ? to : from, format: keys.format });
         expect(keys.sortInto(dst, from, to)).toBe(sub.size);
         expectMatchesModel(dst, sub);
+        /* buildFromRange (the same format's merge of spans) builds the same node, byte for byte */
+        const dst2 = fresh(65536, { min: lo <= hi ? from : to, max: lo <= hi ? to : from, format: keys.format });
+        expect(dst2.buildFromRange(keys, from, to)).toBe(sub.size);
+        expectMatchesModel(dst2, sub);
+        expect(dst2.toText()).toBe(dst.toText());
+        expect(dst2.usedBytes()).toBe(dst.usedBytes());
+        expect(Buffer.from(dst2.data.subarray(0, dst2.usedBytes())).equals(Buffer.from(dst.data.subarray(0, dst.usedBytes())))).toBe(true);
+        /* into a node too small: -1, nothing in it */
+        if (sub.size > 200) {
+          const small = fresh(4096, { min: lo <= hi ? from : to, max: lo <= hi ? to : from, format: keys.format });
+          expect(small.buildFromRange(keys, from, to)).toBe(-1);
+          expect(small.nrKeys).toBe(0);
+          small.verify();
+        }
         /* limitTo returns what a walk comparing every key with the end returns */
         const it = new NodeIter();
         it.init(keys, from, 0);
