@@ -70,7 +70,7 @@ import { ERR } from '../errors.js';
 import { Printbuf } from '../util/printbuf.js';
 import { countRestart, nodeLockWrite, nodeUnlockWrite } from './locking.js';
 import { KEY_TYPE, bkeyWhiteout, type BkeyI } from './bkey.js';
-import { NodeIter } from './bset.js';
+import { NodeIter, type NodeKeys } from './bset.js';
 import { BPOS_WORDS, wordsClone, wordsCmp, wordsCopy, wordsPredecessor, wordsSuccessor } from './bpos.js';
 import { NodeFlag, SIB_NEXT, SIB_PREV, SIB_U64S_NONE, nodeSibU64sAdd, type Node } from './node.js';
 import { BTREE_MAX_DEPTH } from './path.js';
@@ -325,7 +325,7 @@ export class Interior {
         added = 0;
         for (const k of incoming) if (k.type !== KEY_TYPE.deleted) added += n.keys.keyU64sPacked(k);
       }
-      const liveAfter = incoming.length ? liveU64sAfter(n, incoming) : n.keys.liveU64s + u64s;
+      const liveAfter = incoming.length ? liveU64sAfter(n.keys, incoming) : n.keys.liveU64s + u64s;
       // a compacted copy has this much room (and gains some over n only if n has written or dead keys)
       const rewriteRoom = this.nodeU64sFresh - n.keys.liveU64s;
       // it does when it has more room than n; and always for a commit that
@@ -338,7 +338,7 @@ export class Interior {
       if (force) split = liveAfter * SPLIT_THRESHOLD_DEN > nodeU64s * SPLIT_THRESHOLD_NUM;
       // (n cannot change while we hold its intent lock: a relock after any
       // unlock below fails if it did)
-      const pivot = split ? splitPivot(n, incoming) : null;
+      const pivot = split ? splitPivot(n.keys, incoming) : null;
       if (split && !pivot) {
         if (!rewriteHelps || added > rewriteRoom) throw this.engine.topologyError(n, 'cannot split: no key to split at (a single update larger than a node?)');
         split = false;
@@ -929,11 +929,94 @@ export class Interior {
  * empty).
  * null: nothing to split at.
  */
-function splitPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
-  const stream = streamPivot(n, incoming);
+export function splitPivot(keys: NodeKeys, incoming: readonly BkeyI[]): Uint32Array | null {
+  const stream = streamPivot(keys, incoming);
   if (stream) return stream;
-  const keys = n.keys;
-  const total = liveU64sAfter(n, incoming);
+  return splitPivotBySets(keys, incoming) ?? splitPivotByWalk(keys, incoming);
+}
+
+/** splitPivotBySets: candidates are the largest set's keys this many bytes apart. */
+const PIVOT_CANDIDATE_BYTES = 256;
+/** splitPivotBySets gives up (for the walk) when its first half is off the middle by more than this fraction of a node. */
+export const PIVOT_SLACK_DEN = 16;
+
+/**
+ * splitPivot without walking the node: the bytes at or below a position are
+ * the bytes of each set below it (one search per set: its keys are sorted
+ * and contiguous) plus the incoming keys' below it, so a binary search over
+ * candidate positions, keys of the largest set PIVOT_CANDIDATE_BYTES apart
+ * (found by their headers alone), finds the first one with half the bytes
+ * at or below it in a dozen steps, where the walk merged and unpacked every
+ * key up to the middle. Bytes count every key the sets hold (whiteouts and
+ * keys newer sets replace too): the halves are as even as the sets are
+ * mixed. null when the candidate lands more than 1/PIVOT_SLACK_DEN of a node
+ * from the middle (other sets' keys crowd between two candidates, or the
+ * largest set is not where the keys are) or at an end: the walk decides.
+ */
+export function splitPivotBySets(keys: NodeKeys, incoming: readonly BkeyI[]): Uint32Array | null {
+  const nsets = keys.nsets;
+  const inBelow = new Float64Array(incoming.length + 1);
+  for (let i = 0; i < incoming.length; i++) {
+    const k = incoming[i]!;
+    inBelow[i + 1] = inBelow[i]! + (k.type === KEY_TYPE.deleted ? 0 : keys.keyU64sPacked(k) * 8);
+  }
+  let total = inBelow[incoming.length]!;
+  let big = -1;
+  let bigBytes = 0;
+  for (let s = 0; s < nsets; s++) {
+    const b = keys.setEndOf(s) - keys.setStartOf(s);
+    total += b;
+    if (b > bigBytes) {
+      bigBytes = b;
+      big = s;
+    }
+  }
+  if (big < 0) return null;
+  const start = keys.setStartOf(big);
+  const end = keys.setEndOf(big);
+  const cands: number[] = [];
+  for (let k = start, g = -PIVOT_CANDIDATE_BYTES; k < end; k = keys.keyNext(k)) {
+    if (k - g >= PIVOT_CANDIDATE_BYTES) {
+      cands.push(k);
+      g = k;
+    }
+  }
+  const pos = new Uint32Array(BPOS_WORDS);
+  /* bytes of the keys at or below candidate c's position, its own included */
+  const upTo = (c: number): number => {
+    const k = cands[c]!;
+    keys.keyPosTo(k, pos, 0);
+    let b = keys.keyNext(k) - start;
+    keys.prepareSearch(pos, 0);
+    for (let s = 0; s < nsets; s++) if (s !== big) b += keys.lowerBound(s, pos, 0, true) - keys.setStartOf(s);
+    let lo = 0;
+    let hi = incoming.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (wordsCmp(incoming[mid]!.p, 0, pos, 0) <= 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return b + inBelow[lo]!;
+  };
+  const half = total / 2;
+  let lo = 0;
+  let hi = cands.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (upTo(mid) < half) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo >= cands.length) return null;
+  const slack = keys.nodeSizeBytes / PIVOT_SLACK_DEN;
+  if (upTo(lo) - half > slack) return null;
+  /* pos holds candidate lo's position (upTo's last call) */
+  if (wordsCmp(pos, 0, keys.minKey, 0) < 0 || wordsCmp(pos, 0, keys.maxKey, 0) >= 0) return null;
+  return pos;
+}
+
+/** splitPivot by walking the node's keys (and the incoming ones) in order up to the middle. */
+export function splitPivotByWalk(keys: NodeKeys, incoming: readonly BkeyI[]): Uint32Array | null {
+  const total = liveU64sAfter(keys, incoming);
   const it = new NodeIter();
   it.initStart(keys);
   let h = it.peek();
@@ -963,7 +1046,7 @@ function splitPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
       wordsCopy(cur, 0, k.p, 0);
       acc += keys.keyU64sPacked(k);
     } else break;
-    if (wordsCmp(cur, 0, n.keys.maxKey, 0) >= 0) break;
+    if (wordsCmp(cur, 0, keys.maxKey, 0) >= 0) break;
     wordsCopy(last, 0, cur, 0);
     have = true;
     if (acc * 2 >= total) break;
@@ -1003,13 +1086,20 @@ function splitPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
 /** Keys after a stream's gap under 1/STREAM_TRAILER_DEN of the node's live u64s ride along with the stream (streamPivot). */
 const STREAM_TRAILER_DEN = 4;
 
-function streamPivot(n: Node, incoming: readonly BkeyI[]): Uint32Array | null {
+function streamPivot(keys: NodeKeys, incoming: readonly BkeyI[]): Uint32Array | null {
   if (incoming.length === 0) return null;
   for (const k of incoming) if (k.type === KEY_TYPE.deleted) return null;
   const first = incoming[0]!.p;
   const lastIn = incoming[incoming.length - 1]!.p;
-  const keys = n.keys;
   const it = new NodeIter();
+  /* a key of n among the incoming ones: not one gap (found by one search, before any walk) */
+  it.init(keys, first, 0);
+  let h0 = it.peek();
+  while (h0 >= 0 && keys.keyIsWhiteout(h0)) {
+    it.advance();
+    h0 = it.peek();
+  }
+  if (h0 >= 0 && keys.keyCmpPos(h0, lastIn, 0) <= 0) return null;
   it.initStart(keys);
   /* one walk: the keys before the gap (the last two), the key after it, the u64s each side, and the newest version */
   const beforeLast = new Uint32Array(BPOS_WORDS);
@@ -1079,8 +1169,7 @@ function keysInsideNode(n: Node, keys: readonly BkeyI[]): boolean {
   return wordsCmp(keys[0]!.p, 0, n.keys.minKey, 0) >= 0 && wordsCmp(keys[keys.length - 1]!.p, 0, n.keys.maxKey, 0) <= 0;
 }
 
-function liveU64sAfter(n: Node, incoming: readonly BkeyI[]): number {
-  const keys = n.keys;
+function liveU64sAfter(keys: NodeKeys, incoming: readonly BkeyI[]): number {
   let live = keys.liveU64s;
   const it = new NodeIter();
   for (const k of incoming) {
