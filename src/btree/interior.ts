@@ -949,11 +949,17 @@ export const PIVOT_SLACK_DEN = 16;
  * at or below it in a dozen steps, where the walk merged and unpacked every
  * key up to the middle. Bytes count every key the sets hold (whiteouts and
  * keys newer sets replace too): the halves are as even as the sets are
- * mixed. null when the candidate lands more than 1/PIVOT_SLACK_DEN of a node
- * from the middle (other sets' keys crowd between two candidates, or the
- * largest set is not where the keys are) or at an end: the walk decides.
+ * mixed. Any position splits a leaf; for an interior node (null) the walk
+ * finds a live pointer. null too when the candidate lands more than
+ * 1/PIVOT_SLACK_DEN of a node from the middle (other sets' keys crowd
+ * between two candidates, or the largest set is not where the keys are) or
+ * at an end: the walk decides.
  */
 export function splitPivotBySets(keys: NodeKeys, incoming: readonly BkeyI[]): Uint32Array | null {
+  // an interior node must split at a live pointer (a child's max key); a
+  // candidate may be a deleted one: the walk, which skips them, decides
+  // (interior splits are rare)
+  if (keys.level > 0) return null;
   const nsets = keys.nsets;
   const inBelow = new Float64Array(incoming.length + 1);
   for (let i = 0; i < incoming.length; i++) {

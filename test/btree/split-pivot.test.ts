@@ -9,10 +9,11 @@
  *    incoming keys hold, but the first by the slack (so both fit a node);
  *    with no dead keys, the first half holds at least half the live bytes;
  *  - when another set's keys crowd between two candidates it gives up and
- *    the walk (splitPivotByWalk) decides.
+ *    the walk (splitPivotByWalk) decides; so it does for interior nodes,
+ *    which must split at a live pointer.
  */
 import { describe, expect, it } from 'vitest';
-import { KEY_TYPES, bkeyValue, bkeyWhiteout, type BkeyI } from '../../src/btree/bkey.js';
+import { KEY_TYPES, bkeyBtreePtr, bkeyValue, bkeyWhiteout, type BkeyI } from '../../src/btree/bkey.js';
 import { NodeIter, NodeKeys } from '../../src/btree/bset.js';
 import { nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
 import { PIVOT_SLACK_DEN, splitPivot, splitPivotBySets, splitPivotByWalk } from '../../src/btree/interior.js';
@@ -20,10 +21,10 @@ import { posOf, posToBig, property } from '../format/prng.js';
 
 const NODE = 65536;
 
-function fresh(): NodeKeys {
+function fresh(level = 0): NodeKeys {
   const k = new NodeKeys(NODE, 512);
   k.attach(new Uint8Array(NODE), new Uint8Array(NodeKeys.auxBytes(NODE)));
-  k.initEmpty({ btreeId: 1, level: 0, minKey: posOf(1, 0), maxKey: posOf(1, 1_000_000), seq: 0x1234567 });
+  k.initEmpty({ btreeId: 1, level, minKey: posOf(1, 0), maxKey: posOf(1, 1_000_000), seq: 0x1234567 });
   return k;
 }
 
@@ -125,5 +126,19 @@ describe('split pivots', () => {
     const { live } = model(keys, []);
     const [left, right] = halves(live, pivot!);
     expect(Math.abs(left - right)).toBeLessThanOrEqual(64);
+  });
+
+  it('interior nodes: by sets leaves the pivot to the walk, which splits at a live pointer, never at a deleted one', () => {
+    const keys = fresh(1);
+    const ptr = (max: number) => bkeyBtreePtr(posOf(1, max), { bucket: 7 + max, seq: 1000 + max, level: 0, minKey: posOf(1, max - 9) }, 1);
+    for (let i = 1; i <= 600; i++) expect(keys.insertKey(ptr(10 * i))).toBe(true);
+    written(keys);
+    // pointers around the middle deleted (children merged away): whiteouts in a newer set
+    for (let i = 250; i <= 350; i++) expect(keys.insertKey(bkeyWhiteout(posOf(1, 10 * i), 2))).toBe(true);
+    expect(splitPivotBySets(keys, [])).toBeNull();
+    const pivot = splitPivot(keys, [])!;
+    const off = posToBig(pivot) - posToBig(posOf(1, 0));
+    const at = Number(off >> 32n) / 10; // the pointer index at the pivot (offset field, above the snapshot word)
+    expect(at < 250 || at > 350).toBe(true);
   });
 });
