@@ -2208,7 +2208,7 @@ export class NodeKeys {
       liveU64s += u64s;
       lastAt = at;
       if (other) {
-        const v = hdr & (1 << 27) ? formatUnpackVersion(this.format, d, w + 1) : d[w + UNPACKED_W_VERSION_HI]! * 0x1_0000_0000 + d[w + UNPACKED_W_VERSION_LO]!;
+        const v = this.keyVersion(k);
         if (v !== 0) {
           if (v > seqMax) seqMax = v;
           if (seqMin === 0 || v < seqMin) seqMin = v;
