@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0-only
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BkeyI, KEY_TYPES, bkeyBtreePtr, bkeyValue, bkeyWhiteout } from '../../src/btree/bkey.js';
-import { NodeIter, NodeKeys, bsetDebug } from '../../src/btree/bset.js';
+import { NodeKeys, bsetDebug } from '../../src/btree/bset.js';
 import { NodeReadExpect, NodeReadOpts, NodeReadResult, nodeCanAppend, nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
 import { BSET_HDR_BYTES, NODE_HDR_BYTES, bsetEnd, bsetHeaderEncode, bsetJournalSeq, bsetJournalSeqMin, bsetU64s, nodeHeaderDecode, nodeHeaderEncode } from '../../src/format/btree-node.js';
 import { Prng, bigToPos, posOf, posToBig, property } from '../format/prng.js';
+import { forEachLiveKey } from '../helpers/node-keys.js';
 
 const POS_MIN = posOf(0, 0, 0);
 const POS_MAX = new Uint32Array(5).fill(0xffffffff);
@@ -27,14 +28,7 @@ function apply(m: Model, k: BkeyI): void {
 
 function contents(keys: NodeKeys): Model {
   const out: Model = new Map();
-  const it = new NodeIter();
-  it.initStart(keys);
-  const p = new Uint32Array(5);
-  for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
-    if (keys.keyIsWhiteout(h)) continue;
-    keys.keyPosTo(h, p, 0);
-    out.set(posToBig(p), { value: keys.keyValue(h).slice(), version: keys.keyVersion(h) });
-  }
+  forEachLiveKey(keys, (pos, h) => out.set(pos, { value: keys.keyValue(h).slice(), version: keys.keyVersion(h) }));
   return out;
 }
 

@@ -14,7 +14,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { KEY_TYPES, bkeyBtreePtr, bkeyValue, bkeyWhiteout, type BkeyI } from '../../src/btree/bkey.js';
-import { NodeIter, NodeKeys } from '../../src/btree/bset.js';
+import { NodeKeys } from '../../src/btree/bset.js';
+import { forEachLiveKey } from '../helpers/node-keys.js';
 import { nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
 import { PIVOT_SLACK_DEN, splitPivot, splitPivotBySets, splitPivotByWalk } from '../../src/btree/interior.js';
 import { posOf, posToBig, property } from '../format/prng.js';
@@ -36,14 +37,7 @@ function written(keys: NodeKeys): void {
 /** Live bytes by position once `incoming` is applied, and the bytes splitPivotBySets counts (every key of every set, every incoming non-deletion). */
 function model(keys: NodeKeys, incoming: readonly BkeyI[]): { live: Map<bigint, number>; counted: number } {
   const live = new Map<bigint, number>();
-  const it = new NodeIter();
-  it.initStart(keys);
-  const p = new Uint32Array(5);
-  for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
-    if (keys.keyIsWhiteout(h)) continue;
-    keys.keyPosTo(h, p, 0);
-    live.set(posToBig(p), keys.keyU64s(h) * 8);
-  }
+  forEachLiveKey(keys, (pos, h) => live.set(pos, keys.keyU64s(h) * 8));
   let counted = 0;
   for (let s = 0; s < keys.nsets; s++) counted += keys.setEndOf(s) - keys.setStartOf(s);
   for (const k of incoming) {
