@@ -220,6 +220,8 @@ export interface StoreStats {
     starvationGates: number;
     /** Transaction attempts that waited at the starvation gate for another to finish. */
     starvationWaits: number;
+    /** Store calls refused with ERR_TX_NESTED (made by a transact() callback of the same store). */
+    nestedCallsRefused: number;
   };
   /** store.get: answered by the synchronous walk, or fallen back to a transaction (and why). */
   lookups: { fast: number; fallbackLocked: number; fallbackUncached: number; fastAfterRead: number; syncWouldBlock: number; childIndexBuilds: number; yields: number };
@@ -297,6 +299,8 @@ export class Engine {
     commitGroupsClosedForJournal: 0,
     starvationGates: 0,
     starvationWaits: 0,
+    /** Store calls refused with ERR_TX_NESTED: made by a transact() callback of the same store (Store.nestedCheck). */
+    nestedCallsRefused: 0,
     nodeWrites: 0,
     nodeWriteErrors: 0,
     nodeWritesNew: 0,
@@ -2111,6 +2115,7 @@ export class Engine {
         groupsClosedForJournal: this.counters.commitGroupsClosedForJournal,
         starvationGates: this.counters.starvationGates,
         starvationWaits: this.counters.starvationWaits,
+        nestedCallsRefused: this.counters.nestedCallsRefused,
       },
       lookups: { ...this.lookupNowait.counters },
       btrees,

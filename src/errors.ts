@@ -35,6 +35,7 @@ export const PUBLIC_CODES = [
   'ERR_READ_ONLY',
   'ERR_CLOSED',
   'ERR_TX_DONE',
+  'ERR_TX_NESTED',
   'ERR_TOO_MANY_RESTARTS',
   'ERR_WOULD_BLOCK',
 ] as const;

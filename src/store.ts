@@ -14,6 +14,20 @@
  * walk under read trylocks; a node not cached is read and the walk redone),
  * then, if that cannot answer, a one-get transaction. range(): RangeIterator,
  * a leaf of entries at a time.
+ *
+ * Calls from inside a transact() callback (nestedCheck): a write of the
+ * same store there (put, del, transact, close) is not part of the
+ * enclosing transaction and would wait for it: for the locks its reads
+ * hold, its interior updates, or (close) for it to end, while it waits for
+ * the call: a deadlock. Such calls fail with ERR_TX_NESTED instead. Seen
+ * through the call's stack: every store calls its callbacks through
+ * functions named for it (sixtreeStore<n>Callback), so a call made by a
+ * callback, before or after its awaits, has one of them on its synchronous
+ * or async stack (V8's async stack traces follow awaits, not bare .then()
+ * chains: a callback written with .then() goes unseen). The stack is taken
+ * only while some callback of this store is running (callbacksRunning > 0);
+ * otherwise the check is one comparison. Reads (get, range, fsck) and
+ * flush() do not wait for the enclosing transaction and are allowed.
  */
 
 import { SixtreeError, errName, isRestart, invalidArg } from './errors.js';
@@ -29,6 +43,30 @@ import { Engine, STARVATION_RESTARTS, type EngineOpenOpts, type FormatOpts, type
 
 /** Restarts of one transact() call before ERR_TOO_MANY_RESTARTS. */
 export const TRANSACT_RESTARTS_MAX = 10_000;
+
+/** Stores made in this process: each names its callback runners after its number (nestedCheck). */
+let storeSerial = 0;
+
+/** Stack frames taken when looking for a callback runner (the frames between a nested call and its callback's runner are few). */
+const NESTED_STACK_FRAMES = 200;
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as { then?: unknown }).then === 'function';
+}
+
+/**
+ * This store's callback runners, both named `name`: one calls the callback
+ * (the synchronous part runs under it), the other awaits what it returned
+ * (the rest runs under it, as an async frame).
+ */
+function callbackRunners(name: string): {
+  call: <T>(fn: (tx: Transaction) => Promise<T> | T, tx: Transaction) => Promise<T> | T;
+  wait: <T>(r: PromiseLike<T>) => Promise<T>;
+} {
+  const call = { [name]: <T>(fn: (tx: Transaction) => Promise<T> | T, tx: Transaction): Promise<T> | T => fn(tx) }[name]!;
+  const wait = { [name]: async <T>(r: PromiseLike<T>): Promise<T> => await r }[name]!;
+  return { call, wait };
+}
 
 function checkOptions(opts: unknown, allowed: readonly string[], what: string): Record<string, unknown> {
   if (opts === undefined) return {};
@@ -222,9 +260,16 @@ export class Store {
   private unyielded = 0;
   /** A setImmediate is armed to reset unyielded at the next turn. */
   private turnWatch = false;
+  /** transact() callbacks of this store running or awaited now (nestedCheck looks at the stack only then). */
+  private callbacksRunning = 0;
+  /** The name of this store's callback runners (nestedCheck). */
+  private readonly runnerName: string;
+  private readonly runners: ReturnType<typeof callbackRunners>;
 
   private constructor(engine: Engine, readOnly: boolean) {
     this.engine = engine;
+    this.runnerName = `sixtreeStore${++storeSerial}Callback`;
+    this.runners = callbackRunners(this.runnerName);
     this.btrees = Object.freeze(engine.btrees.map((b) => b.name));
     this.nodeSize = engine.nodeSizeBytes;
     this.maxValueSize = engine.maxValueBytes;
@@ -339,23 +384,57 @@ export class Store {
     if (--this.inFlight === 0) for (const w of this.idle.splice(0)) w();
   }
 
+  /**
+   * ERR_TX_NESTED if this call was made by a transact() callback of this
+   * store (see the notes at the top): `what` would wait for that transaction.
+   */
+  private nestedCheck(what: string): void {
+    if (this.callbacksRunning === 0) return;
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = NESTED_STACK_FRAMES;
+    const probe: { stack?: unknown } = {};
+    try {
+      Error.captureStackTrace(probe);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
+    // (a user's Error.prepareStackTrace may make it something else: then unseen)
+    if (typeof probe.stack !== 'string' || !probe.stack.includes(this.runnerName)) return;
+    this.engine.counters.nestedCallsRefused++;
+    throw new SixtreeError(
+      'ERR_TX_NESTED',
+      `store.${what} called inside a transact() callback of the same store: it is not part of that transaction and would wait for it (its locks, or its end) while the callback waits for it; use the callback's tx instead, or call it after transact() resolves`,
+      { call: what },
+    );
+  }
+
   async transact<T>(fn: (tx: Transaction) => Promise<T> | T): Promise<T> {
     if (typeof fn !== 'function') throw invalidArg('fn', fn, 'a function (tx) => ...');
+    this.nestedCheck('transact()');
+    return this.transactChecked(fn, true);
+  }
+
+  /**
+   * transact() once the nesting check is done. user: fn is the caller's,
+   * run through this store's runners and counted in callbacksRunning; put,
+   * del and get's fallback pass their own one-call callbacks (false).
+   */
+  private async transactChecked<T>(fn: (tx: Transaction) => Promise<T> | T, user: boolean): Promise<T> {
     this.enter();
     try {
-      return await this.transactInner(fn);
+      return await this.transactInner(fn, user);
     } finally {
       this.leave();
     }
   }
 
-  private async transactInner<T>(fn: (tx: Transaction) => Promise<T> | T): Promise<T> {
+  private async transactInner<T>(fn: (tx: Transaction) => Promise<T> | T, user: boolean): Promise<T> {
     const engine = this.engine;
     const startSeq = transStartSeqNew();
     const made = new TxCtx(engine.interior);
     let done: { result: T; shrunk: MergeCheckPos[] };
     try {
-      done = await this.transactAttempts(fn, startSeq, made);
+      done = await this.transactAttempts(fn, user, startSeq, made);
     } finally {
       // interior updates made by any attempt may now write their new nodes
       made.finish();
@@ -366,16 +445,16 @@ export class Store {
     return done.result;
   }
 
-  private async transactAttempts<T>(fn: (tx: Transaction) => Promise<T> | T, startSeq: number, made: TxCtx): Promise<{ result: T; shrunk: MergeCheckPos[] }> {
+  private async transactAttempts<T>(fn: (tx: Transaction) => Promise<T> | T, user: boolean, startSeq: number, made: TxCtx): Promise<{ result: T; shrunk: MergeCheckPos[] }> {
     const gate = { held: false };
     try {
-      return await this.transactGated(fn, startSeq, made, gate);
+      return await this.transactGated(fn, user, startSeq, made, gate);
     } finally {
       if (gate.held) this.engine.starvationGateOpen(startSeq);
     }
   }
 
-  private async transactGated<T>(fn: (tx: Transaction) => Promise<T> | T, startSeq: number, made: TxCtx, gate: { held: boolean }): Promise<{ result: T; shrunk: MergeCheckPos[] }> {
+  private async transactGated<T>(fn: (tx: Transaction) => Promise<T> | T, user: boolean, startSeq: number, made: TxCtx, gate: { held: boolean }): Promise<{ result: T; shrunk: MergeCheckPos[] }> {
     const engine = this.engine;
     // this call's restarts by reason (for the error if it never gets through)
     const reasons = new Map<number, number>();
@@ -407,10 +486,30 @@ export class Store {
       let seq = 0;
       let shrunk: MergeCheckPos[] = [];
       try {
-        const r = fn(tx);
-        // a synchronous callback has returned now: the transaction is done at once
-        if (!(r !== null && typeof r === 'object' && typeof (r as { then?: unknown }).then === 'function')) bt.done = true;
-        result = await r;
+        // a caller's callback through this store's runners, counted while it
+        // runs (nestedCheck); a synchronous one only during the call
+        let r: Promise<T> | T;
+        if (user) {
+          this.callbacksRunning++;
+          try {
+            r = this.runners.call(fn, tx);
+          } catch (e) {
+            this.callbacksRunning--;
+            throw e;
+          }
+        } else r = fn(tx);
+        if (isThenable(r)) {
+          try {
+            result = await (user ? this.runners.wait(r) : r);
+          } finally {
+            if (user) this.callbacksRunning--;
+          }
+        } else {
+          if (user) this.callbacksRunning--;
+          // a synchronous callback has returned now: the transaction is done at once
+          bt.done = true;
+          result = await r;
+        }
         bt.done = true;
         if (bt.restartThrown) {
           restarted(bt.restartThrown);
@@ -525,7 +624,7 @@ export class Store {
       if (v !== LOOKUP_FALLBACK) return v ?? undefined;
     }
     const at = bp ?? toBpos(p, 'pos');
-    return this.transact((tx) => tx.get(btree, at));
+    return this.transactChecked((tx) => tx.get(btree, at), false);
   }
 
   /** One-operation transaction; resolves once durable. Errors are rejections. */
@@ -536,7 +635,8 @@ export class Store {
     toBpos(p, 'pos');
     // copied now: a restart runs the transaction again, after the caller may have reused its buffer
     const v = copyValue(checkValue(value, this.maxValueSize));
-    return this.transact((tx) => tx.putOwned(id, p, v));
+    this.nestedCheck('put()');
+    return this.transactChecked((tx) => tx.putOwned(id, p, v), false);
   }
 
   /** One-operation transaction; resolves once durable. Errors are rejections. */
@@ -545,7 +645,8 @@ export class Store {
     if (this.readOnly) throw new SixtreeError('ERR_READ_ONLY', 'del on a store opened readOnly');
     this.btreeId(btree, false);
     toBpos(p, 'pos');
-    return this.transact((tx) => tx.del(btree, p));
+    this.nestedCheck('del()');
+    return this.transactChecked((tx) => tx.del(btree, p), false);
   }
 
   /** Entries in [start, end) (extents: overlapping it), leaf by leaf. */
@@ -629,6 +730,12 @@ export class Store {
   /** Not async: a second call while the first runs returns the very same promise. */
   close(): Promise<void> {
     if (this.closed) return Promise.reject(new SixtreeError('ERR_CLOSED', 'store is closed'));
+    // (it would wait for the enclosing transaction to end)
+    try {
+      this.nestedCheck('close()');
+    } catch (e) {
+      return Promise.reject(e);
+    }
     if (this.closing) return this.closing;
     this.closing = (async () => {
       while (this.inFlight > 0) await new Promise<void>((r) => this.idle.push(r));

@@ -1442,6 +1442,121 @@ describe('errors on a live store', () => {
     expect(lateErr, 'a put made after fn returned was accepted').toBeInstanceOf(SixtreeError);
     expect((lateErr as SixtreeError).code).toBe('ERR_TX_DONE');
   });
+
+  /*
+   * A write of the same store made by a transact() callback is not part of
+   * that transaction and waits for it: its leaf's read lock, or (close) its
+   * end. Without the check these calls never returned (the test's timer
+   * would fire instead).
+   */
+  describe('ERR_TX_NESTED: writes of the same store from inside a transact() callback', () => {
+    const hangGuard = <T>(p: Promise<T>): Promise<T> =>
+      Promise.race([p, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('the nested call hung (deadlock)')), 5000).unref())]);
+
+    it('put, del, transact and close after an await in the callback, and in its synchronous part', async () => {
+      await store.put('kv', pos(1, 20), enc('outer'));
+      const refusedBefore = store.stats().transactions.nestedCallsRefused;
+      const nested: Array<[string, () => Promise<unknown>]> = [
+        ['put()', () => store.put('kv', pos(1, 20), enc('inner'))],
+        ['del()', () => store.del('kv', pos(1, 20))],
+        ['transact()', () => store.transact((t2) => t2.put('kv', pos(1, 21), enc('inner')))],
+        ['close()', () => store.close()],
+      ];
+      for (const [what, call] of nested) {
+        // after an await: the callback holds the leaf's read lock
+        const r = await hangGuard(
+          store.transact(async (tx) => {
+            expect(dec(await tx.get('kv', pos(1, 20)))).toBe('outer');
+            const e = await expectCode(call, 'ERR_TX_NESTED', what, 'tx');
+            tx.put('kv', pos(1, 22), enc(`after ${what}`));
+            return e.details.call;
+          }),
+        );
+        expect(r).toBe(what);
+        // before any await
+        let sync: unknown;
+        await store.transact((tx) => {
+          const p = call();
+          p.catch((e) => (sync = e));
+          tx.put('kv', pos(1, 23), enc('sync'));
+          return p.then(
+            () => undefined,
+            () => undefined,
+          );
+        });
+        expect((sync as SixtreeError | undefined)?.code, `${what} from the synchronous part of the callback`).toBe('ERR_TX_NESTED');
+      }
+      // the refused calls changed nothing; the enclosing transactions committed
+      expect(dec(await store.get('kv', pos(1, 20)))).toBe('outer');
+      expect(await store.get('kv', pos(1, 21))).toBeUndefined();
+      expect(dec(await store.get('kv', pos(1, 22)))).toBe('after close()');
+      expect(dec(await store.get('kv', pos(1, 23)))).toBe('sync');
+      expect(store.stats().transactions.nestedCallsRefused - refusedBefore).toBe(8);
+    });
+
+    it('a callback nested two calls deep (a helper awaited by the callback) is seen', async () => {
+      const helper = async (): Promise<void> => {
+        await new Promise((r) => setImmediate(r));
+        await store.put('kv', pos(1, 24), enc('deep'));
+      };
+      await hangGuard(
+        store.transact(async (tx) => {
+          await tx.get('kv', pos(1, 24));
+          await expectCode(helper, 'ERR_TX_NESTED', 'put()');
+        }),
+      );
+      expect(await store.get('kv', pos(1, 24))).toBeUndefined();
+    });
+
+    it('reads, flush and fsck from a callback are allowed; so are calls while an unrelated callback is pending, and writes of another store', async () => {
+      await store.put('kv', pos(1, 30), enc('a'));
+      const got = await hangGuard(
+        store.transact(async (tx) => {
+          await tx.get('kv', pos(1, 30));
+          const v = await store.get('kv', pos(1, 30));
+          const all: string[] = [];
+          for await (const e of store.range('kv', { start: pos(1, 30), end: pos(1, 31) })) all.push(dec(e.value)!);
+          await store.flush();
+          expect(await store.fsck()).toEqual([]);
+          return [dec(v), ...all];
+        }),
+      );
+      expect(got).toEqual(['a', 'a']);
+
+      // another flow's put while a callback waits on a timer: not nested, it goes through
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const outer = store.transact(async (tx) => {
+        await gate;
+        tx.put('kv', pos(1, 31), enc('outer'));
+      });
+      await store.put('kv', pos(1, 32), enc('independent'));
+      release();
+      await outer;
+      expect(dec(await store.get('kv', pos(1, 31)))).toBe('outer');
+      expect(dec(await store.get('kv', pos(1, 32)))).toBe('independent');
+
+      // a second store written from this store's callback: allowed
+      const other = await tmpStore({ sizeBytes: 16 << 20 });
+      try {
+        await hangGuard(
+          store.transact(async (tx) => {
+            await tx.get('kv', pos(1, 30));
+            await other.store.put('kv', pos(9, 9), enc('other'));
+            // while the other store's callback runs, this store's put is still nested
+            await other.store.transact(async (t2) => {
+              await t2.get('kv', pos(9, 9));
+              await expectCode(() => store.put('kv', pos(1, 33), enc('x')), 'ERR_TX_NESTED');
+            });
+          }),
+        );
+        expect(dec(await other.store.get('kv', pos(9, 9)))).toBe('other');
+        expect(await store.get('kv', pos(1, 33))).toBeUndefined();
+      } finally {
+        await other.cleanup();
+      }
+    });
+  });
 });
 
 /* ================================================================ read-only, close, reopen */
@@ -1845,7 +1960,7 @@ describe('SixtreeError', () => {
         'ERR_LOCKED', 'ERR_CHECKSUM', 'ERR_TOPOLOGY', 'ERR_IO', 'ERR_NO_SPACE', 'ERR_CACHE_TOO_SMALL', 'ERR_VALUE_TOO_LARGE',
         'ERR_UNKNOWN_BTREE', 'ERR_NOT_EXTENTS', 'ERR_IS_EXTENTS', 'ERR_READ_ONLY', 'ERR_CLOSED', 'ERR_TX_DONE', 'ERR_TOO_MANY_RESTARTS',
         // additions beyond API.md's table (docs/api.md)
-        'ERR_WOULD_BLOCK',
+        'ERR_WOULD_BLOCK', 'ERR_TX_NESTED',
       ].sort(),
     );
   });
