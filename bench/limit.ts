@@ -21,6 +21,7 @@ import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { mix32 } from './keys.js';
 import type { IoBackend } from './stores/adapter.js';
+import { cpuPerOp, cpuProbe, type CpuUse } from './measure.js';
 
 export interface LimitJob {
   kind: 'limit';
@@ -52,6 +53,8 @@ export interface LimitResult {
   engine?: string;
   /** What one latency sample covers: one read ('op') or one batch of queueDepth reads ('batch'). */
   latencyPer?: string;
+  /** CPU time per read and event-loop busy share while measuring (measure.ts cpuProbe; the time is the requested duration). */
+  cpu?: CpuUse;
 }
 
 interface RandomReadResult {
@@ -104,7 +107,10 @@ export async function measureDeviceLimit(job: LimitJob): Promise<LimitResult> {
       target = path.join(job.dir, 'limit.img');
       await writeTargetFile(target, job.fileSizeBytes);
     }
+    const cpuRead = cpuProbe();
     const r = await measure({ path: target, blockBytes: job.blockBytes, queueDepth: job.queueDepth, durationMs: job.durationMs, io: job.io });
+    // reads = ops/s x the measured time (device.ts reports rates, not counts)
+    const cpu = r && typeof r.opsPerSec === 'number' ? cpuPerOp(cpuRead(), (r.opsPerSec * job.durationMs) / 1000) : undefined;
     const ok = r && [r.opsPerSec, r.p50Us, r.p99Us].every((x) => typeof x === 'number' && Number.isFinite(x));
     if (!ok) return { ...base, target, available: false, reason: `measureRandomReads returned ${JSON.stringify(r)}; expected { opsPerSec, p50Us, p99Us }` };
     return {
@@ -117,6 +123,7 @@ export async function measureDeviceLimit(job: LimitJob): Promise<LimitResult> {
       ...(typeof r.mode === 'string' ? { mode: r.mode } : {}),
       ...(typeof r.engine === 'string' ? { engine: r.engine } : {}),
       ...(typeof r.latency === 'string' ? { latencyPer: r.latency } : {}),
+      ...(cpu ? { cpu } : {}),
     };
   } catch (err) {
     return { ...base, target: target ?? 'file', available: false, reason: `measureRandomReads failed: ${(err as Error).message.split('\n')[0]}` };

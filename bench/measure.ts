@@ -77,6 +77,45 @@ export interface Budget {
   onRunEnd?: () => void;
 }
 
+/**
+ * What the measured phase cost the benchmarking process: CPU time (user +
+ * system, every thread of the process: a store's own worker threads count)
+ * per op, and the share of the wall time the event loop was busy
+ * (performance.eventLoopUtilization: JavaScript and the system calls made
+ * from it). A store whose loop is busy ~100% of the time is CPU-bound on
+ * its JavaScript thread; one far below waits for the device.
+ */
+export interface CpuUse {
+  usPerOp: number;
+  userUsPerOp: number;
+  systemUsPerOp: number;
+  /** 0..1 */
+  loopBusy: number;
+}
+
+/** CPU time (us) and event-loop busy share since a cpuProbe() started. */
+export interface CpuTotals {
+  userUs: number;
+  systemUs: number;
+  loopBusy: number;
+}
+
+/** Start measuring; the returned function reads the totals since. */
+export function cpuProbe(): () => CpuTotals {
+  const cpu0 = process.cpuUsage();
+  const elu0 = performance.eventLoopUtilization();
+  return () => {
+    const cpu = process.cpuUsage(cpu0);
+    return { userUs: cpu.user, systemUs: cpu.system, loopBusy: performance.eventLoopUtilization(elu0).utilization };
+  };
+}
+
+/** Totals over `ops` ops (undefined without ops). */
+export function cpuPerOp(t: CpuTotals | undefined, ops: number): CpuUse | undefined {
+  if (!t || !(ops > 0)) return undefined;
+  return { usPerOp: (t.userUs + t.systemUs) / ops, userUsPerOp: t.userUs / ops, systemUsPerOp: t.systemUs / ops, loopBusy: t.loopBusy };
+}
+
 const reservoirSamplesMax = 1 << 21;
 const warmupCallsFraction = 0.05;
 

@@ -37,6 +37,9 @@ export interface Row {
   vsBestPeer?: number;
   vsDevice?: number;
   cacheMissesPerCall?: number;
+  /** CPU time (us, all threads of the process) per op, and event-loop busy share (0..1), in the measured phase. */
+  cpuUsPerOp?: number;
+  loopBusy?: number;
   notes: string[];
 }
 
@@ -157,6 +160,7 @@ export function buildRows(results: readonly WorkloadResult[], limits: readonly L
       p50Us: m.latency.p50Us,
       p99Us: m.latency.p99Us,
       ...(r.cacheMissesPerCall !== undefined ? { cacheMissesPerCall: r.cacheMissesPerCall } : {}),
+      ...(r.cpu ? { cpuUsPerOp: r.cpu.usPerOp, loopBusy: r.cpu.loopBusy } : {}),
       notes,
     });
   }
@@ -193,6 +197,7 @@ export function buildRows(results: readonly WorkloadResult[], limits: readonly L
           p50Us: l.p50Us!,
           p99Us: l.p99Us!,
           vsDevice: 1,
+          ...(l.cpu ? { cpuUsPerOp: l.cpu.usPerOp, loopBusy: l.cpu.loopBusy } : {}),
           notes: l.latencyPer === 'batch' ? [`latency per batch of ${l.queueDepth} reads (${l.engine ?? l.mode ?? 'batch'})`] : [],
         });
       }
@@ -241,6 +246,8 @@ function rowCells(row: Row): string[] {
     row.store === 'device' ? '' : formatRatio(row.vsBestPeer),
     row.store === 'device' ? '' : formatRatio(row.vsDevice),
     row.cacheMissesPerCall === undefined ? '' : row.cacheMissesPerCall.toFixed(2),
+    row.cpuUsPerOp === undefined ? '' : formatUs(row.cpuUsPerOp),
+    row.loopBusy === undefined ? '' : `${Math.round(row.loopBusy * 100)}%`,
     row.notes.join('; '),
   ];
 }
@@ -252,7 +259,7 @@ function rowCells(row: Row): string[] {
 export function formatMarkdown(report: Report): string {
   const out: string[] = [];
   const multiKeys = new Set(report.rows.map((r) => r.keyCount)).size > 1;
-  const head = [...(multiKeys ? ['keys'] : []), 'workload', 'store', 'regime', 'ops/s', 'p50 us', 'p99 us', 'vs best peer', 'vs device', 'miss/call', 'notes'];
+  const head = [...(multiKeys ? ['keys'] : []), 'workload', 'store', 'regime', 'ops/s', 'p50 us', 'p99 us', 'vs best peer', 'vs device', 'miss/call', 'cpu us/op', 'loop busy', 'notes'];
   out.push(`| ${head.join(' | ')} |`);
   out.push(`|${head.map(() => '---').join('|')}|`);
   const cell = (x: string): string => x.replace(/\|/g, '\\|');
@@ -285,13 +292,13 @@ export function formatTable(report: Report): string {
   const body: string[][] = [];
   for (const row of report.rows) {
     if (row.keyCount !== keysSeen) {
-      if (body.length) body.push(['', '', '', '', '', '', '', '', '', '']);
-      body.push([`-- ${row.keyCount.toLocaleString('en-US')} keys --`, '', '', '', '', '', '', '', '', '']);
+      if (body.length) body.push(['', '', '', '', '', '', '', '', '', '', '', '']);
+      body.push([`-- ${row.keyCount.toLocaleString('en-US')} keys --`, '', '', '', '', '', '', '', '', '', '', '']);
       keysSeen = row.keyCount;
     }
     body.push(rowCells(row));
   }
-  out.push(table(['workload', 'store', 'regime', 'ops/s', 'p50 us', 'p99 us', 'vs peer', 'vs device', 'miss/call', 'notes'], body, new Set([3, 4, 5, 6, 7, 8])));
+  out.push(table(['workload', 'store', 'regime', 'ops/s', 'p50 us', 'p99 us', 'vs peer', 'vs device', 'miss/call', 'cpu us/op', 'loop', 'notes'], body, new Set([3, 4, 5, 6, 7, 8, 9, 10])));
   out.push('');
   out.push('ops = keys (inserted, looked up, deleted, scanned); latency per call:');
   for (const name of workloadNames) {
@@ -302,6 +309,8 @@ export function formatTable(report: Report): string {
   out.push('vs peer = ops/s / best peer store (lmdb, classic-level, sqlite) on the same workload.');
   out.push('vs device = ops/s / device random reads of one node at the same queue depth (lookup workloads only).');
   out.push('miss/call = sixtree node-cache misses per call in the measured phase.');
+  out.push('cpu us/op = CPU time of the benchmarking process (all its threads) per op; loop = share of the time its event loop was busy');
+  out.push('  (JavaScript and the system calls made from it): near 100% the store is bound by its JavaScript thread, not the device.');
 
   if (report.limits.length) {
     out.push('');

@@ -18,8 +18,8 @@
 import { KeySet, Rng } from './keys.js';
 import type { LimitJob, LimitResult } from './limit.js';
 import { measureDeviceLimit } from './limit.js';
-import type { Driver, Measurement, ScanDriver } from './measure.js';
-import { measureLanes, measureScan, measureSerial } from './measure.js';
+import type { CpuTotals, CpuUse, Driver, Measurement, ScanDriver } from './measure.js';
+import { cpuPerOp, cpuProbe, measureLanes, measureScan, measureSerial } from './measure.js';
 import type { CacheCounters, RegimeInfo, StoreAdapter, StoreInfo } from './stores/adapter.js';
 import { loadAdapter } from './stores/adapter.js';
 import type { WorkloadJob } from './workloads.js';
@@ -44,6 +44,8 @@ export interface WorkloadResult {
   storeStats: unknown;
   /** Set by run.ts: share of the machine's CPU time other processes used while the job ran. */
   otherCpuShare?: number;
+  /** The measured phase's CPU time per op and event-loop busy share (measure.ts cpuProbe). */
+  cpu?: CpuUse;
 }
 
 export type WorkerMessage =
@@ -91,11 +93,19 @@ async function runWorkload(job: WorkloadJob): Promise<WorkerMessage> {
     (globalThis as { gc?: () => void }).gc?.();
     let before: CacheCounters | undefined;
     let after: CacheCounters | undefined;
+    let cpuRead: (() => CpuTotals) | undefined;
+    let cpuTotals: CpuTotals | undefined;
     const budget = {
       timeMs: job.timeMs,
       warmupMs: job.warmupMs,
-      onRunStart: () => (before = store.cacheCounters()),
-      onRunEnd: () => (after = store.cacheCounters()),
+      onRunStart: () => {
+        before = store.cacheCounters();
+        cpuRead = cpuProbe();
+      },
+      onRunEnd: () => {
+        after = store.cacheCounters();
+        cpuTotals = cpuRead?.();
+      },
     };
     let measurement: Measurement;
     if ('scan' in driver) measurement = await measureScan(driver as ScanDriver, budget);
@@ -116,6 +126,8 @@ async function runWorkload(job: WorkloadJob): Promise<WorkerMessage> {
       storeStats: store.stats(),
       ...(verifyError ? { verifyError } : {}),
     };
+    const cpu = cpuPerOp(cpuTotals, measurement.ops);
+    if (cpu) result.cpu = cpu;
     if (before && after) {
       const misses = after.misses - before.misses;
       const lookups = misses + (after.hits - before.hits);
