@@ -9,7 +9,9 @@
  * --runs (comma separated, default asc,desc):
  *   asc     kv: keys filled in ascending order, deleted in ascending order
  *   desc    kv: keys filled in descending order, deleted in descending order
- *   random  kv: keys filled at random, deleted at random
+ *   random  kv: keys filled at random, deleted at random, at most
+ *           RANDOM_BATCH_MAX keys per transaction (random keys each need
+ *           their own leaf's path, and a transaction holds at most 1024)
  *   range   kv: keys filled in ascending order, deleted by delRange over
  *           --batch keys at a time, the ranges in descending order
  *   ext     extents of 8 filled in ascending order, deleted by delRange over
@@ -34,6 +36,8 @@ import { Prng } from './prng.js';
 const KEYS_MAX = 50_000_000;
 const RUNS = ['asc', 'desc', 'random', 'range', 'ext'] as const;
 type RunName = (typeof RUNS)[number];
+/** Keys per transaction in the random run, at most: each key may fall in a leaf of its own (one path each, 1024 per transaction). */
+const RANDOM_BATCH_MAX = 256;
 /** Extent size (and key spacing) in the extents btree. */
 const EXTENT_SIZE = 8;
 const VALUE = new Uint8Array(16).fill(0x5a);
@@ -110,12 +114,17 @@ async function check(store: Store, btree: string, usedEmpty: number): Promise<{ 
   return { ok, text };
 }
 
+function batchOf(run: RunName): number {
+  return run === 'random' ? Math.min(batchNr, RANDOM_BATCH_MAX) : batchNr;
+}
+
 async function fill(store: Store, run: RunName, prng: Prng): Promise<void> {
   const extents = run === 'ext';
   const btree = extents ? 'ext' : 'kv';
   const keys = keysIn(keysNr, run === 'desc' ? 'desc' : run === 'random' ? 'random' : 'asc', prng);
-  for (let i = 0; i < keysNr; i += batchNr) {
-    const end = Math.min(keysNr, i + batchNr);
+  const batch = batchOf(run);
+  for (let i = 0; i < keysNr; i += batch) {
+    const end = Math.min(keysNr, i + batch);
     await store.transact((tx) => {
       for (let j = i; j < end; j++) {
         const k = keys[j]!;
@@ -138,8 +147,9 @@ async function deleteAll(store: Store, run: RunName, prng: Prng): Promise<void> 
     return;
   }
   const keys = keysIn(keysNr, run, prng);
-  for (let i = 0; i < keysNr; i += batchNr) {
-    const end = Math.min(keysNr, i + batchNr);
+  const batch = batchOf(run);
+  for (let i = 0; i < keysNr; i += batch) {
+    const end = Math.min(keysNr, i + batch);
     await store.transact((tx) => {
       for (let j = i; j < end; j++) tx.del('kv', p(keys[j]!));
     });
@@ -149,7 +159,7 @@ async function deleteAll(store: Store, run: RunName, prng: Prng): Promise<void> 
 async function runOne(store: Store, run: RunName, usedEmpty: number, storePath: string): Promise<{ store: Store; ok: boolean }> {
   const btree = run === 'ext' ? 'ext' : 'kv';
   const prng = new Prng(seed + RUNS.indexOf(run));
-  console.log(`${run}: ${keysNr} ${run === 'ext' ? 'extents' : 'keys'}, ${batchNr} per transaction`);
+  console.log(`${run}: ${keysNr} ${run === 'ext' ? 'extents' : 'keys'}, ${batchOf(run)} per transaction`);
 
   let t0 = performance.now();
   await fill(store, run, prng);
