@@ -7,13 +7,14 @@
  *
  *   node dist/bench/call-costs.js [--calls 300] [--path FILE] [--io napi|koffi]
  *
- * On a fresh 64 MiB file (O_DIRECT, written in full first), per size (16, 76
- * and 256 KiB: a cold lookup's node, a batch commit's journal entry, a leaf
- * write) and per call: pread and pwrite on the backend's async engine (napi:
- * its io_uring event ring), the same on libuv's thread pool (napi with the
- * event ring off), pwriteDatasync (the journal's write+flush, thread pool)
- * and fdatasync; each the mean synchronous part, the mean whole call and the
- * process CPU time per call (all threads). Then a flush after 1 MiB of
+ * On a fresh 64 MiB file (O_DIRECT, written in full first), through
+ * BlockDevice as the engine calls it, per size (16, 76 and 256 KiB: a cold
+ * lookup's node, a batch commit's journal entry, a leaf write) and per call:
+ * read and write on the backend's async engine (napi: its io_uring event
+ * ring), the same on libuv's thread pool (napi with the event ring off),
+ * writeFlush (the journal's write+flush, thread pool) and flush; each the
+ * mean synchronous part, the mean whole call and the process CPU time per
+ * call (all threads). Then a flush after 1 MiB of
  * node-sized writes, and a 76 KiB write+flush after it: what a journal write
  * that must flush node writes first costs the device.
  */
@@ -75,8 +76,6 @@ async function main(): Promise<void> {
       fill.fill(0x5a);
       for (let off = 0; off < fileBytes; off += fill.length) await dev.write(fill, off);
       await dev.flush();
-      const be = dev.backend;
-      const fd = (dev as unknown as { fd: number }).fd;
       const slots = (size: number) => Math.floor(fileBytes / size);
       console.log(`native call costs, ${io}, ${calls} calls each, file ${path} (${dev.kind}, O_DIRECT)`);
       console.log(`${'call'.padEnd(34)} ${'sync us'.padStart(7)} ${'total us'.padStart(8)} ${'cpu us'.padStart(8)}`);
@@ -87,14 +86,14 @@ async function main(): Promise<void> {
         const engines: Array<[string, boolean]> = io === 'napi' ? [['ring', true], ['pool', false]] : [['pool', false]];
         for (const [engine, ring] of engines) {
           if (io === 'napi') napiAddon().useEventRing(ring);
-          console.log(row(`${size >> 10} KiB pread (${engine})`, await timeCalls((i) => be.pread(fd, buf, at(i)))));
-          console.log(row(`${size >> 10} KiB pwrite (${engine})`, await timeCalls((i) => be.pwrite(fd, buf, at(i)))));
+          console.log(row(`${size >> 10} KiB read (${engine})`, await timeCalls((i) => dev.read(buf, at(i)))));
+          console.log(row(`${size >> 10} KiB write (${engine})`, await timeCalls((i) => dev.write(buf, at(i)))));
         }
         if (io === 'napi') napiAddon().useEventRing(true);
-        console.log(row(`${size >> 10} KiB pwriteDatasync (pool)`, await timeCalls((i) => be.pwriteDatasync(fd, buf, at(i)))));
+        console.log(row(`${size >> 10} KiB writeFlush (pool)`, await timeCalls((i) => dev.writeFlush(buf, at(i)))));
         dev.freeBuffer(buf);
       }
-      console.log(row('fdatasync (pool)', await timeCalls(() => be.fdatasync(fd))));
+      console.log(row('flush (pool)', await timeCalls(() => dev.flush())));
 
       // a flush after 1 MiB of node-sized writes, then a journal-sized write+flush
       const node = dev.allocBuffer(256 << 10);
