@@ -15,28 +15,42 @@
  * then, if that cannot answer, a one-get transaction. range(): RangeIterator,
  * a leaf of entries at a time.
  *
- * Calls from inside a transact() callback (nestedCheck): a write of the
- * same store there (put, del, transact, close) is not part of the
- * enclosing transaction and would wait for it: for the locks its reads
- * hold, its interior updates, or (close) for it to end, while it waits for
- * the call: a deadlock. Such calls fail with ERR_TX_NESTED instead. Seen
- * through the call's stack: every store calls its callbacks through
- * functions named for it (sixtreeStore<n>Callback), so a call made by a
- * callback, before or after its awaits, has one of them on its synchronous
- * or async stack (V8's async stack traces follow awaits, not bare .then()
- * chains: a callback written with .then() goes unseen). The stack is taken
- * only while some callback of this store is running (callbacksRunning > 0);
- * otherwise the check is one comparison. Reads (get, range, fsck) and
- * flush() do not wait for the enclosing transaction and are allowed.
+ * Calls from inside a transact() callback: a write of the same store there
+ * (put, del, transact) is not part of the enclosing transaction, and when
+ * it needs a lock that transaction holds (its reads' leaf locks) it waits
+ * for it while the callback waits for the call: a deadlock. close() would
+ * wait for the transaction to end. Each store has its own copy of the
+ * function that runs a transaction's attempts and calls and awaits its
+ * callback (transactGated), named for the store (sixtreeStore<n>Callback),
+ * so a call made by a callback, before or after its awaits, has the
+ * enclosing transaction's frame by that name on its synchronous or async
+ * stack (V8's async stack traces follow awaits, not bare .then() chains: a
+ * callback written with .then() goes unseen). A wrapper awaiting the
+ * callback instead would cost a microtask per transaction, which contended
+ * read-modify-write felt (-20%). Taking a stack costs ~10-20 us, too much
+ * for every call while concurrent callbacks run, so:
+ *   - a lock wait of a transaction of this store, begun while some callback
+ *     of the store is running (callbacksRunning > 0), is watched: if it is
+ *     still waiting after lockWaitWatchMs (locking.ts), it looks at its own stack once
+ *     (nestedWatch): a second frame by the store's name (its own
+ *     transaction's is the first) means it was made by a callback, and it
+ *     fails with ERR_TX_NESTED (the wait aborted, bt.nestedError). A nested
+ *     write that waits for nothing just commits;
+ *   - close() looks at its stack at once (it always waits for the
+ *     enclosing transaction; rare, so the cost does not matter).
+ * Not watched: waits for an interior update's lock, at the starvation gate,
+ * and for journal room. Reads (get, range, fsck) and flush() do not wait for
+ * the enclosing transaction.
  */
 
-import { SixtreeError, errName, isRestart, invalidArg } from './errors.js';
+import { ERR, SixtreeError, errName, isRestart, invalidArg } from './errors.js';
 import { KEY_TYPE, UNPACKED_VALUE_OFFSET, bkeyNew, keyBytesFor, type BkeyI } from './btree/bkey.js';
 import { BPOS_WORDS, POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, bposToText, posLikeToWords, posWords, toBpos } from './btree/bpos.js';
 import { Iter, KEY_SIZE_MAX, LOOKUP_FALLBACK, type Entry, type IterOpts } from './btree/iter.js';
 import { BTREE_MAX_DEPTH } from './btree/path.js';
 import { EXTENT_VALUE_HEADER_BYTES, extentValueMake, xcmp, type XPos } from './btree/overlay.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
+import type { LockWaitWatch } from './btree/locking.js';
 import { transCommit } from './btree/commit.js';
 import { TxCtx, type MergeCheckPos } from './btree/interior.js';
 import { Engine, STARVATION_RESTARTS, type EngineOpenOpts, type FormatOpts, type StoreStats } from './engine.js';
@@ -44,28 +58,31 @@ import { Engine, STARVATION_RESTARTS, type EngineOpenOpts, type FormatOpts, type
 /** Restarts of one transact() call before ERR_TOO_MANY_RESTARTS. */
 export const TRANSACT_RESTARTS_MAX = 10_000;
 
-/** Stores made in this process: each names its callback runners after its number (nestedCheck). */
+/** Stores made in this process: each names its transactGated after its number (see the notes at the top). */
 let storeSerial = 0;
 
-/** Stack frames taken when looking for a callback runner (the frames between a nested call and its callback's runner are few). */
+/** Stack frames taken when looking for a transaction's frame by the store's name. */
 const NESTED_STACK_FRAMES = 200;
+
+/** How many times `name` appears in the current (synchronous + async) stack. */
+function stackFramesNamed(name: string): number {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = NESTED_STACK_FRAMES;
+  const probe: { stack?: unknown } = {};
+  try {
+    Error.captureStackTrace(probe);
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+  // (a user's Error.prepareStackTrace may make it something else: then unseen)
+  if (typeof probe.stack !== 'string') return 0;
+  let n = 0;
+  for (let i = probe.stack.indexOf(name); i >= 0; i = probe.stack.indexOf(name, i + name.length)) n++;
+  return n;
+}
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
   return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as { then?: unknown }).then === 'function';
-}
-
-/**
- * This store's callback runners, both named `name`: one calls the callback
- * (the synchronous part runs under it), the other awaits what it returned
- * (the rest runs under it, as an async frame).
- */
-function callbackRunners(name: string): {
-  call: <T>(fn: (tx: Transaction) => Promise<T> | T, tx: Transaction) => Promise<T> | T;
-  wait: <T>(r: PromiseLike<T>) => Promise<T>;
-} {
-  const call = { [name]: <T>(fn: (tx: Transaction) => Promise<T> | T, tx: Transaction): Promise<T> | T => fn(tx) }[name]!;
-  const wait = { [name]: async <T>(r: PromiseLike<T>): Promise<T> => await r }[name]!;
-  return { call, wait };
 }
 
 function checkOptions(opts: unknown, allowed: readonly string[], what: string): Record<string, unknown> {
@@ -262,14 +279,13 @@ export class Store {
   private turnWatch = false;
   /** transact() callbacks of this store running or awaited now (nestedCheck looks at the stack only then). */
   private callbacksRunning = 0;
-  /** The name of this store's callback runners (nestedCheck). */
+  /** The name of this store's copy of transactGated (its frame on a nested call's stack). */
   private readonly runnerName: string;
-  private readonly runners: ReturnType<typeof callbackRunners>;
 
   private constructor(engine: Engine, readOnly: boolean) {
     this.engine = engine;
     this.runnerName = `sixtreeStore${++storeSerial}Callback`;
-    this.runners = callbackRunners(this.runnerName);
+    this.transactGated = Store.gatedFor(this);
     this.btrees = Object.freeze(engine.btrees.map((b) => b.name));
     this.nodeSize = engine.nodeSizeBytes;
     this.maxValueSize = engine.maxValueBytes;
@@ -384,57 +400,58 @@ export class Store {
     if (--this.inFlight === 0) for (const w of this.idle.splice(0)) w();
   }
 
-  /**
-   * ERR_TX_NESTED if this call was made by a transact() callback of this
-   * store (see the notes at the top): `what` would wait for that transaction.
-   */
-  private nestedCheck(what: string): void {
-    if (this.callbacksRunning === 0) return;
-    const limit = Error.stackTraceLimit;
-    Error.stackTraceLimit = NESTED_STACK_FRAMES;
-    const probe: { stack?: unknown } = {};
-    try {
-      Error.captureStackTrace(probe);
-    } finally {
-      Error.stackTraceLimit = limit;
-    }
-    // (a user's Error.prepareStackTrace may make it something else: then unseen)
-    if (typeof probe.stack !== 'string' || !probe.stack.includes(this.runnerName)) return;
+  private nestedError(what: string): SixtreeError {
     this.engine.counters.nestedCallsRefused++;
-    throw new SixtreeError(
+    return new SixtreeError(
       'ERR_TX_NESTED',
-      `store.${what} called inside a transact() callback of the same store: it is not part of that transaction and would wait for it (its locks, or its end) while the callback waits for it; use the callback's tx instead, or call it after transact() resolves`,
+      `${what} called inside a transact() callback of the same store waits for that transaction (its locks, or its end) while the callback waits for it; it is not part of that transaction: use the callback's tx instead, or call it after transact() resolves`,
       { call: what },
     );
   }
 
+  /**
+   * The watch for bt's lock waits (see the notes at the top). Every wait of
+   * a transaction happens inside its own transactGated, so its stack shows
+   * one frame by that name; a second is an enclosing transaction's.
+   */
+  private nestedWatch(bt: BtreeTrans, what: string): LockWaitWatch {
+    return {
+      active: () => this.callbacksRunning > 0,
+      check: () => {
+        if (stackFramesNamed(this.runnerName) <= 1) return 0;
+        bt.nestedError = this.nestedError(what);
+        return ERR.transaction_restart_would_deadlock;
+      },
+    };
+  }
+
   async transact<T>(fn: (tx: Transaction) => Promise<T> | T): Promise<T> {
     if (typeof fn !== 'function') throw invalidArg('fn', fn, 'a function (tx) => ...');
-    this.nestedCheck('transact()');
-    return this.transactChecked(fn, true);
+    // awaited (not returned): the chain of awaits is what a nested call's stack shows
+    return await this.transactChecked(fn, true, 'store.transact()');
   }
 
   /**
-   * transact() once the nesting check is done. user: fn is the caller's,
-   * run through this store's runners and counted in callbacksRunning; put,
-   * del and get's fallback pass their own one-call callbacks (false).
+   * transact(). user: fn is the caller's, counted in callbacksRunning while
+   * it runs; put, del and get's fallback pass their
+   * own one-call callbacks (false). what: the call, for ERR_TX_NESTED.
    */
-  private async transactChecked<T>(fn: (tx: Transaction) => Promise<T> | T, user: boolean): Promise<T> {
+  private async transactChecked<T>(fn: (tx: Transaction) => Promise<T> | T, user: boolean, what: string): Promise<T> {
     this.enter();
     try {
-      return await this.transactInner(fn, user);
+      return await this.transactInner(fn, user, what);
     } finally {
       this.leave();
     }
   }
 
-  private async transactInner<T>(fn: (tx: Transaction) => Promise<T> | T, user: boolean): Promise<T> {
+  private async transactInner<T>(fn: (tx: Transaction) => Promise<T> | T, user: boolean, what: string): Promise<T> {
     const engine = this.engine;
     const startSeq = transStartSeqNew();
     const made = new TxCtx(engine.interior);
     let done: { result: T; shrunk: MergeCheckPos[] };
     try {
-      done = await this.transactAttempts(fn, user, startSeq, made);
+      done = await this.transactAttempts(fn, user, what, startSeq, made);
     } finally {
       // interior updates made by any attempt may now write their new nodes
       made.finish();
@@ -445,97 +462,115 @@ export class Store {
     return done.result;
   }
 
-  private async transactAttempts<T>(fn: (tx: Transaction) => Promise<T> | T, user: boolean, startSeq: number, made: TxCtx): Promise<{ result: T; shrunk: MergeCheckPos[] }> {
+  private async transactAttempts<T>(fn: (tx: Transaction) => Promise<T> | T, user: boolean, what: string, startSeq: number, made: TxCtx): Promise<{ result: T; shrunk: MergeCheckPos[] }> {
     const gate = { held: false };
     try {
-      return await this.transactGated(fn, user, startSeq, made, gate);
+      return await this.transactGated(fn, user, what, startSeq, made, gate);
     } finally {
       if (gate.held) this.engine.starvationGateOpen(startSeq);
     }
   }
 
-  private async transactGated<T>(fn: (tx: Transaction) => Promise<T> | T, user: boolean, startSeq: number, made: TxCtx, gate: { held: boolean }): Promise<{ result: T; shrunk: MergeCheckPos[] }> {
-    const engine = this.engine;
-    // this call's restarts by reason (for the error if it never gets through)
-    const reasons = new Map<number, number>();
-    const restarted = (code: number) => {
-      engine.countRestart(code);
-      reasons.set(code, (reasons.get(code) ?? 0) + 1);
-    };
-    for (let restarts = 0; ; restarts++) {
-      // a transaction that keeps restarting runs alone; the others wait for it here
-      if (!gate.held && restarts >= STARVATION_RESTARTS) gate.held = engine.starvationGateClose(startSeq);
-      if (!gate.held) {
-        const w = engine.starvationGateWait(startSeq);
-        if (w) {
-          // never wait holding interior locks the starving one may need
-          made.finish();
-          await w;
+  /**
+   * The attempts of one transact() call: this store's own copy, named
+   * runnerName (see the notes at the top: a nested call's stack shows the
+   * enclosing transaction's frame by that name, and nothing between it and
+   * the callback costs a microtask).
+   */
+  private readonly transactGated: <T>(fn: (tx: Transaction) => Promise<T> | T, user: boolean, what: string, startSeq: number, made: TxCtx, gate: { held: boolean }) => Promise<{ result: T; shrunk: MergeCheckPos[] }>;
+
+  private static gatedFor(store: Store): Store['transactGated'] {
+    const gated = async function <T>(fn: (tx: Transaction) => Promise<T> | T, user: boolean, what: string, startSeq: number, made: TxCtx, gate: { held: boolean }): Promise<{ result: T; shrunk: MergeCheckPos[] }> {
+      const engine = store.engine;
+      // this call's restarts by reason (for the error if it never gets through)
+      const reasons = new Map<number, number>();
+      const restarted = (code: number) => {
+        engine.countRestart(code);
+        reasons.set(code, (reasons.get(code) ?? 0) + 1);
+      };
+      for (let restarts = 0; ; restarts++) {
+        // a transaction that keeps restarting runs alone; the others wait for it here
+        if (!gate.held && restarts >= STARVATION_RESTARTS) gate.held = engine.starvationGateClose(startSeq);
+        if (!gate.held) {
+          const w = engine.starvationGateWait(startSeq);
+          if (w) {
+            // never wait holding interior locks the starving one may need
+            made.finish();
+            await w;
+          }
         }
-      }
-      if (restarts > TRANSACT_RESTARTS_MAX) {
-        const top = [...reasons].sort((a, b) => b[1] - a[1]).map(([c, n]) => `${errName(c)} ${n}`);
-        throw new SixtreeError('ERR_TOO_MANY_RESTARTS', `transaction restarted more than ${TRANSACT_RESTARTS_MAX} times (${top.slice(0, 4).join(', ')})`, {
-          restartReasons: Object.fromEntries([...reasons].map(([c, n]) => [errName(c), n])),
-        });
-      }
-      const bt = new BtreeTrans(engine, startSeq, restarts);
-      bt.txCtx = made;
-      const tx = new Transaction(this, bt);
-      let result: T;
-      let seq = 0;
-      let shrunk: MergeCheckPos[] = [];
-      try {
-        // a caller's callback through this store's runners, counted while it
-        // runs (nestedCheck); a synchronous one only during the call
-        let r: Promise<T> | T;
-        if (user) {
-          this.callbacksRunning++;
-          try {
-            r = this.runners.call(fn, tx);
-          } catch (e) {
-            this.callbacksRunning--;
-            throw e;
+        if (restarts > TRANSACT_RESTARTS_MAX) {
+          const top = [...reasons].sort((a, b) => b[1] - a[1]).map(([c, n]) => `${errName(c)} ${n}`);
+          throw new SixtreeError('ERR_TOO_MANY_RESTARTS', `transaction restarted more than ${TRANSACT_RESTARTS_MAX} times (${top.slice(0, 4).join(', ')})`, {
+            restartReasons: Object.fromEntries([...reasons].map(([c, n]) => [errName(c), n])),
+          });
+        }
+        const bt = new BtreeTrans(engine, startSeq, restarts);
+        bt.txCtx = made;
+        bt.waitWatch = store.nestedWatch(bt, what);
+        const tx = new Transaction(store, bt);
+        let result: T;
+        let seq = 0;
+        let shrunk: MergeCheckPos[] = [];
+        try {
+          // a caller's callback is counted while it runs (the nested-call
+          // watch); a synchronous one only during the call. This function,
+          // named for the store, calls it and awaits it: its frame is on the
+          // stack of whatever the callback calls (nestedWatch)
+          let r: Promise<T> | T;
+          if (user) {
+            store.callbacksRunning++;
+            try {
+              r = fn(tx);
+            } catch (e) {
+              store.callbacksRunning--;
+              throw e;
+            }
+          } else r = fn(tx);
+          if (isThenable(r)) {
+            try {
+              result = await r;
+            } finally {
+              if (user) store.callbacksRunning--;
+            }
+          } else {
+            if (user) store.callbacksRunning--;
+            // a synchronous callback has returned now: the transaction is done at once
+            bt.done = true;
+            result = await r;
           }
-        } else r = fn(tx);
-        if (isThenable(r)) {
-          try {
-            result = await (user ? this.runners.wait(r) : r);
-          } finally {
-            if (user) this.callbacksRunning--;
-          }
-        } else {
-          if (user) this.callbacksRunning--;
-          // a synchronous callback has returned now: the transaction is done at once
           bt.done = true;
-          result = await r;
+          if (bt.nestedError) throw bt.nestedError;
+          if (bt.restartThrown) {
+            restarted(bt.restartThrown);
+            continue;
+          }
+          if (store.readOnly && bt.hasUpdates()) throw new SixtreeError('ERR_READ_ONLY', 'write in a store opened readOnly');
+          const c = await transCommit(bt);
+          if (c.ret) {
+            if (bt.nestedError) throw bt.nestedError;
+            restarted(c.ret);
+            continue;
+          }
+          seq = c.seq;
+          shrunk = c.shrunk;
+        } catch (e) {
+          bt.done = true;
+          if (bt.nestedError) throw bt.nestedError;
+          if (isRestart(e) || bt.restartThrown) {
+            restarted(isRestart(e) ? e.restartCode : bt.restartThrown);
+            continue;
+          }
+          throw e;
+        } finally {
+          bt.unlockAll();
         }
-        bt.done = true;
-        if (bt.restartThrown) {
-          restarted(bt.restartThrown);
-          continue;
-        }
-        if (this.readOnly && bt.hasUpdates()) throw new SixtreeError('ERR_READ_ONLY', 'write in a store opened readOnly');
-        const c = await transCommit(bt);
-        if (c.ret) {
-          restarted(c.ret);
-          continue;
-        }
-        seq = c.seq;
-        shrunk = c.shrunk;
-      } catch (e) {
-        bt.done = true;
-        if (isRestart(e) || bt.restartThrown) {
-          restarted(isRestart(e) ? e.restartCode : bt.restartThrown);
-          continue;
-        }
-        throw e;
-      } finally {
-        bt.unlockAll();
+        if (seq) await engine.journalWaitDurable(seq);
+        return { result: result!, shrunk };
       }
-      if (seq) await engine.journalWaitDurable(seq);
-      return { result: result!, shrunk };
-    }
+    };
+    Object.defineProperty(gated, 'name', { value: store.runnerName });
+    return gated;
   }
 
   /**
@@ -624,7 +659,7 @@ export class Store {
       if (v !== LOOKUP_FALLBACK) return v ?? undefined;
     }
     const at = bp ?? toBpos(p, 'pos');
-    return this.transactChecked((tx) => tx.get(btree, at), false);
+    return await this.transactChecked((tx) => tx.get(btree, at), false, 'store.get()');
   }
 
   /** One-operation transaction; resolves once durable. Errors are rejections. */
@@ -635,8 +670,7 @@ export class Store {
     toBpos(p, 'pos');
     // copied now: a restart runs the transaction again, after the caller may have reused its buffer
     const v = copyValue(checkValue(value, this.maxValueSize));
-    this.nestedCheck('put()');
-    return this.transactChecked((tx) => tx.putOwned(id, p, v), false);
+    return await this.transactChecked((tx) => tx.putOwned(id, p, v), false, 'store.put()');
   }
 
   /** One-operation transaction; resolves once durable. Errors are rejections. */
@@ -645,8 +679,7 @@ export class Store {
     if (this.readOnly) throw new SixtreeError('ERR_READ_ONLY', 'del on a store opened readOnly');
     this.btreeId(btree, false);
     toBpos(p, 'pos');
-    this.nestedCheck('del()');
-    return this.transactChecked((tx) => tx.del(btree, p), false);
+    return await this.transactChecked((tx) => tx.del(btree, p), false, 'store.del()');
   }
 
   /** Entries in [start, end) (extents: overlapping it), leaf by leaf. */
@@ -730,12 +763,8 @@ export class Store {
   /** Not async: a second call while the first runs returns the very same promise. */
   close(): Promise<void> {
     if (this.closed) return Promise.reject(new SixtreeError('ERR_CLOSED', 'store is closed'));
-    // (it would wait for the enclosing transaction to end)
-    try {
-      this.nestedCheck('close()');
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    // it would wait for the enclosing transaction to end: look at once (rare)
+    if (this.callbacksRunning > 0 && stackFramesNamed(this.runnerName) > 0) return Promise.reject(this.nestedError('store.close()'));
     if (this.closing) return this.closing;
     this.closing = (async () => {
       while (this.inFlight > 0) await new Promise<void>((r) => this.idle.push(r));

@@ -1445,25 +1445,26 @@ describe('errors on a live store', () => {
 
   /*
    * A write of the same store made by a transact() callback is not part of
-   * that transaction and waits for it: its leaf's read lock, or (close) its
-   * end. Without the check these calls never returned (the test's timer
-   * would fire instead).
+   * that transaction; when it needs a lock that transaction holds (its
+   * read's leaf) it waits for it while the callback waits for the write,
+   * and close() waits for the transaction to end. Without the checks these
+   * calls never returned (the test's timer would fire instead).
    */
   describe('ERR_TX_NESTED: writes of the same store from inside a transact() callback', () => {
     const hangGuard = <T>(p: Promise<T>): Promise<T> =>
       Promise.race([p, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('the nested call hung (deadlock)')), 5000).unref())]);
 
-    it('put, del, transact and close after an await in the callback, and in its synchronous part', async () => {
+    it('put, del and transact waiting for the enclosing transaction\'s lock, and close: refused; the enclosing transaction commits', async () => {
       await store.put('kv', pos(1, 20), enc('outer'));
       const refusedBefore = store.stats().transactions.nestedCallsRefused;
       const nested: Array<[string, () => Promise<unknown>]> = [
-        ['put()', () => store.put('kv', pos(1, 20), enc('inner'))],
-        ['del()', () => store.del('kv', pos(1, 20))],
-        ['transact()', () => store.transact((t2) => t2.put('kv', pos(1, 21), enc('inner')))],
-        ['close()', () => store.close()],
+        ['store.put()', () => store.put('kv', pos(1, 20), enc('inner'))],
+        ['store.del()', () => store.del('kv', pos(1, 20))],
+        ['store.transact()', () => store.transact((t2) => t2.put('kv', pos(1, 21), enc('inner')))],
+        ['store.close()', () => store.close()],
       ];
       for (const [what, call] of nested) {
-        // after an await: the callback holds the leaf's read lock
+        // the callback's read holds the leaf: the write would wait for it
         const r = await hangGuard(
           store.transact(async (tx) => {
             expect(dec(await tx.get('kv', pos(1, 20)))).toBe('outer');
@@ -1473,25 +1474,55 @@ describe('errors on a live store', () => {
           }),
         );
         expect(r).toBe(what);
-        // before any await
-        let sync: unknown;
-        await store.transact((tx) => {
-          const p = call();
-          p.catch((e) => (sync = e));
-          tx.put('kv', pos(1, 23), enc('sync'));
-          return p.then(
-            () => undefined,
-            () => undefined,
-          );
-        });
-        expect((sync as SixtreeError | undefined)?.code, `${what} from the synchronous part of the callback`).toBe('ERR_TX_NESTED');
       }
       // the refused calls changed nothing; the enclosing transactions committed
       expect(dec(await store.get('kv', pos(1, 20)))).toBe('outer');
       expect(await store.get('kv', pos(1, 21))).toBeUndefined();
-      expect(dec(await store.get('kv', pos(1, 22)))).toBe('after close()');
-      expect(dec(await store.get('kv', pos(1, 23)))).toBe('sync');
-      expect(store.stats().transactions.nestedCallsRefused - refusedBefore).toBe(8);
+      expect(dec(await store.get('kv', pos(1, 22)))).toBe('after store.close()');
+      expect(store.stats().transactions.nestedCallsRefused - refusedBefore).toBe(4);
+    });
+
+    it('a write from outside that waits longer than the watch for a callback\'s lock is not nested: it waits on and commits after the callback\'s transaction', async () => {
+      await store.put('kv', pos(1, 27), enc('0'));
+      const refusedBefore = store.stats().transactions.nestedCallsRefused;
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      let got!: () => void;
+      const hasLock = new Promise<void>((r) => (got = r));
+      const outer = store.transact(async (tx) => {
+        await tx.get('kv', pos(1, 27), { intent: true });
+        got();
+        await held;
+        tx.put('kv', pos(1, 27), enc('outer'));
+      });
+      await hasLock;
+      // the intent lock is held by a callback still running: this put waits past the watch's 250-500 ms
+      const order: string[] = [];
+      const inner = store.put('kv', pos(1, 27), enc('outside')).then(() => order.push('outside'));
+      await new Promise((r) => setTimeout(r, 700));
+      expect(order, 'the outside put went through while the callback held the lock').toEqual([]);
+      release();
+      await outer.then(() => order.push('outer'));
+      await hangGuard(inner);
+      expect(order).toEqual(['outer', 'outside']);
+      expect(dec(await store.get('kv', pos(1, 27)))).toBe('outside');
+      expect(store.stats().transactions.nestedCallsRefused - refusedBefore).toBe(0);
+    });
+
+    it('from the synchronous part of a callback that holds no lock: a write waits for nothing and commits (not part of the transaction); close is refused', async () => {
+      let closeErr: unknown;
+      await hangGuard(
+        store.transact((tx) => {
+          const p = store.put('kv', pos(1, 25), enc('beside'));
+          const c = store.close();
+          c.catch((e) => (closeErr = e));
+          tx.put('kv', pos(1, 26), enc('in'));
+          return Promise.all([p, c.catch(() => undefined)]);
+        }),
+      );
+      expect((closeErr as SixtreeError | undefined)?.code).toBe('ERR_TX_NESTED');
+      expect(dec(await store.get('kv', pos(1, 25)))).toBe('beside');
+      expect(dec(await store.get('kv', pos(1, 26)))).toBe('in');
     });
 
     it('a callback nested two calls deep (a helper awaited by the callback) is seen', async () => {
@@ -1502,7 +1533,7 @@ describe('errors on a live store', () => {
       await hangGuard(
         store.transact(async (tx) => {
           await tx.get('kv', pos(1, 24));
-          await expectCode(helper, 'ERR_TX_NESTED', 'put()');
+          await expectCode(helper, 'ERR_TX_NESTED', 'store.put()');
         }),
       );
       expect(await store.get('kv', pos(1, 24))).toBeUndefined();

@@ -83,7 +83,111 @@ export interface LockOwner extends SixLockOwner {
   restartPending: number;
   /** Every node lock this owner holds, in acquisition order. */
   readonly locksHeld: LocksHeld;
+  /**
+   * Optional, for a wait that lasts (see LockWaitWatch): null, or the watch
+   * that decides whether a wait is watched and checks it. The Store sets it
+   * on its transactions.
+   */
+  waitWatch?: LockWaitWatch | null;
+  /** A watched wait's epoch and index in locking.ts's list (watchIndex -1 or absent: none). */
+  watchEpoch?: number;
+  watchIndex?: number;
   toText(): string;
+}
+
+/**
+ * A check for a lock wait that lasts (Store: a write made from inside a
+ * transact() callback, waiting for the enclosing transaction). A wait begun
+ * while active() is registered; one still pending after lockWaitWatchMs is
+ * woken (its wait aborted with WAIT_CHECK, nothing else changes) so that
+ * check() runs on the waiter's own async stack. Non-zero: the owner's lock
+ * call returns that code. Zero: it waits again, at the back of the queue,
+ * unwatched. Waits that end sooner cost a few field writes, no promise.
+ */
+export interface LockWaitWatch {
+  active(): boolean;
+  check(): number;
+}
+
+/** How long a watched wait lasts before its check: one to two of these (ms). */
+export const lockWaitWatchMs = 250;
+/** Aborts a watched wait for its check: never a restart code. */
+const WAIT_CHECK = -0x7ffe;
+/**
+ * Watched waits: the owners waiting, each with the epoch its wait began in
+ * (LockOwner.watchEpoch) and its index here (watchIndex; removal swaps the
+ * last one in, so the array never holds an owner whose wait ended). The
+ * timer advances the epoch every lockWaitWatchMs and wakes the waits begun
+ * before its last tick. A wait costs a push, a swap and a few field writes:
+ * no clock read, no Map (a Map churning through 64 waiters cost contended
+ * read-modify-write 20% of its CPU, and so did an array that kept ended
+ * waits' owners alive until the next tick).
+ */
+let watchEpoch = 1;
+const watched: LockOwner[] = [];
+let watchTimer: ReturnType<typeof setTimeout> | null = null;
+
+function watchTimerArm(): void {
+  if (watchTimer !== null) return;
+  watchTimer = setTimeout(watchTimerFire, lockWaitWatchMs);
+  watchTimer.unref?.();
+}
+
+function watchRemove(owner: LockOwner): void {
+  const i = owner.watchIndex ?? -1;
+  if (i < 0) return;
+  const last = watched.pop()!;
+  if (last !== owner) {
+    watched[i] = last;
+    last.watchIndex = i;
+  }
+  owner.watchIndex = -1;
+}
+
+function watchTimerFire(): void {
+  watchTimer = null;
+  const cur = watchEpoch++;
+  for (let i = watched.length - 1; i >= 0; i--) {
+    const owner = watched[i]!;
+    if ((owner.watchEpoch ?? cur) >= cur) continue;
+    watchRemove(owner);
+    const w = owner.waitingOn;
+    if (w !== null && w.state === SixWaitState.waiting) w.lock.abortWait(w, WAIT_CHECK);
+  }
+  if (watched.length > 0) watchTimerArm();
+}
+
+/**
+ * Register the wait the owner just began, if its watch wants it (no
+ * promise, no await: a wait costs the same microtasks watched or not).
+ * True: once the wait resolves the caller ends it (lockWaitWatchEnd), and a
+ * WAIT_CHECK result goes to lockWaitCheck().
+ */
+function lockWaitWatchBegin(owner: LockOwner): boolean {
+  const watch = owner.waitWatch;
+  if (!watch || !watch.active()) return false;
+  const w = owner.waitingOn;
+  if (w === null || w.state !== SixWaitState.waiting) return false;
+  owner.watchEpoch = watchEpoch;
+  owner.watchIndex = watched.length;
+  watched.push(owner);
+  watchTimerArm();
+  return true;
+}
+
+function lockWaitWatchEnd(owner: LockOwner): void {
+  watchRemove(owner);
+}
+
+/**
+ * A watched wait was woken for its check (it resolved with WAIT_CHECK; the
+ * caller has ended it): run the owner's check on its own stack, the
+ * caller's. Non-zero is the lock call's result; zero waits again (again()
+ * begins it), unwatched.
+ */
+async function lockWaitCheck(owner: LockOwner, again: () => Promise<number>): Promise<number> {
+  const code = owner.waitWatch!.check();
+  return code !== 0 ? code : await again();
 }
 
 /**
@@ -280,7 +384,14 @@ export function nodeLock(owner: LockOwner, lock: SixLock, type: SixLockType): Pr
 }
 
 async function nodeLockSlowpath(owner: LockOwner, lock: SixLock, type: SixLockType): Promise<number> {
-  const ret = await lock.lockSlowpath(type, owner, nodeLockShouldSleep);
+  const wait = lock.lockSlowpath(type, owner, nodeLockShouldSleep);
+  const watched = lockWaitWatchBegin(owner);
+  let ret = await wait;
+  if (watched) {
+    lockWaitWatchEnd(owner);
+    // (lock(), not lockSlowpath(): the lock may be free by now)
+    if (ret === WAIT_CHECK) ret = await lockWaitCheck(owner, () => lock.lock(type, owner, nodeLockShouldSleep));
+  }
   return nodeLockFinish(owner, lock, type, ret);
 }
 
@@ -373,7 +484,13 @@ export function nodeLockWrite(owner: LockOwner, lock: SixLock): Promise<number> 
 async function nodeLockWriteSlowpath(owner: LockOwner, lock: SixLock): Promise<number> {
   const n = lock.readCountOf(owner);
   if (n !== 0) lock.readerCountAdjust(owner, -n);
-  const ret = await lock.lock(WRITE, owner, nodeLockShouldSleep);
+  const wait = lock.lock(WRITE, owner, nodeLockShouldSleep);
+  const watched = lockWaitWatchBegin(owner);
+  let ret = await wait;
+  if (watched) {
+    lockWaitWatchEnd(owner);
+    if (ret === WAIT_CHECK) ret = await lockWaitCheck(owner, () => lock.lock(WRITE, owner, nodeLockShouldSleep));
+  }
   if (n !== 0) lock.readerCountAdjust(owner, n);
   return nodeLockFinish(owner, lock, WRITE, ret);
 }

@@ -27,7 +27,7 @@
 import { ERR, RESTART, SixtreeError, TransactionRestart, errMatches, errName } from '../errors.js';
 import { Printbuf } from '../util/printbuf.js';
 import { SixLockType, type SixLockWaiter } from '../util/six.js';
-import { LocksHeld, countRestart, nodeLock, nodeRelock, nodeTryLock, nodeTryUpgrade, nodeUnlock, nodeUnlockAll, type LockOwner } from './locking.js';
+import { LocksHeld, countRestart, nodeLock, nodeRelock, nodeTryLock, nodeTryUpgrade, nodeUnlock, nodeUnlockAll, type LockOwner, type LockWaitWatch } from './locking.js';
 import { BPOS_WORDS, wordsCmp, wordsCopy } from './bpos.js';
 import type { Node } from './node.js';
 import { BtreeOverlay } from './overlay.js';
@@ -79,6 +79,13 @@ export class BtreeTrans implements LockOwner, CacheTrans {
   txCtx!: TxCtx;
   /** Set when the callback returned or threw: further use is ERR_TX_DONE. */
   done = false;
+  /** Store's check of lock waits that last (a write made from inside a transact() callback of the same store). */
+  waitWatch: LockWaitWatch | null = null;
+  /** Set by that check: the transaction fails with this instead of restarting. */
+  nestedError: Error | null = null;
+  /** See LockOwner.watchEpoch, watchIndex. */
+  watchEpoch = 0;
+  watchIndex = -1;
   /** The path being traversed (its relock failure during a fill retries the traversal, not the transaction). */
   private traversing: BtreePath | null = null;
   private readonly ptrScratch: BtreePtr = {
