@@ -428,15 +428,15 @@ export class Store {
   async transact<T>(fn: (tx: Transaction) => Promise<T> | T): Promise<T> {
     if (typeof fn !== 'function') throw invalidArg('fn', fn, 'a function (tx) => ...');
     // awaited (not returned): the chain of awaits is what a nested call's stack shows
-    return await this.transactChecked(fn, true, 'store.transact()');
+    return await this.transactRun(fn, true, 'store.transact()');
   }
 
   /**
-   * transact(). user: fn is the caller's, counted in callbacksRunning while
-   * it runs; put, del and get's fallback pass their
+   * A transaction, arguments checked. user: fn is the caller's, counted in
+   * callbacksRunning while it runs; put, del and get's fallback pass their
    * own one-call callbacks (false). what: the call, for ERR_TX_NESTED.
    */
-  private async transactChecked<T>(fn: (tx: Transaction) => Promise<T> | T, user: boolean, what: string): Promise<T> {
+  private async transactRun<T>(fn: (tx: Transaction) => Promise<T> | T, user: boolean, what: string): Promise<T> {
     this.enter();
     try {
       return await this.transactInner(fn, user, what);
@@ -659,7 +659,7 @@ export class Store {
       if (v !== LOOKUP_FALLBACK) return v ?? undefined;
     }
     const at = bp ?? toBpos(p, 'pos');
-    return await this.transactChecked((tx) => tx.get(btree, at), false, 'store.get()');
+    return await this.transactRun((tx) => tx.get(btree, at), false, 'store.get()');
   }
 
   /** One-operation transaction; resolves once durable. Errors are rejections. */
@@ -670,7 +670,7 @@ export class Store {
     toBpos(p, 'pos');
     // copied now: a restart runs the transaction again, after the caller may have reused its buffer
     const v = copyValue(checkValue(value, this.maxValueSize));
-    return await this.transactChecked((tx) => tx.putOwned(id, p, v), false, 'store.put()');
+    return await this.transactRun((tx) => tx.putOwned(id, p, v), false, 'store.put()');
   }
 
   /** One-operation transaction; resolves once durable. Errors are rejections. */
@@ -679,7 +679,7 @@ export class Store {
     if (this.readOnly) throw new SixtreeError('ERR_READ_ONLY', 'del on a store opened readOnly');
     this.btreeId(btree, false);
     toBpos(p, 'pos');
-    return await this.transactChecked((tx) => tx.del(btree, p), false, 'store.del()');
+    return await this.transactRun((tx) => tx.del(btree, p), false, 'store.del()');
   }
 
   /** Entries in [start, end) (extents: overlapping it), leaf by leaf. */

@@ -160,7 +160,7 @@ function watchTimerFire(): void {
 /**
  * Register the wait the owner just began, if its watch wants it (no
  * promise, no await: a wait costs the same microtasks watched or not).
- * True: once the wait resolves the caller ends it (lockWaitWatchEnd), and a
+ * True: once the wait resolves the caller ends it (watchRemove), and a
  * WAIT_CHECK result goes to lockWaitCheck().
  */
 function lockWaitWatchBegin(owner: LockOwner): boolean {
@@ -173,10 +173,6 @@ function lockWaitWatchBegin(owner: LockOwner): boolean {
   watched.push(owner);
   watchTimerArm();
   return true;
-}
-
-function lockWaitWatchEnd(owner: LockOwner): void {
-  watchRemove(owner);
 }
 
 /**
@@ -380,18 +376,28 @@ export function nodeTryLock(owner: LockOwner, lock: SixLock, type: SixLockType):
 export function nodeLock(owner: LockOwner, lock: SixLock, type: SixLockType): Promise<number> {
   if (type === WRITE) return nodeLockWrite(owner, lock);
   if (nodeTryLock(owner, lock, type)) return lockOkPromise;
-  return nodeLockSlowpath(owner, lock, type);
+  return nodeLockWait(owner, lock, type);
 }
 
-async function nodeLockSlowpath(owner: LockOwner, lock: SixLock, type: SixLockType): Promise<number> {
-  const wait = lock.lockSlowpath(type, owner, nodeLockShouldSleep);
+/**
+ * The contended half of nodeLock and nodeLockWrite: wait (watched if the
+ * owner's watch wants it), then record the hold. A write lock first
+ * discounts the owner's own read holds (they must not block it) and tries
+ * again before queueing (lock(): its reads may have been all that was in
+ * the way); read and intent come here right after a failed trylock.
+ */
+async function nodeLockWait(owner: LockOwner, lock: SixLock, type: SixLockType): Promise<number> {
+  const n = type === WRITE ? lock.readCountOf(owner) : 0;
+  if (n !== 0) lock.readerCountAdjust(owner, -n);
+  const wait = type === WRITE ? lock.lock(WRITE, owner, nodeLockShouldSleep) : lock.lockSlowpath(type, owner, nodeLockShouldSleep);
   const watched = lockWaitWatchBegin(owner);
   let ret = await wait;
   if (watched) {
-    lockWaitWatchEnd(owner);
+    watchRemove(owner);
     // (lock(), not lockSlowpath(): the lock may be free by now)
     if (ret === WAIT_CHECK) ret = await lockWaitCheck(owner, () => lock.lock(type, owner, nodeLockShouldSleep));
   }
+  if (n !== 0) lock.readerCountAdjust(owner, n);
   return nodeLockFinish(owner, lock, type, ret);
 }
 
@@ -478,21 +484,7 @@ export function nodeTryLockWrite(owner: LockOwner, lock: SixLock): boolean {
  */
 export function nodeLockWrite(owner: LockOwner, lock: SixLock): Promise<number> {
   if (nodeTryLockWrite(owner, lock)) return lockOkPromise;
-  return nodeLockWriteSlowpath(owner, lock);
-}
-
-async function nodeLockWriteSlowpath(owner: LockOwner, lock: SixLock): Promise<number> {
-  const n = lock.readCountOf(owner);
-  if (n !== 0) lock.readerCountAdjust(owner, -n);
-  const wait = lock.lock(WRITE, owner, nodeLockShouldSleep);
-  const watched = lockWaitWatchBegin(owner);
-  let ret = await wait;
-  if (watched) {
-    lockWaitWatchEnd(owner);
-    if (ret === WAIT_CHECK) ret = await lockWaitCheck(owner, () => lock.lock(WRITE, owner, nodeLockShouldSleep));
-  }
-  if (n !== 0) lock.readerCountAdjust(owner, n);
-  return nodeLockFinish(owner, lock, WRITE, ret);
+  return nodeLockWait(owner, lock, WRITE);
 }
 
 /** Release write; intent stays. The node's seq moved: paths must save lock.seq again. */
