@@ -85,6 +85,8 @@ ${wrap(workloadNames.join(', '), 54, 24)}
   --cpu-prof DIR        each job's child writes a V8 CPU profile to DIR
                         (<workload>-<store>[-<regime>-<node size>].cpuprofile; load
                         and measured phases both; open in Chrome DevTools)
+  --cpu-prof-interval US  sampling interval of --cpu-prof (default 1000 us, V8's;
+                        100 gives per-call costs of the hot paths)
   --help                this text
 
 Exit status: 0 all jobs ran; 1 a job failed, a store did not hold what was
@@ -115,6 +117,8 @@ interface Options {
   keep: boolean;
   /** --cpu-prof: where each child writes its CPU profile. */
   cpuProfDir?: string;
+  /** --cpu-prof-interval: V8's sampling interval for it, microseconds. */
+  cpuProfIntervalUs?: number;
   mode: 'quick' | 'default' | 'full';
 }
 
@@ -174,6 +178,7 @@ function parseOptions(argv: string[]): Options | 'help' {
       json: { type: 'string' },
       keep: { type: 'boolean' },
       'cpu-prof': { type: 'string' },
+      'cpu-prof-interval': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -202,6 +207,12 @@ function parseOptions(argv: string[]): Options | 'help' {
   if (values['cpu-prof']) {
     opts.cpuProfDir = path.resolve(values['cpu-prof']);
     mkdirSync(opts.cpuProfDir, { recursive: true });
+  }
+  if (values['cpu-prof-interval'] !== undefined) {
+    const us = Number(values['cpu-prof-interval']);
+    if (!Number.isInteger(us) || us < 1) throw new UsageError('--cpu-prof-interval must be a whole number of microseconds >= 1');
+    if (!opts.cpuProfDir) throw new UsageError('--cpu-prof-interval needs --cpu-prof DIR');
+    opts.cpuProfIntervalUs = us;
   }
   if (values.json) opts.jsonOut = values.json === '-' ? '-' : path.resolve(values.json);
   return opts;
@@ -310,10 +321,11 @@ function jobTimeoutMs(job: Job): number {
  * the child has exited, so that no two jobs ever overlap. Also measures the share of the
  * machine's CPU that other processes used meanwhile.
  */
-async function runInChild(job: Job, keepFiles: boolean, cpuProfDir?: string): Promise<{ msg: WorkerMessage; otherCpuShare?: number }> {
+async function runInChild(job: Job, keepFiles: boolean, cpuProfDir?: string, cpuProfIntervalUs?: number): Promise<{ msg: WorkerMessage; otherCpuShare?: number }> {
   const name = job.kind === 'limit' ? `limit-${job.queueDepth}` : `${job.workload}-${job.store}`;
   const dir = mkdtempSync(path.join(job.dir, `sixtree-bench-${name}-`));
   const prof = cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', cpuProfDir, '--cpu-prof-name', `${profileName(job)}.cpuprofile`] : [];
+  if (cpuProfIntervalUs !== undefined) prof.push(`--cpu-prof-interval=${cpuProfIntervalUs}`);
   try {
     return await runForked({ ...job, dir }, prof);
   } finally {
@@ -410,7 +422,7 @@ async function main(): Promise<number> {
 
   const limits: LimitResult[] = [];
   for (const job of limitJobs) {
-    const { msg } = await runInChild(job, o.keep, o.cpuProfDir);
+    const { msg } = await runInChild(job, o.keep, o.cpuProfDir, o.cpuProfIntervalUs);
     const what = `device limit ${sizeLabel(job.blockBytes)} qd${job.queueDepth} ${job.io}`;
     if (msg.type === 'limit') {
       limits.push(msg.result);
@@ -432,7 +444,7 @@ async function main(): Promise<number> {
     const label = `[${n}/${jobs.length}] ${job.workload} ${job.store}${job.store === 'sixtree' ? ` ${job.regime} ${sizeLabel(job.nodeSizeBytes)} ${job.io}` : ''} ${job.keyCount} keys`;
     if (skipped.some((s) => s.store === job.store)) continue;
     const t0 = performance.now();
-    const { msg, otherCpuShare: share } = await runInChild(job, o.keep, o.cpuProfDir);
+    const { msg, otherCpuShare: share } = await runInChild(job, o.keep, o.cpuProfDir, o.cpuProfIntervalUs);
     const secs = ((performance.now() - t0) / 1000).toFixed(1);
     if (msg.type === 'result') {
       const r = share === undefined ? msg.result : { ...msg.result, otherCpuShare: share };
