@@ -16,19 +16,19 @@
  * a 2-core machine; --quick (5k keys, 0.2 s) is the CI smoke run (< 60 s).
  */
 
-import { execFileSync, fork } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { UsageError, parseCount, parseList, parseMs, parseSize } from './options.js';
+import { cachedCacheBytes, coldNodeSize, deviceBytes, gitInfo, repoRoot, runInChild, targetText } from './jobs.js';
 import type { LimitJob, LimitResult } from './limit.js';
 import type { JobError, Report, Skipped } from './report.js';
 import { buildRows, cpuSnapshot, formatRate, formatTable, machineInfo, otherCpuShare, sizeLabel } from './report.js';
 import type { IoBackend, Regime, StoreInfo, StoreName } from './stores/adapter.js';
 import { storeNames } from './stores/adapter.js';
 import { renderSvg } from './svg.js';
-import type { Job, WorkerMessage, WorkloadResult } from './worker.js';
+import type { WorkloadResult } from './worker.js';
 import type { WorkloadJob, WorkloadName } from './workloads.js';
 import { workloadDef, workloadNames } from './workloads.js';
 
@@ -93,8 +93,6 @@ Exit status: 0 all jobs ran; 1 a job failed, a store did not hold what was
 written, or sixtree could not load; 2 bad options.
 `;
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repoRoot = path.resolve(here, '..', '..');
 
 interface Options {
   keyCounts: number[];
@@ -120,38 +118,6 @@ interface Options {
   /** --cpu-prof-interval: V8's sampling interval for it, microseconds. */
   cpuProfIntervalUs?: number;
   mode: 'quick' | 'default' | 'full';
-}
-
-class UsageError extends Error {}
-
-function parseCount(s: string, what: string): number {
-  const m = /^(\d+(?:\.\d+)?)([kKmM]?)$/.exec(s.trim());
-  if (!m) throw new UsageError(`${what}: "${s}" is not a count (e.g. 100000, 100k, 1M)`);
-  const n = Number(m[1]) * (m[2] === '' ? 1 : /k/i.test(m[2]!) ? 1e3 : 1e6);
-  if (!Number.isInteger(n) || n < 100 || n > 1e9) throw new UsageError(`${what}: ${s} must be an integer in 100..10^9`);
-  return n;
-}
-
-function parseSize(s: string, what: string): number {
-  const m = /^(\d+)([kKmM]?)(?:i?[bB])?$/.exec(s.trim());
-  if (!m) throw new UsageError(`${what}: "${s}" is not a size (e.g. 16k, 256k, 1M)`);
-  const n = Number(m[1]) * (m[2] === '' ? 1 : /k/i.test(m[2]!) ? 1024 : 1 << 20);
-  if (n < 4096 || n > 1 << 20 || (n & (n - 1)) !== 0) throw new UsageError(`${what}: ${s} must be a power of two from 4k to 1M`);
-  return n;
-}
-
-function parseMs(s: string | undefined, what: string, dflt: number): number {
-  if (s === undefined) return dflt;
-  const n = Number(s);
-  if (!Number.isFinite(n) || n < 0 || n > 3_600_000) throw new UsageError(`${what}: ${s} must be milliseconds in 0..3600000`);
-  return n;
-}
-
-function parseList<T extends string>(s: string, allowed: readonly T[], what: string): T[] {
-  const items = s.split(',').map((x) => x.trim()).filter(Boolean);
-  for (const x of items) if (!(allowed as readonly string[]).includes(x)) throw new UsageError(`${what}: unknown "${x}"; expected one of ${allowed.join(', ')}`);
-  if (!items.length) throw new UsageError(`${what}: empty list`);
-  return [...new Set(items)] as T[];
 }
 
 function parseOptions(argv: string[]): Options | 'help' {
@@ -218,43 +184,6 @@ function parseOptions(argv: string[]): Options | 'help' {
   return opts;
 }
 
-/** sixtree cache that holds the whole tree, inserts included (~400 bytes per key of node memory, generous). */
-function cachedCacheBytes(keyCount: number): number {
-  return Math.max(64 << 20, keyCount * 400);
-}
-
-/**
- * The cold regime wants a cache of about 5% of the tree (coldCacheFraction in
- * stores/sixtree.ts), but sixtree's cache has a floor: a reserve of 32 nodes
- * plus their aux search trees (about 1.22 x the node size each, one btree).
- * With large nodes and few keys that floor holds the whole tree, and nothing
- * misses. So cold jobs run at the largest node size, at most the one asked for
- * and at least 16k (coldNodeSizeMin), whose floor is at most coldCacheShareMax (8%) of the tree as
- * estimated from the key count (leaves hold about treeBytesPerKey per key
- * after random inserts; the job reports the share it really got). The row
- * names the node size it ran at ("cold 8K"), and the device limit is measured
- * at that size too. With too few keys for any size (--quick) the row is
- * flagged "not cold" as before. --cold-node-size same keeps the size asked for.
- */
-const coldCacheShareMax = 0.08;
-const treeBytesPerKey = 90;
-const cacheFloorNodes = 32;
-const cacheFloorPerNodeBytes = 1.22;
-/** Smallest cold node size: 4 blocks of 4 KiB (nodes of fewer blocks are rewritten on nearly every change, README). */
-const coldNodeSizeMin = 16384;
-
-function coldNodeSize(keyCount: number, nodeSizeBytes: number): number {
-  const treeBytes = keyCount * treeBytesPerKey;
-  let size = nodeSizeBytes;
-  while (size > coldNodeSizeMin && cacheFloorNodes * cacheFloorPerNodeBytes * size > coldCacheShareMax * treeBytes) size >>= 1;
-  return size;
-}
-
-/** Size of sixtree's file-backed device: room for the tree, its doubling by inserts, and the journal. */
-function deviceBytes(keyCount: number): number {
-  return Math.max(256 << 20, keyCount * 1024);
-}
-
 function planJobs(o: Options): { limits: LimitJob[]; workloads: WorkloadJob[] } {
   const limits: LimitJob[] = [];
   const queueDepths = [...new Set(o.workloads.map(workloadDef).filter((d) => d.limitPattern === 'randread').map((d) => d.queueDepth))].sort((a, b) => a - b);
@@ -309,92 +238,6 @@ function planJobs(o: Options): { limits: LimitJob[]; workloads: WorkloadJob[] } 
     }
   }
   return { limits, workloads: jobs };
-}
-
-function jobTimeoutMs(job: Job): number {
-  if (job.kind === 'limit') return 120_000 + job.durationMs;
-  return 120_000 + job.timeMs * 2 + job.warmupMs + job.keyCount * 0.5;
-}
-
-/**
- * Run one job in a fresh child; resolves to its one message (errors become messages too) once
- * the child has exited, so that no two jobs ever overlap. Also measures the share of the
- * machine's CPU that other processes used meanwhile.
- */
-async function runInChild(job: Job, keepFiles: boolean, cpuProfDir?: string, cpuProfIntervalUs?: number): Promise<{ msg: WorkerMessage; otherCpuShare?: number }> {
-  const name = job.kind === 'limit' ? `limit-${job.queueDepth}` : `${job.workload}-${job.store}`;
-  const dir = mkdtempSync(path.join(job.dir, `sixtree-bench-${name}-`));
-  const prof = cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', cpuProfDir, '--cpu-prof-name', `${profileName(job)}.cpuprofile`] : [];
-  if (cpuProfIntervalUs !== undefined) prof.push(`--cpu-prof-interval=${cpuProfIntervalUs}`);
-  try {
-    return await runForked({ ...job, dir }, prof);
-  } finally {
-    if (keepFiles) log(`  files kept in ${dir}`);
-    else rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-/** A job's CPU profile file name (--cpu-prof): what ran, where. */
-function profileName(job: Job): string {
-  if (job.kind === 'limit') return `device-limit-qd${job.queueDepth}-${job.blockBytes >> 10}k`;
-  const parts: string[] = [job.workload, job.store];
-  if (job.store === 'sixtree') parts.push(job.regime, `${job.nodeSizeBytes >> 10}k`, job.io);
-  parts.push(String(job.keyCount));
-  return parts.join('-');
-}
-
-function runForked(job: Job, extraExecArgv: string[] = []): Promise<{ msg: WorkerMessage; otherCpuShare?: number }> {
-  return new Promise((resolve) => {
-    const cpuStart = cpuSnapshot();
-    const child = fork(path.join(here, 'worker.js'), [], {
-      execArgv: ['--expose-gc', ...extraExecArgv],
-      stdio: ['ignore', 2, 'inherit', 'ipc'],
-      serialization: 'json',
-    });
-    let received: WorkerMessage | undefined;
-    let settled = false;
-    const finish = (msg: WorkerMessage) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      const share = otherCpuShare(cpuStart, cpuSnapshot());
-      resolve(share === undefined ? { msg } : { msg, otherCpuShare: share });
-    };
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      finish({ type: 'error', message: `timed out after ${(jobTimeoutMs(job) / 1000).toFixed(0)} s (child ${child.pid} killed)` });
-    }, jobTimeoutMs(job));
-    child.on('message', (msg: WorkerMessage) => {
-      received ??= msg;
-    });
-    child.on('error', (err) => finish({ type: 'error', message: `child process: ${err.message}` }));
-    child.on('exit', (code, signal) => finish(received ?? { type: 'error', message: `child exited (${signal ?? `code ${code}`}) without a result` }));
-    child.send(job);
-  });
-}
-
-function gitInfo(): { commit: string; dirty: boolean } | undefined {
-  try {
-    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain'], { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() !== '';
-    return { commit, dirty };
-  } catch {
-    return undefined;
-  }
-}
-
-const fsTypes: Record<number, string> = { 0xef53: 'ext4', 0x58465342: 'xfs', 0x9123683e: 'btrfs', 0x01021994: 'tmpfs', 0x794c7630: 'overlayfs', 0xca451a4e: 'bcachefs' };
-
-function targetText(o: Options): string {
-  let fsType = 'unknown fs';
-  try {
-    const t = statfsSync(o.dir).type;
-    fsType = fsTypes[t] ?? `fs 0x${t.toString(16)}`;
-  } catch {
-    /* reported as unknown */
-  }
-  if (o.devicePath) return `sixtree on block device ${o.devicePath}; peers in ${o.dir} (${fsType})`;
-  return `fresh files in ${o.dir} (${fsType})`;
 }
 
 function log(line: string): void {

@@ -1,0 +1,412 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * `npm run bench:targets`: where sixtree stands against the project's
+ * performance targets, measured several times, so that a ratio comes with
+ * its run-to-run spread (on a noisy machine one run can land anywhere in a
+ * band 2x wide; a single run's ratio is not a result).
+ *
+ * The targets (issue 10), each a ratio of two rates measured in the same
+ * repetition, on the same keys:
+ *   cached rand_lookup       sixtree (cached, getSync) / lmdb get             >= 1
+ *   seq_lookup (full scan)   sixtree range / lmdb getRange                     >= 1
+ *   batched inserts          sixtree rand_insert_batch / classic-level batch   >= 1
+ *   64 commits in flight     sixtree rand_insert_qd64 / lmdb rand_insert       >= 5
+ *                            (durable single-key commits; lmdb's durable puts, one at a time)
+ *   cold rand_lookup, qd1    sixtree (cold) / the device's random reads of the
+ *                            cold node size at queue depth 1                  >= 0.8
+ *
+ * One repetition runs every job once, each in a fresh child (jobs.ts, as
+ * `npm run bench` does), the device limit first; repetitions follow one
+ * another, so slow drift of the machine spreads over all targets alike. A
+ * target's verdict is its median ratio; the table also prints every
+ * repetition's ratio, min and max, the median rates and sixtree's CPU time
+ * per op. Everything goes to bench/results/targets-<timestamp>.json.
+ *
+ *   npm run bench:targets -- [--repeat 5] [--keys 100k] [--node-size 256k]
+ *       [--io napi|koffi] [--time MS] [--quick] [--json OUT] [--dir DIR]
+ *
+ * Exit status: 0 when every job ran (a missed target is a result, not a
+ * failure); 1 when a job failed or a store did not hold what was written;
+ * 2 for bad options.
+ */
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { UsageError, parseCount, parseMs, parseSize } from './options.js';
+import { cachedCacheBytes, coldNodeSize, deviceBytes, gitInfo, repoRoot, runInChild, targetText } from './jobs.js';
+import type { LimitJob, LimitResult } from './limit.js';
+import { formatRate, machineInfo, sizeLabel } from './report.js';
+import type { IoBackend, Regime, StoreName } from './stores/adapter.js';
+import type { WorkloadResult } from './worker.js';
+import type { WorkloadJob, WorkloadName } from './workloads.js';
+
+const help = `Usage: npm run bench:targets -- [options]
+
+Runs the jobs behind the performance targets --repeat times and prints, per
+target, the ratio in every repetition, its median (the verdict), min and max.
+
+Options:
+  --repeat N        repetitions (default 3; 1 with --quick)
+  --keys N          keys preloaded (default 100k; k, M = 10^3, 10^6)
+  --node-size S     sixtree node size of the cached jobs (default 256k); cold
+                    jobs use the largest size <= S that can be cold (as npm run bench)
+  --io B            sixtree I/O backend: napi (default) or koffi
+  --time MS         measured time per job (default 2000)
+  --warmup MS       warmup per job (default 250)
+  --limit-time MS   device-limit measurement (default 1000)
+  --quick           5k keys, 0.2 s per job: a smoke run of the script
+  --dir DIR         where fresh files go (default: the OS temp dir; not tmpfs)
+  --out DIR         results directory (default bench/results)
+  --json OUT        also write the JSON report to OUT
+  --help            this text
+`;
+
+interface Options {
+  repeat: number;
+  keyCount: number;
+  nodeSizeBytes: number;
+  io: IoBackend;
+  timeMs: number;
+  warmupMs: number;
+  limitTimeMs: number;
+  quick: boolean;
+  dir: string;
+  outDir: string;
+  jsonOut?: string;
+}
+
+function parseOptions(argv: string[]): Options | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      repeat: { type: 'string' },
+      keys: { type: 'string' },
+      'node-size': { type: 'string' },
+      io: { type: 'string' },
+      time: { type: 'string' },
+      warmup: { type: 'string' },
+      'limit-time': { type: 'string' },
+      quick: { type: 'boolean' },
+      dir: { type: 'string' },
+      out: { type: 'string' },
+      json: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) return 'help';
+  const quick = values.quick === true;
+  const repeat = values.repeat === undefined ? (quick ? 1 : 3) : Number(values.repeat);
+  if (!Number.isInteger(repeat) || repeat < 1 || repeat > 100) throw new UsageError(`--repeat: a whole number in 1..100, not ${values.repeat}`);
+  const io = values.io ?? 'napi';
+  if (io !== 'napi' && io !== 'koffi') throw new UsageError(`--io: napi or koffi, not ${io}`);
+  return {
+    repeat,
+    keyCount: parseCount(values.keys ?? (quick ? '5k' : '100k'), '--keys'),
+    nodeSizeBytes: parseSize(values['node-size'] ?? '256k', '--node-size'),
+    io,
+    timeMs: parseMs(values.time, '--time', quick ? 200 : 2000),
+    warmupMs: parseMs(values.warmup, '--warmup', quick ? 50 : 250),
+    limitTimeMs: parseMs(values['limit-time'], '--limit-time', quick ? 300 : 1000),
+    quick,
+    dir: path.resolve(values.dir ?? os.tmpdir()),
+    outDir: path.resolve(values.out ?? path.join(repoRoot, 'bench', 'results')),
+    ...(values.json ? { jsonOut: path.resolve(values.json) } : {}),
+  };
+}
+
+/** One job a target reads: a workload on a store in a regime. */
+interface JobSpec {
+  workload: WorkloadName;
+  store: StoreName;
+  regime: Regime;
+}
+
+/** A target: ours / reference >= goal, where the reference is a peer's job or the device's limit. */
+interface Target {
+  name: string;
+  goal: number;
+  ours: JobSpec;
+  ref: JobSpec | 'device-limit-qd1';
+  /** What the two rates are, for the table. */
+  text: string;
+}
+
+const targets: Target[] = [
+  {
+    name: 'cached rand_lookup',
+    goal: 1,
+    ours: { workload: 'rand_lookup', store: 'sixtree', regime: 'cached' },
+    ref: { workload: 'rand_lookup', store: 'lmdb', regime: 'page-cache' },
+    text: "sixtree getSync / lmdb's get",
+  },
+  {
+    name: 'seq_lookup (scan)',
+    goal: 1,
+    ours: { workload: 'seq_lookup', store: 'sixtree', regime: 'cached' },
+    ref: { workload: 'seq_lookup', store: 'lmdb', regime: 'page-cache' },
+    text: "sixtree range / lmdb's getRange",
+  },
+  {
+    name: 'batched inserts',
+    goal: 1,
+    ours: { workload: 'rand_insert_batch', store: 'sixtree', regime: 'cached' },
+    ref: { workload: 'rand_insert_batch', store: 'classic-level', regime: 'page-cache' },
+    text: "1,000 keys per durable commit / classic-level's batch",
+  },
+  {
+    name: '64 commits in flight',
+    goal: 5,
+    ours: { workload: 'rand_insert_qd64', store: 'sixtree', regime: 'cached' },
+    ref: { workload: 'rand_insert', store: 'lmdb', regime: 'page-cache' },
+    text: "durable single-key commits, 64 in flight / lmdb's durable puts",
+  },
+  {
+    name: 'cold rand_lookup qd1',
+    goal: 0.8,
+    ours: { workload: 'rand_lookup', store: 'sixtree', regime: 'cold' },
+    ref: 'device-limit-qd1',
+    text: "a lookup missing at the leaf / the device's node-sized random reads",
+  },
+];
+
+function specKey(s: JobSpec): string {
+  return `${s.workload}/${s.store}/${s.regime}`;
+}
+
+/** The distinct jobs of one repetition, in the order they run. */
+function jobSpecs(): JobSpec[] {
+  const seen = new Map<string, JobSpec>();
+  for (const t of targets) {
+    for (const s of [t.ours, t.ref]) if (s !== 'device-limit-qd1' && !seen.has(specKey(s))) seen.set(specKey(s), s);
+  }
+  return [...seen.values()];
+}
+
+function workloadJob(o: Options, s: JobSpec): WorkloadJob {
+  const cold = s.regime === 'cold';
+  return {
+    kind: 'workload',
+    workload: s.workload,
+    store: s.store,
+    regime: s.regime,
+    keyCount: o.keyCount,
+    nodeSizeBytes: cold ? coldNodeSize(o.keyCount, o.nodeSizeBytes) : o.nodeSizeBytes,
+    io: o.io,
+    dir: o.dir,
+    deviceSizeBytes: deviceBytes(o.keyCount),
+    cacheSizeBytes: cachedCacheBytes(o.keyCount),
+    timeMs: o.timeMs,
+    warmupMs: o.warmupMs,
+  };
+}
+
+function limitJob(o: Options): LimitJob {
+  return {
+    kind: 'limit',
+    pattern: 'randread',
+    blockBytes: coldNodeSize(o.keyCount, o.nodeSizeBytes),
+    queueDepth: 1,
+    io: o.io,
+    durationMs: o.limitTimeMs,
+    dir: o.dir,
+    fileSizeBytes: o.quick ? 64 << 20 : 256 << 20,
+  };
+}
+
+/** What one repetition measured: rates by job key (and 'device-limit-qd1'), sixtree's CPU per op. */
+interface Repetition {
+  rates: Record<string, number>;
+  cpuUsPerOp: Record<string, number>;
+  /** A job whose regime is not what its target needs (e.g. "not cold": the cache holds the tree). */
+  regimeWarnings: Record<string, string>;
+  results: WorkloadResult[];
+  limit?: LimitResult;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function log(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+async function runRepetition(o: Options, rep: number, errors: string[]): Promise<Repetition> {
+  const r: Repetition = { rates: {}, cpuUsPerOp: {}, regimeWarnings: {}, results: [] };
+  const lj = limitJob(o);
+  const { msg: lm } = await runInChild(lj, false);
+  if (lm.type === 'limit' && lm.result.available) {
+    r.limit = lm.result;
+    r.rates['device-limit-qd1'] = lm.result.opsPerSec!;
+    log(`  [${rep}] device limit ${sizeLabel(lj.blockBytes)} qd1: ${formatRate(lm.result.opsPerSec!)} reads/s`);
+  } else {
+    const why = lm.type === 'limit' ? (lm.result.reason ?? 'n/a') : lm.type === 'error' ? lm.message.split('\n')[0]! : lm.type === 'skipped' ? lm.reason : lm.type;
+    errors.push(`repetition ${rep}: device limit: ${why}`);
+    log(`  [${rep}] device limit: n/a (${why})`);
+  }
+  for (const s of jobSpecs()) {
+    const job = workloadJob(o, s);
+    const { msg } = await runInChild(job, false);
+    const label = `${s.workload} ${s.store}${s.store === 'sixtree' ? ` ${s.regime} ${sizeLabel(job.nodeSizeBytes)}` : ''}`;
+    if (msg.type !== 'result') {
+      const why = msg.type === 'error' ? msg.message.split('\n')[0]! : msg.type === 'skipped' ? `skipped: ${msg.reason}` : msg.type;
+      errors.push(`repetition ${rep}: ${label}: ${why}`);
+      log(`  [${rep}] ${label}: ERROR ${why}`);
+      continue;
+    }
+    const res = msg.result;
+    if (res.verifyError) errors.push(`repetition ${rep}: ${label}: store did not hold what was written: ${res.verifyError}`);
+    r.results.push(res);
+    r.rates[specKey(s)] = res.measurement.opsPerSec;
+    if (res.cpu) r.cpuUsPerOp[specKey(s)] = res.cpu.usPerOp;
+    if (res.regime.warning) r.regimeWarnings[specKey(s)] = res.regime.warning;
+    log(`  [${rep}] ${label}: ${formatRate(res.measurement.opsPerSec)} ops/s${res.cpu ? `, ${res.cpu.usPerOp.toPrecision(3)} us CPU/op` : ''}${res.regime.warning ? ` (${res.regime.warning})` : ''}`);
+  }
+  return r;
+}
+
+interface TargetOutcome {
+  name: string;
+  goal: number;
+  text: string;
+  ratios: number[];
+  ratioMedian: number;
+  ratioMin: number;
+  ratioMax: number;
+  /** null: not measured as the target needs (regimeWarning says why). */
+  met: boolean | null;
+  regimeWarning?: string;
+  oursRateMedian: number;
+  refRateMedian: number;
+  oursCpuUsPerOpMedian?: number;
+}
+
+function outcomes(reps: Repetition[]): TargetOutcome[] {
+  const out: TargetOutcome[] = [];
+  for (const t of targets) {
+    const ok = specKey(t.ours);
+    const rk = t.ref === 'device-limit-qd1' ? t.ref : specKey(t.ref);
+    const ratios: number[] = [];
+    const ours: number[] = [];
+    const refs: number[] = [];
+    const cpu: number[] = [];
+    let regimeWarning: string | undefined;
+    for (const r of reps) {
+      regimeWarning ??= r.regimeWarnings[ok];
+      const a = r.rates[ok];
+      const b = r.rates[rk];
+      if (a !== undefined) ours.push(a);
+      if (b !== undefined) refs.push(b);
+      if (r.cpuUsPerOp[ok] !== undefined) cpu.push(r.cpuUsPerOp[ok]!);
+      if (a !== undefined && b !== undefined && b > 0) ratios.push(a / b);
+    }
+    if (ratios.length === 0) continue;
+    const m = median(ratios);
+    out.push({
+      name: t.name,
+      goal: t.goal,
+      text: t.text,
+      ratios,
+      ratioMedian: m,
+      ratioMin: Math.min(...ratios),
+      ratioMax: Math.max(...ratios),
+      met: regimeWarning !== undefined ? null : m >= t.goal,
+      ...(regimeWarning !== undefined ? { regimeWarning } : {}),
+      oursRateMedian: median(ours),
+      refRateMedian: median(refs),
+      ...(cpu.length ? { oursCpuUsPerOpMedian: median(cpu) } : {}),
+    });
+  }
+  return out;
+}
+
+function ratioText(x: number): string {
+  return `${x >= 10 ? x.toFixed(1) : x.toFixed(2)}x`;
+}
+
+function formatOutcomes(o: Options, list: TargetOutcome[]): string {
+  const lines: string[] = [];
+  lines.push(`targets: ${o.repeat} repetition${o.repeat === 1 ? '' : 's'}, ${o.keyCount} keys, node ${sizeLabel(o.nodeSizeBytes)} (cold: ${sizeLabel(coldNodeSize(o.keyCount, o.nodeSizeBytes))}), ${o.io}`);
+  const head = ['target', 'goal', 'median', 'min-max', 'verdict', 'each run', 'sixtree/s', 'reference/s', 'sixtree cpu us/op'];
+  const rows = list.map((t) => [
+    t.name,
+    `>= ${ratioText(t.goal)}`,
+    ratioText(t.ratioMedian),
+    `${ratioText(t.ratioMin)}-${ratioText(t.ratioMax)}`,
+    t.met === null ? 'n/a (regime)' : t.met ? 'met' : `missed (${((t.ratioMedian / t.goal) * 100).toFixed(0)}% of goal)`,
+    t.ratios.map(ratioText).join(' '),
+    formatRate(t.oursRateMedian),
+    formatRate(t.refRateMedian),
+    t.oursCpuUsPerOpMedian !== undefined ? t.oursCpuUsPerOpMedian.toPrecision(3) : '-',
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const fmt = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  lines.push(fmt(head));
+  for (const r of rows) lines.push(fmt(r));
+  for (const t of list) lines.push(`  ${t.name}: ${t.text}${t.regimeWarning ? `; n/a: ${t.regimeWarning}` : ''}`);
+  lines.push('Rates and CPU are medians over the repetitions; the verdict is the median ratio against the goal.');
+  return lines.join('\n');
+}
+
+async function main(): Promise<number> {
+  let opts: Options | 'help';
+  try {
+    opts = parseOptions(process.argv.slice(2));
+  } catch (err) {
+    log(`bench:targets: ${(err as Error).message} (see --help)`);
+    return 2;
+  }
+  if (opts === 'help') {
+    process.stdout.write(help);
+    return 0;
+  }
+  const o = opts;
+  const startedAt = new Date();
+  const where = targetText(o);
+  log(`bench:targets: ${o.repeat} repetition(s) of ${jobSpecs().length} jobs + the device limit; ${where}`);
+  const errors: string[] = [];
+  const reps: Repetition[] = [];
+  for (let rep = 1; rep <= o.repeat; rep++) reps.push(await runRepetition(o, rep, errors));
+  const list = outcomes(reps);
+  const finishedAt = new Date();
+  const report = {
+    schema: 'sixtree-bench-targets/1',
+    meta: {
+      startedAt: startedAt.toISOString(),
+      finishedAt: finishedAt.toISOString(),
+      durationMs: finishedAt.getTime() - startedAt.getTime(),
+      argv: process.argv.slice(2),
+      ...(gitInfo() ? { git: gitInfo()! } : {}),
+      machine: machineInfo(),
+      options: o,
+      target: where,
+    },
+    targets: list,
+    errors,
+    repetitions: reps,
+  };
+  const stamp = startedAt.toISOString().replace(/[:.]/g, '-');
+  mkdirSync(o.outDir, { recursive: true });
+  const jsonPath = path.join(o.outDir, `targets-${stamp}.json`);
+  const json = JSON.stringify(report, null, 2) + '\n';
+  writeFileSync(jsonPath, json);
+  if (o.jsonOut) writeFileSync(o.jsonOut, json);
+  process.stdout.write(formatOutcomes(o, list) + '\n');
+  for (const e of errors) log(`error: ${e}`);
+  log(`wrote ${path.relative(process.cwd(), jsonPath)}${o.jsonOut ? `, ${o.jsonOut}` : ''}`);
+  return errors.length > 0 ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    log(`bench:targets: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    process.exitCode = 1;
+  },
+);
