@@ -2174,6 +2174,8 @@ export class NodeKeys {
     let nrKeys = 0, liveU64s = 0, packedKeys = 0, lastAt = dstOff;
     /* the open span: words [spanStart, spanEnd) of data; ns spans closed */
     let spanStart = 0, spanEnd = 0, ns = 0;
+    /* the module constants and fields the loop reads, as locals (V8 reloads them at every use otherwise) */
+    const deleted = KEY_TYPE.deleted, groupBytes = AUX_GROUP_BYTES, sumExact = this.sumExact;
     for (let a = 0, b = m; a < m || b < e; ) {
       /* the next entry of the two runs' merge, as mergePair picks it */
       let i: number;
@@ -2183,7 +2185,7 @@ export class NodeKeys {
         const xa = sums[a]!, xb = sums[b]!;
         let c: number;
         if (xa >= 0 && xb >= 0 && xa !== xb) c = xa < xb ? -1 : 1;
-        else c = xa >= 0 && xb >= 0 && this.sumExact ? 0 : this.keyCmpKey(offs[a]!, offs[b]!);
+        else c = xa >= 0 && xb >= 0 && sumExact ? 0 : this.keyCmpKey(offs[a]!, offs[b]!);
         if (c < 0) i = a++;
         else {
           i = b++;
@@ -2193,12 +2195,12 @@ export class NodeKeys {
       const k = offs[i]!;
       const w = k >>> 2;
       const hdr = d[w]!;
-      if (((hdr >>> 16) & 0xff) === KEY_TYPE.deleted) continue;
+      if (((hdr >>> 16) & 0xff) === deleted) continue;
       const u64s = hdr & 0xffff;
       const at = dstOff + ((o - base) << 2);
       if (hdr & (1 << 27)) {
         packedKeys++;
-        if (at - gstart >= AUX_GROUP_BYTES) {
+        if (at - gstart >= groupBytes) {
           heads[nh] = at;
           headSums[nh++] = sums[i]!;
           gstart = at;

@@ -2,9 +2,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BkeyI, KEY_TYPES, bkeyBtreePtr, bkeyValue, bkeyWhiteout } from '../../src/btree/bkey.js';
 import { NodeKeys, bsetDebug } from '../../src/btree/bset.js';
-import { NodeReadExpect, NodeReadOpts, NodeReadResult, nodeCanAppend, nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
+import { NodeReadExpect, NodeReadOpts, NodeReadResult, bsetKeysDiagnose, bsetKeysInvalid, nodeCanAppend, nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
 import { BSET_HDR_BYTES, NODE_HDR_BYTES, bsetEnd, bsetHeaderEncode, bsetJournalSeq, bsetJournalSeqMin, bsetU64s, nodeHeaderDecode, nodeHeaderEncode } from '../../src/format/btree-node.js';
-import { Prng, bigToPos, posOf, posToBig, property } from '../format/prng.js';
+import { Prng, bigToPos, posOf, posToBig, property, randPos } from '../format/prng.js';
 import { forEachLiveKey } from '../helpers/node-keys.js';
 
 const POS_MIN = posOf(0, 0, 0);
@@ -413,6 +413,53 @@ describe('nodeReadValidate() failures', () => {
     inner.insert(bkeyBtreePtr(posOf(1, 1), { bucket: 1, seq: 5, level: 0, minKey: POS_MIN }));
     inner.write();
     expect(inner.read().res.ok).toBe(true);
+  });
+
+  it('the key check and its diagnosis agree on every damaged key (random words of headers and keys changed, resealed)', () => {
+    /* bsetKeysInvalid is a lean pass that asks bsetKeysDiagnose for the message: a key only one of them refuses would be
+       accepted on read, or throw an internal error; packed and unpacked keys, leaves and interior nodes, exact and inexact formats */
+    let refused = 0;
+    property('key check vs diagnosis', 400, (r, run) => {
+      const level = run % 4 === 3 ? 1 : 0;
+      const exact = run % 2 === 0;
+      const s = exact ? new Sim(16384, 512, posOf(5, 0), posOf(5, 100000), level) : new Sim(16384, 512, POS_MIN, POS_MAX, level);
+      for (let i = 0; i < 20 + r.int(40); i++) {
+        const p = exact ? posOf(5, r.int(100000)) : randPos(r);
+        if (level === 0) s.insert(r.bool(0.85) ? bkeyValue(p, r.bytes(r.int(40)), s.version++) : bkeyWhiteout(p, s.version++));
+        else s.insert(bkeyBtreePtr(p, { bucket: 1 + r.int(100), seq: 1 + r.int(1000), level: 0, minKey: POS_MIN }));
+      }
+      s.write();
+      const hdrOff = NODE_HDR_BYTES;
+      const u64s = bsetU64s(s.disk, hdrOff);
+      const start = hdrOff + BSET_HDR_BYTES;
+      const d = s.disk.slice();
+      const d32 = new Uint32Array(d.buffer);
+      /* the keys' header words (size, type, pad, packed bit, reserved bits) */
+      const heads: number[] = [];
+      for (let o = start; o < start + u64s * 8; o += (d32[o >>> 2]! & 0xffff) << 3) heads.push(o >>> 2);
+      /* 1-3 words of the keys: a key's header word (half the time) or any word */
+      for (let n = 1 + r.int(3); n > 0; n--) {
+        const w = r.bool(0.5) ? heads[r.int(heads.length)]! : (start >>> 2) + r.int(u64s * 2);
+        const bit = 1 << r.int(32);
+        d32[w] = r.bool(0.5) ? (d32[w]! ^ bit) >>> 0 : r.u32();
+      }
+      bsetHeaderEncode(d, hdrOff, SEQ, 1, u64s);
+      const k = mk(16384, 512);
+      k.data.set(d);
+      const hdr = nodeHeaderDecode(k.data);
+      if (!hdr.ok) throw new Error(hdr.message);
+      k.setHeaderFromDisk(hdr.hdr);
+      const why = bsetKeysDiagnose(k, start, start + u64s * 8);
+      const fast = bsetKeysInvalid(k, start, start + u64s * 8);
+      expect(fast).toBe(why);
+      if (why !== null) refused++;
+      /* and the whole read says the same (a bset it refuses is a topology error, never a crash) */
+      const res = nodeReadValidate(k, s.expect);
+      expect(res.ok).toBe(why === null);
+      if (!res.ok) expect(res.code).toBe('ERR_TOPOLOGY');
+    });
+    /* most changes are caught; the rest changed a value or kept the order */
+    expect(refused).toBeGreaterThan(200);
   });
 
   it('skips blacklisted bsets and bsets newer than maxJournalSeq', () => {
