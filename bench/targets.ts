@@ -12,8 +12,9 @@
  *   batched inserts          sixtree rand_insert_batch / classic-level batch   >= 1
  *   64 commits in flight     sixtree rand_insert_qd64 / lmdb rand_insert       >= 5
  *                            (durable single-key commits; lmdb's durable puts, one at a time)
- *   cold rand_lookup, qd1    sixtree (cold) / the device's random reads of the
- *                            cold node size at queue depth 1                  >= 0.8
+ *   cold rand_lookup         sixtree (cold) / the device's random reads of the
+ *                            cold node size at the same queue depth (1, 8
+ *                            and 64: rand_lookup, _qd8, _qd64)                >= 0.8
  *
  * One repetition runs every job once, each in a fresh child (jobs.ts, as
  * `npm run bench` does), the device limit first; repetitions follow one
@@ -128,7 +129,7 @@ interface Target {
   name: string;
   goal: number;
   ours: JobSpec;
-  ref: JobSpec | 'device-limit-qd1';
+  ref: JobSpec | { limitQueueDepth: number };
   /** What the two rates are, for the table. */
   text: string;
 }
@@ -162,14 +163,23 @@ const targets: Target[] = [
     ref: { workload: 'rand_insert', store: 'lmdb', regime: 'page-cache' },
     text: "durable single-key commits, 64 in flight / lmdb's durable puts",
   },
-  {
-    name: 'cold rand_lookup qd1',
-    goal: 0.8,
-    ours: { workload: 'rand_lookup', store: 'sixtree', regime: 'cold' },
-    ref: 'device-limit-qd1',
-    text: "a lookup missing at the leaf / the device's node-sized random reads",
-  },
+  ...([1, 8, 64] as const).map(
+    (qd): Target => ({
+      name: `cold rand_lookup qd${qd}`,
+      goal: 0.8,
+      ours: { workload: qd === 1 ? 'rand_lookup' : `rand_lookup_qd${qd}`, store: 'sixtree', regime: 'cold' },
+      ref: { limitQueueDepth: qd },
+      text: `lookups missing at the leaf, ${qd} in flight / the device's node-sized random reads at queue depth ${qd}`,
+    }),
+  ),
 ];
+
+/** The device-limit queue depths the targets read. */
+const limitQueueDepths = [...new Set(targets.flatMap((t) => ('limitQueueDepth' in t.ref ? [t.ref.limitQueueDepth] : [])))];
+
+function refKey(t: Target): string {
+  return 'limitQueueDepth' in t.ref ? `device-limit-qd${t.ref.limitQueueDepth}` : specKey(t.ref);
+}
 
 function specKey(s: JobSpec): string {
   return `${s.workload}/${s.store}/${s.regime}`;
@@ -179,7 +189,7 @@ function specKey(s: JobSpec): string {
 function jobSpecs(): JobSpec[] {
   const seen = new Map<string, JobSpec>();
   for (const t of targets) {
-    for (const s of [t.ours, t.ref]) if (s !== 'device-limit-qd1' && !seen.has(specKey(s))) seen.set(specKey(s), s);
+    for (const s of 'limitQueueDepth' in t.ref ? [t.ours] : [t.ours, t.ref]) if (!seen.has(specKey(s))) seen.set(specKey(s), s);
   }
   return [...seen.values()];
 }
@@ -202,12 +212,12 @@ function workloadJob(o: Options, s: JobSpec): WorkloadJob {
   };
 }
 
-function limitJob(o: Options): LimitJob {
+function limitJob(o: Options, queueDepth: number): LimitJob {
   return {
     kind: 'limit',
     pattern: 'randread',
     blockBytes: coldNodeSize(o.keyCount, o.nodeSizeBytes),
-    queueDepth: 1,
+    queueDepth,
     io: o.io,
     durationMs: o.limitTimeMs,
     dir: o.dir,
@@ -215,14 +225,14 @@ function limitJob(o: Options): LimitJob {
   };
 }
 
-/** What one repetition measured: rates by job key (and 'device-limit-qd1'), sixtree's CPU per op. */
+/** What one repetition measured: rates by job key (and 'device-limit-qd<N>'), sixtree's CPU per op. */
 interface Repetition {
   rates: Record<string, number>;
   cpuUsPerOp: Record<string, number>;
   /** A job whose regime is not what its target needs (e.g. "not cold": the cache holds the tree). */
   regimeWarnings: Record<string, string>;
   results: WorkloadResult[];
-  limit?: LimitResult;
+  limits: LimitResult[];
 }
 
 function median(xs: number[]): number {
@@ -236,17 +246,20 @@ function log(line: string): void {
 }
 
 async function runRepetition(o: Options, rep: number, errors: string[]): Promise<Repetition> {
-  const r: Repetition = { rates: {}, cpuUsPerOp: {}, regimeWarnings: {}, results: [] };
-  const lj = limitJob(o);
-  const { msg: lm } = await runInChild(lj, false);
-  if (lm.type === 'limit' && lm.result.available) {
-    r.limit = lm.result;
-    r.rates['device-limit-qd1'] = lm.result.opsPerSec!;
-    log(`  [${rep}] device limit ${sizeLabel(lj.blockBytes)} qd1: ${formatRate(lm.result.opsPerSec!)} reads/s`);
-  } else {
-    const why = lm.type === 'limit' ? (lm.result.reason ?? 'n/a') : lm.type === 'error' ? lm.message.split('\n')[0]! : lm.type === 'skipped' ? lm.reason : lm.type;
-    errors.push(`repetition ${rep}: device limit: ${why}`);
-    log(`  [${rep}] device limit: n/a (${why})`);
+  const r: Repetition = { rates: {}, cpuUsPerOp: {}, regimeWarnings: {}, results: [], limits: [] };
+  for (const qd of limitQueueDepths) {
+    const lj = limitJob(o, qd);
+    const { msg: lm } = await runInChild(lj, false);
+    const what = `device limit ${sizeLabel(lj.blockBytes)} qd${qd}`;
+    if (lm.type === 'limit' && lm.result.available) {
+      r.limits.push(lm.result);
+      r.rates[`device-limit-qd${qd}`] = lm.result.opsPerSec!;
+      log(`  [${rep}] ${what}: ${formatRate(lm.result.opsPerSec!)} reads/s`);
+    } else {
+      const why = lm.type === 'limit' ? (lm.result.reason ?? 'n/a') : lm.type === 'error' ? lm.message.split('\n')[0]! : lm.type === 'skipped' ? lm.reason : lm.type;
+      errors.push(`repetition ${rep}: ${what}: ${why}`);
+      log(`  [${rep}] ${what}: n/a (${why})`);
+    }
   }
   for (const s of jobSpecs()) {
     const job = workloadJob(o, s);
@@ -289,7 +302,7 @@ function outcomes(reps: Repetition[]): TargetOutcome[] {
   const out: TargetOutcome[] = [];
   for (const t of targets) {
     const ok = specKey(t.ours);
-    const rk = t.ref === 'device-limit-qd1' ? t.ref : specKey(t.ref);
+    const rk = refKey(t);
     const ratios: number[] = [];
     const ours: number[] = [];
     const refs: number[] = [];
@@ -325,7 +338,7 @@ function outcomes(reps: Repetition[]): TargetOutcome[] {
 }
 
 function ratioText(x: number): string {
-  return `${x >= 10 ? x.toFixed(1) : x.toFixed(2)}x`;
+  return `${x >= 10 ? x.toFixed(1) : x.toPrecision(3)}x`;
 }
 
 function formatOutcomes(o: Options, list: TargetOutcome[]): string {
@@ -337,7 +350,7 @@ function formatOutcomes(o: Options, list: TargetOutcome[]): string {
     `>= ${ratioText(t.goal)}`,
     ratioText(t.ratioMedian),
     `${ratioText(t.ratioMin)}-${ratioText(t.ratioMax)}`,
-    t.met === null ? 'n/a (regime)' : t.met ? 'met' : `missed (${((t.ratioMedian / t.goal) * 100).toFixed(0)}% of goal)`,
+    t.met === null ? 'n/a (regime)' : t.met ? 'met' : `missed (${((t.ratioMedian / t.goal) * 100).toFixed(1)}% of goal)`,
     t.ratios.map(ratioText).join(' '),
     formatRate(t.oursRateMedian),
     formatRate(t.refRateMedian),
@@ -367,7 +380,7 @@ async function main(): Promise<number> {
   const o = opts;
   const startedAt = new Date();
   const where = targetText(o);
-  log(`bench:targets: ${o.repeat} repetition(s) of ${jobSpecs().length} jobs + the device limit; ${where}`);
+  log(`bench:targets: ${o.repeat} repetition(s) of ${jobSpecs().length} jobs + ${limitQueueDepths.length} device limits; ${where}`);
   const errors: string[] = [];
   const reps: Repetition[] = [];
   for (let rep = 1; rep <= o.repeat; rep++) reps.push(await runRepetition(o, rep, errors));
