@@ -908,6 +908,11 @@ Napi::Value MemStats(const Napi::CallbackInfo &info)
 	return o;
 }
 
+/*
+ * crc32c(data: Uint8Array, seed = 0, start = 0, end = data.length): CRC-32C of
+ * data[start, end) (a range, so that callers checksumming part of a node need
+ * no subarray per call), chained from seed.
+ */
 Napi::Value Crc32c(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
@@ -918,7 +923,10 @@ Napi::Value Crc32c(const Napi::CallbackInfo &info)
 				? (uint32_t)argInteger(info, 1, "seed", 0, 4294967295.0)
 				: 0;
 	Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
-	return Napi::Number::New(env, blockio_crc32c(seed, a.Data(), a.ByteLength()));
+	double len = (double)a.ByteLength();
+	double end = info.Length() > 3 && !info[3].IsUndefined() ? argInteger(info, 3, "end", 0, len) : len;
+	double start = info.Length() > 2 && !info[2].IsUndefined() ? argInteger(info, 2, "start", 0, end) : 0;
+	return Napi::Number::New(env, blockio_crc32c(seed, a.Data() + (size_t)start, (uint64_t)(end - start)));
 }
 
 /*

@@ -162,9 +162,8 @@ export function bsetKeysInvalid(keys: NodeKeys, start: number, end: number, runs
    */
   const whole = (prev >= 0 ? prev + ((d32[prev >>> 2]! & 0xffff) << 3) : start) === end;
   if (!whole || (prev >= 0 && (keys.keyCmpPos(start, keys.minKey, 0) < 0 || keys.keyCmpPos(prev, keys.maxKey, 0) > 0))) {
-    const why = bsetKeysDiagnose(keys, start, end);
-    if (why === null) throw new Error(`bsetKeysInvalid: btree ${keys.btreeId} level ${keys.level}: the bset at ${start}..${end} failed the check and passed the diagnosis`);
-    return why;
+    /* the two disagreeing would be a bug (the tests hold them to one verdict): refuse the bset, never throw from a read */
+    return bsetKeysDiagnose(keys, start, end) ?? `keys at bytes ${start}..${end} failed the check, and no single key was found wrong`;
   }
   into.n = n;
   into.endRun();

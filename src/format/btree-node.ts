@@ -138,7 +138,7 @@ export function nodeHeaderEncode(data: Uint8Array, h: NodeHeader): void {
     dv.setUint32(NH_MAX_KEY + 4 * i, h.maxKey[i]!, true);
   }
   formatEncode(h.format, data, NH_FORMAT);
-  dv.setUint32(NH_CSUM, crc32c(data.subarray(NH_CSUM_START, NODE_HDR_BYTES)), true);
+  dv.setUint32(NH_CSUM, crc32c(data, 0, NH_CSUM_START, NODE_HDR_BYTES), true);
 }
 
 export type NodeHeaderResult = { ok: true; hdr: NodeHeader } | { ok: false; code: 'ERR_CHECKSUM' | 'ERR_TOPOLOGY'; message: string };
@@ -149,7 +149,7 @@ export function nodeHeaderDecode(data: Uint8Array): NodeHeaderResult {
   const magic = u32le(data, NH_MAGIC);
   if (magic !== NODE_MAGIC) return { ok: false, code: 'ERR_CHECKSUM', message: `node header at byte 0: bad magic 0x${magic.toString(16)}` };
   const want = u32le(data, NH_CSUM);
-  const got = crc32c(data.subarray(NH_CSUM_START, NODE_HDR_BYTES));
+  const got = crc32c(data, 0, NH_CSUM_START, NODE_HDR_BYTES);
   if (want !== got) return { ok: false, code: 'ERR_CHECKSUM', message: `node header at byte 0: checksum 0x${got.toString(16)} != stored 0x${want.toString(16)}` };
   const version = data[NH_VERSION]! | (data[NH_VERSION + 1]! << 8);
   if (version !== NODE_FORMAT_VERSION) return { ok: false, code: 'ERR_TOPOLOGY', message: `node header: unsupported format version ${version}` };
@@ -211,9 +211,9 @@ export function bsetHeaderEncode(data: Uint8Array, off: number, nodeSeq: number,
   dv.setUint32(off + BS_OFFSET, off, true);
   dv.setUint32(off + BS_U64S, u64s, true);
   setU64(dv, off + BS_JOURNAL_SEQ_MIN, journalSeqMin);
-  dv.setUint32(off + BS_HDR_CSUM, crc32c(data.subarray(off + BS_CSUM_START, off + BS_HDR_CSUM)), true);
+  dv.setUint32(off + BS_HDR_CSUM, crc32c(data, 0, off + BS_CSUM_START, off + BS_HDR_CSUM), true);
   dv.setUint32(off + BS_ZERO, 0, true);
-  dv.setUint32(off + BS_CSUM, crc32c(data.subarray(off + BS_CSUM_START, off + BSET_HDR_BYTES + u64s * 8)), true);
+  dv.setUint32(off + BS_CSUM, crc32c(data, 0, off + BS_CSUM_START, off + BSET_HDR_BYTES + u64s * 8), true);
 }
 
 /** Is there a valid bset of this node at data[off..]? Reads only as much as it needs to decide. */
@@ -222,10 +222,10 @@ export function bsetHeaderCheck(data: Uint8Array, off: number, nodeSeq: number):
   if (u32le(data, off + BS_MAGIC) !== BSET_MAGIC) return 'bad_magic';
   if (u64le(data, off + BS_SEQ) !== nodeSeq) return 'bad_seq';
   if (u32le(data, off + BS_OFFSET) !== off) return 'bad_offset';
-  if (crc32c(data.subarray(off + BS_CSUM_START, off + BS_HDR_CSUM)) !== u32le(data, off + BS_HDR_CSUM) || u32le(data, off + BS_ZERO) !== 0) return 'bad_header_checksum';
+  if (crc32c(data, 0, off + BS_CSUM_START, off + BS_HDR_CSUM) !== u32le(data, off + BS_HDR_CSUM) || u32le(data, off + BS_ZERO) !== 0) return 'bad_header_checksum';
   const u64s = u32le(data, off + BS_U64S);
   if (off + BSET_HDR_BYTES + u64s * 8 > data.length) return 'bad_length';
-  const got = crc32c(data.subarray(off + BS_CSUM_START, off + BSET_HDR_BYTES + u64s * 8));
+  const got = crc32c(data, 0, off + BS_CSUM_START, off + BSET_HDR_BYTES + u64s * 8);
   if (got !== u32le(data, off + BS_CSUM)) return 'bad_checksum';
   return 'ok';
 }

@@ -151,7 +151,7 @@ export function jsetSeal(buf: Uint8Array, h: { seq: number; lastSeq: number; byt
   setU64(v, JSET.lastSeq, h.lastSeq);
   buf.set(h.uuid, JSET.uuid);
   setU64(v, JSET.timeMs, h.timeMs);
-  v.setUint32(JSET.csum, crc32c(buf.subarray(0, h.bytes)), true);
+  v.setUint32(JSET.csum, crc32c(buf, 0, 0, h.bytes), true);
 }
 
 export type JsetProbe =
@@ -194,7 +194,7 @@ export function jsetProbe(buf: Uint8Array, uuid: Uint8Array, entryBytesMax: numb
 export function jsetVerify(buf: Uint8Array, h: JsetHeader): boolean {
   const v = view(buf);
   v.setUint32(JSET.csum, 0, true);
-  const c = crc32c(buf.subarray(0, h.bytes));
+  const c = crc32c(buf, 0, 0, Math.min(h.bytes, buf.length));
   v.setUint32(JSET.csum, h.csum, true);
   return c === h.csum;
 }

@@ -288,7 +288,7 @@ export function encodeSuperblock(sb: Superblock, out: Uint8Array = new Uint8Arra
     off += SB_BLACKLIST.bytes;
   }
   if (off !== bytes) throw new Error(`encodeSuperblock: wrote ${off} bytes, expected ${bytes}`);
-  v.setUint32(SB.csum, crc32c(out.subarray(0, bytes)), true);
+  v.setUint32(SB.csum, crc32c(out, 0, 0, bytes), true);
   return out;
 }
 
@@ -323,7 +323,7 @@ export function decodeSuperblock(buf: Uint8Array, offsetBytes: number): SbCopy {
   }
   const stored = v.getUint32(SB.csum, true);
   v.setUint32(SB.csum, 0, true);
-  const computed = crc32c(buf.subarray(0, bytes));
+  const computed = crc32c(buf, 0, 0, Math.min(bytes, buf.length));
   v.setUint32(SB.csum, stored, true);
   if (stored !== computed) {
     copy.status = 'bad_checksum';

@@ -101,7 +101,8 @@ export interface NativeBackend {
   addressOf(ab: ArrayBufferLike): number | undefined;
   memStats(): NativeMemStats;
 
-  crc32c(data: Uint8Array, seed?: number): number;
+  /** CRC-32C of data[start, end) (default: all of it), chained from seed (default 0). */
+  crc32c(data: Uint8Array, seed?: number, start?: number, end?: number): number;
   errnoName(errno: number): string;
 }
 

@@ -31,14 +31,16 @@ export function loadBackend(name?: IoBackendName): NativeBackend {
   return b;
 }
 
-let crcFn: ((data: Uint8Array, seed?: number) => number) | undefined;
+let crcFn: ((data: Uint8Array, seed?: number, start?: number, end?: number) => number) | undefined;
 
 /**
- * CRC-32C (Castagnoli) of data. seed is a previous result, for chaining:
- * crc32c(b, crc32c(a)) === crc32c(concat(a, b)).
+ * CRC-32C (Castagnoli) of data[start, end) (default: all of it). seed is a
+ * previous result, for chaining: crc32c(b, crc32c(a)) === crc32c(concat(a, b)).
+ * A range costs no subarray (a typed array made per call: ~0.3 us, more than
+ * the checksum of a bset header).
  */
-export function crc32c(data: Uint8Array, seed = 0): number {
-  return (crcFn ??= napiAddon().crc32c)(data, seed);
+export function crc32c(data: Uint8Array, seed = 0, start?: number, end?: number): number {
+  return (crcFn ??= napiAddon().crc32c)(data, seed, start, end);
 }
 
 let gatherFn: ((dst: Uint8Array, dstOff: number, src: Uint8Array, spans: Uint32Array, nr: number) => number) | undefined;

@@ -342,10 +342,12 @@ export function createKoffiBackend(): NativeBackend {
     addressOf: (ab) => regions.get(ab)?.address,
     memStats: () => ({ alignedLive: b.alignedLive() as number, mmapLive: b.mmapLive() as number }),
 
-    crc32c(data, seed = 0) {
+    crc32c(data, seed = 0, start = 0, end = data?.length) {
       if (!(data instanceof Uint8Array)) throw argError('data must be a Uint8Array');
       if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw argError('seed must be an integer in [0, 2^32-1]');
-      return b.crc32c(seed, data, data.length) as number;
+      if (!Number.isInteger(end) || end < 0 || end > data.length) throw argError(`end must be an integer in [0, ${data.length}], got ${end}`);
+      if (!Number.isInteger(start) || start < 0 || start > end) throw argError(`start must be an integer in [0, ${end}], got ${start}`);
+      return b.crc32c(seed, start === 0 && end === data.length ? data : data.subarray(start, end), end - start) as number;
     },
     errnoName,
   };

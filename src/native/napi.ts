@@ -40,7 +40,7 @@ interface NapiAddon {
   munmap(ab: ArrayBuffer): void;
   regionAddress(ab: ArrayBuffer): number | undefined;
   memStats(): { alignedLive: number; mmapLive: number };
-  crc32c(data: Uint8Array, seed?: number): number;
+  crc32c(data: Uint8Array, seed?: number, start?: number, end?: number): number;
   readonly crc32cImpl: string;
   gather(dst: Uint8Array, dstOff: number, src: Uint8Array, spans: Uint32Array, nr: number): number;
   errnoName(errno: number): string;
@@ -117,7 +117,7 @@ export function createNapiBackend(): NativeBackend {
     addressOf: (ab) => addresses.get(ab),
     memStats: () => a.memStats(),
 
-    crc32c: (data, seed) => a.crc32c(data, seed),
+    crc32c: (data, seed, start, end) => a.crc32c(data, seed, start, end),
     errnoName: (errno) => a.errnoName(errno),
   };
 }

@@ -40,9 +40,9 @@ function randomBytes(seed: number, n: number): Uint8Array {
   return out;
 }
 
-const IMPLS: [string, (d: Uint8Array, seed?: number) => number][] = [
-  ['napi backend', (d, s) => loadBackend('napi').crc32c(d, s)],
-  ['koffi backend', (d, s) => loadBackend('koffi').crc32c(d, s)],
+const IMPLS: [string, (d: Uint8Array, seed?: number, start?: number, end?: number) => number][] = [
+  ['napi backend', (d, s, a, b) => loadBackend('napi').crc32c(d, s, a, b)],
+  ['koffi backend', (d, s, a, b) => loadBackend('koffi').crc32c(d, s, a, b)],
   ['src/native crc32c', nativeCrc32c],
   ['src/util/crc32c', utilCrc32c],
 ];
@@ -82,6 +82,25 @@ describe.each(IMPLS)('crc32c (%s)', (_name, crc) => {
     expect(acc).toBe(whole);
     expect(crc(new Uint8Array(0), 0xdeadbeef)).toBe(0xdeadbeef);
     expect(crc(data, 0x12345678)).toBe(crc32cRef(data, 0x12345678));
+  });
+
+  it('checksums a range [start, end) as the subarray would', () => {
+    const big = randomBytes(777, 20_000);
+    const view = big.subarray(5, 19_000);
+    for (const [a, b] of [[0, 0], [0, 1], [3, 3], [0, 48], [128, 176], [7, 4103], [100, 12_389], [0, view.length], [view.length, view.length]] as const) {
+      expect(crc(view, 0, a, b), `[${a}, ${b})`).toBe(crc32cRef(view.subarray(a, b)));
+      expect(crc(view, 0xabc, a, b), `[${a}, ${b}) seeded`).toBe(crc32cRef(view.subarray(a, b), 0xabc));
+    }
+    expect(crc(view, 0, 17)).toBe(crc32cRef(view.subarray(17)));
+    expect(crc(view, 0, undefined, 40)).toBe(crc32cRef(view.subarray(0, 40)));
+  });
+
+  it('rejects a range outside the data or backwards', () => {
+    const d = new Uint8Array(64);
+    expect(() => crc(d, 0, 0, 65)).toThrow(/end/);
+    expect(() => crc(d, 0, 10, 5)).toThrow(/start/);
+    expect(() => crc(d, 0, -1, 5)).toThrow(/start/);
+    expect(() => crc(d, 0, 1.5, 5)).toThrow(/start/);
   });
 
   it('rejects non-Uint8Array data and bad seeds', () => {
