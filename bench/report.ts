@@ -80,7 +80,8 @@ export interface Report {
 const peerNames: ReadonlySet<string> = new Set(['lmdb', 'classic-level', 'sqlite']);
 const storeOrder = ['sixtree', 'lmdb', 'classic-level', 'sqlite', 'device'];
 
-const otherCpuShareWarning = 0.1;
+/** Past this share of the machine's CPU used by other processes, a row is marked "busy machine". */
+export const otherCpuShareWarning = 0.1;
 
 export interface CpuSnapshot {
   /** Non-idle ticks of all CPUs (/proc/stat). */

@@ -38,7 +38,7 @@ import { parseArgs } from 'node:util';
 import { UsageError, parseCount, parseMs, parseSize } from './options.js';
 import { cachedCacheBytes, coldNodeSize, deviceBytes, gitInfo, repoRoot, runInChild, targetText } from './jobs.js';
 import type { LimitJob, LimitResult } from './limit.js';
-import { formatRate, machineInfo, sizeLabel } from './report.js';
+import { formatRate, machineInfo, otherCpuShareWarning, sizeLabel } from './report.js';
 import type { IoBackend, Regime, StoreName } from './stores/adapter.js';
 import type { WorkloadResult } from './worker.js';
 import type { WorkloadJob, WorkloadName } from './workloads.js';
@@ -231,6 +231,8 @@ interface Repetition {
   cpuUsPerOp: Record<string, number>;
   /** A job whose regime is not what its target needs (e.g. "not cold": the cache holds the tree). */
   regimeWarnings: Record<string, string>;
+  /** Share of the machine's CPU other processes used while each job ran (report.ts otherCpuShare). */
+  otherCpuShare: Record<string, number>;
   results: WorkloadResult[];
   limits: LimitResult[];
 }
@@ -246,7 +248,7 @@ function log(line: string): void {
 }
 
 async function runRepetition(o: Options, rep: number, errors: string[]): Promise<Repetition> {
-  const r: Repetition = { rates: {}, cpuUsPerOp: {}, regimeWarnings: {}, results: [], limits: [] };
+  const r: Repetition = { rates: {}, cpuUsPerOp: {}, regimeWarnings: {}, otherCpuShare: {}, results: [], limits: [] };
   for (const qd of limitQueueDepths) {
     const lj = limitJob(o, qd);
     const { msg: lm } = await runInChild(lj, false);
@@ -263,7 +265,7 @@ async function runRepetition(o: Options, rep: number, errors: string[]): Promise
   }
   for (const s of jobSpecs()) {
     const job = workloadJob(o, s);
-    const { msg } = await runInChild(job, false);
+    const { msg, otherCpuShare: share } = await runInChild(job, false);
     const label = `${s.workload} ${s.store}${s.store === 'sixtree' ? ` ${s.regime} ${sizeLabel(job.nodeSizeBytes)}` : ''}`;
     if (msg.type !== 'result') {
       const why = msg.type === 'error' ? msg.message.split('\n')[0]! : msg.type === 'skipped' ? `skipped: ${msg.reason}` : msg.type;
@@ -271,13 +273,15 @@ async function runRepetition(o: Options, rep: number, errors: string[]): Promise
       log(`  [${rep}] ${label}: ERROR ${why}`);
       continue;
     }
-    const res = msg.result;
+    const res = share === undefined ? msg.result : { ...msg.result, otherCpuShare: share };
     if (res.verifyError) errors.push(`repetition ${rep}: ${label}: store did not hold what was written: ${res.verifyError}`);
     r.results.push(res);
     r.rates[specKey(s)] = res.measurement.opsPerSec;
     if (res.cpu) r.cpuUsPerOp[specKey(s)] = res.cpu.usPerOp;
     if (res.regime.warning) r.regimeWarnings[specKey(s)] = res.regime.warning;
-    log(`  [${rep}] ${label}: ${formatRate(res.measurement.opsPerSec)} ops/s${res.cpu ? `, ${res.cpu.usPerOp.toPrecision(3)} us CPU/op` : ''}${res.regime.warning ? ` (${res.regime.warning})` : ''}`);
+    if (share !== undefined) r.otherCpuShare[specKey(s)] = share;
+    const busy = share !== undefined && share > otherCpuShareWarning ? `; busy machine: others used ${(share * 100).toFixed(0)}% CPU` : '';
+    log(`  [${rep}] ${label}: ${formatRate(res.measurement.opsPerSec)} ops/s${res.cpu ? `, ${res.cpu.usPerOp.toPrecision(3)} us CPU/op` : ''}${res.regime.warning ? ` (${res.regime.warning})` : ''}${busy}`);
   }
   return r;
 }
@@ -290,6 +294,8 @@ interface TargetOutcome {
   ratioMedian: number;
   ratioMin: number;
   ratioMax: number;
+  /** Repetitions in which the machine was busy (others used > 10% CPU) while sixtree's job ran. */
+  busyRuns: number;
   /** null: not measured as the target needs (regimeWarning says why). */
   met: boolean | null;
   regimeWarning?: string;
@@ -308,8 +314,10 @@ function outcomes(reps: Repetition[]): TargetOutcome[] {
     const refs: number[] = [];
     const cpu: number[] = [];
     let regimeWarning: string | undefined;
+    let busyRuns = 0;
     for (const r of reps) {
       regimeWarning ??= r.regimeWarnings[ok];
+      if ((r.otherCpuShare[ok] ?? 0) > otherCpuShareWarning) busyRuns++;
       const a = r.rates[ok];
       const b = r.rates[rk];
       if (a !== undefined) ours.push(a);
@@ -327,6 +335,7 @@ function outcomes(reps: Repetition[]): TargetOutcome[] {
       ratioMedian: m,
       ratioMin: Math.min(...ratios),
       ratioMax: Math.max(...ratios),
+      busyRuns,
       met: regimeWarning !== undefined ? null : m >= t.goal,
       ...(regimeWarning !== undefined ? { regimeWarning } : {}),
       oursRateMedian: median(ours),
@@ -360,7 +369,10 @@ function formatOutcomes(o: Options, list: TargetOutcome[]): string {
   const fmt = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   lines.push(fmt(head));
   for (const r of rows) lines.push(fmt(r));
-  for (const t of list) lines.push(`  ${t.name}: ${t.text}${t.regimeWarning ? `; n/a: ${t.regimeWarning}` : ''}`);
+  for (const t of list) {
+    const busy = t.busyRuns > 0 ? `; busy machine (others > ${otherCpuShareWarning * 100}% CPU) in ${t.busyRuns} of its ${t.ratios.length} runs` : '';
+    lines.push(`  ${t.name}: ${t.text}${t.regimeWarning ? `; n/a: ${t.regimeWarning}` : ''}${busy}`);
+  }
   lines.push('Rates and CPU are medians over the repetitions; the verdict is the median ratio against the goal.');
   return lines.join('\n');
 }
