@@ -11,7 +11,7 @@ import { execFileSync, fork } from 'node:child_process';
 import { mkdtempSync, rmSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cpuSnapshot, otherCpuShare } from './report.js';
+import { cpuSnapshot, machineInfo, otherCpuShare } from './report.js';
 import type { Job, WorkerMessage } from './worker.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -116,7 +116,7 @@ export function runForked(job: Job, extraExecArgv: string[] = []): Promise<{ msg
   });
 }
 
-export function gitInfo(): { commit: string; dirty: boolean } | undefined {
+function gitInfo(): { commit: string; dirty: boolean } | undefined {
   try {
     const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
     const dirty = execFileSync('git', ['status', '--porcelain'], { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() !== '';
@@ -139,4 +139,17 @@ export function targetText(o: { dir: string; devicePath?: string }): string {
   }
   if (o.devicePath) return `sixtree on block device ${o.devicePath}; peers in ${o.dir} (${fsType})`;
   return `fresh files in ${o.dir} (${fsType})`;
+}
+
+/** What every report says of its run: when, the command line, the commit, the machine. */
+export function runMeta(startedAt: Date, finishedAt: Date) {
+  const git = gitInfo();
+  return {
+    startedAt: startedAt.toISOString(),
+    finishedAt: finishedAt.toISOString(),
+    durationMs: finishedAt.getTime() - startedAt.getTime(),
+    argv: process.argv.slice(2),
+    ...(git ? { git } : {}),
+    machine: machineInfo(),
+  };
 }

@@ -37,3 +37,52 @@ export function parseList<T extends string>(s: string, allowed: readonly T[], wh
   if (!items.length) throw new UsageError(`${what}: empty list`);
   return [...new Set(items)] as T[];
 }
+
+/**
+ * The options both entry points take, as node:util parseArgs declares them
+ * (each adds its own): the sizes of a job, where its files go, where the
+ * results go.
+ */
+export const commonOptionSpecs = {
+  quick: { type: 'boolean' },
+  keys: { type: 'string' },
+  'node-size': { type: 'string' },
+  io: { type: 'string' },
+  time: { type: 'string' },
+  warmup: { type: 'string' },
+  'limit-time': { type: 'string' },
+  dir: { type: 'string' },
+  out: { type: 'string' },
+  json: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/**
+ * An entry point's run: its options parsed (bad ones: a line on stderr and
+ * exit status 2; --help: the text, 0), then main with them; its result is
+ * the exit status, a throw is reported (stack included) with status 1.
+ */
+export function runEntryPoint<O>(name: string, help: string, parse: (argv: string[]) => O | 'help', main: (opts: O) => Promise<number>): void {
+  let opts: O | 'help';
+  try {
+    opts = parse(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`${name}: ${(err as Error).message} (see --help)\n`);
+    process.exitCode = 2;
+    return;
+  }
+  if (opts === 'help') {
+    process.stdout.write(help);
+    process.exitCode = 0;
+    return;
+  }
+  main(opts).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stderr.write(`${name}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

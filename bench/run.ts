@@ -20,11 +20,11 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { UsageError, parseCount, parseList, parseMs, parseSize } from './options.js';
-import { cachedCacheBytes, coldNodeSize, deviceBytes, gitInfo, repoRoot, runInChild, targetText } from './jobs.js';
+import { UsageError, commonOptionSpecs, runEntryPoint, parseCount, parseList, parseMs, parseSize } from './options.js';
+import { cachedCacheBytes, coldNodeSize, deviceBytes, repoRoot, runInChild, runMeta, targetText } from './jobs.js';
 import type { LimitJob, LimitResult } from './limit.js';
 import type { JobError, Report, Skipped } from './report.js';
-import { buildRows, cpuSnapshot, formatRate, formatTable, machineInfo, otherCpuShare, sizeLabel } from './report.js';
+import { buildRows, cpuSnapshot, formatRate, formatTable, otherCpuShare, sizeLabel } from './report.js';
 import type { IoBackend, Regime, StoreInfo, StoreName } from './stores/adapter.js';
 import { storeNames } from './stores/adapter.js';
 import { renderSvg } from './svg.js';
@@ -125,27 +125,17 @@ function parseOptions(argv: string[]): Options | 'help' {
     args: argv,
     strict: true,
     options: {
-      quick: { type: 'boolean' },
+      ...commonOptionSpecs,
       full: { type: 'boolean' },
-      keys: { type: 'string' },
-      'node-size': { type: 'string' },
-      io: { type: 'string' },
       'inline-flush': { type: 'boolean' },
       workloads: { type: 'string' },
       stores: { type: 'string' },
       regimes: { type: 'string' },
       'cold-node-size': { type: 'string' },
-      time: { type: 'string' },
-      warmup: { type: 'string' },
-      'limit-time': { type: 'string' },
       device: { type: 'string' },
-      dir: { type: 'string' },
-      out: { type: 'string' },
-      json: { type: 'string' },
       keep: { type: 'boolean' },
       'cpu-prof': { type: 'string' },
       'cpu-prof-interval': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) return 'help';
@@ -244,19 +234,7 @@ function log(line: string): void {
   process.stderr.write(`${line}\n`);
 }
 
-async function main(): Promise<number> {
-  let opts: Options | 'help';
-  try {
-    opts = parseOptions(process.argv.slice(2));
-  } catch (err) {
-    log(`bench: ${(err as Error).message} (see --help)`);
-    return 2;
-  }
-  if (opts === 'help') {
-    process.stdout.write(help);
-    return 0;
-  }
-  const o = opts;
+async function main(o: Options): Promise<number> {
   const startedAt = new Date();
   const cpuStart = cpuSnapshot();
   const { limits: limitJobs, workloads: jobs } = planJobs(o);
@@ -310,12 +288,7 @@ async function main(): Promise<number> {
   const report: Report = {
     schema: 'sixtree-bench/1',
     meta: {
-      startedAt: startedAt.toISOString(),
-      finishedAt: finishedAt.toISOString(),
-      durationMs: finishedAt.getTime() - startedAt.getTime(),
-      argv: process.argv.slice(2),
-      ...(gitInfo() ? { git: gitInfo()! } : {}),
-      machine: machineInfo(),
+      ...runMeta(startedAt, finishedAt),
       ...(runCpuShare !== undefined ? { otherCpuShare: runCpuShare } : {}),
       options: { ...o },
       target,
@@ -345,12 +318,4 @@ async function main(): Promise<number> {
   return failed ? 1 : 0;
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    log(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-    process.exitCode = 1;
-  },
-);
+runEntryPoint('bench', help, parseOptions, main);

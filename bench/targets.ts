@@ -35,10 +35,10 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { UsageError, parseCount, parseMs, parseSize } from './options.js';
-import { cachedCacheBytes, coldNodeSize, deviceBytes, gitInfo, repoRoot, runInChild, targetText } from './jobs.js';
+import { UsageError, commonOptionSpecs, runEntryPoint, parseCount, parseMs, parseSize } from './options.js';
+import { cachedCacheBytes, coldNodeSize, deviceBytes, repoRoot, runInChild, runMeta, targetText } from './jobs.js';
 import type { LimitJob, LimitResult } from './limit.js';
-import { formatRate, machineInfo, otherCpuShareWarning, sizeLabel } from './report.js';
+import { formatRate, otherCpuShareWarning, sizeLabel } from './report.js';
 import type { IoBackend, Regime, StoreName } from './stores/adapter.js';
 import type { WorkloadResult } from './worker.js';
 import type { WorkloadJob, WorkloadName } from './workloads.js';
@@ -81,20 +81,7 @@ interface Options {
 function parseOptions(argv: string[]): Options | 'help' {
   const { values } = parseArgs({
     args: argv,
-    options: {
-      repeat: { type: 'string' },
-      keys: { type: 'string' },
-      'node-size': { type: 'string' },
-      io: { type: 'string' },
-      time: { type: 'string' },
-      warmup: { type: 'string' },
-      'limit-time': { type: 'string' },
-      quick: { type: 'boolean' },
-      dir: { type: 'string' },
-      out: { type: 'string' },
-      json: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
+    options: { ...commonOptionSpecs, repeat: { type: 'string' } },
   });
   if (values.help) return 'help';
   const quick = values.quick === true;
@@ -134,35 +121,16 @@ interface Target {
   text: string;
 }
 
+/** A target against a peer store's job (its regime: the page cache). */
+function vsPeer(name: string, goal: number, workload: WorkloadName, peerWorkload: WorkloadName, peer: StoreName, text: string): Target {
+  return { name, goal, ours: { workload, store: 'sixtree', regime: 'cached' }, ref: { workload: peerWorkload, store: peer, regime: 'page-cache' }, text };
+}
+
 const targets: Target[] = [
-  {
-    name: 'cached rand_lookup',
-    goal: 1,
-    ours: { workload: 'rand_lookup', store: 'sixtree', regime: 'cached' },
-    ref: { workload: 'rand_lookup', store: 'lmdb', regime: 'page-cache' },
-    text: "sixtree getSync / lmdb's get",
-  },
-  {
-    name: 'seq_lookup (scan)',
-    goal: 1,
-    ours: { workload: 'seq_lookup', store: 'sixtree', regime: 'cached' },
-    ref: { workload: 'seq_lookup', store: 'lmdb', regime: 'page-cache' },
-    text: "sixtree range / lmdb's getRange",
-  },
-  {
-    name: 'batched inserts',
-    goal: 1,
-    ours: { workload: 'rand_insert_batch', store: 'sixtree', regime: 'cached' },
-    ref: { workload: 'rand_insert_batch', store: 'classic-level', regime: 'page-cache' },
-    text: "1,000 keys per durable commit / classic-level's batch",
-  },
-  {
-    name: '64 commits in flight',
-    goal: 5,
-    ours: { workload: 'rand_insert_qd64', store: 'sixtree', regime: 'cached' },
-    ref: { workload: 'rand_insert', store: 'lmdb', regime: 'page-cache' },
-    text: "durable single-key commits, 64 in flight / lmdb's durable puts",
-  },
+  vsPeer('cached rand_lookup', 1, 'rand_lookup', 'rand_lookup', 'lmdb', "sixtree getSync / lmdb's get"),
+  vsPeer('seq_lookup (scan)', 1, 'seq_lookup', 'seq_lookup', 'lmdb', "sixtree range / lmdb's getRange"),
+  vsPeer('batched inserts', 1, 'rand_insert_batch', 'rand_insert_batch', 'classic-level', "1,000 keys per durable commit / classic-level's batch"),
+  vsPeer('64 commits in flight', 5, 'rand_insert_qd64', 'rand_insert', 'lmdb', "durable single-key commits, 64 in flight / lmdb's durable puts"),
   ...([1, 8, 64] as const).map(
     (qd): Target => ({
       name: `cold rand_lookup qd${qd}`,
@@ -377,19 +345,7 @@ function formatOutcomes(o: Options, list: TargetOutcome[]): string {
   return lines.join('\n');
 }
 
-async function main(): Promise<number> {
-  let opts: Options | 'help';
-  try {
-    opts = parseOptions(process.argv.slice(2));
-  } catch (err) {
-    log(`bench:targets: ${(err as Error).message} (see --help)`);
-    return 2;
-  }
-  if (opts === 'help') {
-    process.stdout.write(help);
-    return 0;
-  }
-  const o = opts;
+async function main(o: Options): Promise<number> {
   const startedAt = new Date();
   const where = targetText(o);
   log(`bench:targets: ${o.repeat} repetition(s) of ${jobSpecs().length} jobs + ${limitQueueDepths.length} device limits; ${where}`);
@@ -401,12 +357,7 @@ async function main(): Promise<number> {
   const report = {
     schema: 'sixtree-bench-targets/1',
     meta: {
-      startedAt: startedAt.toISOString(),
-      finishedAt: finishedAt.toISOString(),
-      durationMs: finishedAt.getTime() - startedAt.getTime(),
-      argv: process.argv.slice(2),
-      ...(gitInfo() ? { git: gitInfo()! } : {}),
-      machine: machineInfo(),
+      ...runMeta(startedAt, finishedAt),
       options: o,
       target: where,
     },
@@ -426,12 +377,4 @@ async function main(): Promise<number> {
   return errors.length > 0 ? 1 : 0;
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    log(`bench:targets: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-    process.exitCode = 1;
-  },
-);
+runEntryPoint('bench:targets', help, parseOptions, main);
