@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * `npm run bench`: the entry point. Owns the command line, the plan (which
- * jobs, in which order, with which sizes), running each job in a fresh child
- * process (bench/worker.ts), and writing the outputs: the table on stdout,
+ * jobs, in which order, with which sizes; the sizes and running each job in a
+ * fresh child process of bench/worker.ts are bench/jobs.ts's, shared with
+ * bench/targets.ts), and writing the outputs: the table on stdout,
  * bench/results/<timestamp>.json and bench/results/<timestamp>.svg.
  *
  * Plan: device-limit jobs first (the device is otherwise idle), then for each
