@@ -153,3 +153,17 @@ export function runMeta(startedAt: Date, finishedAt: Date) {
     machine: machineInfo(),
   };
 }
+
+/** Why a job's child did not send the result wanted, in one line (an error's first line, a skip's reason, a limit's n/a). */
+export function failureText(msg: WorkerMessage): string {
+  switch (msg.type) {
+    case 'error':
+      return msg.message.split('\n')[0]!;
+    case 'skipped':
+      return `skipped: ${msg.reason}`;
+    case 'limit':
+      return msg.result.reason ?? 'n/a';
+    default:
+      return `unexpected message ${msg.type}`;
+  }
+}

@@ -22,7 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { UsageError, commonOptionSpecs, runEntryPoint, parseCount, parseList, parseMs, parseSize } from './options.js';
-import { cachedCacheBytes, coldNodeSize, deviceBytes, repoRoot, runInChild, runMeta, targetText } from './jobs.js';
+import { cachedCacheBytes, coldNodeSize, deviceBytes, failureText, repoRoot, runInChild, runMeta, targetText } from './jobs.js';
 import type { LimitJob, LimitResult } from './limit.js';
 import type { JobError, Report, Skipped } from './report.js';
 import { buildRows, cpuSnapshot, formatRate, formatTable, otherCpuShare, sizeLabel } from './report.js';
@@ -250,7 +250,7 @@ async function main(o: Options): Promise<number> {
       limits.push(msg.result);
       log(`  ${what}: ${msg.result.available ? `${formatRate(msg.result.opsPerSec!)} reads/s` : `n/a (${msg.result.reason})`}`);
     } else {
-      const reason = msg.type === 'skipped' ? msg.reason : msg.type === 'error' ? msg.message.split('\n')[0]! : `unexpected message ${msg.type}`;
+      const reason = failureText(msg);
       limits.push({ pattern: 'randread', blockBytes: job.blockBytes, queueDepth: job.queueDepth, io: job.io, target: job.devicePath ?? 'file', available: false, reason });
       log(`  ${what}: n/a (${reason})`);
     }

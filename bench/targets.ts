@@ -36,7 +36,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { UsageError, commonOptionSpecs, runEntryPoint, parseCount, parseMs, parseSize } from './options.js';
-import { cachedCacheBytes, coldNodeSize, deviceBytes, repoRoot, runInChild, runMeta, targetText } from './jobs.js';
+import { cachedCacheBytes, coldNodeSize, deviceBytes, failureText, repoRoot, runInChild, runMeta, targetText } from './jobs.js';
 import type { LimitJob, LimitResult } from './limit.js';
 import { formatRate, otherCpuShareWarning, sizeLabel } from './report.js';
 import type { IoBackend, Regime, StoreName } from './stores/adapter.js';
@@ -226,7 +226,7 @@ async function runRepetition(o: Options, rep: number, errors: string[]): Promise
       r.rates[`device-limit-qd${qd}`] = lm.result.opsPerSec!;
       log(`  [${rep}] ${what}: ${formatRate(lm.result.opsPerSec!)} reads/s`);
     } else {
-      const why = lm.type === 'limit' ? (lm.result.reason ?? 'n/a') : lm.type === 'error' ? lm.message.split('\n')[0]! : lm.type === 'skipped' ? lm.reason : lm.type;
+      const why = failureText(lm);
       errors.push(`repetition ${rep}: ${what}: ${why}`);
       log(`  [${rep}] ${what}: n/a (${why})`);
     }
@@ -236,7 +236,7 @@ async function runRepetition(o: Options, rep: number, errors: string[]): Promise
     const { msg, otherCpuShare: share } = await runInChild(job, false);
     const label = `${s.workload} ${s.store}${s.store === 'sixtree' ? ` ${s.regime} ${sizeLabel(job.nodeSizeBytes)}` : ''}`;
     if (msg.type !== 'result') {
-      const why = msg.type === 'error' ? msg.message.split('\n')[0]! : msg.type === 'skipped' ? `skipped: ${msg.reason}` : msg.type;
+      const why = failureText(msg);
       errors.push(`repetition ${rep}: ${label}: ${why}`);
       log(`  [${rep}] ${label}: ERROR ${why}`);
       continue;
