@@ -73,7 +73,7 @@ import { BlacklistGc } from './journal/blacklist-gc.js';
 import { JSET_ENTRY, jsetEntryBytes } from './format/journal-format.js';
 import type { BkeyFormat } from './format/bkey-format.js';
 import { BtreeCache, cacheSizeBytesDefault } from './btree/cache.js';
-import { NodeIter, NodeKeys, roFilterCounters } from './btree/bset.js';
+import { NodeIter, NodeKeys, readSetCounters, roFilterCounters } from './btree/bset.js';
 import { nodeWritePrepare, nodeWriteDone, type NodeWrite } from './btree/node-io.js';
 import { Node, NodeFlag } from './btree/node.js';
 import {
@@ -232,6 +232,8 @@ export interface StoreStats {
   locks: Record<string, number>;
   /** Puts' search for the key they shadow in a leaf's read-only sets, cut short by the nodes' filters (bset.ts RO_FILTER_AFTER; every store in this process). */
   putFilter: { skips: number; passes: number; builds: number; unfilterable: number; carried: number };
+  /** Node reads that kept their 2..3 bsets as sets instead of merging them (process-wide, like putFilter), and how many of those nodes were merged later for an insert. */
+  readSets: { kept: number; merged: number };
   /** Journal seq blacklist: ranges kept, nodes holding them, gc progress (journal/blacklist-gc.ts). */
   blacklist: { ranges: number; holders: number; walkDone: boolean; running: boolean; [k: string]: number | boolean };
 }
@@ -2153,6 +2155,7 @@ export class Engine {
       },
       locks: lockingStats(),
       putFilter: { ...roFilterCounters },
+      readSets: { ...readSetCounters },
     };
   }
 

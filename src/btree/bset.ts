@@ -12,10 +12,13 @@
  *   later sets at block-aligned offsets >= writtenBytes
  * A set is a run of keys sorted by position, strictly increasing, u64 aligned.
  * At most 3 sets exist in memory (MAX_SETS), oldest first:
- *   - written sets (on disk, read-only in memory). After a read, a completed
- *     write or compact() the written sets are merged into set 0, with
- *     whiteouts and shadowed keys dropped (the disk still has them, and a read
- *     applies them again);
+ *   - written sets (on disk, read-only in memory). After a completed write or
+ *     compact() the written sets are merged into set 0, with whiteouts and
+ *     shadowed keys dropped (the disk still has them, and a read applies them
+ *     again). A read merges too, except a read of 2..MAX_SETS bsets: those
+ *     stay in place as sets (readSets), whiteouts and all, until the first
+ *     insert merges them (a cold node serves a lookup or two before it is
+ *     evicted: the merge would be most of its read's JavaScript);
  *   - a sealed set whose write is in flight (read-only; bytes must not move);
  *   - the writable set (last), holding unwritten keys, at nextBsetOffset().
  * Newer sets win over older ones at equal positions; whiteouts (type deleted)
@@ -59,7 +62,9 @@
  * is module state: prepareSearch() then lowerBound() on the same node, no
  * await in between (NodeIter.init does both).
  *
- * A read merges the accepted bsets into set 0 (mergeRuns): node-io collects
+ * A read of one bset, or of more than MAX_SETS, merges the accepted bsets
+ * into set 0 (mergeRuns); 2..MAX_SETS stay sets (keepReadSets: their search
+ * trees filled from what the validation collected). node-io collects
  * every key's offset and summary while it validates (KeyRuns), the runs are
  * merged pairwise on those arrays down to two, and one pass merges those,
  * drops whiteouts and shadowed keys, counts the keys, picks the group heads
@@ -134,7 +139,12 @@ export const bsetDebug = {
   checks: false,
   /** Read-only sets may search with summary windows (W); bench/bset.ts turns it off to measure without. */
   windows: true,
+  /** A read of 2..MAX_SETS bsets keeps them as sets (NodeKeys.keepReadSets); off: it merges them, as bcachefs does. */
+  keepReadSets: true,
 };
+
+/** Reads that kept their bsets as sets, and how many of those nodes were merged later for an insert (stats). */
+export const readSetCounters = { kept: 0, merged: 0 };
 
 function isPow2(n: number): boolean {
   return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
@@ -360,6 +370,13 @@ export class KeyRuns {
   sums2 = new Float64Array(0);
   n = 0;
   readonly bound: number[] = [0];
+  /**
+   * A read's runs are bsets in place: run r's bset header at setHdr[r], its
+   * keys [setHdr[r] + BSET_HDR_BYTES, setEnd[r]) (node-io setRunBset). Empty
+   * when the runs are not bsets in place (mergeRoSets, buildFromRange).
+   */
+  readonly setHdr: number[] = [];
+  readonly setEnd: number[] = [];
 
   reset(nodeSizeBytes: number): this {
     const cap = nodeSizeBytes >>> 3;
@@ -371,7 +388,15 @@ export class KeyRuns {
     }
     this.n = 0;
     this.bound.length = 1;
+    this.setHdr.length = 0;
+    this.setEnd.length = 0;
     return this;
+  }
+
+  /** The run just closed is the bset whose header is at hdr and whose keys end at end. */
+  setRunBset(hdr: number, end: number): void {
+    this.setHdr.push(hdr);
+    this.setEnd.push(end);
   }
 
   /** Close the run of the entries added since the last one. */
@@ -542,13 +567,61 @@ export class NodeKeys {
   /** Keys hashed into the filter (counted once per set added, so keys carried through merges stay counted). */
   private roFilterKeys = 0;
 
-  /* Counts of the visible view (newest key per position). */
-  nrKeys = 0;
-  liveU64s = 0;
-  packedKeys = 0;
-  unpackedKeys = 0;
+  /*
+   * Counts of the visible view (newest key per position), through accessors:
+   * a read that keeps its bsets as sets (readSets) leaves them stale, and
+   * the first use counts them (recount).
+   */
+  private nrKeysN = 0;
+  private liveU64sN = 0;
+  private packedKeysN = 0;
+  private unpackedKeysN = 0;
+  private nrWhiteoutsN = 0;
+  private countsStale = false;
+  /**
+   * The read-only sets are the bsets a read kept in place, unmerged
+   * (loadSorted): a node read for a lookup or two is not worth the merge.
+   * They are merged before the first insert (mergeReadSets), so a node that
+   * takes keys has the layout every write path expects.
+   */
+  readSets = false;
+
+  get nrKeys(): number {
+    if (this.countsStale) this.recount();
+    return this.nrKeysN;
+  }
+  set nrKeys(v: number) {
+    this.nrKeysN = v;
+  }
+  get liveU64s(): number {
+    if (this.countsStale) this.recount();
+    return this.liveU64sN;
+  }
+  set liveU64s(v: number) {
+    this.liveU64sN = v;
+  }
+  get packedKeys(): number {
+    if (this.countsStale) this.recount();
+    return this.packedKeysN;
+  }
+  set packedKeys(v: number) {
+    this.packedKeysN = v;
+  }
+  get unpackedKeys(): number {
+    if (this.countsStale) this.recount();
+    return this.unpackedKeysN;
+  }
+  set unpackedKeys(v: number) {
+    this.unpackedKeysN = v;
+  }
   /** Whiteouts stored in any set. */
-  nrWhiteouts = 0;
+  get nrWhiteouts(): number {
+    if (this.countsStale) this.recount();
+    return this.nrWhiteoutsN;
+  }
+  set nrWhiteouts(v: number) {
+    this.nrWhiteoutsN = v;
+  }
 
 
   constructor(nodeSizeBytes: number, blockSizeBytes: number) {
@@ -587,6 +660,8 @@ export class NodeKeys {
     this.auxF64 = bufs.auxF64;
     this.attached = true;
     this.nsets = 0;
+    this.readSets = false;
+    this.countsStale = false;
     this.roGen++;
   }
 
@@ -598,6 +673,8 @@ export class NodeKeys {
     this.auxF64 = EMPTY_F64;
     this.attached = false;
     this.nsets = 0;
+    this.readSets = false;
+    this.countsStale = false;
     this.writeInFlight = false;
     this.roGen++;
     this.roFilter = null;
@@ -624,6 +701,8 @@ export class NodeKeys {
   }
 
   private resetCounts(): void {
+    this.countsStale = false;
+    this.readSets = false;
     this.nrKeys = this.liveU64s = this.packedKeys = this.unpackedKeys = this.nrWhiteouts = 0;
     this.unwrittenJournalSeqMax = this.unwrittenJournalSeqMin = 0;
     this.writeInFlight = false;
@@ -1225,7 +1304,8 @@ export class NodeKeys {
   /** u64s of key space left in the writable set (or in a new one). */
   u64sRemaining(): number {
     if (this.hasWritable()) return (this.nodeSizeBytes - this.aux32[(this.nsets - 1) * M.ROW + M.END]!) >>> 3;
-    if (this.nsets >= MAX_SETS) return 0;
+    /* a read's sets are merged before the first insert: the writable set will have a slot */
+    if (this.nsets >= MAX_SETS && !this.readSets) return 0;
     return Math.max(0, this.nodeSizeBytes - this.nextBsetOffset() - BSET_HDR_BYTES) >>> 3;
   }
 
@@ -1244,6 +1324,7 @@ export class NodeKeys {
   }
 
   private startWritable(): boolean {
+    if (this.readSets) throw new Error('startWritable: the sets a read kept are not merged (mergeReadSets first)');
     if (this.nsets >= MAX_SETS) return false;
     const hdr = this.nextBsetOffset();
     if (hdr + BSET_HDR_BYTES + 8 > this.nodeSizeBytes) return false;
@@ -1499,6 +1580,7 @@ export class NodeKeys {
 
   /** Raise the journal seq the next written bset will carry (e.g. a new node holding keys of commit `seq`). */
   noteJournalSeq(seq: number): void {
+    if (this.readSets) this.mergeReadSets();
     if (!this.hasWritable() && !this.startWritable()) throw new Error('noteJournalSeq: no room for a writable set');
     this.noteJournalSeqInternal(seq);
   }
@@ -1582,6 +1664,7 @@ export class NodeKeys {
    * it does not fit.
    */
   insertKey(k: BkeyI): boolean {
+    if (this.readSets) this.mergeReadSets();
     this.modSeq++;
     this.contentGen++;
     const older = this.olderOf(k, 'insertKey');
@@ -1640,6 +1723,8 @@ export class NodeKeys {
    * Returns false, the node unchanged, if the keys do not fit together.
    */
   insertKeys(keys: readonly BkeyI[], from = 0, to = keys.length): boolean {
+    /* before any handle into the read-only sets is taken: the merge moves keys */
+    if (this.readSets) this.mergeReadSets();
     const nr = to - from;
     if (nr < INSERT_KEYS_MERGE_MIN) return this.insertKeysEach(keys, from, to);
     const sc = insertScratch(nr);
@@ -2265,6 +2350,7 @@ export class NodeKeys {
    * false if there was nothing to do (one set in place, no whiteouts).
    */
   private mergeRoSets(): boolean {
+    this.readSets = false;
     const nro = this.hasWritable() ? this.nsets - 1 : this.nsets;
     if (nro === 0) return false;
     if (nro === 1 && this.aux32[M.START]! === NODE_HDR_BYTES + BSET_HDR_BYTES) {
@@ -2306,6 +2392,7 @@ export class NodeKeys {
 
   /** Recompute the counts from the keys. */
   recount(): void {
+    this.countsStale = false;
     this.nrKeys = this.liveU64s = this.packedKeys = this.unpackedKeys = this.nrWhiteouts = 0;
     if (this.nsets === 1) {
       /* one set: every key is visible */
@@ -2367,6 +2454,11 @@ export class NodeKeys {
    */
   loadSorted(runs: KeyRuns, writtenBytes: number): void {
     this.writtenBytes = writtenBytes;
+    const nr = runs.bound.length - 1;
+    if (nr > 1 && nr <= MAX_SETS && runs.setHdr.length === nr && bsetDebug.keepReadSets) {
+      this.keepReadSets(runs);
+      return;
+    }
     const start = NODE_HDR_BYTES + BSET_HDR_BYTES;
     const end = this.mergeRuns(runs, start);
     this.nsets = 1;
@@ -2381,6 +2473,69 @@ export class NodeKeys {
     this.packedKeys = mergeOut.packedKeys;
     this.unpackedKeys = mergeOut.nrKeys - mergeOut.packedKeys;
     this.nrWhiteouts = 0;
+    if (bsetDebug.checks) this.verify();
+  }
+
+  /**
+   * loadSorted for a read of 2..MAX_SETS bsets: each stays where it is as a
+   * read-only set (whiteouts and shadowed keys included: newer sets win, as
+   * after a write), its search tree filled from the offsets and summaries
+   * the validation collected, without another walk of the keys. The counts
+   * are left to their first use (a lookup needs none); the first insert
+   * merges (mergeReadSets).
+   */
+  private keepReadSets(runs: KeyRuns): void {
+    const nr = runs.bound.length - 1;
+    const offs = runs.offs, sums = runs.sums;
+    const heads = scratchHeads(this.nodeSizeBytes);
+    const headSums = scratchHeadSums(this.nodeSizeBytes);
+    const groupBytes = AUX_GROUP_BYTES;
+    let w = AUX_META_WORDS;
+    this.nsets = nr;
+    for (let r = 0; r < nr; r++) {
+      const row = r * M.ROW;
+      const hdr = runs.setHdr[r]!;
+      this.aux32[row + M.HDR] = hdr;
+      this.aux32[row + M.START] = hdr + BSET_HDR_BYTES;
+      this.aux32[row + M.END] = runs.setEnd[r]!;
+      this.aux32[row + M.STATE] = SET_WRITTEN;
+      this.aux32[row + M.AUX_OFF] = w;
+      /* buildRoTree's group heads, from the collected entries (a summary < 0: an unpacked key) */
+      let n = 0;
+      let gstart = -groupBytes;
+      let allPacked = true;
+      let last = hdr + BSET_HDR_BYTES;
+      for (let i = runs.bound[r]!, e = runs.bound[r + 1]!; i < e; i++) {
+        const k = offs[i]!;
+        const x = sums[i]!;
+        last = k;
+        if (x < 0) allPacked = false;
+        else if (k - gstart >= groupBytes) {
+          heads[n] = k;
+          headSums[n++] = x;
+          gstart = k;
+        }
+      }
+      w = this.fillRoTree(r, w, n, headSums, allPacked, last);
+    }
+    this.readSets = true;
+    this.countsStale = true;
+    readSetCounters.kept++;
+    if (bsetDebug.checks) this.verify();
+  }
+
+  /** Merge the sets a read kept (keepReadSets) into set 0, as a read that merges leaves the node. */
+  private mergeReadSets(): void {
+    this.mergeRoSets();
+    this.aux32[M.AUX_OFF] = AUX_META_WORDS;
+    this.fillRoTree(0, AUX_META_WORDS, mergeOut.heads, scratchHeadSums(this.nodeSizeBytes), mergeOut.packedKeys === mergeOut.nrKeys, mergeOut.last);
+    this.countsStale = false;
+    this.nrKeys = mergeOut.nrKeys;
+    this.liveU64s = mergeOut.liveU64s;
+    this.packedKeys = mergeOut.packedKeys;
+    this.unpackedKeys = mergeOut.nrKeys - mergeOut.packedKeys;
+    this.nrWhiteouts = 0;
+    readSetCounters.merged++;
     if (bsetDebug.checks) this.verify();
   }
 
@@ -2530,7 +2685,7 @@ export class NodeKeys {
 
   toText(out = new Printbuf()): string {
     this.toTextFields(out);
-    out.field('sets', this.nsets);
+    out.field('sets', this.readSets ? `${this.nsets} (as read, not merged)` : this.nsets);
     out.nested((o) => {
       for (let s = 0; s < this.nsets; s++) {
         let n = 0;

@@ -32,8 +32,11 @@
  *      The same pass records each key's offset and position summary
  *      (KeyRuns) for the merge;
  *   5. writtenBytes = block-rounded end of the last accepted or skipped bset;
- *      everything is merged into one sorted set (NodeKeys.loadSorted: no
- *      further walk of the keys) and the aux tree is built.
+ *      NodeKeys.loadSorted makes the node searchable without another walk of
+ *      the keys: one bset, or more than MAX_SETS, are merged into one sorted
+ *      set; 2..MAX_SETS stay in place as sets (bcachefs sorts every read
+ *      down to one; a cold node's one lookup does not repay the merge), and
+ *      the aux trees are built.
  *
  * Nothing here allocates per key; messages are built only on failure.
  *
@@ -291,6 +294,7 @@ export function nodeReadValidate(keys: NodeKeys, expect: NodeReadExpect, opts: N
       const start = off + BSET_HDR_BYTES;
       const err = bsetKeysInvalid(keys, start, end, runs);
       if (err !== null) return { ok: false, code: 'ERR_TOPOLOGY', message: `${where(expect)}: bset at byte ${off} (journal seq ${jseq}): ${err}` };
+      runs.setRunBset(off, end);
       read++;
     }
     written = roundUp(end, block);

@@ -467,6 +467,77 @@ describe('Transaction#get() synchronous traversal', () => {
   });
 });
 
+describe('leaves read back with their appends kept as sets', () => {
+  it('gets, scans (both ways), updates, deletes and splits on them agree with a model, before and after a reopen', async () => {
+    t = await tmpStore({ btrees: [{ name: 'kv' }], nodeSize: 16384, cacheSize: 640 * 1024 });
+    let s = t.store;
+    const N = 20000;
+    const model = new Map<number, number>();
+    /* every key, then two passes of updates, each flushed: leaves get a second and third append */
+    for (const [pass, step] of [[0, 1], [1, 7], [2, 5]] as const) {
+      for (let b = 0; b < N; b += 300) {
+        await s.transact((tx) => {
+          for (let k = b; k < Math.min(N, b + 300); k += step) {
+            tx.put('kv', pos(1, k), val(k, pass));
+            model.set(k, pass);
+          }
+        });
+      }
+      await s.flush();
+    }
+    const check = async (st: Store): Promise<void> => {
+      const rnd = prng(11);
+      for (let i = 0; i < 600; i++) {
+        const k = Math.floor(rnd() * (N + 50));
+        const got = await st.get('kv', pos(1, k));
+        if (model.has(k)) expect(decode(got!)).toEqual({ k, v: model.get(k) });
+        else expect(got).toBeUndefined();
+      }
+      const want = [...model.keys()].sort((a, b) => a - b);
+      const fwd: number[] = [];
+      for await (const e of st.range('kv')) {
+        const { k, v } = decode(e.value);
+        expect(v).toBe(model.get(k));
+        fwd.push(k);
+      }
+      expect(fwd).toEqual(want);
+      const back: number[] = [];
+      for await (const e of st.range('kv', { reverse: true })) back.push(decode(e.value).k);
+      expect(back).toEqual(want.reverse());
+    };
+    s.shrink();
+    const kept0 = s.stats().readSets.kept;
+    await check(s);
+    expect(s.stats().readSets.kept).toBeGreaterThan(kept0);
+    /* writes into leaves read that way: each is merged before its first insert */
+    s.shrink();
+    const merged0 = s.stats().readSets.merged;
+    const splits0 = s.stats().interior.splits ?? 0;
+    const rnd = prng(5);
+    for (let round = 0; round < 20; round++) {
+      await s.transact((tx) => {
+        for (let i = 0; i < 150; i++) {
+          const k = Math.floor(rnd() * N * 2);
+          if (model.has(k) && rnd() < 0.4) {
+            tx.del('kv', pos(1, k));
+            model.delete(k);
+          } else {
+            tx.put('kv', pos(1, k), val(k, 10 + round));
+            model.set(k, 10 + round);
+          }
+        }
+      });
+    }
+    expect(s.stats().readSets.merged).toBeGreaterThan(merged0);
+    expect(s.stats().interior.splits ?? 0).toBeGreaterThan(splits0);
+    await check(s);
+    await s.flush();
+    s = await t.reopen({ cacheSize: 640 * 1024 });
+    await check(s);
+    expect(await s.fsck()).toEqual([]);
+  });
+});
+
 describe('Store#range() iterator', () => {
   it('next() calls made before earlier ones resolve get the entries in order, across leaves; return() ends it', async () => {
     t = await tmpStore();

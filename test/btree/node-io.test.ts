@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BkeyI, KEY_TYPES, bkeyBtreePtr, bkeyValue, bkeyWhiteout } from '../../src/btree/bkey.js';
-import { NodeKeys, bsetDebug } from '../../src/btree/bset.js';
+import { MAX_SETS, NodeKeys, bsetDebug } from '../../src/btree/bset.js';
 import { NodeReadExpect, NodeReadOpts, NodeReadResult, bsetKeysDiagnose, bsetKeysInvalid, nodeCanAppend, nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
 import { BSET_HDR_BYTES, NODE_HDR_BYTES, bsetEnd, bsetHeaderEncode, bsetJournalSeq, bsetJournalSeqMin, bsetU64s, nodeHeaderDecode, nodeHeaderEncode } from '../../src/format/btree-node.js';
 import { Prng, bigToPos, posOf, posToBig, property, randPos } from '../format/prng.js';
@@ -133,8 +133,18 @@ describe('nodeWritePrepare() / nodeReadValidate()', () => {
         expect(res).toMatchObject({ ok: true, bsetsRead: round + 1, bsetsSkipped: 0 });
         expectModel(keys, sim.model);
         expect(keys.writtenBytes).toBe(sim.keys.writtenBytes);
-        expect(keys.nsets).toBe(1);
-        expect(keys.nrWhiteouts).toBe(0);
+        /* 2..MAX_SETS bsets stay sets (whiteouts and all); one, or more than fit, are merged */
+        const kept = round + 1 >= 2 && round + 1 <= MAX_SETS;
+        expect(keys.nsets).toBe(kept ? round + 1 : 1);
+        expect(keys.readSets).toBe(kept);
+        /* the same image merged on read (bcachefs's way): the same view and counts */
+        bsetDebug.keepReadSets = false;
+        const merged = sim.read().keys;
+        bsetDebug.keepReadSets = true;
+        expect(merged.nsets).toBe(1);
+        expect(merged.nrWhiteouts).toBe(0);
+        expectModel(merged, sim.model);
+        expect([keys.nrKeys, keys.liveU64s, keys.packedKeys, keys.unpackedKeys]).toEqual([merged.nrKeys, merged.liveU64s, merged.packedKeys, merged.unpackedKeys]);
       }
       /* continue on the node as read back from disk */
       const { keys } = sim.read();
@@ -144,6 +154,41 @@ describe('nodeWritePrepare() / nodeReadValidate()', () => {
       expect(a.offset).toBe(sim.appends[sim.appends.length - 2]!.offset + sim.appends[sim.appends.length - 2]!.bytes);
       const again = sim.read();
       expect(again.res.ok).toBe(true);
+      expectModel(again.keys, sim.model);
+    });
+  });
+
+  it('takes inserts into a node whose read kept its bsets: merged first, then appended and read back', () => {
+    property('kept sets', 8, (r) => {
+      const [nodeSize, block] = r.pick([[16384, 512], [65536, 4096]] as const);
+      const sim = new Sim(nodeSize, block);
+      const appends = r.range(2, MAX_SETS);
+      for (let i = 0; i < appends; i++) {
+        sim.randomOps(r, r.range(1, 60));
+        sim.insert(bkeyValue(posOf(9, i), r.bytes(5), sim.version++));
+        /* the lowest position, in the newest set: its first key */
+        if (i === appends - 1) sim.insert(bkeyValue(posOf(0, 0), r.bytes(5), sim.version++));
+        expect(sim.write()).not.toBeNull();
+      }
+      const { keys, res } = sim.read();
+      expect(res).toMatchObject({ ok: true, bsetsRead: appends });
+      expect(keys.readSets).toBe(true);
+      /* the counts were left to their first use: they are right when asked */
+      expect(keys.nrKeys).toBe(sim.model.size);
+      /* room for an append is what it would be after the merge, not 0 for want of a set slot */
+      expect(keys.u64sRemaining()).toBe(Math.max(0, nodeSize - keys.writtenBytes - BSET_HDR_BYTES) >>> 3);
+      sim.keys = keys;
+      /* the first insert replaces the newest set's first key (its handle is taken before the merge would move it), the next deletes a key of the oldest */
+      expect(sim.insert(bkeyValue(posOf(0, 0), r.bytes(9), sim.version++))).toBe(true);
+      expect(keys.readSets).toBe(false);
+      expect(sim.insert(bkeyWhiteout(posOf(9, 0), sim.version++))).toBe(true);
+      expect(keys.nrKeys).toBe(sim.model.size);
+      sim.randomOps(r, r.range(1, 30));
+      expect(keys.nsets).toBeLessThanOrEqual(2);
+      expectModel(keys, sim.model);
+      expect(sim.write()).not.toBeNull();
+      const again = sim.read();
+      expect(again.res).toMatchObject({ ok: true, bsetsRead: appends + 1 });
       expectModel(again.keys, sim.model);
     });
   });
