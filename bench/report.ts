@@ -320,9 +320,10 @@ export function formatTable(report: Report): string {
       const what = `  ${sizeLabel(l.blockBytes)} qd${l.queueDepth} ${l.io}`;
       const how = [l.mode, l.engine && l.engine !== l.mode ? l.engine : ''].filter(Boolean).join(' ');
       const per = l.latencyPer === 'batch' ? ` per batch of ${l.queueDepth}` : '';
+      const both = l.byMode?.async !== undefined && l.byMode.batch !== undefined ? `; the faster of async ${formatRate(l.byMode.async)} and batch ${formatRate(l.byMode.batch)}` : '';
       out.push(
         l.available
-          ? `${what}: ${formatRate(l.opsPerSec!)} reads/s, p50 ${formatUs(l.p50Us!)} us, p99 ${formatUs(l.p99Us!)} us${per}${how ? `, ${how}` : ''} (${l.target})`
+          ? `${what}: ${formatRate(l.opsPerSec!)} reads/s, p50 ${formatUs(l.p50Us!)} us, p99 ${formatUs(l.p99Us!)} us${per}${how ? `, ${how}` : ''}${both} (${l.target})`
           : `${what}: n/a (${l.reason})`,
       );
     }
