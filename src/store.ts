@@ -45,7 +45,7 @@
 
 import { ERR, SixtreeError, errName, isRestart, invalidArg } from './errors.js';
 import { KEY_TYPE, UNPACKED_VALUE_OFFSET, bkeyNew, keyBytesFor, type BkeyI } from './btree/bkey.js';
-import { BPOS_WORDS, POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, bposToText, posLikeToWords, posWords, toBpos } from './btree/bpos.js';
+import { BPOS_WORDS, POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, bposToText, posLikeToWords, posWords, toBpos, wordsToBpos } from './btree/bpos.js';
 import { Iter, KEY_SIZE_MAX, LOOKUP_FALLBACK, type Entry, type IterOpts } from './btree/iter.js';
 import { BTREE_MAX_DEPTH } from './btree/path.js';
 import { EXTENT_VALUE_HEADER_BYTES, extentValueMake, xcmp, type XPos } from './btree/overlay.js';
@@ -397,7 +397,7 @@ export class Store {
   }
 
   private leave(): void {
-    if (--this.inFlight === 0) for (const w of this.idle.splice(0)) w();
+    if (--this.inFlight === 0 && this.idle.length > 0) for (const w of this.idle.splice(0)) w();
   }
 
   private nestedError(what: string): SixtreeError {
@@ -641,8 +641,10 @@ export class Store {
      * Walk again once it is in; that walk may miss one level further down
      * (an interior node was read) and start the next read. A walk per level
      * at most, then the transaction, which waits for locks and reports errors.
+     * The position is the one parsed at the call (the caller may change its
+     * object meanwhile): its words, copied before the first await.
      */
-    let bp: Bpos | null = null;
+    const words = lk.pos.slice(0, BPOS_WORDS);
     for (let walks = 0; walks <= BTREE_MAX_DEPTH && lk.readStarted !== null; walks++) {
       const read = lk.readStarted;
       let entered = false;
@@ -650,15 +652,15 @@ export class Store {
         this.enter();
         entered = true;
         await read.done;
-        bp ??= toBpos(p, 'pos');
-        v = lk.lookup(this.btreeId(btree, false), bp, true, true);
+        lk.pos.set(words);
+        v = lk.lookupAt(this.btreeId(btree, false), true, true);
       } finally {
         lk.readRelease(read);
         if (entered) this.leave();
       }
       if (v !== LOOKUP_FALLBACK) return v ?? undefined;
     }
-    const at = bp ?? toBpos(p, 'pos');
+    const at = wordsToBpos(words);
     return await this.transactRun((tx) => tx.get(btree, at), false, 'store.get()');
   }
 

@@ -127,6 +127,17 @@ describe('Store#get() fast path', () => {
     expect(after.transactions.commits).toBe(before.transactions.commits);
   });
 
+  it('a get that reads looks up the position it was called with, whatever the caller does to its object meanwhile', async () => {
+    const N = 6000;
+    const s = await evictedStore(256 * 1024, N, 500, 3);
+    const misses = s.stats().cache.misses;
+    const p = { inode: 1n, offset: 4321n, snapshot: 0 };
+    const got = s.get('kv', p);
+    p.offset = 17n;
+    expect(decode((await got)!)).toEqual({ k: 4321, v: 3 });
+    expect(s.stats().cache.misses).toBeGreaterThan(misses);
+  });
+
   it('a read started for a get stays pinned until its second walk: reads churning the whole cache in between leave it; released, it goes', async () => {
     // sequential keys fill their leaves (streamPivot): 12,000 keys to make a tree well past the cache
     const s = await evictedStore(256 * 1024, 12000, 500, 3);
