@@ -17,8 +17,12 @@
  *                            and 64: rand_lookup, _qd8, _qd64)                >= 0.8
  *
  * One repetition runs every job once, each in a fresh child (jobs.ts, as
- * `npm run bench` does), the device limit first; repetitions follow one
- * another, so slow drift of the machine spreads over all targets alike. A
+ * `npm run bench` does); repetitions follow one another, so slow drift of
+ * the machine spreads over all targets alike. A cold job's reference is
+ * the device limit at its queue depth measured right before and right after
+ * it (the mean of the two): this VM's disk moved 2x within a minute (qd64:
+ * 11.7k-24.1k reads/s between repetitions), so a limit measured a minute
+ * earlier said little about the seconds the job ran. A
  * target's verdict is its median ratio; the table also prints every
  * repetition's ratio, min and max, the median rates and sixtree's CPU time
  * per op. Everything goes to bench/results/targets-<timestamp>.json.
@@ -215,25 +219,36 @@ function log(line: string): void {
   process.stderr.write(`${line}\n`);
 }
 
+/** The queue depth of the device limit a job is held against (cold jobs), by job key. */
+const limitQueueDepthOf = new Map(targets.flatMap((t) => ('limitQueueDepth' in t.ref ? [[specKey(t.ours), t.ref.limitQueueDepth] as const] : [])));
+
 async function runRepetition(o: Options, rep: number, errors: string[]): Promise<Repetition> {
   const r: Repetition = { rates: {}, cpuUsPerOp: {}, regimeWarnings: {}, otherCpuShare: {}, results: [], limits: [] };
-  for (const qd of limitQueueDepths) {
+  /* one device-limit measurement (when: 'before' or 'after' the job it brackets): reads/s, or undefined */
+  const limit = async (qd: number, when: string): Promise<number | undefined> => {
     const lj = limitJob(o, qd);
     const { msg: lm } = await runInChild(lj, false);
-    const what = `device limit ${sizeLabel(lj.blockBytes)} qd${qd}`;
+    const what = `device limit ${sizeLabel(lj.blockBytes)} qd${qd} (${when})`;
     if (lm.type === 'limit' && lm.result.available) {
       r.limits.push(lm.result);
-      r.rates[`device-limit-qd${qd}`] = lm.result.opsPerSec!;
       log(`  [${rep}] ${what}: ${formatRate(lm.result.opsPerSec!)} reads/s`);
-    } else {
-      const why = failureText(lm);
-      errors.push(`repetition ${rep}: ${what}: ${why}`);
-      log(`  [${rep}] ${what}: n/a (${why})`);
+      return lm.result.opsPerSec!;
     }
-  }
+    const why = failureText(lm);
+    errors.push(`repetition ${rep}: ${what}: ${why}`);
+    log(`  [${rep}] ${what}: n/a (${why})`);
+    return undefined;
+  };
   for (const s of jobSpecs()) {
     const job = workloadJob(o, s);
+    const qd = limitQueueDepthOf.get(specKey(s));
+    const before = qd === undefined ? undefined : await limit(qd, 'before');
     const { msg, otherCpuShare: share } = await runInChild(job, false);
+    const after = qd === undefined ? undefined : await limit(qd, 'after');
+    if (qd !== undefined) {
+      const got = [before, after].filter((x): x is number => x !== undefined);
+      if (got.length) r.rates[`device-limit-qd${qd}`] = got.reduce((a, b) => a + b, 0) / got.length;
+    }
     const label = `${s.workload} ${s.store}${s.store === 'sixtree' ? ` ${s.regime} ${sizeLabel(job.nodeSizeBytes)}` : ''}`;
     if (msg.type !== 'result') {
       const why = failureText(msg);
@@ -348,7 +363,7 @@ function formatOutcomes(o: Options, list: TargetOutcome[]): string {
 async function main(o: Options): Promise<number> {
   const startedAt = new Date();
   const where = targetText(o);
-  log(`bench:targets: ${o.repeat} repetition(s) of ${jobSpecs().length} jobs + ${limitQueueDepths.length} device limits; ${where}`);
+  log(`bench:targets: ${o.repeat} repetition(s) of ${jobSpecs().length} jobs + ${limitQueueDepths.length} device limits (each before and after its job); ${where}`);
   const errors: string[] = [];
   const reps: Repetition[] = [];
   for (let rep = 1; rep <= o.repeat; rep++) reps.push(await runRepetition(o, rep, errors));
