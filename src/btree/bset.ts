@@ -1566,10 +1566,11 @@ export class NodeKeys {
 
   /** accountAdd for a key given by its header word (insertKeys: a key that went aside). */
   private accountHdr(hdr: number, sign: number): void {
-    this.nrKeys += sign;
-    this.liveU64s += sign * (hdr & 0xffff);
-    if (hdr & (1 << 27)) this.packedKeys += sign;
-    else this.unpackedKeys += sign;
+    /* the fields, not the accessors: inserts run on merged nodes, whose counts are never stale */
+    this.nrKeysN += sign;
+    this.liveU64sN += sign * (hdr & 0xffff);
+    if (hdr & (1 << 27)) this.packedKeysN += sign;
+    else this.unpackedKeysN += sign;
   }
 
   private noteJournalSeqInternal(seq: number): void {
@@ -1692,12 +1693,12 @@ export class NodeKeys {
 
     const visOld = exists ? o : older;
     if (visOld >= 0 && !this.keyIsWhiteout(visOld)) this.accountAdd(visOld, -1);
-    if (exists && this.keyIsWhiteout(o)) this.nrWhiteouts--;
+    if (exists && this.keyIsWhiteout(o)) this.nrWhiteoutsN--;
     if (delta !== 0) this.data.copyWithin(o + newBytes, o + oldBytes, end);
     this.aux32[s * M.ROW + M.END] = end + delta;
     if (newBytes) {
       this.writeKey(o, k.type, k.p, 0, k.size, k.version, value, packed);
-      if (isDel) this.nrWhiteouts++;
+      if (isDel) this.nrWhiteoutsN++;
       else this.accountAdd(o, 1);
     }
     this.rwFix(o, oldBytes, newBytes);
@@ -1928,14 +1929,14 @@ export class NodeKeys {
     if (visOld < 0) return;
     const h = hdr >= 0 ? hdr : this.d32[visOld >>> 2]!;
     if (((h >>> 16) & 0xff) !== KEY_TYPE.deleted) this.accountHdr(h, -1);
-    else if (flags & 1) this.nrWhiteouts--;
+    else if (flags & 1) this.nrWhiteoutsN--;
   }
 
   /** insertKeys: write key k at byte `at` of the writable set and count it in (flags bit 2: packed). */
   private insertKeysWrite(at: number, k: BkeyI, flags: number): void {
     const isDel = k.type === KEY_TYPE.deleted;
     this.writeKey(at, k.type, k.p, 0, k.size, k.version, isDel ? EMPTY : k.value, (flags & 2) !== 0);
-    if (isDel) this.nrWhiteouts++;
+    if (isDel) this.nrWhiteoutsN++;
     else this.accountAdd(at, 1);
   }
 
@@ -1976,7 +1977,7 @@ export class NodeKeys {
       this.writeKey(o, src.keyType(h), scrFields, 0, size, version, value, fits);
     }
     this.aux32[s * M.ROW + M.END] = o + bytes;
-    if (this.keyIsWhiteout(o)) this.nrWhiteouts++;
+    if (this.keyIsWhiteout(o)) this.nrWhiteoutsN++;
     else this.accountAdd(o, 1);
     this.noteJournalSeqInternal(this.keyVersion(o));
     return true;
