@@ -206,7 +206,8 @@ interface Repetition {
   /** Share of the machine's CPU other processes used while each job ran (report.ts otherCpuShare). */
   otherCpuShare: Record<string, number>;
   results: WorkloadResult[];
-  limits: LimitResult[];
+  /** Each limit measured, in order, with which side of its cold job it was taken on. */
+  limits: (LimitResult & { when: 'before' | 'after' })[];
 }
 
 function median(xs: number[]): number {
@@ -225,12 +226,12 @@ const limitQueueDepthOf = new Map(targets.flatMap((t) => ('limitQueueDepth' in t
 async function runRepetition(o: Options, rep: number, errors: string[]): Promise<Repetition> {
   const r: Repetition = { rates: {}, cpuUsPerOp: {}, regimeWarnings: {}, otherCpuShare: {}, results: [], limits: [] };
   /* one device-limit measurement (when: 'before' or 'after' the job it brackets): reads/s, or undefined */
-  const limit = async (qd: number, when: string): Promise<number | undefined> => {
+  const limit = async (qd: number, when: 'before' | 'after'): Promise<number | undefined> => {
     const lj = limitJob(o, qd);
     const { msg: lm } = await runInChild(lj, false);
     const what = `device limit ${sizeLabel(lj.blockBytes)} qd${qd} (${when})`;
     if (lm.type === 'limit' && lm.result.available) {
-      r.limits.push(lm.result);
+      r.limits.push({ ...lm.result, when });
       log(`  [${rep}] ${what}: ${formatRate(lm.result.opsPerSec!)} reads/s`);
       return lm.result.opsPerSec!;
     }
