@@ -2467,14 +2467,20 @@ export class NodeKeys {
     this.aux32[M.START] = start;
     this.aux32[M.END] = end;
     this.aux32[M.STATE] = SET_WRITTEN;
+    this.set0FromMerge();
+    if (bsetDebug.checks) this.verify();
+  }
+
+  /** Set 0 just merged (mergeRuns, nothing after it): its search tree and the node's counts from what the merge collected. */
+  private set0FromMerge(): void {
     this.aux32[M.AUX_OFF] = AUX_META_WORDS;
     this.fillRoTree(0, AUX_META_WORDS, mergeOut.heads, scratchHeadSums(this.nodeSizeBytes), mergeOut.packedKeys === mergeOut.nrKeys, mergeOut.last);
+    this.countsStale = false;
     this.nrKeys = mergeOut.nrKeys;
     this.liveU64s = mergeOut.liveU64s;
     this.packedKeys = mergeOut.packedKeys;
     this.unpackedKeys = mergeOut.nrKeys - mergeOut.packedKeys;
     this.nrWhiteouts = 0;
-    if (bsetDebug.checks) this.verify();
   }
 
   /**
@@ -2528,14 +2534,7 @@ export class NodeKeys {
   /** Merge the sets a read kept (keepReadSets) into set 0, as a read that merges leaves the node. */
   private mergeReadSets(): void {
     this.mergeRoSets();
-    this.aux32[M.AUX_OFF] = AUX_META_WORDS;
-    this.fillRoTree(0, AUX_META_WORDS, mergeOut.heads, scratchHeadSums(this.nodeSizeBytes), mergeOut.packedKeys === mergeOut.nrKeys, mergeOut.last);
-    this.countsStale = false;
-    this.nrKeys = mergeOut.nrKeys;
-    this.liveU64s = mergeOut.liveU64s;
-    this.packedKeys = mergeOut.packedKeys;
-    this.unpackedKeys = mergeOut.nrKeys - mergeOut.packedKeys;
-    this.nrWhiteouts = 0;
+    this.set0FromMerge();
     readSetCounters.merged++;
     if (bsetDebug.checks) this.verify();
   }
