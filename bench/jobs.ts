@@ -90,7 +90,7 @@ export function runForked(job: Job, extraExecArgv: string[] = []): Promise<{ msg
   return new Promise((resolve) => {
     const cpuStart = cpuSnapshot();
     const child = fork(path.join(here, 'worker.js'), [], {
-      execArgv: ['--expose-gc', ...extraExecArgv],
+      execArgv: extraExecArgv,
       stdio: ['ignore', 2, 'inherit', 'ipc'],
       serialization: 'json',
     });

@@ -11,8 +11,17 @@
  * A workload job: load the adapter -> open on a fresh device/file in the
  * job's fresh directory (run.ts creates it and removes it after this process
  * has exited, crash or not) -> preload (untimed) -> put the store in its cache
- * regime -> gc -> measure -> verify what the store holds -> close.
+ * regime -> measure -> verify what the store holds -> close.
  * A limit job: bench/limit.ts.
+ *
+ * No forced garbage collection between the preload and the measurement: a
+ * gc() at that quiet moment, with no transaction alive, frees the hidden
+ * classes the JIT compiled the engine's hot functions against, and V8 throws
+ * that optimized code away ("weak objects": 20 functions of the commit path)
+ * and compiles it again during the measured phase. The 95 commits of the
+ * batched-insert job then cost 30-60% more CPU and ran 15-20% slower (alternating
+ * runs, docs/benchmarks.md). A running server does not force collections;
+ * the preload's garbage is collected when V8 chooses, in every store alike.
  */
 
 import { KeySet, Rng } from './keys.js';
@@ -90,7 +99,6 @@ async function runWorkload(job: WorkloadJob): Promise<WorkerMessage> {
     phase = 'measure';
 
     const { driver, checker } = def.build({ store, keys, loaded: job.keyCount, rng: new Rng(0x5eed + job.keyCount) });
-    (globalThis as { gc?: () => void }).gc?.();
     let before: CacheCounters | undefined;
     let after: CacheCounters | undefined;
     let cpuRead: (() => CpuTotals) | undefined;
