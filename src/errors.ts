@@ -23,6 +23,7 @@ export const PUBLIC_CODES = [
   'ERR_BAD_MAGIC',
   'ERR_VERSION',
   'ERR_LOCKED',
+  'ERR_DEVICE_BUSY',
   'ERR_CHECKSUM',
   'ERR_TOPOLOGY',
   'ERR_IO',

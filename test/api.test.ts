@@ -45,8 +45,12 @@ import {
 } from '../src/index.js';
 import { prng, tmpStore, type TmpStore } from './helpers/store.js';
 import { BlockDevice } from '../src/io/block-device.js';
+import { ext4SkipReason, withExt4Mounted, withLoop } from './helpers/loop.js';
 import { FaultDevice } from '../src/io/fault-device.js';
 import { NodeKeys } from '../src/btree/bset.js';
+
+const ext4Reason = ext4SkipReason();
+if (ext4Reason) console.log(`ERR_DEVICE_BUSY on a mounted loop device: skipped (${ext4Reason})`);
 
 const DIST_INDEX = fileURLToPath(new URL('../dist/src/index.js', import.meta.url));
 const U64_MAX = (1n << 64n) - 1n;
@@ -1784,6 +1788,36 @@ describe('a second process', () => {
     expect(dec(await t.store.get('kv', pos(1, 1)))).toBe('still');
   });
 
+  it.skipIf(ext4Reason !== undefined)('ERR_DEVICE_BUSY: format and open refuse a mounted block device, and the file system on it is untouched', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sixtree-busy-'));
+    try {
+      const img = join(dir, 'disk.img');
+      writeFileSync(img, '');
+      truncateSync(img, 64 << 20);
+      await withLoop(img, async (dev) => {
+        await withExt4Mounted(dev, async (mnt) => {
+          writeFileSync(join(mnt, 'precious'), 'keep me');
+          execFileSync('sync');
+          for (const force of [false, true]) {
+            const e = await expectCode(() => Store.format(dev, { nodeSize: 64 * 1024, btrees: [{ name: 'kv' }], force }), 'ERR_DEVICE_BUSY', dev);
+            expect(e.message).toContain('mounted');
+          }
+          await expectCode(() => Store.open(dev), 'ERR_DEVICE_BUSY', dev);
+          /* a read-only open writes nothing: it gets as far as the superblock, which is ext4's */
+          await expectCode(() => Store.open(dev, { readOnly: true }), 'ERR_BAD_MAGIC', dev);
+        });
+        /* unmounted: ext4 checks clean (nothing of ours landed), then the device is free to format */
+        execFileSync('e2fsck', ['-f', '-n', dev], { stdio: 'pipe' });
+        await Store.format(dev, { nodeSize: 64 * 1024, btrees: [{ name: 'kv' }], force: true });
+        const s = await Store.open(dev);
+        await s.put('kv', pos(1, 1), enc('ours now'));
+        await s.close();
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('open runs recovery: writes resolved before a process exited without close are there', async () => {
     t = await tmpStore({ sizeBytes: 16 << 20 });
     await t.store.close();
@@ -1991,7 +2025,7 @@ describe('SixtreeError', () => {
         'ERR_LOCKED', 'ERR_CHECKSUM', 'ERR_TOPOLOGY', 'ERR_IO', 'ERR_NO_SPACE', 'ERR_CACHE_TOO_SMALL', 'ERR_VALUE_TOO_LARGE',
         'ERR_UNKNOWN_BTREE', 'ERR_NOT_EXTENTS', 'ERR_IS_EXTENTS', 'ERR_READ_ONLY', 'ERR_CLOSED', 'ERR_TX_DONE', 'ERR_TOO_MANY_RESTARTS',
         // additions beyond API.md's table (docs/api.md)
-        'ERR_WOULD_BLOCK', 'ERR_TX_NESTED',
+        'ERR_WOULD_BLOCK', 'ERR_TX_NESTED', 'ERR_DEVICE_BUSY',
       ].sort(),
     );
   });

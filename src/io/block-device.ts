@@ -10,6 +10,7 @@
  *   file system refuses O_DIRECT        ERR_NO_DIRECT_IO
  *   lock held by another open           ERR_LOCKED (openWaiting waits while only
  *                                       exited processes hold it: lockTake)
+ *   block device in use by the system   ERR_DEVICE_BUSY (claimBlockDevice)
  *   write/submit-write on readOnly      ERR_READ_ONLY
  *   bad buffer/offset/length/option     ERR_INVALID_ARG (checked here, before native code)
  *   anything the kernel reports         ERR_IO (errno, path, offset, length)
@@ -21,6 +22,14 @@
  * createSizeBytes creates a missing file and grows a shorter one (never
  * shrinks); on a block device it only checks the device is large enough.
  *
+ * A writable, locked open of a block device also claims it: a second
+ * descriptor opened O_EXCL, held until close(). The kernel refuses that open
+ * (EBUSY) while the device is mounted, a swap, RAID or LVM member, or claimed
+ * by another program (mkfs tools open devices the same way), so format and
+ * open never write over a file system in use, and nothing can mount the
+ * device while the store has it. The flock is taken first: another sixtree
+ * holding the store still reads as ERR_LOCKED.
+ *
  * States: open --close()--> closing (waits for in-flight async I/O; new
  * calls fail with ERR_CLOSED) --> closed (fd released). close() is
  * idempotent. Buffers from allocBuffer() outlive the device; free them with
@@ -31,7 +40,7 @@
  * 'pool' (one async call per op on libuv's thread pool); 'auto' = 'uring'
  * where the kernel allows it, else 'pool'.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, constants as fsConstants, openSync, readFileSync, statSync } from 'node:fs';
 import { invalidArg, SixtreeError, ioError } from '../errors.js';
 import { isNativeError, loadBackend, IO_BACKEND_NAMES, isIoBackendName, type IoBackendName, type NativeBackend } from '../native/index.js';
 import { Printbuf } from '../util/printbuf.js';
@@ -76,6 +85,8 @@ export class BlockDevice implements Device {
   readonly backend: NativeBackend;
 
   private fd: number;
+  /** The O_EXCL descriptor claiming a block device (claimBlockDevice), or -1. */
+  private claimFd: number;
   private closing = false;
   private inflight = 0;
   private drained: (() => void) | undefined;
@@ -89,9 +100,11 @@ export class BlockDevice implements Device {
     alignBytes: number,
     readOnly: boolean,
     batchMode: Exclude<BatchMode, 'auto'>,
+    claimFd: number,
   ) {
     this.backend = backend;
     this.fd = fd;
+    this.claimFd = claimFd;
     this.path = path;
     this.kind = kind;
     this.sizeBytes = sizeBytes;
@@ -151,10 +164,12 @@ export class BlockDevice implements Device {
       throw openError(backend, e, path, create !== undefined);
     }
 
+    let claimFd = -1;
     try {
       if (lock) lockTake(backend, fd, path);
       const kind = backend.fdKind(fd);
       if (kind === 'other') throw invalidArg('path', path, 'a regular file or a block device');
+      if (kind === 'block' && lock && !readOnly) claimFd = claimBlockDevice(path);
       const alignBytes = backend.alignBytes(fd);
       if (create !== undefined) {
         if (create % alignBytes !== 0) throw invalidArg('opts.createSizeBytes', create, `a multiple of ${alignBytes} (alignBytes of ${path})`);
@@ -167,9 +182,10 @@ export class BlockDevice implements Device {
       const batchMode = batch === 'auto' ? (backend.uringSupported() ? 'uring' : 'pool') : batch;
       if (batchMode === 'uring' && !backend.uringSupported())
         throw invalidArg('opts.batch', batch, `'serial', 'pool' or 'auto': io_uring is not available on this system`);
-      return new BlockDevice(backend, fd, path, kind, sizeBytes, alignBytes, readOnly, batchMode);
+      return new BlockDevice(backend, fd, path, kind, sizeBytes, alignBytes, readOnly, batchMode, claimFd);
     } catch (e) {
       backend.close(fd);
+      if (claimFd >= 0) closeSync(claimFd);
       if (isNativeError(e)) throw ioError('open', e.code, path);
       throw e;
     }
@@ -332,10 +348,15 @@ export class BlockDevice implements Device {
     if (this.inflight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
     const fd = this.fd;
     this.fd = -1;
+    const claimFd = this.claimFd;
+    this.claimFd = -1;
     try {
       this.backend.close(fd);
     } catch (e) {
       throw deviceError(e, 'close', this.path);
+    } finally {
+      /* after the I/O descriptor: the device stays claimed until nothing of ours can write to it */
+      if (claimFd >= 0) closeSync(claimFd);
     }
   }
 
@@ -343,7 +364,7 @@ export class BlockDevice implements Device {
     const out = new Printbuf();
     out.line(`BlockDevice ${this.path}${this.closing ? ' (closed)' : ''}`);
     out.nested((o) => {
-      o.field('kind', this.kind);
+      o.field('kind', this.kind === 'block' ? `block${this.claimFd >= 0 ? ' (claimed O_EXCL)' : ''}` : this.kind);
       o.field('io', `${this.backend.name}, async: ${this.backend.asyncEngine()}, submit: ${this.batchMode}`);
       o.field('sizeBytes', this.sizeBytes);
       o.field('alignBytes', this.alignBytes);
@@ -426,6 +447,28 @@ function lockTake(backend: NativeBackend, fd: number, path: string): void {
     const why = exited ? `held past their exit by process ${holders!.join(', ')}: I/O of theirs still in flight` : 'exclusive lock held';
     const where = holders !== null && holders.includes(process.pid) ? 'already open in this process' : 'open in another process';
     throw new SixtreeError('ERR_LOCKED', `${path} is ${where} (${why})`, { path, errno: e.code, retryable: exited || unseen, holdersExited: exited }, { cause: e });
+  }
+}
+
+/**
+ * Claim a block device for a writable open: an O_EXCL descriptor (no I/O on
+ * it), or ERR_DEVICE_BUSY when the kernel says the device is in use (see the
+ * notes at the top).
+ */
+function claimBlockDevice(path: string): number {
+  try {
+    return openSync(path, fsConstants.O_RDONLY | fsConstants.O_EXCL);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EBUSY') {
+      throw new SixtreeError(
+        'ERR_DEVICE_BUSY',
+        `${path} is in use by the system (mounted, a swap, RAID or LVM member, or held exclusively by another program); sixtree will not write to it`,
+        { path, errno: code },
+        { cause: e },
+      );
+    }
+    throw ioError('open', code ?? 'EIO', path);
   }
 }
 

@@ -12,6 +12,10 @@
  * ramfs: withRamfs() mounts a ramfs (a file system without O_DIRECT support)
  * on a fresh temporary directory and unmounts it in finally.
  *
+ * ext4: withExt4Mounted() makes an ext4 file system on a loop device this
+ * process attached, mounts it on a fresh temporary directory and unmounts it
+ * in finally (the device in use by the system, as a disk's mounted partition).
+ *
  * Without root, or without losetup / loop support, *SkipReason() returns a
  * sentence saying why; tests use it with describe.skipIf / it.skipIf.
  */
@@ -53,6 +57,15 @@ export function loopSkipReason(): string | undefined {
 /** Why ramfs tests cannot run here, or undefined when they can. */
 export function ramfsSkipReason(): string | undefined {
   if (!isRoot) return `mounting ramfs needs root (uid ${process.getuid?.()})`;
+  if (!which('mount')) return 'mount is not installed';
+  return undefined;
+}
+
+/** Why an ext4 file system cannot be made and mounted on a loop device here, or undefined. */
+export function ext4SkipReason(): string | undefined {
+  const loop = loopSkipReason();
+  if (loop) return loop;
+  if (!which('mkfs.ext4') || !which('e2fsck')) return 'mkfs.ext4 or e2fsck (e2fsprogs) is not installed';
   if (!which('mount')) return 'mount is not installed';
   return undefined;
 }
@@ -111,6 +124,20 @@ export async function withLoop<T>(file: string, fn: (dev: string) => Promise<T> 
 export function loopSetCapacity(dev: string): void {
   if (!attached.has(dev)) throw new Error(`refusing to resize ${dev}: this process did not attach it`);
   run('losetup', ['-c', dev]);
+}
+
+/** mkfs.ext4 on dev (a loop device this process attached), mounted on a fresh directory for fn; unmounted after. */
+export async function withExt4Mounted<T>(dev: string, fn: (dir: string) => Promise<T> | T): Promise<T> {
+  if (!attached.has(dev)) throw new Error(`refusing to make a file system on ${dev}: this process did not attach it`);
+  run('mkfs.ext4', ['-q', '-F', dev]);
+  const dir = mkdtempSync(join(tmpdir(), 'sixtree-ext4-'));
+  run('mount', [dev, dir]);
+  try {
+    return await fn(dir);
+  } finally {
+    run('umount', [dir]);
+    rmdirSync(dir);
+  }
 }
 
 export async function withRamfs<T>(fn: (dir: string) => Promise<T> | T): Promise<T> {

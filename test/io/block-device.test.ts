@@ -3,6 +3,7 @@
  * BlockDevice: one suite run over both native backends (napi, koffi) and
  * both targets (a regular file; a loop device with direct I/O when root).
  */
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BlockDevice, type BatchMode } from '../../src/io/block-device.js';
 import type { IoOp } from '../../src/io/device.js';
@@ -400,6 +401,37 @@ describe.each(IO_BACKENDS)('BlockDevice (io: %s)', (io) => {
         expect(dev.sizeBytes).toBe(1 << 20);
         await dev.close();
       } finally {
+        t.cleanup();
+      }
+    });
+
+    it('claims the device while open writable: ERR_DEVICE_BUSY when another holder has it exclusively', async () => {
+      const t = makeTarget('loop', tmp.dir, `${io}-claim`, 1 << 20);
+      let other = -1;
+      try {
+        /* another program's exclusive open (what mount, mkfs, md and LVM hold) */
+        other = openSync(t.path, fsConstants.O_RDONLY | fsConstants.O_EXCL);
+        const err = await expectCode(() => BlockDevice.open(t.path, { io }), 'ERR_DEVICE_BUSY');
+        expect(err.message).toContain('in use by the system');
+        expect(err.details.errno).toBe('EBUSY');
+        /* reading does not need the claim; lock: false opts out of it (and of the flock) */
+        const ro = BlockDevice.open(t.path, { io, readOnly: true });
+        await ro.close();
+        const unlocked = BlockDevice.open(t.path, { io, lock: false });
+        await unlocked.close();
+        closeSync(other);
+        other = -1;
+
+        const dev = BlockDevice.open(t.path, { io });
+        expect(dev.toText()).toContain('block (claimed O_EXCL)');
+        /* held until close(): nothing else can claim (or mount) the device meanwhile */
+        expect(() => openSync(t.path, fsConstants.O_RDONLY | fsConstants.O_EXCL)).toThrow(expect.objectContaining({ code: 'EBUSY' }));
+        /* a second open of ours still reads as the store lock, not as a busy device */
+        await expectCode(() => BlockDevice.open(t.path, { io }), 'ERR_LOCKED');
+        await dev.close();
+        closeSync(openSync(t.path, fsConstants.O_RDONLY | fsConstants.O_EXCL));
+      } finally {
+        if (other >= 0) closeSync(other);
         t.cleanup();
       }
     });
