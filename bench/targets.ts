@@ -62,6 +62,8 @@ Options:
   --warmup MS       warmup per job (default 250)
   --limit-time MS   device-limit measurement (default 1000)
   --quick           5k keys, 0.2 s per job: a smoke run of the script
+  --device PATH     run sixtree's jobs and the device limit on this block or loop
+                    device (ITS CONTENTS ARE DESTROYED) instead of fresh files
   --dir DIR         where fresh files go (default: the OS temp dir; not tmpfs)
   --out DIR         results directory (default bench/results)
   --json OUT        also write the JSON report to OUT
@@ -78,6 +80,7 @@ interface Options {
   limitTimeMs: number;
   quick: boolean;
   dir: string;
+  devicePath?: string;
   outDir: string;
   jsonOut?: string;
 }
@@ -85,7 +88,7 @@ interface Options {
 function parseOptions(argv: string[]): Options | 'help' {
   const { values } = parseArgs({
     args: argv,
-    options: { ...commonOptionSpecs, repeat: { type: 'string' } },
+    options: { ...commonOptionSpecs, repeat: { type: 'string' }, device: { type: 'string' } },
   });
   if (values.help) return 'help';
   const quick = values.quick === true;
@@ -103,6 +106,7 @@ function parseOptions(argv: string[]): Options | 'help' {
     limitTimeMs: parseMs(values['limit-time'], '--limit-time', quick ? 300 : 1000),
     quick,
     dir: path.resolve(values.dir ?? os.tmpdir()),
+    ...(values.device ? { devicePath: path.resolve(values.device) } : {}),
     outDir: path.resolve(values.out ?? path.join(repoRoot, 'bench', 'results')),
     ...(values.json ? { jsonOut: path.resolve(values.json) } : {}),
   };
@@ -181,6 +185,7 @@ function workloadJob(o: Options, s: JobSpec): WorkloadJob {
     cacheSizeBytes: cachedCacheBytes(o.keyCount),
     timeMs: o.timeMs,
     warmupMs: o.warmupMs,
+    ...(o.devicePath && s.store === 'sixtree' ? { devicePath: o.devicePath } : {}),
   };
 }
 
@@ -194,6 +199,7 @@ function limitJob(o: Options, queueDepth: number): LimitJob {
     durationMs: o.limitTimeMs,
     dir: o.dir,
     fileSizeBytes: o.quick ? 64 << 20 : 256 << 20,
+    ...(o.devicePath ? { devicePath: o.devicePath } : {}),
   };
 }
 
