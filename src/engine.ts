@@ -415,7 +415,7 @@ export class Engine {
     try {
       const sectorBytes = dev.alignBytes;
       const blockBytes = o.blockSizeBytes ?? Math.max(BLOCK_SIZE_BYTES_DEFAULT, sectorBytes);
-      if (blockBytes < sectorBytes) throw new SixtreeError('ERR_INVALID_ARG', `opts.blockSize: ${blockBytes} is below the device's logical sector size ${sectorBytes}`, { path });
+      if (blockBytes < sectorBytes) throw new SixtreeError('ERR_INVALID_ARG', `opts.blockSize: ${blockBytes} is below the logical sector size ${sectorBytes} of ${path}`, { path });
       const nodeBytes = o.nodeSizeBytes ?? NODE_SIZE_BYTES_DEFAULT;
       if (nodeBytes % blockBytes !== 0) throw new SixtreeError('ERR_INVALID_ARG', `opts.nodeSize: ${nodeBytes} is not a multiple of blockSize ${blockBytes}`, { path });
       if (!o.force) {

@@ -45,10 +45,12 @@ import {
 } from '../src/index.js';
 import { prng, tmpStore, type TmpStore } from './helpers/store.js';
 import { BlockDevice } from '../src/io/block-device.js';
-import { ext4SkipReason, withExt4Mounted, withLoop } from './helpers/loop.js';
+import { ext4SkipReason, loopSkipReason, withExt4Mounted, withLoop } from './helpers/loop.js';
 import { FaultDevice } from '../src/io/fault-device.js';
 import { NodeKeys } from '../src/btree/bset.js';
 
+const loopReason = loopSkipReason();
+if (loopReason) console.log(`4096-byte-sector loop device: skipped (${loopReason})`);
 const ext4Reason = ext4SkipReason();
 if (ext4Reason) console.log(`ERR_DEVICE_BUSY on a mounted loop device: skipped (${ext4Reason})`);
 
@@ -2028,5 +2030,41 @@ describe('SixtreeError', () => {
         'ERR_WOULD_BLOCK', 'ERR_TX_NESTED', 'ERR_DEVICE_BUSY',
       ].sort(),
     );
+  });
+});
+
+describe.skipIf(loopReason !== undefined)('on a loop device with 4096-byte logical sectors (as a 4Kn disk)', () => {
+  it('formats, commits, reopens and checks clean; a blockSize below the sector size is ERR_INVALID_ARG', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sixtree-4kn-'));
+    try {
+      const img = join(dir, 'disk.img');
+      writeFileSync(img, '');
+      truncateSync(img, 64 << 20);
+      await withLoop(
+        img,
+        async (dev) => {
+          const e = await expectCode(() => Store.format(dev, { nodeSize: 16 * 1024, blockSize: 512, btrees: [{ name: 'kv' }] }), 'ERR_INVALID_ARG', dev);
+          expect(e.message).toContain('4096');
+          await Store.format(dev, { nodeSize: 16 * 1024, btrees: [{ name: 'kv' }, { name: 'files', extents: true }] });
+          let s = await Store.open(dev, { cacheSize: 4 << 20 });
+          /* enough keys for splits (16 KiB nodes), a group of concurrent commits, an extent */
+          for (let b = 0; b < 10; b++) await s.transact(async (tx) => { for (let i = 0; i < 500; i++) tx.put('kv', pos(1, b * 500 + i), enc(`v${b * 500 + i}`)); });
+          await Promise.all(Array.from({ length: 32 }, (_, i) => s.put('kv', pos(2, i), enc(`c${i}`))));
+          await s.transact(async (tx) => { tx.putExtent('files', pos(7, 0), 8192, new Uint8Array([1, 2, 3])); });
+          await s.close();
+          s = await Store.open(dev, { cacheSize: 4 << 20 });
+          let n = 0;
+          for await (const _ of s.range('kv', {})) n++;
+          expect(n).toBe(5032);
+          expect(dec(await s.get('kv', pos(1, 4321)))).toBe('v4321');
+          expect(dec(await s.get('kv', pos(2, 31)))).toBe('c31');
+          expect(await s.fsck()).toEqual([]);
+          await s.close();
+        },
+        4096,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
