@@ -123,6 +123,13 @@ int blockio_open(const char *path, int writable, int create)
 		err = S_ISDIR(st.st_mode) ? -EISDIR : -ENODEV;
 		goto fail;
 	}
+	if (writable && S_ISBLK(st.st_mode)) {
+		int ro = 0;
+		if (ioctl(fd, BLKROGET, &ro) == 0 && ro) {
+			err = -EROFS;
+			goto fail;
+		}
+	}
 
 	int fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_DIRECT) < 0) {

@@ -54,7 +54,9 @@ BLOCKIO_EXPORT const char *blockio_errno_name(int err);
  * create: create a missing regular file (read-write only). A file we created
  * is unlinked again if the open fails afterwards. Returns fd or -errno;
  * -blockio_errno_no_direct_io() when the file system refuses O_DIRECT;
- * -EISDIR / -ENODEV when path is neither a regular file nor a block device.
+ * -EISDIR / -ENODEV when path is neither a regular file nor a block device;
+ * -EROFS when a read-write open names a read-only block device (BLKROGET:
+ * the kernel lets such an open through and fails each write with EPERM).
  */
 BLOCKIO_EXPORT int blockio_open(const char *path, int writable, int create);
 BLOCKIO_EXPORT int blockio_close(int fd);

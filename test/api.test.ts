@@ -19,7 +19,7 @@
  *    system, a failing device or a full store; covered by test/io and test/journal.
  */
 import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -2033,6 +2033,40 @@ describe('SixtreeError', () => {
   });
 });
 
+describe.skipIf(loopReason !== undefined)('on a read-only loop device', () => {
+  it('a writable open or format is ERR_READ_ONLY at once (not a failed write); readOnly opens read the store', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sixtree-rodev-'));
+    try {
+      const img = join(dir, 'disk.img');
+      writeFileSync(img, '');
+      truncateSync(img, 64 << 20);
+      await withLoop(img, async (dev) => {
+        await Store.format(dev, { nodeSize: 16 * 1024, btrees: [{ name: 'kv' }] });
+        const s = await Store.open(dev);
+        await s.put('kv', pos(1, 1), enc('written before'));
+        await s.close();
+      });
+      const before = readFileSync(img);
+      await withLoop(
+        img,
+        async (dev) => {
+          for (const open of [() => Store.open(dev), () => Store.format(dev, { nodeSize: 16 * 1024, btrees: [{ name: 'kv' }], force: true })]) {
+            const e = await expectCode(open, 'ERR_READ_ONLY', dev);
+            expect(e.message).toContain('readOnly: true');
+          }
+          const s = await Store.open(dev, { readOnly: true });
+          expect(dec(await s.get('kv', pos(1, 1)))).toBe('written before');
+          await s.close();
+        },
+        { readOnly: true },
+      );
+      expect(readFileSync(img).equals(before)).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe.skipIf(loopReason !== undefined)('on a loop device with 4096-byte logical sectors (as a 4Kn disk)', () => {
   it('formats, commits, reopens and checks clean; a blockSize below the sector size is ERR_INVALID_ARG', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sixtree-4kn-'));
@@ -2061,7 +2095,7 @@ describe.skipIf(loopReason !== undefined)('on a loop device with 4096-byte logic
           expect(await s.fsck()).toEqual([]);
           await s.close();
         },
-        4096,
+        { sectorBytes: 4096 },
       );
     } finally {
       rmSync(dir, { recursive: true, force: true });

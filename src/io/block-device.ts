@@ -11,6 +11,8 @@
  *   lock held by another open           ERR_LOCKED (openWaiting waits while only
  *                                       exited processes hold it: lockTake)
  *   block device in use by the system   ERR_DEVICE_BUSY (claimBlockDevice)
+ *   writable open of a read-only device ERR_READ_ONLY (the shim checks BLKROGET;
+ *   or file system                      a file system answers EROFS itself)
  *   write/submit-write on readOnly      ERR_READ_ONLY
  *   bad buffer/offset/length/option     ERR_INVALID_ARG (checked here, before native code)
  *   anything the kernel reports         ERR_IO (errno, path, offset, length)
@@ -525,6 +527,8 @@ function openError(backend: NativeBackend, e: unknown, path: string, create: boo
   if (e.errno === backend.noDirectIoErrno)
     return new SixtreeError('ERR_NO_DIRECT_IO', `${path}: the file system refuses O_DIRECT; put the store on a file system or device that supports direct I/O`, { path }, { cause: e });
   if (e.code === 'EISDIR' || e.code === 'ENODEV') return invalidArg('path', path, 'a regular file or a block device');
+  if (e.code === 'EROFS')
+    return new SixtreeError('ERR_READ_ONLY', `${path} is read-only (a read-only block device, or a file on a read-only file system): open it with readOnly: true`, { path, errno: e.code }, { cause: e });
   const err = ioError('open', e.code, path);
   (err as { cause?: unknown }).cause = e;
   return err;

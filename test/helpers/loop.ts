@@ -70,10 +70,17 @@ export function ext4SkipReason(): string | undefined {
   return undefined;
 }
 
-/** Attaches file to a free loop device with direct I/O (logical sectors of sectorBytes, default 512); returns /dev/loopN. */
-export function loopAttach(file: string, sectorBytes?: number): string {
+export interface LoopOpts {
+  /** Logical sector size (default 512). */
+  sectorBytes?: number;
+  /** Attach read-only (losetup -r). */
+  readOnly?: boolean;
+}
+
+/** Attaches file to a free loop device with direct I/O; returns /dev/loopN. */
+export function loopAttach(file: string, opts: LoopOpts = {}): string {
   const real = realpathSync(file);
-  const dev = run('losetup', ['-f', '--show', '--direct-io=on', ...(sectorBytes ? ['--sector-size', String(sectorBytes)] : []), real]);
+  const dev = run('losetup', ['-f', '--show', '--direct-io=on', ...(opts.sectorBytes ? ['--sector-size', String(opts.sectorBytes)] : []), ...(opts.readOnly ? ['-r'] : []), real]);
   if (!dev.startsWith('/dev/loop')) throw new Error(`losetup printed ${JSON.stringify(dev)}`);
   attached.set(dev, real);
   return dev;
@@ -111,8 +118,8 @@ export function loopDetachAll(): void {
 
 process.on('exit', loopDetachAll);
 
-export async function withLoop<T>(file: string, fn: (dev: string) => Promise<T> | T, sectorBytes?: number): Promise<T> {
-  const dev = loopAttach(file, sectorBytes);
+export async function withLoop<T>(file: string, fn: (dev: string) => Promise<T> | T, opts: LoopOpts = {}): Promise<T> {
+  const dev = loopAttach(file, opts);
   try {
     return await fn(dev);
   } finally {

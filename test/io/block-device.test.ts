@@ -405,6 +405,20 @@ describe.each(IO_BACKENDS)('BlockDevice (io: %s)', (io) => {
       }
     });
 
+    it('a writable open of a read-only block device is ERR_READ_ONLY; a read-only open works', async () => {
+      const t = makeTarget('loop', tmp.dir, `${io}-ro`, 1 << 20, { readOnly: true });
+      try {
+        const e = await expectCode(() => BlockDevice.open(t.path, { io }), 'ERR_READ_ONLY');
+        expect(e.details.errno).toBe('EROFS');
+        const dev = BlockDevice.open(t.path, { io, readOnly: true });
+        const buf = dev.allocBuffer(dev.alignBytes);
+        dev.readSync(buf, 0);
+        await dev.close();
+      } finally {
+        t.cleanup();
+      }
+    });
+
     it('claims the device while open writable: ERR_DEVICE_BUSY when another holder has it exclusively', async () => {
       const t = makeTarget('loop', tmp.dir, `${io}-claim`, 1 << 20);
       let other = -1;

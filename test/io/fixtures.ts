@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { isSixtreeError, type SixtreeErrorCode } from '../../src/errors.js';
-import { loopAttach, loopDetach, loopSetCapacity } from '../helpers/loop.js';
+import { loopAttach, loopDetach, loopSetCapacity, type LoopOpts } from '../helpers/loop.js';
 
 export const IO_BACKENDS = ['napi', 'koffi'] as const;
 
@@ -59,12 +59,12 @@ export interface Target {
 }
 
 /** A zero-filled file of sizeBytes in dir, seen directly or through a loop device. */
-export function makeTarget(kind: TargetKind, dir: string, name: string, sizeBytes: number): Target {
+export function makeTarget(kind: TargetKind, dir: string, name: string, sizeBytes: number, loopOpts: LoopOpts = {}): Target {
   const file = join(dir, `${name}.img`);
   writeFileSync(file, new Uint8Array(0));
   truncateSync(file, sizeBytes);
   if (kind === 'file') return { path: file, shrink: (n) => truncateSync(file, n), cleanup: () => rmSync(file, { force: true }) };
-  const dev = loopAttach(file);
+  const dev = loopAttach(file, loopOpts);
   return {
     path: dev,
     shrink(n) {
