@@ -2067,6 +2067,34 @@ describe.skipIf(loopReason !== undefined)('on a read-only loop device', () => {
   });
 });
 
+describe.skipIf(ext4Reason !== undefined)('on a read-only file system', () => {
+  it('a writable open of a store file is ERR_READ_ONLY; readOnly opens read it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sixtree-rofs-'));
+    try {
+      const img = join(dir, 'disk.img');
+      writeFileSync(img, '');
+      truncateSync(img, 64 << 20);
+      await withLoop(img, async (dev) => {
+        await withExt4Mounted(dev, async (mnt, remountReadOnly) => {
+          const file = join(mnt, 'store.img');
+          await Store.format(file, { size: 16 << 20, nodeSize: 16 * 1024, btrees: [{ name: 'kv' }] });
+          const s = await Store.open(file);
+          await s.put('kv', pos(1, 1), enc('on ext4'));
+          await s.close();
+          remountReadOnly();
+          const e = await expectCode(() => Store.open(file), 'ERR_READ_ONLY', file);
+          expect(e.message).toContain('readOnly: true');
+          const r = await Store.open(file, { readOnly: true });
+          expect(dec(await r.get('kv', pos(1, 1)))).toBe('on ext4');
+          await r.close();
+        });
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe.skipIf(loopReason !== undefined)('on a loop device with 4096-byte logical sectors (as a 4Kn disk)', () => {
   it('formats, commits, reopens and checks clean; a blockSize below the sector size is ERR_INVALID_ARG', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sixtree-4kn-'));

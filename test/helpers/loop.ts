@@ -133,14 +133,18 @@ export function loopSetCapacity(dev: string): void {
   run('losetup', ['-c', dev]);
 }
 
-/** mkfs.ext4 on dev (a loop device this process attached), mounted on a fresh directory for fn; unmounted after. */
-export async function withExt4Mounted<T>(dev: string, fn: (dir: string) => Promise<T> | T): Promise<T> {
+/**
+ * mkfs.ext4 on dev (a loop device this process attached), mounted on a fresh
+ * directory for fn; unmounted after. remountReadOnly: fn gets a second
+ * callback that remounts the file system read-only.
+ */
+export async function withExt4Mounted<T>(dev: string, fn: (dir: string, remountReadOnly: () => void) => Promise<T> | T): Promise<T> {
   if (!attached.has(dev)) throw new Error(`refusing to make a file system on ${dev}: this process did not attach it`);
   run('mkfs.ext4', ['-q', '-F', dev]);
   const dir = mkdtempSync(join(tmpdir(), 'sixtree-ext4-'));
   run('mount', [dev, dir]);
   try {
-    return await fn(dir);
+    return await fn(dir, () => run('mount', ['-o', 'remount,ro', dir]));
   } finally {
     run('umount', [dir]);
     rmdirSync(dir);
