@@ -3,7 +3,9 @@
  * BlockDevice: one suite run over both native backends (napi, koffi) and
  * both targets (a regular file; a loop device with direct I/O when root).
  */
-import { closeSync, constants as fsConstants, openSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants as fsConstants, openSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BlockDevice, type BatchMode } from '../../src/io/block-device.js';
 import type { IoOp } from '../../src/io/device.js';
@@ -415,6 +417,27 @@ describe.each(IO_BACKENDS)('BlockDevice (io: %s)', (io) => {
         dev.readSync(buf, 0);
         await dev.close();
       } finally {
+        t.cleanup();
+      }
+    });
+
+    it('a second device node for the same device (not the same inode: the flock cannot see it) is ERR_DEVICE_BUSY while open', async () => {
+      const t = makeTarget('loop', tmp.dir, `${io}-alias`, 1 << 20);
+      const alias = join(tmp.dir, `${io}-alias.node`);
+      try {
+        const rdev = statSync(t.path).rdev;
+        const major = Number((BigInt(rdev) >> 8n) & 0xfffn) | Number((BigInt(rdev) >> 32n) & ~0xfffn);
+        const minor = Number(BigInt(rdev) & 0xffn) | Number((BigInt(rdev) >> 12n) & ~0xffn);
+        execFileSync('mknod', [alias, 'b', String(major), String(minor)]);
+        expect(statSync(alias).rdev).toBe(rdev);
+        const dev = BlockDevice.open(t.path, { io });
+        await expectCode(() => BlockDevice.open(alias, { io }), 'ERR_DEVICE_BUSY');
+        await dev.close();
+        const other = BlockDevice.open(alias, { io });
+        await expectCode(() => BlockDevice.open(t.path, { io }), 'ERR_DEVICE_BUSY');
+        await other.close();
+      } finally {
+        rmSync(alias, { force: true });
         t.cleanup();
       }
     });
