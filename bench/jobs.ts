@@ -11,7 +11,7 @@ import { execFileSync, fork } from 'node:child_process';
 import { mkdtempSync, rmSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cpuSnapshot, machineInfo, otherCpuShare } from './report.js';
+import { cpuShares, cpuSnapshot, machineInfo, type CpuShares } from './report.js';
 import type { Job, WorkerMessage } from './worker.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -62,9 +62,9 @@ export function jobTimeoutMs(job: Job): number {
 /**
  * Run one job in a fresh child; resolves to its one message (errors become messages too) once
  * the child has exited, so that no two jobs ever overlap. Also measures the share of the
- * machine's CPU that other processes used meanwhile.
+ * machine's CPU that others (processes, kernel threads, the hypervisor) used meanwhile.
  */
-export async function runInChild(job: Job, keepFiles: boolean, cpuProfDir?: string, cpuProfIntervalUs?: number): Promise<{ msg: WorkerMessage; otherCpuShare?: number }> {
+export async function runInChild(job: Job, keepFiles: boolean, cpuProfDir?: string, cpuProfIntervalUs?: number): Promise<{ msg: WorkerMessage; shares?: CpuShares }> {
   const name = job.kind === 'limit' ? `limit-${job.queueDepth}` : `${job.workload}-${job.store}`;
   const dir = mkdtempSync(path.join(job.dir, `sixtree-bench-${name}-`));
   const prof = cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', cpuProfDir, '--cpu-prof-name', `${profileName(job)}.cpuprofile`] : [];
@@ -86,7 +86,7 @@ export function profileName(job: Job): string {
   return parts.join('-');
 }
 
-export function runForked(job: Job, extraExecArgv: string[] = []): Promise<{ msg: WorkerMessage; otherCpuShare?: number }> {
+export function runForked(job: Job, extraExecArgv: string[] = []): Promise<{ msg: WorkerMessage; shares?: CpuShares }> {
   return new Promise((resolve) => {
     const cpuStart = cpuSnapshot();
     const child = fork(path.join(here, 'worker.js'), [], {
@@ -100,8 +100,8 @@ export function runForked(job: Job, extraExecArgv: string[] = []): Promise<{ msg
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      const share = otherCpuShare(cpuStart, cpuSnapshot());
-      resolve(share === undefined ? { msg } : { msg, otherCpuShare: share });
+      const shares = cpuShares(cpuStart, cpuSnapshot());
+      resolve(shares === undefined ? { msg } : { msg, shares });
     };
     const timer = setTimeout(() => {
       child.kill('SIGKILL');

@@ -18,6 +18,6 @@ if (!file || file === '--help') {
 const report = JSON.parse(readFileSync(file, 'utf8')) as Report;
 const m = report.meta;
 const at = m.git ? ` at \`${m.git.commit.slice(0, 7)}\`${m.git.dirty ? ' (uncommitted changes)' : ''}` : '';
-console.log(`Run ${m.startedAt}${at}, ${(m.durationMs / 1000).toFixed(0)} s, ${m.machine.cpuCount} x ${m.machine.cpuModel}, Node ${m.machine.node}${m.otherCpuShare !== undefined ? `, other processes used ${(m.otherCpuShare * 100).toFixed(0)}% CPU` : ''}:`);
+console.log(`Run ${m.startedAt}${at}, ${(m.durationMs / 1000).toFixed(0)} s, ${m.machine.cpuCount} x ${m.machine.cpuModel}, Node ${m.machine.node}${m.otherCpuShare !== undefined ? `, other processes used ${(m.otherCpuShare * 100).toFixed(0)}% CPU` : ''}${m.stealCpuShare !== undefined ? `, hypervisor steal ${(m.stealCpuShare * 100).toFixed(0)}%` : ''}:`);
 console.log('');
 console.log(formatMarkdown(report));

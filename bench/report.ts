@@ -13,7 +13,7 @@
  * store that did not hold what was written (verify).
  */
 
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import type { LimitResult } from './limit.js';
 import type { StoreInfo, StoreName } from './stores/adapter.js';
@@ -60,8 +60,10 @@ export interface RunMeta {
   argv: string[];
   git?: { commit: string; dirty: boolean };
   machine: ReturnType<typeof machineInfo>;
-  /** Share of the machine's CPU time used by other processes during the run (0..1): other work skews numbers. */
+  /** Shares of the machine's CPU time during the run (0..1; report.ts CpuShares): other processes, kernel threads and interrupts, hypervisor steal. */
   otherCpuShare?: number;
+  kernelCpuShare?: number;
+  stealCpuShare?: number;
   options: Record<string, unknown>;
   target: string;
 }
@@ -80,36 +82,100 @@ export interface Report {
 const peerNames: ReadonlySet<string> = new Set(['lmdb', 'classic-level', 'sqlite']);
 const storeOrder = ['sixtree', 'lmdb', 'classic-level', 'sqlite', 'device'];
 
-/** Past this share of the machine's CPU used by other processes, a row is marked "busy machine". */
+/** Past this share of the machine's CPU used by other processes (or taken by the hypervisor), a row is marked "busy machine". */
 export const otherCpuShareWarning = 0.1;
 
 export interface CpuSnapshot {
-  /** Non-idle ticks of all CPUs (/proc/stat). */
-  busyTicks: number;
+  /** user + nice + system ticks of all CPUs (/proc/stat): time processes and kernel threads ran. */
+  taskTicks: number;
+  /** irq + softirq ticks (/proc/stat): interrupt work, most of it our own I/O's completions. */
+  irqTicks: number;
+  /** steal ticks (/proc/stat): time a virtual CPU was ready and the hypervisor ran something else. */
+  stealTicks: number;
   totalTicks: number;
   /** This process and its reaped children (/proc/self/stat utime+stime+cutime+cstime). */
   ownTicks: number;
+  /** utime+stime of each kernel thread (PF_KTHREAD) by pid: loop device workers, kworkers, ksoftirqd. */
+  kthreadTicks: Map<number, number>;
 }
 
-/** CPU tick counters, to tell afterwards how much of the machine other processes used. Linux only; undefined elsewhere. */
+/**
+ * Where the machine's CPU time went while a job ran, as shares of all of it
+ * (0..1), besides the job itself:
+ *  - others: user-space processes other than this one and its children
+ *    (what the "busy machine" note means);
+ *  - kernel: kernel threads and interrupts (a loop device's workers, block
+ *    completions: mostly the job's own I/O, so not counted as others);
+ *  - steal: the hypervisor running something else on this VM's CPUs.
+ */
+export interface CpuShares {
+  others: number;
+  kernel: number;
+  steal: number;
+}
+
+const PF_KTHREAD = 0x00200000;
+
+/** Fields after the command name of a /proc/<pid>/stat line: [0] is state (field 3), [6] flags, [11]/[12] utime/stime. */
+function statFields(text: string): string[] {
+  return text.slice(text.lastIndexOf(')') + 2).split(' ');
+}
+
+function kernelThreadTicks(): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const name of readdirSync('/proc')) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      const f = statFields(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+      if ((Number(f[6]) & PF_KTHREAD) !== 0) out.set(pid, Number(f[11]) + Number(f[12]));
+    } catch {
+      /* the process exited meanwhile */
+    }
+  }
+  return out;
+}
+
+/** CPU tick counters, to tell afterwards how much of the machine others used. Linux only; undefined elsewhere. ~4 ms (reads /proc/<pid>/stat of every process). */
 export function cpuSnapshot(): CpuSnapshot | undefined {
   try {
     const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
     const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = cpu;
-    const busyTicks = user + nice + system + irq + softirq + steal;
-    const self = readFileSync('/proc/self/stat', 'utf8');
-    const fields = self.slice(self.lastIndexOf(')') + 2).split(' ').map(Number);
-    // fields[0] is state (field 3): utime..cstime are fields 14..17, i.e. indices 11..14 here.
-    const ownTicks = fields[11]! + fields[12]! + fields[13]! + fields[14]!;
-    return { busyTicks, totalTicks: busyTicks + idle + iowait, ownTicks };
+    const f = statFields(readFileSync('/proc/self/stat', 'utf8'));
+    // utime..cstime are fields 14..17, i.e. indices 11..14 here.
+    const ownTicks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    const taskTicks = user + nice + system;
+    const irqTicks = irq + softirq;
+    return { taskTicks, irqTicks, stealTicks: steal, totalTicks: taskTicks + irqTicks + steal + idle + iowait, ownTicks, kthreadTicks: kernelThreadTicks() };
   } catch {
     return undefined;
   }
 }
 
-export function otherCpuShare(a: CpuSnapshot | undefined, b: CpuSnapshot | undefined): number | undefined {
+export function cpuShares(a: CpuSnapshot | undefined, b: CpuSnapshot | undefined): CpuShares | undefined {
   if (!a || !b || b.totalTicks <= a.totalTicks) return undefined;
-  return Math.max(0, (b.busyTicks - a.busyTicks - (b.ownTicks - a.ownTicks)) / (b.totalTicks - a.totalTicks));
+  const total = b.totalTicks - a.totalTicks;
+  let kthreads = 0;
+  for (const [pid, t] of b.kthreadTicks) kthreads += Math.max(0, t - (a.kthreadTicks.get(pid) ?? 0));
+  const others = b.taskTicks - a.taskTicks - (b.ownTicks - a.ownTicks) - kthreads;
+  return {
+    others: Math.max(0, others) / total,
+    kernel: (kthreads + b.irqTicks - a.irqTicks) / total,
+    steal: (b.stealTicks - a.stealTicks) / total,
+  };
+}
+
+/** The note a row (or a run) gets when others or the hypervisor took more than otherCpuShareWarning of the CPU; undefined otherwise. */
+export function busyNote(s: { otherCpuShare?: number; stealCpuShare?: number }): string | undefined {
+  const parts: string[] = [];
+  if (s.otherCpuShare !== undefined && s.otherCpuShare > otherCpuShareWarning) parts.push(`others used ${(s.otherCpuShare * 100).toFixed(0)}% CPU`);
+  if (s.stealCpuShare !== undefined && s.stealCpuShare > otherCpuShareWarning) parts.push(`hypervisor steal ${(s.stealCpuShare * 100).toFixed(0)}%`);
+  return parts.length ? `busy machine: ${parts.join(', ')}` : undefined;
+}
+
+/** The shares as the fields results and reports carry. */
+export function shareFields(s: CpuShares | undefined): { otherCpuShare?: number; kernelCpuShare?: number; stealCpuShare?: number } {
+  return s === undefined ? {} : { otherCpuShare: s.others, kernelCpuShare: s.kernel, stealCpuShare: s.steal };
 }
 
 export function machineInfo() {
@@ -148,7 +214,8 @@ export function buildRows(results: readonly WorkloadResult[], limits: readonly L
     if (m.asyncFallbacks) notes.push(`${m.asyncFallbacks} of ${m.calls} sync calls fell back to async (wait not timed)`);
     if (m.exhausted) notes.push(`used all its keys in ${(m.elapsedMs / 1000).toFixed(2)} s (${m.calls} calls)`);
     if (r.verifyError) notes.push(`VERIFY FAILED: ${r.verifyError}`);
-    if (r.otherCpuShare !== undefined && r.otherCpuShare > otherCpuShareWarning) notes.push(`busy machine: others used ${(r.otherCpuShare * 100).toFixed(0)}% CPU`);
+    const busy = busyNote(r);
+    if (busy) notes.push(busy);
     rows.push({
       keyCount: r.job.keyCount,
       workload: r.job.workload,
@@ -277,9 +344,8 @@ export function formatTable(report: Report): string {
   out.push(`sixtree bench  ${meta.startedAt}  (${(meta.durationMs / 1000).toFixed(0)} s)`);
   out.push(`machine: ${meta.machine.cpuCount} x ${meta.machine.cpuModel}, ${(meta.machine.memBytes / 2 ** 30).toFixed(0)} GiB, ${meta.machine.os}, Node ${meta.machine.node}`);
   out.push(`target:  ${meta.target}`);
-  if (meta.otherCpuShare !== undefined && meta.otherCpuShare > otherCpuShareWarning) {
-    out.push(`WARNING: other processes used ${(meta.otherCpuShare * 100).toFixed(0)}% of the machine's CPU time during the run: numbers are noisy.`);
-  }
+  const busy = busyNote(meta);
+  if (busy) out.push(`WARNING: ${busy} (shares of the machine's CPU time during the run): numbers are noisy.`);
   out.push('');
   out.push('stores (durability / caching):');
   for (const info of Object.values(report.stores)) {

@@ -25,7 +25,7 @@ import { UsageError, commonOptionSpecs, runEntryPoint, parseCount, parseList, pa
 import { cachedCacheBytes, coldNodeSize, deviceBytes, failureText, repoRoot, runInChild, runMeta, targetText } from './jobs.js';
 import type { LimitJob, LimitResult } from './limit.js';
 import type { JobError, Report, Skipped } from './report.js';
-import { buildRows, cpuSnapshot, formatRate, formatTable, otherCpuShare, sizeLabel } from './report.js';
+import { buildRows, cpuShares, cpuSnapshot, formatRate, formatTable, shareFields, sizeLabel } from './report.js';
 import type { IoBackend, Regime, StoreInfo, StoreName } from './stores/adapter.js';
 import { storeNames } from './stores/adapter.js';
 import { renderSvg } from './svg.js';
@@ -266,10 +266,10 @@ async function main(o: Options): Promise<number> {
     const label = `[${n}/${jobs.length}] ${job.workload} ${job.store}${job.store === 'sixtree' ? ` ${job.regime} ${sizeLabel(job.nodeSizeBytes)} ${job.io}` : ''} ${job.keyCount} keys`;
     if (skipped.some((s) => s.store === job.store)) continue;
     const t0 = performance.now();
-    const { msg, otherCpuShare: share } = await runInChild(job, o.keep, o.cpuProfDir, o.cpuProfIntervalUs);
+    const { msg, shares } = await runInChild(job, o.keep, o.cpuProfDir, o.cpuProfIntervalUs);
     const secs = ((performance.now() - t0) / 1000).toFixed(1);
     if (msg.type === 'result') {
-      const r = share === undefined ? msg.result : { ...msg.result, otherCpuShare: share };
+      const r = { ...msg.result, ...shareFields(shares) };
       results.push(r);
       stores[r.store.name] = r.store;
       const flags = [r.regime.warning ? 'regime warning' : '', r.measurement.exhausted ? 'used all its keys' : '', r.verifyError ? `VERIFY FAILED: ${r.verifyError}` : ''].filter(Boolean).join('; ');
@@ -285,12 +285,12 @@ async function main(o: Options): Promise<number> {
   }
 
   const finishedAt = new Date();
-  const runCpuShare = otherCpuShare(cpuStart, cpuSnapshot());
+  const runShares = cpuShares(cpuStart, cpuSnapshot());
   const report: Report = {
     schema: 'sixtree-bench/1',
     meta: {
       ...runMeta(startedAt, finishedAt),
-      ...(runCpuShare !== undefined ? { otherCpuShare: runCpuShare } : {}),
+      ...shareFields(runShares),
       options: { ...o },
       target,
     },

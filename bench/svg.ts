@@ -11,7 +11,7 @@
  */
 
 import type { Report, Row } from './report.js';
-import { formatRate } from './report.js';
+import { busyNote, formatRate } from './report.js';
 import { workloadNames } from './workloads.js';
 
 const sixtreeColours = ['#1f4e99', '#6d9eeb', '#0b7a75', '#5cc4bb', '#5b3f99', '#a58fe0', '#2d6a1f', '#7fbf6a', '#1b6ca8', '#9cc9ee', '#3d5a80', '#98c1d9'];
@@ -85,8 +85,8 @@ export function renderSvg(report: Report): string {
   out.push(`<rect width="${width}" height="${height}" fill="#ffffff"/>`);
   const m = report.meta.machine;
   out.push(`<text x="${marginLeft}" y="20" font-size="15" font-weight="bold">sixtree bench: ops/s per workload (log scale; higher is better)</text>`);
-  const share = report.meta.otherCpuShare;
-  const busy = share !== undefined && share > 0.1 ? ` · BUSY MACHINE: other processes used ${(share * 100).toFixed(0)}% CPU` : '';
+  const note = busyNote(report.meta);
+  const busy = note ? ` · ${note.replace('busy machine', 'BUSY MACHINE')}` : '';
   out.push(`<text x="${marginLeft}" y="36" fill="#555">${esc(`${report.meta.startedAt} · ${m.cpuCount} x ${m.cpuModel} · Node ${m.node} · ${report.meta.target}${busy}`)}</text>`);
 
   series.forEach((name, i) => {

@@ -42,7 +42,7 @@ import { parseArgs } from 'node:util';
 import { UsageError, commonOptionSpecs, runEntryPoint, parseCount, parseMs, parseSize } from './options.js';
 import { cachedCacheBytes, coldNodeSize, deviceBytes, failureText, repoRoot, runInChild, runMeta, targetText } from './jobs.js';
 import type { LimitJob, LimitResult } from './limit.js';
-import { formatRate, otherCpuShareWarning, sizeLabel } from './report.js';
+import { busyNote, formatRate, otherCpuShareWarning, shareFields, sizeLabel } from './report.js';
 import type { IoBackend, Regime, StoreName } from './stores/adapter.js';
 import type { WorkloadResult } from './worker.js';
 import type { WorkloadJob, WorkloadName } from './workloads.js';
@@ -209,8 +209,9 @@ interface Repetition {
   cpuUsPerOp: Record<string, number>;
   /** A job whose regime is not what its target needs (e.g. "not cold": the cache holds the tree). */
   regimeWarnings: Record<string, string>;
-  /** Share of the machine's CPU other processes used while each job ran (report.ts otherCpuShare). */
+  /** Shares of the machine's CPU other processes used, and the hypervisor took (steal), while each job ran (report.ts CpuShares). */
   otherCpuShare: Record<string, number>;
+  stealCpuShare: Record<string, number>;
   results: WorkloadResult[];
   /** Each limit measured, in order, with which side of its cold job it was taken on. */
   limits: (LimitResult & { when: 'before' | 'after' })[];
@@ -230,7 +231,7 @@ function log(line: string): void {
 const limitQueueDepthOf = new Map(targets.flatMap((t) => ('limitQueueDepth' in t.ref ? [[specKey(t.ours), t.ref.limitQueueDepth] as const] : [])));
 
 async function runRepetition(o: Options, rep: number, errors: string[]): Promise<Repetition> {
-  const r: Repetition = { rates: {}, cpuUsPerOp: {}, regimeWarnings: {}, otherCpuShare: {}, results: [], limits: [] };
+  const r: Repetition = { rates: {}, cpuUsPerOp: {}, regimeWarnings: {}, otherCpuShare: {}, stealCpuShare: {}, results: [], limits: [] };
   /* one device-limit measurement (when: 'before' or 'after' the job it brackets): reads/s, or undefined */
   const limit = async (qd: number, when: 'before' | 'after'): Promise<number | undefined> => {
     const lj = limitJob(o, qd);
@@ -250,7 +251,7 @@ async function runRepetition(o: Options, rep: number, errors: string[]): Promise
     const job = workloadJob(o, s);
     const qd = limitQueueDepthOf.get(specKey(s));
     const before = qd === undefined ? undefined : await limit(qd, 'before');
-    const { msg, otherCpuShare: share } = await runInChild(job, false);
+    const { msg, shares } = await runInChild(job, false);
     const after = qd === undefined ? undefined : await limit(qd, 'after');
     if (qd !== undefined) {
       const got = [before, after].filter((x): x is number => x !== undefined);
@@ -263,14 +264,18 @@ async function runRepetition(o: Options, rep: number, errors: string[]): Promise
       log(`  [${rep}] ${label}: ERROR ${why}`);
       continue;
     }
-    const res = share === undefined ? msg.result : { ...msg.result, otherCpuShare: share };
+    const res = { ...msg.result, ...shareFields(shares) };
     if (res.verifyError) errors.push(`repetition ${rep}: ${label}: store did not hold what was written: ${res.verifyError}`);
     r.results.push(res);
     r.rates[specKey(s)] = res.measurement.opsPerSec;
     if (res.cpu) r.cpuUsPerOp[specKey(s)] = res.cpu.usPerOp;
     if (res.regime.warning) r.regimeWarnings[specKey(s)] = res.regime.warning;
-    if (share !== undefined) r.otherCpuShare[specKey(s)] = share;
-    const busy = share !== undefined && share > otherCpuShareWarning ? `; busy machine: others used ${(share * 100).toFixed(0)}% CPU` : '';
+    if (shares !== undefined) {
+      r.otherCpuShare[specKey(s)] = shares.others;
+      r.stealCpuShare[specKey(s)] = shares.steal;
+    }
+    const note = busyNote(res);
+    const busy = note ? `; ${note}` : '';
     log(`  [${rep}] ${label}: ${formatRate(res.measurement.opsPerSec)} ops/s${res.cpu ? `, ${res.cpu.usPerOp.toPrecision(3)} us CPU/op` : ''}${res.regime.warning ? ` (${res.regime.warning})` : ''}${busy}`);
   }
   return r;
@@ -284,7 +289,7 @@ interface TargetOutcome {
   ratioMedian: number;
   ratioMin: number;
   ratioMax: number;
-  /** Repetitions in which the machine was busy (others used > 10% CPU) while sixtree's job ran. */
+  /** Repetitions in which the machine was busy (others used, or the hypervisor took, > 10% of the CPU) while sixtree's job ran. */
   busyRuns: number;
   /** null: not measured as the target needs (regimeWarning says why). */
   met: boolean | null;
@@ -307,7 +312,7 @@ function outcomes(reps: Repetition[]): TargetOutcome[] {
     let busyRuns = 0;
     for (const r of reps) {
       regimeWarning ??= r.regimeWarnings[ok];
-      if ((r.otherCpuShare[ok] ?? 0) > otherCpuShareWarning) busyRuns++;
+      if ((r.otherCpuShare[ok] ?? 0) > otherCpuShareWarning || (r.stealCpuShare?.[ok] ?? 0) > otherCpuShareWarning) busyRuns++;
       const a = r.rates[ok];
       const b = r.rates[rk];
       if (a !== undefined) ours.push(a);
@@ -360,7 +365,7 @@ function formatOutcomes(o: Options, list: TargetOutcome[]): string {
   lines.push(fmt(head));
   for (const r of rows) lines.push(fmt(r));
   for (const t of list) {
-    const busy = t.busyRuns > 0 ? `; busy machine (others > ${otherCpuShareWarning * 100}% CPU) in ${t.busyRuns} of its ${t.ratios.length} runs` : '';
+    const busy = t.busyRuns > 0 ? `; busy machine (others or hypervisor steal > ${otherCpuShareWarning * 100}% CPU) in ${t.busyRuns} of its ${t.ratios.length} runs` : '';
     lines.push(`  ${t.name}: ${t.text}${t.regimeWarning ? `; n/a: ${t.regimeWarning}` : ''}${busy}`);
   }
   lines.push('Rates and CPU are medians over the repetitions; the verdict is the median ratio against the goal.');

@@ -51,8 +51,10 @@ export interface WorkloadResult {
   /** undefined when the store held what the workload wrote; otherwise what was wrong. */
   verifyError?: string;
   storeStats: unknown;
-  /** Set by run.ts: share of the machine's CPU time other processes used while the job ran. */
+  /** Set by run.ts / targets.ts: shares of the machine's CPU time while the job ran (report.ts CpuShares): other processes, kernel threads and interrupts, hypervisor steal. */
   otherCpuShare?: number;
+  kernelCpuShare?: number;
+  stealCpuShare?: number;
   /** The measured phase's CPU time per op and event-loop busy share (measure.ts cpuProbe). */
   cpu?: CpuUse;
 }
