@@ -910,16 +910,18 @@ export class Engine {
     }
   }
 
-  private async replay(keys: Array<{ seq: number; btreeId: number; level: number; key: BkeyI }>): Promise<void> {
+  private async replay(all: Array<{ seq: number; btreeId: number; level: number; key: BkeyI }>): Promise<void> {
+    const keys = [...replayPointerOrder(all.filter((k) => k.level > 0)), ...all.filter((k) => k.level === 0)];
     // group consecutive keys of one (level, seq) into one commit
     let i = 0;
     while (i < keys.length) {
       let j = i + 1;
-      while (j < keys.length && keys[j]!.level === keys[i]!.level && keys[j]!.seq === keys[i]!.seq && j - i < 256) j++;
+      while (j < keys.length && keys[j]!.level === keys[i]!.level && (keys[i]!.level > 0 ? replayGroupOf(keys[j]!) === replayGroupOf(keys[i]!) : keys[j]!.seq === keys[i]!.seq) && j - i < 256) j++;
       const group = keys.slice(i, j);
       i = j;
       const level = group[0]!.level;
-      const seq = group[0]!.seq;
+      // (pointer keys are grouped by btree, level and kind, not seq: pin the group's oldest)
+      const seq = level === 0 ? group[0]!.seq : Math.min(...group.map((g) => g.seq));
       // leaf keys come last, in seq order: every key of an entry before seq is in a node now
       if (level === 0) this.journal.replayedBefore(seq);
       const updates: Update[] = [];
@@ -2185,6 +2187,39 @@ export class Engine {
     });
     return out.toString();
   }
+}
+
+type ReplayKey = { seq: number; btreeId: number; level: number; key: BkeyI };
+
+/**
+ * The journal's pointer keys (level > 0) in the order recovery applies them:
+ * the newest key of each (btree, level, position) only, then per btree and
+ * level (top first) the deletions before the insertions, each in position
+ * order.
+ *
+ * Replayed in seq order instead, a node could be split partway (its
+ * on-disk copy plus keys it already holds again, or keys of a state between
+ * two seqs, can pass the split threshold where the node never did), at a
+ * pivot a later merge in the window took away: a merged child's range would
+ * then straddle two parents (the crash campaign found it: a wipe's merges
+ * replayed after a split at one of the pointers they removed; recovery then
+ * failed with ERR_TOPOLOGY). In this order every key a node holds during the
+ * replay is at a position the final pointer set has (the deletions leave
+ * the on-disk keys the window kept; the insertions bring the final ones), so
+ * a split at any of them divides the final ranges cleanly. bcachefs applies
+ * the newest key per position too (journal keys sorted and deduplicated).
+ */
+export function replayPointerOrder<T extends ReplayKey>(keys: readonly T[]): T[] {
+  // keys come in journal order (seq, then order within the entry): the last one per position wins
+  const newest = new Map<string, T>();
+  for (const k of keys) newest.set(`${k.btreeId}:${k.level}:${wordsToText(k.key.p)}`, k);
+  const isDel = (k: T) => (k.key.type === KEY_TYPE.deleted ? 0 : 1);
+  return [...newest.values()].sort((a, b) => a.btreeId - b.btreeId || b.level - a.level || isDel(a) - isDel(b) || wordsCmp(a.key.p, 0, b.key.p, 0));
+}
+
+/** Pointer keys of one replay commit: same btree, level and kind (deletion or insertion). */
+function replayGroupOf(k: ReplayKey): string {
+  return `${k.btreeId}:${k.level}:${k.key.type === KEY_TYPE.deleted ? 'del' : 'ins'}`;
 }
 
 /**
