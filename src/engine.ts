@@ -910,7 +910,7 @@ export class Engine {
     }
   }
 
-  private async replay(all: Array<{ seq: number; btreeId: number; level: number; key: BkeyI }>): Promise<void> {
+  private async replay(all: ReplayKey[]): Promise<void> {
     const keys = [...replayPointerOrder(all.filter((k) => k.level > 0)), ...all.filter((k) => k.level === 0)];
     // group consecutive keys of one (level, seq) into one commit
     let i = 0;
@@ -920,8 +920,8 @@ export class Engine {
       const group = keys.slice(i, j);
       i = j;
       const level = group[0]!.level;
-      // (pointer keys are grouped by btree, level and kind, not seq: pin the group's oldest)
-      const seq = level === 0 ? group[0]!.seq : Math.min(...group.map((g) => g.seq));
+      // (pointer keys are grouped by btree, level and kind, not seq: pin the oldest seq any of their positions had)
+      const seq = level === 0 ? group[0]!.seq : Math.min(...group.map((g) => g.pinSeq ?? g.seq));
       // leaf keys come last, in seq order: every key of an entry before seq is in a node now
       if (level === 0) this.journal.replayedBefore(seq);
       const updates: Update[] = [];
@@ -2189,7 +2189,7 @@ export class Engine {
   }
 }
 
-type ReplayKey = { seq: number; btreeId: number; level: number; key: BkeyI };
+type ReplayKey = { seq: number; btreeId: number; level: number; key: BkeyI; pinSeq?: number };
 
 /**
  * The journal's pointer keys (level > 0) in the order recovery applies them:
@@ -2208,11 +2208,25 @@ type ReplayKey = { seq: number; btreeId: number; level: number; key: BkeyI };
  * the on-disk keys the window kept; the insertions bring the final ones), so
  * a split at any of them divides the final ranges cleanly. bcachefs applies
  * the newest key per position too (journal keys sorted and deduplicated).
+ *
+ * Each key kept carries as pinSeq the oldest seq of its position in the
+ * window: the node it goes to is pinned there, as if every version had been
+ * replayed. A torn append accepted at this recovery stays in its bucket until
+ * the node's next write, and a later recovery tells it from damage only while
+ * the journal still holds its oldest key (node-io.ts, tornFloor); pinned at
+ * the newest version only, the window could pass it first (found by the
+ * crash campaign: a second recovery read the torn append as damage).
  */
 export function replayPointerOrder<T extends ReplayKey>(keys: readonly T[]): T[] {
   // keys come in journal order (seq, then order within the entry): the last one per position wins
   const newest = new Map<string, T>();
-  for (const k of keys) newest.set(`${k.btreeId}:${k.level}:${wordsToText(k.key.p)}`, k);
+  const oldestSeq = new Map<string, number>();
+  for (const k of keys) {
+    const id = `${k.btreeId}:${k.level}:${wordsToText(k.key.p)}`;
+    newest.set(id, k);
+    if (!oldestSeq.has(id)) oldestSeq.set(id, k.seq);
+  }
+  for (const [id, k] of newest) k.pinSeq = Math.min(oldestSeq.get(id)!, k.seq);
   const isDel = (k: T) => (k.key.type === KEY_TYPE.deleted ? 0 : 1);
   return [...newest.values()].sort((a, b) => a.btreeId - b.btreeId || b.level - a.level || isDel(a) - isDel(b) || wordsCmp(a.key.p, 0, b.key.p, 0));
 }

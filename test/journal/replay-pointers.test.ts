@@ -23,7 +23,7 @@ function key(offset: number, deleted = false): BkeyI {
 }
 
 describe('replayPointerOrder', () => {
-  it('keeps the newest key per (btree, level, position) and orders btree, level (top first), deletions, insertions, position', () => {
+  it('keeps the newest key per (btree, level, position), pinned at the oldest, and orders btree, level (top first), deletions, insertions, position', () => {
     const keys = [
       { seq: 10, btreeId: 0, level: 1, key: key(50), tag: 'a' },
       { seq: 10, btreeId: 0, level: 1, key: key(20), tag: 'b' },
@@ -39,6 +39,8 @@ describe('replayPointerOrder', () => {
     const out = replayPointerOrder(keys);
     expect(out.map((k) => k.tag)).toEqual(['i', 'c', 'e', 'h', 'a', 'j']);
     expect(out.map((k) => wordsToText(k.key.p))).toEqual(['0:99:0', '0:20:0', '0:30:0', '0:40:0', '0:50:0', '0:5:0']);
+    /* each pinned at the oldest seq its position had in the window (a torn append's keys keep the window back) */
+    expect(out.map((k) => k.pinSeq)).toEqual([9, 10, 11, 12, 10, 13]);
   });
 });
 
