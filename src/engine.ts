@@ -2217,7 +2217,7 @@ type ReplayKey = { seq: number; btreeId: number; level: number; key: BkeyI; pinS
  * the newest version only, the window could pass it first (found by the
  * crash campaign: a second recovery read the torn append as damage).
  */
-export function replayPointerOrder<T extends ReplayKey>(keys: readonly T[]): T[] {
+export function replayPointerOrder<T extends ReplayKey>(keys: readonly T[]): Array<T & { pinSeq: number }> {
   // keys come in journal order (seq, then order within the entry): the last one per position wins
   const newest = new Map<string, T>();
   const oldestSeq = new Map<string, number>();
@@ -2228,7 +2228,7 @@ export function replayPointerOrder<T extends ReplayKey>(keys: readonly T[]): T[]
   }
   for (const [id, k] of newest) k.pinSeq = Math.min(oldestSeq.get(id)!, k.seq);
   const isDel = (k: T) => (k.key.type === KEY_TYPE.deleted ? 0 : 1);
-  return [...newest.values()].sort((a, b) => a.btreeId - b.btreeId || b.level - a.level || isDel(a) - isDel(b) || wordsCmp(a.key.p, 0, b.key.p, 0));
+  return ([...newest.values()] as Array<T & { pinSeq: number }>).sort((a, b) => a.btreeId - b.btreeId || b.level - a.level || isDel(a) - isDel(b) || wordsCmp(a.key.p, 0, b.key.p, 0));
 }
 
 /** Pointer keys of one replay commit: same btree, level and kind (deletion or insertion). */
