@@ -45,6 +45,10 @@
  *       * the counter equals its value before the round plus the number of
  *         counter transactions found visible;
  *       * fsck() returns [];
+ *     and, while the run goes, every store it opens checks at each journal
+ *     write that the last_seq recorded passes no key still unwritten and
+ *     unpinned (SIXTREE_DEBUG_PIN_CHECK: engine.ts pinCheck): a lost write
+ *     seen as it becomes possible, not only when an image happens to show it;
  *     a sample of the recovered stores then takes more transactions, is
  *     crashed again and recovered again (recovery after recovery).
  *
@@ -899,6 +903,11 @@ class Run {
     const after = expected.clone();
     for (const fp of fps) applyFootprint(after, fp);
     const images = [fd.crashImage(), fd.crashImage({ include: () => true })];
+    const pins = pinCheckText(store);
+    if (pins) {
+      await store.close().catch(() => {});
+      return `the recovered store, taking more transactions: ${pins}`;
+    }
     await store.close().catch(() => {});
     for (const [i, img] of images.entries()) {
       let s2: Store;
@@ -924,6 +933,18 @@ class Run {
   /* ---------------------------------------------------------------- main loop */
 
   async run(): Promise<CrashCheckResult> {
+    // every store this run opens checks at each journal write that no unwritten key is left unpinned
+    const pinCheckWas = process.env['SIXTREE_DEBUG_PIN_CHECK'];
+    process.env['SIXTREE_DEBUG_PIN_CHECK'] = '1';
+    try {
+      return await this.runChecked();
+    } finally {
+      if (pinCheckWas === undefined) delete process.env['SIXTREE_DEBUG_PIN_CHECK'];
+      else process.env['SIXTREE_DEBUG_PIN_CHECK'] = pinCheckWas;
+    }
+  }
+
+  private async runChecked(): Promise<CrashCheckResult> {
     const t0 = performance.now();
     const s = this.s;
     const mem = MemDevice.create(s.deviceBytes);
@@ -987,6 +1008,11 @@ class Run {
         if (c) next.kv.set(COUNTER_KEY, counterValue(counterOf(base.kv.get(COUNTER_KEY)) + c));
         this.model = next;
 
+        const pins = pinCheckText(store);
+        if (pins) {
+          this.failure(round, { index: -1, reason: 'pin check', pending: 0, acked: new Set(), images: [] }, 'live store', pins, null);
+          break;
+        }
         if (s.liveCheckEvery > 0 && (round + 1) % s.liveCheckEvery === 0) {
           const actual = await readState(store, s.extSpace, this.refByKey, this.refs);
           const diff = actual.problems.concat(diffState(actual, this.model, s.extSpace, 8));
@@ -1288,6 +1314,17 @@ export function campaignRunOpts(seed: number, rounds: number, wipeProbability: n
 
 export async function runCrashCheck(o: CrashCheckOpts): Promise<CrashCheckResult> {
   return new Run(o).run();
+}
+
+/**
+ * The engine's pin check (SIXTREE_DEBUG_PIN_CHECK, engine.ts pinCheck): a
+ * journal entry whose last_seq passed a key no node write has taken to disk
+ * and no pin holds back: a crash from then on loses an acknowledged write.
+ * Seen when it happens, not only when a crash image shows it.
+ */
+function pinCheckText(store: Store): string | null {
+  const n = store.stats().writeback.pinCheckViolations;
+  return n ? `journal pin check: ${n} violation(s); first: ${store.engine.pinCheckFirst}` : null;
 }
 
 /* ------------------------------------------------------------------ command line */

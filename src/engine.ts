@@ -336,7 +336,11 @@ export class Engine {
     rootChangeEntryBreaks: 0,
     replayedEntries: 0,
     prefetches: 0,
+    /** Debug pin check (SIXTREE_DEBUG_PIN_CHECK=1): journal entries whose last_seq passed an unwritten, unpinned key. */
+    pinCheckViolations: 0,
   };
+  /** The first pin check violation, described (debug). */
+  pinCheckFirst: string | null = null;
   readonly restartReasons = new Map<number, number>();
 
   private writesInFlight = 0;
@@ -629,6 +633,7 @@ export class Engine {
       },
       blacklist: this.blacklist,
       start,
+      ...(process.env['SIXTREE_DEBUG_PIN_CHECK'] === '1' ? { onLastSeq: (lastSeq: number, seq: number) => this.pinCheck(lastSeq, seq) } : {}),
     });
 
     // replay: pointer keys level by level from the top, then leaf keys, each in seq order
@@ -1080,6 +1085,27 @@ export class Engine {
   }
 
   /* ================================================================ nodes */
+
+  /**
+   * Debug (SIXTREE_DEBUG_PIN_CHECK=1; the crash campaign turns it on): as a
+   * journal entry's write starts, every key not yet on disk whose journal seq
+   * is below the last_seq the entry records must be held back by its node's
+   * pin; otherwise a crash after this entry loses it (recovery replays from
+   * last_seq). Nodes of an interior update (new or dying) are covered by the
+   * update's pins. Walks every unwritten key of every hashed node.
+   */
+  private pinCheck(lastSeq: number, seq: number): void {
+    for (const n of this.cache.hashedNodes()) {
+      if (n.has(NodeFlag.dying) || n.has(NodeFlag.will_make_reachable)) continue;
+      const v = n.keys.unwrittenVersionMin();
+      if (v === 0 || v >= lastSeq) continue;
+      if (n.journalPin?.active && n.journalPin.seq <= v) continue;
+      this.counters.pinCheckViolations++;
+      this.pinCheckFirst ??=
+        `journal entry ${seq} records last_seq ${lastSeq}, but btree ${this.btrees[n.btreeId]?.name} level ${n.level} node at bucket ${n.bucket} ` +
+        `holds an unwritten key of seq ${v} (pin ${n.journalPin?.active ? n.journalPin.seq : 'none'}, flags ${n.flags.toString(16)})`;
+    }
+  }
 
   topologyError(n: Node, what: string): SixtreeError {
     return new SixtreeError(
@@ -2152,6 +2178,7 @@ export class Engine {
         rootChangeEntryBreaks: this.counters.rootChangeEntryBreaks,
         replayedEntries: this.counters.replayedEntries,
         prefetches: this.counters.prefetches,
+        pinCheckViolations: this.counters.pinCheckViolations,
         traverses: this.counters.traverses,
         traversesNowait: this.counters.traversesNowait,
       },

@@ -1291,6 +1291,20 @@ export class NodeKeys {
    * Sets.
    */
 
+  /** Lowest version (journal seq) of a key not yet on disk: in the writable set or a sealed one being written (0: none). Debug checks only: walks the keys. */
+  unwrittenVersionMin(): number {
+    let min = 0;
+    for (let s = 0; s < this.nsets; s++) {
+      const state = this.aux32[s * M.ROW + M.STATE]!;
+      if (state !== SET_WRITABLE && state !== SET_SEALED) continue;
+      for (let k = this.aux32[s * M.ROW + M.START]!, end = this.aux32[s * M.ROW + M.END]!; k < end; k = this.keyNext(k)) {
+        const v = this.keyVersion(k);
+        if (v > 0 && (min === 0 || v < min)) min = v;
+      }
+    }
+    return min;
+  }
+
   hasWritable(): boolean {
     return this.nsets > 0 && this.aux32[(this.nsets - 1) * M.ROW + M.STATE] === SET_WRITABLE;
   }

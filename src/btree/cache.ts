@@ -353,6 +353,11 @@ export class BtreeCache {
 
   /** Hash table: node seq (btree_ptr_hash_val) -> node. */
   private readonly table = new Map<number, Node>();
+
+  /** Every hashed node (debug checks). */
+  hashedNodes(): IterableIterator<Node> {
+    return this.table.values();
+  }
   /** Every Node object ever made, by slot. Never shrinks: slots are stable. */
   private readonly nodes: Node[] = [];
   /**

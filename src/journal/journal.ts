@@ -177,6 +177,12 @@ export interface JournalOptions {
    * meanwhile.
    */
   writeInline?: () => boolean;
+  /**
+   * Debug: called as each entry's write starts with the last_seq it records
+   * (the engine's pin check: no unwritten key older than that may be left
+   * unpinned).
+   */
+  onLastSeq?: (lastSeq: number, seq: number) => void;
 }
 
 export interface JournalCounters {
@@ -1045,6 +1051,7 @@ export class Journal {
     let size: number;
     try {
       lastSeq = this.pins.oldest(b.seq);
+      this.opts.onLastSeq?.(lastSeq, b.seq);
       if (lastSeq > b.seq) throw new Error(`journal entry ${b.seq}: last_seq ${lastSeq} after its own seq`);
       const off = b.wrap ? 0 : this.ring.writeOffsetBytes;
       const fin = journalEntryFinish(b.data, b.usedBytes, b.seq, lastSeq, this.ctx, b.blacklistRangesMax);
