@@ -45,7 +45,7 @@ import {
 } from '../src/index.js';
 import { prng, tmpStore, type TmpStore } from './helpers/store.js';
 import { BlockDevice } from '../src/io/block-device.js';
-import { ext4SkipReason, loopSkipReason, withExt4Mounted, withLoop } from './helpers/loop.js';
+import { ext4SkipReason, loopSkipReason, withExt4Mounted, withLoop, withScratchImage } from './helpers/loop.js';
 import { FaultDevice } from '../src/io/fault-device.js';
 import { NodeKeys } from '../src/btree/bset.js';
 
@@ -1791,11 +1791,7 @@ describe('a second process', () => {
   });
 
   it.skipIf(ext4Reason !== undefined)('ERR_DEVICE_BUSY: format and open refuse a mounted block device, and the file system on it is untouched', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sixtree-busy-'));
-    try {
-      const img = join(dir, 'disk.img');
-      writeFileSync(img, '');
-      truncateSync(img, 64 << 20);
+    await withScratchImage('sixtree-busy-', 64 << 20, async (img) => {
       await withLoop(img, async (dev) => {
         await withExt4Mounted(dev, async (mnt) => {
           writeFileSync(join(mnt, 'precious'), 'keep me');
@@ -1815,9 +1811,7 @@ describe('a second process', () => {
         await s.put('kv', pos(1, 1), enc('ours now'));
         await s.close();
       });
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('open runs recovery: writes resolved before a process exited without close are there', async () => {
@@ -2035,11 +2029,7 @@ describe('SixtreeError', () => {
 
 describe.skipIf(loopReason !== undefined)('on a read-only loop device', () => {
   it('a writable open or format is ERR_READ_ONLY at once (not a failed write); readOnly opens read the store', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sixtree-rodev-'));
-    try {
-      const img = join(dir, 'disk.img');
-      writeFileSync(img, '');
-      truncateSync(img, 64 << 20);
+    await withScratchImage('sixtree-rodev-', 64 << 20, async (img) => {
       await withLoop(img, async (dev) => {
         await Store.format(dev, { nodeSize: 16 * 1024, btrees: [{ name: 'kv' }] });
         const s = await Store.open(dev);
@@ -2061,19 +2051,13 @@ describe.skipIf(loopReason !== undefined)('on a read-only loop device', () => {
         { readOnly: true },
       );
       expect(readFileSync(img).equals(before)).toBe(true);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
 
 describe.skipIf(ext4Reason !== undefined)('on a read-only file system', () => {
   it('a writable open of a store file is ERR_READ_ONLY; readOnly opens read it', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sixtree-rofs-'));
-    try {
-      const img = join(dir, 'disk.img');
-      writeFileSync(img, '');
-      truncateSync(img, 64 << 20);
+    await withScratchImage('sixtree-rofs-', 64 << 20, async (img) => {
       await withLoop(img, async (dev) => {
         await withExt4Mounted(dev, async (mnt, remountReadOnly) => {
           const file = join(mnt, 'store.img');
@@ -2089,19 +2073,13 @@ describe.skipIf(ext4Reason !== undefined)('on a read-only file system', () => {
           await r.close();
         });
       });
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
 
 describe.skipIf(loopReason !== undefined)('on a loop device with 4096-byte logical sectors (as a 4Kn disk)', () => {
   it('formats, commits, reopens and checks clean; a blockSize below the sector size is ERR_INVALID_ARG', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sixtree-4kn-'));
-    try {
-      const img = join(dir, 'disk.img');
-      writeFileSync(img, '');
-      truncateSync(img, 64 << 20);
+    await withScratchImage('sixtree-4kn-', 64 << 20, async (img) => {
       await withLoop(
         img,
         async (dev) => {
@@ -2125,8 +2103,6 @@ describe.skipIf(loopReason !== undefined)('on a loop device with 4096-byte logic
         },
         { sectorBytes: 4096 },
       );
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 });

@@ -20,7 +20,7 @@
  * sentence saying why; tests use it with describe.skipIf / it.skipIf.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, realpathSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, realpathSync, rmdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -124,6 +124,19 @@ export async function withLoop<T>(file: string, fn: (dev: string) => Promise<T> 
     return await fn(dev);
   } finally {
     loopDetach(dev);
+  }
+}
+
+/** A sparse file of `bytes` (to back a loop device) in a fresh temp directory named `prefix`..., removed after fn. */
+export async function withScratchImage<T>(prefix: string, bytes: number, fn: (img: string) => Promise<T> | T): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  try {
+    const img = join(dir, 'disk.img');
+    writeFileSync(img, '');
+    truncateSync(img, bytes);
+    return await fn(img);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
