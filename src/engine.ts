@@ -605,9 +605,12 @@ export class Engine {
       }
     }
 
+    // the window's keys in journal order; of the pointer keys the newest per
+    // position, in the order replay applies them (replayPointerOrder)
+    replayKeys.sort((a, b) => a.seq - b.seq || a.order - b.order);
+    const pointerKeys = replayPointerOrder(replayKeys.filter((r) => r.level > 0));
     const overlay: PtrOverlay = new Map();
-    for (const r of [...replayKeys].sort((a, b) => a.seq - b.seq || a.order - b.order)) {
-      if (r.level === 0) continue;
+    for (const r of pointerKeys) {
       const k = `${r.btreeId}:${r.level}`;
       let m = overlay.get(k);
       if (!m) overlay.set(k, (m = new Map()));
@@ -636,10 +639,9 @@ export class Engine {
       ...(process.env['SIXTREE_DEBUG_PIN_CHECK'] === '1' ? { onLastSeq: (lastSeq: number, seq: number) => this.pinCheck(lastSeq, seq) } : {}),
     });
 
-    // replay: pointer keys level by level from the top, then leaf keys, each in seq order
+    // replay: pointer keys level by level from the top, then leaf keys in seq order
     if (replayKeys.length) {
-      replayKeys.sort((a, b) => b.level - a.level || a.seq - b.seq || a.order - b.order);
-      await this.replay(replayKeys);
+      await this.replay([...pointerKeys, ...replayKeys.filter((r) => r.level === 0)]);
       this.counters.replayedEntries = jr.entries.length;
     }
     this.journal.replayDone();
@@ -915,9 +917,12 @@ export class Engine {
     }
   }
 
-  private async replay(all: ReplayKey[]): Promise<void> {
-    const keys = [...replayPointerOrder(all.filter((k) => k.level > 0)), ...all.filter((k) => k.level === 0)];
-    // group consecutive keys of one (level, seq) into one commit
+  /**
+   * Apply the window's keys: `keys` is the pointer keys as replayPointerOrder
+   * gives them, then the leaf keys in seq order. One commit per run of pointer
+   * keys of one btree, level and kind, or of leaf keys of one seq (at most 256).
+   */
+  private async replay(keys: ReplayKey[]): Promise<void> {
     let i = 0;
     while (i < keys.length) {
       let j = i + 1;
@@ -2253,7 +2258,7 @@ export function replayPointerOrder<T extends ReplayKey>(keys: readonly T[]): Arr
     newest.set(id, k);
     if (!oldestSeq.has(id)) oldestSeq.set(id, k.seq);
   }
-  for (const [id, k] of newest) k.pinSeq = Math.min(oldestSeq.get(id)!, k.seq);
+  for (const [id, k] of newest) k.pinSeq = oldestSeq.get(id)!;
   const isDel = (k: T) => (k.key.type === KEY_TYPE.deleted ? 0 : 1);
   return ([...newest.values()] as Array<T & { pinSeq: number }>).sort((a, b) => a.btreeId - b.btreeId || b.level - a.level || isDel(a) - isDel(b) || wordsCmp(a.key.p, 0, b.key.p, 0));
 }
