@@ -30,7 +30,7 @@
  *   (owned)  --hash race (nodeFill)-->      FREEABLE
  *   CLEAN    <--setDirty / clearDirty-->    DIRTY     the engine's inserts and node writes
  *   CLEAN    --cacheScan / nodeEvict-->     FREED     hash removed, buffers released
- *   CLEAN    --reclaim for a new node-->    FREEABLE  hash removed, buffers reused at once
+ *   CLEAN    --reclaim for a new node-->    FREEABLE  hash removed, buffers reused at once (or by the next read: spareRefill)
  *   CLEAN    --cannibalize-->               (owned)   hash removed, buffers reused
  *   CLEAN    --read error-->                FREEABLE  hash removed; read_error kept until reuse
  *   CLEAN    --freeInmem-->                 FREEABLE  node freed by an interior update
@@ -65,6 +65,10 @@
  * waiting. Without the cannibalize lock a failed allocation is a value
  * (nodeFill: transaction_restart_fill_mem_alloc_fail); the transaction drops
  * its locks, takes the lock (cannibalizeLockWait) and retries, as in bcachefs.
+ * Each read, once issued, runs the same clock for one node if no FREEABLE
+ * buffers are left (spareRefill): the next miss then takes buffers waiting
+ * on FREEABLE, and the clock's walk over cold nodes is off its latency (a
+ * cold lookup at queue depth 1 waits for nothing but its read).
  * Memory is returned to the system only by cacheScan (store.shrink(),
  * memoryPressure(), the memory watch) and cacheExit.
  *
@@ -215,6 +219,7 @@ export const CACHE_COUNTERS = [
   ['buffersFreed', 'native buffers freed'],
   ['memoryPressure', 'memory pressure events handled'],
   ['readsNowait', 'of the misses, reads started without a transaction (nodeReadNowait: store.get)'],
+  ['spareRefills', 'nodes reclaimed to FREEABLE right after a read was issued, so the next miss finds buffers (spareRefill)'],
 ] as const;
 
 export type CacheCounterName = (typeof CACHE_COUNTERS)[number][0];
@@ -844,11 +849,12 @@ export class BtreeCache {
    * trigger); it stops after freeing `nrFree` or touching `nrTouch` nodes
    * (the seed: both are nr). toFreeable: reclaimed live nodes keep their
    * buffers and go to FREEABLE, for nodeMemAlloc to reuse at once (reclaim on
-   * the allocation path); the FREEABLE loop is skipped then.
+   * the allocation path); the FREEABLE loop is skipped then. mayWrite false:
+   * never start a node write (the 3/4-dirty trigger is the allocation's).
    */
-  private cacheScanInner(nrToScan: number, nrFree: number, nrTouch: number, toFreeable: boolean): number {
+  private cacheScanInner(nrToScan: number, nrFree: number, nrTouch: number, toFreeable: boolean, mayWrite = true): number {
     if (nrFree <= 0) return 0;
-    const triggerWrites = this.dirty + nrToScan >= Math.floor((this.used * 3) / 4);
+    const triggerWrites = mayWrite && this.dirty + nrToScan >= Math.floor((this.used * 3) / 4);
     const owner = this.owner;
     let freed = 0;
     let touched = 0;
@@ -1175,31 +1181,55 @@ export class BtreeCache {
   private nodeReadStart(b: Node, ptr: BtreePtr): Promise<SixtreeError | null> {
     b.set(NodeFlag.read_in_flight);
     this.counters[C.reads]!++;
-    const expect: NodeReadExpect = { btreeId: ptr.btreeId, level: ptr.level, minKey: ptr.minKey.slice(0, BPOS_WORDS), maxKey: ptr.maxKey.slice(0, BPOS_WORDS), seq: ptr.seq };
-    const p = this.nodeRead(b, expect);
+    const p = this.nodeRead(b, ptr);
     if (b.has(NodeFlag.read_in_flight)) b.readDone = p as Promise<unknown> as Promise<void>;
     this.readsInFlight.add(p);
     void p.then(() => this.readsInFlight.delete(p));
+    this.spareRefill();
     return p;
+  }
+
+  /**
+   * With the cache at its budget and no FREEABLE buffers left, reclaim one
+   * clean node now, while a read is in flight, so the next miss finds
+   * buffers waiting: the clock's walk (and the cold memory it touches) then
+   * costs no miss its latency. Called right after a read is issued. It only
+   * takes what the clock finds clean: writing dirty nodes, when it comes to
+   * that, stays the allocation's (nodeMemAllocNowait) to start.
+   */
+  private spareRefill(): void {
+    if (this.freeable.count === 0 && this.used >= this.usedMax) {
+      if (this.cacheScanInner(1, 1, this.live.count, true, false) !== 0) this.counters[C.spareRefills]!++;
+    }
   }
 
   /**
    * bch2_btree_node_read for the cache: one aligned read of the whole bucket,
    * then nodeReadValidate against the pointer. On failure: read_error, the
    * error kept in readErr, hash entry removed, FREEABLE. Then read_in_flight
-   * is cleared and readDone resolves (waking the waiters).
+   * is cleared and readDone resolves (waking the waiters). The read is
+   * issued before anything else is done (the pointer's expectation is
+   * copied while it is in flight: the caller may reuse `ptr` once this
+   * returns).
    */
-  private async nodeRead(b: Node, expect: NodeReadExpect): Promise<SixtreeError | null> {
+  private async nodeRead(b: Node, ptr: BtreePtr): Promise<SixtreeError | null> {
     const data = this.bufs[b.slot]!.data;
     let offset = -1;
     let err: SixtreeError | null = null;
+    let io: Promise<void> | null = null;
     try {
       offset = this.bucketOffset(b.bucket);
-      await this.device.read(data, offset);
+      io = this.device.read(data, offset);
     } catch (e) {
-      err = this.nodeReadError(b, 'ERR_IO', `read failed: ${e instanceof Error ? e.message : String(e)}`, offset, e);
-      const errno = (e as { code?: unknown; details?: { errno?: unknown } }).details?.errno ?? (e as { code?: unknown }).code;
-      if (typeof errno === 'string') err.details.errno = errno;
+      err = this.nodeReadIoError(b, e, offset);
+    }
+    const expect: NodeReadExpect = { btreeId: ptr.btreeId, level: ptr.level, minKey: ptr.minKey.slice(0, BPOS_WORDS), maxKey: ptr.maxKey.slice(0, BPOS_WORDS), seq: ptr.seq };
+    if (io !== null) {
+      try {
+        await io;
+      } catch (e) {
+        err = this.nodeReadIoError(b, e, offset);
+      }
     }
     if (err === null) {
       const r = nodeReadValidate(b.keys, expect, { isSeqBlacklisted: this.isSeqBlacklisted, maxJournalSeq: this.maxJournalSeq?.(), tornFloor: this.tornFloor?.() });
@@ -1218,6 +1248,13 @@ export class BtreeCache {
     }
     b.clear(NodeFlag.read_in_flight);
     b.readDone = null;
+    return err;
+  }
+
+  private nodeReadIoError(b: Node, e: unknown, offset: number): SixtreeError {
+    const err = this.nodeReadError(b, 'ERR_IO', `read failed: ${e instanceof Error ? e.message : String(e)}`, offset, e);
+    const errno = (e as { code?: unknown; details?: { errno?: unknown } }).details?.errno ?? (e as { code?: unknown }).code;
+    if (typeof errno === 'string') err.details.errno = errno;
     return err;
   }
 

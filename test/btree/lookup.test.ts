@@ -190,6 +190,33 @@ describe('Store#get() fast path', () => {
     expect(r2.node.readPins).toBe(0);
   });
 
+  it('a miss on a full cache reclaims the next miss\'s buffers while its read is in flight: the next allocation evicts nothing', async () => {
+    const s = await evictedStore(256 * 1024, 12000, 500, 3);
+    const cache = s.engine.cache;
+    const counter = (name: string): number => (s.stats().cache.counters as Record<string, number>)[name]!;
+    // warm up until the cache is at its budget (the first misses may grow it)
+    for (let k = 0; k < 12000; k += 97) await s.get('kv', pos(1, k));
+    expect(cache.used).toBe(cache.usedMax);
+    let misses = 0;
+    for (let k = 31; k < 12000 && misses < 40; k += 211) {
+      const before = { evictions: counter('evictions'), refills: counter('spareRefills'), freeable: cache.freeable.count, reads: counter('reads') };
+      const got = s.get('kv', pos(1, k)); // runs synchronously up to the read it issues
+      const read = counter('reads') > before.reads;
+      if (read) {
+        misses++;
+        // buffers were waiting on FREEABLE for this miss (left by the one before), and one node was reclaimed
+        // for the next right after this read was issued; the budget holds
+        if (misses > 1) expect(before.freeable).toBeGreaterThan(0);
+        expect(cache.freeable.count).toBeGreaterThan(0);
+        expect(counter('spareRefills') - before.refills).toBe(before.freeable > 0 ? 1 : 0);
+        expect(counter('evictions') - before.evictions).toBe(1);
+        expect(cache.used).toBeLessThanOrEqual(cache.usedMax);
+      }
+      expect(decode((await got)!)).toEqual({ k, v: 3 });
+    }
+    expect(misses).toBeGreaterThan(20);
+  });
+
   it('64 gets in flight on a small cache: every miss is one read without a transaction (reads pinned, not read twice)', async () => {
     const N = 20000;
     const s = await evictedStore(512 * 1024, N, 1000, 4);
