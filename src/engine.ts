@@ -198,6 +198,8 @@ export interface StoreStats {
     notFreed: Record<string, number>;
     /** Every cache counter by name (CACHE_COUNTERS in btree/cache.ts). */
     counters: Record<string, number>;
+    /** Microseconds spent validating node reads, all reads together. */
+    readValidateUs: number;
     [k: string]: unknown;
   };
   io: { reads: number; writes: number; bytesRead: number; bytesWritten: number; flushes: number };

@@ -307,6 +307,8 @@ export interface CacheStats {
   reads: number;
   readErrors: number;
   prefetches: number;
+  /** Microseconds spent validating node reads (checksums, headers, keys, search trees), all reads together. */
+  readValidateUs: number;
   notFreed: Record<NotFreedReason, number>;
   counters: Record<CacheCounterName, number>;
 }
@@ -352,6 +354,13 @@ export class BtreeCache {
   /** The shrinker never frees below this many nodes (bc->reserve). */
   reserve = 0;
 
+  /** Time spent in nodeReadValidate, all reads (stats().readValidateUs). */
+  private readValidateMs = 0;
+
+  /** stats().readValidateUs without building the rest of stats() (bench/cold-phases.ts reads it per lookup). */
+  get readValidateUs(): number {
+    return this.readValidateMs * 1000;
+  }
   readonly live = new NodeList('live');
   readonly freeable = new NodeList('freeable');
   readonly freed = new NodeList('freed');
@@ -1232,7 +1241,9 @@ export class BtreeCache {
       }
     }
     if (err === null) {
+      const t0 = performance.now();
       const r = nodeReadValidate(b.keys, expect, { isSeqBlacklisted: this.isSeqBlacklisted, maxJournalSeq: this.maxJournalSeq?.(), tornFloor: this.tornFloor?.() });
+      this.readValidateMs += performance.now() - t0;
       if (!r.ok) err = this.nodeReadError(b, r.code, r.message, offset);
       else {
         if (r.torn) this.counters[C.tornBsets]!++;
@@ -1796,6 +1807,7 @@ export class BtreeCache {
       o.field('memory', `${bytesToText(this.used * this.nodeBytes)} of ${bytesToText(this.budgetBytes)} (node ${bytesToText(this.nodeSizeBytes)} + aux ${bytesToText(this.auxBytes)})`);
       o.field('cannibalize lock', this.allocLock === null ? 'free' : `owner#${this.allocLock.ownerId}`);
       o.field('reads in flight', this.readsInFlight.size);
+      if (this.counters[C.reads] !== 0) o.field('read validation', `${Math.round((this.readValidateMs * 1000) / this.counters[C.reads]!)} us per read`);
       CACHE_COUNTERS.forEach(([name], i) => {
         if (this.counters[i] !== 0) o.field(name, this.counters[i]);
       });
@@ -1831,6 +1843,7 @@ export class BtreeCache {
       reads: counters.reads,
       readErrors: counters.readErrors,
       prefetches: counters.prefetches,
+      readValidateUs: Math.round(this.readValidateMs * 1000),
       notFreed,
       counters,
     };

@@ -197,6 +197,7 @@ describe('Store#get() fast path', () => {
     // warm up until the cache is at its budget (the first misses may grow it)
     for (let k = 0; k < 12000; k += 97) await s.get('kv', pos(1, k));
     expect(cache.used).toBe(cache.usedMax);
+    const validated = s.stats().cache.readValidateUs;
     let misses = 0;
     for (let k = 31; k < 12000 && misses < 40; k += 211) {
       const before = { evictions: counter('evictions'), refills: counter('spareRefills'), freeable: cache.freeable.count, reads: counter('reads') };
@@ -215,6 +216,9 @@ describe('Store#get() fast path', () => {
       expect(decode((await got)!)).toEqual({ k, v: 3 });
     }
     expect(misses).toBeGreaterThan(20);
+    // each of those reads was validated, and the time it took is in the stats
+    expect(s.stats().cache.readValidateUs).toBeGreaterThan(validated);
+    expect(s.engine.cache.toText()).toMatch(/read validation: +\d+ us per read/);
   });
 
   it('64 gets in flight on a small cache: every miss is one read without a transaction (reads pinned, not read twice)', async () => {
