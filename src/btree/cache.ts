@@ -161,6 +161,8 @@ export const reserveNodesPerInteriorRoot = 8;
 export const freeableKeepNr = 3;
 /** Read-aheads in flight at once (nodePrefetch skips past it). */
 export const prefetchInFlightMaxDefault = 16;
+/** Nodes a spare refill's clock looks at, at most (it goes on from there next time; the allocation sweeps the rest if it must). */
+const spareRefillTouchMax = 64;
 /** Demand reads without a transaction held at once, in flight or pinned (nodeReadNowait); past it, lookups take the transaction path. */
 const readsNowaitHeldMax = 256;
 const noop = (): void => {};
@@ -1203,12 +1205,14 @@ export class BtreeCache {
    * clean node now, while a read is in flight, so the next miss finds
    * buffers waiting: the clock's walk (and the cold memory it touches) then
    * costs no miss its latency. Called right after a read is issued. It only
-   * takes what the clock finds clean: writing dirty nodes, when it comes to
-   * that, stays the allocation's (nodeMemAllocNowait) to start.
+   * takes what the clock finds clean among the next spareRefillTouchMax
+   * nodes (bounded work per read, whatever the cache's size): writing dirty
+   * nodes, and sweeping the whole list, stay the allocation's
+   * (nodeMemAllocNowait) to do when it comes to that.
    */
   private spareRefill(): void {
     if (this.freeable.count === 0 && this.used >= this.usedMax) {
-      if (this.cacheScanInner(1, 1, this.live.count, true, false) !== 0) this.counters[C.spareRefills]!++;
+      if (this.cacheScanInner(1, 1, Math.min(this.live.count, spareRefillTouchMax), true, false) !== 0) this.counters[C.spareRefills]!++;
     }
   }
 

@@ -781,6 +781,43 @@ describe('BtreeCache cannibalize', () => {
   });
 });
 
+describe('BtreeCache spare refill', () => {
+  it('after each read the clock looks at no more than 64 nodes for the next miss\'s buffers, and goes on from there next time', async () => {
+    const nodeSizeBytes = 4096;
+    const h = setup({ nodeSizeBytes, budgetBytes: 200 * (nodeSizeBytes + NodeKeys.auxBytes(nodeSizeBytes)), nodes: 260 });
+    const t = new FakeTrans(1);
+    for (let i = 0; i < 200; i++) await readNode(h, t, i);
+    expect(h.cache.used).toBe(h.cache.usedMax);
+    /* one more read: the cache is full; afterwards buffers wait on FREEABLE */
+    await readNode(h, t, 200);
+    expect(h.cache.freeable.count).toBe(1);
+    /* every cached node used again: the clock finds no node without its accessed bit */
+    for (const b of [...h.cache.liveNodes()]) {
+      const got = await h.cache.nodeGet(t, { ...h.ptr(b.bucket - 1) }, 0, LOCK_READ);
+      if (typeof got === 'number') throw new Error(`nodeGet returned ${got}`);
+      t.unlockNode(got, LOCK_READ);
+    }
+    const counters = (): Record<string, number> => h.cache.stats().counters as Record<string, number>;
+    const accessBit = (): number => h.cache.stats().notFreed.access_bit;
+    /* this read takes the waiting buffers; its refill clears 64 accessed bits, frees nothing */
+    let bits = accessBit();
+    let refills = counters().spareRefills!;
+    await readNode(h, t, 201);
+    expect(accessBit() - bits).toBe(64);
+    expect(counters().spareRefills! - refills).toBe(0);
+    expect(h.cache.freeable.count).toBe(0);
+    /* the next read's allocation sweeps on (the rest of the bits), then takes the first node whose bit was cleared */
+    bits = accessBit();
+    refills = counters().spareRefills!;
+    const evictions = h.cache.stats().evictions;
+    await readNode(h, t, 202);
+    expect(accessBit() - bits).toBeGreaterThanOrEqual(h.cache.usedMax - 64 - 2);
+    expect(h.cache.stats().evictions - evictions).toBe(2); // one for this read, one refill for the next
+    expect(counters().spareRefills! - refills).toBe(1);
+    expect(h.cache.stats().bytes).toBeLessThanOrEqual(h.cache.stats().budgetBytes);
+  });
+});
+
 describe('BtreeCache memory bound', () => {
   it('with an 8 MiB budget and many distinct nodes read in turn, node memory never exceeds the budget', async () => {
     const nodeSizeBytes = 64 << 10;
