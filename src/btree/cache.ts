@@ -65,10 +65,11 @@
  * waiting. Without the cannibalize lock a failed allocation is a value
  * (nodeFill: transaction_restart_fill_mem_alloc_fail); the transaction drops
  * its locks, takes the lock (cannibalizeLockWait) and retries, as in bcachefs.
- * Each read, once issued, runs the same clock for one node if no FREEABLE
- * buffers are left (spareRefill): the next miss then takes buffers waiting
- * on FREEABLE, and the clock's walk over cold nodes is off its latency (a
- * cold lookup at queue depth 1 waits for nothing but its read).
+ * Each read, once issued, runs the same clock (over at most 64 nodes, no
+ * writes started) for one clean node if no FREEABLE buffers are left
+ * (spareRefill): the next miss then takes buffers waiting on FREEABLE, and
+ * the clock's walk over cold nodes is off its latency (a cold lookup at
+ * queue depth 1 waits for nothing but its read).
  * Memory is returned to the system only by cacheScan (store.shrink(),
  * memoryPressure(), the memory watch) and cacheExit.
  *
