@@ -6,10 +6,10 @@
  *   npx tsc -p tsconfig.json && node dist/bench/cold-phases.js [--runs 3]
  *       [--seconds 4] [--keys 100k] [--dir /tmp]
  *
- * The store is the cold rand_lookup jobs' (as bench/read-sets.ts: 16 KiB
- * nodes, `--keys` random keys loaded 1,000 per commit), reopened with a cache
- * of ~600 KiB (about 7% of the tree) so that nearly every lookup misses at
- * the leaf. Each run is a fresh process; `--runs` of each kind alternate:
+ * The store and the shared options are bench/cold-store.ts's (the cold
+ * rand_lookup jobs' kind of tree, a cache of ~600 KiB plus one node, so that
+ * nearly every lookup misses at the leaf). Each run is a fresh process;
+ * `--runs` of each kind alternate:
  *
  *   file      awaited store.get() one at a time on the file. The napi backend's
  *             pread is wrapped to take times, so each lookup that made exactly
@@ -30,23 +30,17 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
-import { Store, type Bpos } from '../src/index.js';
+import { Store } from '../src/index.js';
 import { MemDevice } from '../src/io/mem-device.js';
 import { loadBackend } from '../src/native/index.js';
-import { KeySet, valueOf } from './keys.js';
-import { parseCount } from './options.js';
+import { loadToolStore, toolArgs, toolCacheBaseBytes, toolNodeSize, toolPos } from './cold-store.js';
+import { KeySet } from './keys.js';
+import { median } from './measure.js';
 
-const nodeSize = 16384;
-const cacheBytes = (600 << 10) + nodeSize;
+const cacheBytes = toolCacheBaseBytes + toolNodeSize;
 const pauseUs = 150;
-
-function posOf(keys: KeySet, i: number): Bpos {
-  return { inode: 0n, offset: keys.u64[i]!, snapshot: 0 };
-}
 
 interface FileRun {
   kind: 'file';
@@ -81,7 +75,7 @@ async function lookups(s: Store, keys: KeySet, ms: number, onLookup: (t: number)
       const i = x % keys.count;
       each?.();
       const t = performance.now();
-      if ((await s.get('b', posOf(keys, i))) === undefined) throw new Error(`key ${i} missing`);
+      if ((await s.get('b', toolPos(keys, i))) === undefined) throw new Error(`key ${i} missing`);
       if (phase === 'measure') {
         onLookup(performance.now() - t);
         ops++;
@@ -168,24 +162,6 @@ async function runMemory(file: string, keyCount: number, seconds: number): Promi
   return out;
 }
 
-async function load(file: string, keyCount: number): Promise<void> {
-  const keys = new KeySet('rand', keyCount);
-  await Store.format(file, { btrees: [{ name: 'b' }], nodeSize, force: true, size: 256 << 20 });
-  const s = await Store.open(file, { cacheSize: 64 << 20 });
-  for (let start = 0; start < keyCount; start += 1000) {
-    await s.transact((tx) => {
-      for (let i = start; i < Math.min(keyCount, start + 1000); i++) tx.put('b', posOf(keys, i), valueOf(i, 0));
-    });
-  }
-  await s.close();
-}
-
-function median(xs: number[]): number {
-  const v = [...xs].sort((a, b) => a - b);
-  const m = v.length >> 1;
-  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
-}
-
 const f1 = (v: number): string => v.toFixed(1).padStart(6);
 
 function fileLine(r: FileRun): string {
@@ -200,34 +176,21 @@ function memoryLine(r: MemoryRun): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      runs: { type: 'string', default: '3' },
-      seconds: { type: 'string', default: '4' },
-      keys: { type: 'string', default: '100k' },
-      dir: { type: 'string', default: tmpdir() },
-      child: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (values.help) {
-    console.log('node dist/bench/cold-phases.js [--runs 3] [--seconds 4] [--keys 100k] [--dir /tmp]');
-    return;
-  }
-  const keyCount = parseCount(values.keys!, '--keys');
-  const seconds = Number(values.seconds);
-  if (values.child) {
+  const args = toolArgs('node dist/bench/cold-phases.js [--runs 3] [--seconds 4] [--keys 100k] [--dir /tmp]', { runs: '3' });
+  if (args === null) return;
+  const { keyCount, seconds } = args;
+  if (args.child) {
     /* a run in a fresh process: file,kind */
-    const [file, kind] = values.child.split(',');
+    const [file, kind] = args.child.split(',');
     const r = kind === 'file' ? await runFile(file!, keyCount, seconds) : await runMemory(file!, keyCount, seconds);
     process.stdout.write(JSON.stringify(r));
     return;
   }
-  const runs = Number(values.runs);
-  const dir = mkdtempSync(join(values.dir!, 'sixtree-cold-phases-'));
+  const runs = Number(args.own.runs);
+  const dir = mkdtempSync(join(args.dir, 'sixtree-cold-phases-'));
   const file = join(dir, 'store.img');
   try {
-    await load(file, keyCount);
+    await loadToolStore(file, keyCount);
     console.log(`store: ${keyCount} keys, 16 KiB nodes, in ${file}; cache ${Math.round(cacheBytes / 1024)} KiB; ${runs} runs of each kind, ${seconds} s each`);
     const self = fileURLToPath(import.meta.url);
     const files: FileRun[] = [];

@@ -165,6 +165,13 @@ class Reservoir {
   }
 }
 
+/** The median of xs (the mean of the middle two for an even count); xs is not changed. */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
 /** Linear interpolation between closest ranks (the same definition tinybench uses). */
 export function quantile(sorted: Float64Array, q: number): number {
   const pos = (sorted.length - 1) * q;

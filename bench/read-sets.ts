@@ -7,7 +7,7 @@
  *   npx tsc -p tsconfig.json && node dist/bench/read-sets.js [--pairs 3]
  *       [--qd 1,64] [--seconds 4] [--keys 100k] [--dir /tmp]
  *
- * The store: 16 KiB nodes, `--keys` random keys with 8..64-byte values
+ * The store (bench/cold-store.ts): 16 KiB nodes, `--keys` random keys with 8..64-byte values
  * (bench/keys.ts) loaded 1,000 per commit, so most leaves end up written in
  * one to three appends (this is how the cold rand_lookup jobs' trees look:
  * about a quarter one, a third two, the rest three). Every run reopens
@@ -20,21 +20,13 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
-import { Store, type Bpos } from '../src/index.js';
+import { Store } from '../src/index.js';
 import { bsetDebug, readSetCounters } from '../src/btree/bset.js';
-import { KeySet, valueOf } from './keys.js';
-import { parseCount } from './options.js';
-
-const nodeSize = 16384;
-const cacheBaseBytes = 600 << 10;
-
-function posOf(keys: KeySet, i: number): Bpos {
-  return { inode: 0n, offset: keys.u64[i]!, snapshot: 0 };
-}
+import { loadToolStore, toolArgs, toolCacheBaseBytes, toolNodeSize, toolPos } from './cold-store.js';
+import { KeySet } from './keys.js';
+import { median } from './measure.js';
 
 interface RunResult {
   mode: 'sets' | 'merged';
@@ -50,7 +42,7 @@ interface RunResult {
 async function runOne(file: string, keyCount: number, mode: 'sets' | 'merged', qd: number, seconds: number): Promise<RunResult> {
   bsetDebug.keepReadSets = mode === 'sets';
   const keys = new KeySet('rand', keyCount);
-  const s = await Store.open(file, { cacheSize: cacheBaseBytes + qd * nodeSize });
+  const s = await Store.open(file, { cacheSize: toolCacheBaseBytes + qd * toolNodeSize });
   const reads0 = s.stats().cache.misses;
   const kept0 = readSetCounters.kept;
   let x = 0x2545f491;
@@ -62,7 +54,7 @@ async function runOne(file: string, keyCount: number, mode: 'sets' | 'merged', q
     while (performance.now() < end) {
       x = (Math.imul(x, 1103515245) + 12345) >>> 0;
       const i = x % keyCount;
-      if ((await s.get('b', posOf(keys, i))) === undefined) throw new Error(`key ${i} missing`);
+      if ((await s.get('b', toolPos(keys, i))) === undefined) throw new Error(`key ${i} missing`);
       ops++;
     }
   };
@@ -74,59 +66,27 @@ async function runOne(file: string, keyCount: number, mode: 'sets' | 'merged', q
   return { mode, qd, opsPerSec: (ops * 1000) / elapsed, userUs: c.user / ops, sysUs: c.system / ops, readsPerOp: reads / ops, kept: readSetCounters.kept - kept0 };
 }
 
-async function load(file: string, keyCount: number): Promise<void> {
-  const keys = new KeySet('rand', keyCount);
-  await Store.format(file, { btrees: [{ name: 'b' }], nodeSize, force: true, size: 256 << 20 });
-  const s = await Store.open(file, { cacheSize: 64 << 20 });
-  for (let start = 0; start < keyCount; start += 1000) {
-    await s.transact((tx) => {
-      for (let i = start; i < Math.min(keyCount, start + 1000); i++) tx.put('b', posOf(keys, i), valueOf(i, 0));
-    });
-  }
-  await s.close();
-}
-
-function median(xs: number[]): number {
-  const v = [...xs].sort((a, b) => a - b);
-  const m = v.length >> 1;
-  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
-}
-
 function line(r: RunResult): string {
   return `${r.mode.padEnd(6)} qd${String(r.qd).padEnd(3)} ${Math.round(r.opsPerSec).toString().padStart(6)} lookups/s  user ${r.userUs.toFixed(1).padStart(5)} us  sys ${r.sysUs.toFixed(1).padStart(5)} us  misses/lookup ${r.readsPerOp.toFixed(2)}  reads kept as sets ${r.kept}`;
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      pairs: { type: 'string', default: '3' },
-      qd: { type: 'string', default: '1,64' },
-      seconds: { type: 'string', default: '4' },
-      keys: { type: 'string', default: '100k' },
-      dir: { type: 'string', default: tmpdir() },
-      child: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (values.help) {
-    console.log('node dist/bench/read-sets.js [--pairs 3] [--qd 1,64] [--seconds 4] [--keys 100k] [--dir /tmp]');
-    return;
-  }
-  const keyCount = parseCount(values.keys!, '--keys');
-  const seconds = Number(values.seconds);
-  if (values.child) {
+  const args = toolArgs('node dist/bench/read-sets.js [--pairs 3] [--qd 1,64] [--seconds 4] [--keys 100k] [--dir /tmp]', { pairs: '3', qd: '1,64' });
+  if (args === null) return;
+  const { keyCount, seconds } = args;
+  if (args.child) {
     /* a run in a fresh process: file,mode,qd */
-    const [file, mode, qd] = values.child.split(',');
+    const [file, mode, qd] = args.child.split(',');
     const r = await runOne(file!, keyCount, mode as 'sets' | 'merged', Number(qd), seconds);
     process.stdout.write(JSON.stringify(r));
     return;
   }
-  const pairs = Number(values.pairs);
-  const depths = values.qd!.split(',').map(Number);
-  const dir = mkdtempSync(join(values.dir!, 'sixtree-read-sets-'));
+  const pairs = Number(args.own.pairs);
+  const depths = args.own.qd!.split(',').map(Number);
+  const dir = mkdtempSync(join(args.dir, 'sixtree-read-sets-'));
   const file = join(dir, 'store.img');
   try {
-    await load(file, keyCount);
+    await loadToolStore(file, keyCount);
     console.log(`store: ${keyCount} keys, 16 KiB nodes, in ${file}; ${pairs} alternating pairs per queue depth, ${seconds} s each`);
     const self = fileURLToPath(import.meta.url);
     const results: RunResult[] = [];

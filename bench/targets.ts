@@ -39,6 +39,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { median } from './measure.js';
 import { UsageError, commonOptionSpecs, runEntryPoint, parseCount, parseMs, parseSize } from './options.js';
 import { cachedCacheBytes, coldNodeSize, deviceBytes, failureText, repoRoot, runInChild, runMeta, targetText } from './jobs.js';
 import type { LimitJob, LimitResult } from './limit.js';
@@ -215,12 +216,6 @@ interface Repetition {
   results: WorkloadResult[];
   /** Each limit measured, in order, with which side of its cold job it was taken on. */
   limits: (LimitResult & { when: 'before' | 'after' })[];
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 function log(line: string): void {
