@@ -360,10 +360,11 @@ export class BtreeCache {
   /** Time spent in nodeReadValidate, all reads (stats().readValidateUs). */
   private readValidateMs = 0;
 
-  /** stats().readValidateUs without building the rest of stats() (bench/cold-phases.ts reads it per lookup). */
+  /** Microseconds spent validating node reads, unrounded (stats().readValidateUs; bench/cold-phases.ts reads it per lookup without building the rest of stats()). */
   get readValidateUs(): number {
     return this.readValidateMs * 1000;
   }
+
   readonly live = new NodeList('live');
   readonly freeable = new NodeList('freeable');
   readonly freed = new NodeList('freed');
@@ -1812,7 +1813,7 @@ export class BtreeCache {
       o.field('memory', `${bytesToText(this.used * this.nodeBytes)} of ${bytesToText(this.budgetBytes)} (node ${bytesToText(this.nodeSizeBytes)} + aux ${bytesToText(this.auxBytes)})`);
       o.field('cannibalize lock', this.allocLock === null ? 'free' : `owner#${this.allocLock.ownerId}`);
       o.field('reads in flight', this.readsInFlight.size);
-      if (this.counters[C.reads] !== 0) o.field('read validation', `${Math.round((this.readValidateMs * 1000) / this.counters[C.reads]!)} us per read`);
+      if (this.counters[C.reads] !== 0) o.field('read validation', `${Math.round(this.readValidateUs / this.counters[C.reads]!)} us per read`);
       CACHE_COUNTERS.forEach(([name], i) => {
         if (this.counters[i] !== 0) o.field(name, this.counters[i]);
       });
@@ -1848,7 +1849,7 @@ export class BtreeCache {
       reads: counters.reads,
       readErrors: counters.readErrors,
       prefetches: counters.prefetches,
-      readValidateUs: Math.round(this.readValidateMs * 1000),
+      readValidateUs: Math.round(this.readValidateUs),
       notFreed,
       counters,
     };
