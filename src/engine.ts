@@ -359,6 +359,8 @@ export class Engine {
   private readonly nodeFlushNeeded = new WeakMap<Node, number>();
   /** Node writes that failed: retried (same bytes) by the next write of the node. */
   private readonly pendingWrites = new Map<Node, NodeWrite>();
+  /** The error of the newest node write that failed (flush() rejects with it when nodes stay unwritten). */
+  private lastNodeWriteError: unknown = null;
   private writeSlotWaiters: Array<() => void> = [];
   private updateWaiters: Array<() => void> = [];
   private writebackTimer: NodeJS.Timeout | null = null;
@@ -1174,6 +1176,7 @@ export class Engine {
     if (n.has(NodeFlag.dirty)) this.cache.clearDirty(n);
     n.flags = 0;
     n.writeBlockedCount = 0;
+    this.pendingWrites.delete(n);
     this.cache.freeInmem(n);
     if (!installed) nodeUnlockOwned(trans, n);
     if (bucket >= 0) this.alloc.free(bucket);
@@ -1297,6 +1300,7 @@ export class Engine {
       setTimeout(() => this.nodeFreeOldLater(n), 1).unref();
       return;
     }
+    this.pendingWrites.delete(n);
     this.cache.freeInmem(n);
   }
 
@@ -1317,7 +1321,10 @@ export class Engine {
     }
     try {
       if (n.has(NodeFlag.dirty)) this.cache.clearDirty(n);
-      if (!(n.flags & NodeFlag.write_in_flight)) this.cache.freeInmem(n);
+      if (!(n.flags & NodeFlag.write_in_flight)) {
+        this.pendingWrites.delete(n);
+        this.cache.freeInmem(n);
+      }
     } finally {
       nodeUnlock(this.owner, n.lock, SixLockType.write);
       nodeUnlock(this.owner, n.lock, SixLockType.intent);
@@ -1346,7 +1353,8 @@ export class Engine {
   /** The synchronous half of a node write: seal the unwritten keys (null: nothing to write). */
   private nodeWriteSeal(n: Node): NodeWrite | null {
     // a write that failed earlier: its sealed bytes are still in the node, retry them
-    const w = this.pendingWrites.get(n) ?? nodeWritePrepare(n.keys);
+    const retry = this.pendingWrites.get(n);
+    const w = retry ?? nodeWritePrepare(n.keys);
     this.pendingWrites.delete(n);
     if (!w) {
       if (n.has(NodeFlag.dirty)) this.cache.clearDirty(n);
@@ -1355,7 +1363,10 @@ export class Engine {
       return null;
     }
     n.set(NodeFlag.write_in_flight);
-    if (n.has(NodeFlag.dirty)) this.cache.clearDirty(n);
+    // A retry writes only what the failed attempt sealed: keys inserted since
+    // then are in the writable set after it and keep the node dirty, so the
+    // completion moves the journal pin to them and a later write takes them.
+    if (n.has(NodeFlag.dirty) && !(retry && n.keys.hasUnwrittenKeys())) this.cache.clearDirty(n);
     return w;
   }
 
@@ -1404,6 +1415,7 @@ export class Engine {
       }
     } catch (e) {
       this.counters.nodeWriteErrors++;
+      this.lastNodeWriteError = e;
       // the sealed bytes stay in the node until a later write gets them out
       this.pendingWrites.set(n, w);
       n.clear(NodeFlag.write_in_flight);
@@ -1975,10 +1987,19 @@ export class Engine {
 
   /* ================================================================ flush, close */
 
+  /**
+   * Everything committed on stable storage and every dirty node written. A
+   * node write failing on the way rejects it with that write's error
+   * (ERR_IO) once the round it failed in ends with nodes unwritten: the
+   * node stays dirty and its keys pinned in the journal (nothing is lost;
+   * its next write retries), and retrying here would only repeat the
+   * failure.
+   */
   async flush(): Promise<void> {
     this.checkWritable();
     await this.mergesIdle();
     await this.interior.drain();
+    const writeErrorsBefore = this.counters.nodeWriteErrors;
     for (let round = 0; round < 1000; round++) {
       await this.journal.flush();
       await this.mergesIdle();
@@ -1987,6 +2008,7 @@ export class Engine {
       let dirty = 0;
       for (const n of this.cache.liveNodes()) if (n.has(NodeFlag.dirty) || n.has(NodeFlag.write_in_flight)) dirty++;
       if (dirty === 0 && this.interior.pending.length === 0 && !this.mergeRunning && this.mergesQueued === 0) break;
+      if (this.counters.nodeWriteErrors !== writeErrorsBefore && this.pendingWrites.size > 0) throw this.lastNodeWriteError;
       await new Promise((r) => setImmediate(r));
     }
     await this.journal.flush();

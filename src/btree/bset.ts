@@ -1305,6 +1305,11 @@ export class NodeKeys {
     return min;
   }
 
+  /** Keys in the writable set (inserted since the last seal, not yet in any write). */
+  hasUnwrittenKeys(): boolean {
+    return this.hasWritable() && this.aux32[(this.nsets - 1) * M.ROW + M.END]! > this.aux32[(this.nsets - 1) * M.ROW + M.START]!;
+  }
+
   hasWritable(): boolean {
     return this.nsets > 0 && this.aux32[(this.nsets - 1) * M.ROW + M.STATE] === SET_WRITABLE;
   }

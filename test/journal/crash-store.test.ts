@@ -591,6 +591,40 @@ describe('device errors (FaultDevice EIO)', () => {
     await within(store.close(), 10_000, 'close').catch(() => {});
   });
 
+  it('a node write that failed is retried without the keys put after it, and those keep the node dirty: a clean close loses nothing acknowledged', async () => {
+    const { store, fd, mem } = await faultStore();
+    const bucketsStart = store.engine.layout.bucketOffsetBytes;
+    await store.put('kv', { inode: 1, offset: 1 }, val(1));
+    await within(store.flush(), 10_000, 'flush');
+    await store.put('kv', { inode: 1, offset: 2 }, val(2)); // the leaf dirty: key 2 unwritten
+    fd.rules = { failWrite: (off) => off >= bucketsStart };
+    await expectIoError(within(store.flush(), 10_000, 'flush with failing node writes'));
+    expect(store.stats().cache.dirty, 'the leaf stays dirty after its write failed').toBe(1);
+    fd.clearFaults();
+    // acknowledged after the failed write: in the leaf's writable set, behind the bytes the failed write sealed
+    await store.put('kv', { inode: 1, offset: 3 }, val(3));
+    await within(store.flush(), 10_000, 'flush with a healthy device');
+    expect(store.stats().cache.dirty).toBe(0);
+    await within(store.close(), 10_000, 'close');
+    // the clean superblock: nothing is replayed, the keys come from the nodes
+    const r = await recoverAndCheck(mem.image(), new Map([1, 2, 3].map((k) => [k, val(k)])));
+    expect(r.missing, 'acknowledged keys lost').toEqual([]);
+    expect(r.fsck).toEqual([]);
+  });
+
+  it('close() while node writes fail rejects with ERR_IO and leaves the store to recovery, which has every key', async () => {
+    const { store, fd, mem } = await faultStore();
+    const bucketsStart = store.engine.layout.bucketOffsetBytes;
+    await store.put('kv', { inode: 1, offset: 1 }, val(1));
+    await within(store.flush(), 10_000, 'flush');
+    await store.put('kv', { inode: 1, offset: 2 }, val(2));
+    fd.rules = { failWrite: (off) => off >= bucketsStart };
+    await expectIoError(within(store.close(), 10_000, 'close with failing node writes'));
+    const r = await recoverAndCheck(mem.image(), new Map([1, 2].map((k) => [k, val(k)])));
+    expect(r.missing, 'acknowledged keys lost').toEqual([]);
+    expect(r.fsck).toEqual([]);
+  });
+
   it('a read failing: get() rejects with ERR_IO, and works again once the device does', { timeout: 60_000 }, async () => {
     const { store, fd, expected } = await withKeys(2000);
     await within(store.flush(), 10_000, 'flush');
