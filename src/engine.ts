@@ -1871,13 +1871,15 @@ export class Engine {
           if (endGiven) wordsPredecessor(w, 0);
         }
         else {
-          const path0 = bt.pathNew(btreeId, w, 0, 0, 0);
-          const k = await btreePeek(bt, path0, w, true);
-          if (k) {
-            const e = extentOfKey(k);
-            if (e.inode === endX.inode && e.snapshot === endX.snapshot && e.start < endX.offset) wordsCopy(w, 0, k.p, 0);
-            else wordsPredecessor(w, 0);
-          } else wordsPredecessor(w, 0);
+          // Keys sit at their extent's end: one ending past end may start
+          // before it, in end's snapshot or any other, at most 2^32-1 past
+          // it (longer extents are several keys). The walk back starts there
+          // and skips what starts at or after end, as the forward walk
+          // looks that far past end.
+          if (endGiven) {
+            const far = endX.offset + 0xffffffffn;
+            wordsCopy(w, 0, posWords({ inode: endX.inode, offset: far > U64_MAX ? U64_MAX : far, snapshot: 0xffffffff }), 0);
+          }
         }
       }
       const path = bt.pathNew(btreeId, w, 0, 0, 0);
@@ -1949,7 +1951,9 @@ export class Engine {
               cursor.done = true;
               return 0;
             }
-            out.push(keyToEntry(k, true, false));
+            const e = extentOfKey(k);
+            // past end (the first batch starts up to 2^32-1 beyond it): only those starting before end
+            if (cmpX({ inode: e.inode, offset: e.start, snapshot: e.snapshot }, endX) < 0) out.push(keyToEntry(k, true, false));
           } else {
             if (keys.keyCmpPos(h, startW, 0) < 0) {
               cursor.done = true;
@@ -2339,6 +2343,8 @@ function overlayKids<T extends { ptr: Uint8Array; level: number; maxKey: Uint32A
   out.sort((a, b) => wordsCmp(a.maxKey, 0, b.maxKey, 0));
   return out;
 }
+
+const U64_MAX = 0xffff_ffff_ffff_ffffn;
 
 function cmpX(a: XPos, b: XPos): number {
   if (a.inode !== b.inode) return a.inode < b.inode ? -1 : 1;

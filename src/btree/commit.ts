@@ -35,6 +35,7 @@ import { nodeSibU64sAdd, type Node } from './node.js';
 import {
   extentMinus,
   extentOfKey,
+  ANY_SNAPSHOT,
   extentPiece,
   xcmp,
   xFromWords,
@@ -73,7 +74,7 @@ async function overlayExpand(trans: BtreeTrans, btreeId: number, ov: BtreeOverla
     const path = trans.pathNew(btreeId, xToWords(tombs[0]![0]), 0, 0, 0);
     path.ref++;
     try {
-      for (const [s, t] of tombs) {
+      for (const [s, t, snapshot] of tombs) {
         let cur = xToWords(s);
         for (;;) {
           const k = await btreePeek(trans, path, cur, ov.extents);
@@ -87,8 +88,24 @@ async function overlayExpand(trans: BtreeTrans, btreeId: number, ov: BtreeOverla
             continue;
           }
           const e = extentOfKey(k);
-          const start: XPos = { inode: e.inode, offset: e.start, snapshot: e.snapshot };
-          if (e.inode > t.inode || (xcmp(start, t) >= 0 && xcmp(kp, t) >= 0 && e.inode === t.inode && e.start >= t.offset)) break;
+          /*
+           * Keys sit at their extent's end, so an extent starting before t can
+           * come after one starting past it: one of another snapshot ends in
+           * between (extents of one snapshot do not overlap). A write's range
+           * (one snapshot) ends at the first of its snapshot's extents
+           * starting at or past t (none can start before t after it; at most
+           * 2^32-1 past t, longer extents being several keys); the others
+           * are passed over. A delRange's (every snapshot) ends at the first
+           * extent starting at or past t: an extent of one snapshot reaching
+           * back over another's that ends past t is not cut (docs/api.md,
+           * Limits: finding it would mean reading up to 2^32-1 past t).
+           */
+          if (e.inode > t.inode || (e.inode === t.inode && kp.offset > t.offset + 0xffffffffn)) break;
+          if (e.inode === t.inode && xcmp({ inode: e.inode, offset: e.start, snapshot: e.snapshot }, t) >= 0) {
+            if (snapshot === ANY_SNAPSHOT || e.snapshot === snapshot) break;
+            cur = k.p;
+            continue;
+          }
           const pieces = extentMinus(e, tombs);
           // untouched (another snapshot's extent inside an extent write's range): nothing to rewrite
           if (pieces.length === 1 && pieces[0]![0] === e.start && pieces[0]![1] === e.end) {

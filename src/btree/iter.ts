@@ -760,7 +760,11 @@ export class Iter {
       return { hole: true, pos: xToBpos(pos) };
     }
     const v = await this.view.peek(pos);
-    if (v && xcmp(startOf(v, true), pos) <= 0) {
+    // covering pos by offset: an extent of a higher snapshot starting at
+    // pos's offset sorts after pos, and a hole cut there would be empty (a
+    // walk would never move)
+    const vs = v ? startOf(v, true) : null;
+    if (v && vs && (xcmp(vs, pos) <= 0 || (vs.inode === pos.inode && vs.offset === pos.offset))) {
       this.last = v;
       this.lastWasHole = null;
       return pieceEntry(v);
