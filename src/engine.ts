@@ -101,7 +101,7 @@ import {
   wordsSuccessor,
   wordsToBpos,
   wordsToText } from './btree/bpos.js';
-import { LockOwnerBase, lockingStats, nodeTryLock, nodeTryLockWrite, nodeUnlock } from './btree/locking.js';
+import { LockOwnerBase, lockingStats, nodeTryLock, nodeUnlock } from './btree/locking.js';
 import { SixLockType } from './util/six.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
 import { transCommit, type Update } from './btree/commit.js';
@@ -1142,13 +1142,12 @@ export class Engine {
       if (!n) {
         // never wait for the cannibalize lock holding node locks: its holder
         // may be traversing, waiting for one of them (a cycle the lock graph
-        // cannot see). The caller relocks (and restarts if a node changed);
-        // new nodes already allocated (alsoHeld: nobody else can reach them)
-        // are locked again at once.
-        trans.unlock();
-        for (const m of alsoHeld) {
-          if (!nodeTryLock(trans, m.lock, SixLockType.intent) || !nodeTryLockWrite(trans, m.lock)) throw new Error('nodeAllocNew: could not relock an unreachable new node');
-        }
+        // cannot see). The caller relocks (and restarts if a node changed).
+        // New nodes already allocated (alsoHeld) stay locked: nobody can
+        // reach them through the tree, but a transaction that found the
+        // recycled node in its earlier life may be waiting on its lock, and
+        // an unlock hands the lock straight to waiters.
+        trans.unlock(new Set(alsoHeld.map((m) => m.lock)));
         await this.cache.cannibalizeLockWait(trans);
         try {
           n = await this.cache.nodeMemAlloc(trans);

@@ -496,10 +496,16 @@ export function nodeUnlockWrite(owner: LockOwner, lock: SixLock): void {
  * Drop every node lock the owner holds, newest first (so write goes before
  * the intent under it), and clear restartPending: the first step of a restart.
  */
-export function nodeUnlockAll(owner: LockOwner): void {
+export function nodeUnlockAll(owner: LockOwner, keep?: ReadonlySet<SixLock>): void {
   const held = owner.locksHeld;
-  for (let i = held.nr - 1; i >= 0; i--) held.lockAt(i).unlock(held.typeAt(i), owner);
+  const kept: Array<[SixLock, SixLockType]> = [];
+  for (let i = held.nr - 1; i >= 0; i--) {
+    const lock = held.lockAt(i);
+    if (keep?.has(lock)) kept.push([lock, held.typeAt(i)]);
+    else lock.unlock(held.typeAt(i), owner);
+  }
   held.clear();
+  for (let i = kept.length - 1; i >= 0; i--) held.add(kept[i]![0], kept[i]![1]);
   owner.restartPending = 0;
 }
 

@@ -26,7 +26,7 @@
 
 import { ERR, RESTART, SixtreeError, TransactionRestart, errMatches, errName } from '../errors.js';
 import { Printbuf } from '../util/printbuf.js';
-import { SixLockType, type SixLockWaiter } from '../util/six.js';
+import { SixLockType, type SixLock, type SixLockWaiter } from '../util/six.js';
 import { LocksHeld, countRestart, nodeLock, nodeRelock, nodeTryLock, nodeTryUpgrade, nodeUnlock, nodeUnlockAll, type LockOwner, type LockWaitWatch } from './locking.js';
 import { BPOS_WORDS, wordsCmp, wordsCopy } from './bpos.js';
 import type { Node } from './node.js';
@@ -120,7 +120,12 @@ export class BtreeTrans implements LockOwner, CacheTrans {
   }
 
   /** Drop every node lock, keeping sequence numbers to relock (bch2_trans_unlock). */
-  unlock(): void {
+  /**
+   * Drop every lock (bch2_trans_unlock). keep: locks held on that are on no
+   * path (new nodes nobody else can reach: dropped, a waiter still holding
+   * the recycled node from its earlier life could take them in between).
+   */
+  unlock(keep?: ReadonlySet<SixLock>): void {
     for (const path of this.paths) {
       let had = false;
       for (let l = 0; l < BTREE_MAX_DEPTH; l++) {
@@ -133,7 +138,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       }
       if (had && path.uptodate === UPTODATE) path.uptodate = NEED_RELOCK;
     }
-    nodeUnlockAll(this);
+    nodeUnlockAll(this, keep);
   }
 
   /**

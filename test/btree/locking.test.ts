@@ -85,6 +85,32 @@ describe('nodeLock() / nodeUnlock() / nodeUnlockAll()', () => {
     expect(b.locksHeld.count(l, intent)).toBe(1);
   });
 
+  it('nodeUnlockAll(keep) keeps the kept locks (a waiter on them gets nothing) and drops the rest', async () => {
+    // a new node's lock while its allocator drops its other locks to wait for
+    // memory: another owner still waiting on the recycled node must not get it
+    const a = new LockOwnerBase(1, 1);
+    const b = new LockOwnerBase(2, 2);
+    const kept = newLock();
+    const other = newLock();
+    await nodeLock(a, other, read);
+    await nodeLock(a, kept, intent);
+    expect(await nodeLockWrite(a, kept)).toBe(0);
+    const s = track(nodeLock(b, kept, read));
+    await flush();
+    expect(s.done).toBe(false);
+    nodeUnlockAll(a, new Set([kept]));
+    await flush();
+    expect(s.done, 'the waiter did not get the kept lock').toBe(false);
+    expect(a.locksHeld.nr).toBe(2);
+    expect(a.locksHeld.count(kept, intent)).toBe(1);
+    expect(kept.counts()).toEqual({ read: 0, intent: 1, write: 1 });
+    expect(other.counts()).toEqual({ read: 0, intent: 0, write: 0 });
+    nodeUnlockAll(a);
+    await flush();
+    expect(s).toEqual({ done: true, code: 0 });
+    nodeUnlockAll(b);
+  });
+
   it('a read on a node the owner already holds passes a pending writer', async () => {
     const a = new LockOwnerBase(1, 1);
     const w = new LockOwnerBase(2, 2);
