@@ -1175,8 +1175,7 @@ export class Engine {
     if (n.has(NodeFlag.dirty)) this.cache.clearDirty(n);
     n.flags = 0;
     n.writeBlockedCount = 0;
-    this.pendingWrites.delete(n);
-    this.cache.freeInmem(n);
+    this.nodeMemFree(n);
     if (!installed) nodeUnlockOwned(trans, n);
     if (bucket >= 0) this.alloc.free(bucket);
     n.bucket = -1;
@@ -1299,6 +1298,11 @@ export class Engine {
       setTimeout(() => this.nodeFreeOldLater(n), 1).unref();
       return;
     }
+    this.nodeMemFree(n);
+  }
+
+  /** A node's memory back to the cache, with the record of a write of it that failed (never retried now). */
+  private nodeMemFree(n: Node): void {
     this.pendingWrites.delete(n);
     this.cache.freeInmem(n);
   }
@@ -1320,10 +1324,7 @@ export class Engine {
     }
     try {
       if (n.has(NodeFlag.dirty)) this.cache.clearDirty(n);
-      if (!(n.flags & NodeFlag.write_in_flight)) {
-        this.pendingWrites.delete(n);
-        this.cache.freeInmem(n);
-      }
+      if (!(n.flags & NodeFlag.write_in_flight)) this.nodeMemFree(n);
     } finally {
       nodeUnlock(this.owner, n.lock, SixLockType.write);
       nodeUnlock(this.owner, n.lock, SixLockType.intent);
@@ -1950,9 +1951,8 @@ export class Engine {
               cursor.done = true;
               return 0;
             }
-            const e = extentOfKey(k);
             // past end (the first batch starts up to 2^32-1 beyond it): only those starting before end
-            if (cmpX({ inode: e.inode, offset: e.start, snapshot: e.snapshot }, endX) < 0) out.push(keyToEntry(k, true, false));
+            if (keys.keyCmpPos(h, endW, 0) <= 0 || extentStartsBefore(k, endX)) out.push(keyToEntry(k, true, false));
           } else {
             if (keys.keyCmpPos(h, startW, 0) < 0) {
               cursor.done = true;
@@ -2344,6 +2344,12 @@ function overlayKids<T extends { ptr: Uint8Array; level: number; maxKey: Uint32A
 }
 
 const U64_MAX = 0xffff_ffff_ffff_ffffn;
+
+/** Does extent key k start before p (positions compare fully)? */
+function extentStartsBefore(k: BkeyI, p: XPos): boolean {
+  const e = extentOfKey(k);
+  return cmpX({ inode: e.inode, offset: e.start, snapshot: e.snapshot }, p) < 0;
+}
 
 function cmpX(a: XPos, b: XPos): number {
   if (a.inode !== b.inode) return a.inode < b.inode ? -1 : 1;

@@ -498,14 +498,19 @@ export function nodeUnlockWrite(owner: LockOwner, lock: SixLock): void {
  */
 export function nodeUnlockAll(owner: LockOwner, keep?: ReadonlySet<SixLock>): void {
   const held = owner.locksHeld;
-  const kept: Array<[SixLock, SixLockType]> = [];
-  for (let i = held.nr - 1; i >= 0; i--) {
-    const lock = held.lockAt(i);
-    if (keep?.has(lock)) kept.push([lock, held.typeAt(i)]);
-    else lock.unlock(held.typeAt(i), owner);
+  if (keep === undefined) {
+    for (let i = held.nr - 1; i >= 0; i--) held.lockAt(i).unlock(held.typeAt(i), owner);
+    held.clear();
+  } else {
+    const kept: Array<[SixLock, SixLockType]> = [];
+    for (let i = held.nr - 1; i >= 0; i--) {
+      const lock = held.lockAt(i);
+      if (keep.has(lock)) kept.push([lock, held.typeAt(i)]);
+      else lock.unlock(held.typeAt(i), owner);
+    }
+    held.clear();
+    for (let i = kept.length - 1; i >= 0; i--) held.add(kept[i]![0], kept[i]![1]);
   }
-  held.clear();
-  for (let i = kept.length - 1; i >= 0; i--) held.add(kept[i]![0], kept[i]![1]);
   owner.restartPending = 0;
 }
 

@@ -119,11 +119,11 @@ export class BtreeTrans implements LockOwner, CacheTrans {
     nodeUnlock(this, node.lock, type as SixLockType);
   }
 
-  /** Drop every node lock, keeping sequence numbers to relock (bch2_trans_unlock). */
   /**
-   * Drop every lock (bch2_trans_unlock). keep: locks held on that are on no
-   * path (new nodes nobody else can reach: dropped, a waiter still holding
-   * the recycled node from its earlier life could take them in between).
+   * Drop every node lock, keeping sequence numbers to relock
+   * (bch2_trans_unlock). keep: locks held on that are on no path (new nodes
+   * nobody else can reach: dropped, a waiter still holding the recycled node
+   * from its earlier life could take them in between).
    */
   unlock(keep?: ReadonlySet<SixLock>): void {
     for (const path of this.paths) {
