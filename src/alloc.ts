@@ -31,6 +31,18 @@
  * Pending frees are a FIFO of (bucket, seq). freeAfter with a seq already
  * durable frees at once. Seqs normally arrive in order; one out of order only
  * waits for the entries queued before it (later, never earlier: safe).
+ *
+ * Watermarks (bcachefs enum bch_watermark, reduced to two): the last
+ * `reserve` free buckets are held back from updates that add nodes to the
+ * tree ('normal': splits and new roots for inserts); updates that do not
+ * ('no_growth': rewrites, which compact a node into a new bucket and give
+ * the old one back, merges, the parent room those need, a split for a
+ * commit that only deletes) may take them. So a store whose writes ran into
+ * ERR_NO_SPACE can still delete, and rewrite its nodes to use the room the
+ * deletions left; merges give buckets back for new splits. Each such update
+ * takes its bucket before it gives the old one(s) back (PENDING until its
+ * journal entry is durable): the engine waits for buckets being given back
+ * before it gives up (Engine.bucketAlloc).
  */
 
 import { SixtreeError } from './errors.js';
@@ -41,12 +53,26 @@ export const BUCKET_USED = 1;
 export const BUCKET_PENDING = 2;
 const BUCKET_STATE_NAMES = ['free', 'used', 'pending'] as const;
 
+/** Who may take the reserve (see the top of this file). */
+export type AllocWatermark = 'normal' | 'no_growth';
+/** Buckets a store holds back from growth: enough for a few deletions' rewrites up a tree of BTREE_MAX_DEPTH... */
+export const ALLOC_RESERVE_MAX = 16;
+/** ...and never more than this fraction of the device (1/8: 8 of the smallest store's 64 buckets). */
+const ALLOC_RESERVE_DEN = 8;
+
+/** The reserve of a store of nrBuckets buckets. */
+export function allocReserveFor(nrBuckets: number): number {
+  return Math.min(ALLOC_RESERVE_MAX, Math.floor(nrBuckets / ALLOC_RESERVE_DEN));
+}
+
 export interface AllocatorCounters {
   allocs: number;
   frees: number;
   freesDeferred: number;
   pendingReleased: number;
   noSpace: number;
+  /** Allocations that took a bucket of the reserve ('no_growth' with no more than `reserve` free). */
+  reserveAllocs: number;
 }
 
 export interface AllocatorCheck {
@@ -77,10 +103,12 @@ export class Allocator {
   private pendingSeqs: number[] = [];
   private pendingHead = 0;
   private durableSeq = 0;
-  readonly counters: AllocatorCounters = { allocs: 0, frees: 0, freesDeferred: 0, pendingReleased: 0, noSpace: 0 };
+  /** Free buckets only WATERMARK_SHRINK allocations may take. */
+  readonly reserve: number;
+  readonly counters: AllocatorCounters = { allocs: 0, frees: 0, freesDeferred: 0, pendingReleased: 0, noSpace: 0, reserveAllocs: 0 };
 
   /** All buckets start free; markUsed() the ones the tree references. */
-  constructor(nrBuckets: number, opts: { deviceName?: string; journalDurableSeq?: number } = {}) {
+  constructor(nrBuckets: number, opts: { deviceName?: string; journalDurableSeq?: number; reserve?: number } = {}) {
     if (!Number.isInteger(nrBuckets) || nrBuckets < 1 || nrBuckets > 0xffff_fffe) throw new SixtreeError('ERR_INVALID_ARG', `Allocator: nrBuckets ${nrBuckets} invalid`);
     this.nrBuckets = nrBuckets;
     this.deviceName = opts.deviceName ?? 'device';
@@ -91,6 +119,8 @@ export class Allocator {
     this.summary = new Uint32Array(Math.ceil(words / 32));
     for (let b = 0; b < nrBuckets; b++) this.setFreeBit(b);
     this.nrFreeBuckets = nrBuckets;
+    this.reserve = opts.reserve ?? 0;
+    if (!Number.isInteger(this.reserve) || this.reserve < 0 || this.reserve >= nrBuckets) throw new SixtreeError('ERR_INVALID_ARG', `Allocator: reserve ${this.reserve} invalid for ${nrBuckets} buckets`);
   }
 
   get nrFree(): number {
@@ -150,8 +180,17 @@ export class Allocator {
     return true;
   }
 
-  /** The lowest free bucket, now used; -1 when none is free. */
-  tryAlloc(): number {
+  /** The journal seq the oldest pending bucket waits for; 0 when none is pending. */
+  get pendingSeqOldest(): number {
+    return this.pendingHead < this.pendingSeqs.length ? this.pendingSeqs[this.pendingHead]! : 0;
+  }
+
+  /** The lowest free bucket, now used; -1 when none is free to this watermark. */
+  tryAlloc(watermark: AllocWatermark = 'normal'): number {
+    if (this.nrFreeBuckets <= this.reserve) {
+      if (watermark !== 'no_growth' || this.nrFreeBuckets === 0) return -1;
+      this.counters.reserveAllocs++;
+    }
     const s = this.summary;
     for (let i = 0; i < s.length; i++) {
       const sw = s[i]!;
@@ -168,16 +207,22 @@ export class Allocator {
     return -1;
   }
 
-  /** The lowest free bucket, now used; ERR_NO_SPACE when none is free. */
-  alloc(): number {
-    const b = this.tryAlloc();
+  /** The lowest free bucket, now used; ERR_NO_SPACE when none is free to this watermark. */
+  alloc(watermark: AllocWatermark = 'normal'): number {
+    const b = this.tryAlloc(watermark);
     if (b >= 0) return b;
     this.counters.noSpace++;
+    const held =
+      watermark === 'normal'
+        ? this.nrFreeBuckets > 0
+          ? ` (the last ${this.nrFreeBuckets} free are held back for updates that add no node: rewrites, merges, deletions)`
+          : ''
+        : ` (the ${this.reserve} held back for rewrites and merges are taken too; a transaction's rewrites give their old buckets back when it ends: delete in smaller transactions)`;
     throw new SixtreeError(
       'ERR_NO_SPACE',
-      `no free bucket on ${this.deviceName}: ${this.nrBuckets} buckets, ${this.nrUsed} used, ${this.nrPendingBuckets} waiting for journal seq ` +
-        `${this.pendingHead < this.pendingSeqs.length ? this.pendingSeqs[this.pendingHead] : '-'} to be durable (durable: ${this.durableSeq})`,
-      { path: this.deviceName, nrBuckets: this.nrBuckets, used: this.nrUsed, pending: this.nrPendingBuckets },
+      `no free bucket on ${this.deviceName}: ${this.nrBuckets} buckets, ${this.nrUsed} used${held}, ${this.nrPendingBuckets} waiting for journal seq ` +
+        `${this.pendingSeqOldest || '-'} to be durable (durable: ${this.durableSeq})`,
+      { path: this.deviceName, nrBuckets: this.nrBuckets, used: this.nrUsed, pending: this.nrPendingBuckets, free: this.nrFreeBuckets, reserve: this.reserve },
     );
   }
 
@@ -284,8 +329,8 @@ export class Allocator {
     return null;
   }
 
-  stats(): { buckets: number; free: number; used: number; pending: number } & AllocatorCounters {
-    return { buckets: this.nrBuckets, free: this.nrFree, used: this.nrUsed, pending: this.nrPending, ...this.counters };
+  stats(): { buckets: number; free: number; used: number; pending: number; reserve: number } & AllocatorCounters {
+    return { buckets: this.nrBuckets, free: this.nrFree, used: this.nrUsed, pending: this.nrPending, reserve: this.reserve, ...this.counters };
   }
 
   toText(): string {
@@ -293,12 +338,13 @@ export class Allocator {
     out.line(`allocator ${this.deviceName}:`);
     out.nested((o) => {
       o.field('buckets', this.nrBuckets);
-      o.field('free', this.nrFree);
+      o.field('free', `${this.nrFree} (the last ${this.reserve} held back for updates that add no node)`);
       o.field('used', this.nrUsed);
       o.field('pending', this.nrPending + (this.nrPending ? ` (oldest waits for journal seq ${this.pendingSeqs[this.pendingHead]})` : ''));
       o.field('journal durable seq', this.durableSeq);
       o.field('allocs', this.counters.allocs);
       o.field('frees', `${this.counters.frees} (${this.counters.freesDeferred} deferred)`);
+      o.field('from the reserve', this.counters.reserveAllocs);
       o.field('no space', this.counters.noSpace);
     });
     return out.toString();

@@ -64,7 +64,7 @@ import {
   writeSuperblock,
   type Superblock,
   type SbRoot } from './format/superblock.js';
-import { Allocator } from './alloc.js';
+import { Allocator, allocReserveFor, type AllocWatermark } from './alloc.js';
 import { Journal, JournalPin, journalRecoveryPlan, journalStartAfterRead, journalStartEmpty } from './journal/journal.js';
 import type { JournalPreres, JournalRes, JournalRoot } from './journal/journal.js';
 import { readJournal } from './journal/read.js';
@@ -138,6 +138,8 @@ export const MERGES_ENABLED = process.env.SIXTREE_MERGES !== "0";
 export const MERGE_QUEUE_MAX = 1024;
 /** Failed merge checks kept for the periodic retry. */
 export const MERGE_RETRY_MAX = 256;
+/** bucketAlloc: waits for buckets being given back before ERR_NO_SPACE (each wait ends when an update completes or an entry is durable). */
+export const BUCKET_WAIT_ROUNDS_MAX = 64;
 
 /** A queued merge check, with its key (one per btree, level and position). */
 interface MergeCheck extends MergeCheckPos {
@@ -321,6 +323,8 @@ export class Engine {
     nodeWritesWanted: 0,
     /** Journal reclaim found only write_blocked nodes and waited for an interior update. */
     reclaimWaitsForUpdates: 0,
+    /** A new node found no free bucket and waited for buckets being given back (bucketAlloc). */
+    bucketWaits: 0,
     /** Merge checks that failed with an error (queued again by the periodic pass). */
     mergeErrors: 0,
     /** Failed checks queued again. */
@@ -552,7 +556,7 @@ export class Engine {
         : {}),
     });
     this.lookupNowait = new LookupNowait(this.cache, this.roots);
-    this.alloc = new Allocator(sb.nrBuckets, { deviceName: this.path });
+    this.alloc = new Allocator(sb.nrBuckets, { deviceName: this.path, reserve: allocReserveFor(sb.nrBuckets) });
     this.interior = new Interior(this);
 
     // journal window
@@ -1124,9 +1128,36 @@ export class Engine {
     );
   }
 
-  /** A new node for an interior update: bucket + memory, intent+write held by trans, not hashed. */
-  async nodeAllocNew(trans: BtreeTrans, btreeId: number, level: number, alsoHeld: readonly Node[] = []): Promise<Node> {
-    const bucket = this.alloc.alloc();
+  /**
+   * A bucket for a new node. With none free to the watermark, buckets other
+   * updates are giving back (their old nodes' buckets come free once their
+   * entry is durable: Allocator PENDING, or an interior update still
+   * completing; not one still in memory, which waits for its transaction,
+   * maybe this one) are waited for, our locks dropped (the update's new nodes,
+   * `keep`, stay locked: see nodeAllocNew), before ERR_NO_SPACE (bcachefs
+   * waits on its freelist the same way). The caller relocks.
+   */
+  private async bucketAlloc(trans: BtreeTrans, keep: readonly Node[], watermark: AllocWatermark): Promise<number> {
+    for (let round = 0; ; round++) {
+      const b = this.alloc.tryAlloc(watermark);
+      if (b >= 0) return b;
+      const pendingSeq = this.alloc.pendingSeqOldest;
+      const updates = this.interior.completing;
+      if (round >= BUCKET_WAIT_ROUNDS_MAX || (!pendingSeq && !updates)) return this.alloc.alloc(watermark); // throws ERR_NO_SPACE
+      this.counters.bucketWaits++;
+      trans.unlock(new Set(keep.map((m) => m.lock)));
+      if (pendingSeq) await this.journal.waitDurable(pendingSeq);
+      else await new Promise<void>((r) => this.onUpdateFinished(r));
+    }
+  }
+
+  /**
+   * A new node for an interior update: bucket + memory, intent+write held by
+   * trans, not hashed. `watermark` 'no_growth' for updates that add no node
+   * to the tree (alloc.ts: they may take the buckets held back from growth).
+   */
+  async nodeAllocNew(trans: BtreeTrans, btreeId: number, level: number, alsoHeld: readonly Node[] = [], watermark: AllocWatermark = 'normal'): Promise<Node> {
+    const bucket = await this.bucketAlloc(trans, alsoHeld, watermark);
     let n: Node | null = null;
     try {
       n = await this.cache.nodeMemAlloc(trans);
@@ -2194,7 +2225,7 @@ export class Engine {
         mergeQueueDups: this.counters.mergeQueueDups,
         nodeBuildFormatFallbacks: this.counters.nodeBuildFormatFallbacks,
       },
-      alloc: { ...a },
+      alloc: { ...a, bucketWaits: this.counters.bucketWaits },
       writeback: {
         nodeWrites: this.counters.nodeWrites,
         nodeWriteErrors: this.counters.nodeWriteErrors,

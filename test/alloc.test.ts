@@ -34,6 +34,23 @@ describe('Allocator#alloc()', () => {
     expect(a.verify()).toBeNull();
   });
 
+  it("holds `reserve` buckets back from 'normal' allocations; 'no_growth' ones take them", () => {
+    const a = new Allocator(64, { deviceName: 'dev', reserve: 8 });
+    for (let i = 0; i < 56; i++) expect(a.alloc()).toBe(i);
+    expect(a.tryAlloc()).toBe(-1);
+    const e = noSpace(a);
+    expect(e.code).toBe('ERR_NO_SPACE');
+    expect(e.message).toContain('the last 8 free are held back');
+    for (let i = 56; i < 64; i++) expect(a.alloc('no_growth')).toBe(i);
+    expect(a.counters.reserveAllocs).toBe(8);
+    expect(a.tryAlloc('no_growth')).toBe(-1);
+    a.freeAfter(3, 0);
+    expect(a.tryAlloc()).toBe(-1);
+    expect(a.tryAlloc('no_growth')).toBe(3);
+    expect(() => new Allocator(8, { reserve: 8 })).toThrow(SixtreeError);
+    expect(a.verify()).toBeNull();
+  });
+
   it('lowest-first holds across words and summary words (random churn vs a model)', () => {
     const rng = new Prng(7);
     const n = 5000;

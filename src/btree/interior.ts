@@ -77,6 +77,7 @@ import { BTREE_MAX_DEPTH } from './path.js';
 import { type BtreePath, UPTODATE } from './path.js';
 import type { BtreeTrans } from './trans.js';
 import type { Engine } from '../engine.js';
+import type { AllocWatermark } from '../alloc.js';
 import type { JournalPin } from '../journal/reclaim.js';
 import { JournalPreres } from '../journal/journal.js';
 import { jsetEntryBytes } from '../format/journal-format.js';
@@ -292,9 +293,21 @@ export class Interior {
   /**
    * The leaf (or interior node) at path level `level` lacks room for `u64s`:
    * split it, or rewrite it compacted. Returns 0 (the caller restarts its
-   * commit) or a restart code.
+   * commit) or a restart code. `force`: rewrite although it has room
+   * (rewriteNode). `noGrowth`: the update serves one that adds no node to
+   * the tree (a merge's or a rewrite's parent room): even a split may then
+   * take the allocator's reserve, as a rewrite always may and a split for a
+   * commit that only deletes (alloc.ts, watermarks).
    */
-  async splitForInsert(trans: BtreeTrans, path: BtreePath, level: number, u64s: number, incoming: readonly BkeyI[] = [], force = false): Promise<number> {
+  async splitForInsert(
+    trans: BtreeTrans,
+    path: BtreePath,
+    level: number,
+    u64s: number,
+    incoming: readonly BkeyI[] = [],
+    opts: { force?: boolean; noGrowth?: boolean } = {},
+  ): Promise<number> {
+    const force = !!opts.force;
     if (this.failed) throw this.failed;
     let ret = await this.lockInterior(trans, path.btreeId);
     if (ret) return ret;
@@ -343,10 +356,14 @@ export class Interior {
         if (!rewriteHelps || added > rewriteRoom) throw this.engine.topologyError(n, 'cannot split: no key to split at (a single update larger than a node?)');
         split = false;
       }
+      // a rewrite adds no node (one bucket taken, one given back): it may take
+      // the reserve (alloc.ts), as may a split for a commit that only deletes
+      // or one serving an update that adds no node
+      const watermark: AllocWatermark = !split || opts.noGrowth || (incoming.length > 0 && added === 0) ? 'no_growth' : 'normal';
 
       // the parent needs room for one more pointer (split) or a replaced one
       if (!isRoot && parent!.keys.u64sRemaining() < 2 * this.engine.ptrKeyU64s) {
-        return this.splitForInsert(trans, path, level + 1, 2 * this.engine.ptrKeyU64s);
+        return this.splitForInsert(trans, path, level + 1, 2 * this.engine.ptrKeyU64s, [], { noGrowth: watermark === 'no_growth' });
       }
 
       ret = await this.preresForUpdate(trans, path.btreeId);
@@ -377,8 +394,8 @@ export class Interior {
       }
       for (const m of pinned) m.readPins++;
       try {
-        for (let i = 0; i < nrNew; i++) news.push(await this.engine.nodeAllocNew(trans, path.btreeId, level, news));
-        if (isRoot && split) newRoot = await this.engine.nodeAllocNew(trans, path.btreeId, level + 1, news);
+        for (let i = 0; i < nrNew; i++) news.push(await this.engine.nodeAllocNew(trans, path.btreeId, level, news, watermark));
+        if (isRoot && split) newRoot = await this.engine.nodeAllocNew(trans, path.btreeId, level + 1, news, watermark);
       } catch (e) {
         for (const m of news) this.engine.nodeFreeNew(trans, m);
         throw e;
@@ -501,7 +518,7 @@ export class Interior {
       if (ret) return ret;
       const n = path.l[level]?.node;
       if (!n || n.bucket !== bucket) return 0;
-      const r = await this.splitForInsert(trans, path, level, 0, [], true);
+      const r = await this.splitForInsert(trans, path, level, 0, [], { force: true });
       if (r) return r;
       rewritten.done = true;
     }
@@ -671,7 +688,7 @@ export class Interior {
     const parentNeedU64s = parent.keys.keyU64sPacked(bkeyWhiteout(seam)) + 2 * engine.ptrKeyU64s;
     if (parent.keys.u64sRemaining() < parentNeedU64s) {
       c.mergeParentRewrites++;
-      ret = await this.splitForInsert(trans, path, level + 1, parentNeedU64s);
+      ret = await this.splitForInsert(trans, path, level + 1, parentNeedU64s, [], { noGrowth: true });
       return ret || countRestart(ERR.transaction_restart_split_race);
     }
     ret = await this.preresForUpdate(trans, btreeId);
@@ -682,7 +699,7 @@ export class Interior {
     for (const x of pinned) x.readPins++;
     let m: Node;
     try {
-      m = await engine.nodeAllocNew(trans, btreeId, level);
+      m = await engine.nodeAllocNew(trans, btreeId, level, [], 'no_growth');
     } finally {
       for (const x of pinned) x.readPins--;
     }
@@ -912,6 +929,17 @@ export class Interior {
       o.field('merges by level', this.mergesByLevel.join(' '));
     });
     return out.toString();
+  }
+
+  /**
+   * Updates completing (their transactions ended: written, journaled, then
+   * their old buckets freed), which need nothing of any transaction. Those
+   * still in memory wait for their transaction, maybe the caller's own.
+   */
+  get completing(): number {
+    let n = 0;
+    for (const u of this.pending) if (u.state === 'writing' || u.state === 'journaled') n++;
+    return n;
   }
 
   /** Wait until every update under way has completed (flush/close). */
