@@ -37,7 +37,7 @@
  * tree ('normal': splits and new roots for inserts); updates that do not
  * ('no_growth': rewrites, which compact a node into a new bucket and give
  * the old one back, merges, the parent room those need, a split for a
- * commit that only deletes) may take them. So a store whose writes ran into
+ * commit that only deletes, journal replay) may take them. So a store whose writes ran into
  * ERR_NO_SPACE can still delete, and rewrite its nodes to use the room the
  * deletions left; merges give buckets back for new splits. Each such update
  * takes its bucket before it gives the old one(s) back (PENDING until its

@@ -9,11 +9,17 @@
  *     the merges after them may use the buckets held back from growth), and
  *     what it frees takes new writes;
  *   - all of it survives close and reopen; fsck stays clean;
- *   - the same with several writers hitting the full store at once.
+ *   - the same with several writers hitting the full store at once;
+ *   - a process killed (SIGKILL) while its writes fail for want of space:
+ *     the store reopens (journal replay may take the buckets held back)
+ *     with every acknowledged write, four kills over (a child program,
+ *     test/helpers/full-child.ts, compiled: the suite runs tsc first).
  */
 
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SixtreeError, pos, type Store } from '../src/index.js';
+import { SixtreeError, Store, pos } from '../src/index.js';
 import { prng, tmpStore, type TmpStore } from './helpers/store.js';
 
 const stores: TmpStore[] = [];
@@ -147,5 +153,52 @@ describe('full device', () => {
     await expectHolds(t.store, model);
     await t.reopen();
     await expectHolds(t.store, model);
+  });
+
+  it('a process killed while its writes fail for want of space: the store reopens with every acknowledged write', { timeout: 120_000 }, async () => {
+    const t = await smallStore();
+    await t.store.close();
+    const child = fileURLToPath(new URL('../dist/test/helpers/full-child.js', import.meta.url));
+    const model = new Map<number, string>();
+    for (let round = 0; round < 4; round++) {
+      // run until the child has met ERR_NO_SPACE 20 times (or 30 s), then kill it
+      const out = await new Promise<{ full: number; errors: string[] }>((resolve) => {
+        const c = spawn(process.execPath, [child, t.path, String(100 + round), '4', round % 2 ? 'mixed' : 'put'], { stdio: ['ignore', 'pipe', 'inherit'] });
+        const run = { full: 0, errors: [] as string[] };
+        let buf = '';
+        const timer = setTimeout(() => c.kill('SIGKILL'), 30_000);
+        c.stdout.on('data', (d: Buffer) => {
+          buf += d.toString();
+          const lines = buf.split('\n');
+          buf = lines.pop()!;
+          for (const line of lines) {
+            const [what, k, hex] = line.split(' ');
+            if (what === 'put') model.set(Number(k), hex!);
+            else if (what === 'del') model.delete(Number(k));
+            else if (what === 'full' && ++run.full === 20) c.kill('SIGKILL');
+            else if (what === 'error') run.errors.push(line);
+          }
+        });
+        c.on('close', () => {
+          clearTimeout(timer);
+          resolve(run);
+        });
+      });
+      expect(out.errors).toEqual([]);
+      expect(out.full).toBeGreaterThanOrEqual(20);
+      const s = await Store.open(t.path, { cacheSize: 256 << 10 });
+      try {
+        let wrong = 0;
+        for (const [k, hex] of model) {
+          const got = await s.get('kv', pos(1, k));
+          if (!got || Buffer.from(got).toString('hex') !== hex) wrong++;
+        }
+        expect(wrong).toBe(0);
+        expect(await s.fsck()).toEqual([]);
+      } finally {
+        await s.close();
+      }
+    }
+    t.store = await Store.open(t.path); // for cleanup()
   });
 });

@@ -306,7 +306,10 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
         const u = updates[from]!;
         const mine: BkeyI[] = [];
         for (let i = from; i < runEnd[l]!; i++) mine.push(updates[i]!.key);
-        const ret = await engine.interior.splitForInsert(trans, u.path!, u.level, need[l]!, mine);
+        // journal replay restores what the tree held before the crash: its
+        // splits may take the buckets held back from growth (alloc.ts), so a
+        // store that crashed full still opens
+        const ret = await engine.interior.splitForInsert(trans, u.path!, u.level, need[l]!, mine, { noGrowth: extra?.journal === false });
         if (ret) return { ...none, ret };
         splits++;
         splitHere = true;

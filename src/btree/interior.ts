@@ -295,7 +295,8 @@ export class Interior {
    * split it, or rewrite it compacted. Returns 0 (the caller restarts its
    * commit) or a restart code. `force`: rewrite although it has room
    * (rewriteNode). `noGrowth`: the update serves one that adds no node to
-   * the tree (a merge's or a rewrite's parent room): even a split may then
+   * the tree (a merge's or a rewrite's parent room), or journal replay
+   * (restoring what the tree held before a crash): even a split may then
    * take the allocator's reserve, as a rewrite always may and a split for a
    * commit that only deletes (alloc.ts, watermarks).
    */
