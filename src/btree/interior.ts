@@ -22,8 +22,10 @@
  *     1. write the new nodes (each waits for the journal to be durable up to
  *        its keys' seq: log before data);
  *     2. journal the pointer keys at level+1 and the roots (the journal's
- *        roots are the written ones); pin that entry on the parent; clear
- *        write_blocked;
+ *        roots are the written ones); pin that entry on the parent (or, if
+ *        a later update replaced the parent meanwhile, on that update until
+ *        its own entry is durable: only its new nodes hold the keys now);
+ *        clear write_blocked;
  *     3. once that entry is durable: drop the pins taken from the old nodes,
  *        give the old buckets back to the allocator.
  *   An old node that was itself a new node of an update not yet complete
@@ -176,6 +178,13 @@ export class BtreeUpdate {
   parentLevel = 0;
   newRoot: Node | null = null;
   readonly pins: JournalPin[] = [];
+  /**
+   * The update that replaced `parent` while this one's pointer keys were
+   * there in memory only (bcachefs btree_update_reparent): they live on in
+   * its new nodes, reachable once it is journaled, so it holds this one's
+   * entry in the journal until then.
+   */
+  reparentedTo: BtreeUpdate | null = null;
   state: 'in_memory' | 'writing' | 'journaled' | 'done' | 'failed' = 'in_memory';
 
   constructor(
@@ -528,6 +537,12 @@ export class Interior {
 
   /** Old node leaves the tree: unhash, take its pins, mark dying. */
   private swapOut(trans: BtreeTrans, upd: BtreeUpdate, n: Node): void {
+    // updates whose pointer keys n holds, not journaled yet: n's pin cannot
+    // cover them (it has no seq for them), and their entry may otherwise
+    // leave the window before upd's makes the new nodes holding them reachable
+    if (n.has(NodeFlag.write_blocked)) {
+      for (const u of this.pending) if (u.parent === n && (u.state === 'in_memory' || u.state === 'writing')) u.reparentedTo = upd;
+    }
     this.engine.cache.hashRemove(n);
     upd.oldBuckets.push(n.bucket);
     // a write of the old node already issued must land before its bucket can
@@ -887,6 +902,8 @@ export class Interior {
               unblockWrites(u.parent);
               // a parent written by this group holds the keys on disk already
               if (u.parent.hashVal !== 0 && !u.parent.has(NodeFlag.dying) && !newNodes.includes(u.parent)) this.engine.nodeDirtied(u.parent, s);
+              // a parent replaced since: the keys are in the replacing update's new nodes (see reparentedTo)
+              else if (u.reparentedTo) u.reparentedTo.pins.push(this.engine.journal.pinAdd(s));
             }
           }
           // parents writeback wanted while they were blocked (their writes wait for this entry)
