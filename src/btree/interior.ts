@@ -970,13 +970,15 @@ export class Interior {
 /**
  * Where to split node n so both halves get about half of its live keys once
  * the keys about to go in are applied (by u64s; deletions take keys out):
- * the last position of the first half. A sequential stream's keys split
- * elsewhere (streamPivot). Never n's max key (the right half must not be
- * empty).
+ * the last position of the first half. A sequential stream's keys into a
+ * leaf split elsewhere (streamPivot). Never n's max key (the right half must
+ * not be empty).
  * null: nothing to split at.
  */
 export function splitPivot(keys: NodeKeys, incoming: readonly BkeyI[]): Uint32Array | null {
-  const stream = streamPivot(keys, incoming);
+  // leaves only: the stream rule may split just before a key, and an interior
+  // node must split at a live pointer (journal replay streams pointer keys in)
+  const stream = keys.level === 0 ? streamPivot(keys, incoming) : null;
   if (stream) return stream;
   return splitPivotBySets(keys, incoming) ?? splitPivotByWalk(keys, incoming);
 }
@@ -1212,10 +1214,6 @@ function streamRoom(prev: Uint32Array, lastIn: Uint32Array, nr: number, end: Uin
   return (off(end) - off(lastIn)) / spacing;
 }
 
-/**
- * Live u64s of node n once `incoming` (sorted) is applied: a key at the same
- * position is replaced, a deletion takes it away.
- */
 /** Whether every key of `keys` (sorted) lies inside n's range. */
 function keysInsideNode(n: Node, keys: readonly BkeyI[]): boolean {
   return wordsCmp(keys[0]!.p, 0, n.keys.minKey, 0) >= 0 && wordsCmp(keys[keys.length - 1]!.p, 0, n.keys.maxKey, 0) <= 0;

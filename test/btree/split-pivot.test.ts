@@ -135,4 +135,28 @@ describe('split pivots', () => {
     const at = Number(off >> 32n) / 10; // the pointer index at the pivot (offset field, above the snapshot word)
     expect(at < 250 || at > 350).toBe(true);
   });
+
+  it('interior nodes: pointers coming in as a stream into one gap (journal replay) still split at a live pointer', () => {
+    // the stream rule (a sequential stream splits at the gap's end, just before
+    // the next key) picks a position that is no child's max key: an interior
+    // node split there leaves the next child's range reaching below the right
+    // half's min key
+    const keys = fresh(1);
+    const ptr = (max: number) => bkeyBtreePtr(posOf(1, max), { bucket: 7 + max, seq: 1000 + max, level: 0, minKey: posOf(1, max - 9) }, 1);
+    const live = new Set<bigint>();
+    for (let i = 1; i <= 100; i++) {
+      expect(keys.insertKey(ptr(10 * i))).toBe(true);
+      live.add(posToBig(posOf(1, 10 * i)));
+    }
+    for (let i = 0; i < 100; i++) {
+      expect(keys.insertKey(ptr(500_000 + 10 * i))).toBe(true);
+      live.add(posToBig(posOf(1, 500_000 + 10 * i)));
+    }
+    written(keys);
+    const incoming = [ptr(1010), ptr(1020)];
+    for (const k of incoming) live.add(posToBig(k.p));
+    const pivot = splitPivot(keys, incoming);
+    expect(pivot).not.toBeNull();
+    expect(live.has(posToBig(pivot!))).toBe(true);
+  });
 });
