@@ -652,7 +652,11 @@ export class Engine {
       await this.replay([...pointerKeys, ...replayKeys.filter((r) => r.level === 0)]);
       this.counters.replayedEntries = jr.entries.length;
     }
-    this.journal.replayDone();
+    // the interior updates replay started journal with the recovery reserve
+    // still usable (replayDone explains why)
+    this.journal.replayDone(true);
+    await this.interior.drain().catch(() => {});
+    this.journal.recoveryDone();
     await this.recomputeAllocator();
 
     if (!this.readOnly) {
@@ -952,11 +956,20 @@ export class Engine {
         updates.push({ btreeId: g.btreeId, level: g.level, key: { ...g.key }, path: null });
       }
       if (!updates.length) continue;
-      await this.runInternal(async (bt) => {
-        const ups = updates.map((u) => ({ ...u, key: { ...u.key }, path: null }));
-        const r = await transCommit(bt, { updates: ups, journal: false, pinSeq: seq });
-        return r.ret;
-      });
+      try {
+        await this.runInternal(async (bt) => {
+          const ups = updates.map((u) => ({ ...u, key: { ...u.key }, path: null }));
+          const r = await transCommit(bt, { updates: ups, journal: false, pinSeq: seq });
+          return r.ret;
+        });
+      } catch (e) {
+        if (e instanceof SixtreeError) throw e;
+        // an internal check failed (a key the tree's pointers send to a node
+        // whose range does not hold it, ...): the journal and the tree on disk disagree
+        const u = updates[0]!;
+        const where = `btree ${this.btrees[u.btreeId]!.name} level ${u.level}, ${updates.length} keys from ${wordsToText(u.key.p)}`;
+        throw new SixtreeError('ERR_TOPOLOGY', `recovery: replaying journal entry ${seq} (${where}) failed on ${this.path}: ${e instanceof Error ? e.message : String(e)}`, { path: this.path, btree: this.btrees[u.btreeId]!.name, level: u.level, pos: wordsToText(u.key.p), seq }, { cause: e });
+      }
       this.counters.replayedKeys += updates.length;
     }
   }

@@ -45,7 +45,7 @@ import { roundUp, type Layout } from '../layout.js';
 import { Printbuf, bytesToText } from '../util/printbuf.js';
 import { BLACKLIST_SPAN, JournalSeqBlacklist } from './blacklist.js';
 import type { JournalReadResult } from './read.js';
-import { JournalPin, JournalPins, JournalRing, ringFit, type Placement, type RingEntry } from './reclaim.js';
+import { JournalPin, JournalPins, JournalRing, ringPlace, ringRoom, type RingEntry, type RingPlacement } from './reclaim.js';
 import { blacklistEntriesBytes, journalEntryFinish, journalEntryWrite, journalEntryWriteSync, rootsBytesMax, type EntryFinishCtx, type JournalRoot } from './write.js';
 
 export { JournalPin } from './reclaim.js';
@@ -374,7 +374,7 @@ export class Journal {
   private replaySeqs: number[];
   /** replaySeqs[0, replayPinsPut) had their pins dropped already (replayedBefore). */
   private replayPinsPut = 0;
-  /** Between open and replayDone() of a recovery: interior updates may use the recovery reserve. */
+  /** Between open and replayDone() (or recoveryDone()) of a recovery: interior updates may use the recovery reserve. */
   private replaying = false;
   private closed = false;
   private error: unknown = null;
@@ -527,14 +527,28 @@ export class Journal {
     this.wakePinWaiters();
   }
 
-  /** Replay finished: drop the pins held on the recovered entries. */
-  replayDone(): void {
+  /**
+   * Replay finished: drop the pins held on the recovered entries.
+   * keepRecoveryReserve: the interior updates replay started may still use
+   * the recovery reserve until recoveryDone(). They pin the recovered
+   * entries whose keys went into their new nodes until their own entries
+   * are durable, so reclaim frees nothing for them: with the reserve taken
+   * away as replay's last commit ended, a recovery whose keys caused many
+   * rewrites waited for ring space that only those updates could give back
+   * (crash campaign seed 2001001, the store did not open).
+   */
+  replayDone(keepRecoveryReserve = false): void {
     const seqs = this.replaySeqs;
     for (let i = this.replayPinsPut; i < seqs.length; i++) this.pins.put(seqs[i]!);
     this.replaySeqs = [];
     this.replayPinsPut = 0;
-    this.replaying = false;
+    if (!keepRecoveryReserve) this.replaying = false;
     this.wakePinWaiters();
+  }
+
+  /** The interior updates replay started are journaled: the recovery reserve is kept for the next recovery again. */
+  recoveryDone(): void {
+    this.replaying = false;
   }
 
   /* ------------------------------------------------------------------ reservations */
@@ -602,8 +616,10 @@ export class Journal {
   private preresFits(more: number): boolean {
     const block = this.layout.blockBytes;
     const minEntry = roundUp(JSET_HEADER_BYTES + this.rootsBytes + blacklistEntriesBytes(this.blacklist.length), block);
-    const { head, tail, empty } = this.nearHead();
-    return ringFit(this.layout.journalBytes, head, tail, empty, this.preresTotal + more + minEntry + this.recoveryReserveNow()) !== null;
+    // the open entry at the size it may still grow to: what it leaves behind
+    // was counted when it opened, without this pre-reservation
+    const { head, tail, empty } = this.nearHead(true);
+    return ringRoom(this.layout.journalBytes, head, tail, empty, this.layout.journalEntryBytesMax) >= this.preresTotal + more + minEntry + this.recoveryReserveNow();
   }
 
   /** Wait until preresTryGet(p, bytes) would succeed (entries landing, reclaim). ERR_NO_SPACE as reserve(). */
@@ -742,14 +758,20 @@ export class Journal {
     if (b.nrRes === 0) this.kick();
   }
 
-  private nearHead(): { head: number; tail: number; empty: boolean } {
+  /**
+   * The occupied interval of the ring with the entries not yet placed laid
+   * after the last one placed: [tail, head). openAtCapacity: the open entry
+   * at the size it may grow to, not the size it has.
+   */
+  private nearHead(openAtCapacity = false): { head: number; tail: number; empty: boolean } {
+    const block = this.layout.blockBytes;
     let head = this.ring.writeOffsetBytes;
     let first: number | null = null;
     for (const b of this.bufs) {
       if (b.state === 'writing' || b.state === 'done') continue;
       const pos = b.wrap ? 0 : head;
       if (first === null) first = pos;
-      head = pos + b.boundBytes(this.layout.blockBytes);
+      head = pos + (openAtCapacity && b.state === 'open' ? roundUp(b.keysLimitBytes + b.overheadBytes, block) : b.boundBytes(block));
     }
     const oldest = this.ring.oldest();
     const tail = oldest ? oldest.offsetBytes : (first ?? head);
@@ -766,8 +788,8 @@ export class Journal {
   private openEntry(bytes: number, watermark: JournalWatermark, ownPreres = 0): JournalBuf | null {
     const pl = this.entryPlacement(bytes, watermark, ownPreres);
     if (!pl) return null;
-    const { p, reserve, overhead, nrRanges, seq } = pl;
-    const capacity = Math.min(this.layout.journalEntryBytesMax, p.regionEndBytes - p.offsetBytes - reserve);
+    const { p, overhead, nrRanges, seq } = pl;
+    const capacity = p.capacityBytes;
     const mem = this.freeData.pop() ?? this.newEntryBuffer();
     const keysLimit = watermark === 'normal' ? capacity - overhead : Math.min(capacity - overhead, JSET_HEADER_BYTES + bytes);
     const b = new JournalBuf(seq, mem.data, mem.view, keysLimit, overhead, nrRanges, p.wrap);
@@ -780,7 +802,7 @@ export class Journal {
   }
 
   /** Where a new entry with room for `bytes` would go at this watermark (null: no buffer or no ring space). No side effects. */
-  private entryPlacement(bytes: number, watermark: JournalWatermark, ownPreres = 0): { p: Placement; reserve: number; overhead: number; nrRanges: number; seq: number } | null {
+  private entryPlacement(bytes: number, watermark: JournalWatermark, ownPreres = 0): { p: RingPlacement; reserve: number; overhead: number; nrRanges: number; seq: number } | null {
     if (this.bufs.length >= JOURNAL_BUFS_MAX) return null;
     const block = this.layout.blockBytes;
     const seq = this.nextSeqToOpen;
@@ -793,7 +815,7 @@ export class Journal {
     const others = Math.max(0, this.preresTotal - ownPreres);
     const reserve = watermark === 'reserve' ? 0 : minEntry + others + this.recoveryReserveNow() + (watermark === 'interior' ? 0 : this.interiorShareBytes);
     const { head, tail, empty } = this.nearHead();
-    const p: Placement | null = ringFit(this.layout.journalBytes, head, tail, empty, need + reserve);
+    const p = ringPlace(this.layout.journalBytes, head, tail, empty, need, reserve, this.layout.journalEntryBytesMax, block);
     return p ? { p, reserve, overhead, nrRanges, seq } : null;
   }
 
@@ -920,10 +942,8 @@ export class Journal {
     const head = this.ring.writeOffsetBytes;
     // An empty entry (minEntry) is written first to record the new last_seq, then the reservation's entry.
     for (let i = 1; i < live.length; i++) {
-      const p = ringFit(this.layout.journalBytes, head, live[i]!.offsetBytes, false, minEntry);
-      if (!p) continue;
-      const q = ringFit(this.layout.journalBytes, p.offsetBytes + minEntry, live[i]!.offsetBytes, false, need + minEntry + share);
-      if (q) return live[i]!.seq;
+      const room = ringRoom(this.layout.journalBytes, head, live[i]!.offsetBytes, false, this.layout.journalEntryBytesMax);
+      if (room >= minEntry + need + minEntry + share) return live[i]!.seq;
     }
     return this.nextSeqToOpen;
   }

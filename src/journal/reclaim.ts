@@ -152,6 +152,64 @@ export function ringFit(journalBytes: number, head: number, tail: number, empty:
   return null; // head === tail, not empty: full
 }
 
+/**
+ * Bytes of entries that can still go in after `head`, given the occupied
+ * cyclic interval [tail, head) (empty: nothing occupied, the ring free from
+ * head round to head): the free bytes, less what the end of the area may
+ * waste when an entry (at most maxEntryBytes) does not fit before the end and
+ * goes to offset 0. Entries adding up to this many bytes fit one after
+ * another, and placing one of s bytes takes at most s from it: the journal
+ * admits an entry only if the room left behind it holds what it must keep
+ * free (reserved entries, pre-reservations). A free region that is split by
+ * the end of the area counts as one, less the waste; asking for the reserve
+ * in one contiguous span refused entries into a nearly empty ring.
+ */
+export function ringRoom(journalBytes: number, head: number, tail: number, empty: boolean, maxEntryBytes: number): number {
+  if (!empty && head < tail) return tail - head;
+  if (!empty && head === tail) return 0;
+  const toEnd = journalBytes - head;
+  const fromStart = empty ? head : tail;
+  return Math.max(toEnd, toEnd + fromStart - Math.min(toEnd, maxEntryBytes));
+}
+
+export interface RingPlacement extends Placement {
+  /** Largest size (blocks, at most maxEntryBytes) the entry may grow to and still leave keepBytes of ringRoom behind it. */
+  capacityBytes: number;
+}
+
+/**
+ * Where an entry of needBytes goes (ringFit) so that at least keepBytes of
+ * ringRoom stay behind it, and how far it may grow keeping them. null: it
+ * does not fit, or does not leave that room.
+ */
+export function ringPlace(
+  journalBytes: number,
+  head: number,
+  tail: number,
+  empty: boolean,
+  needBytes: number,
+  keepBytes: number,
+  maxEntryBytes: number,
+  blockBytes: number,
+): RingPlacement | null {
+  const p = ringFit(journalBytes, head, tail, empty, needBytes);
+  if (!p) return null;
+  // the ring once an entry of `size` bytes sits at p
+  const start = p.wrap ? 0 : head;
+  const tailAfter = empty ? (p.wrap ? 0 : head) : tail;
+  const roomAfter = (size: number) => ringRoom(journalBytes, start + size, tailAfter, false, maxEntryBytes);
+  if (roomAfter(needBytes) < keepBytes) return null;
+  // roomAfter falls as the entry grows: the largest size in blocks that keeps the room
+  let lo = needBytes / blockBytes;
+  let hi = Math.floor(Math.min(maxEntryBytes, p.regionEndBytes - p.offsetBytes) / blockBytes);
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (roomAfter(mid * blockBytes) >= keepBytes) lo = mid;
+    else hi = mid - 1;
+  }
+  return { ...p, capacityBytes: lo * blockBytes };
+}
+
 /** The entries on disk that are still needed, in seq order (= ring order), and the write position. */
 export class JournalRing {
   readonly journalBytes: number;
