@@ -10,7 +10,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { NodeKeys } from '../../src/btree/bset.js';
+import { SixtreeError } from '../../src/errors.js';
 import { KEY_TYPE, bkeyNew, type BkeyI } from '../../src/btree/bkey.js';
 import { posWords, wordsToText } from '../../src/btree/bpos.js';
 import { replayPointerOrder } from '../../src/engine.js';
@@ -65,5 +67,36 @@ describe('a crash image whose window merged across a pointer a seq-order replay 
     } finally {
       await store.close();
     }
+  });
+});
+
+describe('a replay that fails an internal check', () => {
+  it('ends the open with ERR_TOPOLOGY naming the entry, the internal error as its cause', async () => {
+    const img = new Uint8Array(gunzipSync(readFileSync(new URL('./fixtures/crash-wipe-merges-replay.img.gz', import.meta.url))));
+    // what a tree whose pointers send a key to a node not holding it makes insertKey throw
+    const spy = vi.spyOn(NodeKeys.prototype, 'insertKey').mockImplementationOnce(function (this: NodeKeys) {
+      throw new RangeError('insertKey: 1:2632:0 outside node range 1:740:1..1:1480:0');
+    });
+    try {
+      const err = await Store.openDevice(MemDevice.fromImage(img), { cacheSize: 512 << 10 }).then(
+        async (s) => {
+          await s.close();
+          return null;
+        },
+        (e: unknown) => e,
+      );
+      expect(spy).toHaveBeenCalled();
+      expect(err).toBeInstanceOf(SixtreeError);
+      const e = err as SixtreeError;
+      expect(e.code).toBe('ERR_TOPOLOGY');
+      expect(e.message).toMatch(/^recovery: replaying journal entry \d+ \(btree \w+ level \d, \d+ keys from [\d:]+\) failed on .*: insertKey: 1:2632:0 outside node range/);
+      expect(e.cause).toBeInstanceOf(RangeError);
+    } finally {
+      spy.mockRestore();
+    }
+    // the image itself is untouched by the failed open: it opens
+    const store = await Store.openDevice(MemDevice.fromImage(img), { cacheSize: 512 << 10 });
+    expect(await store.fsck()).toEqual([]);
+    await store.close();
   });
 });
