@@ -186,6 +186,8 @@ export class BtreeUpdate {
    */
   reparentedTo: BtreeUpdate | null = null;
   state: 'in_memory' | 'writing' | 'journaled' | 'done' | 'failed' = 'in_memory';
+  /** Once its group completes: what it waits for (toText, for hang reports). */
+  waitingFor = '';
 
   constructor(
     readonly btreeId: number,
@@ -193,7 +195,8 @@ export class BtreeUpdate {
   ) {}
 
   toText(): string {
-    return `update ${this.id} ${this.kind} btree ${this.btreeId} ${this.state}: new [${this.newNodes.map((n) => n.bucket).join(',')}] old [${this.oldBuckets.join(',')}]`;
+    const pins = this.pins.filter((p) => p.active).map((p) => p.seq);
+    return `update ${this.id} ${this.kind} btree ${this.btreeId} ${this.state}${this.waitingFor ? ` (waiting for ${this.waitingFor})` : ''}: new [${this.newNodes.map((n) => n.bucket).join(',')}] old [${this.oldBuckets.join(',')}]${pins.length ? ` pins [${pins.join(',')}]` : ''}`;
   }
 }
 
@@ -890,11 +893,17 @@ export class Interior {
 
     let journaled!: () => void;
     this.chain[g.btreeId] = new Promise<void>((r) => (journaled = r));
+    const waiting = (what: string) => {
+      for (const u of g.updates) u.waitingFor = what;
+    };
     const run = async () => {
       try {
+        waiting('the previous group to journal');
         await prev;
+        waiting('its new nodes written');
         await Promise.all(sealed);
         if (this.failed) throw this.failed;
+        waiting(`journal room (pre-reserved ${g.preres.bytes} bytes)`);
         const seq = await this.engine.journalInteriorUpdates(g.btreeId, g.updates, rootPtr, g.preres, (s) => {
           for (const u of g.updates) {
             u.state = 'journaled';
@@ -910,8 +919,11 @@ export class Interior {
           for (const u of g.updates) if (u.parent) this.engine.nodeWriteIfNeeded(u.parent);
         });
         journaled();
+        waiting(`entry ${seq} durable`);
         await this.engine.journal.waitDurable(seq);
+        waiting('writes to the old nodes');
         for (const u of g.updates) if (u.oldWrites.length) await Promise.all(u.oldWrites);
+        waiting('');
         for (const u of g.updates) {
           for (const pin of u.pins) this.engine.journal.pinDrop(pin);
           for (const b of u.oldBuckets) this.engine.bucketFreeAfter(b, seq);

@@ -383,6 +383,9 @@ export class Journal {
   private reclaimInFlight: Promise<boolean> | null = null;
   /** Ring bytes held by pre-reservations. */
   private preresTotal = 0;
+  /** Held pre-reservations by size (ring bytes), for the largest (wasteBytes). */
+  private readonly preresBySize = new Map<number, number>();
+  private preresLargest = 0;
   private reclaimUrgent = false;
   private delayTimer: NodeJS.Timeout | null = null;
   private pinWaiters: Deferred | null = null;
@@ -606,20 +609,61 @@ export class Journal {
     this.checkUsable();
     const more = bytes - p.bytes;
     if (more <= 0) return true;
-    if (!this.preresFits(more)) return false;
+    if (!this.preresFits(more, bytes)) return false;
+    this.preresResized(p.bytes, bytes);
     p.bytes += more;
     this.preresTotal += more;
     this.counters.preres++;
     return true;
   }
 
-  private preresFits(more: number): boolean {
-    const block = this.layout.blockBytes;
-    const minEntry = roundUp(JSET_HEADER_BYTES + this.rootsBytes + blacklistEntriesBytes(this.blacklist.length), block);
+  /** Would `more` bytes of pre-reservation fit (one pre-reservation growing to `size` bytes)? */
+  private preresFits(more: number, size = more): boolean {
     // the open entry at the size it may still grow to: what it leaves behind
     // was counted when it opened, without this pre-reservation
     const { head, tail, empty } = this.nearHead(true);
-    return ringRoom(this.layout.journalBytes, head, tail, empty, this.layout.journalEntryBytesMax) >= this.preresTotal + more + minEntry + this.recoveryReserveNow();
+    const waste = this.wasteBytes(size);
+    return ringRoom(this.layout.journalBytes, head, tail, empty, waste) >= this.preresTotal + more + this.minEntryBytes() + this.recoveryReserveNow() + waste;
+  }
+
+  private preresResized(from: number, to: number): void {
+    const m = this.preresBySize;
+    if (from > 0) {
+      const n = m.get(from)! - 1;
+      if (n > 0) m.set(from, n);
+      else {
+        m.delete(from);
+        if (from === this.preresLargest) this.preresLargest = m.size ? Math.max(...m.keys()) : 0;
+      }
+    }
+    if (to > 0) {
+      m.set(to, (m.get(to) ?? 0) + 1);
+      if (to > this.preresLargest) this.preresLargest = to;
+    }
+  }
+
+  /** Ring bytes of an empty entry (header, roots, blacklist). */
+  private minEntryBytes(): number {
+    return roundUp(JSET_HEADER_BYTES + this.rootsBytes + blacklistEntriesBytes(this.blacklist.length), this.layout.blockBytes);
+  }
+
+  /**
+   * The most the end of the ring area may waste before the entries the ring
+   * keeps room for are in: less than the largest of them (one that does not
+   * fit before the end goes to offset 0). They are the pre-reserved
+   * interior-update entries and empty ones (`largest`: one about to be
+   * pre-reserved); entries outside the reserve (ordinary commits, up to
+   * journalEntryBytesMax) are placed against the ring as it is (ringPlace).
+   * With entries of one block it is 0 and the room is every free byte.
+   *
+   * It is also the slack ordinary commits and pre-reservations leave on top:
+   * an empty entry may take its block from before the end while the entries
+   * it frees lie in a region the waste may hide, so the room can dip by up to
+   * this much until more is freed (the crash campaign, 4 KiB blocks, seed
+   * 2100302: interior updates holding pre-reservations could not journal).
+   */
+  private wasteBytes(largest = 0): number {
+    return Math.max(this.minEntryBytes(), this.preresLargest, largest) - this.layout.blockBytes;
   }
 
   /** Wait until preresTryGet(p, bytes) would succeed (entries landing, reclaim). ERR_NO_SPACE as reserve(). */
@@ -660,6 +704,7 @@ export class Journal {
   /** Give p's ring space back. */
   preresPut(p: JournalPreres): void {
     if (p.bytes === 0) return;
+    this.preresResized(p.bytes, 0);
     this.preresTotal -= p.bytes;
     p.bytes = 0;
     const w = this.preresWaiters;
@@ -811,11 +856,13 @@ export class Journal {
     const minEntry = roundUp(JSET_HEADER_BYTES + overhead, block);
     const need = roundUp(JSET_HEADER_BYTES + overhead + bytes, block);
     // what must stay free behind this entry: one empty entry (records a newer
-    // last_seq), the other pre-reservations, and for ordinary commits the interior share
+    // last_seq), the other pre-reservations, and for ordinary commits the
+    // interior share and the slack for the waste (wasteBytes)
     const others = Math.max(0, this.preresTotal - ownPreres);
-    const reserve = watermark === 'reserve' ? 0 : minEntry + others + this.recoveryReserveNow() + (watermark === 'interior' ? 0 : this.interiorShareBytes);
+    const waste = this.wasteBytes();
+    const reserve = watermark === 'reserve' ? 0 : minEntry + others + this.recoveryReserveNow() + (watermark === 'interior' ? 0 : this.interiorShareBytes + waste);
     const { head, tail, empty } = this.nearHead();
-    const p = ringPlace(this.layout.journalBytes, head, tail, empty, need, reserve, this.layout.journalEntryBytesMax, block);
+    const p = ringPlace(this.layout.journalBytes, head, tail, empty, need, reserve, this.layout.journalEntryBytesMax, waste, block);
     return p ? { p, reserve, overhead, nrRanges, seq } : null;
   }
 
@@ -937,12 +984,14 @@ export class Journal {
     const block = this.layout.blockBytes;
     const need = roundUp(JSET_HEADER_BYTES + this.rootsBytes + blacklistEntriesBytes(this.blacklist.length) + bytes, block);
     const minEntry = roundUp(JSET_HEADER_BYTES + this.rootsBytes + blacklistEntriesBytes(this.blacklist.length), block);
-    const share = (watermark === 'normal' ? this.interiorShareBytes : 0) + this.preresTotal + this.recoveryReserveNow();
+    const w = this.wasteBytes();
+    const share = (watermark === 'normal' ? this.interiorShareBytes + w : 0) + this.preresTotal + this.recoveryReserveNow();
+    const waste = Math.max(w, need - block);
     const live = this.ring.liveEntries();
     const head = this.ring.writeOffsetBytes;
     // An empty entry (minEntry) is written first to record the new last_seq, then the reservation's entry.
     for (let i = 1; i < live.length; i++) {
-      const room = ringRoom(this.layout.journalBytes, head, live[i]!.offsetBytes, false, this.layout.journalEntryBytesMax);
+      const room = ringRoom(this.layout.journalBytes, head, live[i]!.offsetBytes, false, waste);
       if (room >= minEntry + need + minEntry + share) return live[i]!.seq;
     }
     return this.nextSeqToOpen;
@@ -1215,7 +1264,11 @@ export class Journal {
     out.nested((o) => {
       o.field('seq', `${s.seq} (durable ${this.durable}, next ${this.nextSeqToOpen})`);
       o.field('last_seq', `${this.lastSeq} (on disk ${this.lastSeqOndiskValue})`);
-      o.field('space', `${bytesToText(s.bytesUsed)} of ${bytesToText(s.bytesTotal)} used, write offset ${this.ring.writeOffsetBytes}, ${this.ring.nrLive} live entries`);
+      const nh = this.nearHead(true);
+      const waste = this.wasteBytes();
+      const room = ringRoom(this.layout.journalBytes, nh.head, nh.tail, nh.empty, waste);
+      o.field('space', `${bytesToText(s.bytesUsed)} of ${bytesToText(s.bytesTotal)} used, write offset ${this.ring.writeOffsetBytes}, ${this.ring.nrLive} live entries; room ${bytesToText(room)} (the open entry at its capacity, the end wasting up to ${bytesToText(waste)})`);
+      o.field('pins by seq', this.pins.toText());
       o.field('pins', this.pins.nrPins + (this.replaySeqs.length > this.replayPinsPut ? ` (${this.replaySeqs.length - this.replayPinsPut} replay)` : ''));
       o.field('blacklist', this.blacklist.toText());
       o.field('buffers', this.bufs.map((b) => `${b.seq}:${b.state}(${b.nrRes} res, ${b.nrCommits} commits, ${b.usedBytes}+${b.reservedBytes} bytes)`).join(' ') || '(none)');

@@ -105,6 +105,13 @@ export class JournalPins {
     }
   }
 
+  /** "seq:count ..." of the pinned seqs (the first 16). */
+  toText(): string {
+    const out: string[] = [];
+    for (let i = this.head; i < this.counts.length && out.length < 16; i++) if (this.counts[i]! > 0) out.push(`${this.frontSeq + i - this.head}:${this.counts[i]}`);
+    return out.join(' ') || '(none)';
+  }
+
   /** Oldest pinned seq, or `fallback` when nothing is pinned. */
   oldest(fallback: number): number {
     this.popFront();
@@ -156,20 +163,21 @@ export function ringFit(journalBytes: number, head: number, tail: number, empty:
  * Bytes of entries that can still go in after `head`, given the occupied
  * cyclic interval [tail, head) (empty: nothing occupied, the ring free from
  * head round to head): the free bytes, less what the end of the area may
- * waste when an entry (at most maxEntryBytes) does not fit before the end and
- * goes to offset 0. Entries adding up to this many bytes fit one after
- * another, and placing one of s bytes takes at most s from it: the journal
- * admits an entry only if the room left behind it holds what it must keep
- * free (reserved entries, pre-reservations). A free region that is split by
- * the end of the area counts as one, less the waste; asking for the reserve
- * in one contiguous span refused entries into a nearly empty ring.
+ * waste when an entry does not fit before the end and goes to offset 0 (at
+ * most wasteBytes: an entry of s bytes, in blocks, wastes at most s - block).
+ * Entries no bigger than wasteBytes + a block that add up to this many bytes
+ * fit one after another, and placing one of s bytes takes at most s from it:
+ * the journal admits an entry only if the room left behind it holds what it
+ * must keep free (pre-reserved entries, an empty entry). A free region that
+ * the end of the area splits counts as one, less the waste; asking for the
+ * reserve in one contiguous span refused entries into a nearly empty ring.
  */
-export function ringRoom(journalBytes: number, head: number, tail: number, empty: boolean, maxEntryBytes: number): number {
+export function ringRoom(journalBytes: number, head: number, tail: number, empty: boolean, wasteBytes: number): number {
   if (!empty && head < tail) return tail - head;
   if (!empty && head === tail) return 0;
   const toEnd = journalBytes - head;
   const fromStart = empty ? head : tail;
-  return Math.max(toEnd, toEnd + fromStart - Math.min(toEnd, maxEntryBytes));
+  return Math.max(toEnd, toEnd + fromStart - Math.min(toEnd, wasteBytes));
 }
 
 export interface RingPlacement extends Placement {
@@ -179,8 +187,9 @@ export interface RingPlacement extends Placement {
 
 /**
  * Where an entry of needBytes goes (ringFit) so that at least keepBytes of
- * ringRoom stay behind it, and how far it may grow keeping them. null: it
- * does not fit, or does not leave that room.
+ * ringRoom (with wasteBytes) stay behind it, and how far it may grow (up to
+ * maxEntryBytes) keeping them. null: it does not fit, or does not leave that
+ * room.
  */
 export function ringPlace(
   journalBytes: number,
@@ -190,6 +199,7 @@ export function ringPlace(
   needBytes: number,
   keepBytes: number,
   maxEntryBytes: number,
+  wasteBytes: number,
   blockBytes: number,
 ): RingPlacement | null {
   const p = ringFit(journalBytes, head, tail, empty, needBytes);
@@ -197,7 +207,7 @@ export function ringPlace(
   // the ring once an entry of `size` bytes sits at p
   const start = p.wrap ? 0 : head;
   const tailAfter = empty ? (p.wrap ? 0 : head) : tail;
-  const roomAfter = (size: number) => ringRoom(journalBytes, start + size, tailAfter, false, maxEntryBytes);
+  const roomAfter = (size: number) => ringRoom(journalBytes, start + size, tailAfter, false, wasteBytes);
   if (roomAfter(needBytes) < keepBytes) return null;
   // roomAfter falls as the entry grows: the largest size in blocks that keeps the room
   let lo = needBytes / blockBytes;

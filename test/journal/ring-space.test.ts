@@ -70,7 +70,7 @@ describe('ring room', () => {
     for (let iter = 0; iter < 20_000; iter++) {
       const { J, maxE, head, tail, empty } = geometry(rng);
       if (!empty && head === tail) continue;
-      const room = ringRoom(J, head, tail, empty, maxE);
+      const room = ringRoom(J, head, tail, empty, maxE - BLOCK);
       expect(room).toBeGreaterThanOrEqual(0);
       // random entries (whole blocks, at most maxE) up to the room
       const sizes: number[] = [];
@@ -86,7 +86,7 @@ describe('ring room', () => {
         const s = sizes[0]!;
         const p = ringFit(J, head, tail, empty, s)!;
         const t2 = empty ? (p.wrap ? 0 : head) : tail;
-        expect(ringRoom(J, p.offsetBytes + s, t2, false, maxE)).toBeGreaterThanOrEqual(room - s);
+        expect(ringRoom(J, p.offsetBytes + s, t2, false, maxE - BLOCK)).toBeGreaterThanOrEqual(room - s);
       }
       checked++;
     }
@@ -102,7 +102,7 @@ describe('ring room', () => {
       if (dist === 0) continue;
       const step = rng.range(0, dist / BLOCK - 1) * BLOCK;
       const tail2 = (tail + step) % J;
-      expect(ringRoom(J, head, tail2, false, maxE)).toBeGreaterThanOrEqual(ringRoom(J, head, tail, false, maxE));
+      expect(ringRoom(J, head, tail2, false, maxE - BLOCK)).toBeGreaterThanOrEqual(ringRoom(J, head, tail, false, maxE - BLOCK));
     }
   });
 
@@ -113,12 +113,12 @@ describe('ring room', () => {
       const { J, maxE, head, tail, empty } = geometry(rng);
       const need = rng.range(1, maxE / BLOCK) * BLOCK;
       const keep = rng.range(0, J / BLOCK) * BLOCK;
-      const p = ringPlace(J, head, tail, empty, need, keep, maxE, BLOCK);
+      const p = ringPlace(J, head, tail, empty, need, keep, maxE, maxE - BLOCK, BLOCK);
       const fit = ringFit(J, head, tail, empty, need);
       if (!p) {
         if (fit) {
           const t2 = empty ? (fit.wrap ? 0 : head) : tail;
-          expect(ringRoom(J, fit.offsetBytes + need, t2, false, maxE)).toBeLessThan(keep);
+          expect(ringRoom(J, fit.offsetBytes + need, t2, false, maxE - BLOCK)).toBeLessThan(keep);
         }
         continue;
       }
@@ -128,9 +128,9 @@ describe('ring room', () => {
       expect(p.capacityBytes).toBeGreaterThanOrEqual(need);
       expect(p.capacityBytes).toBeLessThanOrEqual(Math.min(maxE, p.regionEndBytes - p.offsetBytes));
       const t2 = empty ? (p.wrap ? 0 : head) : tail;
-      expect(ringRoom(J, p.offsetBytes + p.capacityBytes, t2, false, maxE)).toBeGreaterThanOrEqual(keep);
+      expect(ringRoom(J, p.offsetBytes + p.capacityBytes, t2, false, maxE - BLOCK)).toBeGreaterThanOrEqual(keep);
       const more = p.capacityBytes + BLOCK;
-      if (more <= Math.min(maxE, p.regionEndBytes - p.offsetBytes)) expect(ringRoom(J, p.offsetBytes + more, t2, false, maxE)).toBeLessThan(keep);
+      if (more <= Math.min(maxE, p.regionEndBytes - p.offsetBytes)) expect(ringRoom(J, p.offsetBytes + more, t2, false, maxE - BLOCK)).toBeLessThan(keep);
     }
     expect(placed).toBeGreaterThan(5_000);
   });
@@ -146,11 +146,12 @@ describe('journal admission', () => {
     // the newest entry stays live (64-68 KiB); free: 60 KiB to the end, 64 KiB from 0
     for (let i = 0; i < 17; i++) await j.waitDurable(await commit(j, model, rng, { n: 1, maxBytes: 100 }));
     expect(j.stats().bytesUsed).toBe(BLOCK);
-    // interior updates hold 48 KiB of pre-reservations: a commit must keep
-    // them, an empty entry, the recovery reserve and the interior share free
-    // behind its entry, 68 KiB in all, more than either region holds
-    const held = new JournalPreres();
-    expect(j.preresTryGet(held, 48 * 1024)).toBe(true);
+    // twelve interior updates hold a block each of pre-reservation: a commit
+    // must keep them, an empty entry, the recovery reserve and the interior
+    // share free behind its entry, 68 KiB in all with the entry, more than
+    // either region holds
+    const held = Array.from({ length: 12 }, () => new JournalPreres());
+    for (const h of held) expect(j.preresTryGet(h, BLOCK)).toBe(true);
     const keep = 48 * 1024 + BLOCK + j.recoveryReserveBytes + j.interiorShareBytes;
     expect(keep + BLOCK).toBeGreaterThan(64 * 1024);
     const payload = rng.bytes(200);
@@ -161,10 +162,52 @@ describe('journal admission', () => {
     j.release(res!);
     await j.waitDurable(res!.seq);
     // and the pre-reserved entries still fit after it
-    const r2 = await j.reserve(jsetEntryBytes(100), 'interior', held);
-    r2.add('btree_keys', 0, 1, rng.bytes(100));
-    j.release(r2);
-    await j.waitDurable(r2.seq);
+    for (const h of held) {
+      const r2 = await j.reserve(jsetEntryBytes(100), 'interior', h);
+      r2.add('btree_keys', 0, 1, rng.bytes(100));
+      j.release(r2);
+      await j.waitDurable(r2.seq);
+    }
+    await j.close();
+  });
+
+  it('an empty entry that frees the tail keeps the room pre-reserved entries of one block need (no waste counted for them)', async () => {
+    const env = makeEnv({ journalBytes: 128 * 1024 });
+    const j = openJournal(env, { reclaimWaitMs: 2000 });
+    const rng = new Prng(33);
+    const model = new Model();
+    // entries of one block from offset 0: the first two pinned, the ring kept from the first
+    const pins = [];
+    for (let i = 0; i < 2; i++) {
+      let pin = null;
+      await j.waitDurable(await commit(j, model, rng, { n: 1, maxBytes: 100, beforeRelease: (res) => (pin = j.pinAdd(res.seq)) }));
+      pins.push(pin!);
+    }
+    while (j.stats().bytesUsed < 92 * 1024) await j.waitDurable(await commit(j, model, rng, { n: 1, maxBytes: 100 }));
+    // head 92 KiB, tail 0: 36 KiB free before the end. Pre-reservations of a
+    // block each up to what the room keeps (an empty entry, the recovery reserve)
+    const held: JournalPreres[] = [];
+    for (;;) {
+      const h = new JournalPreres();
+      if (!j.preresTryGet(h, BLOCK)) break;
+      held.push(h);
+    }
+    expect(held.length).toBe((36 * 1024 - BLOCK - j.recoveryReserveBytes) / BLOCK);
+    // the first entry's pin goes: an empty entry records the newer last_seq
+    // (from the block before the end) and frees the block at 0
+    j.pinDrop(pins[0]!);
+    await j.flush();
+    expect(j.stats().lastSeq).toBeGreaterThan(1);
+    // every pre-reserved entry still gets in (it used to wait: the room
+    // counted the end as wasting a whole largest entry, so the block freed at
+    // 0 did not make up for the block the empty entry took)
+    for (const h of held) {
+      const r = await j.reserve(jsetEntryBytes(100), 'interior', h);
+      r.add('btree_keys', 0, 1, rng.bytes(100));
+      j.release(r);
+      await j.waitDurable(r.seq);
+    }
+    j.pinDrop(pins[1]!);
     await j.close();
   });
 
