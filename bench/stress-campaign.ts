@@ -1,0 +1,1044 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Stress campaign: the transaction guarantees of docs/api.md (transact() is
+ * atomic and serializable: concurrent read-modify-write transactions never
+ * lose an update; a callback that throws commits nothing), checked under many
+ * concurrent transactions on a real file-backed store.
+ *
+ *   node dist/bench/stress-campaign.js --count N [--seed S] [--workers W] [--ops O]
+ *        [--seconds T] [--node-size B] [--cache-mib M] [--accounts A] [--chains C]
+ *
+ * runs N independent runs (seeds S, S+1, ...), prints one line per run and a
+ * summary, and exits 1 on any violation (2 on a usage error). The sizes of a
+ * run (node size, cache, key counts, workers, value sizes) are drawn from its
+ * seed unless given; every choice of the workload comes from the seeded PRNG,
+ * so a failure replays with --seed (the interleaving follows the device's
+ * timing, so a replay is likely, not certain, to fail the same way).
+ *
+ * One run: a store is formatted on a file in os.tmpdir() (ext4 here: O_DIRECT
+ * is real) with btrees `bank` and `chain`, opened with a small cache, and W
+ * async workers each run O operations (or until T seconds pass), drawn from:
+ *
+ *   Workload 1, bank. Accounts 0..A-1 at bank 1:(i*STRIDE) hold an i64
+ *   balance (initially BALANCE_INITIAL) plus padding; an absent account holds
+ *   0. Filler keys between the accounts (1:(i*STRIDE+j)) are inserted and
+ *   deleted in runs, so leaves split and merge under the transfers.
+ *     - transfer: read two (or 3-4) accounts, move planned amounts (never
+ *       below 0), write them back; some reads take intent. The committed
+ *       attempt returns the amounts it moved.
+ *     - close: move an account's whole balance to another and delete it;
+ *       reopen: create an absent account with 0.
+ *     - abort: a transfer that writes both accounts, then throws: must leave
+ *       no trace (transact rejects with that error).
+ *     - readers, each one transaction: a forward iterator scan, a reverse
+ *       scan, or one tx.get per account: the total of what the committed
+ *       attempt read equals A * BALANCE_INITIAL (serializable, so a
+ *       transaction's reads are one consistent state; what a callback saw in
+ *       an attempt that then restarted is not promised, only counted).
+ *   Workload 2, version chains. Chain keys 0..C-1 at chain 1:(c*STRIDE) hold
+ *   the ids of the transactions that appended to them, oldest first; a full
+ *   list moves to an archive key (chain 2:(c*2^16+segment)) in the same
+ *   transaction. Each append transaction (id planned before transact, kept
+ *   across restarts) appends its id to 2-6 keys; some then throw (aborted).
+ *     - chain readers read every entry of 2-4 keys in one transaction: an id
+ *       seen on one key whose transaction also appended to another read key
+ *       must be on that one too (atomic visibility), and no aborted id shows.
+ *
+ * At the end, and again after close and reopen (with another cache size):
+ *   - each account's balance is BALANCE_INITIAL plus the deltas of every
+ *     acknowledged transaction touching it (so a single lost write shows,
+ *     even where the total would not), it exists iff its closes and reopens
+ *     balance out, and the total is A * BALANCE_INITIAL;
+ *   - each chain key holds exactly the acknowledged appends that planned it,
+ *     each once, none from an aborted transaction (lost update / dirty
+ *     write), and the per-key orders agree with one serial order (the graph
+ *     of consecutive entries is acyclic);
+ *   - every value parses (its key's index and padding are its own);
+ *   - fsck() returns [].
+ * A worker's unexpected error, a transaction that rejects with anything but
+ * its own planned abort, or a run that makes no progress for a minute (hang)
+ * is a violation too. On a violation the seed, the parameters, the invariant
+ * and the store's toText() and stats() are printed.
+ */
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Prng } from './prng.js';
+import { SixtreeError } from '../src/errors.js';
+import { Store, type Transaction } from '../src/store.js';
+import { pos } from '../src/index.js';
+
+/* ------------------------------------------------------------------ options */
+
+export interface StressOpts {
+  seed: number;
+  /** Concurrent async workers. */
+  workers: number;
+  /** Operations per worker (each one transaction, or an fsck). */
+  opsPerWorker: number;
+  /** Workers start no operation after this many seconds. */
+  secondsMax: number;
+  nodeSizeBytes: number;
+  blockSizeBytes: number;
+  cacheBytes: number;
+  /** Cache of the reopen at the end. */
+  reopenCacheBytes: number;
+  accounts: number;
+  chains: number;
+  /** Entries a chain key holds before they move to an archive key. */
+  chainEntriesMax: number;
+  /** Padding of account values: [0, this] bytes. */
+  accountPadMax: number;
+  /** Filler value sizes: [8, this] bytes. */
+  fillerBytesMax: number;
+  /** Probability a read of a read-modify-write takes intent. */
+  intentProbability: number;
+  deviceBytes: number;
+  /** Where the store file goes (a fresh directory under it). */
+  dir?: string;
+  log?: (line: string) => void;
+}
+
+export interface StressResult {
+  seed: number;
+  /** Violations found: [] means clean. */
+  violations: string[];
+  commits: number;
+  aborts: number;
+  transfers: number;
+  closes: number;
+  reopens: number;
+  fillerTxns: number;
+  chainAppends: number;
+  readers: number;
+  readersTooBig: number;
+  /** Callback attempts that saw a total other than the invariant and then restarted (not a violation: not promised). */
+  attemptsInconsistent: number;
+  fscks: number;
+  /** fsck() calls under load that reported problems (not a violation: see fsckNow), and the first one's report. */
+  fscksUnderLoadWithProblems: number;
+  fsckUnderLoadFirst: string;
+  restarts: number;
+  splits: number;
+  merges: number;
+  evictions: number;
+  depthBank: number;
+  ms: number;
+  /** toText() and stats() of the store when a violation was found (empty otherwise). */
+  dump: string;
+}
+
+const BALANCE_INITIAL = 1000n;
+/** Account / chain key i sits at offset i * STRIDE; filler keys in between. */
+const STRIDE = 1024;
+const BANK = 'bank';
+const CHAIN = 'chain';
+const ACCOUNT_MAGIC = 0x41434354; // "ACCT"
+const FILLER_MAGIC = 0x46494c4c; // "FILL"
+const CHAIN_MAGIC = 0x43484e4b; // "CHNK"
+const ARCHIVE_MAGIC = 0x41524348; // "ARCH"
+const SEGMENTS_MAX = 1 << 16;
+/** A run with no operation finishing for this long is a hang. */
+const PROGRESS_TIMEOUT_MS = 60_000;
+
+/**
+ * The sizes of run `seed`, drawn from it: node sizes from 4 KiB (splits and
+ * merges all the time) up, caches from a little above the reserve (evictions
+ * under every transaction) up, key counts from 64 (hot keys) to 4096.
+ */
+export function stressRunOpts(seed: number, over: Partial<StressOpts> = {}): StressOpts {
+  const r = new Prng(seed ^ 0x57e55);
+  const nodeSizeBytes = over.nodeSizeBytes ?? r.pick([4096, 4096, 4096, 8192, 16384, 65536]);
+  const blockSizeBytes = over.blockSizeBytes ?? r.pick([512, 4096]);
+  // the reserve is (24 + 8 x btrees) nodes (docs/api.md, cacheSize): 40 for two btrees
+  const reserveBytes = 40 * (nodeSizeBytes + nodeSizeBytes / 4);
+  const cacheBytes = over.cacheBytes ?? Math.ceil(reserveBytes * r.pick([1.3, 1.6, 2, 4, 64]));
+  const reopenCacheBytes = over.reopenCacheBytes ?? Math.ceil(reserveBytes * r.pick([1.3, 8]));
+  const maxValue = Math.min(nodeSizeBytes / 8, 524280) - 44;
+  return {
+    seed,
+    workers: over.workers ?? r.pick([8, 16, 32, 64]),
+    opsPerWorker: over.opsPerWorker ?? 200,
+    secondsMax: over.secondsMax ?? 60,
+    nodeSizeBytes,
+    blockSizeBytes,
+    cacheBytes,
+    reopenCacheBytes,
+    accounts: over.accounts ?? r.pick([64, 256, 1024, 4096]),
+    chains: over.chains ?? r.pick([16, 64, 256, 1024]),
+    chainEntriesMax: over.chainEntriesMax ?? Math.min(r.pick([4, 8, 32, 100]), Math.floor((maxValue - 12) / 4)),
+    accountPadMax: over.accountPadMax ?? Math.min(r.pick([0, 32, 200]), maxValue - 16),
+    fillerBytesMax: over.fillerBytesMax ?? Math.min(r.pick([16, 100, 400]), maxValue),
+    intentProbability: over.intentProbability ?? r.pick([0, 0.3, 1]),
+    deviceBytes: over.deviceBytes ?? 256 << 20,
+    ...(over.dir !== undefined ? { dir: over.dir } : {}),
+    ...(over.log !== undefined ? { log: over.log } : {}),
+  };
+}
+
+export function optsText(o: StressOpts): string {
+  return (
+    `seed ${o.seed}: workers ${o.workers}, ops/worker ${o.opsPerWorker}, seconds ${o.secondsMax}, node ${o.nodeSizeBytes} B, block ${o.blockSizeBytes} B, ` +
+    `cache ${(o.cacheBytes / 1024).toFixed(0)} KiB (reopen ${(o.reopenCacheBytes / 1024).toFixed(0)} KiB), accounts ${o.accounts}, chains ${o.chains} ` +
+    `(${o.chainEntriesMax} entries before archiving), account pad <= ${o.accountPadMax} B, filler <= ${o.fillerBytesMax} B, intent ${o.intentProbability}`
+  );
+}
+
+/* ------------------------------------------------------------------ values */
+
+function accountPos(i: number) {
+  return pos(1, i * STRIDE);
+}
+
+function fillerPos(i: number, j: number) {
+  return pos(1, i * STRIDE + j);
+}
+
+function chainPos(c: number) {
+  return pos(1, c * STRIDE);
+}
+
+function archivePos(c: number, segment: number) {
+  return pos(2, c * SEGMENTS_MAX + segment);
+}
+
+function padByte(tag: number, i: number): number {
+  return (tag * 131 + i * 7 + 3) & 0xff;
+}
+
+/** Account value: magic, index, balance (i64), pad length, pad. */
+function accountValue(i: number, balance: bigint, pad: number): Uint8Array {
+  const b = new Uint8Array(20 + pad);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(0, ACCOUNT_MAGIC, true);
+  dv.setUint32(4, i, true);
+  dv.setBigInt64(8, balance, true);
+  dv.setUint32(16, pad, true);
+  for (let k = 0; k < pad; k++) b[20 + k] = padByte(i, k);
+  return b;
+}
+
+class Violation extends Error {}
+
+function accountParse(i: number, v: Uint8Array): { balance: bigint; pad: number } {
+  const dv = new DataView(v.buffer, v.byteOffset, v.byteLength);
+  if (v.length < 20 || dv.getUint32(0, true) !== ACCOUNT_MAGIC) throw new Violation(`account ${i}: not an account value (${v.length} B)`);
+  if (dv.getUint32(4, true) !== i) throw new Violation(`account ${i}: holds account ${dv.getUint32(4, true)}'s value`);
+  const pad = dv.getUint32(16, true);
+  if (v.length !== 20 + pad) throw new Violation(`account ${i}: value length ${v.length}, pad says ${pad}`);
+  for (let k = 0; k < pad; k++) if (v[20 + k] !== padByte(i, k)) throw new Violation(`account ${i}: padding byte ${k} corrupt`);
+  return { balance: dv.getBigInt64(8, true), pad };
+}
+
+function fillerValue(offset: number, len: number): Uint8Array {
+  const b = new Uint8Array(len);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(0, FILLER_MAGIC, true);
+  dv.setUint32(4, offset, true);
+  for (let k = 8; k < len; k++) b[k] = padByte(offset, k);
+  return b;
+}
+
+function fillerCheck(offset: number, v: Uint8Array): void {
+  const dv = new DataView(v.buffer, v.byteOffset, v.byteLength);
+  if (v.length < 8 || dv.getUint32(0, true) !== FILLER_MAGIC || dv.getUint32(4, true) !== offset) throw new Violation(`filler at offset ${offset}: foreign value (${v.length} B)`);
+  for (let k = 8; k < v.length; k++) if (v[k] !== padByte(offset, k)) throw new Violation(`filler at offset ${offset}: byte ${k} corrupt`);
+}
+
+/** Chain key value: magic, key index, archived segments, ids. */
+function chainValue(magic: number, c: number, segments: number, ids: readonly number[]): Uint8Array {
+  const b = new Uint8Array(12 + 4 * ids.length);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(0, magic, true);
+  dv.setUint32(4, c, true);
+  dv.setUint32(8, segments, true);
+  ids.forEach((id, k) => dv.setUint32(12 + 4 * k, id, true));
+  return b;
+}
+
+function chainParse(magic: number, c: number, segments: number | null, v: Uint8Array): { segments: number; ids: number[] } {
+  const dv = new DataView(v.buffer, v.byteOffset, v.byteLength);
+  const what = magic === CHAIN_MAGIC ? `chain key ${c}` : `chain key ${c} archive ${segments}`;
+  if (v.length < 12 || (v.length - 12) % 4 !== 0 || dv.getUint32(0, true) !== magic) throw new Violation(`${what}: foreign value (${v.length} B)`);
+  if (dv.getUint32(4, true) !== c) throw new Violation(`${what}: holds key ${dv.getUint32(4, true)}'s value`);
+  const seg = dv.getUint32(8, true);
+  if (segments !== null && seg !== segments) throw new Violation(`${what}: says archive ${seg}`);
+  const ids: number[] = [];
+  for (let k = 12; k < v.length; k += 4) ids.push(dv.getUint32(k, true));
+  return { segments: seg, ids };
+}
+
+/* ------------------------------------------------------------------ the run */
+
+/**
+ * A read-only callback whose checks throw Violation returns it instead: the
+ * commit then validates its reads, so only what a committed attempt saw is
+ * reported (an attempt that restarts may have seen anything: not promised).
+ */
+function readOnlyChecked<T>(fn: (tx: Transaction) => Promise<T>): (tx: Transaction) => Promise<T | Violation> {
+  return async (tx) => {
+    try {
+      return await fn(tx);
+    } catch (e) {
+      if (e instanceof Violation) return e;
+      throw e;
+    }
+  };
+}
+
+class PlannedAbort extends Error {
+  constructor() {
+    super('planned abort');
+  }
+}
+
+interface BankReadResult {
+  total: bigint;
+  present: number;
+}
+
+class Run {
+  private store!: Store;
+  private readonly rng: Prng;
+  private readonly file: string;
+  private readonly dir: string;
+  private readonly r: StressResult;
+  private readonly violations: string[] = [];
+  private readonly total: bigint;
+  /** Per account: sum of acknowledged deltas; closes and reopens acknowledged. */
+  private readonly delta: bigint[];
+  private readonly closes: number[];
+  private readonly reopens: number[];
+  /** Per chain transaction id: its keys, and its fate. */
+  private readonly chainPlan = new Map<number, number[]>();
+  private readonly chainAcked = new Set<number>();
+  private readonly chainAborted = new Set<number>();
+  private chainIdNext = 1;
+  private lastProgress = performance.now();
+  private stopAt = 0;
+  private stopped = false;
+
+  constructor(private readonly o: StressOpts) {
+    this.rng = new Prng(o.seed);
+    this.dir = mkdtempSync(path.join(o.dir ?? tmpdir(), 'sixtree-stress-'));
+    this.file = path.join(this.dir, 'store.img');
+    this.total = BigInt(o.accounts) * BALANCE_INITIAL;
+    this.delta = Array.from({ length: o.accounts }, () => 0n);
+    this.closes = new Array<number>(o.accounts).fill(0);
+    this.reopens = new Array<number>(o.accounts).fill(0);
+    this.r = {
+      seed: o.seed,
+      violations: this.violations,
+      commits: 0,
+      aborts: 0,
+      transfers: 0,
+      closes: 0,
+      reopens: 0,
+      fillerTxns: 0,
+      chainAppends: 0,
+      readers: 0,
+      readersTooBig: 0,
+      attemptsInconsistent: 0,
+      fscks: 0,
+      fscksUnderLoadWithProblems: 0,
+      fsckUnderLoadFirst: '',
+      restarts: 0,
+      splits: 0,
+      merges: 0,
+      evictions: 0,
+      depthBank: 0,
+      ms: 0,
+      dump: '',
+    };
+  }
+
+  private violation(msg: string): void {
+    this.violations.push(msg);
+    this.stopped = true;
+  }
+
+  async run(): Promise<StressResult> {
+    const t0 = performance.now();
+    const o = this.o;
+    try {
+      await Store.format(this.file, {
+        size: o.deviceBytes,
+        nodeSize: o.nodeSizeBytes,
+        blockSize: o.blockSizeBytes,
+        btrees: [{ name: BANK }, { name: CHAIN }],
+      });
+      this.store = await Store.open(this.file, { cacheSize: o.cacheBytes });
+      await this.populate();
+      o.log?.(`seed ${o.seed}: populated, ${o.workers} workers start`);
+      this.stopAt = performance.now() + o.secondsMax * 1000;
+      const workers = Array.from({ length: o.workers }, (_, w) => this.worker(w, new Prng((o.seed * 7919 + w * 104729) >>> 0)));
+      const hang = await this.watchProgress(Promise.all(workers));
+      if (hang) {
+        this.violation(hang);
+        this.r.dump = this.dumpText();
+        return this.finish(t0, false);
+      }
+      this.collectStats();
+      o.log?.(`seed ${o.seed}: workers done, checking`);
+      // checked even after a violation: whether the store itself is damaged
+      await this.checkAll('at the end');
+      {
+        await this.store.close();
+        this.store = await Store.open(this.file, { cacheSize: o.reopenCacheBytes });
+        await this.checkAll('after close and reopen');
+      }
+    } catch (e) {
+      this.violation(`unexpected error: ${errText(e)}`);
+    }
+    if (this.violations.length && this.store?.isOpen()) this.r.dump = this.dumpText();
+    return this.finish(t0, true);
+  }
+
+  private async finish(t0: number, close: boolean): Promise<StressResult> {
+    if (close && this.store?.isOpen()) {
+      try {
+        await this.store.close();
+      } catch (e) {
+        this.violation(`close: ${errText(e)}`);
+      }
+    }
+    this.r.ms = performance.now() - t0;
+    // a hung store cannot be closed: its file stays (the process exits soon)
+    if (close) rmSync(this.dir, { recursive: true, force: true });
+    return this.r;
+  }
+
+  private dumpText(): string {
+    try {
+      return `${this.store.toText()}\nstats: ${JSON.stringify(this.store.stats())}`;
+    } catch (e) {
+      return `(no dump: ${errText(e)})`;
+    }
+  }
+
+  private collectStats(): void {
+    const s = this.store.stats() as unknown as Record<string, Record<string, unknown>>;
+    const num = (o: unknown, k: string) => (o && typeof o === 'object' && typeof (o as Record<string, unknown>)[k] === 'number' ? ((o as Record<string, unknown>)[k] as number) : 0);
+    this.r.restarts = num(s.transactions, 'restarts');
+    this.r.splits = num(s.interior, 'splits');
+    this.r.merges = num(s.interior, 'merges');
+    this.r.evictions = num(s.cache, 'evictions');
+  }
+
+  /** Resolves with a hang message if no operation finished for PROGRESS_TIMEOUT_MS, else null when p settles. */
+  private async watchProgress(p: Promise<unknown>): Promise<string | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const hang = new Promise<string>((resolve) => {
+      const tick = () => {
+        const idle = performance.now() - this.lastProgress;
+        if (idle > PROGRESS_TIMEOUT_MS) resolve(`hang: no operation finished for ${(idle / 1000).toFixed(0)} s`);
+        else timer = setTimeout(tick, 1000);
+      };
+      timer = setTimeout(tick, 1000);
+    });
+    try {
+      return await Promise.race([p.then(() => null), hang]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async populate(): Promise<void> {
+    const o = this.o;
+    const batch = 64;
+    for (let i = 0; i < o.accounts; i += batch) {
+      await this.store.transact((tx) => {
+        for (let k = i; k < Math.min(o.accounts, i + batch); k++) tx.put(BANK, accountPos(k), accountValue(k, BALANCE_INITIAL, this.rng.int(o.accountPadMax + 1)));
+      });
+    }
+    for (let c = 0; c < o.chains; c += batch) {
+      await this.store.transact((tx) => {
+        for (let k = c; k < Math.min(o.chains, c + batch); k++) tx.put(CHAIN, chainPos(k), chainValue(CHAIN_MAGIC, k, 0, []));
+      });
+    }
+  }
+
+  /* ---------------------------------------------------------------- workers */
+
+  private async worker(w: number, rng: Prng): Promise<void> {
+    for (let op = 0; op < this.o.opsPerWorker && !this.stopped && performance.now() < this.stopAt; op++) {
+      const x = rng.int(1000);
+      try {
+        if (x < 380) await this.transfer(rng, 2);
+        else if (x < 450) await this.transfer(rng, rng.range(3, 4));
+        else if (x < 480) await this.closeOrReopen(rng);
+        else if (x < 510) await this.abortTransfer(rng);
+        else if (x < 600) await this.filler(rng);
+        else if (x < 800) await this.chainAppend(rng);
+        else if (x < 850) await this.bankReadScan(rng, false);
+        else if (x < 870) await this.bankReadScan(rng, true);
+        else if (x < 890) await this.bankReadGets(rng);
+        else if (x < 960) await this.chainRead(rng);
+        else if (x < 998) await this.pointReads(rng);
+        else await this.fsckNow();
+      } catch (e) {
+        if (e instanceof Violation) this.violation(`worker ${w} op ${op}: ${e.message}`);
+        else this.violation(`worker ${w} op ${op}: unexpected error: ${errText(e)}`);
+        return;
+      }
+      this.lastProgress = performance.now();
+    }
+  }
+
+  private async getAccount(tx: Transaction, i: number, intent: boolean): Promise<{ balance: bigint; pad: number } | null> {
+    const v = await tx.get(BANK, accountPos(i), intent ? { intent: true } : undefined);
+    return v ? accountParse(i, v) : null;
+  }
+
+  private pickDistinct(rng: Prng, n: number, count: number): number[] {
+    const out: number[] = [];
+    while (out.length < Math.min(count, n)) {
+      const k = rng.int(n);
+      if (!out.includes(k)) out.push(k);
+    }
+    return out;
+  }
+
+  /** Move planned amounts from the first account to the others (capped by its balance). */
+  private async transfer(rng: Prng, n: number): Promise<void> {
+    const ids = this.pickDistinct(rng, this.o.accounts, n);
+    const want = ids.slice(1).map(() => BigInt(rng.range(1, 300)));
+    const intent = rng.bool(this.o.intentProbability);
+    const padNew = rng.bool(0.2) ? rng.int(this.o.accountPadMax + 1) : -1;
+    const yieldBetween = rng.bool(0.3);
+    const moved = await this.store.transact(async (tx) => {
+      const accts = [];
+      for (const i of ids) {
+        accts.push(await this.getAccount(tx, i, intent));
+        if (yieldBetween) await new Promise((r) => setImmediate(r));
+      }
+      if (accts.some((a) => a === null)) return null;
+      let from = accts[0]!.balance;
+      const amounts: bigint[] = [];
+      for (let k = 1; k < ids.length; k++) {
+        const amt = want[k - 1]! <= from ? want[k - 1]! : from;
+        from -= amt;
+        amounts.push(amt);
+      }
+      tx.put(BANK, accountPos(ids[0]!), accountValue(ids[0]!, from, padNew >= 0 ? padNew : accts[0]!.pad));
+      for (let k = 1; k < ids.length; k++) tx.put(BANK, accountPos(ids[k]!), accountValue(ids[k]!, accts[k]!.balance + amounts[k - 1]!, accts[k]!.pad));
+      return amounts;
+    });
+    this.r.commits++;
+    if (!moved) return;
+    this.r.transfers++;
+    for (let k = 1; k < ids.length; k++) {
+      this.delta[ids[0]!] -= moved[k - 1]!;
+      this.delta[ids[k]!] += moved[k - 1]!;
+    }
+  }
+
+  private async closeOrReopen(rng: Prng): Promise<void> {
+    let [a, b] = this.pickDistinct(rng, this.o.accounts, 2) as [number, number];
+    // half the time an account closed by now (if any): reopens happen at every size
+    const closed = this.closedAccounts();
+    if (closed.length && rng.bool()) {
+      a = rng.pick(closed);
+      if (b === a) b = (a + 1) % this.o.accounts;
+    }
+    const intent = rng.bool(this.o.intentProbability);
+    const pad = rng.int(this.o.accountPadMax + 1);
+    const done = await this.store.transact(async (tx) => {
+      const va = await this.getAccount(tx, a, intent);
+      if (!va) {
+        tx.put(BANK, accountPos(a), accountValue(a, 0n, pad));
+        return { kind: 'reopen' as const, moved: 0n };
+      }
+      const vb = await this.getAccount(tx, b, intent);
+      if (!vb) return null;
+      tx.put(BANK, accountPos(b), accountValue(b, vb.balance + va.balance, vb.pad));
+      tx.del(BANK, accountPos(a));
+      return { kind: 'close' as const, moved: va.balance };
+    });
+    this.r.commits++;
+    if (!done) return;
+    if (done.kind === 'reopen') {
+      this.reopens[a]!++;
+      this.r.reopens++;
+    } else {
+      this.closes[a]!++;
+      this.r.closes++;
+      this.delta[a] -= done.moved;
+      this.delta[b] += done.moved;
+    }
+  }
+
+  private closedAccounts(): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < this.o.accounts; i++) if (this.closes[i]! > this.reopens[i]!) out.push(i);
+    return out;
+  }
+
+  /** A transfer that writes both accounts, then throws: transact must reject with that error and commit nothing. */
+  private async abortTransfer(rng: Prng): Promise<void> {
+    const [a, b] = this.pickDistinct(rng, this.o.accounts, 2) as [number, number];
+    const amt = BigInt(rng.range(1, 1_000_000));
+    const late = rng.bool();
+    try {
+      await this.store.transact(async (tx) => {
+        const va = await this.getAccount(tx, a, false);
+        const vb = await this.getAccount(tx, b, false);
+        tx.put(BANK, accountPos(a), accountValue(a, (va?.balance ?? 0n) - amt, 0));
+        tx.put(BANK, accountPos(b), accountValue(b, (vb?.balance ?? 0n) + amt * 2n, 0));
+        if (late) await new Promise((r) => setImmediate(r));
+        throw new PlannedAbort();
+      });
+    } catch (e) {
+      if (e instanceof PlannedAbort) {
+        this.r.aborts++;
+        return;
+      }
+      throw e;
+    }
+    throw new Violation(`abort transfer ${a} -> ${b}: transact() resolved although the callback threw`);
+  }
+
+  /** Insert a run of filler keys between two accounts, or delete the filler of several gaps (merges). */
+  private async filler(rng: Prng): Promise<void> {
+    const btree = rng.bool(0.7) ? BANK : CHAIN;
+    const slots = btree === BANK ? this.o.accounts : this.o.chains;
+    const gap = rng.int(slots);
+    const wipe = rng.bool(0.4);
+    const span = rng.range(1, 8);
+    const count = rng.range(1, 48);
+    const first = rng.range(1, STRIDE - count);
+    const sizes = Array.from({ length: count }, () => rng.range(8, this.o.fillerBytesMax));
+    await this.store.transact((tx) => {
+      if (wipe) {
+        for (let g = gap; g < Math.min(slots, gap + span); g++) tx.delRange(btree, fillerPos(g, 1), fillerPos(g + 1, 0));
+      } else {
+        for (let j = 0; j < count; j++) {
+          const p = fillerPos(gap, first + j);
+          tx.put(btree, p, fillerValue(Number(p.offset), sizes[j]!));
+        }
+      }
+    });
+    this.r.commits++;
+    this.r.fillerTxns++;
+  }
+
+  /** Append this transaction's id to 2-6 chain keys (archiving full lists); some abort after writing. */
+  private async chainAppend(rng: Prng): Promise<void> {
+    const id = this.chainIdNext++;
+    const keys = this.pickDistinct(rng, this.o.chains, rng.range(2, 6));
+    const intent = rng.bool(this.o.intentProbability);
+    const abort = rng.bool(0.05);
+    const yieldBetween = rng.bool(0.3);
+    this.chainPlan.set(id, keys);
+    try {
+      await this.store.transact(async (tx) => {
+        for (const c of keys) {
+          const v = await tx.get(CHAIN, chainPos(c), intent ? { intent: true } : undefined);
+          if (!v) throw new Violation(`chain key ${c} is missing (read in chain transaction ${id})`);
+          let { segments, ids } = chainParse(CHAIN_MAGIC, c, null, v);
+          if (ids.length >= this.o.chainEntriesMax) {
+            tx.put(CHAIN, archivePos(c, segments), chainValue(ARCHIVE_MAGIC, c, segments, ids));
+            segments++;
+            ids = [];
+          }
+          ids.push(id);
+          tx.put(CHAIN, chainPos(c), chainValue(CHAIN_MAGIC, c, segments, ids));
+          if (yieldBetween) await new Promise((r) => setImmediate(r));
+        }
+        if (abort) throw new PlannedAbort();
+      });
+    } catch (e) {
+      if (e instanceof PlannedAbort) {
+        this.chainAborted.add(id);
+        this.r.aborts++;
+        return;
+      }
+      throw e;
+    }
+    if (abort) throw new Violation(`chain transaction ${id}: transact() resolved although the callback threw`);
+    this.chainAcked.add(id);
+    this.r.commits++;
+    this.r.chainAppends++;
+  }
+
+  /** Every id of chain key c, oldest first (archives, then the key), read in tx. */
+  private async chainEntries(tx: Transaction, c: number): Promise<number[]> {
+    const v = await tx.get(CHAIN, chainPos(c));
+    if (!v) throw new Violation(`chain key ${c} is missing`);
+    const head = chainParse(CHAIN_MAGIC, c, null, v);
+    const out: number[] = [];
+    let seg = 0;
+    for await (const e of tx.iter(CHAIN, archivePos(c, 0), { end: archivePos(c, SEGMENTS_MAX) })) {
+      if (Number(e.pos.offset) !== c * SEGMENTS_MAX + seg) throw new Violation(`chain key ${c}: archive ${seg} missing (found ${Number(e.pos.offset) - c * SEGMENTS_MAX})`);
+      out.push(...chainParse(ARCHIVE_MAGIC, c, seg, e.value).ids);
+      seg++;
+    }
+    if (seg !== head.segments) throw new Violation(`chain key ${c}: ${seg} archive keys, the key says ${head.segments}`);
+    out.push(...head.ids);
+    return out;
+  }
+
+  /** Read every entry of 2-4 chain keys in one transaction: each transaction seen is seen on every read key it appended to. */
+  private async chainRead(rng: Prng): Promise<void> {
+    const keys = this.pickDistinct(rng, this.o.chains, rng.range(2, 4));
+    const seen = await this.store.transact(
+      readOnlyChecked(async (tx) => {
+        const out = new Map<number, number[]>();
+        for (const c of keys) out.set(c, await this.chainEntries(tx, c));
+        return out;
+      }),
+    );
+    this.r.readers++;
+    if (seen instanceof Violation) throw seen;
+    const sets = new Map([...seen].map(([c, ids]) => [c, new Set(ids)]));
+    for (const [c, ids] of seen) {
+      for (const id of ids) {
+        if (this.chainAborted.has(id)) throw new Violation(`chain reader: key ${c} holds aborted transaction ${id} (dirty write)`);
+        const plan = this.chainPlan.get(id);
+        if (!plan) throw new Violation(`chain reader: key ${c} holds id ${id}, never planned`);
+        if (!plan.includes(c)) throw new Violation(`chain reader: key ${c} holds transaction ${id}, which appended to keys [${plan.join(',')}] only`);
+        for (const d of plan) {
+          if (d !== c && sets.has(d) && !sets.get(d)!.has(id)) {
+            throw new Violation(`chain reader: transaction ${id} (keys [${plan.join(',')}]) is visible on key ${c} but not on key ${d} in one transaction (not atomic / not serializable)`);
+          }
+        }
+      }
+    }
+  }
+
+  /** All accounts in one transaction by iterator (forward or reverse): the total is invariant. */
+  private async bankReadScan(rng: Prng, reverse: boolean): Promise<void> {
+    const slowly = rng.bool(0.2);
+    const prefetch = rng.bool();
+    const got = await this.store.transact(readOnlyChecked(async (tx) => {
+      const it = tx.iter(BANK, pos(1, 0), { end: pos(2, 0), prefetch });
+      const res: BankReadResult = { total: 0n, present: 0 };
+      let n = 0;
+      const take = (e: { pos: { offset: bigint; inode: bigint }; value: Uint8Array }) => {
+        if (e.pos.inode !== 1n) throw new Violation(`bank scan: key ${e.pos.inode}:${e.pos.offset} outside the bank's inode`);
+        const off = Number(e.pos.offset);
+        if (off % STRIDE === 0) {
+          res.total += accountParse(off / STRIDE, e.value).balance;
+          res.present++;
+        } else fillerCheck(off, e.value);
+      };
+      if (!reverse) {
+        for (let e = await it.peek(); e; e = await it.next()) {
+          take(e);
+          if (slowly && ++n % 64 === 0) await new Promise((r) => setImmediate(r));
+        }
+      } else {
+        it.setPos(pos(1, this.o.accounts * STRIDE));
+        for (let e = await it.peekPrev(); e && e.pos.inode === 1n; e = await it.prev()) {
+          take(e);
+          if (slowly && ++n % 64 === 0) await new Promise((r) => setImmediate(r));
+        }
+      }
+      if (res.total !== this.total) this.r.attemptsInconsistent++;
+      return res;
+    }));
+    this.r.readers++;
+    if (got instanceof Violation) throw got;
+    if (got.total !== this.total) {
+      throw new Violation(`bank ${reverse ? 'reverse' : 'forward'} scan: total ${got.total} over ${got.present} accounts in one transaction, invariant ${this.total} (a transfer seen half done, lost or doubled)`);
+    }
+  }
+
+  /** All accounts in one transaction by tx.get: the total is invariant (over the path limit: counted, not checked). */
+  private async bankReadGets(rng: Prng): Promise<void> {
+    const order = rng.bool() ? 'up' : 'random';
+    const idx = Array.from({ length: this.o.accounts }, (_, i) => i);
+    if (order === 'random') {
+      for (let i = idx.length - 1; i > 0; i--) {
+        const j = rng.int(i + 1);
+        [idx[i], idx[j]] = [idx[j]!, idx[i]!];
+      }
+    }
+    let got: BankReadResult | Violation;
+    try {
+      got = await this.store.transact(readOnlyChecked(async (tx) => {
+        const res: BankReadResult = { total: 0n, present: 0 };
+        for (const i of idx) {
+          const a = await this.getAccount(tx, i, false);
+          if (a) {
+            res.total += a.balance;
+            res.present++;
+          }
+        }
+        if (res.total !== this.total) this.r.attemptsInconsistent++;
+        return res;
+      }));
+    } catch (e) {
+      if (e instanceof SixtreeError && e.code === 'ERR_INVALID_ARG' && /split it into smaller transactions/.test(e.message)) {
+        this.r.readersTooBig++;
+        return;
+      }
+      throw e;
+    }
+    this.r.readers++;
+    if (got instanceof Violation) throw got;
+    if (got.total !== this.total) throw new Violation(`bank gets (${order} order): total ${got.total} over ${got.present} accounts in one transaction, invariant ${this.total}`);
+  }
+
+  /** Single reads outside transactions (store.get, getSync, store.range): no invariant across keys, each value must parse. */
+  private async pointReads(rng: Prng): Promise<void> {
+    const i = rng.int(this.o.accounts);
+    let v: Uint8Array | undefined;
+    try {
+      v = this.store.getSync(BANK, accountPos(i));
+    } catch (e) {
+      if (!(e instanceof SixtreeError && e.code === 'ERR_WOULD_BLOCK')) throw e;
+      v = await this.store.get(BANK, accountPos(i));
+    }
+    if (v) {
+      const a = accountParse(i, v);
+      if (a.balance < 0n) throw new Violation(`account ${i}: negative balance ${a.balance}`);
+    }
+    const c = rng.int(this.o.chains);
+    const cv = await this.store.get(CHAIN, chainPos(c));
+    if (!cv) throw new Violation(`chain key ${c} is missing (store.get)`);
+    chainParse(CHAIN_MAGIC, c, null, cv);
+    let n = 0;
+    const from = rng.int(this.o.accounts);
+    for await (const e of this.store.range(BANK, { start: accountPos(from), end: pos(2, 0), limit: 50 })) {
+      const off = Number(e.pos.offset);
+      if (off % STRIDE === 0) accountParse(off / STRIDE, e.value);
+      else fillerCheck(off, e.value);
+      n++;
+    }
+    if (n === 0 && from < this.o.accounts - 1) throw new Violation(`store.range from account ${from}: nothing`);
+  }
+
+  private async fsckNow(): Promise<void> {
+    const problems = await this.store.fsck();
+    this.r.fscks++;
+    // fsck walks the tree while other transactions split and merge it: what
+    // it reports then is not promised to be real (the final fsck, on a quiet
+    // store, is the check); counted, and the first report kept
+    if (problems.length) {
+      this.r.fscksUnderLoadWithProblems++;
+      this.r.fsckUnderLoadFirst ||= problems.slice(0, 6).join('; ');
+    }
+  }
+
+  /* ---------------------------------------------------------------- final checks */
+
+  private async checkAll(when: string): Promise<void> {
+    try {
+      await this.checkBank(when);
+      await this.checkChains(when);
+      const problems = await this.store.fsck();
+      if (problems.length) this.violation(`${when}: fsck: ${problems.slice(0, 10).join('; ')}`);
+      this.r.depthBank = Math.max(this.r.depthBank, this.depthOf(BANK));
+    } catch (e) {
+      if (e instanceof Violation) this.violation(`${when}: ${e.message}`);
+      else throw e;
+    }
+  }
+
+  private depthOf(btree: string): number {
+    const m = new RegExp(`${btree}[^\\n]*?depth (\\d+)`).exec(this.store.toText());
+    return m ? Number(m[1]) : 0;
+  }
+
+  private async checkBank(when: string): Promise<void> {
+    const o = this.o;
+    const actual = new Map<number, bigint>();
+    for await (const e of this.store.range(BANK)) {
+      const off = Number(e.pos.offset);
+      if (e.pos.inode !== 1n) throw new Violation(`bank: key ${e.pos.inode}:${off} outside the bank's inode`);
+      if (off % STRIDE === 0) actual.set(off / STRIDE, accountParse(off / STRIDE, e.value).balance);
+      else fillerCheck(off, e.value);
+    }
+    const wrong: string[] = [];
+    let total = 0n;
+    for (let i = 0; i < o.accounts; i++) {
+      const exists = this.closes[i] === this.reopens[i];
+      const want = BALANCE_INITIAL + this.delta[i]!;
+      const got = actual.get(i);
+      if (got !== undefined) total += got;
+      if (!exists && want !== 0n) wrong.push(`account ${i}: closed with ${want} left in the model`);
+      if (exists !== (got !== undefined)) wrong.push(`account ${i}: ${got === undefined ? 'absent' : 'present'}, but ${this.closes[i]} closes and ${this.reopens[i]} reopens were acknowledged`);
+      else if (got !== undefined && got !== want) wrong.push(`account ${i}: balance ${got}, the acknowledged transfers make it ${want} (${got - want > 0n ? '+' : ''}${got - want})`);
+      if (got !== undefined && got < 0n) wrong.push(`account ${i}: negative balance ${got}`);
+    }
+    for (const i of actual.keys()) if (i >= o.accounts) wrong.push(`account ${i}: never created`);
+    if (total !== this.total) wrong.unshift(`total ${total}, invariant ${this.total}`);
+    if (wrong.length) throw new Violation(`bank (${wrong.length} problems): ${wrong.slice(0, 12).join('; ')}`);
+  }
+
+  private async checkChains(when: string): Promise<void> {
+    const o = this.o;
+    const entries = new Map<number, number[]>();
+    // in transactions of a few keys (the path limit)
+    for (let c = 0; c < o.chains; c += 16) {
+      const part = await this.store.transact(async (tx) => {
+        const m = new Map<number, number[]>();
+        for (let k = c; k < Math.min(o.chains, c + 16); k++) m.set(k, await this.chainEntries(tx, k));
+        return m;
+      });
+      for (const [k, v] of part) entries.set(k, v);
+    }
+    const wrong: string[] = [];
+    const expected = new Map<number, Set<number>>();
+    for (const id of this.chainAcked) for (const c of this.chainPlan.get(id)!) (expected.get(c) ?? expected.set(c, new Set()).get(c)!).add(id);
+    for (let c = 0; c < o.chains; c++) {
+      const ids = entries.get(c)!;
+      const seen = new Set<number>();
+      for (const id of ids) {
+        if (seen.has(id)) wrong.push(`chain key ${c}: transaction ${id} appended twice`);
+        seen.add(id);
+        if (this.chainAborted.has(id)) wrong.push(`chain key ${c}: holds aborted transaction ${id} (dirty write)`);
+        else if (!this.chainAcked.has(id)) wrong.push(`chain key ${c}: holds transaction ${id}, never acknowledged`);
+        else if (!this.chainPlan.get(id)!.includes(c)) wrong.push(`chain key ${c}: holds transaction ${id}, which never appended to it`);
+      }
+      for (const id of expected.get(c) ?? []) if (!seen.has(id)) wrong.push(`chain key ${c}: acknowledged transaction ${id} (keys [${this.chainPlan.get(id)!.join(',')}]) is missing (lost update)`);
+    }
+    // one serial order: the graph of consecutive entries on each key is acyclic
+    const succ = new Map<number, Set<number>>();
+    const indeg = new Map<number, number>();
+    for (const ids of entries.values()) {
+      for (let k = 0; k < ids.length; k++) {
+        if (!indeg.has(ids[k]!)) indeg.set(ids[k]!, 0);
+        if (k === 0) continue;
+        const s = succ.get(ids[k - 1]!) ?? succ.set(ids[k - 1]!, new Set()).get(ids[k - 1]!)!;
+        if (!s.has(ids[k]!)) {
+          s.add(ids[k]!);
+          indeg.set(ids[k]!, (indeg.get(ids[k]!) ?? 0) + 1);
+        }
+      }
+    }
+    const ready = [...indeg].filter(([, d]) => d === 0).map(([id]) => id);
+    let ordered = 0;
+    while (ready.length) {
+      const id = ready.pop()!;
+      ordered++;
+      for (const n of succ.get(id) ?? []) {
+        const d = indeg.get(n)! - 1;
+        indeg.set(n, d);
+        if (d === 0) ready.push(n);
+      }
+    }
+    if (ordered !== indeg.size) {
+      const cyc = [...indeg].filter(([, d]) => d > 0).map(([id]) => id);
+      wrong.push(`the chains' orders admit no serial order: ${cyc.length} transactions on a cycle (e.g. ${cyc.slice(0, 8).join(',')}: ${cyc
+        .slice(0, 3)
+        .map((id) => `${id} on keys [${this.chainPlan.get(id)!.join(',')}]`)
+        .join('; ')})`);
+    }
+    if (wrong.length) throw new Violation(`chains (${wrong.length} problems): ${wrong.slice(0, 12).join('; ')}`);
+  }
+}
+
+export async function runStress(o: StressOpts): Promise<StressResult> {
+  return new Run(o).run();
+}
+
+export function resultText(r: StressResult): string {
+  return (
+    `${r.violations.length ? 'FAIL' : 'ok'}  ${r.commits} commits (${r.transfers} transfers, ${r.closes} closes, ${r.reopens} reopens, ${r.chainAppends} chain appends, ${r.fillerTxns} filler), ` +
+    `${r.aborts} aborts, ${r.readers} readers (${r.readersTooBig} over the path limit), ${r.attemptsInconsistent} restarted attempts saw another total, ${r.fscks} fscks under load (${r.fscksUnderLoadWithProblems} reported problems${r.fsckUnderLoadFirst ? `, first: ${r.fsckUnderLoadFirst}` : ''}), ` +
+    `${r.restarts} restarts, ${r.splits} splits, ${r.merges} merges, ${r.evictions} evictions, bank depth ${r.depthBank}, ${(r.ms / 1000).toFixed(1)} s`
+  );
+}
+
+function errText(e: unknown): string {
+  if (e instanceof SixtreeError) return `${e.code}: ${e.message}${e.stack ? `\n      ${e.stack.split('\n').slice(1, 8).join('\n      ')}` : ''}`;
+  if (e instanceof Error) return `${e.name}: ${e.message}${e.stack ? `\n      ${e.stack.split('\n').slice(1, 8).join('\n      ')}` : ''}`;
+  return String(e);
+}
+
+/* ------------------------------------------------------------------ command line */
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      count: { type: 'string', default: '4' },
+      seed: { type: 'string' },
+      workers: { type: 'string' },
+      ops: { type: 'string' },
+      seconds: { type: 'string' },
+      'node-size': { type: 'string' },
+      'block-size': { type: 'string' },
+      'cache-mib': { type: 'string' },
+      accounts: { type: 'string' },
+      chains: { type: 'string' },
+      dir: { type: 'string' },
+      quiet: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(
+      'usage: node dist/bench/stress-campaign.js [--count N] [--seed S] [--workers W] [--ops O] [--seconds T]\n' +
+        '         [--node-size B] [--block-size B] [--cache-mib M] [--accounts A] [--chains C] [--dir DIR] [--quiet]\n' +
+        '  N runs with seeds S, S+1, ... (default S: random); each run draws the sizes not given from its seed.\n' +
+        '  W workers x O operations each (default 200), a run stops starting operations after T seconds (default 60).\n' +
+        '  Exits 1 if any run breaks an invariant (bank totals and balances, chain lost updates / dirty writes /\n' +
+        '  serial order, fsck), printing the seed, the parameters, the invariant and the store\'s toText() and stats().\n',
+    );
+    return;
+  }
+  const int = (name: string, v: string | undefined, min: number): number | undefined => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${name}: ${v} is not an integer >= ${min}`);
+    return n;
+  };
+  const count = int('count', values.count, 1)!;
+  const over: Partial<StressOpts> = {};
+  const set = <K extends keyof StressOpts>(k: K, v: StressOpts[K] | undefined) => {
+    if (v !== undefined) over[k] = v;
+  };
+  set('workers', int('workers', values.workers, 1));
+  set('opsPerWorker', int('ops', values.ops, 1));
+  set('secondsMax', int('seconds', values.seconds, 1));
+  set('nodeSizeBytes', int('node-size', values['node-size'], 4096));
+  set('blockSizeBytes', int('block-size', values['block-size'], 512));
+  const cacheMib = values['cache-mib'] !== undefined ? Number(values['cache-mib']) : undefined;
+  if (cacheMib !== undefined && !(cacheMib > 0)) throw new Error(`--cache-mib: ${values['cache-mib']} is not a positive number`);
+  if (cacheMib !== undefined) over.cacheBytes = Math.ceil(cacheMib * 1024 * 1024);
+  set('accounts', int('accounts', values.accounts, 2));
+  set('chains', int('chains', values.chains, 2));
+  if (values.dir !== undefined) over.dir = values.dir;
+  const seed0 = values.seed !== undefined ? Number(values.seed) >>> 0 : (Math.random() * 0x1_0000_0000) >>> 0;
+  if (!values.quiet) over.log = (l: string) => process.stderr.write(`${l}\n`);
+  process.stdout.write(`stress campaign: ${count} runs, seeds ${seed0}..${(seed0 + count - 1) >>> 0}\n`);
+  const t0 = performance.now();
+  let finished = false;
+  process.on('beforeExit', () => {
+    if (finished) return;
+    process.stdout.write('stress campaign: the event loop drained before the campaign finished: a promise of the store never settled (hang)\n');
+    process.exit(1);
+  });
+  const failures: Array<{ o: StressOpts; r: StressResult }> = [];
+  for (let i = 0; i < count; i++) {
+    const o = stressRunOpts((seed0 + i) >>> 0, over);
+    const r = await runStress(o);
+    process.stdout.write(`run ${i + 1}/${count} ${optsText(o)}\n    ${resultText(r)}\n`);
+    if (r.violations.length) {
+      failures.push({ o, r });
+      process.stdout.write(`    VIOLATION: ${r.violations.join('\n    VIOLATION: ')}\n`);
+      // a hung store keeps its promises pending: stop here with what we have
+      if (r.violations.some((v) => v.startsWith('hang'))) break;
+    }
+  }
+  const secs = (performance.now() - t0) / 1000;
+  process.stdout.write(`\nsummary: ${count} runs, ${failures.length} failing, ${secs.toFixed(1)} s\n`);
+  for (const { o, r } of failures) {
+    process.stdout.write(`\nFAILED ${optsText(o)}\n  replay: node dist/bench/stress-campaign.js --count 1 --seed ${o.seed}\n  ${r.violations.join('\n  ')}\n--- store ---\n${r.dump}\n`);
+  }
+  finished = true;
+  process.exit(failures.length ? 1 : 0);
+}
+
+const invokedAs = process.argv[1] ? pathToFileURL(path.resolve(process.argv[1])).href : '';
+if (invokedAs === import.meta.url || invokedAs === pathToFileURL(fileURLToPath(import.meta.url)).href) {
+  main().catch((e) => {
+    process.stderr.write(`stress campaign: ${errText(e)}\n`);
+    process.exit(2);
+  });
+}

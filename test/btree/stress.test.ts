@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Transactions under concurrency (docs/api.md, transact(): atomic and
+ * serializable; a callback that throws commits nothing), checked by the
+ * stress campaign (bench/stress-campaign.ts) at a size CI can afford: a few
+ * seeds of a couple of seconds each, 4 KiB nodes and a cache a little above
+ * its reserve, so leaves split, merge and are evicted under the transactions.
+ * Each run checks bank transfers (every balance is its initial value plus the
+ * acknowledged transfers, readers' totals are invariant), version chains (no
+ * lost update, no dirty write, one serial order), and fsck, at the end and
+ * after close and reopen. The bigger campaign: `npm run stress` or
+ * `node dist/bench/stress-campaign.js --count N`.
+ */
+
+import { describe, expect, it } from 'vitest';
+import { optsText, resultText, runStress, stressRunOpts } from '../../bench/stress-campaign.js';
+
+describe('Store#transact() under the stress campaign (small)', () => {
+  for (const c of [
+    { seed: 71, accounts: 64, chains: 16, workers: 32 },
+    { seed: 72, accounts: 512, chains: 64, workers: 16 },
+    { seed: 73, accounts: 256, chains: 256, workers: 64 },
+  ]) {
+    it(`seed ${c.seed}: ${c.accounts} accounts, ${c.chains} chain keys, ${c.workers} workers, 4 KiB nodes, small cache`, async () => {
+      const o = stressRunOpts(c.seed, {
+        accounts: c.accounts,
+        chains: c.chains,
+        workers: c.workers,
+        opsPerWorker: 60,
+        secondsMax: 3,
+        nodeSizeBytes: 4096,
+        cacheBytes: 320 << 10,
+        reopenCacheBytes: 320 << 10,
+        deviceBytes: 64 << 20,
+      });
+      const r = await runStress(o);
+      expect(r.violations, `${optsText(o)}\n${resultText(r)}\n${r.dump}`).toEqual([]);
+      expect(r.commits, 'the run must commit transactions').toBeGreaterThan(0);
+    }, 60_000);
+  }
+});
