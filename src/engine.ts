@@ -226,6 +226,8 @@ export interface StoreStats {
     starvationWaits: number;
     /** Store calls refused with ERR_TX_NESTED (made by a transact() callback of the same store). */
     nestedCallsRefused: number;
+    /** Callback errors not handed to the caller: the attempt's reads no longer held, so it ran again. */
+    callbackErrorsRestarted: number;
   };
   /** store.get: answered by the synchronous walk, or fallen back to a transaction (and why). */
   lookups: { fast: number; fallbackLocked: number; fallbackUncached: number; fastAfterRead: number; syncWouldBlock: number; childIndexBuilds: number; yields: number };
@@ -307,6 +309,8 @@ export class Engine {
     starvationWaits: 0,
     /** Store calls refused with ERR_TX_NESTED: made by a transact() callback of the same store (Store.nestedCheck). */
     nestedCallsRefused: 0,
+    /** An error thrown by a transact() callback whose reads no longer held: the attempt restarted instead (Store.transactGated). */
+    callbackErrorsRestarted: 0,
     nodeWrites: 0,
     nodeWriteErrors: 0,
     nodeWritesNew: 0,
@@ -2222,6 +2226,7 @@ export class Engine {
         starvationGates: this.counters.starvationGates,
         starvationWaits: this.counters.starvationWaits,
         nestedCallsRefused: this.counters.nestedCallsRefused,
+        callbackErrorsRestarted: this.counters.callbackErrorsRestarted,
       },
       lookups: { ...this.lookupNowait.counters },
       btrees,

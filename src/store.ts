@@ -512,6 +512,7 @@ export class Store {
         let result: T;
         let seq = 0;
         let shrunk: MergeCheckPos[] = [];
+        let fnReturned = false;
         try {
           // a caller's callback is counted while it runs (the nested-call
           // watch); a synchronous one only during the call. This function,
@@ -539,6 +540,7 @@ export class Store {
             bt.done = true;
             result = await r;
           }
+          fnReturned = true;
           bt.done = true;
           if (bt.nestedError) throw bt.nestedError;
           if (bt.restartThrown) {
@@ -560,6 +562,19 @@ export class Store {
           if (isRestart(e) || bt.restartThrown) {
             restarted(isRestart(e) ? e.restartCode : bt.restartThrown);
             continue;
+          }
+          // the callback threw: on what it read, which may be a state no
+          // serial order has (an iterator drops the leaves it has passed,
+          // a read that waits for I/O drops its locks; the read set is
+          // checked only at commit). Its error goes to the caller only if
+          // those reads still hold, as a commit would; else it runs again
+          if (!fnReturned) {
+            const ret = bt.readsValidate();
+            if (ret) {
+              engine.counters.callbackErrorsRestarted++;
+              restarted(ret);
+              continue;
+            }
           }
           throw e;
         } finally {

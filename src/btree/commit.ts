@@ -203,9 +203,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
   }
   if (updates.length === 0) {
     // read-only: what we read must still hold
-    let ret = trans.relock();
-    if (!ret && !trans.readSetValid()) ret = countRestart(ERR.transaction_restart_relock_path);
-    return { ...none, ret };
+    return { ...none, ret: trans.readsValidate() };
   }
   if (!sorted) updates.sort(updateCmp);
 

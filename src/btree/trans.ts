@@ -260,6 +260,18 @@ export class BtreeTrans implements LockOwner, CacheTrans {
     return true;
   }
 
+  /**
+   * Everything this attempt read still holds: its paths relock and every
+   * leaf it read is unchanged. 0, or the restart code. A read-only commit's
+   * check; also made before an error the callback threw goes to the caller
+   * (the callback may have thrown on reads that no serial order has).
+   */
+  readsValidate(): number {
+    const ret = this.relock();
+    if (ret) return ret;
+    return this.readSetValid() ? 0 : countRestart(ERR.transaction_restart_relock_path);
+  }
+
   /** The path's node is in the read set, still the same node, unchanged since it was read: the commit's check covers it. */
   private readSetVouches(path: BtreePath): boolean {
     const lv = path.l[path.level]!;

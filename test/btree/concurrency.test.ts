@@ -6,6 +6,9 @@
  *  - an iterator stays correct while other transactions split nodes under it.
  *  - a split whose node was replaced meanwhile does not split it by the
  *    commit's keys when they fall outside it.
+ *  - a callback that throws on what it read (a scan that passed a transfer
+ *    half-way: a state no serial order has) runs again instead of its error
+ *    reaching the caller; one that throws on reads that still hold rejects.
  */
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -258,5 +261,85 @@ describe('splitForInsert', () => {
     expect(after.splits).toBe(before.splits);
     expect(after.rewrites).toBe(before.rewrites);
     expect(after.splitRangeMoved! - (before.splitRangeMoved ?? 0)).toBe(1);
+  });
+});
+
+describe('Store#transact(): errors thrown by the callback', () => {
+  // A (1:0) and B (1:1000) with 300 filler keys of 100 bytes between them:
+  // with 4 KiB nodes they sit in different leaves, and a scan from A to B
+  // lets go of A's leaf before it reaches B's
+  const A = 0;
+  const B = 1000;
+  const FILLER = 300;
+
+  async function populate(): Promise<void> {
+    await t.store.transact((tx) => {
+      tx.put('kv', pos(1, A), u64le(100));
+      tx.put('kv', pos(1, B), u64le(100));
+      for (let i = 1; i <= FILLER; i++) tx.put('kv', pos(1, i), new Uint8Array(100));
+    });
+  }
+
+  /** A scan summing A and B that throws when the sum is not 200; pauses at the filler's middle on its first attempt while `during` runs. */
+  async function scanThrowing(during: () => Promise<void>): Promise<{ result: bigint | string; totals: bigint[] }> {
+    let release!: () => void;
+    const paused = new Promise<void>((r) => (release = r));
+    let reachedMiddle!: () => void;
+    const middle = new Promise<void>((r) => (reachedMiddle = r));
+    const totals: bigint[] = [];
+    const reader = t.store.transact(async (tx) => {
+      const first = totals.length === 0;
+      let total = 0n;
+      let n = 0;
+      for await (const e of tx.iter('kv', pos(1, 0), { end: pos(2, 0) })) {
+        if (e.pos.offset === BigInt(A) || e.pos.offset === BigInt(B)) total += readU64le(e.value);
+        if (++n === FILLER - 20 && first) {
+          reachedMiddle();
+          await paused;
+        }
+      }
+      totals.push(total);
+      if (total !== 200n) throw new Error(`total ${total}`);
+      return total;
+    });
+    await middle;
+    await during();
+    release();
+    const result = await reader.then(
+      (v) => v,
+      (e: Error) => e.message,
+    );
+    return { result, totals };
+  }
+
+  it('a scan that passed a transfer half-way and throws on its total runs again: the caller gets the consistent total', async () => {
+    await populate();
+    const before = t.store.stats().transactions.callbackErrorsRestarted;
+    const { result, totals } = await scanThrowing(async () => {
+      await t.store.transact(async (tx) => {
+        const a = readU64le((await tx.get('kv', pos(1, A)))!);
+        const b = readU64le((await tx.get('kv', pos(1, B)))!);
+        tx.put('kv', pos(1, A), u64le(a - 30n));
+        tx.put('kv', pos(1, B), u64le(b + 30n));
+      });
+    });
+    // the first attempt read A before the transfer and B after it
+    expect(totals).toEqual([230n, 200n]);
+    expect(result).toBe(200n);
+    expect(t.store.stats().transactions.callbackErrorsRestarted - before).toBe(1);
+  });
+
+  it('an error thrown on reads that still hold reaches the caller, the callback run once', async () => {
+    await populate();
+    const before = t.store.stats().transactions.callbackErrorsRestarted;
+    // a write that leaves A and B alone: the scan's reads still hold, and its
+    // (planted) inconsistency is what it reports
+    await t.store.transact((tx) => tx.put('kv', pos(1, A), u64le(150)));
+    const { result, totals } = await scanThrowing(async () => {
+      await t.store.put('kv', pos(5, 0), u64le(1));
+    });
+    expect(totals).toEqual([250n]);
+    expect(result).toBe('total 250');
+    expect(t.store.stats().transactions.callbackErrorsRestarted - before).toBe(0);
   });
 });
