@@ -1012,6 +1012,11 @@ export class Engine {
     return true;
   }
 
+  /** The transaction of startSeq holds the gate (locking.ts never makes it a deadlock victim while another can be). */
+  starvationGateHeldBy(startSeq: number): boolean {
+    return this.starving !== null && this.starving.startSeq === startSeq;
+  }
+
   starvationGateOpen(startSeq: number): void {
     const g = this.starving;
     if (g === null || g.startSeq !== startSeq) return;

@@ -25,8 +25,10 @@
  *       with the code, restartPending is set) and the walk is repeated;
  *     - a chain deeper than the bound is treated as a cycle over the chain
  *       (transaction_restart_deadlock_recursion_limit), as bcachefs does.
- *   The oldest transaction alive is never a victim, and a restarting
- *   transaction keeps its startSeq, so every transaction eventually finishes.
+ *   The oldest transaction alive is never a victim (except to the one
+ *   holding the starvation gate, which never is while another owner of the
+ *   cycle can be), and a restarting transaction keeps its startSeq, so every
+ *   transaction eventually finishes.
  *
  * Why checking at wait time finds every cycle (one JS thread, no lost wakeups)
  *   The graph gains edges only when (a) an owner starts waiting: it runs the
@@ -79,6 +81,12 @@ export interface LockOwner extends SixLockOwner {
   readonly startSeq: number;
   /** The wait this owner is blocked in, if any (check waitingOn.state). */
   waitingOn: SixLockWaiter | null;
+  /**
+   * Optional: this owner holds the starvation gate (Engine.starvationGateClose):
+   * it is never chosen as a deadlock victim while another owner of the cycle
+   * or chain can be (the others restart and wait at the gate, so it runs alone).
+   */
+  runsAlone?(): boolean;
   /** Restart code set when chosen as a deadlock victim; cleared once delivered. */
   restartPending: number;
   /** Every node lock this owner holds, in acquisition order. */
@@ -582,14 +590,23 @@ export function lockGraphFindCycle(owner: LockOwner, depthMax: number = lockGrap
   return owners === null ? null : { owners, tooDeep: graphTooDeep };
 }
 
-/** Youngest owner: largest startSeq, ties broken by largest ownerId. */
+/**
+ * Youngest owner: largest startSeq, ties broken by largest ownerId; never the
+ * owner holding the starvation gate if there is another. Without that
+ * exception a starving transaction younger than a chain of waiters deeper
+ * than lockGraphDepthMax (64 writers on a few hot leaves, intent reads) was
+ * the victim of every wait it began: it restarted at once, without sleeping,
+ * 10,000 times in well under a second, and failed with ERR_TOO_MANY_RESTARTS
+ * (the stress campaign, seed 1006); the gate it held kept no one already
+ * running from forming the chain again.
+ */
 function lockCycleVictim(owners: LockOwner[]): LockOwner {
-  let v = owners[0]!;
-  for (let i = 1; i < owners.length; i++) {
-    const o = owners[i]!;
-    if (o.startSeq > v.startSeq || (o.startSeq === v.startSeq && o.ownerId > v.ownerId)) v = o;
+  let v: LockOwner | null = null;
+  for (const o of owners) {
+    if (o.runsAlone?.()) continue;
+    if (v === null || o.startSeq > v.startSeq || (o.startSeq === v.startSeq && o.ownerId > v.ownerId)) v = o;
   }
-  return v;
+  return v ?? owners[0]!;
 }
 
 export function lockCycleToText(c: LockCycle): string {

@@ -111,6 +111,11 @@ export class BtreeTrans implements LockOwner, CacheTrans {
 
   /* ---------------------------------------------------------------- locks */
 
+  /** See LockOwner.runsAlone: this transaction holds the starvation gate. */
+  runsAlone(): boolean {
+    return this.engine.starvationGateHeldBy(this.startSeq);
+  }
+
   lockNode(node: Node, type: LockType): Promise<number> {
     return nodeLock(this, node.lock, type as SixLockType);
   }

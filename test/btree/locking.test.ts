@@ -387,6 +387,47 @@ describe('deadlock detection', () => {
     for (const l of locks) expect(l.counts()).toEqual({ read: 0, intent: 0, write: 0 });
   });
 
+  for (const gate of [false, true]) {
+    it(`a young transaction at the head of a chain deeper than the walk bound ${gate ? 'holding the starvation gate sleeps: the youngest other member restarts' : 'restarts itself'}`, async () => {
+      /* older owners 1..9: owner i holds lock i and waits for lock i+1; owner 9 runs */
+      const n = lockGraphDepthMax + 1;
+      const owners = Array.from({ length: n }, (_, i) => new LockOwnerBase(i + 1, i + 1));
+      const locks = Array.from({ length: n }, () => newLock());
+      for (let i = 0; i < n; i++) await nodeLock(owners[i]!, locks[i]!, intent);
+      const s: { done: boolean; code: number }[] = [];
+      for (let i = n - 2; i >= 0; i--) s[i] = track(nodeLock(owners[i]!, locks[i + 1]!, intent));
+      await flush();
+      expect(lockingCounters.recursionLimitHits).toBe(0);
+      /* the youngest (start 100) wants lock 0: its walk is deeper than the bound */
+      const young: LockOwnerBase & { runsAlone?: () => boolean } = new LockOwnerBase(100, 100);
+      if (gate) young.runsAlone = () => true;
+      const sy = track(nodeLock(young, locks[0]!, intent));
+      await flush();
+      expect(lockingCounters.recursionLimitHits).toBe(1);
+      const restarted = s.map((x, i) => (x.done ? i : -1)).filter((i) => i >= 0);
+      if (!gate) {
+        expect(sy).toEqual({ done: true, code: ERR.transaction_restart_deadlock_recursion_limit });
+        expect(restarted).toEqual([]);
+      } else {
+        /* the walk holds the gate holder and the next 7 (owners 1..7): the youngest of those restarts */
+        expect(sy.done).toBe(false);
+        expect(restarted).toEqual([lockGraphDepthMax - 2]);
+        expect(s[restarted[0]!]!.code).toBe(ERR.transaction_restart_deadlock_recursion_limit);
+        nodeUnlockAll(owners[restarted[0]!]!);
+      }
+      /* everybody finishes once the tail owner lets go */
+      nodeUnlockAll(owners[n - 1]!);
+      for (let k = 0; k < n + 1; k++) {
+        await flush();
+        for (let i = n - 2; i >= 0; i--) if (s[i]!.done) nodeUnlockAll(owners[i]!);
+      }
+      for (let i = 0; i < n - 1; i++) expect(s[i]!.done).toBe(true);
+      if (gate) expect(sy).toEqual({ done: true, code: 0 });
+      nodeUnlockAll(young);
+      for (const l of locks) expect(l.counts()).toEqual({ read: 0, intent: 0, write: 0 });
+    });
+  }
+
   it('checkForDeadlock() is a no-op for an owner that is not waiting', () => {
     const a = new LockOwnerBase(1, 1);
     expect(checkForDeadlock(a)).toBe(0);
