@@ -46,6 +46,11 @@
  *     - chain readers read every entry of 2-4 keys in one transaction: an id
  *       seen on one key whose transaction also appended to another read key
  *       must be on that one too (atomic visibility), and no aborted id shows.
+ *   Also: point reads outside transactions (getSync, get, a short
+ *   store.range: each value must parse), and now and then an fsck() under
+ *   load, whose findings are counted, not checked: it walks the tree while
+ *   other transactions split and merge it, so it reports buckets in flight
+ *   (the final fsck, on a quiet store, is the check).
  *
  * At the end, and again after close and reopen (with another cache size):
  *   - each account's balance is BALANCE_INITIAL plus the deltas of every
