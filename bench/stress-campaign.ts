@@ -159,29 +159,40 @@ const PROGRESS_TIMEOUT_MS = 60_000;
  * under every transaction) up, key counts from 64 (hot keys) to 4096.
  */
 export function stressRunOpts(seed: number, over: Partial<StressOpts> = {}): StressOpts {
+  // every size is drawn, given or not, so overriding one leaves the others as the seed has them
   const r = new Prng(seed ^ 0x57e55);
-  const nodeSizeBytes = over.nodeSizeBytes ?? r.pick([4096, 4096, 4096, 8192, 16384, 65536]);
-  const blockSizeBytes = over.blockSizeBytes ?? r.pick([512, 4096]);
+  const drawn = {
+    nodeSizeBytes: r.pick([4096, 4096, 4096, 8192, 16384, 65536]),
+    blockSizeBytes: r.pick([512, 4096]),
+    cacheFactor: r.pick([1.3, 1.6, 2, 4, 64]),
+    reopenCacheFactor: r.pick([1.3, 8]),
+    workers: r.pick([8, 16, 32, 64]),
+    accounts: r.pick([64, 256, 1024, 4096]),
+    chains: r.pick([16, 64, 256, 1024]),
+    chainEntriesMax: r.pick([4, 8, 32, 100]),
+    accountPadMax: r.pick([0, 32, 200]),
+    fillerBytesMax: r.pick([16, 100, 400]),
+    intentProbability: r.pick([0, 0.3, 1]),
+  };
+  const nodeSizeBytes = over.nodeSizeBytes ?? drawn.nodeSizeBytes;
   // the reserve is (24 + 8 x btrees) nodes (docs/api.md, cacheSize): 40 for two btrees
   const reserveBytes = 40 * (nodeSizeBytes + nodeSizeBytes / 4);
-  const cacheBytes = over.cacheBytes ?? Math.ceil(reserveBytes * r.pick([1.3, 1.6, 2, 4, 64]));
-  const reopenCacheBytes = over.reopenCacheBytes ?? Math.ceil(reserveBytes * r.pick([1.3, 8]));
   const maxValue = Math.min(nodeSizeBytes / 8, 524280) - 44;
   return {
     seed,
-    workers: over.workers ?? r.pick([8, 16, 32, 64]),
+    workers: over.workers ?? drawn.workers,
     opsPerWorker: over.opsPerWorker ?? 200,
     secondsMax: over.secondsMax ?? 60,
     nodeSizeBytes,
-    blockSizeBytes,
-    cacheBytes,
-    reopenCacheBytes,
-    accounts: over.accounts ?? r.pick([64, 256, 1024, 4096]),
-    chains: over.chains ?? r.pick([16, 64, 256, 1024]),
-    chainEntriesMax: over.chainEntriesMax ?? Math.min(r.pick([4, 8, 32, 100]), Math.floor((maxValue - 12) / 4)),
-    accountPadMax: over.accountPadMax ?? Math.min(r.pick([0, 32, 200]), maxValue - 16),
-    fillerBytesMax: over.fillerBytesMax ?? Math.min(r.pick([16, 100, 400]), maxValue),
-    intentProbability: over.intentProbability ?? r.pick([0, 0.3, 1]),
+    blockSizeBytes: over.blockSizeBytes ?? drawn.blockSizeBytes,
+    cacheBytes: over.cacheBytes ?? Math.ceil(reserveBytes * drawn.cacheFactor),
+    reopenCacheBytes: over.reopenCacheBytes ?? Math.ceil(reserveBytes * drawn.reopenCacheFactor),
+    accounts: over.accounts ?? drawn.accounts,
+    chains: over.chains ?? drawn.chains,
+    chainEntriesMax: over.chainEntriesMax ?? Math.min(drawn.chainEntriesMax, Math.floor((maxValue - 12) / 4)),
+    accountPadMax: over.accountPadMax ?? Math.min(drawn.accountPadMax, maxValue - 24),
+    fillerBytesMax: over.fillerBytesMax ?? Math.min(drawn.fillerBytesMax, maxValue),
+    intentProbability: over.intentProbability ?? drawn.intentProbability,
     deviceBytes: over.deviceBytes ?? 256 << 20,
     ...(over.dir !== undefined ? { dir: over.dir } : {}),
     ...(over.log !== undefined ? { log: over.log } : {}),
@@ -218,28 +229,36 @@ function padByte(tag: number, i: number): number {
   return (tag * 131 + i * 7 + 3) & 0xff;
 }
 
-/** Account value: magic, index, balance (i64), pad length, pad. */
-function accountValue(i: number, balance: bigint, pad: number): Uint8Array {
-  const b = new Uint8Array(20 + pad);
+/** Account value: magic, index, balance (i64), pad length, the id of the transaction that wrote it, pad. */
+function accountValue(i: number, balance: bigint, pad: number, writer: number): Uint8Array {
+  const b = new Uint8Array(24 + pad);
   const dv = new DataView(b.buffer);
   dv.setUint32(0, ACCOUNT_MAGIC, true);
   dv.setUint32(4, i, true);
   dv.setBigInt64(8, balance, true);
   dv.setUint32(16, pad, true);
-  for (let k = 0; k < pad; k++) b[20 + k] = padByte(i, k);
+  dv.setUint32(20, writer, true);
+  for (let k = 0; k < pad; k++) b[24 + k] = padByte(i, k);
   return b;
 }
 
 class Violation extends Error {}
 
-function accountParse(i: number, v: Uint8Array): { balance: bigint; pad: number } {
+interface Account {
+  balance: bigint;
+  pad: number;
+  /** Id of the transaction that wrote this value (0: populate). */
+  writer: number;
+}
+
+function accountParse(i: number, v: Uint8Array): Account {
   const dv = new DataView(v.buffer, v.byteOffset, v.byteLength);
-  if (v.length < 20 || dv.getUint32(0, true) !== ACCOUNT_MAGIC) throw new Violation(`account ${i}: not an account value (${v.length} B)`);
+  if (v.length < 24 || dv.getUint32(0, true) !== ACCOUNT_MAGIC) throw new Violation(`account ${i}: not an account value (${v.length} B)`);
   if (dv.getUint32(4, true) !== i) throw new Violation(`account ${i}: holds account ${dv.getUint32(4, true)}'s value`);
   const pad = dv.getUint32(16, true);
-  if (v.length !== 20 + pad) throw new Violation(`account ${i}: value length ${v.length}, pad says ${pad}`);
-  for (let k = 0; k < pad; k++) if (v[20 + k] !== padByte(i, k)) throw new Violation(`account ${i}: padding byte ${k} corrupt`);
-  return { balance: dv.getBigInt64(8, true), pad };
+  if (v.length !== 24 + pad) throw new Violation(`account ${i}: value length ${v.length}, pad says ${pad}`);
+  for (let k = 0; k < pad; k++) if (v[24 + k] !== padByte(i, k)) throw new Violation(`account ${i}: padding byte ${k} corrupt`);
+  return { balance: dv.getBigInt64(8, true), pad, writer: dv.getUint32(20, true) };
 }
 
 function fillerValue(offset: number, len: number): Uint8Array {
@@ -359,6 +378,10 @@ class Run {
   private readonly chainAcked = new Set<number>();
   private readonly chainAborted = new Set<number>();
   private chainIdNext = 1;
+  /** Bank transaction ids (written into the values), and which transaction replaced each (account, writer) value. */
+  private bankIdNext = 1;
+  private readonly overwrites = new Map<string, { what: string; ackAt: number }>();
+  private readonly t0 = performance.now();
   private lastProgress = performance.now();
   private stopAt = 0;
   private stopped = false;
@@ -493,7 +516,7 @@ class Run {
     const batch = 64;
     for (let i = 0; i < o.accounts; i += batch) {
       await this.store.transact((tx) => {
-        for (let k = i; k < Math.min(o.accounts, i + batch); k++) tx.put(BANK, accountPos(k), accountValue(k, BALANCE_INITIAL, this.rng.int(o.accountPadMax + 1)));
+        for (let k = i; k < Math.min(o.accounts, i + batch); k++) tx.put(BANK, accountPos(k), accountValue(k, BALANCE_INITIAL, this.rng.int(o.accountPadMax + 1), 0));
       });
     }
     for (let c = 0; c < o.chains; c += batch) {
@@ -556,7 +579,7 @@ class Run {
     }
   }
 
-  private async getAccount(tx: Transaction, i: number, intent: boolean): Promise<{ balance: bigint; pad: number } | null> {
+  private async getAccount(tx: Transaction, i: number, intent: boolean): Promise<Account | null> {
     const v = await tx.get(BANK, accountPos(i), intent ? { intent: true } : undefined);
     return v ? accountParse(i, v) : null;
   }
@@ -577,7 +600,10 @@ class Run {
     const intent = rng.bool(this.o.intentProbability);
     const padNew = rng.bool(0.2) ? rng.int(this.o.accountPadMax + 1) : -1;
     const yieldBetween = rng.bool(0.3);
+    const id = this.bankIdNext++;
+    let attemptAt = 0;
     const moved = await this.store.transact(async (tx) => {
+      attemptAt = performance.now();
       const accts = [];
       for (const i of ids) {
         accts.push(await this.getAccount(tx, i, intent));
@@ -591,16 +617,17 @@ class Run {
         from -= amt;
         amounts.push(amt);
       }
-      tx.put(BANK, accountPos(ids[0]!), accountValue(ids[0]!, from, padNew >= 0 ? padNew : accts[0]!.pad));
-      for (let k = 1; k < ids.length; k++) tx.put(BANK, accountPos(ids[k]!), accountValue(ids[k]!, accts[k]!.balance + amounts[k - 1]!, accts[k]!.pad));
-      return amounts;
+      tx.put(BANK, accountPos(ids[0]!), accountValue(ids[0]!, from, padNew >= 0 ? padNew : accts[0]!.pad, id));
+      for (let k = 1; k < ids.length; k++) tx.put(BANK, accountPos(ids[k]!), accountValue(ids[k]!, accts[k]!.balance + amounts[k - 1]!, accts[k]!.pad, id));
+      return { amounts, readFrom: accts.map((a) => a!.writer) };
     });
     this.r.commits++;
     if (!moved) return;
     this.r.transfers++;
+    this.overwrote(id, `transfer ${ids.join(' -> ')}`, ids, moved.readFrom, attemptAt);
     for (let k = 1; k < ids.length; k++) {
-      this.delta[ids[0]!] -= moved[k - 1]!;
-      this.delta[ids[k]!] += moved[k - 1]!;
+      this.delta[ids[0]!] -= moved.amounts[k - 1]!;
+      this.delta[ids[k]!] += moved.amounts[k - 1]!;
     }
   }
 
@@ -614,20 +641,24 @@ class Run {
     }
     const intent = rng.bool(this.o.intentProbability);
     const pad = rng.int(this.o.accountPadMax + 1);
+    const id = this.bankIdNext++;
+    let attemptAt = 0;
     const done = await this.store.transact(async (tx) => {
+      attemptAt = performance.now();
       const va = await this.getAccount(tx, a, intent);
       if (!va) {
-        tx.put(BANK, accountPos(a), accountValue(a, 0n, pad));
-        return { kind: 'reopen' as const, moved: 0n };
+        tx.put(BANK, accountPos(a), accountValue(a, 0n, pad, id));
+        return { kind: 'reopen' as const, moved: 0n, readFrom: [] };
       }
       const vb = await this.getAccount(tx, b, intent);
       if (!vb) return null;
-      tx.put(BANK, accountPos(b), accountValue(b, vb.balance + va.balance, vb.pad));
+      tx.put(BANK, accountPos(b), accountValue(b, vb.balance + va.balance, vb.pad, id));
       tx.del(BANK, accountPos(a));
-      return { kind: 'close' as const, moved: va.balance };
+      return { kind: 'close' as const, moved: va.balance, readFrom: [va.writer, vb.writer] };
     });
     this.r.commits++;
     if (!done) return;
+    if (done.kind === 'close') this.overwrote(id, `close ${a} into ${b}`, [a, b], done.readFrom, attemptAt);
     if (done.kind === 'reopen') {
       this.reopens[a]!++;
       this.r.reopens++;
@@ -637,6 +668,29 @@ class Run {
       this.delta[a] -= done.moved;
       this.delta[b] += done.moved;
     }
+  }
+
+  /**
+   * Acknowledged transaction `id` read the values of `accts` written by
+   * `readFrom` and replaced them: no other acknowledged transaction may have
+   * replaced the same value of an account (that is a lost update, whatever
+   * the balances say).
+   */
+  private overwrote(id: number, what: string, accts: readonly number[], readFrom: readonly number[], attemptAt: number): void {
+    const now = performance.now();
+    accts.forEach((a, k) => {
+      const key = `${a}:${readFrom[k]}`;
+      const other = this.overwrites.get(key);
+      if (other !== undefined) {
+        const ms = (t: number) => `${(t - this.t0).toFixed(1)} ms`;
+        throw new Violation(
+          `lost update: account ${a}'s value written by transaction ${readFrom[k]} was read and replaced by both transaction ${other.what} ` +
+            `(acknowledged at ${ms(other.ackAt)}) and transaction ${id} (${what}; its committed attempt began at ${ms(attemptAt)}, acknowledged at ${ms(now)}), each acknowledged` +
+            (attemptAt > other.ackAt ? ': the second began after the first was acknowledged, so it read a value the tree should no longer have held (a lost write or a stale node)' : ': they overlapped (the read check at commit missed a change)'),
+        );
+      }
+      this.overwrites.set(key, { what: `${id} (${what})`, ackAt: now });
+    });
   }
 
   private closedAccounts(): number[] {
@@ -654,8 +708,8 @@ class Run {
       await this.store.transact(async (tx) => {
         const va = await this.getAccount(tx, a, false);
         const vb = await this.getAccount(tx, b, false);
-        tx.put(BANK, accountPos(a), accountValue(a, (va?.balance ?? 0n) - amt, 0));
-        tx.put(BANK, accountPos(b), accountValue(b, (vb?.balance ?? 0n) + amt * 2n, 0));
+        tx.put(BANK, accountPos(a), accountValue(a, (va?.balance ?? 0n) - amt, 0, 0xffffffff));
+        tx.put(BANK, accountPos(b), accountValue(b, (vb?.balance ?? 0n) + amt * 2n, 0, 0xffffffff));
         if (late) await new Promise((r) => setImmediate(r));
         throw new PlannedAbort();
       });

@@ -638,11 +638,22 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       }
       const clv = path.l[childLevel]!;
       if (clv.held !== UNLOCKED) this.levelUnlock(path, childLevel);
-      clv.take(child, type);
       if (path.l[l]!.held === UNLOCKED && path.uptodate === NEED_TRAVERSE) {
-        // the parent could not be relocked after the fill: start over from what still holds
+        // the parent could not be relocked after the fill (or the wait for
+        // another's read): its pointer may be stale, and so may the child,
+        // a node an interior update replaced meanwhile, read back from its
+        // old bucket. Not taken: start over from what still holds, and the
+        // walk down reads the pointer again. (Taken, the retry found the
+        // child locked and covering the position and stopped there, on a
+        // node no longer in the tree: its reads went unchecked, since
+        // nobody changes a replaced node, and read-modify-write lost
+        // updates - the stress campaign, seed 1041: 4 KiB nodes of one
+        // block, so every commit to a written leaf replaces it, and a cache
+        // small enough to read leaves back all the time)
+        this.unlockNode(child, type);
         return -1;
       }
+      clv.take(child, type);
       // drop the parent's lock unless wanted (btree_path_drop_extra_locks); keep node + seq
       if (path.lockWant(l) === UNLOCKED) this.levelUnlock(path, l);
       l = childLevel;
