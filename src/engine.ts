@@ -1217,6 +1217,7 @@ export class Engine {
     n.level = level;
     n.bucket = bucket;
     n.hashVal = 0;
+    n.hashId = 0;
     return n;
   }
 

@@ -338,6 +338,9 @@ const resolvedPromise: Promise<void> = Promise.resolve();
  * The cache.
  */
 
+/** The last Node.hashId given (process-wide: unique across caches too). */
+let hashIdLast = 0;
+
 export class BtreeCache {
   readonly device: Device;
   readonly nodeSizeBytes: number;
@@ -610,6 +613,7 @@ export class BtreeCache {
     if (b.hashVal === 0 || this.table.get(b.hashVal) !== b) throw new Error(`btree cache: node slot ${b.slot} seq ${b.hashVal} is not in the hash table`);
     this.table.delete(b.hashVal);
     b.hashVal = 0;
+    b.hashId = 0;
   }
 
   /**
@@ -622,6 +626,7 @@ export class BtreeCache {
     if (seq === 0) throw new Error('btree cache: node seq 0 cannot be hashed');
     if (this.table.has(seq)) return false;
     b.hashVal = seq;
+    b.hashId = ++hashIdLast;
     // a node new to the hash (read, or built by an interior update): its merge estimates are unknown
     b.sibU64s.fill(0);
     this.table.set(seq, b);

@@ -498,7 +498,7 @@ export class Interior {
         blockWrites(parent!);
         this.engine.nodeDirtied(parent!, 0);
       }
-      const nHash = n.hashVal;
+      const nHash = n.hashId;
       this.swapOut(trans, upd, n);
       if (upd.newRoot) this.engine.setRoot(path.btreeId, upd.newRoot);
       if (parent) {
@@ -768,8 +768,8 @@ export class Interior {
     nodeSibU64sAdd(parent, parent.keys.liveU64s - parentLive);
     blockWrites(parent);
     engine.nodeDirtied(parent, 0);
-    const leftHash = left.hashVal;
-    const rightHash = rightNode.hashVal;
+    const leftHash = left.hashId;
+    const rightHash = rightNode.hashId;
     this.swapOut(trans, upd, left);
     this.swapOut(trans, upd, rightNode);
     nodeUnlockWrite(trans, parent.lock);
@@ -831,7 +831,7 @@ export class Interior {
     const upd = new BtreeUpdate(btreeId, 'collapse');
     upd.oldNodes.push(root);
     upd.newRoot = child;
-    const rootHash = root.hashVal;
+    const rootHash = root.hashId;
     this.swapOut(trans, upd, root);
     engine.setRoot(btreeId, child);
     child.sibU64s.fill(SIB_U64S_NONE);

@@ -78,6 +78,15 @@ export type NodeListName = 'live' | 'freeable' | 'freed' | 'none';
 export class Node {
   /** Node seq of the on-disk node held (hash key); 0 when not in the hash table. */
   hashVal = 0;
+  /**
+   * Identity of this hashing of this Node object: a number never used
+   * before, set by hashInsert, 0 when unhashed. Paths and read sets compare
+   * it, not hashVal: a replaced node read back from its old bucket (a walk
+   * by a pointer read before its parent changed: fsck, prefetch) is hashed
+   * again under its old seq, often into the very Node object it had, and
+   * hashVal alone then vouched for a read of stale keys.
+   */
+  hashId = 0;
   /** Bucket index on the device; -1 when none. */
   bucket = -1;
   btreeId = 0;

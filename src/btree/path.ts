@@ -65,7 +65,7 @@ export class PathLevel {
   /** Lock seq when we last held the lock: relock succeeds only if it is unchanged. */
   lockSeq = 0;
   /**
-   * The node's identity (hashVal) when this level took it. Node objects are
+   * The node's identity (hashId: unique to one hashing of one Node object) when this level took it. Node objects are
    * reused for other nodes; a lock seq alone does not tell a path that its
    * node became another one if someone refreshes the seq (nodeModified).
    */
@@ -82,7 +82,7 @@ export class PathLevel {
     this.node = node;
     this.held = type;
     this.lockSeq = node.lock.seq;
-    this.nodeHash = node.hashVal;
+    this.nodeHash = node.hashId;
     this.iterStale = true;
   }
 }

@@ -180,7 +180,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       if (lv.relockType === UNLOCKED) continue;
       const type = lv.relockType;
       lv.relockType = UNLOCKED;
-      if (ok && lv.node && lv.node.hashVal !== 0 && lv.node.hashVal === lv.nodeHash && nodeRelock(this, lv.node.lock, type as SixLockType, lv.lockSeq)) {
+      if (ok && lv.node && lv.node.hashId !== 0 && lv.node.hashId === lv.nodeHash && nodeRelock(this, lv.node.lock, type as SixLockType, lv.lockSeq)) {
         lv.held = type;
       } else {
         ok = false;
@@ -246,11 +246,11 @@ export class BtreeTrans implements LockOwner, CacheTrans {
     const lv = path.l[path.level]!;
     const n = lv.node;
     if (!n) return;
-    for (const r of this.readSet) if (r.node === n && r.hash === n.hashVal) return; // the first read is the one to check
+    for (const r of this.readSet) if (r.node === n && r.hash === n.hashId) return; // the first read is the one to check
     if (this.readSet.length >= PATHS_PER_TRANS_MAX) {
       throw new SixtreeError('ERR_INVALID_ARG', `transaction reads more than ${PATHS_PER_TRANS_MAX} leaves; split it into smaller transactions (or scan with store.range)`);
     }
-    this.readSet.push({ node: n, hash: n.hashVal, mod: n.keys.modSeq });
+    this.readSet.push({ node: n, hash: n.hashId, mod: n.keys.modSeq });
     n.readPins++;
   }
 
@@ -261,7 +261,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
    * go in.
    */
   readSetValid(): boolean {
-    for (const r of this.readSet) if (r.node.hashVal !== r.hash || r.node.keys.modSeq !== r.mod) return false;
+    for (const r of this.readSet) if (r.node.hashId !== r.hash || r.node.keys.modSeq !== r.mod) return false;
     return true;
   }
 
@@ -281,8 +281,8 @@ export class BtreeTrans implements LockOwner, CacheTrans {
   private readSetVouches(path: BtreePath): boolean {
     const lv = path.l[path.level]!;
     const n = lv.node;
-    if (!n || n.hashVal === 0 || n.hashVal !== lv.nodeHash) return false;
-    for (const r of this.readSet) if (r.node === n && r.hash === n.hashVal) return n.keys.modSeq === r.mod;
+    if (!n || n.hashId === 0 || n.hashId !== lv.nodeHash) return false;
+    for (const r of this.readSet) if (r.node === n && r.hash === n.hashId) return n.keys.modSeq === r.mod;
     return false;
   }
 
@@ -296,8 +296,8 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       this.readSet.splice(i, 1);
       n.readPins--;
       for (const m of news) {
-        if (m.hashVal === 0 || this.readSet.some((x) => x.node === m && x.hash === m.hashVal)) continue;
-        this.readSet.push({ node: m, hash: m.hashVal, mod: m.keys.modSeq });
+        if (m.hashId === 0 || this.readSet.some((x) => x.node === m && x.hash === m.hashId)) continue;
+        this.readSet.push({ node: m, hash: m.hashId, mod: m.keys.modSeq });
         m.readPins++;
       }
     }
@@ -446,7 +446,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
     if (lv.held !== UNLOCKED) return true;
     const n = lv.node!;
     const type = path.lockWant(l) === LOCK_INTENT ? LOCK_INTENT : LOCK_READ;
-    if (n.hashVal === 0 || n.hashVal !== lv.nodeHash || n.level !== l || !nodeRelock(this, n.lock, type as SixLockType, lv.lockSeq)) return false;
+    if (n.hashId === 0 || n.hashId !== lv.nodeHash || n.level !== l || !nodeRelock(this, n.lock, type as SixLockType, lv.lockSeq)) return false;
     lv.held = type;
     return true;
   }
@@ -683,7 +683,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       for (let level = 0; level < path.l.length; level++) {
         const lv = path.l[level];
         const n = lv?.node;
-        if (lv && n && n.level === level && set.has(n) && lv.nodeHash === n.hashVal) {
+        if (lv && n && n.level === level && set.has(n) && lv.nodeHash === n.hashId) {
           lv.lockSeq = n.lock.seq;
           lv.iterStale = true;
         }
@@ -694,7 +694,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
   nodeModified(n: Node): void {
     for (const path of this.paths) {
       const lv = path.l[n.level];
-      if (lv && lv.node === n && lv.nodeHash === n.hashVal) {
+      if (lv && lv.node === n && lv.nodeHash === n.hashId) {
         lv.lockSeq = n.lock.seq;
         lv.iterStale = true;
       }
@@ -728,7 +728,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
         continue;
       }
       const m = held !== UNLOCKED ? news.find((x) => x.level === n.level && posInNode(x, path.pos)) : undefined;
-      if (m && m.hashVal !== 0 && nodeTryLock(this, m.lock, held as SixLockType)) {
+      if (m && m.hashId !== 0 && nodeTryLock(this, m.lock, held as SixLockType)) {
         lv.take(m, held);
         continue;
       }
