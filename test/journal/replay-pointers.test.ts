@@ -8,8 +8,6 @@
  * left a merged leaf's range across two parents; the open failed with
  * ERR_TOPOLOGY "no child pointer covers the position").
  */
-import { readFileSync } from 'node:fs';
-import { gunzipSync } from 'node:zlib';
 import { describe, expect, it, vi } from 'vitest';
 import { NodeKeys } from '../../src/btree/bset.js';
 import { SixtreeError } from '../../src/errors.js';
@@ -19,6 +17,7 @@ import { replayPointerOrder } from '../../src/engine.js';
 import { MemDevice } from '../../src/io/mem-device.js';
 import { pos } from '../../src/index.js';
 import { Store } from '../../src/store.js';
+import { expectRecovered, fixtureImage } from './fixture-images.js';
 
 function key(offset: number, deleted = false): BkeyI {
   return bkeyNew(deleted ? KEY_TYPE.deleted : KEY_TYPE.btree_ptr, posWords(pos(0n, BigInt(offset))), deleted ? {} : { value: new Uint8Array(36) });
@@ -48,22 +47,11 @@ describe('replayPointerOrder', () => {
 
 describe('a crash image whose window merged across a pointer a seq-order replay split at', () => {
   it('recovers: opens, fsck clean, every key readable', async () => {
-    const img = new Uint8Array(gunzipSync(readFileSync(new URL('./fixtures/crash-wipe-merges-replay.img.gz', import.meta.url))));
-    const store = await Store.openDevice(MemDevice.fromImage(img), { cacheSize: 512 << 10 });
+    const store = await Store.openDevice(MemDevice.fromImage(fixtureImage('crash-wipe-merges-replay.img.gz')), { cacheSize: 512 << 10 });
     try {
       expect(store.stats().writeback.replayedKeys).toBeGreaterThan(500);
-      expect(await store.fsck()).toEqual([]);
-      let kv = 0;
-      for await (const e of store.range('kv')) {
-        expect(await store.get('kv', e.pos)).toEqual(e.value);
-        kv++;
-      }
-      let ext = 0;
-      for await (const _ of store.range('ext')) ext++;
       /* what the campaign's store held at the crash (59 keys; the ext btree's extents) */
-      expect([kv, ext]).toEqual([59, 40]);
-      await store.put('kv', pos(7n, 7n), new Uint8Array([7]));
-      expect(await store.get('kv', pos(7n, 7n))).toEqual(new Uint8Array([7]));
+      await expectRecovered(store, { kv: 59, ext: 40 });
     } finally {
       await store.close();
     }
@@ -72,7 +60,7 @@ describe('a crash image whose window merged across a pointer a seq-order replay 
 
 describe('a replay that fails an internal check', () => {
   it('ends the open with ERR_TOPOLOGY naming the entry, the internal error as its cause', async () => {
-    const img = new Uint8Array(gunzipSync(readFileSync(new URL('./fixtures/crash-wipe-merges-replay.img.gz', import.meta.url))));
+    const img = fixtureImage('crash-wipe-merges-replay.img.gz');
     // what a tree whose pointers send a key to a node not holding it makes insertKey throw
     const spy = vi.spyOn(NodeKeys.prototype, 'insertKey').mockImplementationOnce(function (this: NodeKeys) {
       throw new RangeError('insertKey: 1:2632:0 outside node range 1:740:1..1:1480:0');
