@@ -983,7 +983,7 @@ export class Journal {
   private reclaimTarget(bytes: number, watermark: 'normal' | 'interior'): number {
     const block = this.layout.blockBytes;
     const need = roundUp(JSET_HEADER_BYTES + this.rootsBytes + blacklistEntriesBytes(this.blacklist.length) + bytes, block);
-    const minEntry = roundUp(JSET_HEADER_BYTES + this.rootsBytes + blacklistEntriesBytes(this.blacklist.length), block);
+    const minEntry = this.minEntryBytes();
     const w = this.wasteBytes();
     const share = (watermark === 'normal' ? this.interiorShareBytes + w : 0) + this.preresTotal + this.recoveryReserveNow();
     const waste = Math.max(w, need - block);

@@ -363,15 +363,20 @@ describe('deadlock detection', () => {
     nodeUnlockAll(b);
   });
 
-  it('a chain deeper than the walk bound restarts its youngest member', async () => {
-    const n = lockGraphDepthMax + 2;
+  /** Owners 1..n, owner i holding lock i (intent) and waiting for lock i+1 (built from the tail so each walk is short until the last); owner n runs. */
+  async function waiterChain(n: number): Promise<{ owners: LockOwnerBase[]; locks: ReturnType<typeof newLock>[]; s: { done: boolean; code: number }[] }> {
     const owners = Array.from({ length: n }, (_, i) => new LockOwnerBase(i + 1, i + 1));
     const locks = Array.from({ length: n }, () => newLock());
     for (let i = 0; i < n; i++) await nodeLock(owners[i]!, locks[i]!, intent);
-    /* owner i waits for lock i+1; build from the tail so each walk is short until the last */
     const s: { done: boolean; code: number }[] = [];
     for (let i = n - 2; i >= 0; i--) s[i] = track(nodeLock(owners[i]!, locks[i + 1]!, intent));
     await flush();
+    return { owners, locks, s };
+  }
+
+  it('a chain deeper than the walk bound restarts its youngest member', async () => {
+    const n = lockGraphDepthMax + 2;
+    const { owners, locks, s } = await waiterChain(n);
     expect(lockingCounters.recursionLimitHits).toBe(1);
     const restarted = s.map((x, i) => (x.done ? i : -1)).filter((i) => i >= 0);
     expect(restarted.length).toBe(1);
@@ -391,12 +396,7 @@ describe('deadlock detection', () => {
     it(`a young transaction at the head of a chain deeper than the walk bound ${gate ? 'holding the starvation gate sleeps: the youngest other member restarts' : 'restarts itself'}`, async () => {
       /* older owners 1..9: owner i holds lock i and waits for lock i+1; owner 9 runs */
       const n = lockGraphDepthMax + 1;
-      const owners = Array.from({ length: n }, (_, i) => new LockOwnerBase(i + 1, i + 1));
-      const locks = Array.from({ length: n }, () => newLock());
-      for (let i = 0; i < n; i++) await nodeLock(owners[i]!, locks[i]!, intent);
-      const s: { done: boolean; code: number }[] = [];
-      for (let i = n - 2; i >= 0; i--) s[i] = track(nodeLock(owners[i]!, locks[i + 1]!, intent));
-      await flush();
+      const { owners, locks, s } = await waiterChain(n);
       expect(lockingCounters.recursionLimitHits).toBe(0);
       /* the youngest (start 100) wants lock 0: its walk is deeper than the bound */
       const young: LockOwnerBase & { runsAlone?: () => boolean } = new LockOwnerBase(100, 100);
