@@ -2133,10 +2133,21 @@ export class Engine {
   /** Topology, key order, bucket accounting, journal consistency. Problems as lines; [] = clean. */
   async fsck(): Promise<string[]> {
     const problems: string[] = [];
-    // updates under way hold buckets in two places at once: let them (and the merges that make them) finish
+    // updates under way hold buckets in two places at once: let them (and the merges that make them) finish,
+    // and start no more until the walk is done (commits into leaves go on: they change no pointer or bucket)
     await this.mergesIdle();
-    await this.interior.drain();
-    await this.journal.flush();
+    const thaw = await this.interior.freezeTopology();
+    try {
+      await this.journal.flush();
+      await this.fsckFrozen(problems);
+    } finally {
+      thaw();
+    }
+    return problems;
+  }
+
+  /** fsck's walk and bucket check, with the topology frozen. */
+  private async fsckFrozen(problems: string[]): Promise<void> {
     const used = new Set<number>();
     for (let id = 0; id < this.roots.length; id++) {
       const name = this.btrees[id]!.name;
@@ -2190,8 +2201,7 @@ export class Engine {
         problems.push(`btree ${name}: ${(e as Error).message}`);
       }
     }
-    // buckets: everything reachable is used; nothing used is unreachable (pending frees and updates in flight aside)
-    for (const u of this.interior.pending) for (const b of u.oldBuckets) used.add(b);
+    // buckets: everything reachable is used; nothing used is unreachable (pending frees aside; no update is under way)
     for (let b = 0; b < this.sb.nrBuckets; b++) {
       const st = this.alloc.stateOf(b);
       if (used.has(b) && st !== 'used') problems.push(`bucket ${b}: in the tree but ${st} in the allocator`);
@@ -2199,7 +2209,6 @@ export class Engine {
     }
     const js = this.journal.stats();
     if (js.lastSeq > js.seq) problems.push(`journal: last_seq ${js.lastSeq} after seq ${js.seq}`);
-    return problems;
   }
 
   /* ================================================================ stats, text */

@@ -972,6 +972,34 @@ export class Interior {
     return n;
   }
 
+  /**
+   * Freeze every btree's topology: take all interior locks, in btree order,
+   * then let the updates under way complete. Until the returned release
+   * runs, no split, merge, rewrite or new root starts (their transactions
+   * wait for the lock, holding no node locks), so pointers, roots and the
+   * allocator's node buckets stay as they are; commits into leaves go on.
+   * Safe against deadlock because no one waits for an interior lock while
+   * holding another (lockInterior completes its groups first).
+   */
+  async freezeTopology(): Promise<() => void> {
+    const held: InteriorLock[] = [];
+    const release = () => {
+      for (const l of held.splice(0).reverse()) l.release();
+    };
+    try {
+      for (const l of this.locks) {
+        await l.acquire();
+        held.push(l);
+      }
+      // every group is closed now (an open one holds its lock): what is pending is completing
+      await this.drain();
+    } catch (e) {
+      release();
+      throw e;
+    }
+    return release;
+  }
+
   /** Wait until every update under way has completed (flush/close). */
   async drain(): Promise<void> {
     while (this.pending.length) await new Promise<void>((r) => this.engine.onUpdateFinished(r));
