@@ -34,6 +34,7 @@ import {
   wordsToBpos } from './bpos.js';
 import { KEY_TYPE, type BkeyI } from './bkey.js';
 import {
+  ANY_SNAPSHOT,
   EXTENT_VALUE_HEADER_BYTES,
   extentMinus,
   extentOfKey,
@@ -509,9 +510,47 @@ export class MergedView {
         break;
       }
     }
-    if (!b) return o;
-    if (!o) return b;
-    return xcmp(o.p, b.p) <= 0 ? o : b;
+    let best = !b ? o : !o ? b : xcmp(o.p, b.p) <= 0 ? o : b;
+    if (!this.extents || !ov) return best;
+    // The extent found above is the first one whose key has a visible piece
+    // after pos, but a later key (another snapshot's extent, reaching back
+    // over it) can have a piece that ends first: cut by a pending extent
+    // write's range at that range's start. Its piece ends at the start:
+    // only starts before the best so far need a look. (A delRange's range
+    // would need every snapshot's extent crossing its start: not done,
+    // docs/api.md.)
+    for (const [s, , snapshot] of merged) {
+      if (snapshot === ANY_SNAPSHOT || xcmp(s, pos) <= 0) continue;
+      if (best && xcmp(s, best.p) >= 0) break;
+      const k = await this.spanningKey(s.inode, s.offset, snapshot);
+      if (!k) continue;
+      const e = extentOfKey(k);
+      const piece = extentMinus(e, merged).find(([, hi]) => xcmp({ inode: e.inode, offset: hi, snapshot: e.snapshot }, pos) > 0);
+      if (!piece) continue;
+      const p = { inode: e.inode, offset: piece[1], snapshot: e.snapshot };
+      if (!best || xcmp(p, best.p) < 0) best = { p, key: k, lo: piece[0], hi: piece[1] };
+    }
+    return best;
+  }
+
+  /**
+   * The committed extent of `snapshot` spanning offset `at` of `inode`
+   * (starting before it, ending after it), if any. Extents of one snapshot
+   * do not overlap, so it is the first key of that snapshot after
+   * (inode, at); keys of other snapshots on the way are passed over (none
+   * with one snapshot per inode), at most KEY_SIZE_MAX past `at`.
+   */
+  private async spanningKey(inode: bigint, at: bigint, snapshot: number): Promise<BkeyI | null> {
+    const w = new Uint32Array(BPOS_WORDS);
+    bposToWords({ inode, offset: at, snapshot } as Bpos, w, 0);
+    for (;;) {
+      const k = await btreePeek(this.trans, this.path, w, true);
+      if (!k) return null;
+      const e = extentOfKey(k);
+      if (e.inode !== inode || e.end - at >= BigInt(KEY_SIZE_MAX)) return null;
+      if (e.snapshot === snapshot) return e.start < at ? k : null;
+      wordsCopy(w, 0, k.p, 0);
+    }
   }
 
   /**
@@ -519,12 +558,23 @@ export class MergedView {
    * containing pos or else the last one ending at or before pos.
    */
   async peekPrev(pos: XPos): Promise<Visible | null> {
+    if (this.extents) {
+      const f = await this.peek(pos);
+      if (f && xcmp(startOf(f, true), pos) <= 0) return f;
+    }
+    return this.lastEndingBy(pos);
+  }
+
+  /**
+   * Last visible item with p <= pos (extents: ending at or before pos), the
+   * extent containing pos or not: the item before the one at pos's
+   * successor in key order (Iter.prev).
+   */
+  async lastEndingBy(pos: XPos): Promise<Visible | null> {
     // extents: the lower pieces of a committed extent that ends after pos but
     // is split by pending tombstones (the one straddling pos)
     let straddle: Visible | null = null;
     if (this.extents) {
-      const f = await this.peek(pos);
-      if (f && xcmp(startOf(f, true), pos) <= 0) return f;
       const ov0 = this.ov;
       if (ov0) {
         bposToWords(pos as Bpos, this.scratch, 0);
@@ -541,9 +591,27 @@ export class MergedView {
       }
     }
     const r = await this.peekPrevInner(pos);
-    if (!straddle) return r;
-    if (!r) return straddle;
-    return xcmp(straddle.p, r.p) >= 0 ? straddle : r;
+    let best = !straddle ? r : !r ? straddle : xcmp(straddle.p, r.p) >= 0 ? straddle : r;
+    const ov = this.ov;
+    if (!this.extents || !ov) return best;
+    // Other keys after pos with a piece ending at or before it: cut by a
+    // pending extent write's range at its start, as in peek (delRange
+    // ranges: not done, docs/api.md). Latest starts first.
+    const merged = ov.mergedTombstones();
+    for (let j = merged.length - 1; j >= 0; j--) {
+      const [s, , snapshot] = merged[j]!;
+      if (snapshot === ANY_SNAPSHOT || xcmp(s, pos) > 0) continue;
+      if (best && xcmp(s, best.p) <= 0) break;
+      const k = await this.spanningKey(s.inode, s.offset, snapshot);
+      if (!k || wordsCmp(k.p, 0, posWords(pos as Bpos), 0) <= 0) continue;
+      const e = extentOfKey(k);
+      const pieces = extentMinus(e, merged).filter(([, hi]) => xcmp({ inode: e.inode, offset: hi, snapshot: e.snapshot }, pos) <= 0);
+      const last = pieces[pieces.length - 1];
+      if (!last) continue;
+      const p = { inode: e.inode, offset: last[1], snapshot: e.snapshot };
+      if (!best || xcmp(p, best.p) > 0) best = { p, key: k, lo: last[0], hi: last[1] };
+    }
+    return best;
   }
 
   private async peekPrevInner(pos: XPos): Promise<Visible | null> {
@@ -575,22 +643,35 @@ export class MergedView {
       const e = extentOfKey(k);
       const pieces = extentMinus(e, merged);
       if (pieces.length === 0) {
-        // wholly deleted: go on from its start itself, not the position before
-        // it. Committed extents do not overlap, so the one before ends at or
-        // before that start, and may end exactly there: its key sits at the
-        // start, after pred(start), where searching would skip it.
-        // (A zero-size key, which putExtent never makes, would not move cur:
-        // step before it instead.)
-        let s: XPos = { inode: e.inode, offset: e.start, snapshot: e.snapshot };
-        if (xcmp(s, cur) >= 0) {
-          if (s.inode === 0n && s.offset === 0n && s.snapshot === 0) break;
-          s = pred(s);
-        }
-        cur = s;
+        // wholly deleted: go on from the key before it (not from its start:
+        // keys of other snapshots' extents may end inside it, and a pending
+        // extent write in its snapshot leaves them)
+        if (isPosMin(kp)) break;
+        cur = pred(kp);
         continue;
       }
       const [lo, hi] = pieces[pieces.length - 1]!;
       b = { p: { inode: e.inode, offset: hi, snapshot: e.snapshot }, key: k, lo, hi };
+      if (hi < e.end) {
+        // its tail is deleted: an earlier key (another snapshot's extent
+        // ending inside this one) may have a piece ending after hi. Only
+        // keys after that piece's end can; with one snapshot per inode the
+        // key before this one is not.
+        let back = kp;
+        while (!isPosMin(back)) {
+          bposToWords(pred(back) as Bpos, w, 0);
+          const k3 = await btreePeekPrev(this.trans, this.path, w);
+          if (!k3) break;
+          back = xFromWords(k3.p);
+          if (xcmp(back, b.p) <= 0) break;
+          const e3 = extentOfKey(k3);
+          const p3 = extentMinus(e3, merged);
+          const last = p3[p3.length - 1];
+          if (!last) continue;
+          const at = { inode: e3.inode, offset: last[1], snapshot: e3.snapshot };
+          if (xcmp(at, b.p) > 0) b = { p: at, key: k3, lo: last[0], hi: last[1] };
+        }
+      }
       break;
     }
     let o: Visible | null = null;
@@ -630,6 +711,10 @@ export class MergedView {
 
 function isPosMax(p: XPos): boolean {
   return p.inode === U64_MAX && p.offset === U64_MAX && p.snapshot === U32_MAX;
+}
+
+function isPosMin(p: XPos): boolean {
+  return p.inode === 0n && p.offset === 0n && p.snapshot === 0;
 }
 
 function succ(p: XPos): XPos {
@@ -742,11 +827,26 @@ export class Iter {
       const e = await this.peekPrev();
       if (!e) return null;
     }
-    const s = startOf(this.last!, this.extents);
+    const l = this.last!;
+    const s = startOf(l, this.extents);
     this.last = null;
-    if (s.inode === 0n && s.offset === 0n && s.snapshot === 0) return null;
-    this.cur = pred(s);
-    return this.peekPrev();
+    if (!this.extents) {
+      if (isPosMin(s)) return null;
+      this.cur = pred(s);
+      return this.peekPrev();
+    }
+    // Extents: the piece before l in key order (a reverse walk returns what
+    // a forward one does, reversed). pos still moves before l's start, but
+    // the answer is not peekPrev() there: with several snapshots in one
+    // inode, pieces of other snapshots end between l's start and its end
+    // (inside l, or overlapping it), and peekPrev() at l's start would
+    // skip them. With one snapshot per inode the two agree.
+    if (!isPosMin(s)) this.cur = pred(s);
+    if (isPosMin(l.p)) return null;
+    const v = await this.view.lastEndingBy(pred(l.p));
+    if (!v) return null;
+    this.last = v;
+    return entryOf(v, true);
   }
 
   /** Slots mode: the key at pos, or a hole (extents: the hole up to the next extent, capped at KEY_SIZE_MAX). */

@@ -6,7 +6,7 @@
  * Found by a model fuzzer (reproductions of 2026-11-23).
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { pos, type Entry } from '../../src/index.js';
+import { POS_MAX, pos, type Entry, type Transaction } from '../../src/index.js';
 import { tmpStore, type TmpStore } from '../helpers/store.js';
 
 let t: TmpStore;
@@ -86,5 +86,77 @@ describe('extents of several snapshots in one inode', () => {
     });
     // slots go by position (docs/api.md: the hole runs to the next extent in the inode, any snapshot)
     expect(slots).toEqual(['hole 0..10:0', 'data 10..20:5', 'hole 20..30:5', 'data 30..40:0', `hole 40..${40 + 0xffffffff}:0`]);
+  });
+});
+
+describe('tx.iter over extents of several snapshots in one inode', () => {
+  /** Snapshot 0 [0, 10) and [10, 110), snapshot 3 [20, 60) inside the second (its key comes first). */
+  async function nested(): Promise<void> {
+    await t.store.transact((tx) => {
+      tx.putExtent('ext', pos(1, 0), 10, b('P'));
+      tx.putExtent('ext', pos(1, 10), 100, b('A'));
+      tx.putExtent('ext', pos(1, 20, 3), 40, b('Z'));
+    });
+  }
+  async function walks(tx: Transaction): Promise<{ fw: string[]; rev: string[] }> {
+    const fw: string[] = [];
+    const f = tx.iter('ext');
+    for (let e = await f.peek(); e; e = await f.next()) fw.push(fmt(e));
+    const rev: string[] = [];
+    const r = tx.iter('ext', POS_MAX);
+    for (let e = await r.peekPrev(); e; e = await r.prev()) rev.push(fmt(e));
+    return { fw, rev };
+  }
+
+  it("prev() returns the extent of another snapshot inside the one it steps back over (reverse = forward, reversed)", async () => {
+    await nested();
+    const { fw, rev } = await t.store.transact((tx) => walks(tx));
+    expect(fw).toEqual(['[0:0..10:0) vo=0 P', '[20:3..60:3) vo=0 Z', '[10:0..110:0) vo=0 A']);
+    expect(rev).toEqual(fw.slice().reverse());
+    // pos still moves before the start of the entry prev() moved past
+    const steps = await t.store.transact(async (tx) => {
+      const it = tx.iter('ext', POS_MAX);
+      const r: string[] = [`${fmt((await it.peekPrev())!)} @${it.pos.offset}`];
+      for (let e = await it.prev(); e; e = await it.prev()) r.push(`${fmt(e)} @${it.pos.offset}:${it.pos.snapshot}`);
+      return r;
+    });
+    expect(steps).toEqual([
+      `[10:0..110:0) vo=0 A @${2n ** 64n - 1n}`,
+      '[20:3..60:3) vo=0 Z @9:4294967295',
+      '[0:0..10:0) vo=0 P @20:2',
+    ]);
+  });
+
+  it('with a pending extent write cutting an extent that reaches over another snapshot extent: no piece skipped, either way', async () => {
+    await nested();
+    const { fw, rev } = await t.store.transact(async (tx) => {
+      tx.putExtent('ext', pos(1, 40), 5, b('N')); // snapshot 0 [40, 45): A becomes [10, 40) and [45, 110)
+      return walks(tx);
+    });
+    const want = ['[0:0..10:0) vo=0 P', '[10:0..40:0) vo=0 A', '[40:0..45:0) vo=0 N', '[20:3..60:3) vo=0 Z', '[45:0..110:0) vo=35 A'];
+    expect(fw).toEqual(want);
+    expect(rev).toEqual(want.slice().reverse());
+  });
+
+  it("with a pending extent write deleting such an extent's tail, the reverse walk still finds the other snapshot extent ending after what is left", async () => {
+    await nested();
+    const { fw, rev } = await t.store.transact(async (tx) => {
+      tx.putExtent('ext', pos(1, 50), 150, b('W')); // snapshot 0 [50, 200): A becomes [10, 50)
+      return walks(tx);
+    });
+    const want = ['[0:0..10:0) vo=0 P', '[10:0..50:0) vo=0 A', '[20:3..60:3) vo=0 Z', '[50:0..200:0) vo=0 W'];
+    expect(fw).toEqual(want);
+    expect(rev).toEqual(want.slice().reverse());
+  });
+
+  it('with a pending extent write deleting such an extent whole, the reverse walk still finds the other snapshot extent inside it', async () => {
+    await nested();
+    const { fw, rev } = await t.store.transact(async (tx) => {
+      tx.putExtent('ext', pos(1, 5), 200, b('W')); // snapshot 0 [5, 205): A gone, P cut
+      return walks(tx);
+    });
+    const want = ['[0:0..5:0) vo=0 P', '[20:3..60:3) vo=0 Z', '[5:0..205:0) vo=0 W'];
+    expect(fw).toEqual(want);
+    expect(rev).toEqual(want.slice().reverse());
   });
 });
