@@ -8,7 +8,11 @@
  *  - Iter (public): merges the btree with the transaction's own pending
  *    updates (overlay.ts) and implements the API's peek/next/prev, slots mode
  *    (holes), extents mode (keys at their end position; an extent may
- *    straddle pos) and node walks (peekNode/nextNode).
+ *    straddle pos) and node walks (peekNode/nextNode). With extents of
+ *    several snapshots in one inode, keys interleave (one snapshot's
+ *    extent can come after another's lying inside it): walks go in key
+ *    order both ways (Iter.prev), and pieces cut by pending updates are
+ *    looked for beyond the first key (MergedView.peek).
  * And LookupNowait: store.get's point read without a transaction, one
  * synchronous root-to-leaf walk under read trylocks (see the class).
  *
