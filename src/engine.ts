@@ -57,6 +57,7 @@ import { BlockDevice } from './io/block-device.js';
 import { loadBackend, type IoBackendName } from './native/index.js';
 import { computeLayout, bucketToOffset, type Layout } from './layout.js';
 import {
+  EXTENT_SIZE_BOUND_UNKNOWN,
   newSuperblock,
   layoutFromSuperblock,
   readSuperblock,
@@ -228,6 +229,10 @@ export interface StoreStats {
     nestedCallsRefused: number;
     /** Callback errors not handed to the caller: the attempt's reads no longer held, so it ran again. */
     callbackErrorsRestarted: number;
+    /** No extent key in the store is larger (the superblock's bound; 2^32-1 for a store written before it was kept). */
+    extentSizeBound: number;
+    /** Superblock writes that raised it (a commit with a larger extent waits for one). */
+    extentSizeBoundRaises: number;
   };
   /** store.get: answered by the synchronous walk, or fallen back to a transaction (and why). */
   lookups: { fast: number; fallbackLocked: number; fallbackUncached: number; fastAfterRead: number; syncWouldBlock: number; childIndexBuilds: number; yields: number };
@@ -292,6 +297,8 @@ export class Engine {
   private readonly owner = new LockOwnerBase(-2, Number.MAX_SAFE_INTEGER - 1);
 
   readonly counters = {
+    /** Superblock writes that raised the extent size bound (extentSizeBoundRaise). */
+    extentSizeBoundRaises: 0,
     commits: 0,
     restarts: 0,
     keysCommitted: 0,
@@ -380,6 +387,8 @@ export class Engine {
   private mergeQueueHead = 0;
   private readonly mergeQueued = new Set<string>();
   private mergeRunning = false;
+  /** Runtime superblock writes, one at a time (sbUpdate). */
+  private sbWriting: Promise<void> = Promise.resolve();
   /** Transactions waiting for room in the merge queue; flushes waiting for it to empty. */
   private mergeRoomWaiters: Array<() => void> = [];
   private mergeIdleWaiters: Array<() => void> = [];
@@ -416,11 +425,7 @@ export class Engine {
         await this.interior.drain();
       },
       lastSeqOndisk: () => this.journal.lastSeqOndisk,
-      persist: async () => {
-        if (this.closed || this.readOnly) return;
-        this.sb = { ...this.sb, blacklist: this.blacklist.toArray() };
-        await writeSuperblock(this.dev, this.sb);
-      },
+      persist: () => this.sbUpdate(() => ({ blacklist: this.blacklist.toArray() })),
     });
   }
 
@@ -2128,6 +2133,53 @@ export class Engine {
     if (error !== null) throw error;
   }
 
+  /* ================================================================ superblock at runtime */
+
+  /**
+   * Write the superblock with `change` applied to the newest one, after the
+   * writes already queued (the blacklist gc and the extent size bound both
+   * write it while the store runs; each builds on what the one before
+   * wrote). Nothing on a read-only or closed store.
+   */
+  sbUpdate(change: () => Partial<Superblock>): Promise<void> {
+    const run = async () => {
+      if (this.closed || this.readOnly) return;
+      // taken as the store's only once written: a failed write changes nothing
+      const next = { ...this.sb, ...change() };
+      await writeSuperblock(this.dev, next);
+      this.sb = next;
+    };
+    const p = this.sbWriting.then(run, run);
+    this.sbWriting = p.catch(() => {});
+    return p;
+  }
+
+  /**
+   * No extent key in the store is larger than this (offsets): the
+   * superblock's bound, raised by extentSizeBoundRaise before a commit with
+   * a larger extent is journaled. Scans for the extents crossing a position
+   * stop this far past it (overlayExpand, MergedView.spanningKey).
+   */
+  get extentSizeBound(): number {
+    return this.sb.extentSizeBound;
+  }
+
+  /**
+   * Make the bound cover an extent of `size` before any key of that size can
+   * be journaled: the superblock with the new bound is durable when this
+   * resolves (journal entries, and so nodes and replay, come after). Rounded
+   * up to a power of two, so the superblock is written at most 33 times in a
+   * store's life.
+   */
+  async extentSizeBoundRaise(size: number): Promise<void> {
+    if (size <= this.sb.extentSizeBound) return;
+    let bound = 1;
+    while (bound < size && bound < EXTENT_SIZE_BOUND_UNKNOWN) bound = Math.min(bound * 2, EXTENT_SIZE_BOUND_UNKNOWN);
+    this.counters.extentSizeBoundRaises++;
+    await this.sbUpdate(() => ({ extentSizeBound: Math.max(bound, this.sb.extentSizeBound) }));
+    if (size > this.sb.extentSizeBound) throw new SixtreeError(this.closed ? 'ERR_CLOSED' : 'ERR_READ_ONLY', `extent of size ${size}: the store's extent size bound could not be raised (${this.closed ? 'closed' : 'read-only'})`, { path: this.path });
+  }
+
   /* ================================================================ fsck */
 
   /** Topology, key order, bucket accounting, journal consistency. Problems as lines; [] = clean. */
@@ -2168,7 +2220,19 @@ export class Engine {
           } catch (e) {
             problems.push(`btree ${name} level ${n.level} bucket ${info.bucket}: ${(e as Error).message}`);
           }
-          if (n.level === 0) return;
+          if (n.level === 0) {
+            // the extent size bound covers every extent (scans for the extents crossing a position rely on it)
+            if (!this.btrees[id]!.extents) return;
+            const bound = this.sb.extentSizeBound;
+            it.initStart(n.keys);
+            for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) {
+              if (n.keys.keyType(h) !== KEY_TYPE.extent || n.keys.keySize(h) <= bound) continue;
+              const at = new Uint32Array(BPOS_WORDS);
+              n.keys.keyPosTo(h, at, 0);
+              problems.push(`btree ${name} level 0 bucket ${info.bucket}: extent ending at ${wordsToText(at)} of size ${n.keys.keySize(h)} above the store's extent size bound ${bound}`);
+            }
+            return;
+          }
           // children tile the node: first starts at its min, each next at the successor of the previous max, last ends at its max
           const expectMin = new Uint32Array(BPOS_WORDS);
           wordsCopy(expectMin, 0, n.keys.minKey, 0);
@@ -2242,6 +2306,8 @@ export class Engine {
         starvationWaits: this.counters.starvationWaits,
         nestedCallsRefused: this.counters.nestedCallsRefused,
         callbackErrorsRestarted: this.counters.callbackErrorsRestarted,
+        extentSizeBound: this.sb.extentSizeBound,
+        extentSizeBoundRaises: this.counters.extentSizeBoundRaises,
       },
       lookups: { ...this.lookupNowait.counters },
       btrees,

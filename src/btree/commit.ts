@@ -70,6 +70,7 @@ function deletedKey(p: Uint32Array): BkeyI {
 /** Overlay -> concrete keys, reading the btree where a range must be expanded. */
 async function overlayExpand(trans: BtreeTrans, btreeId: number, ov: BtreeOverlay, out: Map<string, Update>): Promise<void> {
   const tombs = ov.mergedTombstones();
+  const bound = BigInt(trans.extentBoundUse());
   if (tombs.length) {
     const path = trans.pathNew(btreeId, xToWords(tombs[0]![0]), 0, 0, 0);
     path.ref++;
@@ -91,18 +92,19 @@ async function overlayExpand(trans: BtreeTrans, btreeId: number, ov: BtreeOverla
           /*
            * Keys sit at their extent's end, so an extent starting before t can
            * come after one starting past it: one of another snapshot ends in
-           * between (extents of one snapshot do not overlap). A write's range
-           * (one snapshot) ends at the first of its snapshot's extents
-           * starting at or past t (none can start before t after it; at most
-           * 2^32-1 past t, longer extents being several keys); the others
-           * are passed over. A delRange's (every snapshot) ends at the first
-           * extent starting at or past t: an extent of one snapshot reaching
-           * back over another's that ends past t is not cut (docs/api.md,
-           * Limits: finding it would mean reading up to 2^32-1 past t).
+           * between (extents of one snapshot do not overlap). No extent is
+           * longer than the store's extent size bound, so none ending more
+           * than that past t starts before t: the scan stops there. A write's
+           * range (one snapshot) ends sooner, at the first of its snapshot's
+           * extents starting at or past t (none of that snapshot after it can
+           * start before t); the others are passed over. A delRange's (every
+           * snapshot) passes over every extent starting at or past t up to
+           * the bound: one of another snapshot may come after them, reaching
+           * back over them into the range.
            */
-          if (e.inode > t.inode || (e.inode === t.inode && kp.offset > t.offset + 0xffffffffn)) break;
+          if (e.inode > t.inode || (e.inode === t.inode && kp.offset > t.offset + bound)) break;
           if (e.inode === t.inode && xcmp({ inode: e.inode, offset: e.start, snapshot: e.snapshot }, t) >= 0) {
-            if (snapshot === ANY_SNAPSHOT || e.snapshot === snapshot) break;
+            if (e.snapshot === snapshot) break;
             cur = k.p;
             continue;
           }
@@ -176,6 +178,23 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
   const none: CommitResult = { ret: 0, seq: 0, shrunk: [] };
   if (trans.restartPending) return { ...none, ret: trans.restartPending };
   if (trans.restartThrown) return { ...none, ret: trans.restartThrown };
+
+  // 0. an extent larger than the store's extent size bound: the bound is
+  // raised (a superblock write, locks dropped meanwhile) before anything of
+  // this commit can be journaled, so every extent key on disk is within it
+  if (!extra) {
+    let big = 0;
+    for (let id = 0; id < trans.overlays.length; id++) {
+      const ov = trans.overlays[id];
+      if (ov && ov.extentSizeMax > big) big = ov.extentSizeMax;
+    }
+    if (big > engine.extentSizeBound) {
+      trans.unlock();
+      await engine.extentSizeBoundRaise(big);
+      const ret = trans.relock();
+      if (ret) return { ...none, ret };
+    }
+  }
 
   // 1. expand
   let updates: Update[];
@@ -359,6 +378,7 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     // (also by the range expansion above) unchanged since
     let ret = trans.relock();
     if (!ret && !trans.readSetValid()) ret = countRestart(ERR.transaction_restart_relock_path);
+    if (!ret) ret = trans.extentBoundValidate();
     if (ret) {
       unlockLeaves(trans, leaves);
       return { ...none, ret };

@@ -542,16 +542,18 @@ export class MergedView {
    * (starting before it, ending after it), if any. Extents of one snapshot
    * do not overlap, so it is the first key of that snapshot after
    * (inode, at); keys of other snapshots on the way are passed over (none
-   * with one snapshot per inode), at most KEY_SIZE_MAX past `at`.
+   * with one snapshot per inode), at most the store's extent size bound
+   * past `at` (no extent is longer).
    */
   private async spanningKey(inode: bigint, at: bigint, snapshot: number): Promise<BkeyI | null> {
     const w = new Uint32Array(BPOS_WORDS);
+    const bound = BigInt(this.trans.extentBoundUse());
     bposToWords({ inode, offset: at, snapshot } as Bpos, w, 0);
     for (;;) {
       const k = await btreePeek(this.trans, this.path, w, true);
       if (!k) return null;
       const e = extentOfKey(k);
-      if (e.inode !== inode || e.end - at >= BigInt(KEY_SIZE_MAX)) return null;
+      if (e.inode !== inode || e.end - at > bound) return null;
       if (e.snapshot === snapshot) return e.start < at ? k : null;
       wordsCopy(w, 0, k.p, 0);
     }

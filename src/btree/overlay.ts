@@ -227,6 +227,8 @@ export class BtreeOverlay {
   tombstones: Tombstone[] = [];
   /** Bumped on every change: iterators over the overlay re-search when it moved. */
   gen = 0;
+  /** The largest extent put (its commit first raises the store's extent size bound to cover it). */
+  extentSizeMax = 0;
 
   constructor(readonly extents: boolean) {}
 
@@ -403,6 +405,7 @@ export class BtreeOverlay {
     const s = { inode: e.inode, offset: e.start, snapshot: e.snapshot };
     const t = { inode: e.inode, offset: e.end, snapshot: e.snapshot };
     this.addTombstone(s, t, e.snapshot);
+    if (k.size > this.extentSizeMax) this.extentSizeMax = k.size;
     const p = xFromWords(k.p);
     this.insertAt(this.lowerBound(p), k, p);
     this.gen++;

@@ -240,6 +240,8 @@ export class BtreeTrans implements LockOwner, CacheTrans {
    * anyone else since means what we read may be stale - restart.
    */
   readonly readSet: Array<{ node: Node; hash: number; mod: number }> = [];
+  /** The extent size bound a scan of this attempt stopped at; -1: none (extentBoundUse). */
+  extentBoundSeen = -1;
 
   /** The leaf of `path` was just read from (a key returned or a range found empty). */
   readNoted(path: BtreePath): void {
@@ -274,7 +276,28 @@ export class BtreeTrans implements LockOwner, CacheTrans {
   readsValidate(): number {
     const ret = this.relock();
     if (ret) return ret;
-    return this.readSetValid() ? 0 : countRestart(ERR.transaction_restart_relock_path);
+    if (!this.readSetValid()) return countRestart(ERR.transaction_restart_relock_path);
+    return this.extentBoundValidate();
+  }
+
+  /**
+   * The store's extent size bound, for a scan that stops that far past a
+   * position (the extents crossing it: overlayExpand, MergedView); the
+   * attempt remembers it (extentBoundValidate).
+   */
+  extentBoundUse(): number {
+    const b = this.engine.extentSizeBound;
+    this.extentBoundSeen = b;
+    return b;
+  }
+
+  /**
+   * 0, or a restart if the bound a scan of this attempt stopped at was
+   * raised since: an extent that long may have gone in past where the scan
+   * stopped, into a leaf the read set does not cover.
+   */
+  extentBoundValidate(): number {
+    return this.extentBoundSeen < 0 || this.extentBoundSeen === this.engine.extentSizeBound ? 0 : countRestart(ERR.transaction_restart_relock_path);
   }
 
   /** The path's node is in the read set, still the same node, unchanged since it was read: the commit's check covers it. */

@@ -18,7 +18,7 @@
  *     8     4  version
  *    12     4  bytes: encoded length (128 + 48 * nrBtrees + 16 * nrBlacklist)
  *    16     4  csum: crc32c of [0, bytes) with this field zero
- *    20     4  flags: bit 0 clean shutdown
+ *    20     4  flags: bit 0 clean shutdown; bit 1 the extent size bound at 120 is kept
  *    24     8  seq: incremented by every write
  *    32    16  uuid
  *    48     4  blockBytes
@@ -33,7 +33,10 @@
  *    96     8  cleanJournalSeq: newest journal seq at clean shutdown (0: none)
  *   104     8  cleanJournalOffsetBytes: where the journal continues, relative to its area
  *   112     8  createdMs: format time, ms since the epoch
- *   120     8  reserved, zero
+ *   120     4  extentSizeBound: no extent key of any extents btree is larger (flag
+ *              bit 1; a store without it, written before the field: 2^32-1). Raised,
+ *              and written here, before a commit with a larger extent is journaled.
+ *   124     4  reserved, zero
  *   128        btree table, nrBtrees x 48 bytes:
  *                0 u8 id (= index)   1 u8 flags (bit 0 extents, bit 1 has root)
  *                2 u8 name length    3 u8 root level
@@ -87,13 +90,17 @@ const SB = {
   cleanJournalSeq: 96,
   cleanJournalOffsetBytes: 104,
   createdMs: 112,
-  reserved: 120,
+  extentSizeBound: 120,
+  reserved: 124,
   btrees: 128,
 } as const;
 const SB_HEADER_BYTES = SB.btrees;
 const SB_BTREE = { id: 0, flags: 1, nameLen: 2, rootLevel: 3, rootBucket: 4, rootSeq: 8, name: 16, bytes: 48 } as const;
 const SB_BLACKLIST = { start: 0, end: 8, bytes: 16 } as const;
 const SB_FLAG_CLEAN = 1;
+const SB_FLAG_EXTENT_SIZE_BOUND = 2;
+/** The extent size bound of a store written before the field existed: any size a key holds (KEY_SIZE_MAX). */
+export const EXTENT_SIZE_BOUND_UNKNOWN = 0xffffffff;
 const SB_BTREE_FLAG_EXTENTS = 1;
 const SB_BTREE_FLAG_HAS_ROOT = 2;
 
@@ -145,6 +152,13 @@ export interface Superblock {
   /** Blacklisted journal seq ranges, sorted, disjoint, not adjacent. */
   blacklist: SeqRange[];
   createdMs: number;
+  /**
+   * No extent key in the store is larger (offsets). Lets a scan for the
+   * extents crossing a position stop: keys sit at their extent's end, and
+   * with several snapshots in one inode an extent can come after others
+   * that start past that position (engine.extentSizeBoundRaise).
+   */
+  extentSizeBound: number;
 }
 
 /** A superblock for a freshly formatted store: clean, journal empty, no blacklist. */
@@ -167,6 +181,7 @@ export function newSuperblock(layout: Layout, btrees: Array<{ name: string; exte
     cleanJournalOffsetBytes: 0,
     blacklist: [],
     createdMs: Date.now(),
+    extentSizeBound: 0,
   };
   const err = validateSuperblock(sb);
   if (err) throw invalidArg('btrees', btrees, `a valid btree table (${err})`);
@@ -224,6 +239,7 @@ export function validateSuperblock(sb: Superblock): string | null {
     prevEnd = r.end;
   }
   if (!isSafeU(sb.cleanJournalSeq)) return `clean journal seq ${sb.cleanJournalSeq} invalid`;
+  if (!Number.isInteger(sb.extentSizeBound) || sb.extentSizeBound < 0 || sb.extentSizeBound > EXTENT_SIZE_BOUND_UNKNOWN) return `extent size bound ${sb.extentSizeBound} invalid`;
   if (!isSafeU(sb.cleanJournalOffsetBytes) || sb.cleanJournalOffsetBytes >= sb.journalBytes || sb.cleanJournalOffsetBytes % sb.blockBytes !== 0)
     return `clean journal offset ${sb.cleanJournalOffsetBytes} not a block offset inside the journal (${sb.journalBytes} bytes)`;
   if (!isSafeU(sb.createdMs)) return `creation time ${sb.createdMs} invalid`;
@@ -254,7 +270,8 @@ export function encodeSuperblock(sb: Superblock, out: Uint8Array = new Uint8Arra
   out.set(SB_MAGIC, SB.magic);
   v.setUint32(SB.version, sb.version, true);
   v.setUint32(SB.bytes, bytes, true);
-  v.setUint32(SB.flags, sb.clean ? SB_FLAG_CLEAN : 0, true);
+  v.setUint32(SB.flags, (sb.clean ? SB_FLAG_CLEAN : 0) | SB_FLAG_EXTENT_SIZE_BOUND, true);
+  v.setUint32(SB.extentSizeBound, sb.extentSizeBound, true);
   setU64(v, SB.seq, sb.seq);
   out.set(sb.uuid, SB.uuid);
   v.setUint32(SB.blockBytes, sb.blockBytes, true);
@@ -381,6 +398,7 @@ export function decodeSuperblock(buf: Uint8Array, offsetBytes: number): SbCopy {
     cleanJournalOffsetBytes: getU64(v, SB.cleanJournalOffsetBytes),
     blacklist,
     createdMs: getU64(v, SB.createdMs),
+    extentSizeBound: v.getUint32(SB.flags, true) & SB_FLAG_EXTENT_SIZE_BOUND ? v.getUint32(SB.extentSizeBound, true) : EXTENT_SIZE_BOUND_UNKNOWN,
   };
   const err = validateSuperblock(sb);
   if (err) {
@@ -500,6 +518,7 @@ export function superblockToText(sb: Superblock): string {
   out.field('journal', `offset ${sb.journalOffsetBytes}, ${sb.journalBytes} bytes (${bytesToText(sb.journalBytes)})`);
   out.field('buckets', `offset ${sb.bucketOffsetBytes}, ${sb.nrBuckets} buckets`);
   out.field('clean', sb.clean ? `yes (journal seq ${sb.cleanJournalSeq}, continues at ${sb.cleanJournalOffsetBytes})` : 'no');
+  out.field('extent size bound', sb.extentSizeBound);
   out.field('blacklist', sb.blacklist.length ? sb.blacklist.map((r) => `${r.start}..${r.end}`).join(', ') : '(none)');
   out.line('btrees:');
   out.nested((o) => {

@@ -5,8 +5,10 @@
  * sits at its end, so one snapshot's extents interleave with another's).
  * Found by a model fuzzer (reproductions of 2026-11-23).
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { POS_MAX, pos, type Entry, type Transaction } from '../../src/index.js';
+import { copyFileSync, rmSync } from 'node:fs';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { BtreeTrans } from '../../src/btree/trans.js';
+import { POS_MAX, Store, pos, type Entry, type Transaction } from '../../src/index.js';
 import { tmpStore, type TmpStore } from '../helpers/store.js';
 
 let t: TmpStore;
@@ -158,5 +160,90 @@ describe('tx.iter over extents of several snapshots in one inode', () => {
     const want = ['[0:0..5:0) vo=0 P', '[20:3..60:3) vo=0 Z', '[5:0..205:0) vo=0 W'];
     expect(fw).toEqual(want);
     expect(rev).toEqual(want.slice().reverse());
+  });
+});
+
+describe('delRange over extents of several snapshots in one inode (the store keeps an extent size bound)', () => {
+  it("cuts an extent whose key comes after another snapshot's extent starting past the range's end", async () => {
+    const s = t.store;
+    await s.transact((tx) => {
+      tx.putExtent('ext', pos(1, 10), 100, b('A')); // snapshot 0 [10, 110)
+      tx.putExtent('ext', pos(1, 55, 3), 5, b('Z')); // snapshot 3 [55, 60): its key comes before A's, its start past the range
+    });
+    await s.transact((tx) => tx.delRange('ext', pos(1, 30), pos(1, 50)));
+    const want = ['[10:0..30:0) vo=0 A', '[55:3..60:3) vo=0 Z', '[50:0..110:0) vo=40 A'];
+    expect(await all(s.range('ext'))).toEqual(want);
+    await t.reopen({ cacheSize: 256 * 1024 });
+    expect(await all(t.store.range('ext'))).toEqual(want);
+    expect(await t.store.engine.fsck()).toEqual([]);
+  });
+
+  it('the bound covers every extent committed, is on disk before the commit resolves, and fsck checks it', async () => {
+    const s = t.store;
+    expect(s.stats().transactions.extentSizeBound).toBe(0);
+    await s.transact((tx) => tx.putExtent('ext', pos(1, 0), 100, b('A')));
+    expect(s.stats().transactions.extentSizeBound).toBe(128);
+    await s.transact((tx) => tx.putExtent('ext', pos(1, 200), 7, b('B')));
+    expect(s.stats().transactions.extentSizeBound).toBe(128);
+    expect(s.stats().transactions.extentSizeBoundRaises).toBe(1);
+    // a crash image taken now (the store still open, the commit just resolved): the bound is in it
+    await s.transact((tx) => tx.putExtent('ext', pos(2, 0, 5), 3000, b('C')));
+    const copy = `${t.path}.crash`;
+    copyFileSync(t.path, copy);
+    const c = await Store.open(copy, { cacheSize: 256 * 1024 });
+    try {
+      expect(c.stats().transactions.extentSizeBound).toBe(4096);
+      // and a delRange there cuts C
+      await c.transact((tx) => tx.delRange('ext', pos(2, 100), pos(2, 200)));
+      expect(await all(c.range('ext', { start: pos(2, 0) }))).toEqual(['[0:5..100:5) vo=0 C', '[200:5..3000:5) vo=200 C']);
+      expect(await c.engine.fsck()).toEqual([]);
+      // fsck names an extent the bound does not cover (the bound lowered in memory for the check)
+      const sb = c.engine.sb;
+      c.engine.sb = { ...sb, extentSizeBound: 1000 };
+      try {
+        const problems = await c.engine.fsck();
+        expect(problems).toHaveLength(1);
+        expect(problems[0]).toMatch(/^btree ext level 0 bucket \d+: extent ending at .* of size 2800 above the store's extent size bound 1000$/);
+      } finally {
+        c.engine.sb = sb;
+      }
+    } finally {
+      await c.close();
+      rmSync(copy, { force: true });
+    }
+  });
+
+  it('a commit whose scan stopped at a bound raised meanwhile (by another commit) runs again', async () => {
+    const s = t.store;
+    await s.transact((tx) => {
+      tx.putExtent('ext', pos(1, 10), 100, b('A'));
+      tx.putExtent('ext', pos(1, 55, 3), 5, b('Z'));
+    });
+    const engine = s.engine;
+    const bound = engine.extentSizeBound;
+    // another commit raises the bound right after this one's delRange scan read it
+    const real = BtreeTrans.prototype.extentBoundUse;
+    let raisedOnce = false;
+    const spy = vi.spyOn(BtreeTrans.prototype, 'extentBoundUse').mockImplementation(function (this: BtreeTrans) {
+      const b0 = real.call(this);
+      if (!raisedOnce) {
+        raisedOnce = true;
+        engine.sb = { ...engine.sb, extentSizeBound: bound * 2 };
+      }
+      return b0;
+    });
+    let attempts = 0;
+    const restarts0 = s.stats().transactions.restarts;
+    try {
+      await s.transact((tx) => {
+        attempts++;
+        tx.delRange('ext', pos(1, 30), pos(1, 50));
+      });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(attempts).toBe(2);
+    expect(s.stats().transactions.restarts).toBe(restarts0 + 1);
+    expect(await all(s.range('ext'))).toEqual(['[10:0..30:0) vo=0 A', '[55:3..60:3) vo=0 Z', '[50:0..110:0) vo=40 A']);
   });
 });

@@ -4,6 +4,7 @@ import { SixtreeError } from '../../src/errors.js';
 import {
   BLACKLIST_RANGES_MAX,
   BTREES_MAX,
+  EXTENT_SIZE_BOUND_UNKNOWN,
   decodeSuperblock,
   encodeSuperblock,
   layoutFromSuperblock,
@@ -128,6 +129,23 @@ describe('superblock encode/decode', () => {
     expect(c.status).toBe('ok');
     expect(c.sb!.btrees.length).toBe(BTREES_MAX);
     expect(c.sb!.blacklist.length).toBe(BLACKLIST_RANGES_MAX);
+  });
+
+  it('keeps the extent size bound; a superblock written before the field (flag clear) reads as 2^32-1', () => {
+    const sb = sample();
+    expect(sb.extentSizeBound).toBe(0);
+    sb.extentSizeBound = 4096;
+    const img = encodeSuperblock(sb);
+    expect(decodeSuperblock(img, 0).sb!.extentSizeBound).toBe(4096);
+    // as an older writer left it: flag bit 1 clear, the reserved bytes zero
+    const v = new DataView(img.buffer, img.byteOffset, SB_BYTES);
+    v.setUint32(20, v.getUint32(20, true) & ~2, true);
+    v.setUint32(120, 0, true);
+    rechecksum(img, 0);
+    const c = decodeSuperblock(img, 0);
+    expect(c.status).toBe('ok');
+    expect(c.sb!.extentSizeBound).toBe(EXTENT_SIZE_BOUND_UNKNOWN);
+    expect(superblockToText(c.sb!)).toMatch(new RegExp(`extent size bound:\\s+${EXTENT_SIZE_BOUND_UNKNOWN}`));
   });
 
   it('validates before writing', () => {
