@@ -21,7 +21,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type Entry, type Iter, type Transaction } from '../../src/index.js';
 import { tmpStore, type TmpStore } from '../helpers/store.js';
-import { ENC_MAX, TXS, U32_MAX, Rand, Trace, dec, enc, fmtEnc, fmtPos, hex, lowerBound, seedsToRun, val } from './iter-model-helpers.js';
+import { ENC_MAX, TXS, U32_MAX, Rand, Trace, dec, enc, ExtentIterModelBase, expectIterCall, expectWholeWalks, pieceAfter, pieceEndingBy, fmtEnc, fmtPos, hex, seedsToRun, val } from './iter-model-helpers.js';
 
 const SEEDS = seedsToRun([11, 12, 13, 14]);
 const CHECK_TXS = Math.max(1, Math.round((TXS * 2) / 5));
@@ -101,15 +101,11 @@ class SnapModel {
   }
   /** First piece ending after x. */
   after(x: bigint): Piece | null {
-    const ps = this.pieces();
-    const i = lowerBound(this.ends, x + 1n);
-    return i < ps.length ? ps[i]! : null;
+    return pieceAfter(this.pieces(), this.ends, x);
   }
   /** Last piece ending at or before x. */
   endingBy(x: bigint): Piece | null {
-    const ps = this.pieces();
-    const i = lowerBound(this.ends, x + 1n) - 1;
-    return i >= 0 ? ps[i]! : null;
+    return pieceEndingBy(this.pieces(), this.ends, x);
   }
   /** Some piece of the inode starts before offset x and ends after it (any snapshot). */
   crossing(inode: bigint, x: bigint): boolean {
@@ -130,29 +126,13 @@ function fmtExt(e: Entry | null): string {
   return `[${e.start ? fmtPos(e.start) : '?'}..${fmtPos(e.pos)}) vo=${e.valueOffset} v=${hex(e.value)}`;
 }
 
+/** How often each iterator call is made (cumulative thresholds of expectIterCall). */
+const CALLS = { setPos: 0.06, peek: 0.2, next: 0.5, peekPrev: 0.62 };
+
 /** The iterator calls as docs/api.md defines them, on the model. */
-class IterModel {
-  last: Piece | null = null;
-  constructor(
-    readonly m: SnapModel,
-    public cur: bigint,
-    readonly end: bigint | null,
-  ) {}
-  peek(): string {
-    const p = this.m.after(this.cur);
-    this.last = p && (this.end === null || p.s < this.end) ? p : null;
-    return fmtPiece(this.last);
-  }
-  next(): string {
-    if (this.last === null && this.peek() === 'null') return 'null';
-    this.cur = this.last!.e;
-    this.last = null;
-    return this.peek();
-  }
-  peekPrev(): string {
-    const f = this.m.after(this.cur);
-    this.last = f && f.s <= this.cur ? f : this.m.endingBy(this.cur);
-    return fmtPiece(this.last);
+class IterModel extends ExtentIterModelBase<Piece> {
+  constructor(m: SnapModel, cur: bigint, end: bigint | null) {
+    super(m, cur, end, fmtPiece);
   }
   /** The piece before the last one in key order; pos moves before the last one's start (not below POS_MIN). */
   prev(): string {
@@ -161,10 +141,6 @@ class IterModel {
     if (l.s > 0n) this.cur = l.s - 1n;
     this.last = this.m.endingBy(l.e - 1n);
     return fmtPiece(this.last);
-  }
-  setPos(p: bigint): void {
-    this.cur = p;
-    this.last = null;
   }
 }
 
@@ -272,14 +248,7 @@ describe('extents btree, several snapshots per inode: model of per-snapshot offs
         const head = (x: string): string => `tx ${txi}: ${x}` + (pendingOps.length ? `\n  pending in this tx: ${pendingOps.join('; ')}` : '');
         // whole walks of the merged view, both ways
         trace.reset(head('full walks'));
-        const fw: string[] = [];
-        const f = tx.iter('ext');
-        for (let e = await f.peek(); e; e = await f.next()) fw.push(fmtExt(e));
-        expect(fw, `forward walk\n${trace.msg()}`).toEqual(m.pieces().map(fmtPiece));
-        const rev: string[] = [];
-        const r = tx.iter('ext', dec(ENC_MAX));
-        for (let e = await r.peekPrev(); e; e = await r.prev()) rev.push(fmtExt(e));
-        expect(rev, `reverse walk\n${trace.msg()}`).toEqual(m.pieces().map(fmtPiece).reverse());
+        await expectWholeWalks(tx, 'ext', m.pieces().map(fmtPiece), fmtExt, trace);
         // random calls
         for (let sq = 0; sq < 4; sq++) {
           const start = randPos(R, m);
@@ -293,37 +262,8 @@ describe('extents btree, several snapshots per inode: model of per-snapshot offs
           trace.reset(head(`seq ${sq}: iter(ext, ${fmtEnc(start)}${end !== null ? `, end ${fmtEnc(end)}` : ''})`));
           const len = 10 + R.int(30);
           for (let c = 0; c < len; c++) {
-            const x = R.r();
-            let op: string;
-            let got: string;
-            let want: string;
-            if (x < 0.06) {
-              const p = randPos(R, m);
-              op = `setPos(${fmtEnc(p)})`;
-              it.setPos(dec(p));
-              mi.setPos(p);
-              got = want = '';
-            } else if (x < 0.2) {
-              op = 'peek';
-              got = fmtExt(await it.peek());
-              want = mi.peek();
-            } else if (x < 0.5) {
-              op = 'next';
-              got = fmtExt(await it.next());
-              want = mi.next();
-            } else if (x < 0.62) {
-              op = 'peekPrev';
-              got = fmtExt(await it.peekPrev());
-              want = mi.peekPrev();
-            } else {
-              op = 'prev';
-              got = fmtExt(await it.prev());
-              want = mi.prev();
-            }
+            await expectIterCall(R.r(), CALLS, it, mi, () => randPos(R, m), fmtExt, trace);
             calls++;
-            trace.add(`${op} -> ${want}`);
-            expect(got, trace.msg()).toBe(want);
-            expect(fmtPos(it.pos), `pos after ${op}\n${trace.msg()}`).toBe(fmtEnc(mi.cur));
           }
         }
         after = m;

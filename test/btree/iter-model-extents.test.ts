@@ -27,10 +27,14 @@ import {
   Trace,
   dec,
   enc,
+  ExtentIterModelBase,
+  pieceAfter,
+  pieceEndingBy,
+  expectIterCall,
+  expectWholeWalks,
   fmtEnc,
   fmtPos,
   hex,
-  lowerBound,
   seedsToRun,
   val,
 } from './iter-model-helpers.js';
@@ -103,15 +107,11 @@ class ExtModel {
   }
   /** First piece ending after x. */
   after(x: bigint): Piece | null {
-    const ps = this.pieces();
-    const i = lowerBound(this.ends, x + 1n);
-    return i < ps.length ? ps[i]! : null;
+    return pieceAfter(this.pieces(), this.ends, x);
   }
   /** Last piece ending at or before x. */
   endingBy(x: bigint): Piece | null {
-    const ps = this.pieces();
-    const i = lowerBound(this.ends, x + 1n) - 1;
-    return i >= 0 ? ps[i]! : null;
+    return pieceEndingBy(this.pieces(), this.ends, x);
   }
 }
 
@@ -126,30 +126,13 @@ function fmtExt(e: Entry | Hole | null): string {
   return `[${x.start ? fmtPos(x.start) : '?'}..${fmtPos(x.pos)}) size=${x.size} vo=${x.valueOffset} v=${hex(x.value)}`;
 }
 
-class ExtIterModel {
-  last: Piece | null = null;
+/** How often each iterator call is made outside slots mode (cumulative thresholds of expectIterCall). */
+const CALLS = { setPos: 0.07, peek: 0.22, next: 0.55, peekPrev: 0.67 };
+
+class ExtIterModel extends ExtentIterModelBase<Piece> {
   lastHoleEnd: bigint | null = null;
-  constructor(
-    readonly m: ExtModel,
-    public cur: bigint,
-    readonly end: bigint | null,
-  ) {}
-  peek(): string {
-    const p = this.m.after(this.cur);
-    // end bound: extents starting at or after end are out of range
-    this.last = p && (this.end === null || p.s < this.end) ? p : null;
-    return fmtPiece(this.last);
-  }
-  next(): string {
-    if (this.last === null && this.peek() === 'null') return 'null';
-    this.cur = this.last!.e;
-    this.last = null;
-    return this.peek();
-  }
-  peekPrev(): string {
-    const f = this.m.after(this.cur);
-    this.last = f && f.s <= this.cur ? f : this.m.endingBy(this.cur);
-    return fmtPiece(this.last);
+  constructor(m: ExtModel, cur: bigint, end: bigint | null) {
+    super(m, cur, end, fmtPiece);
   }
   prev(): string {
     if (this.last === null && this.peekPrev() === 'null') return 'null';
@@ -159,9 +142,8 @@ class ExtIterModel {
     this.cur = s - 1n;
     return this.peekPrev();
   }
-  setPos(p: bigint): void {
-    this.cur = p;
-    this.last = null;
+  override setPos(p: bigint): void {
+    super.setPos(p);
     this.lastHoleEnd = null;
   }
   peekSlot(): string {
@@ -289,16 +271,10 @@ describe('iterator model', () => {
           const len = 10 + R.int(40);
           for (let c = 0; c < len; c++) {
             const r = R.r();
-            let op: string;
-            let got: string;
-            let want: string;
-            if (r < 0.07) {
-              const p = randPos(R, m);
-              op = `setPos(${fmtEnc(p)})`;
-              it.setPos(dec(p));
-              mi.setPos(p);
-              got = want = '';
-            } else if (slots) {
+            if (slots && r >= CALLS.setPos) {
+              let op: string;
+              let got: string;
+              let want: string;
               if (r < 0.25) {
                 op = 'peekSlot';
                 got = fmtExt(await it.peekSlot());
@@ -308,39 +284,18 @@ describe('iterator model', () => {
                 got = fmtExt(await it.nextSlot());
                 want = mi.nextSlot();
               }
-            } else if (r < 0.22) {
-              op = 'peek';
-              got = fmtExt(await it.peek());
-              want = mi.peek();
-            } else if (r < 0.55) {
-              op = 'next';
-              got = fmtExt(await it.next());
-              want = mi.next();
-            } else if (r < 0.67) {
-              op = 'peekPrev';
-              got = fmtExt(await it.peekPrev());
-              want = mi.peekPrev();
+              trace.add(`${op} -> ${want}`);
+              expect(got, trace.msg()).toBe(want);
+              expect(fmtPos(it.pos), `pos after ${op}\n${trace.msg()}`).toBe(fmtEnc(mi.cur));
             } else {
-              op = 'prev';
-              got = fmtExt(await it.prev());
-              want = mi.prev();
+              await expectIterCall(r, CALLS, it, mi, () => randPos(R, m), fmtExt, trace);
             }
             calls++;
-            trace.add(`${op} -> ${want}`);
-            expect(got, trace.msg()).toBe(want);
-            expect(fmtPos(it.pos), `pos after ${op}\n${trace.msg()}`).toBe(fmtEnc(mi.cur));
           }
         }
         // full forward and reverse walks of the merged view
         trace.reset(`tx ${txi}: full walks` + (pendingOps.length ? `\n  pending in this tx: ${pendingOps.join('; ')}` : ''));
-        const fw: string[] = [];
-        const f = tx.iter('ext');
-        for (let e = await f.peek(); e; e = await f.next()) fw.push(fmtExt(e));
-        expect(fw, `forward walk\n${trace.msg()}`).toEqual(m.pieces().map(fmtPiece));
-        const rev: string[] = [];
-        const r = tx.iter('ext', dec(ENC_MAX));
-        for (let e = await r.peekPrev(); e; e = await r.prev()) rev.push(fmtExt(e));
-        expect(rev, `reverse walk\n${trace.msg()}`).toEqual(m.pieces().map(fmtPiece).reverse());
+        await expectWholeWalks(tx, 'ext', m.pieces().map(fmtPiece), fmtExt, trace);
         after = m;
       });
       model = after;

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * Shared helpers of the iterator model tests (iter-model.test.ts, normal
- * btree; iter-model-extents.test.ts, extents btree): encoded positions,
- * tagged values, the seeded random source and the call trace printed when a
- * check fails.
+ * btree; iter-model-extents.test.ts and iter-model-extents-snapshots.test.ts,
+ * extents btree): encoded positions, tagged values, the seeded random source,
+ * the call trace printed when a check fails, and the checks the two extents
+ * tests share (whole walks both ways, one random iterator call against a
+ * model).
  *
  * Positions are encoded as one bigint (inode << 96 | offset << 32 | snapshot),
  * so bpos order is bigint order and bpos successor/predecessor are +1/-1.
@@ -13,7 +15,8 @@
  * SIXTREE_ITER_TX sets the number of checking transactions.
  */
 
-import type { Bpos } from '../../src/index.js';
+import { expect } from 'vitest';
+import type { Bpos, Entry, Iter, Transaction } from '../../src/index.js';
 import { prng } from '../helpers/store.js';
 
 export const SEED_DEFAULT = 0x5eed1;
@@ -103,5 +106,129 @@ export class Trace {
   }
   msg(): string {
     return `seed=${this.seed} (replay: SIXTREE_ITER_SEED=${this.seed})\n  ${this.lines.slice(-60).join('\n  ')}`;
+  }
+}
+
+/** An iterator's calls as docs/api.md defines them, answered from a model (each answer formatted as the test formats entries). */
+export interface IterCallModel {
+  cur: bigint;
+  peek(): string;
+  next(): string;
+  peekPrev(): string;
+  prev(): string;
+  setPos(p: bigint): void;
+}
+
+/** tx.iter walked whole, forward (peek/next) and back from the end (peekPrev/prev): the model's entries, in order and reversed. */
+export async function expectWholeWalks(tx: Transaction, btree: string, want: string[], fmt: (e: Entry | null) => string, trace: Trace): Promise<void> {
+  const fw: string[] = [];
+  const f = tx.iter(btree);
+  for (let e = await f.peek(); e; e = await f.next()) fw.push(fmt(e));
+  expect(fw, `forward walk\n${trace.msg()}`).toEqual(want);
+  const rev: string[] = [];
+  const r = tx.iter(btree, dec(ENC_MAX));
+  for (let e = await r.peekPrev(); e; e = await r.prev()) rev.push(fmt(e));
+  expect(rev, `reverse walk\n${trace.msg()}`).toEqual(want.slice().reverse());
+}
+
+/**
+ * One random call on `it` and on its model `mi` (setPos to randPos(), peek,
+ * next, peekPrev or prev, by where x falls among the cumulative
+ * thresholds): the answers and the positions after it must agree.
+ */
+export async function expectIterCall(
+  x: number,
+  thresholds: { setPos: number; peek: number; next: number; peekPrev: number },
+  it: Iter,
+  mi: IterCallModel,
+  randPos: () => bigint,
+  fmt: (e: Entry | null) => string,
+  trace: Trace,
+): Promise<void> {
+  let op: string;
+  let got: string;
+  let want: string;
+  if (x < thresholds.setPos) {
+    const p = randPos();
+    op = `setPos(${fmtEnc(p)})`;
+    it.setPos(dec(p));
+    mi.setPos(p);
+    got = want = '';
+  } else if (x < thresholds.peek) {
+    op = 'peek';
+    got = fmt(await it.peek());
+    want = mi.peek();
+  } else if (x < thresholds.next) {
+    op = 'next';
+    got = fmt(await it.next());
+    want = mi.next();
+  } else if (x < thresholds.peekPrev) {
+    op = 'peekPrev';
+    got = fmt(await it.peekPrev());
+    want = mi.peekPrev();
+  } else {
+    op = 'prev';
+    got = fmt(await it.prev());
+    want = mi.prev();
+  }
+  trace.add(`${op} -> ${want}`);
+  expect(got, trace.msg()).toBe(want);
+  expect(fmtPos(it.pos), `pos after ${op}\n${trace.msg()}`).toBe(fmtEnc(mi.cur));
+}
+
+/** Of pieces sorted by end (ends: their encoded ends), the first ending after x. */
+export function pieceAfter<P>(ps: readonly P[], ends: readonly bigint[], x: bigint): P | null {
+  const i = lowerBound(ends, x + 1n);
+  return i < ps.length ? ps[i]! : null;
+}
+
+/** Of pieces sorted by end, the last ending at or before x. */
+export function pieceEndingBy<P>(ps: readonly P[], ends: readonly bigint[], x: bigint): P | null {
+  const i = lowerBound(ends, x + 1n) - 1;
+  return i >= 0 ? ps[i]! : null;
+}
+
+/** A model of an extents btree as the iterator models need it: pieces by encoded start s and end e. */
+export interface ExtentPieces<P extends { s: bigint; e: bigint }> {
+  /** The first piece ending after x. */
+  after(x: bigint): P | null;
+  /** The last piece ending at or before x. */
+  endingBy(x: bigint): P | null;
+}
+
+/**
+ * peek, next, peekPrev and setPos of an extents iterator on a model
+ * (docs/api.md): the two extents model tests share them; prev (and slots)
+ * are each test's own.
+ */
+export abstract class ExtentIterModelBase<P extends { s: bigint; e: bigint }> implements IterCallModel {
+  last: P | null = null;
+  constructor(
+    readonly m: ExtentPieces<P>,
+    public cur: bigint,
+    readonly end: bigint | null,
+    readonly fmt: (p: P | null) => string,
+  ) {}
+  peek(): string {
+    const p = this.m.after(this.cur);
+    // end bound: extents starting at or after end are out of range
+    this.last = p && (this.end === null || p.s < this.end) ? p : null;
+    return this.fmt(this.last);
+  }
+  next(): string {
+    if (this.last === null && this.peek() === 'null') return 'null';
+    this.cur = this.last!.e;
+    this.last = null;
+    return this.peek();
+  }
+  peekPrev(): string {
+    const f = this.m.after(this.cur);
+    this.last = f && f.s <= this.cur ? f : this.m.endingBy(this.cur);
+    return this.fmt(this.last);
+  }
+  abstract prev(): string;
+  setPos(p: bigint): void {
+    this.cur = p;
+    this.last = null;
   }
 }
