@@ -2158,7 +2158,7 @@ export class Engine {
    * No extent key in the store is larger than this (offsets): the
    * superblock's bound, raised by extentSizeBoundRaise before a commit with
    * a larger extent is journaled. Scans for the extents crossing a position
-   * stop this far past it (overlayExpand, MergedView.spanningKey).
+   * stop this far past it (overlayExpand, MergedView.spanningKeys).
    */
   get extentSizeBound(): number {
     return this.sb.extentSizeBound;

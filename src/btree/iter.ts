@@ -444,6 +444,16 @@ function startOf(v: Visible, extents: boolean): XPos {
   return { inode: e.inode, offset: v.lo ?? e.start, snapshot: e.snapshot };
 }
 
+/**
+ * An upper bound on where the piece a pending range starting at s leaves of
+ * an extent crossing s ends: s itself for an extent write's range (its own
+ * snapshot's extents, cut at s); for a delRange's, s's offset for snapshots
+ * at or above s's, one past it for those below (extentClip).
+ */
+function cutEndMax(s: XPos, snapshot: number): XPos {
+  return snapshot === ANY_SNAPSHOT ? { inode: s.inode, offset: s.offset + 1n, snapshot: U32_MAX } : s;
+}
+
 export class MergedView {
   private path: BtreePath;
   private scratch = new Uint32Array(BPOS_WORDS);
@@ -518,43 +528,53 @@ export class MergedView {
     if (!this.extents || !ov) return best;
     // The extent found above is the first one whose key has a visible piece
     // after pos, but a later key (another snapshot's extent, reaching back
-    // over it) can have a piece that ends first: cut by a pending extent
-    // write's range at that range's start. Its piece ends at the start:
-    // only starts before the best so far need a look. (A delRange's range
-    // would need every snapshot's extent crossing its start: not done,
-    // docs/api.md.)
+    // over it) can have a piece that ends first: cut at a pending range's
+    // start. An extent write's range (one snapshot) cuts that snapshot's one
+    // extent spanning its start; a delRange's cuts every snapshot's (their
+    // pieces end at the start, or one past it for snapshots below the
+    // start's). Only ends before the best so far need a look.
     for (const [s, , snapshot] of merged) {
-      if (snapshot === ANY_SNAPSHOT || xcmp(s, pos) <= 0) continue;
+      if (xcmp(cutEndMax(s, snapshot), pos) <= 0) continue;
       if (best && xcmp(s, best.p) >= 0) break;
-      const k = await this.spanningKey(s.inode, s.offset, snapshot);
-      if (!k) continue;
-      const e = extentOfKey(k);
-      const piece = extentMinus(e, merged).find(([, hi]) => xcmp({ inode: e.inode, offset: hi, snapshot: e.snapshot }, pos) > 0);
-      if (!piece) continue;
-      const p = { inode: e.inode, offset: piece[1], snapshot: e.snapshot };
-      if (!best || xcmp(p, best.p) < 0) best = { p, key: k, lo: piece[0], hi: piece[1] };
+      for (const k of await this.spanningKeys(s, snapshot)) {
+        const e = extentOfKey(k);
+        const piece = extentMinus(e, merged).find(([, hi]) => xcmp({ inode: e.inode, offset: hi, snapshot: e.snapshot }, pos) > 0);
+        if (!piece) continue;
+        const p = { inode: e.inode, offset: piece[1], snapshot: e.snapshot };
+        if (!best || xcmp(p, best.p) < 0) best = { p, key: k, lo: piece[0], hi: piece[1] };
+      }
     }
     return best;
   }
 
   /**
-   * The committed extent of `snapshot` spanning offset `at` of `inode`
-   * (starting before it, ending after it), if any. Extents of one snapshot
-   * do not overlap, so it is the first key of that snapshot after
-   * (inode, at); keys of other snapshots on the way are passed over (none
-   * with one snapshot per inode), at most the store's extent size bound
-   * past `at` (no extent is longer).
+   * The committed extents a pending range starting at s cuts there: of
+   * `snapshot` (an extent write's range), the one spanning s's offset (it
+   * starts before it and ends after it; extents of one snapshot do not
+   * overlap, so it is the first key of that snapshot after s); of every
+   * snapshot (ANY_SNAPSHOT, a delRange's), each key of s's inode starting
+   * at or before s's offset and ending after it. Either way the keys read
+   * end at most the store's extent size bound past s (no extent is longer);
+   * keys of other snapshots on the way are passed over (none with one
+   * snapshot per inode).
    */
-  private async spanningKey(inode: bigint, at: bigint, snapshot: number): Promise<BkeyI | null> {
+  private async spanningKeys(s: XPos, snapshot: number): Promise<BkeyI[]> {
     const w = new Uint32Array(BPOS_WORDS);
     const bound = BigInt(this.trans.extentBoundUse());
-    bposToWords({ inode, offset: at, snapshot } as Bpos, w, 0);
+    const at = s.offset;
+    bposToWords({ inode: s.inode, offset: at, snapshot: snapshot === ANY_SNAPSHOT ? 0 : snapshot } as Bpos, w, 0);
+    const out: BkeyI[] = [];
     for (;;) {
       const k = await btreePeek(this.trans, this.path, w, true);
-      if (!k) return null;
+      if (!k) return out;
       const e = extentOfKey(k);
-      if (e.inode !== inode || e.end - at > bound) return null;
-      if (e.snapshot === snapshot) return e.start < at ? k : null;
+      if (e.inode !== s.inode || e.end - at > bound) return out;
+      if (snapshot === ANY_SNAPSHOT) {
+        if (e.start <= at && e.end > at) out.push(k);
+      } else if (e.snapshot === snapshot) {
+        if (e.start < at) out.push(k);
+        return out;
+      }
       wordsCopy(w, 0, k.p, 0);
     }
   }
@@ -600,22 +620,23 @@ export class MergedView {
     let best = !straddle ? r : !r ? straddle : xcmp(straddle.p, r.p) >= 0 ? straddle : r;
     const ov = this.ov;
     if (!this.extents || !ov) return best;
-    // Other keys after pos with a piece ending at or before it: cut by a
-    // pending extent write's range at its start, as in peek (delRange
-    // ranges: not done, docs/api.md). Latest starts first.
+    // Other keys after pos with a piece ending at or before it: cut at a
+    // pending range's start, as in peek. Latest starts first.
     const merged = ov.mergedTombstones();
+    const pw = posWords(pos as Bpos);
     for (let j = merged.length - 1; j >= 0; j--) {
       const [s, , snapshot] = merged[j]!;
-      if (snapshot === ANY_SNAPSHOT || xcmp(s, pos) > 0) continue;
-      if (best && xcmp(s, best.p) <= 0) break;
-      const k = await this.spanningKey(s.inode, s.offset, snapshot);
-      if (!k || wordsCmp(k.p, 0, posWords(pos as Bpos), 0) <= 0) continue;
-      const e = extentOfKey(k);
-      const pieces = extentMinus(e, merged).filter(([, hi]) => xcmp({ inode: e.inode, offset: hi, snapshot: e.snapshot }, pos) <= 0);
-      const last = pieces[pieces.length - 1];
-      if (!last) continue;
-      const p = { inode: e.inode, offset: last[1], snapshot: e.snapshot };
-      if (!best || xcmp(p, best.p) > 0) best = { p, key: k, lo: last[0], hi: last[1] };
+      if (xcmp(s, pos) > 0) continue;
+      if (best && xcmp(cutEndMax(s, snapshot), best.p) <= 0) break;
+      for (const k of await this.spanningKeys(s, snapshot)) {
+        if (wordsCmp(k.p, 0, pw, 0) <= 0) continue;
+        const e = extentOfKey(k);
+        const pieces = extentMinus(e, merged).filter(([, hi]) => xcmp({ inode: e.inode, offset: hi, snapshot: e.snapshot }, pos) <= 0);
+        const last = pieces[pieces.length - 1];
+        if (!last) continue;
+        const p = { inode: e.inode, offset: last[1], snapshot: e.snapshot };
+        if (!best || xcmp(p, best.p) > 0) best = { p, key: k, lo: last[0], hi: last[1] };
+      }
     }
     return best;
   }

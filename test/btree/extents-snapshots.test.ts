@@ -161,6 +161,28 @@ describe('tx.iter over extents of several snapshots in one inode', () => {
     expect(fw).toEqual(want);
     expect(rev).toEqual(want.slice().reverse());
   });
+  it("with a pending delRange starting inside an extent whose key comes after another snapshot's: the piece before the range's start is seen, either way", async () => {
+    // [start, end) of the range: A crosses start; Z (snapshot 3) is cut too. A start of
+    // snapshot 5 reaches one offset further into lower snapshots (positions compare fully).
+    const cases: Array<[ReturnType<typeof pos>, ReturnType<typeof pos>, string[]]> = [
+      [pos(1, 15), pos(1, 30), ['[0:0..10:0) vo=0 P', '[10:0..15:0) vo=0 A', '[30:3..60:3) vo=10 Z', '[30:0..110:0) vo=20 A']],
+      [pos(1, 15, 5), pos(1, 30), ['[0:0..10:0) vo=0 P', '[10:0..16:0) vo=0 A', '[30:3..60:3) vo=10 Z', '[30:0..110:0) vo=20 A']],
+      [pos(1, 25), pos(1, 70), ['[0:0..10:0) vo=0 P', '[10:0..25:0) vo=0 A', '[20:3..25:3) vo=0 Z', '[70:0..110:0) vo=60 A']],
+    ];
+    for (const [start, end, want] of cases) {
+      await t.store.transact((tx) => tx.delRange('ext', pos(0, 0), POS_MAX));
+      await nested();
+      const { fw, rev } = await t.store.transact(async (tx) => {
+        tx.delRange('ext', start, end);
+        return walks(tx);
+      });
+      const what = `delRange ${start.offset}:${start.snapshot}..${end.offset}`;
+      expect(fw, what).toEqual(want);
+      expect(rev, what).toEqual(want.slice().reverse());
+      // and the commit left what the transaction saw
+      expect(await all(t.store.range('ext')), what).toEqual(want);
+    }
+  });
 });
 
 describe('delRange over extents of several snapshots in one inode (the store keeps an extent size bound)', () => {
