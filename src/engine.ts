@@ -1916,8 +1916,8 @@ export class Engine {
     const startW = posWords(start);
     const startX = start as XPos;
     const endX = end as XPos;
-    await this.runInternal(async (bt) => {
-      out.length = 0;
+    /** One leaf's worth; `bound`: how far past end an extent starting before it can end. */
+    const batch = async (bt: BtreeTrans, bound: bigint): Promise<number> => {
       const w = posWords(cursor.pos);
       if (reverse && cursor.first) {
         // start at the last position before `end` (extents: the extent straddling end, if any)
@@ -1930,13 +1930,10 @@ export class Engine {
           if (endGiven) wordsPredecessor(w, 0);
         }
         else {
-          // Keys sit at their extent's end: one ending past end may start
-          // before it, in end's snapshot or any other, at most 2^32-1 past
-          // it (longer extents are several keys). The walk back starts there
-          // and skips what starts at or after end, as the forward walk
-          // looks that far past end.
+          // The walk back starts the bound past end and skips what starts at
+          // or after end, as the forward walk looks that far past end.
           if (endGiven) {
-            const far = endX.offset + 0xffffffffn;
+            const far = endX.offset + bound;
             wordsCopy(w, 0, posWords({ inode: endX.inode, offset: far > U64_MAX ? U64_MAX : far, snapshot: 0xffffffff }), 0);
           }
         }
@@ -1958,7 +1955,7 @@ export class Engine {
             const s: XPos = { inode: e.inode, offset: e.start, snapshot: e.snapshot };
             if (cmpX(s, endX) >= 0) {
               // extents are sorted by end; a later one can still start before end only in another snapshot
-              if (e.inode > endX.inode || (e.inode === endX.inode && xFromWords(k.p).offset > endX.offset + 0xffffffffn)) {
+              if (e.inode > endX.inode || (e.inode === endX.inode && xFromWords(k.p).offset > endX.offset + bound)) {
                 cursor.done = true;
                 return 0;
               }
@@ -2010,7 +2007,7 @@ export class Engine {
               cursor.done = true;
               return 0;
             }
-            // past end (the first batch starts up to 2^32-1 beyond it): only those starting before end
+            // past end (the first batch starts up to the bound beyond it): only those starting before end
             if (keys.keyCmpPos(h, endW, 0) <= 0 || extentStartsBefore(k, endX)) out.push(keyToEntry(k, true, false));
           } else {
             if (keys.keyCmpPos(h, startW, 0) < 0) {
@@ -2042,6 +2039,20 @@ export class Engine {
       }
       cursor.first = false;
       return 0;
+    };
+    await this.runInternal(async (bt) => {
+      out.length = 0;
+      if (!extents) return batch(bt, 0n);
+      // Keys sit at their extent's end: one ending past end may start before
+      // it (in end's snapshot or any other), at most the store's extent size
+      // bound past it. A bound raised while this batch ran (another commit's
+      // longer extent, maybe in a leaf read past that far) runs it again.
+      const saved = { ...cursor };
+      const ret = await batch(bt, BigInt(bt.extentBoundUse()));
+      if (ret) return ret;
+      const stale = bt.extentBoundValidate();
+      if (stale) Object.assign(cursor, saved);
+      return stale;
     });
     if (reverse) cursor.first = false;
     return out;

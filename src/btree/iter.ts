@@ -808,14 +808,32 @@ export class Iter {
 
   async peek(): Promise<Entry | null> {
     this.checkLive();
-    const v = await this.view.peek(this.cur);
+    let v = await this.view.peek(this.cur);
     this.trans.engine.maybePrefetch(this.trans, this.view.btreePath, !!this.opts.prefetch);
+    if (v && !this.inRange(v) && this.extents) v = await this.inRangeAfter(v);
     if (!v || !this.inRange(v)) {
       this.last = null;
       return null;
     }
     this.last = v;
     return entryOf(v, this.extents);
+  }
+
+  /**
+   * Extents: v starts at or after `end`, but a later key can still start
+   * before it (another snapshot's extent reaching back over v: keys sit at
+   * their extent's end). Such a key is in end's inode and ends at most the
+   * store's extent size bound past end: the keys up to there are looked at.
+   */
+  private async inRangeAfter(v: Visible): Promise<Visible | null> {
+    const end = this.end!;
+    const bound = BigInt(this.trans.extentBoundUse());
+    for (;;) {
+      const n = await this.view.peek(v.p);
+      if (!n || n.p.inode !== end.inode || n.p.offset - end.offset > bound) return null;
+      if (this.inRange(n)) return n;
+      v = n;
+    }
   }
 
   async next(): Promise<Entry | null> {
@@ -876,7 +894,7 @@ export class Iter {
     return entryOf(v, true);
   }
 
-  /** Slots mode: the key at pos, or a hole (extents: the hole up to the next extent, capped at KEY_SIZE_MAX). */
+  /** Slots mode: the key at pos, or a hole (extents: the hole up to the nearest extent start after pos, capped at KEY_SIZE_MAX). */
   async peekSlot(): Promise<Entry | Hole> {
     this.checkLive();
     const pos = this.cur;
@@ -886,21 +904,25 @@ export class Iter {
       if (k) return keyToEntry(k, false);
       return { hole: true, pos: xToBpos(pos) };
     }
-    const v = await this.view.peek(pos);
-    // covering pos by offset: an extent of a higher snapshot starting at
-    // pos's offset sorts after pos, and a hole cut there would be empty (a
-    // walk would never move)
-    const vs = v ? startOf(v, true) : null;
-    if (v && vs && (xcmp(vs, pos) <= 0 || (vs.inode === pos.inode && vs.offset === pos.offset))) {
-      this.last = v;
-      this.lastWasHole = null;
-      return pieceEntry(v);
-    }
-    // a hole from pos to the next extent in this inode and snapshot, or to the end of the inode
+    // The first piece in key order covering pos by offset, else a hole from
+    // pos to the nearest start after it in this inode, or to the end of the
+    // inode. Keys sit at their extent's end, so with several snapshots in an
+    // inode neither need be the first key after pos: keys are read while
+    // they end at most the store's extent size bound past the nearest start
+    // found (no extent is longer; one covering pos ends sooner still).
+    // Covering by offset: an extent of a higher snapshot starting at pos's
+    // offset sorts after pos, and a hole cut there would be empty (a walk
+    // would never move).
+    const bound = BigInt(this.trans.extentBoundUse());
     let endOffset = U64_MAX;
-    if (v) {
-      const s = startOf(v, true);
-      if (s.inode === pos.inode) endOffset = s.offset;
+    for (let v = await this.view.peek(pos); v && v.p.inode === pos.inode && v.p.offset - bound <= endOffset; v = await this.view.peek(v.p)) {
+      const vs = startOf(v, true);
+      if (xcmp(vs, pos) <= 0 || vs.offset === pos.offset) {
+        this.last = v;
+        this.lastWasHole = null;
+        return pieceEntry(v);
+      }
+      if (vs.offset < endOffset) endOffset = vs.offset;
     }
     let size = endOffset - pos.offset;
     if (size > BigInt(KEY_SIZE_MAX)) size = BigInt(KEY_SIZE_MAX);

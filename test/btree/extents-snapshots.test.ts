@@ -89,6 +89,47 @@ describe('extents of several snapshots in one inode', () => {
     // slots go by position (docs/api.md: the hole runs to the next extent in the inode, any snapshot)
     expect(slots).toEqual(['hole 0..10:0', 'data 10..20:5', 'hole 20..30:5', 'data 30..40:0', `hole 40..${40 + 0xffffffff}:0`]);
   });
+  it("a slot's hole ends at the nearest extent start, and an extent covering pos is found, though another snapshot's key comes first", async () => {
+    const s = t.store;
+    await s.transact((tx) => {
+      tx.putExtent('ext', pos(1, 50, 3), 10, b('Z')); // snapshot 3 [50, 60): its key comes first
+      tx.putExtent('ext', pos(1, 10, 0), 90, b('A')); // snapshot 0 [10, 100)
+    });
+    const walk = (from: ReturnType<typeof pos>): Promise<string[]> =>
+      s.transact(async (tx) => {
+        const it = tx.iter('ext', from, { slots: true });
+        const r: string[] = [];
+        for (let sl = await it.peekSlot(); sl && sl.start!.offset < 200n && r.length < 10; sl = (await it.nextSlot())!) {
+          r.push(`${'hole' in sl ? 'hole' : 'data'} ${sl.start!.offset}..${sl.pos.offset}:${sl.pos.snapshot}`);
+        }
+        return r;
+      });
+    expect(await walk(pos(1, 0))).toEqual(['hole 0..10:0', 'data 10..100:0', `hole 100..${100 + 0xffffffff}:0`]);
+    expect(await walk(pos(1, 15))).toEqual(['data 10..100:0', `hole 100..${100 + 0xffffffff}:0`]);
+    expect(await walk(pos(1, 55, 3))).toEqual(['data 50..60:3', 'data 10..100:0', `hole 100..${100 + 0xffffffff}:0`]);
+  });
+
+  it("an iterator's end does not stop at another snapshot's extent starting past it while a later key starts before it", async () => {
+    const s = t.store;
+    await s.transact((tx) => {
+      tx.putExtent('ext', pos(1, 50, 3), 10, b('Z')); // snapshot 3 [50, 60)
+      tx.putExtent('ext', pos(1, 10, 0), 90, b('A')); // snapshot 0 [10, 100)
+      tx.putExtent('ext', pos(1, 120, 0), 10, b('B')); // snapshot 0 [120, 130)
+    });
+    const walk = (end: ReturnType<typeof pos>): Promise<string[]> =>
+      s.transact(async (tx) => {
+        const it = tx.iter('ext', pos(1, 0), { end });
+        const r: string[] = [];
+        for (let e = await it.peek(); e; e = await it.next()) r.push(fmt(e));
+        return r;
+      });
+    expect(await walk(pos(1, 40))).toEqual(['[10:0..100:0) vo=0 A']);
+    expect(await walk(pos(1, 55))).toEqual(['[50:3..60:3) vo=0 Z', '[10:0..100:0) vo=0 A']);
+    expect(await walk(pos(1, 10))).toEqual([]);
+    expect(await walk(pos(2, 0))).toEqual(['[50:3..60:3) vo=0 Z', '[10:0..100:0) vo=0 A', '[120:0..130:0) vo=0 B']);
+    // the same as range() with that end
+    expect(await all(s.range('ext', { start: pos(1, 0), end: pos(1, 40) }))).toEqual(['[10:0..100:0) vo=0 A']);
+  });
 });
 
 describe('tx.iter over extents of several snapshots in one inode', () => {
@@ -233,6 +274,34 @@ describe('delRange over extents of several snapshots in one inode (the store kee
       await c.close();
       rmSync(copy, { force: true });
     }
+  });
+
+  it("store.range with an end reads only up to the bound past it, and a batch that read the bound before a raise runs again", async () => {
+    const s = t.store;
+    await s.transact((tx) => {
+      tx.putExtent('ext', pos(1, 10), 100, b('A')); // [10, 110): the bound becomes 128
+      tx.putExtent('ext', pos(1, 55, 3), 5, b('Z')); // snapshot 3 [55, 60): its key comes before A's
+    });
+    expect(s.stats().transactions.extentSizeBound).toBe(128);
+    // the first batch sees the bound as it was before A's commit raised it (8): it stops
+    // at Z's key (past 50 + 8), short of A's; then finds the bound changed and runs again
+    let calls = 0;
+    const spy = vi.spyOn(BtreeTrans.prototype, 'extentBoundUse').mockImplementation(function (this: BtreeTrans) {
+      const stale = calls++ === 0;
+      this.extentBoundSeen = stale ? 8 : this.engine.extentSizeBound;
+      return this.extentBoundSeen;
+    });
+    const restarts0 = s.stats().transactions.restarts;
+    let got: string[];
+    try {
+      got = await all(s.range('ext', { start: pos(1, 0), end: pos(1, 50) }));
+    } finally {
+      spy.mockRestore();
+    }
+    expect(got).toEqual(['[10:0..110:0) vo=0 A']);
+    expect(calls).toBe(2);
+    expect(s.stats().transactions.restarts).toBe(restarts0 + 1);
+    expect(await all(s.range('ext', { start: pos(1, 0), end: pos(1, 50), reverse: true }))).toEqual(['[10:0..110:0) vo=0 A']);
   });
 
   it('a commit whose scan stopped at a bound raised meanwhile (by another commit) runs again', async () => {

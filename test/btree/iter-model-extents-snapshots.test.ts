@@ -19,9 +19,9 @@
  */
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type Entry, type Iter, type Transaction } from '../../src/index.js';
+import { type Entry, type Hole, type Iter, type Transaction } from '../../src/index.js';
 import { tmpStore, type TmpStore } from '../helpers/store.js';
-import { ENC_MAX, TXS, U32_MAX, Rand, Trace, dec, enc, ExtentIterModelBase, expectIterCall, expectWholeWalks, pieceAfter, pieceEndingBy, fmtEnc, fmtPos, hex, seedsToRun, val } from './iter-model-helpers.js';
+import { ENC_MAX, TXS, U32_MAX, Rand, Trace, dec, enc, ExtentIterModelBase, expectIterCall, expectSlotCall, expectWholeWalks, pieceAfter, pieceEndingBy, fmtEnc, fmtPos, hex, seedsToRun, val } from './iter-model-helpers.js';
 
 const SEEDS = seedsToRun([11, 12, 13, 14]);
 const CHECK_TXS = Math.max(1, Math.round((TXS * 2) / 5));
@@ -117,9 +117,11 @@ function fmtPiece(p: Piece | null): string {
   if (p === null) return 'null';
   return `[${fmtEnc(p.s)}..${fmtEnc(p.e)}) vo=${p.vo} v=${hex(val(p.tag))}`;
 }
-function fmtExt(e: Entry | null): string {
+function fmtExt(e: Entry | Hole | null): string {
   if (e === null) return 'null';
-  return `[${e.start ? fmtPos(e.start) : '?'}..${fmtPos(e.pos)}) vo=${e.valueOffset} v=${hex(e.value)}`;
+  if ('hole' in e && e.hole) return `hole [${e.start ? fmtPos(e.start) : '?'}..${fmtPos(e.pos)}) size=${e.size}`;
+  const x = e as Entry;
+  return `[${x.start ? fmtPos(x.start) : '?'}..${fmtPos(x.pos)}) vo=${x.valueOffset} v=${hex(x.value)}`;
 }
 
 /** How often each iterator call is made (cumulative thresholds of expectIterCall). */
@@ -247,17 +249,20 @@ describe('extents btree, several snapshots per inode: model of per-snapshot offs
         // random calls
         for (let sq = 0; sq < 4; sq++) {
           const start = randPos(R, m);
+          const slots = R.r() < 0.3;
           let end: bigint | null = null;
-          if (R.r() < 0.4) {
+          if (!slots && R.r() < 0.4) {
             end = start + BigInt(R.int(120)) * (1n << 32n) + BigInt(R.int(8));
             if (end > ENC_MAX) end = ENC_MAX;
           }
-          const it: Iter = tx.iter('ext', dec(start), end === null ? {} : { end: dec(end) });
+          const it: Iter = tx.iter('ext', dec(start), end === null ? { slots } : { slots, end: dec(end) });
           const mi = new IterModel(m, start, end);
-          trace.reset(head(`seq ${sq}: iter(ext, ${fmtEnc(start)}${end !== null ? `, end ${fmtEnc(end)}` : ''})`));
+          trace.reset(head(`seq ${sq}: iter(ext, ${fmtEnc(start)}${end !== null ? `, end ${fmtEnc(end)}` : ''}${slots ? ', slots' : ''})`));
           const len = 10 + R.int(30);
           for (let c = 0; c < len; c++) {
-            await expectIterCall(R.r(), CALLS, it, mi, () => randPos(R, m), fmtExt, trace);
+            const r = R.r();
+            if (slots && r >= CALLS.setPos) await expectSlotCall(r, 0.25, it, mi, fmtExt, trace);
+            else await expectIterCall(r, CALLS, it, mi, () => randPos(R, m), fmtExt, trace);
             calls++;
           }
         }

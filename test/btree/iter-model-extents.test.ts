@@ -31,6 +31,7 @@ import {
   pieceAfter,
   pieceEndingBy,
   expectIterCall,
+  expectSlotCall,
   expectWholeWalks,
   fmtEnc,
   fmtPos,
@@ -130,7 +131,6 @@ function fmtExt(e: Entry | Hole | null): string {
 const CALLS = { setPos: 0.07, peek: 0.22, next: 0.55, peekPrev: 0.67 };
 
 class ExtIterModel extends ExtentIterModelBase<Piece> {
-  lastHoleEnd: bigint | null = null;
   constructor(m: ExtModel, cur: bigint, end: bigint | null) {
     super(m, cur, end, fmtPiece);
   }
@@ -141,36 +141,6 @@ class ExtIterModel extends ExtentIterModelBase<Piece> {
     if (s === 0n) return 'null';
     this.cur = s - 1n;
     return this.peekPrev();
-  }
-  override setPos(p: bigint): void {
-    super.setPos(p);
-    this.lastHoleEnd = null;
-  }
-  peekSlot(): string {
-    const f = this.m.after(this.cur);
-    if (f && f.s <= this.cur) {
-      this.last = f;
-      this.lastHoleEnd = null;
-      return fmtPiece(f);
-    }
-    const c = dec(this.cur);
-    const endOff = f && f.inode === c.inode ? f.start : U64_MAX;
-    let size = endOff - c.offset;
-    if (size > U32_MAX) size = U32_MAX;
-    const he = enc(c.inode, c.offset + size, c.snapshot);
-    this.last = null;
-    this.lastHoleEnd = he;
-    return `hole [${fmtEnc(this.cur)}..${fmtEnc(he)}) size=${size}`;
-  }
-  nextSlot(): string {
-    if (this.last) this.cur = this.last.e;
-    else if (this.lastHoleEnd !== null) this.cur = this.lastHoleEnd;
-    else {
-      this.peekSlot();
-      return this.nextSlot();
-    }
-    if (dec(this.cur).offset === U64_MAX) return 'null';
-    return this.peekSlot();
   }
 }
 
@@ -272,21 +242,7 @@ describe('iterator model', () => {
           for (let c = 0; c < len; c++) {
             const r = R.r();
             if (slots && r >= CALLS.setPos) {
-              let op: string;
-              let got: string;
-              let want: string;
-              if (r < 0.25) {
-                op = 'peekSlot';
-                got = fmtExt(await it.peekSlot());
-                want = mi.peekSlot();
-              } else {
-                op = 'nextSlot';
-                got = fmtExt(await it.nextSlot());
-                want = mi.nextSlot();
-              }
-              trace.add(`${op} -> ${want}`);
-              expect(got, trace.msg()).toBe(want);
-              expect(fmtPos(it.pos), `pos after ${op}\n${trace.msg()}`).toBe(fmtEnc(mi.cur));
+              await expectSlotCall(r, 0.25, it, mi, fmtExt, trace);
             } else {
               await expectIterCall(r, CALLS, it, mi, () => randPos(R, m), fmtExt, trace);
             }

@@ -16,7 +16,7 @@
  */
 
 import { expect } from 'vitest';
-import type { Bpos, Entry, Iter, Transaction } from '../../src/index.js';
+import type { Bpos, Entry, Hole, Iter, Transaction } from '../../src/index.js';
 import { prng } from '../helpers/store.js';
 
 export const SEED_DEFAULT = 0x5eed1;
@@ -197,12 +197,13 @@ export interface ExtentPieces<P extends { s: bigint; e: bigint }> {
 }
 
 /**
- * peek, next, peekPrev and setPos of an extents iterator on a model
- * (docs/api.md): the two extents model tests share them; prev (and slots)
- * are each test's own.
+ * peek, next, peekPrev, setPos and slots mode of an extents iterator on a
+ * model (docs/api.md): the two extents model tests share them; prev is each
+ * test's own.
  */
-export abstract class ExtentIterModelBase<P extends { s: bigint; e: bigint }> implements IterCallModel {
+export abstract class ExtentIterModelBase<P extends { s: bigint; e: bigint; inode: bigint; start: bigint }> implements IterCallModel {
   last: P | null = null;
+  lastHoleEnd: bigint | null = null;
   constructor(
     readonly m: ExtentPieces<P>,
     public cur: bigint,
@@ -210,9 +211,11 @@ export abstract class ExtentIterModelBase<P extends { s: bigint; e: bigint }> im
     readonly fmt: (p: P | null) => string,
   ) {}
   peek(): string {
-    const p = this.m.after(this.cur);
-    // end bound: extents starting at or after end are out of range
-    this.last = p && (this.end === null || p.s < this.end) ? p : null;
+    // end bound: extents starting at or after end are out of range, but a
+    // later piece (another snapshot's, reaching back over them) may start before it
+    let p = this.m.after(this.cur);
+    while (p && this.end !== null && p.s >= this.end) p = this.m.after(p.e);
+    this.last = p;
     return this.fmt(this.last);
   }
   next(): string {
@@ -230,5 +233,56 @@ export abstract class ExtentIterModelBase<P extends { s: bigint; e: bigint }> im
   setPos(p: bigint): void {
     this.cur = p;
     this.last = null;
+    this.lastHoleEnd = null;
   }
+  /**
+   * The first piece in key order (of those ending after pos) covering pos by
+   * offset, else the hole from pos to the nearest start after it in pos's
+   * inode (the end of the inode if none), at most 2^32-1 long.
+   */
+  peekSlot(): string {
+    const c = dec(this.cur);
+    let endOff = U64_MAX;
+    for (let f = this.m.after(this.cur); f && f.inode === c.inode; f = this.m.after(f.e)) {
+      if (f.s <= this.cur || f.start === c.offset) {
+        this.last = f;
+        this.lastHoleEnd = null;
+        return this.fmt(f);
+      }
+      if (f.start < endOff) endOff = f.start;
+    }
+    let size = endOff - c.offset;
+    if (size > U32_MAX) size = U32_MAX;
+    const he = enc(c.inode, c.offset + size, c.snapshot);
+    this.last = null;
+    this.lastHoleEnd = he;
+    return `hole [${fmtEnc(this.cur)}..${fmtEnc(he)}) size=${size}`;
+  }
+  nextSlot(): string {
+    if (this.last) this.cur = this.last.e;
+    else if (this.lastHoleEnd !== null) this.cur = this.lastHoleEnd;
+    else {
+      this.peekSlot();
+      return this.nextSlot();
+    }
+    if (dec(this.cur).offset === U64_MAX) return 'null';
+    return this.peekSlot();
+  }
+}
+
+/** A random peekSlot (x < peekShare) or nextSlot on the iterator and the model: same answer, same pos. */
+export async function expectSlotCall(
+  x: number,
+  peekShare: number,
+  it: Iter,
+  mi: { peekSlot(): string; nextSlot(): string; readonly cur: bigint },
+  fmt: (e: Entry | Hole | null) => string,
+  trace: Trace,
+): Promise<void> {
+  const op = x < peekShare ? 'peekSlot' : 'nextSlot';
+  const got = fmt(op === 'peekSlot' ? await it.peekSlot() : await it.nextSlot());
+  const want = op === 'peekSlot' ? mi.peekSlot() : mi.nextSlot();
+  trace.add(`${op} -> ${want}`);
+  expect(got, trace.msg()).toBe(want);
+  expect(fmtPos(it.pos), `pos after ${op}\n${trace.msg()}`).toBe(fmtEnc(mi.cur));
 }
