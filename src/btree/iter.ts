@@ -627,7 +627,10 @@ export class MergedView {
     for (let j = merged.length - 1; j >= 0; j--) {
       const [s, , snapshot] = merged[j]!;
       if (xcmp(s, pos) > 0) continue;
-      if (best && xcmp(cutEndMax(s, snapshot), best.p) <= 0) break;
+      // starts only fall from here on, but a delRange's cut may end one past
+      // its start: done once even that cannot beat the best
+      if (best && xcmp(cutEndMax(s, ANY_SNAPSHOT), best.p) <= 0) break;
+      if (best && xcmp(cutEndMax(s, snapshot), best.p) <= 0) continue;
       for (const k of await this.spanningKeys(s, snapshot)) {
         if (wordsCmp(k.p, 0, pw, 0) <= 0) continue;
         const e = extentOfKey(k);
@@ -894,7 +897,7 @@ export class Iter {
     return entryOf(v, true);
   }
 
-  /** Slots mode: the key at pos, or a hole (extents: the hole up to the nearest extent start after pos, capped at KEY_SIZE_MAX). */
+  /** Slots mode: the key at pos, or a hole (extents: pos's snapshot's extent covering pos, or the hole up to its next one, capped at KEY_SIZE_MAX). */
   async peekSlot(): Promise<Entry | Hole> {
     this.checkLive();
     const pos = this.cur;
@@ -904,25 +907,26 @@ export class Iter {
       if (k) return keyToEntry(k, false);
       return { hole: true, pos: xToBpos(pos) };
     }
-    // The first piece in key order covering pos by offset, else a hole from
-    // pos to the nearest start after it in this inode, or to the end of the
-    // inode. Keys sit at their extent's end, so with several snapshots in an
-    // inode neither need be the first key after pos: keys are read while
-    // they end at most the store's extent size bound past the nearest start
-    // found (no extent is longer; one covering pos ends sooner still).
-    // Covering by offset: an extent of a higher snapshot starting at pos's
-    // offset sorts after pos, and a hole cut there would be empty (a walk
-    // would never move).
-    const bound = BigInt(this.trans.extentBoundUse());
+    // The extent of pos's snapshot covering pos, else the hole from pos to
+    // the start of that snapshot's next extent in this inode (to the end of
+    // the inode if none), as a normal btree's slots are pos's snapshot's:
+    // other snapshots' keys on the way are passed over. That snapshot's
+    // extents do not overlap, so its first key after pos is the one. An
+    // extent of it starting within KEY_SIZE_MAX of pos ends at most the
+    // store's extent size bound past that: the scan stops there (the hole
+    // is at most KEY_SIZE_MAX long).
+    const capOffset = pos.offset + BigInt(KEY_SIZE_MAX) + BigInt(this.trans.extentBoundUse());
     let endOffset = U64_MAX;
-    for (let v = await this.view.peek(pos); v && v.p.inode === pos.inode && v.p.offset - bound <= endOffset; v = await this.view.peek(v.p)) {
+    for (let v = await this.view.peek(pos); v && v.p.inode === pos.inode && v.p.offset <= capOffset; v = await this.view.peek(v.p)) {
+      if (v.p.snapshot !== pos.snapshot) continue;
       const vs = startOf(v, true);
-      if (xcmp(vs, pos) <= 0 || vs.offset === pos.offset) {
+      if (vs.offset <= pos.offset) {
         this.last = v;
         this.lastWasHole = null;
         return pieceEntry(v);
       }
-      if (vs.offset < endOffset) endOffset = vs.offset;
+      endOffset = vs.offset;
+      break;
     }
     let size = endOffset - pos.offset;
     if (size > BigInt(KEY_SIZE_MAX)) size = BigInt(KEY_SIZE_MAX);

@@ -72,7 +72,7 @@ describe('extents of several snapshots in one inode', () => {
     expect(await t.store.engine.fsck()).toEqual([]);
   });
 
-  it("a slots walk makes progress past another snapshot's extent starting at its position (no empty hole)", async () => {
+  it("a slots walk goes by its position's snapshot: another snapshot's extents are passed over", async () => {
     const s = t.store;
     await s.transact((tx) => {
       tx.putExtent('ext', pos(1, 10, 5), 10, b('X')); // snapshot 5 [10, 20)
@@ -86,10 +86,10 @@ describe('extents of several snapshots in one inode', () => {
       }
       return r;
     });
-    // slots go by position (docs/api.md: the hole runs to the next extent in the inode, any snapshot)
-    expect(slots).toEqual(['hole 0..10:0', 'data 10..20:5', 'hole 20..30:5', 'data 30..40:0', `hole 40..${40 + 0xffffffff}:0`]);
+    // as a normal btree's slots (docs/api.md): the hole runs to the next extent of pos's snapshot
+    expect(slots).toEqual(['hole 0..30:0', 'data 30..40:0', `hole 40..${40 + 0xffffffff}:0`]);
   });
-  it("a slot's hole ends at the nearest extent start, and an extent covering pos is found, though another snapshot's key comes first", async () => {
+  it("a slots walk of one snapshot finds its extent covering pos and its next extent's start though another snapshot's key comes first", async () => {
     const s = t.store;
     await s.transact((tx) => {
       tx.putExtent('ext', pos(1, 50, 3), 10, b('Z')); // snapshot 3 [50, 60): its key comes first
@@ -106,7 +106,8 @@ describe('extents of several snapshots in one inode', () => {
       });
     expect(await walk(pos(1, 0))).toEqual(['hole 0..10:0', 'data 10..100:0', `hole 100..${100 + 0xffffffff}:0`]);
     expect(await walk(pos(1, 15))).toEqual(['data 10..100:0', `hole 100..${100 + 0xffffffff}:0`]);
-    expect(await walk(pos(1, 55, 3))).toEqual(['data 50..60:3', 'data 10..100:0', `hole 100..${100 + 0xffffffff}:0`]);
+    expect(await walk(pos(1, 55, 3))).toEqual(['data 50..60:3', `hole 60..${60 + 0xffffffff}:3`]);
+    expect(await walk(pos(1, 0, 3))).toEqual(['hole 0..50:3', 'data 50..60:3', `hole 60..${60 + 0xffffffff}:3`]);
   });
 
   it("an iterator's end does not stop at another snapshot's extent starting past it while a later key starts before it", async () => {
@@ -202,6 +203,22 @@ describe('tx.iter over extents of several snapshots in one inode', () => {
     expect(fw).toEqual(want);
     expect(rev).toEqual(want.slice().reverse());
   });
+  it('with a pending delRange and extent write starting at one position, the reverse walk finds the piece the delRange leaves before it', async () => {
+    await t.store.transact((tx) => {
+      tx.putExtent('ext', pos(1, 300, 3), 9, b('Z')); // snapshot 3 [300, 309)
+      tx.putExtent('ext', pos(1, 312, 3), 7, b('Y')); // snapshot 3 [312, 319)
+      tx.putExtent('ext', pos(1, 304, 7), 16, b('A')); // snapshot 7 [304, 320)
+    });
+    const { fw, rev } = await t.store.transact(async (tx) => {
+      tx.delRange('ext', pos(1, 309), pos(1, 316));
+      tx.putExtent('ext', pos(1, 309), 10, b('N')); // snapshot 0 [309, 319): its range starts where the delRange's does
+      return walks(tx);
+    });
+    const want = ['[300:3..309:3) vo=0 Z', '[304:7..309:7) vo=0 A', '[309:0..319:0) vo=0 N', '[316:3..319:3) vo=4 Y', '[316:7..320:7) vo=12 A'];
+    expect(fw).toEqual(want);
+    expect(rev).toEqual(want.slice().reverse());
+  });
+
   it("with a pending delRange starting inside an extent whose key comes after another snapshot's: the piece before the range's start is seen, either way", async () => {
     // [start, end) of the range: A crosses start; Z (snapshot 3) is cut too. A start of
     // snapshot 5 reaches one offset further into lower snapshots (positions compare fully).

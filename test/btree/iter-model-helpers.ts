@@ -236,20 +236,22 @@ export abstract class ExtentIterModelBase<P extends { s: bigint; e: bigint; inod
     this.lastHoleEnd = null;
   }
   /**
-   * The first piece in key order (of those ending after pos) covering pos by
-   * offset, else the hole from pos to the nearest start after it in pos's
-   * inode (the end of the inode if none), at most 2^32-1 long.
+   * The piece of pos's snapshot covering pos, else the hole from pos to the
+   * start of that snapshot's next piece in pos's inode (the end of the inode
+   * if none), at most 2^32-1 long; other snapshots' pieces are passed over.
    */
   peekSlot(): string {
     const c = dec(this.cur);
     let endOff = U64_MAX;
     for (let f = this.m.after(this.cur); f && f.inode === c.inode; f = this.m.after(f.e)) {
-      if (f.s <= this.cur || f.start === c.offset) {
+      if (dec(f.e).snapshot !== c.snapshot) continue;
+      if (f.start <= c.offset) {
         this.last = f;
         this.lastHoleEnd = null;
         return this.fmt(f);
       }
-      if (f.start < endOff) endOff = f.start;
+      endOff = f.start;
+      break;
     }
     let size = endOff - c.offset;
     if (size > U32_MAX) size = U32_MAX;
