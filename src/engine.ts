@@ -107,7 +107,7 @@ import { SixLockType } from './util/six.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
 import { transCommit, type Update } from './btree/commit.js';
 import { Interior, TxCtx, type BtreeUpdate, type MergeCheckPos } from './btree/interior.js';
-import { LookupNowait, btreeLookup, btreePeek, keyToEntry, keyToEntryAt, type Entry, type NodeInfo } from './btree/iter.js';
+import { EXTENT_SCAN_SKIP_AFTER, LookupNowait, btreeLookup, btreePeek, keyToEntry, keyToEntryAt, type Entry, type NodeInfo } from './btree/iter.js';
 import { EXTENT_VALUE_HEADER_BYTES, extentOfKey, xFromWords, type XPos } from './btree/overlay.js';
 import { BTREE_MAX_DEPTH } from './btree/path.js';
 import { type BtreePtr } from './btree/types.js';
@@ -1946,6 +1946,7 @@ export class Engine {
       const it = path.l[0]!.iter;
       if (!reverse) {
         this.prefetchAfter(btreeId, path.l[1]?.node ?? leaf, leaf.keys.maxKey);
+        let pastEnd = 0;
         for (let h = it.peek(); h >= 0 && out.length < max; it.advance(), h = it.peek()) {
           if (keys.keyType(h) === KEY_TYPE.deleted) continue;
           if (extents) {
@@ -1959,6 +1960,9 @@ export class Engine {
                 cursor.done = true;
                 return 0;
               }
+              // the rest of this leaf ends no sooner: none of it reaches back to end
+              // once this key ends further past it than the leaf's longest key
+              if (++pastEnd >= EXTENT_SCAN_SKIP_AFTER && e.end - endX.offset > BigInt(keys.keySizeMax())) break;
               continue;
             }
             out.push(keyToEntry(k, true, false));
@@ -1999,6 +2003,7 @@ export class Engine {
         h = it.peekPrev();
         if (h >= 0) it.rewind();
       }
+      let pastEnd = 0;
       for (; h >= 0 && out.length < max; ) {
         if (keys.keyType(h) !== KEY_TYPE.deleted) {
           if (extents) {
@@ -2009,6 +2014,19 @@ export class Engine {
             }
             // past end (the first batch starts up to the bound beyond it): only those starting before end
             if (keys.keyCmpPos(h, endW, 0) <= 0 || extentStartsBefore(k, endX)) out.push(keyToEntry(k, true, false));
+            else if (++pastEnd >= EXTENT_SCAN_SKIP_AFTER) {
+              // keys of this leaf ending further past end than its longest key
+              // do not reach back to end: go on below them (or below the leaf)
+              const longest = BigInt(keys.keySizeMax());
+              const e = extentOfKey(k);
+              if (e.end - endX.offset > longest) {
+                const to = posWords({ inode: endX.inode, offset: endX.offset + longest, snapshot: 0xffffffff });
+                if (wordsCmp(to, 0, keys.minKey, 0) < 0) break;
+                cursor.pos = wordsToBpos(to);
+                cursor.first = false;
+                return 0;
+              }
+            }
           } else {
             if (keys.keyCmpPos(h, startW, 0) < 0) {
               cursor.done = true;

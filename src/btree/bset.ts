@@ -1647,6 +1647,33 @@ export class NodeKeys {
    */
   contentGen = 0;
 
+  private keySizeMaxGen = -1;
+  private keySizeMaxVal = 0;
+
+  /**
+   * The largest size of any key in the node's sets (extents: the longest
+   * extent; shadowed keys and whiteouts counted too, so an upper bound of
+   * the visible ones), from a walk of the sets, kept until key bytes are
+   * written again (contentGen: compaction and sorting in place only drop
+   * keys). Scans for extents reaching back over a position pass over the
+   * rest of a leaf whose keys end further past it than this
+   * (iter.ts extentScanSkip).
+   */
+  keySizeMax(): number {
+    if (this.keySizeMaxGen === this.contentGen) return this.keySizeMaxVal;
+    let m = 0;
+    for (let s = 0; s < this.nsets; s++) {
+      const end = this.aux32[s * M.ROW + M.END]!;
+      for (let h = this.aux32[s * M.ROW + M.START]!; h < end; h = this.keyNext(h)) {
+        const z = this.keySize(h);
+        if (z > m) m = z;
+      }
+    }
+    this.keySizeMaxVal = m;
+    this.keySizeMaxGen = this.contentGen;
+    return m;
+  }
+
   /**
    * u64s inserting k may take from the room left (the commit's space check,
    * deciding as insertKey does): a deletion needs room for a whiteout only
@@ -2656,10 +2683,12 @@ export class NodeKeys {
 
   /** Expensive consistency check: order, range, aux tables, counts. Throws on failure. */
   verify(): void {
+    const sizeMax = this.keySizeMaxGen === this.contentGen ? this.keySizeMaxVal : -1;
     for (let s = 0; s < this.nsets; s++) {
       let prev = -1;
       for (let k = this.aux32[s * M.ROW + M.START]!; k < this.aux32[s * M.ROW + M.END]!; k = this.keyNext(k)) {
         if (this.keyU64s(k) === 0) throw new Error(`verify: zero-size key at ${k}`);
+        if (sizeMax >= 0 && this.keySize(k) > sizeMax) throw new Error(`verify: key at ${k} of size ${this.keySize(k)} above the kept keySizeMax ${sizeMax} (contentGen not bumped)`);
         if (prev >= 0 && this.keyCmpKey(prev, k) >= 0) throw new Error(`verify: set ${s} out of order at ${k}`);
         this.keyPosTo(k, scrA, 0);
         if (!this.keyInRange(scrA, 0)) throw new Error(`verify: key ${wordsToText(scrA, 0)} outside node range`);

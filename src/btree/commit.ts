@@ -43,7 +43,7 @@ import {
   type BtreeOverlay,
   type XPos,
 } from './overlay.js';
-import { btreePeek } from './iter.js';
+import { EXTENT_SCAN_SKIP_AFTER, btreePeek, extentScanSkip } from './iter.js';
 import { UPTODATE, type BtreePath } from './path.js';
 import type { BtreeTrans } from './trans.js';
 import type { JournalRes } from '../journal/journal.js';
@@ -77,6 +77,7 @@ async function overlayExpand(trans: BtreeTrans, btreeId: number, ov: BtreeOverla
     try {
       for (const [s, t, snapshot] of tombs) {
         let cur = xToWords(s);
+        let pastEnd = 0;
         for (;;) {
           const k = await btreePeek(trans, path, cur, ov.extents);
           if (!k) break;
@@ -105,7 +106,8 @@ async function overlayExpand(trans: BtreeTrans, btreeId: number, ov: BtreeOverla
           if (e.inode > t.inode || (e.inode === t.inode && kp.offset > t.offset + bound)) break;
           if (e.inode === t.inode && xcmp({ inode: e.inode, offset: e.start, snapshot: e.snapshot }, t) >= 0) {
             if (e.snapshot === snapshot) break;
-            cur = k.p;
+            // the rest of this leaf ends no sooner: past its longest key, none reaches back into the range
+            cur = (++pastEnd >= EXTENT_SCAN_SKIP_AFTER ? extentScanSkip(path, e.end, t.offset) : null) ?? k.p;
             continue;
           }
           const pieces = extentMinus(e, tombs);

@@ -29,6 +29,7 @@ import {
   bposToWords,
   posWords,
   toBpos,
+  wordsClone,
   wordsCmp,
   wordsCopy,
   wordsIsMax,
@@ -119,6 +120,25 @@ export async function btreePeek(trans: BtreeTrans, path: BtreePath, pos: Uint32A
     wordsSuccessor(p, 0);
     strict = false;
   }
+}
+
+/** Keys a scan for extents reaching back over a position reads one by one before it looks at extentScanSkip. */
+export const EXTENT_SCAN_SKIP_AFTER = 8;
+
+/**
+ * Scans for extents reaching back over offset `at` (starting at or before
+ * it) read keys in key order past it, up to the store's extent size bound.
+ * btreePeek just returned a key ending at `keyEnd` from path's leaf: the
+ * keys after it in that leaf end no sooner (or lie in a later inode), so
+ * none reaches back to `at` once keyEnd - at exceeds the longest key of the
+ * leaf (NodeKeys.keySizeMax). Then the scan goes on strictly after the
+ * leaf's max key, returned; else null. (The leaf is in the transaction's
+ * read set: btreePeek noted it.)
+ */
+export function extentScanSkip(path: BtreePath, keyEnd: bigint, at: bigint): Uint32Array | null {
+  const n = path.l[0]?.node;
+  if (!n || keyEnd - at <= BigInt(n.keys.keySizeMax()) || wordsIsMax(n.keys.maxKey, 0)) return null;
+  return wordsClone(n.keys.maxKey);
 }
 
 /** Last live key at or before pos in the path's btree, or null. */
@@ -564,7 +584,7 @@ export class MergedView {
     const at = s.offset;
     bposToWords({ inode: s.inode, offset: at, snapshot: snapshot === ANY_SNAPSHOT ? 0 : snapshot } as Bpos, w, 0);
     const out: BkeyI[] = [];
-    for (;;) {
+    for (let read = 1; ; read++) {
       const k = await btreePeek(this.trans, this.path, w, true);
       if (!k) return out;
       const e = extentOfKey(k);
@@ -575,8 +595,42 @@ export class MergedView {
         if (e.start < at) out.push(k);
         return out;
       }
-      wordsCopy(w, 0, k.p, 0);
+      // (of one snapshot, its first key ends the scan anyway)
+      const skip = snapshot === ANY_SNAPSHOT && read >= EXTENT_SCAN_SKIP_AFTER ? extentScanSkip(this.path, e.end, at) : null;
+      wordsCopy(w, 0, skip ?? k.p, 0);
     }
+  }
+
+  /**
+   * The first visible piece in key order after `after` that starts before
+   * `end` (an Iter's end, in end's inode): with `after` at or past the end
+   * of a piece starting at or after `end`, such a piece reaches over `end`
+   * (another snapshot's extent, its key after ones starting past `end`): a
+   * committed extent spanning end's offset (spanningKeys: keys up to the
+   * extent size bound past it), cut by the pending ranges, or a pending
+   * extent ending at most the bound past it.
+   */
+  async firstStartingBefore(end: XPos, after: XPos): Promise<Visible | null> {
+    const ov = this.ov;
+    const merged = ov ? ov.mergedTombstones() : [];
+    let best: Visible | null = null;
+    const consider = (v: Visible): void => {
+      if (xcmp(v.p, after) > 0 && xcmp(startOf(v, true), end) < 0 && (!best || xcmp(v.p, best.p) < 0)) best = v;
+    };
+    for (const k of await this.spanningKeys(end, ANY_SNAPSHOT)) {
+      const e = extentOfKey(k);
+      for (const [lo, hi] of extentMinus(e, merged)) consider({ p: { inode: e.inode, offset: hi, snapshot: e.snapshot }, key: k, lo, hi });
+    }
+    if (ov) {
+      const bound = BigInt(this.trans.extentBoundUse());
+      for (let i = ov.lowerBound(after, true); i < ov.keys.length; i++) {
+        const k = ov.keys[i]!;
+        const p = ov.posAt(i);
+        if (p.inode !== end.inode || p.offset - end.offset > bound) break;
+        if (k.type !== KEY_TYPE.deleted) consider({ p, key: k });
+      }
+    }
+    return best;
   }
 
   /**
@@ -825,18 +879,12 @@ export class Iter {
   /**
    * Extents: v starts at or after `end`, but a later key can still start
    * before it (another snapshot's extent reaching back over v: keys sit at
-   * their extent's end). Such a key is in end's inode and ends at most the
-   * store's extent size bound past end: the keys up to there are looked at.
+   * their extent's end), spanning end (MergedView.firstStartingBefore).
    */
   private async inRangeAfter(v: Visible): Promise<Visible | null> {
     const end = this.end!;
-    const bound = BigInt(this.trans.extentBoundUse());
-    for (;;) {
-      const n = await this.view.peek(v.p);
-      if (!n || n.p.inode !== end.inode || n.p.offset - end.offset > bound) return null;
-      if (this.inRange(n)) return n;
-      v = n;
-    }
+    // v starts at or after end, so it is in end's inode or a later one
+    return v.p.inode === end.inode ? this.view.firstStartingBefore(end, v.p) : null;
   }
 
   async next(): Promise<Entry | null> {

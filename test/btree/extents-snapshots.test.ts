@@ -321,6 +321,42 @@ describe('delRange over extents of several snapshots in one inode (the store kee
     expect(await all(s.range('ext', { start: pos(1, 0), end: pos(1, 50), reverse: true }))).toEqual(['[10:0..110:0) vo=0 A']);
   });
 
+  it('scans past an end pass over leaves of short extents but find a long one reaching back from leaves further on', async () => {
+    const s = t.store;
+    // 2,000 extents of 8 in snapshot 0 (4 KiB nodes: some 20 leaves), and one of 12,000 in
+    // snapshot 5 from offset 100: its key sits leaves after the range's end
+    for (let i = 0; i < 2000; i += 500) {
+      await s.transact((tx) => {
+        for (let j = i; j < i + 500; j++) tx.putExtent('ext', pos(1, j * 8), 8, b('s'));
+      });
+    }
+    await s.transact((tx) => tx.putExtent('ext', pos(1, 100, 5), 12000, b('L')));
+    expect(s.stats().transactions.extentSizeBound).toBe(16384);
+    const long = '[100:5..12100:5) vo=0 L';
+    const want = [...Array.from({ length: 13 }, (_, i) => `[${i * 8}:0..${i * 8 + 8}:0) vo=0 s`), long];
+    const end = pos(1, 104);
+    expect(await all(s.range('ext', { end }))).toEqual(want);
+    expect(await all(s.range('ext', { end, reverse: true }))).toEqual(want.slice().reverse());
+    const viaIter = await s.transact(async (tx) => {
+      const it = tx.iter('ext', pos(1, 0), { end });
+      const r: string[] = [];
+      for (let e = await it.peek(); e; e = await it.next()) r.push(fmt(e));
+      return r;
+    });
+    expect(viaIter).toEqual(want);
+    // a delRange up to there cuts it too (the commit's scan past the range's end)
+    await s.transact((tx) => tx.delRange('ext', pos(1, 50), end));
+    const after = await all(s.range('ext', { end: pos(1, 120) }));
+    expect(after).toEqual([
+      ...Array.from({ length: 6 }, (_, i) => `[${i * 8}:0..${i * 8 + 8}:0) vo=0 s`),
+      '[48:0..50:0) vo=0 s',
+      '[104:0..112:0) vo=0 s',
+      '[112:0..120:0) vo=0 s',
+      '[104:5..12100:5) vo=4 L',
+    ]);
+    expect(await s.fsck()).toEqual([]);
+  });
+
   it('a commit whose scan stopped at a bound raised meanwhile (by another commit) runs again', async () => {
     const s = t.store;
     await s.transact((tx) => {

@@ -38,6 +38,15 @@ function listAll(keys: NodeKeys): string[] {
   return out;
 }
 
+/** The largest size of a key the iterator returns. */
+function visibleSizeMax(keys: NodeKeys): number {
+  const it = new NodeIter();
+  it.initStart(keys);
+  let m = 0;
+  for (let h = it.peek(); h >= 0; it.advance(), h = it.peek()) m = Math.max(m, keys.keySize(h));
+  return m;
+}
+
 /** The node's observable state: sets (bytes), counts, seqs, iteration. */
 function state(k: NodeKeys): unknown {
   // keys only: a writable set's header slot holds whatever was there until the set is sealed
@@ -98,7 +107,9 @@ describe('NodeKeys#insertKeys()', () => {
           const p = posOf(3, o);
           if (r.bool(0.25)) return bkeyWhiteout(p, version);
           const value = new Uint8Array(r.int(40)).map(() => r.int(256));
-          return extents ? bkeyExtent(p, 1 + Number(o % 7n), value, version) : bkeyValue(p, value, version);
+          // extents: mostly short, now and then long (keySizeMax must follow)
+          const size = r.bool(0.1) ? Math.max(1, Number(o % 3000n)) : 1 + Number(o % 7n);
+          return extents ? bkeyExtent(p, Math.min(size, Number(o)), value, version) : bkeyValue(p, value, version);
         });
         // journal replay: one position from several entries, in entry order
         if (run.length > 1 && r.bool(0.2)) {
@@ -107,6 +118,9 @@ describe('NodeKeys#insertKeys()', () => {
           run.splice(i + 1, 0, r.bool(0.5) ? bkeyWhiteout(p, version) : bkeyValue(p, new Uint8Array(r.int(40)), version));
         }
         for (const o of offs) used.push(o);
+        // kept from here on: verify() (bsetDebug.checks, after every insert) fails if a write of keys leaves it stale
+        a.keySizeMax();
+        b.keySizeMax();
         const before = state(a);
         const ok = a.insertKeys(run);
         if (!ok) {
@@ -129,6 +143,7 @@ describe('NodeKeys#insertKeys()', () => {
           for (const k of [a, b]) nodeWriteDone(k);
         }
         expect(state(a)).toEqual(state(b));
+        expect(a.keySizeMax()).toBeGreaterThanOrEqual(visibleSizeMax(a));
         if (a.u64sRemaining() < 64 && !a.writeInFlight) return;
       }
       const probes = Array.from({ length: 50 }, () => (used.length && r.bool(0.7) ? posOf(3, used[r.int(used.length)]!) : posOf(3, r.int(1 << 20))));
@@ -158,6 +173,21 @@ describe('NodeKeys#insertKeys()', () => {
     expect(a.nrKeys, "10, 20, 30 and 15, 25 gone; 27 and 999 were never there").toBe(20 + 10 - 5);
     const live = listAll(a).filter((t) => !t.startsWith(`${keyTypeName(KEY_TYPES.deleted)} `));
     expect(live.length).toBe(a.nrKeys);
+  });
+
+  it('keySizeMax follows the longest extent through runs, single inserts and writes', () => {
+    const [a] = twin(16384, 1 << 20);
+    const ext = (o: number, size: number) => bkeyExtent(posOf(3, o), size, new Uint8Array([o & 0xff]), 1);
+    expect(a.keySizeMax()).toBe(0);
+    expect(a.insertKeys([10, 20, 30, 40, 50].map((o) => ext(o, 4)))).toBe(true);
+    expect(a.keySizeMax()).toBe(4);
+    expect(a.insertKeys([110, 120, 230, 240, 250].map((o) => ext(o, o === 230 ? 100 : 4)))).toBe(true);
+    expect(a.keySizeMax()).toBe(100);
+    nodeWritePrepare(a);
+    nodeWriteDone(a);
+    expect(a.keySizeMax()).toBe(100);
+    expect(a.insertKey(ext(2000, 1500))).toBe(true);
+    expect(a.keySizeMax()).toBe(1500);
   });
 
   it('a run that does not fit returns false and changes nothing', () => {
