@@ -457,6 +457,14 @@ describe('Store.format and Store.open', () => {
     await s.close();
   });
 
+  it('without the io option a store uses the backend SIXTREE_IO names, else napi (the koffi test project runs this file on koffi)', async () => {
+    const path = await formatSmall(freshPath());
+    const s = await Store.open(path);
+    const want = process.env.SIXTREE_IO === 'koffi' ? 'koffi' : 'napi';
+    expect(s.engine.dev.toText()).toMatch(new RegExp(`io: +${want}, `));
+    await s.close();
+  });
+
   it("io: 'koffi' and 'napi' backends both open the store", async () => {
     const path = await formatSmall(freshPath(), { io: 'koffi' });
     for (const io of ['koffi', 'napi'] as const) {
