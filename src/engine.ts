@@ -2383,7 +2383,7 @@ export class Engine {
     const out = new Printbuf();
     out.line(`sixtree store ${this.path}${this.readOnly ? ' (read-only)' : ''}`);
     out.nested((o) => {
-      o.field('device', `${this.dev.kind} ${bytesToText(this.dev.sizeBytes)}, block ${this.blockSizeBytes}, node ${bytesToText(this.nodeSizeBytes)}, ${this.sb.nrBuckets} buckets`);
+      o.field('device', `${this.dev.kind} ${bytesToText(this.dev.sizeBytes)}, block ${this.blockSizeBytes}, node ${bytesToText(this.nodeSizeBytes)}, ${this.sb.nrBuckets} buckets${this.dev.backend ? `, io ${this.dev.backend.name}` : ''}`);
       o.line('btrees:');
       o.nested((b) => {
         this.btrees.forEach((bt, id) => {

@@ -462,6 +462,7 @@ describe('Store.format and Store.open', () => {
     const s = await Store.open(path);
     const want = process.env.SIXTREE_IO === 'koffi' ? 'koffi' : 'napi';
     expect(s.engine.dev.toText()).toMatch(new RegExp(`io: +${want}, `));
+    expect(s.toText()).toMatch(new RegExp(`device: .*, io ${want}\n`));
     await s.close();
   });
 

@@ -37,6 +37,8 @@ export interface Device {
   readonly alignBytes: number;
   readonly readOnly: boolean;
   readonly stats: DeviceStats;
+  /** The native backend doing its I/O, where there is one (napi or koffi). */
+  readonly backend?: { readonly name: string };
 
   /** An aligned, zeroed buffer; free it with freeBuffer() (a finalizer frees it otherwise). */
   allocBuffer(sizeBytes: number): Uint8Array;
