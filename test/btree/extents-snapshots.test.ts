@@ -28,6 +28,14 @@ async function all(it: AsyncIterable<Entry>): Promise<string[]> {
   return r;
 }
 
+/** range() returns want, and again after a close and reopen; fsck is clean. */
+async function expectRangeKeptAcrossReopen(want: string[]): Promise<void> {
+  expect(await all(t.store.range('ext'))).toEqual(want);
+  await t.reopen({ cacheSize: 256 * 1024 });
+  expect(await all(t.store.range('ext'))).toEqual(want);
+  expect(await t.store.engine.fsck()).toEqual([]);
+}
+
 describe('extents: reverse range() returns what the forward one does, reversed', () => {
   it('the extent ending exactly at end is in it', async () => {
     const s = t.store;
@@ -66,10 +74,7 @@ describe('extents of several snapshots in one inode', () => {
     await s.transact((tx) => tx.putExtent('ext', pos(1, 50, 1), 10, b('B'))); // snapshot 1 [50, 60)
     await s.transact((tx) => tx.putExtent('ext', pos(1, 10, 0), 10, b('C'))); // snapshot 0 [10, 20): splits A
     const want = ['[0:0..10:0) vo=0 A', '[10:0..20:0) vo=0 C', '[50:1..60:1) vo=0 B', '[20:0..100:0) vo=20 A'];
-    expect(await all(s.range('ext'))).toEqual(want);
-    await t.reopen({ cacheSize: 256 * 1024 });
-    expect(await all(t.store.range('ext'))).toEqual(want);
-    expect(await t.store.engine.fsck()).toEqual([]);
+    await expectRangeKeptAcrossReopen(want);
   });
 
   it("a slots walk goes by its position's snapshot: another snapshot's extents are passed over", async () => {
@@ -252,10 +257,7 @@ describe('delRange over extents of several snapshots in one inode (the store kee
     });
     await s.transact((tx) => tx.delRange('ext', pos(1, 30), pos(1, 50)));
     const want = ['[10:0..30:0) vo=0 A', '[55:3..60:3) vo=0 Z', '[50:0..110:0) vo=40 A'];
-    expect(await all(s.range('ext'))).toEqual(want);
-    await t.reopen({ cacheSize: 256 * 1024 });
-    expect(await all(t.store.range('ext'))).toEqual(want);
-    expect(await t.store.engine.fsck()).toEqual([]);
+    await expectRangeKeptAcrossReopen(want);
   });
 
   it('the bound covers every extent committed, is on disk before the commit resolves, and fsck checks it', async () => {

@@ -19,9 +19,9 @@
  */
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type Entry, type Hole, type Iter, type Transaction } from '../../src/index.js';
+import { type Entry, type Hole, type Transaction } from '../../src/index.js';
 import { tmpStore, type TmpStore } from '../helpers/store.js';
-import { ENC_MAX, TXS, U32_MAX, Rand, Trace, dec, enc, ExtentIterModelBase, expectIterCall, expectSlotCall, expectWholeWalks, pieceAfter, pieceEndingBy, fmtEnc, fmtPos, hex, seedsToRun, val } from './iter-model-helpers.js';
+import { ENC_MAX, TXS, U32_MAX, Rand, Trace, dec, enc, ExtentIterModelBase, buildByTransactions, expectRandomExtentIterSeq, expectWholeWalks, type ExtentIterSeqPlan, pieceAfter, pieceEndingBy, fmtEnc, fmtPos, hex, seedsToRun, val } from './iter-model-helpers.js';
 
 const SEEDS = seedsToRun([11, 12, 13, 14]);
 const CHECK_TXS = Math.max(1, Math.round((TXS * 2) / 5));
@@ -124,8 +124,14 @@ function fmtExt(e: Entry | Hole | null): string {
   return `[${x.start ? fmtPos(x.start) : '?'}..${fmtPos(x.pos)}) vo=${x.valueOffset} v=${hex(x.value)}`;
 }
 
-/** How often each iterator call is made (cumulative thresholds of expectIterCall). */
-const CALLS = { setPos: 0.06, peek: 0.2, next: 0.5, peekPrev: 0.62 };
+/** Random iterator sequences: 30% in slots mode, some with an end, 10-39 calls. */
+const SEQ_PLAN: ExtentIterSeqPlan = {
+  slotsShare: 0.3,
+  endAfter: (R, start) => start + BigInt(R.int(120)) * (1n << 32n) + BigInt(R.int(8)),
+  callsMin: 10,
+  callsSpan: 30,
+  thresholds: { setPos: 0.06, peek: 0.2, next: 0.5, peekPrev: 0.62 },
+};
 
 /** The iterator calls as docs/api.md defines them, on the model. */
 class IterModel extends ExtentIterModelBase<Piece> {
@@ -214,21 +220,7 @@ describe('extents btree, several snapshots per inode: model of per-snapshot offs
     };
 
     // -- build: overlapping extents of three snapshots in the same inodes
-    for (let b = 0; b < 12; b++) {
-      const txSeed = top.seed();
-      let m = model;
-      let tg = tag;
-      await s.transact((tx) => {
-        m = model.clone();
-        tg = applyRandom(new Rand(txSeed), tx, m, 20, tag, null);
-      });
-      model = m;
-      tag = tg;
-      if (b % 4 === 3) {
-        await s.flush();
-        s.shrink(64);
-      }
-    }
+    ({ model, tag } = await buildByTransactions(s, top, { model, tag }, { txs: 12, opsPerTx: 20, flushEvery: 4 }, (R, tx, m, n, tg) => applyRandom(R, tx, m, n, tg, null)));
     expect(new Set(model.pieces().map((p) => p.snapshot)).size).toBe(SNAPS.length);
     await checkRange(new Rand(top.seed()), model, 'after build');
 
@@ -249,22 +241,7 @@ describe('extents btree, several snapshots per inode: model of per-snapshot offs
         // random calls
         for (let sq = 0; sq < 4; sq++) {
           const start = randPos(R, m);
-          const slots = R.r() < 0.3;
-          let end: bigint | null = null;
-          if (!slots && R.r() < 0.4) {
-            end = start + BigInt(R.int(120)) * (1n << 32n) + BigInt(R.int(8));
-            if (end > ENC_MAX) end = ENC_MAX;
-          }
-          const it: Iter = tx.iter('ext', dec(start), end === null ? { slots } : { slots, end: dec(end) });
-          const mi = new IterModel(m, start, end);
-          trace.reset(head(`seq ${sq}: iter(ext, ${fmtEnc(start)}${end !== null ? `, end ${fmtEnc(end)}` : ''}${slots ? ', slots' : ''})`));
-          const len = 10 + R.int(30);
-          for (let c = 0; c < len; c++) {
-            const r = R.r();
-            if (slots && r >= CALLS.setPos) await expectSlotCall(r, 0.25, it, mi, fmtExt, trace);
-            else await expectIterCall(r, CALLS, it, mi, () => randPos(R, m), fmtExt, trace);
-            calls++;
-          }
+          calls += await expectRandomExtentIterSeq(R, tx, 'ext', start, SEQ_PLAN, (end) => new IterModel(m, start, end), () => randPos(R, m), fmtExt, trace, (call) => head(`seq ${sq}: ${call}`));
         }
         after = m;
       });

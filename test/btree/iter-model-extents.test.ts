@@ -15,14 +15,13 @@
  */
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type Entry, type Hole, type Iter, type Transaction } from '../../src/index.js';
+import { type Entry, type Hole, type Transaction } from '../../src/index.js';
 import { tmpStore, type TmpStore } from '../helpers/store.js';
 import {
   ENC_MAX,
   SEED_DEFAULT,
   TXS,
   U32_MAX,
-  U64_MAX,
   Rand,
   Trace,
   dec,
@@ -30,9 +29,10 @@ import {
   ExtentIterModelBase,
   pieceAfter,
   pieceEndingBy,
-  expectIterCall,
-  expectSlotCall,
+  buildByTransactions,
+  expectRandomExtentIterSeq,
   expectWholeWalks,
+  type ExtentIterSeqPlan,
   fmtEnc,
   fmtPos,
   hex,
@@ -127,8 +127,14 @@ function fmtExt(e: Entry | Hole | null): string {
   return `[${x.start ? fmtPos(x.start) : '?'}..${fmtPos(x.pos)}) size=${x.size} vo=${x.valueOffset} v=${hex(x.value)}`;
 }
 
-/** How often each iterator call is made outside slots mode (cumulative thresholds of expectIterCall). */
-const CALLS = { setPos: 0.07, peek: 0.22, next: 0.55, peekPrev: 0.67 };
+/** Random iterator sequences: a third in slots mode, some with an end (now and then at the start), 10-49 calls. */
+const SEQ_PLAN: ExtentIterSeqPlan = {
+  slotsShare: 0.35,
+  endAfter: (R, start) => (R.r() < 0.1 ? start : start + BigInt(R.int(150)) * (1n << 32n) + BigInt(R.int(2))),
+  callsMin: 10,
+  callsSpan: 40,
+  thresholds: { setPos: 0.07, peek: 0.22, next: 0.55, peekPrev: 0.67 },
+};
 
 class ExtIterModel extends ExtentIterModelBase<Piece> {
   constructor(m: ExtModel, cur: bigint, end: bigint | null) {
@@ -194,21 +200,7 @@ describe('iterator model', () => {
     };
 
     // -- build: overlapping and non-overlapping extents, some deleted, flushed
-    for (let b = 0; b < 20; b++) {
-      const txSeed = top.seed();
-      let m = model;
-      let tg = tag;
-      await s.transact((tx) => {
-        m = model.clone();
-        tg = applyRandom(new Rand(txSeed), tx, m, 25, tag, null);
-      });
-      model = m;
-      tag = tg;
-      if (b % 5 === 4) {
-        await s.flush();
-        s.shrink(64);
-      }
-    }
+    ({ model, tag } = await buildByTransactions(s, top, { model, tag }, { txs: 20, opsPerTx: 25, flushEvery: 5 }, (R, tx, m, n, tg) => applyRandom(R, tx, m, n, tg, null)));
     expect(model.pieces().length).toBeGreaterThan(100);
     const scan: string[] = [];
     for await (const e of s.range('ext')) scan.push(fmtExt(e));
@@ -226,28 +218,9 @@ describe('iterator model', () => {
         tg = R.r() < 0.6 ? applyRandom(R, tx, m, 1 + R.int(15), tag, pendingOps) : tag;
         for (let sq = 0; sq < 8; sq++) {
           const start = randPos(R, m);
-          const slots = R.r() < 0.35;
-          let end: bigint | null = null;
-          if (!slots && R.r() < 0.4) {
-            end = R.r() < 0.1 ? start : start + BigInt(R.int(150)) * (1n << 32n) + BigInt(R.int(2));
-            if (end > ENC_MAX) end = ENC_MAX;
-          }
-          const it: Iter = tx.iter('ext', dec(start), end === null ? { slots } : { slots, end: dec(end) });
-          const mi = new ExtIterModel(m, start, end);
-          trace.reset(
-            `tx ${txi} seq ${sq}: iter(ext, ${fmtEnc(start)}${end !== null ? `, end ${fmtEnc(end)}` : ''}${slots ? ', slots' : ''})` +
-              (pendingOps.length ? `\n  pending in this tx: ${pendingOps.join('; ')}` : ''),
+          calls += await expectRandomExtentIterSeq(R, tx, 'ext', start, SEQ_PLAN, (end) => new ExtIterModel(m, start, end), () => randPos(R, m), fmtExt, trace, (call) =>
+            `tx ${txi} seq ${sq}: ${call}` + (pendingOps.length ? `\n  pending in this tx: ${pendingOps.join('; ')}` : ''),
           );
-          const len = 10 + R.int(40);
-          for (let c = 0; c < len; c++) {
-            const r = R.r();
-            if (slots && r >= CALLS.setPos) {
-              await expectSlotCall(r, 0.25, it, mi, fmtExt, trace);
-            } else {
-              await expectIterCall(r, CALLS, it, mi, () => randPos(R, m), fmtExt, trace);
-            }
-            calls++;
-          }
         }
         // full forward and reverse walks of the merged view
         trace.reset(`tx ${txi}: full walks` + (pendingOps.length ? `\n  pending in this tx: ${pendingOps.join('; ')}` : ''));

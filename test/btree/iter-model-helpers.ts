@@ -16,7 +16,7 @@
  */
 
 import { expect } from 'vitest';
-import type { Bpos, Entry, Hole, Iter, Transaction } from '../../src/index.js';
+import type { Bpos, Entry, Hole, Iter, Store, Transaction } from '../../src/index.js';
 import { prng } from '../helpers/store.js';
 
 export const SEED_DEFAULT = 0x5eed1;
@@ -272,8 +272,89 @@ export abstract class ExtentIterModelBase<P extends { s: bigint; e: bigint; inod
   }
 }
 
+/**
+ * The build phase of the extents model tests: `txs` transactions of
+ * `opsPerTx` random updates each (`apply`, on a clone of the model that
+ * replaces it once the transaction committed); every `flushEvery`, a flush
+ * and a shrink of the cache.
+ */
+export async function buildByTransactions<M extends { clone(): M }>(
+  store: Store,
+  top: Rand,
+  from: { model: M; tag: number },
+  o: { txs: number; opsPerTx: number; flushEvery: number },
+  apply: (R: Rand, tx: Transaction, m: M, n: number, tag: number) => number,
+): Promise<{ model: M; tag: number }> {
+  let { model, tag } = from;
+  for (let b = 0; b < o.txs; b++) {
+    const txSeed = top.seed();
+    let m = model;
+    let tg = tag;
+    await store.transact((tx) => {
+      m = model.clone();
+      tg = apply(new Rand(txSeed), tx, m, o.opsPerTx, tag);
+    });
+    model = m;
+    tag = tg;
+    if (b % o.flushEvery === o.flushEvery - 1) {
+      await store.flush();
+      store.shrink(64);
+    }
+  }
+  return { model, tag };
+}
+
+/** How the extents model tests draw a random iterator sequence. */
+export interface ExtentIterSeqPlan {
+  /** Share of the sequences in slots mode (without an end bound). */
+  slotsShare: number;
+  /** An end bound after `start`, for 40% of the other sequences (clamped to ENC_MAX). */
+  endAfter: (R: Rand, start: bigint) => bigint;
+  /** Calls per sequence: callsMin + R.int(callsSpan). */
+  callsMin: number;
+  callsSpan: number;
+  /** expectIterCall's thresholds; setPos's is also the slots mode's. */
+  thresholds: { setPos: number; peek: number; next: number; peekPrev: number };
+}
+
+/**
+ * One random sequence of the extents model tests: tx.iter at `start`, in
+ * slots mode or with an end bound or neither (plan), then random calls,
+ * each checked against the model iterator made for it. `title` gets the
+ * iter call as text, for the trace. Returns the number of calls made.
+ */
+export async function expectRandomExtentIterSeq<P extends { s: bigint; e: bigint; inode: bigint; start: bigint }>(
+  R: Rand,
+  tx: Transaction,
+  btree: string,
+  start: bigint,
+  plan: ExtentIterSeqPlan,
+  model: (end: bigint | null) => ExtentIterModelBase<P>,
+  randPos: () => bigint,
+  fmt: (e: Entry | Hole | null) => string,
+  trace: Trace,
+  title: (iterCall: string) => string,
+): Promise<number> {
+  const slots = R.r() < plan.slotsShare;
+  let end: bigint | null = null;
+  if (!slots && R.r() < 0.4) {
+    end = plan.endAfter(R, start);
+    if (end > ENC_MAX) end = ENC_MAX;
+  }
+  const it: Iter = tx.iter(btree, dec(start), end === null ? { slots } : { slots, end: dec(end) });
+  const mi = model(end);
+  trace.reset(title(`iter(${btree}, ${fmtEnc(start)}${end !== null ? `, end ${fmtEnc(end)}` : ''}${slots ? ', slots' : ''})`));
+  const len = plan.callsMin + R.int(plan.callsSpan);
+  for (let c = 0; c < len; c++) {
+    const r = R.r();
+    if (slots && r >= plan.thresholds.setPos) await expectSlotCall(r, 0.25, it, mi, fmt, trace);
+    else await expectIterCall(r, plan.thresholds, it, mi, randPos, fmt, trace);
+  }
+  return len;
+}
+
 /** A random peekSlot (x < peekShare) or nextSlot on the iterator and the model: same answer, same pos. */
-export async function expectSlotCall(
+async function expectSlotCall(
   x: number,
   peekShare: number,
   it: Iter,
