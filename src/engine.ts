@@ -107,7 +107,7 @@ import { SixLockType } from './util/six.js';
 import { BtreeTrans, transStartSeqNew } from './btree/trans.js';
 import { transCommit, type Update } from './btree/commit.js';
 import { Interior, TxCtx, type BtreeUpdate, type MergeCheckPos } from './btree/interior.js';
-import { EXTENT_SCAN_SKIP_AFTER, LookupNowait, btreeLookup, btreePeek, keyToEntry, keyToEntryAt, type Entry, type NodeInfo } from './btree/iter.js';
+import { EXTENT_SCAN_SKIP_AFTER, LookupNowait, btreeLookup, keyToEntry, keyToEntryAt, type Entry, type NodeInfo } from './btree/iter.js';
 import { EXTENT_VALUE_HEADER_BYTES, extentOfKey, xFromWords, type XPos } from './btree/overlay.js';
 import { BTREE_MAX_DEPTH } from './btree/path.js';
 import { type BtreePtr } from './btree/types.js';

@@ -35,13 +35,11 @@ import { nodeSibU64sAdd, type Node } from './node.js';
 import {
   extentMinus,
   extentOfKey,
-  ANY_SNAPSHOT,
   extentPiece,
   xcmp,
   xFromWords,
   xToWords,
   type BtreeOverlay,
-  type XPos,
 } from './overlay.js';
 import { EXTENT_SCAN_SKIP_AFTER, btreePeek, extentScanSkip } from './iter.js';
 import { UPTODATE, type BtreePath } from './path.js';

@@ -9,7 +9,7 @@
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { pos } from '../../src/index.js';
-import { prng, tmpStore, u64le, type TmpStore } from '../helpers/store.js';
+import { prng, tmpStore, type TmpStore } from '../helpers/store.js';
 
 const OPS = Number(process.env.SIXTREE_MODEL_OPS ?? 20_000);
 const KEYSPACE = 20_000;
