@@ -74,7 +74,7 @@ class BenchTrans extends LockOwnerBase implements CacheTrans {
 }
 
 function ptrFor(i: number): BtreePtr {
-  return { btreeId: 0, level: 0, bucket: i + 1, seq: 0x5eed000 + i, minKey: posWords(pos(0, i * 100000)), maxKey: posWords(pos(0, i * 100000 + 99999)) };
+  return { btreeId: 0, level: 0, bucket: i + 1, seq: 0x5eed000 + i, minKey: posWords(pos(0, i * 100000)), maxKey: posWords(pos(0, i * 100000 + 99999)), sectorsWritten: 0 };
 }
 
 interface Row {

@@ -48,6 +48,7 @@ import { BlockDevice } from '../src/io/block-device.js';
 import { ext4SkipReason, loopSkipReason, withExt4Mounted, withLoop, withScratchImage } from './helpers/loop.js';
 import { FaultDevice } from '../src/io/fault-device.js';
 import { NodeKeys } from '../src/btree/bset.js';
+import { btreePtrDecode } from '../src/btree/bkey.js';
 
 const loopReason = loopSkipReason();
 if (loopReason) console.log(`4096-byte-sector loop device: skipped (${loopReason})`);
@@ -1909,6 +1910,40 @@ describe('ERR_CHECKSUM: a corrupt node', () => {
   });
 });
 
+/**
+ * Byte offset in the store file of the last bset of the leaf ending at
+ * POS_MAX, which must hold an appended bset (two or more). Node header: magic
+ * @0, level @11, max key u32[5] @44; bsets from 128, each at the block after
+ * the previous one: magic "BSET" @4, offset @24, u64s @28, 48-byte header
+ * (src/format/btree-node.ts).
+ */
+function lastLeafAppendOffset(path: string): number {
+  const { nodeBytes, blockBytes, bucketOffset, nrBuckets } = storeGeometry(path);
+  const fd = openSync(path, 'r');
+  let lastBset = -1;
+  try {
+    const node = Buffer.alloc(nodeBytes);
+    for (let b = 0; b < nrBuckets && lastBset < 0; b++) {
+      const off = bucketOffset + b * nodeBytes;
+      readSync(fd, node, 0, nodeBytes, off);
+      if (node.readUInt32LE(0) !== 0x4e545853 || node[11] !== 0) continue;
+      if (!node.subarray(44, 64).every((x) => x === 0xff)) continue; // the last leaf: max key POS_MAX
+      let bsets = 0;
+      let last = -1;
+      for (let o = 128; o + 48 <= nodeBytes && node.readUInt32LE(o + 4) === 0x54455342 && node.readUInt32LE(o + 24) === o; bsets++) {
+        last = o;
+        o = Math.ceil((o + 48 + node.readUInt32LE(o + 28) * 8) / blockBytes) * blockBytes;
+      }
+      // a stale copy of a node replaced since can sit in a free bucket: the live one has the append
+      if (bsets >= 2) lastBset = off + last;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  expect(lastBset, 'the last leaf should hold an appended bset').toBeGreaterThan(0);
+  return lastBset;
+}
+
 describe('ERR_CHECKSUM: a damaged last bset', () => {
   it('a leaf whose last append is damaged after a clean close fails its reads: the updates it holds are not silently undone', async () => {
     const t = await tmpStore({ sizeBytes: 16 << 20 });
@@ -1923,28 +1958,9 @@ describe('ERR_CHECKSUM: a damaged last bset', () => {
       await t.store.del('kv', pos(1, N - 2));
       await t.store.close();
 
-      const { nodeBytes, blockBytes, bucketOffset, nrBuckets } = storeGeometry(t.path);
-      // Node header: magic @0, level @11, max key u32[5] @44; bsets from 128, each at the block after the
-      // previous one: magic "BSET" @4, offset @24, u64s @28, 48-byte header (src/format/btree-node.ts).
+      const lastBset = lastLeafAppendOffset(t.path);
       const fd = openSync(t.path, 'r+');
-      let lastBset = -1;
       try {
-        const node = Buffer.alloc(nodeBytes);
-        for (let b = 0; b < nrBuckets && lastBset < 0; b++) {
-          const off = bucketOffset + b * nodeBytes;
-          readSync(fd, node, 0, nodeBytes, off);
-          if (node.readUInt32LE(0) !== 0x4e545853 || node[11] !== 0) continue;
-          if (!node.subarray(44, 64).every((x) => x === 0xff)) continue; // the last leaf: max key POS_MAX
-          let bsets = 0;
-          let last = -1;
-          for (let o = 128; o + 48 <= nodeBytes && node.readUInt32LE(o + 4) === 0x54455342 && node.readUInt32LE(o + 24) === o; bsets++) {
-            last = o;
-            o = Math.ceil((o + 48 + node.readUInt32LE(o + 28) * 8) / blockBytes) * blockBytes;
-          }
-          // a stale copy of a node replaced since can sit in a free bucket: the live one has the append
-          if (bsets >= 2) lastBset = off + last;
-        }
-        expect(lastBset, 'the last leaf should hold an appended bset').toBeGreaterThan(0);
         // one bit of its first key (inside the keys: the header's own checksum still holds)
         const x = Buffer.alloc(1);
         readSync(fd, x, 0, 1, lastBset + 48 + 4);
@@ -1958,16 +1974,104 @@ describe('ERR_CHECKSUM: a damaged last bset', () => {
       const s = await Store.open(t.path);
       t.store = s;
       // before: the leaf read as it was before the append, 'new' back to its old value and the deleted key back
-      const e = await expectCode(() => s.get('kv', pos(1, N - 1)), 'ERR_CHECKSUM', 'damage, not an interrupted write');
+      // the parent's pointer records how far the leaf is written (a clean close updated it)
+      const e = await expectCode(() => s.get('kv', pos(1, N - 1)), 'ERR_CHECKSUM', 'the pointer says are written');
       expect(e.message).toContain('bad checksum');
       await expectCode(() => s.get('kv', pos(1, N - 2)), 'ERR_CHECKSUM');
       // fsck names the node and the code, and walks on: that one problem only (its bucket still counts as in the tree)
       const problems = await s.fsck();
       expect(problems).toHaveLength(1);
-      expect(problems[0]).toMatch(/^btree kv level 0 bucket \d+: ERR_CHECKSUM: .*damage, not an interrupted write/);
+      expect(problems[0]).toMatch(/^btree kv level 0 bucket \d+: ERR_CHECKSUM: .*the pointer says are written/);
       // other leaves are intact
       expect((await s.get('kv', pos(1, 0)))![0]).toBe(0);
       expect(s.stats().cache.counters.tornBsets).toBe(0);
+    } finally {
+      await t.cleanup();
+    }
+  });
+
+  // What the journal cannot tell from a torn append: the bset reads as never
+  // written. The parent's pointer says how far the leaf is written.
+  it.each([
+    ['its header hit (the bset offset field: the bset reads as never written)', 'header'],
+    ['its block zeroed (a write the device acknowledged and lost)', 'zeroed'],
+  ])('a leaf whose last append has %s fails its reads after a clean close', async (_what, kind) => {
+    const t = await tmpStore({ sizeBytes: 16 << 20 });
+    try {
+      const N = 400;
+      await t.store.transact((tx) => {
+        for (let i = 0; i < N; i++) tx.put('kv', pos(1, i), new Uint8Array(100).fill(i & 255));
+      });
+      await t.store.flush();
+      await t.store.put('kv', pos(1, N - 1), enc('new'));
+      await t.store.del('kv', pos(1, N - 2));
+      await t.store.close();
+
+      const lastBset = lastLeafAppendOffset(t.path);
+      const { blockBytes } = storeGeometry(t.path);
+      const fd = openSync(t.path, 'r+');
+      try {
+        if (kind === 'header') {
+          const x = Buffer.alloc(1);
+          readSync(fd, x, 0, 1, lastBset + 24);
+          x[0]! ^= 0x08;
+          writeSync(fd, x, 0, 1, lastBset + 24);
+        } else {
+          writeSync(fd, Buffer.alloc(blockBytes), 0, blockBytes, lastBset);
+        }
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+
+      const s = await Store.open(t.path);
+      t.store = s;
+      // without the recorded length the leaf read as before the append: 'new' gone, the deleted key back, no error
+      await expectCode(() => s.get('kv', pos(1, N - 1)), 'ERR_CHECKSUM', 'the pointer says are written');
+      await expectCode(() => s.get('kv', pos(1, N - 2)), 'ERR_CHECKSUM', 'the pointer says are written');
+      const problems = await s.fsck();
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toMatch(/^btree kv level 0 bucket \d+: ERR_CHECKSUM: .*the pointer says are written/);
+      expect((await s.get('kv', pos(1, 0)))![0]).toBe(0);
+      expect(s.stats().cache.counters.tornBsets).toBe(0);
+    } finally {
+      await t.cleanup();
+    }
+  });
+
+  it('pointers record how far their nodes are written: stats count the updates, and a store reopened reads every node against them', async () => {
+    const t = await tmpStore({ sizeBytes: 16 << 20 });
+    try {
+      for (let r = 0; r < 6; r++) {
+        await t.store.transact((tx) => {
+          for (let i = 0; i < 300; i++) tx.put('kv', pos(1, (i * 7 + r) % 2000), new Uint8Array(60).fill(r));
+        });
+        await t.store.flush();
+      }
+      const c = t.store.stats().writeback;
+      expect(c.ptrUpdates).toBeGreaterThan(0);
+      expect(c.ptrUpdatesRoot).toBeGreaterThan(0);
+      expect(c.ptrUpdatesDropped).toBe(0);
+      // the first write of a node a split made: its pointer is journaled by the split, without a length
+      expect(c.ptrUpdatesUnjournaled).toBeGreaterThan(0);
+      expect(t.store.toText()).toMatch(/pointer updates:\s+\d+ \(roots \d+\)/);
+      await t.store.close();
+      const s = await Store.open(t.path);
+      t.store = s;
+      expect(await s.fsck()).toEqual([]);
+      expect(s.stats().cache.counters.tornBsets).toBe(0);
+      // a clean close leaves every length recorded: each leaf's pointer (the root's in the journal) says exactly how far its node is written;
+      // interior nodes below the root record none yet (engine.ts, pointer updates)
+      type Walk = (id: number, minLevel: number, visit: (n: { keys: { writtenBytes: number } } | null, info: { ptr: Uint8Array; level: number }) => void) => Promise<void>;
+      const engine = s.engine as unknown as { walkTree: Walk; roots: Array<{ journalPtr: Uint8Array; node: { keys: { writtenBytes: number } } }> };
+      let nodes = 0;
+      await engine.walkTree.call(engine, 0, 0, (n, info) => {
+        // the walk starts at the root, whose length is in the journal (checked below)
+        if (nodes++ === 0) return;
+        expect(btreePtrDecode(info.ptr).sectorsWritten! * 512).toBe(info.level === 0 ? n!.keys.writtenBytes : 0);
+      });
+      expect(nodes).toBeGreaterThan(3);
+      expect(btreePtrDecode(engine.roots[0]!.journalPtr).sectorsWritten! * 512).toBe(engine.roots[0]!.node.keys.writtenBytes);
     } finally {
       await t.cleanup();
     }

@@ -249,7 +249,11 @@ export function bkeyDecode(src: Uint8Array, off: number): BkeyI {
  *   0   u32     bucket
  *   4   u32     seq lo
  *   8   u32     seq hi (seq < 2^52: the child's random node seq, its hash value)
- *   12  u32     level of the child
+ *   12  u32     bits 0-7: level of the child; bits 8-31: how far the child
+ *               was written as of this pointer, in 512-byte sectors (bcachefs
+ *               btree_ptr_v2.sectors_written; 0: not known, as in pointers
+ *               written before it was kept). A read of the child fails
+ *               unless its bsets reach that far.
  *   16  u32[5]  child's min key (words, most significant first)
  */
 
@@ -258,7 +262,16 @@ export interface BtreePtr {
   seq: number;
   level: number;
   minKey: Uint32Array;
+  /** Sectors (512 B) of the child on disk as of this pointer; 0 or absent: not known. */
+  sectorsWritten?: number;
 }
+
+/** The unit of BtreePtr.sectorsWritten. */
+export const PTR_SECTOR_BYTES = 512;
+/** Largest sectorsWritten a pointer holds (24 bits: 8 GiB, past any node size). */
+export const PTR_SECTORS_MAX = 0xff_ffff;
+const PTR_LEVEL_MASK = 0xff;
+const PTR_SECTORS_SHIFT = 8;
 
 export const BTREE_PTR_VALUE_BYTES = 36;
 const PTR_OFF_BUCKET = 0;
@@ -274,7 +287,10 @@ export function btreePtrEncode(ptr: BtreePtr, dst = new Uint8Array(BTREE_PTR_VAL
   dv.setUint32(PTR_OFF_BUCKET, ptr.bucket, true);
   dv.setUint32(PTR_OFF_SEQ_LO, ptr.seq >>> 0, true);
   dv.setUint32(PTR_OFF_SEQ_HI, Math.floor(ptr.seq / 0x1_0000_0000), true);
-  dv.setUint32(PTR_OFF_LEVEL, ptr.level, true);
+  const sectors = ptr.sectorsWritten ?? 0;
+  if (!Number.isInteger(ptr.level) || ptr.level < 0 || ptr.level > PTR_LEVEL_MASK) throw new RangeError(`btree_ptr level ${ptr.level} outside [0, ${PTR_LEVEL_MASK}]`);
+  if (!Number.isInteger(sectors) || sectors < 0 || sectors > PTR_SECTORS_MAX) throw new RangeError(`btree_ptr sectors written ${sectors} outside [0, ${PTR_SECTORS_MAX}]`);
+  dv.setUint32(PTR_OFF_LEVEL, (ptr.level | (sectors << PTR_SECTORS_SHIFT)) >>> 0, true);
   for (let i = 0; i < BPOS_WORDS; i++) dv.setUint32(PTR_OFF_MIN_KEY + 4 * i, ptr.minKey[i]!, true);
   return dst;
 }
@@ -286,10 +302,12 @@ export function btreePtrDecode<T extends BtreePtr = BtreePtr>(value: Uint8Array,
 
 /** Decode a pointer value stored at buf[off..] (e.g. inside a node's data), into `out` when given. */
 export function btreePtrDecodeAt<T extends BtreePtr = BtreePtr>(buf: Uint8Array, off: number, out?: T): T {
-  const r = (out ?? { bucket: 0, seq: 0, level: 0, minKey: new Uint32Array(BPOS_WORDS) }) as T;
+  const r = (out ?? { bucket: 0, seq: 0, level: 0, minKey: new Uint32Array(BPOS_WORDS), sectorsWritten: 0 }) as T;
   r.bucket = u32At(buf, off + PTR_OFF_BUCKET);
   r.seq = u32At(buf, off + PTR_OFF_SEQ_HI) * 0x1_0000_0000 + u32At(buf, off + PTR_OFF_SEQ_LO);
-  r.level = u32At(buf, off + PTR_OFF_LEVEL);
+  const lw = u32At(buf, off + PTR_OFF_LEVEL);
+  r.level = lw & PTR_LEVEL_MASK;
+  r.sectorsWritten = lw >>> PTR_SECTORS_SHIFT;
   for (let i = 0; i < BPOS_WORDS; i++) r.minKey[i] = u32At(buf, off + PTR_OFF_MIN_KEY + 4 * i);
   return r;
 }
@@ -304,7 +322,7 @@ export function btreePtrSeq(value: Uint8Array, off = 0): number {
 }
 
 export function btreePtrToText(ptr: BtreePtr): string {
-  return `bucket ${ptr.bucket} seq ${ptr.seq.toString(16)} level ${ptr.level} min ${wordsToText(ptr.minKey, 0)}`;
+  return `bucket ${ptr.bucket} seq ${ptr.seq.toString(16)} level ${ptr.level}${ptr.sectorsWritten ? ` written ${ptr.sectorsWritten * PTR_SECTOR_BYTES}` : ''} min ${wordsToText(ptr.minKey, 0)}`;
 }
 
 /* ---------------------------------------------------------------------------

@@ -1243,7 +1243,7 @@ export class BtreeCache {
     } catch (e) {
       err = this.nodeReadIoError(b, e, offset);
     }
-    const expect: NodeReadExpect = { btreeId: ptr.btreeId, level: ptr.level, minKey: ptr.minKey.slice(0, BPOS_WORDS), maxKey: ptr.maxKey.slice(0, BPOS_WORDS), seq: ptr.seq };
+    const expect: NodeReadExpect = { btreeId: ptr.btreeId, level: ptr.level, minKey: ptr.minKey.slice(0, BPOS_WORDS), maxKey: ptr.maxKey.slice(0, BPOS_WORDS), seq: ptr.seq, sectorsWritten: ptr.sectorsWritten ?? 0 };
     if (io !== null) {
       try {
         await io;

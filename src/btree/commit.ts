@@ -173,7 +173,24 @@ export interface CommitResult {
  * interior updates pass their keys directly; `journal: false` for replay,
  * whose keys are in the journal already and pin their original seqs).
  */
-export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]; journal: boolean; pinSeq?: number }): Promise<CommitResult> {
+export async function transCommit(
+  trans: BtreeTrans,
+  extra?: {
+    updates: Update[];
+    journal: boolean;
+    pinSeq?: number;
+    /**
+     * Checked under the nodes' write locks, right before anything is
+     * journaled or changed (each update's node is u.path.l[u.level].node):
+     * false ends the commit with nothing done (ret 0, seq 0). Pointer
+     * updates (engine.ts) check there that the pointer is still the one
+     * they update.
+     */
+    validate?: (updates: readonly Update[]) => boolean;
+    /** The engine's own bookkeeping (pointer updates), not a transaction's: not counted in commits and keysCommitted. */
+    internal?: boolean;
+  },
+): Promise<CommitResult> {
   const engine = trans.engine;
   const none: CommitResult = { ret: 0, seq: 0, shrunk: [] };
   if (trans.restartPending) return { ...none, ret: trans.restartPending };
@@ -383,6 +400,10 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
       unlockLeaves(trans, leaves);
       return { ...none, ret };
     }
+    if (extra?.validate && !extra.validate(updates)) {
+      unlockLeaves(trans, leaves);
+      return none;
+    }
 
     // 6. journal reservation
     const journal = extra ? extra.journal : true;
@@ -459,8 +480,10 @@ export async function transCommit(trans: BtreeTrans, extra?: { updates: Update[]
     }
     unlockLeaves(trans, leaves);
     trans.nodesModified(leaves);
-    engine.counters.commits++;
-    engine.counters.keysCommitted += updates.length;
+    if (!extra?.internal) {
+      engine.counters.commits++;
+      engine.counters.keysCommitted += updates.length;
+    }
     return { ret: 0, seq: res ? res.seq : 0, shrunk };
   }
 }

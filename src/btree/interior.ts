@@ -884,6 +884,9 @@ export class Interior {
     }
     const prev = this.chain[g.btreeId]!;
     const sealed = newNodes.map((n) => this.engine.nodeWriteSealed(n, prev));
+    // who they are: by the time the group journals, a new node replaced by a
+    // later update may have been freed and its Node object reused
+    const newSeqs = newNodes.map((n) => n.hashVal);
     // the root as of the group (the last new root it made), captured now:
     // by the time the group journals, the Node object may hold another node
     let root: Node | null = null;
@@ -905,6 +908,13 @@ export class Interior {
         if (this.failed) throw this.failed;
         waiting(`journal room (pre-reserved ${g.preres.bytes} bytes)`);
         const seq = await this.engine.journalInteriorUpdates(g.btreeId, g.updates, rootPtr, g.preres, (s) => {
+          // their pointers are journaled (without a length): record how far
+          // their first writes went, and later writes may record theirs
+          newNodes.forEach((n, i) => {
+            if (n.hashVal !== newSeqs[i]) return;
+            n.clear(NodeFlag.ptr_unjournaled);
+            this.engine.ptrUpdateAfterJournaled(n);
+          });
           for (const u of g.updates) {
             u.state = 'journaled';
             if (u.parent) {

@@ -217,6 +217,7 @@ function ptrCopy(dst: BtreePtr, src: BtreePtr): void {
   dst.level = src.level;
   dst.bucket = src.bucket;
   dst.seq = src.seq;
+  dst.sectorsWritten = src.sectorsWritten ?? 0;
   wordsCopy(dst.minKey, 0, src.minKey, 0);
   wordsCopy(dst.maxKey, 0, src.maxKey, 0);
 }
@@ -247,7 +248,7 @@ export class ChildIndex {
         grown.set(this.max);
         this.max = grown;
       }
-      const ptr = (this.ptrs[n] ??= { btreeId: 0, level: 0, bucket: 0, seq: 0, minKey: new Uint32Array(BPOS_WORDS), maxKey: new Uint32Array(BPOS_WORDS) });
+      const ptr = (this.ptrs[n] ??= { btreeId: 0, level: 0, bucket: 0, seq: 0, minKey: new Uint32Array(BPOS_WORDS), maxKey: new Uint32Array(BPOS_WORDS), sectorsWritten: 0 });
       keys.keyBtreePtr(h, ptr);
       keys.keyPosTo(h, ptr.maxKey, 0);
       ptr.btreeId = btreeId;
@@ -296,7 +297,7 @@ export class LookupNowait {
   readonly counters: Record<LookupCounter, number> = { fast: 0, fallbackLocked: 0, fallbackUncached: 0, fastAfterRead: 0, syncWouldBlock: 0, childIndexBuilds: 0, yields: 0 };
   /** The position being looked up, in words (lookupAt reads it). */
   readonly pos = new Uint32Array(BPOS_WORDS);
-  private readonly ptr: BtreePtr = { btreeId: 0, level: 0, bucket: 0, seq: 0, minKey: new Uint32Array(BPOS_WORDS), maxKey: new Uint32Array(BPOS_WORDS) };
+  private readonly ptr: BtreePtr = { btreeId: 0, level: 0, bucket: 0, seq: 0, minKey: new Uint32Array(BPOS_WORDS), maxKey: new Uint32Array(BPOS_WORDS), sectorsWritten: 0 };
 
   constructor(
     private readonly cache: BtreeCache,

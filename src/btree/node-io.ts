@@ -21,10 +21,16 @@
  *        node pinned their seqs until the write completed, and every durable
  *        entry's last_seq is at or below the pins. So a bset below the floor
  *        was written whole once, and losing it would silently bring back
- *        what it overwrote. Not caught: damage to the last bset's header
- *        itself, and a write the device acknowledged and lost (the bset
- *        reads as never written); bcachefs's btree_ptr_v2.sectors_written
- *        would catch those;
+ *        what it overwrote;
+ *      - any bset failing, or none found, before the end the pointer
+ *        records (expect.sectorsWritten, bcachefs btree_ptr_v2
+ *        .sectors_written): the parent learns how far the node is written
+ *        only once a flush covers that write (engine.ts, pointer updates), so
+ *        a bset inside that end was on stable storage. This catches what the
+ *        journal cannot: damage to a bset header's checked bytes, a zeroed
+ *        block, a write the device acknowledged and lost. Past that end (the
+ *        newest writes, whose pointer update is not durable yet) the rules
+ *        above decide;
  *   3. a bset whose journal seq is blacklisted or newer than maxJournalSeq is
  *      skipped (its keys ignored) and the walk goes on;
  *   4. keys of accepted bsets are checked (well formed, type allowed at this
@@ -50,7 +56,7 @@
  */
 
 import { wordsCmp, wordsToText } from './bpos.js';
-import { KEY_TYPE, KEY_TYPE_NR, KEY_HDR_PACKED, KEY_HDR_PAD_SHIFT, KEY_HDR_RESERVED_MASK, KEY_HDR_TYPE_SHIFT, UNPACKED_VALUE_OFFSET, UNPACKED_W_VERSION_HI, BTREE_PTR_VALUE_BYTES, keyBytesFor, keyHdrPad, keyHdrType, keyTypeName } from './bkey.js';
+import { KEY_TYPE, KEY_TYPE_NR, KEY_HDR_PACKED, KEY_HDR_PAD_SHIFT, KEY_HDR_RESERVED_MASK, KEY_HDR_TYPE_SHIFT, UNPACKED_VALUE_OFFSET, UNPACKED_W_VERSION_HI, BTREE_PTR_VALUE_BYTES, PTR_SECTOR_BYTES, keyBytesFor, keyHdrPad, keyHdrType, keyTypeName } from './bkey.js';
 import { KeyRuns, NodeKeys } from './bset.js';
 import { BSET_HDR_BYTES, NODE_HDR_BYTES, bsetEnd, bsetHeaderCheck, bsetHeaderEncode, bsetHeaderIntact, bsetJournalSeq, bsetJournalSeqMin, nodeHeaderDecode, nodeHeaderEncode, roundUp, type NodeHeader } from '../format/btree-node.js';
 
@@ -60,6 +66,8 @@ export interface NodeReadExpect {
   minKey: Uint32Array;
   maxKey: Uint32Array;
   seq: number;
+  /** Sectors (512 B) the pointer says the node is written to; 0 or absent: not known. */
+  sectorsWritten?: number;
 }
 
 export interface NodeReadOpts {
@@ -257,10 +265,14 @@ export function nodeReadValidate(keys: NodeKeys, expect: NodeReadExpect, opts: N
   let skipped = 0;
   let blacklistedSeqs: number[] | null = null;
   let torn = false;
+  /* how far the pointer says the node is written: every byte before it was flushed */
+  const ptrWritten = (expect.sectorsWritten ?? 0) * PTR_SECTOR_BYTES;
+  if (ptrWritten > data.length) return { ok: false, code: 'ERR_CHECKSUM', message: `${where(expect)}: the pointer says ${ptrWritten} bytes are written, past the node size ${data.length}` };
   while (off + BSET_HDR_BYTES <= data.length) {
     const chk = bsetHeaderCheck(data, off, hdr.seq);
     if (chk !== 'ok') {
       if (off === NODE_HDR_BYTES) return { ok: false, code: 'ERR_CHECKSUM', message: `${where(expect)}: first bset at byte ${off}: ${chk.replace('_', ' ')}` };
+      if (off < ptrWritten) return { ok: false, code: 'ERR_CHECKSUM', message: `${where(expect)}: bset at byte ${off}: ${chk.replace('_', ' ')}, inside the ${ptrWritten} bytes the pointer says are written (damaged, or a write the device lost)` };
       const later = findValidBsetAfter(data, off + 1, block, hdr.seq);
       if (later >= 0) return { ok: false, code: 'ERR_CHECKSUM', message: `${where(expect)}: bset at byte ${off}: ${chk.replace('_', ' ')}, but a valid bset follows at byte ${later}` };
       if (bsetHeaderIntact(chk)) {
@@ -300,6 +312,7 @@ export function nodeReadValidate(keys: NodeKeys, expect: NodeReadExpect, opts: N
     written = roundUp(end, block);
     off = written;
   }
+  if (written < ptrWritten) return { ok: false, code: 'ERR_CHECKSUM', message: `${where(expect)}: bsets end at byte ${written}, short of the ${ptrWritten} bytes the pointer says are written (damaged, or a write the device lost)` };
   keys.loadSorted(runs, written);
   return { ok: true, bsetsRead: read, bsetsSkipped: skipped, blacklistedSeqs, torn };
 }

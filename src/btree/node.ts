@@ -38,6 +38,7 @@ export const NODE_FLAGS = [
   ['fake', 'placeholder with no on-disk node'],
   ['need_rewrite', 'should be rewritten into a new bucket'],
   ['never_write', 'must never be written (device failed / shutting down)'],
+  ['ptr_unjournaled', 'a new node whose pointer is not journaled yet: how far it is written is not recorded'],
 ] as const;
 
 export type NodeFlagName = (typeof NODE_FLAGS)[number][0];

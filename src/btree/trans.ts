@@ -95,6 +95,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
     seq: 0,
     minKey: new Uint32Array(BPOS_WORDS),
     maxKey: new Uint32Array(BPOS_WORDS),
+    sectorsWritten: 0,
   };
 
   /** See CacheTrans.keepLocksForIo: from the KEEP_LOCKS_AFTER_RESTARTS-th attempt on, or set by a commit that keeps losing its paths. */

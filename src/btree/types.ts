@@ -16,6 +16,8 @@ export interface BtreePtr {
   seq: number;
   minKey: Uint32Array;
   maxKey: Uint32Array;
+  /** Sectors (512 B) of the child on disk as of the pointer (bkey.ts); 0: not known. */
+  sectorsWritten: number;
 }
 
 /** Lock types, as numbers for the hot path (six.ts has the table). */

@@ -15,6 +15,7 @@ import {
   bkeyToText,
   bkeyValue,
   bkeyWhiteout,
+  PTR_SECTORS_MAX,
   btreePtrDecode,
   btreePtrSeq,
   keyTypeName,
@@ -88,7 +89,7 @@ describe('bkeyEncode() / bkeyDecode()', () => {
 
 describe('btree pointers', () => {
   it('encode and decode, into a caller object too', () => {
-    const ptr = { bucket: 123456, seq: 2 ** 52 - 3, level: 2, minKey: posOf(7, 8, 9) };
+    const ptr = { bucket: 123456, seq: 2 ** 52 - 3, level: 2, minKey: posOf(7, 8, 9), sectorsWritten: 0 };
     const k = bkeyBtreePtr(posOf(9, 9, 9), ptr, 5);
     expect(k.value.length).toBe(BTREE_PTR_VALUE_BYTES);
     const d = btreePtrDecode(k.value);
@@ -100,6 +101,24 @@ describe('btree pointers', () => {
     expect(btreePtrSeq(k.value)).toBe(ptr.seq);
     expect(bkeyToText(k)).toContain('bucket 123456');
     expect(() => bkeyBtreePtr(posOf(1, 1), { ...ptr, seq: 2 ** 52 })).toThrow();
+  });
+
+  it('carry how far the child is written beside its level; pointers written before read as not known', () => {
+    for (const [level, sectors] of [[0, 1], [3, 8192], [255, PTR_SECTORS_MAX], [1, 0]] as const) {
+      const ptr = { bucket: 9, seq: 77, level, minKey: posOf(1, 2), sectorsWritten: sectors };
+      const d = btreePtrDecode(bkeyBtreePtr(posOf(5, 5), ptr).value);
+      expect(d).toEqual(ptr);
+    }
+    /* no length given: 0 */
+    expect(btreePtrDecode(bkeyBtreePtr(posOf(5, 5), { bucket: 9, seq: 77, level: 2, minKey: posOf(1, 2) }).value).sectorsWritten).toBe(0);
+    /* the older layout: the level word held the level alone */
+    const old = bkeyBtreePtr(posOf(5, 5), { bucket: 9, seq: 77, level: 2, minKey: posOf(1, 2) }).value;
+    expect(new DataView(old.buffer, old.byteOffset).getUint32(12, true)).toBe(2);
+    expect(btreePtrDecode(old)).toMatchObject({ level: 2, sectorsWritten: 0 });
+    expect(bkeyToText(bkeyBtreePtr(posOf(5, 5), { bucket: 9, seq: 77, level: 1, minKey: posOf(1, 2), sectorsWritten: 3 }))).toContain('written 1536');
+    expect(() => bkeyBtreePtr(posOf(1, 1), { bucket: 9, seq: 77, level: 256, minKey: posOf(1, 2) })).toThrow(RangeError);
+    expect(() => bkeyBtreePtr(posOf(1, 1), { bucket: 9, seq: 77, level: 1, minKey: posOf(1, 2), sectorsWritten: PTR_SECTORS_MAX + 1 })).toThrow(RangeError);
+    expect(() => bkeyBtreePtr(posOf(1, 1), { bucket: 9, seq: 77, level: 1, minKey: posOf(1, 2), sectorsWritten: 1.5 })).toThrow(RangeError);
   });
 });
 

@@ -204,6 +204,7 @@ function ptrFor(i: number, opts: { btreeId?: number; seqBase?: number } = {}): B
     seq: (opts.seqBase ?? 0x5eed000) + i,
     minKey: posWords(pos(0, i * 100)),
     maxKey: posWords(pos(0, i * 100 + 99)),
+    sectorsWritten: 0,
   };
 }
 

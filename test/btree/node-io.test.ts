@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BkeyI, KEY_TYPES, bkeyBtreePtr, bkeyValue, bkeyWhiteout } from '../../src/btree/bkey.js';
+import { BkeyI, KEY_TYPES, PTR_SECTOR_BYTES, bkeyBtreePtr, bkeyValue, bkeyWhiteout } from '../../src/btree/bkey.js';
 import { MAX_SETS, NodeKeys, bsetDebug } from '../../src/btree/bset.js';
 import { NodeReadExpect, NodeReadOpts, NodeReadResult, bsetKeysDiagnose, bsetKeysInvalid, nodeCanAppend, nodeReadValidate, nodeWriteDone, nodeWritePrepare } from '../../src/btree/node-io.js';
 import { BSET_HDR_BYTES, NODE_HDR_BYTES, bsetEnd, bsetHeaderEncode, bsetJournalSeq, bsetJournalSeqMin, bsetU64s, nodeHeaderDecode, nodeHeaderEncode } from '../../src/format/btree-node.js';
@@ -375,6 +375,69 @@ describe('nodeReadValidate() failures', () => {
       const whole = sim.read(sim.disk, { tornFloor: jmax + 1 });
       expect(whole.res).toMatchObject({ ok: true, torn: false, bsetsRead: sim.appends.length });
       expectModel(whole.keys, sim.model);
+    });
+  });
+
+  it('the pointer\'s recorded length: any bset failing or missing before it is an error; past it the tear rules decide', () => {
+    property('pointer length', 6, (r) => {
+      const [nodeSize, block] = r.pick([[16384, 512], [65536, 4096]] as const);
+      const sim = built(r, nodeSize, block);
+      const n = sim.appends.length;
+      const a = sim.appends[n - 1]!;
+      const end = a.offset + a.bytes;
+      const sectors = (bytes: number) => bytes / PTR_SECTOR_BYTES;
+      const withLen = (bytes: number) => ({ ...sim.expect, sectorsWritten: sectors(bytes) });
+      /* intact: reads whole at any recorded length up to its end */
+      for (const len of [0, PTR_SECTOR_BYTES, a.offset, end]) {
+        const { keys, res } = sim.read(sim.disk, {}, withLen(len));
+        expect(res).toMatchObject({ ok: true, bsetsRead: n });
+        expectModel(keys, sim.model);
+      }
+      /* a length past what the node holds: data missing */
+      if (end < nodeSize) {
+        const over = sim.read(sim.disk, {}, withLen(end + PTR_SECTOR_BYTES));
+        expect(over.res.ok).toBe(false);
+        if (!over.res.ok) {
+          expect(over.res.code).toBe('ERR_CHECKSUM');
+          /* the walk meets the empty block after the last bset */
+          expect(over.res.message).toContain(`bset at byte ${end}: bad magic, inside the ${end + PTR_SECTOR_BYTES} bytes the pointer says are written`);
+        }
+      }
+      const huge = sim.read(sim.disk, {}, withLen(nodeSize + block));
+      expect(huge.res).toMatchObject({ ok: false, code: 'ERR_CHECKSUM' });
+      if (!huge.res.ok) expect(huge.res.message).toContain(`past the node size ${nodeSize}`);
+      /* the last bset damaged three ways, each of which reads as never written or torn without the length */
+      const damaged: Array<[string, Uint8Array]> = [];
+      let d = sim.disk.slice();
+      d[r.range(a.offset + 4, a.offset + BSET_HDR_BYTES)]! ^= 1 << r.int(8);
+      damaged.push(['header', d]);
+      d = sim.disk.slice();
+      d.fill(0, a.offset, end);
+      damaged.push(['zeroed (a lost write)', d]);
+      d = sim.disk.slice();
+      d[r.range(a.offset + BSET_HDR_BYTES, a.bsetEnd)]! ^= 1 << r.int(8);
+      damaged.push(['keys', d]);
+      for (const [what, disk] of damaged) {
+        /* recorded: an error, whatever the journal floor says */
+        const rec = sim.read(disk, { tornFloor: 0 }, withLen(end));
+        expect(rec.res.ok, what).toBe(false);
+        if (!rec.res.ok) {
+          expect(rec.res.code).toBe('ERR_CHECKSUM');
+          expect(rec.res.message).toContain(`bset at byte ${a.offset}`);
+          expect(rec.res.message).toContain(`inside the ${end} bytes the pointer says are written`);
+        }
+        /* recorded only up to the bset before (its pointer update not durable yet): the tear rules, as without a length */
+        const before = sim.read(disk, { tornFloor: 0 }, withLen(a.offset));
+        expect(before.res.ok, what).toBe(true);
+        expectModel(before.keys, a.before);
+      }
+      /* an earlier bset damaged with the recorded length short of it is still an error (a valid bset follows) */
+      if (n >= 3) {
+        const mid = sim.appends[n - 2]!;
+        d = sim.disk.slice();
+        d[r.range(mid.offset + 4, mid.offset + BSET_HDR_BYTES)]! ^= 1 << r.int(8);
+        expect(sim.read(d, {}, withLen(0)).res).toMatchObject({ ok: false, code: 'ERR_CHECKSUM' });
+      }
     });
   });
 
