@@ -364,7 +364,7 @@ export class Engine {
     ptrUpdatesRoot: 0,
     /** Pointer updates with nothing to do: the node was replaced, or its pointer already reached as far. */
     ptrUpdatesStale: 0,
-    /** Writes of new nodes whose pointer was not journaled yet: their update journals the pointer (no length). */
+    /** Writes of new nodes whose pointer was not journaled yet: their length is recorded once their update journals (ptrUpdateAfterJournaled). */
     ptrUpdatesUnjournaled: 0,
     /** Writes of interior nodes below the root: their pointers do not record lengths yet (see ptrUpdateQueue). */
     ptrUpdatesInteriorSkipped: 0,
@@ -1909,7 +1909,8 @@ export class Engine {
    * leaves the older, shorter length, which checks less, never wrongly. Not
    * for a new node whose pointer its interior update has not journaled yet
    * (ptr_unjournaled): journaling a pointer to it first would make it
-   * reachable early; its later writes record the length.
+   * reachable early; its first write's length is recorded once the update
+   * has journaled (ptrUpdateAfterJournaled).
    *
    * Leaves and roots only, for now. With interior nodes below the root too,
    * a parent is dirtied by every child write and, with small nodes, fills
@@ -1951,9 +1952,8 @@ export class Engine {
    * after the update's).
    */
   ptrUpdateAfterJournaled(n: Node): void {
-    // (writtenBytes counts completed writes only)
-    const written = n.keys.writtenBytes;
-    if (written > 0 && !n.has(NodeFlag.dying) && !n.has(NodeFlag.read_in_flight)) this.ptrUpdateQueue(n, written / PTR_SECTOR_BYTES);
+    // writtenBytes counts completed writes only; ptrUpdateQueue skips a dying node
+    if (n.keys.writtenBytes > 0) this.ptrUpdateQueue(n, n.keys.writtenBytes / PTR_SECTOR_BYTES);
   }
 
   /** The pointer update runner: one at a time, each in its own internal transaction. */
