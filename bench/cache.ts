@@ -65,6 +65,9 @@ class BenchTrans extends LockOwnerBase implements CacheTrans {
     }
     nodeUnlockAll(this);
   }
+  parentHeld(): boolean {
+    return true;
+  }
   relock(): number {
     const s = this.saved;
     this.saved = [];

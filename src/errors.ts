@@ -108,6 +108,7 @@ const INTERNAL_ERROR_TABLE = [
   ['btree_insert_need_split', null],
   ['btree_insert_need_journal_res', null],
   ['node_read_error', null],
+  ['btree_node_fill_parent_lost', null],
   ['journal_full', null],
 ] as const;
 

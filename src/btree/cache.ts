@@ -206,6 +206,7 @@ export const CACHE_COUNTERS = [
   ['prefetches', 'read-aheads started'],
   ['prefetchSkipped', 'read-aheads not started: too many in flight, or no memory without cannibalizing'],
   ['fillRaces', 'fills that lost the hash insert to another fill'],
+  ['fillParentLost', 'lookups that read nothing because the parent they took the pointer from was no longer locked (the walk reads the pointer again)'],
   ['nodeReused', 'lookups whose node was evicted and reused while they locked it'],
   ['evictions', 'cached nodes dropped: shrinker, reclaim for a new node, nodeEvict'],
   ['cannibalized', 'cached nodes taken by cannibalize'],
@@ -1314,13 +1315,18 @@ export class BtreeCache {
    * dropped for the read; the caller relocks them (nodeGet does). Without
    * one (trans null; `owner` takes the locks, held through the read):
    * returns the node locked, null, or fill_mem_alloc_fail. Read errors throw
-   * (see the notes).
+   * (see the notes), once the transaction relocked with the parent held; a
+   * parent not held (trans.parentHeld) before or after the read returns
+   * btree_node_fill_parent_lost (fillParentLost): its pointer may be stale.
    */
   async nodeFill(trans: CacheTrans | null, ptr: BtreePtr, level: number, lockType: LockType, owner: LockOwner = trans ?? this.owner): Promise<Node | null | number> {
     this.ptrCheck(ptr, level);
 
     /* the parent must be locked, else we could read in a node that has been freed */
-    if (trans !== null && trans.relock() !== 0) return countRestart(ERR.transaction_restart_relock_parent_for_fill);
+    if (trans !== null) {
+      if (trans.relock() !== 0) return countRestart(ERR.transaction_restart_relock_parent_for_fill);
+      if (!trans.parentHeld()) return this.fillParentLost();
+    }
 
     let b = this.nodeMemAllocNowait(owner, true);
     if (b === null) {
@@ -1348,7 +1354,16 @@ export class BtreeCache {
       nodeUnlock(owner, b.lock, INTENT);
       if (!trans.keepLocksForIo) trans.unlock();
       const err = await read;
-      if (err !== null) throw err;
+      if (err !== null) {
+        // relock before believing the error (the seed relocks after a fill
+        // first): the pointer may have gone stale while the locks were off,
+        // its bucket reused; then the walk reads the pointer again, and a
+        // node that is really bad fails again with its parent held
+        const ret = trans.relock();
+        if (ret !== 0) return ret;
+        if (!trans.parentHeld()) return this.fillParentLost();
+        throw err;
+      }
       if (!nodeRelock(trans, b.lock, lockType as SixLockType, seq)) return null;
       return b;
     }
@@ -1360,6 +1375,17 @@ export class BtreeCache {
     }
     if (lockType === LOCK_READ) nodeDowngrade(owner, b.lock);
     return b;
+  }
+
+  /**
+   * The parent a traversal took its pointer from was unlocked and changed
+   * (trans.parentHeld): the pointer may name a node replaced since, whose
+   * bucket may already hold another node. Read nothing through it; the
+   * traversal walks from what still holds and reads the pointer again.
+   */
+  private fillParentLost(): number {
+    this.counters[C.fillParentLost]!++;
+    return ERR.btree_node_fill_parent_lost;
   }
 
   /* ------------------------------------------------------------------- get */
@@ -1499,6 +1525,11 @@ export class BtreeCache {
         /* not counted here: trans.relock() counted the restart that made it fail */
         trans.unlockNode(b, lockType);
         return ERR.transaction_restart_relock_after_fill;
+      }
+      /* our pointer may be stale now: an error read through it (by whoever read it) proves nothing */
+      if (needRelock && !trans.parentHeld()) {
+        trans.unlockNode(b, lockType);
+        return this.fillParentLost();
       }
 
       if (b.has(NodeFlag.read_error)) {

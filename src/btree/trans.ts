@@ -88,6 +88,8 @@ export class BtreeTrans implements LockOwner, CacheTrans {
   watchIndex = -1;
   /** The path being traversed (its relock failure during a fill retries the traversal, not the transaction). */
   private traversing: BtreePath | null = null;
+  /** The level of `traversing` whose pointer the traversal follows (parentHeld). */
+  private traversingParent = 0;
   private readonly ptrScratch: BtreePtr = {
     btreeId: 0,
     level: 0,
@@ -171,6 +173,11 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       }
     }
     return 0;
+  }
+
+  parentHeld(): boolean {
+    const path = this.traversing;
+    return path === null || path.l[this.traversingParent]!.held !== UNLOCKED;
   }
 
   /** Relock the levels of one path that were locked before unlock(). */
@@ -632,6 +639,7 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       const type = path.lockWant(childLevel) === LOCK_INTENT ? LOCK_INTENT : LOCK_READ;
       // relock failures of this path during a fill mean "traverse again", not restart
       this.traversing = path;
+      this.traversingParent = l;
       let child: Node | number;
       try {
         child = await this.engine.cache.nodeGet(this, ptr, childLevel, type);
@@ -639,6 +647,9 @@ export class BtreeTrans implements LockOwner, CacheTrans {
         this.traversing = null;
       }
       if (typeof child === 'number') {
+        // the parent was unlocked and changed while the cache waited: its
+        // pointer may be stale; walk again from what still holds (not a restart)
+        if (child === ERR.btree_node_fill_parent_lost) return -1;
         if (child === ERR.transaction_restart_fill_mem_alloc_fail) {
           // no node memory without cannibalizing: take the cannibalize lock
           // (holding no node locks while waiting), then try again. A

@@ -39,6 +39,14 @@ export interface CacheTrans extends LockOwner {
   lockNode(node: Node, type: LockType): Promise<number>;
   /** Release one hold of `type` on `node`. */
   unlockNode(node: Node, type: LockType): void;
+  /**
+   * The node whose pointer a traversal follows is still locked (the seed's
+   * bch2_btree_node_relock(trans, path, level + 1) in bch2_btree_node_fill):
+   * relock() also succeeds when the traversing path lost its locks, since
+   * that path only has to walk again, but then its pointer may be stale.
+   * True when no traversal is under way.
+   */
+  parentHeld(): boolean;
   /** A restart this transaction was told to take (deadlock victim), 0 if none. */
   readonly restartPending: number;
   /**

@@ -118,6 +118,8 @@ class FakeTrans extends LockOwnerBase implements CacheTrans {
   private saved: { node: Node; type: LockType; seq: number }[] = [];
   private readonly byLock = new Map<unknown, Node>();
   failRelock = false;
+  /** What parentHeld() says: false as if the node the pointer came from had been unlocked and changed. */
+  parentOk = true;
 
   constructor(id: number) {
     super(id, id);
@@ -149,6 +151,10 @@ class FakeTrans extends LockOwnerBase implements CacheTrans {
     if (this.failRelock && saved.length !== 0) return ERR.transaction_restart_relock_path;
     for (const s of saved) if (!nodeRelock(this, s.node.lock, s.type as SixLockType, s.seq)) return ERR.transaction_restart_relock_path;
     return 0;
+  }
+
+  parentHeld(): boolean {
+    return this.parentOk;
   }
 
   /** Keep track of a node the cache locked for us (so unlock() can save it). */
@@ -473,6 +479,60 @@ describe('BtreeCache#nodeGet()', () => {
     expect(t.locksHeld.nr).toBe(0);
     /* the node itself was read fine and stays cached */
     expect(h.cache.cacheFind(h.ptr(9).seq)).toBeDefined();
+  });
+});
+
+describe('BtreeCache: a pointer whose parent is no longer locked', () => {
+  // bch2_btree_node_fill relocks the parent before reading, and relocks again
+  // before it looks at the read: a pointer taken from a node that was
+  // unlocked and changed may name a node replaced since, its bucket reused
+  it('reads nothing through it: the traversal is told to walk again (fillParentLost), not given an error', async () => {
+    const h = setup();
+    const t = new FakeTrans(1);
+    t.parentOk = false;
+    expect(await h.cache.nodeGet(t, h.ptr(5), 0, LOCK_READ)).toBe(ERR.btree_node_fill_parent_lost);
+    expect(h.dev.readsAt.get(h.offset(5))).toBeUndefined();
+    expect(h.cache.cacheFind(h.ptr(5).seq)).toBeUndefined();
+    expect(h.cache.stats().counters.fillParentLost).toBe(1);
+    expect(t.locksHeld.nr).toBe(0);
+    t.parentOk = true;
+    expect((await readNode(h, t, 5)).hashVal).toBe(h.ptr(5).seq);
+  });
+
+  it('a read that fails after the parent was lost during it is not reported; with the parent held the same read fails', async () => {
+    const h = setup();
+    const t = new FakeTrans(1);
+    // a stale pointer: its bucket now holds another node (node 3's bucket, another range and seq)
+    const stale = { ...h.ptr(3), seq: 0x5eed999 };
+    const release = h.dev.hold();
+    const p = h.cache.nodeGet(t, stale, 0, LOCK_READ);
+    await settle();
+    t.parentOk = false; /* the parent changed while the read was in flight */
+    release();
+    expect(await p).toBe(ERR.btree_node_fill_parent_lost);
+    expect(h.cache.stats().readErrors).toBe(1); /* the read did fail, and the node is out of the hash */
+    expect(h.cache.cacheFind(stale.seq)).toBeUndefined();
+    t.parentOk = true;
+    await expect(h.cache.nodeGet(t, stale, 0, LOCK_READ)).rejects.toMatchObject({ code: 'ERR_TOPOLOGY' });
+    expect(t.locksHeld.nr).toBe(0);
+  });
+
+  it('a lookup that waited on another transaction\'s read and lost its parent meanwhile gets fillParentLost, not that read\'s error', async () => {
+    const h = setup();
+    const t1 = new FakeTrans(1);
+    const t2 = new FakeTrans(2);
+    const stale = { ...h.ptr(4), seq: 0x5eed998 };
+    const release = h.dev.hold();
+    const p1 = h.cache.nodeGet(t1, stale, 0, LOCK_READ).catch((x: unknown) => x);
+    await settle();
+    const p2 = h.cache.nodeGet(t2, stale, 0, LOCK_READ).catch((x: unknown) => x);
+    await settle();
+    t2.parentOk = false;
+    release();
+    expect(await p1).toMatchObject({ code: 'ERR_TOPOLOGY' });
+    expect(await p2).toBe(ERR.btree_node_fill_parent_lost);
+    expect(h.dev.readsAt.get(h.offset(4))).toBe(1);
+    expect(t1.locksHeld.nr + t2.locksHeld.nr).toBe(0);
   });
 });
 
