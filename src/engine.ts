@@ -362,12 +362,12 @@ export class Engine {
     ptrUpdates: 0,
     /** Of those, roots (recorded in the journal's root entries). */
     ptrUpdatesRoot: 0,
+    /** Of those, interior nodes below the root (their parents are interior nodes too). */
+    ptrUpdatesInterior: 0,
     /** Pointer updates with nothing to do: the node was replaced, or its pointer already reached as far. */
     ptrUpdatesStale: 0,
     /** Writes of new nodes whose pointer was not journaled yet: their length is recorded once their update journals (ptrUpdateAfterJournaled). */
     ptrUpdatesUnjournaled: 0,
-    /** Writes of interior nodes below the root: their pointers do not record lengths yet (see ptrUpdateQueue). */
-    ptrUpdatesInteriorSkipped: 0,
     /** Pointer updates left undone (no journal room for a root, an error): the pointer keeps the shorter length, which reads check less strictly, never wrongly. */
     ptrUpdatesDropped: 0,
     replayedKeys: 0,
@@ -1912,25 +1912,17 @@ export class Engine {
    * reachable early; its first write's length is recorded once the update
    * has journaled (ptrUpdateAfterJournaled).
    *
-   * Leaves and roots only, for now. With interior nodes below the root too,
-   * a parent is dirtied by every child write and, with small nodes, fills
-   * with appended bsets and is rewritten again and again (the root of a
-   * 4 KiB-node tree many times a second); under that churn one stress test
-   * (test/btree/starvation.test.ts, 8 writers over a tree several times the
-   * cache) failed about one run in six, under CPU load, with a pointer to a
-   * bucket reused by a leaf, a failure no run of leaves and roots alone
-   * showed. Not understood yet, so not shipped: an interior node's pointer
-   * keeps length 0 (not known), and its reads check as before.
+   * Every level: a leaf's write updates its parent, whose own write then
+   * updates the grandparent, and so on up to the root, whose length goes in
+   * the journal; each level's writes coalesce its children's updates. (The
+   * churn this adds to small-node trees, parents rewritten more often,
+   * exposed a traversal reading a reused bucket through a stale pointer,
+   * fixed in the cache: cache.ts fillParentLost, docs/cache.md.)
    */
 
   /** A write of n ended at `sectors`: record it in n's pointer soon. */
   private ptrUpdateQueue(n: Node, sectors: number): void {
     if (!this.ptrUpdatesOn || this.closed || this.readOnly) return;
-    // leaves and roots only: see the notes above (interior nodes below the root)
-    if (n.level > 0 && this.roots[n.btreeId]!.node !== n) {
-      this.counters.ptrUpdatesInteriorSkipped++;
-      return;
-    }
     if (n.has(NodeFlag.ptr_unjournaled)) {
       this.counters.ptrUpdatesUnjournaled++;
       return;
@@ -2005,11 +1997,6 @@ export class Engine {
       this.ptrUpdateRoot(u);
       return;
     }
-    // a root when its write completed, no longer one (see ptrUpdateQueue: leaves and roots only)
-    if (u.level > 0) {
-      this.counters.ptrUpdatesStale++;
-      return;
-    }
     const minKey = wordsClone(n.keys.minKey);
     const key = bkeyBtreePtr(wordsClone(n.keys.maxKey), { bucket: u.bucket, seq: u.seq, level: u.level, minKey, sectorsWritten: u.sectors });
     const cur: BtreePtrValue = { bucket: 0, seq: 0, level: 0, minKey: new Uint32Array(BPOS_WORDS), sectorsWritten: 0 };
@@ -2037,8 +2024,10 @@ export class Engine {
       if (r.ret) done = false;
       return r.ret;
     });
-    if (done) this.counters.ptrUpdates++;
-    else this.counters.ptrUpdatesStale++;
+    if (done) {
+      this.counters.ptrUpdates++;
+      if (u.level > 0) this.counters.ptrUpdatesInterior++;
+    } else this.counters.ptrUpdatesStale++;
   }
 
   /**
@@ -2574,7 +2563,7 @@ export class Engine {
         ptrUpdatesStale: this.counters.ptrUpdatesStale,
         ptrUpdatesUnjournaled: this.counters.ptrUpdatesUnjournaled,
         ptrUpdatesDropped: this.counters.ptrUpdatesDropped,
-        ptrUpdatesInteriorSkipped: this.counters.ptrUpdatesInteriorSkipped,
+        ptrUpdatesInterior: this.counters.ptrUpdatesInterior,
         ptrUpdatesQueued: this.ptrUpdateQueued.size,
         passes: this.counters.writebackPasses,
         reclaimCalls: this.counters.reclaimCalls,
@@ -2619,7 +2608,7 @@ export class Engine {
       o.print(this.interior.toText());
       o.print(this.blacklistGc.toText());
       o.field('node writes in flight', this.writesInFlight);
-      o.field('pointer updates', `${this.counters.ptrUpdates} (roots ${this.counters.ptrUpdatesRoot}), stale ${this.counters.ptrUpdatesStale}, dropped ${this.counters.ptrUpdatesDropped}, queued ${this.ptrUpdateQueued.size}${this.ptrUpdateRunning ? ', running' : ''}`);
+      o.field('pointer updates', `${this.counters.ptrUpdates} (roots ${this.counters.ptrUpdatesRoot}, interior ${this.counters.ptrUpdatesInterior}), stale ${this.counters.ptrUpdatesStale}, dropped ${this.counters.ptrUpdatesDropped}, queued ${this.ptrUpdateQueued.size}${this.ptrUpdateRunning ? ', running' : ''}`);
     });
     return out.toString();
   }
