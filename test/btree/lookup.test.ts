@@ -20,6 +20,7 @@ import { TxCtx } from '../../src/btree/interior.js';
 import { transCommit } from '../../src/btree/commit.js';
 import { KEY_TYPE } from '../../src/btree/bkey.js';
 import { posWords } from '../../src/btree/bpos.js';
+import { ERR } from '../../src/errors.js';
 import { prng, readU64le, tmpStore, type TmpStore } from '../helpers/store.js';
 
 let t: TmpStore | null = null;
@@ -524,6 +525,43 @@ describe('Transaction#get() synchronous traversal', () => {
     const after = s.stats().writeback;
     expect(after.traversesNowait!).toBeGreaterThan(before.traversesNowait!);
     expect(decode((await s.get('kv', pos(2, 5)))!)).toEqual({ k: 5, v: 4 });
+  });
+});
+
+describe('a traversal whose parent was unlocked and changed during a fill', () => {
+  it('walks again from what still holds and reads the pointer anew: no restart, no error (docs/cache.md, step 2)', async () => {
+    const N = 6000;
+    const s = await evictedStore(256 * 1024, N, 500, 2);
+    const cache = s.engine.cache;
+    const nodeGet = cache.nodeGet;
+    // the cache's answer when trans.parentHeld() is false: its pointer may be stale
+    const lostFor = new Set<number>();
+    const gets = new Map<number, number>();
+    cache.nodeGet = function (this: typeof cache, ...args: Parameters<typeof nodeGet>): ReturnType<typeof nodeGet> {
+      const [, ptr, level] = args;
+      if (level === 0) gets.set(ptr.seq, (gets.get(ptr.seq) ?? 0) + 1);
+      if (level === 0 && !lostFor.has(ptr.seq)) {
+        lostFor.add(ptr.seq);
+        return Promise.resolve(ERR.btree_node_fill_parent_lost);
+      }
+      return nodeGet.apply(this, args);
+    };
+    try {
+      const before = s.stats().transactions;
+      let attempts = 0;
+      await s.transact(async (tx) => {
+        attempts++;
+        for (const k of [17, 2500, 5999]) expect(decode((await tx.get('kv', pos(1, k)))!)).toEqual({ k, v: 2 });
+      });
+      expect(attempts).toBe(1);
+      expect(s.stats().transactions.restarts).toBe(before.restarts);
+      // leaves not cached were refused once each (a cached one is found without nodeGet)
+      expect(lostFor.size).toBeGreaterThan(0);
+      // each refusal was followed by another walk down to the same leaf, which read it
+      for (const seq of lostFor) expect(gets.get(seq)).toBe(2);
+    } finally {
+      cache.nodeGet = nodeGet;
+    }
   });
 });
 
