@@ -1917,7 +1917,8 @@ describe('ERR_CHECKSUM: a corrupt node', () => {
  * the previous one: magic "BSET" @4, offset @24, u64s @28, 48-byte header
  * (src/format/btree-node.ts).
  */
-function lastLeafAppendOffset(path: string): number {
+/** The offset of the last bset of the rightmost node at `level` (a leaf by default), which must have an appended bset. */
+function lastNodeAppendOffset(path: string, level = 0): number {
   const { nodeBytes, blockBytes, bucketOffset, nrBuckets } = storeGeometry(path);
   const fd = openSync(path, 'r');
   let lastBset = -1;
@@ -1926,8 +1927,8 @@ function lastLeafAppendOffset(path: string): number {
     for (let b = 0; b < nrBuckets && lastBset < 0; b++) {
       const off = bucketOffset + b * nodeBytes;
       readSync(fd, node, 0, nodeBytes, off);
-      if (node.readUInt32LE(0) !== 0x4e545853 || node[11] !== 0) continue;
-      if (!node.subarray(44, 64).every((x) => x === 0xff)) continue; // the last leaf: max key POS_MAX
+      if (node.readUInt32LE(0) !== 0x4e545853 || node[11] !== level) continue;
+      if (!node.subarray(44, 64).every((x) => x === 0xff)) continue; // the rightmost node: max key POS_MAX
       let bsets = 0;
       let last = -1;
       for (let o = 128; o + 48 <= nodeBytes && node.readUInt32LE(o + 4) === 0x54455342 && node.readUInt32LE(o + 24) === o; bsets++) {
@@ -1940,7 +1941,7 @@ function lastLeafAppendOffset(path: string): number {
   } finally {
     closeSync(fd);
   }
-  expect(lastBset, 'the last leaf should hold an appended bset').toBeGreaterThan(0);
+  expect(lastBset, `the rightmost level ${level} node should hold an appended bset`).toBeGreaterThan(0);
   return lastBset;
 }
 
@@ -1956,7 +1957,7 @@ describe('ERR_CHECKSUM: a damaged last bset', () => {
     await t.store.put('kv', pos(1, N - 1), enc('new'));
     await t.store.del('kv', pos(1, N - 2));
     await t.store.close();
-    return lastLeafAppendOffset(t.path);
+    return lastNodeAppendOffset(t.path);
   }
 
   /** The damaged leaf refuses its reads with the pointer's length named; fsck reports it alone and walks on; other leaves read. */
@@ -2028,6 +2029,48 @@ describe('ERR_CHECKSUM: a damaged last bset', () => {
       // without the recorded length the leaf read as before the append: 'new' gone, the deleted key back, no error
       await expectCode(() => s.get('kv', pos(1, N - 1)), 'ERR_CHECKSUM', 'the pointer says are written');
       await expectLastLeafRefused(s);
+    } finally {
+      await t.cleanup();
+    }
+  });
+
+  it('an interior node below the root whose last append is lost after a clean close: open refuses with ERR_CHECKSUM, the pointers it added are not silently undone', async () => {
+    // 4 KiB nodes: 4,000 keys of 100 bytes make a tree of three levels
+    const t = await tmpStore({ sizeBytes: 32 << 20 });
+    try {
+      const M = 4000;
+      for (let b = 0; b < M; b += 500) {
+        await t.store.transact((tx) => {
+          for (let i = b; i < b + 500; i++) tx.put('kv', pos(1, i), new Uint8Array(100).fill(i & 255));
+        });
+      }
+      await t.store.flush();
+      // new keys past the end split the last leaf: its parent takes the new pointers in an append
+      await t.store.transact((tx) => {
+        for (let i = M; i < M + 60; i++) tx.put('kv', pos(1, i), enc(`tail ${i}`));
+      });
+      expect(t.store.stats().btrees['kv']!.rootLevel, 'a root above interior nodes').toBe(2);
+      await t.store.close();
+      const lastBset = lastNodeAppendOffset(t.path, 1);
+      const { blockBytes } = storeGeometry(t.path);
+      const fd = openSync(t.path, 'r+');
+      try {
+        writeSync(fd, Buffer.alloc(blockBytes), 0, blockBytes, lastBset); // a write the device acknowledged and lost
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      // open walks the interior levels (the allocator is rebuilt from the tree): it refuses, naming the
+      // node. With no length recorded (before), the lost append read as never written, like a torn
+      // one: here the journal, still holding the split's pointer keys, put them back; once it no
+      // longer holds them, the node reads as its older self without the new leaves' pointers
+      const e = await Store.open(t.path).then(
+        () => null,
+        (x: unknown) => x,
+      );
+      expect(e).toBeInstanceOf(SixtreeError);
+      expect((e as SixtreeError).code).toBe('ERR_CHECKSUM');
+      expect((e as SixtreeError).message).toMatch(/level 1 bucket \d+ .*inside the \d+ bytes the pointer says are written/);
     } finally {
       await t.cleanup();
     }
