@@ -1917,14 +1917,15 @@ describe('ERR_CHECKSUM: a corrupt node', () => {
  * the previous one: magic "BSET" @4, offset @24, u64s @28, 48-byte header
  * (src/format/btree-node.ts).
  */
-/** The offset of the last bset of the rightmost node at `level` (a leaf by default), which must have an appended bset. */
+/** The offset of the last bset of the live rightmost node at `level` (a leaf by default), which must have an appended bset. */
 function lastNodeAppendOffset(path: string, level = 0): number {
   const { nodeBytes, blockBytes, bucketOffset, nrBuckets } = storeGeometry(path);
   const fd = openSync(path, 'r');
   let lastBset = -1;
+  let newestSeq = -1n;
   try {
     const node = Buffer.alloc(nodeBytes);
-    for (let b = 0; b < nrBuckets && lastBset < 0; b++) {
+    for (let b = 0; b < nrBuckets; b++) {
       const off = bucketOffset + b * nodeBytes;
       readSync(fd, node, 0, nodeBytes, off);
       if (node.readUInt32LE(0) !== 0x4e545853 || node[11] !== level) continue;
@@ -1935,8 +1936,13 @@ function lastNodeAppendOffset(path: string, level = 0): number {
         last = o;
         o = Math.ceil((o + 48 + node.readUInt32LE(o + 28) * 8) / blockBytes) * blockBytes;
       }
-      // a stale copy of a node replaced since can sit in a free bucket: the live one has the append
-      if (bsets >= 2) lastBset = off + last;
+      // stale copies of nodes replaced since can sit in free buckets, appends and all: the
+      // live node is the one whose last bset holds the newest keys (its header's journal seq)
+      const seq = bsets >= 2 ? node.readBigUInt64LE(last + 16) : -1n;
+      if (seq > newestSeq) {
+        newestSeq = seq;
+        lastBset = off + last;
+      }
     }
   } finally {
     closeSync(fd);
