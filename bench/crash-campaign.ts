@@ -4,6 +4,7 @@
  * checked on crash images of a store under a random concurrent workload.
  *
  *   node dist/bench/crash-campaign.js --count N [--seed S] [--rounds R] [--quiet]
+ *        [--like-ci] [--block B] [--wipe P] [--io-delay SHARE] [--io-delay-ms MS]
  *
  * runs N independent runs (seeds S, S+1, ...) with bigger workloads than the
  * CI test (test/journal/crash-store.test.ts imports runCrashCheck from here),
@@ -12,7 +13,10 @@
  * One run:
  *   - a store is formatted on a MemDevice (btrees kv and ext, the latter with
  *     extents) and opened through a FaultDevice with a small cache (nodes are
- *     evicted and written back) and a small journal (it wraps);
+ *     evicted and written back) and a small journal (it wraps); with ioDelay
+ *     a DelayDevice sits under the FaultDevice, so writes complete out of
+ *     issue order and the pending writes of a crash point follow completion
+ *     order;
  *   - the workload is a sequence of rounds. A round launches a few
  *     transactions at once (Promise.all): single-key puts/deletes, multi-key
  *     transactions (puts, overwrites, deletes, delRange, putExtent, extent
@@ -65,6 +69,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Prng } from './prng.js';
 import { SixtreeError } from '../src/errors.js';
+import { DelayDevice } from '../src/io/delay-device.js';
 import { FaultDevice } from '../src/io/fault-device.js';
 import { MemDevice } from '../src/io/mem-device.js';
 import { Store } from '../src/store.js';
@@ -109,6 +114,14 @@ export interface CrashCheckOpts {
   dumpDir?: string;
   /** Timeout for one image's recovery + check. */
   imageTimeoutMs?: number;
+  /**
+   * Random I/O waits under the live store's FaultDevice (src/io/delay-device.ts,
+   * drawn from the seed): writes reach the device late and complete out of
+   * order, so the unflushed writes of a crash point come in completion order,
+   * not issue order, and reads complete after other transactions moved on.
+   * Absent: the memory device completes everything at once.
+   */
+  ioDelay?: { share: number; maxMs: number };
   log?: (line: string) => void;
 }
 
@@ -394,6 +407,7 @@ interface Settings {
   maxFailures: number;
   dumpDir: string | undefined;
   imageTimeoutMs: number;
+  ioDelay: { share: number; maxMs: number } | undefined;
   log: (line: string) => void;
 }
 
@@ -421,6 +435,7 @@ function settingsOf(o: CrashCheckOpts): Settings {
     maxFailures: o.maxFailures ?? 1,
     dumpDir: o.dumpDir,
     imageTimeoutMs: o.imageTimeoutMs ?? 30_000,
+    ioDelay: o.ioDelay,
     log: o.log ?? (() => {}),
   };
 }
@@ -949,7 +964,9 @@ class Run {
     const s = this.s;
     const mem = MemDevice.create(s.deviceBytes);
     await Store.formatDevice(mem, { btrees: BTREES, nodeSize: s.nodeBytes, blockSize: s.blockBytes, journalSize: s.journalBytes });
-    this.fd = await FaultDevice.wrap(mem);
+    const d = s.ioDelay;
+    const delayRng = new Prng(s.seed ^ 0x0de1a7);
+    this.fd = await FaultDevice.wrap(d ? new DelayDevice(mem, { share: d.share, maxMs: d.maxMs, random: () => delayRng.u32() / 0x1_0000_0000 }) : mem);
     this.hookDevice(this.fd);
     let store = await Store.openDevice(this.fd, { cacheSize: s.cacheBytes });
     this.valueBytesLimit = store.maxValueSize;
@@ -1340,18 +1357,24 @@ async function main(): Promise<void> {
       block: { type: 'string' },
       'like-ci': { type: 'boolean', default: false },
       wipe: { type: 'string' },
+      'io-delay': { type: 'string' },
+      'io-delay-ms': { type: 'string' },
       quiet: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(
-      'usage: node dist/bench/crash-campaign.js --count N [--seed S] [--rounds R] [--block BYTES] [--like-ci] [--wipe P] [--dump DIR] [--separate-btrees] [--quiet]\n' +
+      'usage: node dist/bench/crash-campaign.js --count N [--seed S] [--rounds R] [--block BYTES] [--like-ci] [--wipe P] [--io-delay SHARE] [--io-delay-ms MS]\n' +
+        '         [--dump DIR] [--separate-btrees] [--quiet]\n' +
         '  N runs with seeds S, S+1, ... (default S: random); exits 1 if any crash image breaks the invariant.\n' +
         '  --dump DIR: write failing crash images there; --separate-btrees: no transaction writes both kv and ext.\n' +
         '  --like-ci: the workload of the CI test (test/journal/crash-store.test.ts) instead of the bigger campaign one\n' +
         '    (with --block 4096: its blockSize = nodeSize configuration).\n' +
-        '  --wipe P: a fraction P of the rounds start with a delRange over much of a key space (merges, root collapses).\n',
+        '  --wipe P: a fraction P of the rounds start with a delRange over much of a key space (merges, root collapses).\n' +
+        '  --io-delay SHARE: each device operation of the live store waits, with probability SHARE, before it reaches\n' +
+        '    the device and after it completed (a promise tick, 1-3 loop turns or a timer up to MS ms, default 1):\n' +
+        '    writes complete out of issue order, and the crash images follow their completion order.\n',
     );
     return;
   }
@@ -1361,6 +1384,14 @@ async function main(): Promise<void> {
   if (!Number.isSafeInteger(rounds) || rounds < 1) throw new Error(`--rounds: ${values.rounds} is not a positive integer`);
   const wipe = values.wipe !== undefined ? Number(values.wipe) : 0;
   if (!(wipe >= 0 && wipe <= 1)) throw new Error(`--wipe: ${values.wipe} is not a probability in [0, 1]`);
+  let ioDelay: { share: number; maxMs: number } | undefined;
+  if (values['io-delay'] !== undefined || values['io-delay-ms'] !== undefined) {
+    const share = Number(values['io-delay'] ?? '0.5');
+    const maxMs = Number(values['io-delay-ms'] ?? '1');
+    if (!(share >= 0 && share <= 1)) throw new Error(`--io-delay: ${values['io-delay']} is not a number in [0, 1]`);
+    if (!(maxMs >= 0 && maxMs <= 1000)) throw new Error(`--io-delay-ms: ${values['io-delay-ms']} is not a number of milliseconds in [0, 1000]`);
+    ioDelay = { share, maxMs };
+  }
   const seed0 = values.seed !== undefined ? Number(values.seed) >>> 0 : (Math.random() * 0x1_0000_0000) >>> 0;
   const log = values.quiet ? () => {} : (l: string) => process.stderr.write(`${l}\n`);
   process.stdout.write(`crash campaign: ${count} runs x ${rounds} rounds, seeds ${seed0}..${(seed0 + count - 1) >>> 0}\n`);
@@ -1378,7 +1409,7 @@ async function main(): Promise<void> {
     const seed = (seed0 + i) >>> 0;
     if (values['like-ci']) {
       const block = values.block !== undefined ? Number(values.block) : 512;
-      const res = await runCrashCheck({ seed, rounds, cacheBytes: 512 << 10, journalBytes: block === 4096 ? 1 << 20 : 256 << 10, blockBytes: block, wipeProbability: wipe, ...(values.dump ? { dumpDir: values.dump } : {}) });
+      const res = await runCrashCheck({ seed, rounds, cacheBytes: 512 << 10, journalBytes: block === 4096 ? 1 << 20 : 256 << 10, blockBytes: block, wipeProbability: wipe, ...(ioDelay ? { ioDelay } : {}), ...(values.dump ? { dumpDir: values.dump } : {}) });
       images += res.images;
       if (res.failures.length) {
         failed++;
@@ -1391,6 +1422,7 @@ async function main(): Promise<void> {
       ...campaignRunOpts(seed, rounds, wipe),
       ...(values.block !== undefined ? { blockBytes: Number(values.block) } : {}),
       mixBtrees: !values['separate-btrees'],
+      ...(ioDelay ? { ioDelay } : {}),
       dumpDir: values.dump,
       log,
     });

@@ -7,6 +7,7 @@
  *
  *   node dist/bench/stress-campaign.js --count N [--seed S] [--workers W] [--ops O]
  *        [--seconds T] [--node-size B] [--cache-mib M] [--accounts A] [--chains C]
+ *        [--io-delay SHARE] [--io-delay-ms MS]
  *
  * runs N independent runs (seeds S, S+1, ...), prints one line per run and a
  * summary, and exits 1 on any violation (2 on a usage error). The sizes of a
@@ -16,7 +17,9 @@
  * timing, so a replay is likely, not certain, to fail the same way).
  *
  * One run: a store is formatted on a file in os.tmpdir() (ext4 here: O_DIRECT
- * is real) with btrees `bank` and `chain`, opened with a small cache, and W
+ * is real) with btrees `bank` and `chain`, opened with a small cache (with
+ * --io-delay, through a DelayDevice: every device operation may wait before
+ * and after, so reads complete late and out of order), and W
  * async workers each run O operations (or until T seconds pass), drawn from:
  *
  *   Workload 1, bank. Accounts 0..A-1 at bank 1:(i*STRIDE) hold an i64
@@ -78,6 +81,8 @@ import { SixtreeError } from '../src/errors.js';
 import { Store, type Transaction } from '../src/store.js';
 import { pos } from '../src/index.js';
 import { lockingCounters } from '../src/btree/locking.js';
+import { BlockDevice } from '../src/io/block-device.js';
+import { DelayDevice } from '../src/io/delay-device.js';
 
 /* ------------------------------------------------------------------ options */
 
@@ -105,6 +110,13 @@ export interface StressOpts {
   /** Probability a read of a read-modify-write takes intent. */
   intentProbability: number;
   deviceBytes: number;
+  /**
+   * Random I/O waits (src/io/delay-device.ts): each device operation waits,
+   * with probability `share`, before it reaches the file and again after it
+   * completed (a promise tick, 1-3 loop turns, or a timer up to maxMs), drawn
+   * from the run's seed. Absent: the file as it is.
+   */
+  ioDelay?: { share: number; maxMs: number };
   /** Where the store file goes (a fresh directory under it). */
   dir?: string;
   log?: (line: string) => void;
@@ -130,6 +142,8 @@ export interface StressResult {
   splits: number;
   merges: number;
   evictions: number;
+  /** Waits the DelayDevice took during the workload (0 without ioDelay). */
+  ioWaits: number;
   depthBank: number;
   ms: number;
   /** toText() and stats() of the store when a violation was found (empty otherwise). */
@@ -190,6 +204,7 @@ export function stressRunOpts(seed: number, over: Partial<StressOpts> = {}): Str
     fillerBytesMax: over.fillerBytesMax ?? Math.min(drawn.fillerBytesMax, maxValue),
     intentProbability: over.intentProbability ?? drawn.intentProbability,
     deviceBytes: over.deviceBytes ?? 256 << 20,
+    ...(over.ioDelay !== undefined ? { ioDelay: over.ioDelay } : {}),
     ...(over.dir !== undefined ? { dir: over.dir } : {}),
     ...(over.log !== undefined ? { log: over.log } : {}),
   };
@@ -199,7 +214,8 @@ export function optsText(o: StressOpts): string {
   return (
     `seed ${o.seed}: workers ${o.workers}, ops/worker ${o.opsPerWorker}, seconds ${o.secondsMax}, node ${o.nodeSizeBytes} B, block ${o.blockSizeBytes} B, ` +
     `cache ${(o.cacheBytes / 1024).toFixed(0)} KiB (reopen ${(o.reopenCacheBytes / 1024).toFixed(0)} KiB), accounts ${o.accounts}, chains ${o.chains} ` +
-    `(${o.chainEntriesMax} entries before archiving), account pad <= ${o.accountPadMax} B, filler <= ${o.fillerBytesMax} B, intent ${o.intentProbability}`
+    `(${o.chainEntriesMax} entries before archiving), account pad <= ${o.accountPadMax} B, filler <= ${o.fillerBytesMax} B, intent ${o.intentProbability}` +
+    (o.ioDelay ? `, I/O waits share ${o.ioDelay.share} up to ${o.ioDelay.maxMs} ms` : '')
   );
 }
 
@@ -381,6 +397,8 @@ class Run {
   private lastProgress = performance.now();
   private stopAt = 0;
   private stopped = false;
+  private opens = 0;
+  private delayDevice: DelayDevice | null = null;
 
   constructor(private readonly o: StressOpts) {
     this.rng = new Prng(o.seed);
@@ -408,6 +426,7 @@ class Run {
       splits: 0,
       merges: 0,
       evictions: 0,
+      ioWaits: 0,
       depthBank: 0,
       ms: 0,
       dump: '',
@@ -429,7 +448,7 @@ class Run {
         blockSize: o.blockSizeBytes,
         btrees: [{ name: BANK }, { name: CHAIN }],
       });
-      this.store = await Store.open(this.file, { cacheSize: o.cacheBytes });
+      this.store = await this.open(o.cacheBytes);
       await this.populate();
       o.log?.(`seed ${o.seed}: populated, ${o.workers} workers start`);
       this.stopAt = performance.now() + o.secondsMax * 1000;
@@ -446,7 +465,7 @@ class Run {
       await this.checkAll('at the end');
       {
         await this.store.close();
-        this.store = await Store.open(this.file, { cacheSize: o.reopenCacheBytes });
+        this.store = await this.open(o.reopenCacheBytes);
         await this.checkAll('after close and reopen');
       }
     } catch (e) {
@@ -454,6 +473,15 @@ class Run {
     }
     if (this.violations.length && this.store?.isOpen()) this.r.dump = this.dumpText();
     return this.finish(t0, true);
+  }
+
+  /** The store on its file, through a DelayDevice when the run has I/O waits (their PRNG drawn from the seed, one per open). */
+  private async open(cacheSize: number): Promise<Store> {
+    const d = this.o.ioDelay;
+    if (!d) return Store.open(this.file, { cacheSize });
+    const rng = new Prng((this.o.seed * 31337 + ++this.opens) >>> 0);
+    this.delayDevice = new DelayDevice(BlockDevice.open(this.file), { share: d.share, maxMs: d.maxMs, random: () => rng.u32() / 0x1_0000_0000 });
+    return Store.openDevice(this.delayDevice, { cacheSize });
   }
 
   private async finish(t0: number, close: boolean): Promise<StressResult> {
@@ -485,6 +513,8 @@ class Run {
     this.r.splits = num(s.interior, 'splits');
     this.r.merges = num(s.interior, 'merges');
     this.r.evictions = num(s.cache, 'evictions');
+    const c = this.delayDevice?.counters;
+    if (c) this.r.ioWaits = c.hops + c.turns + c.timers;
   }
 
   /** Resolves with a hang message if no operation finished for PROGRESS_TIMEOUT_MS, else null when p settles. */
@@ -1060,7 +1090,7 @@ export function resultText(r: StressResult): string {
   return (
     `${r.violations.length ? 'FAIL' : 'ok'}  ${r.commits} commits (${r.transfers} transfers, ${r.closes} closes, ${r.reopens} reopens, ${r.chainAppends} chain appends, ${r.fillerTxns} filler), ` +
     `${r.aborts} aborts, ${r.readers} readers (${r.readersTooBig} over the path limit), ${r.attemptsInconsistent} restarted attempts saw another total, ${r.fscks} fscks under load, ` +
-    `${r.restarts} restarts, ${r.splits} splits, ${r.merges} merges, ${r.evictions} evictions, bank depth ${r.depthBank}, ${(r.ms / 1000).toFixed(1)} s`
+    `${r.restarts} restarts, ${r.splits} splits, ${r.merges} merges, ${r.evictions} evictions, ${r.ioWaits ? `${r.ioWaits} I/O waits, ` : ''}bank depth ${r.depthBank}, ${(r.ms / 1000).toFixed(1)} s`
   );
 }
 
@@ -1087,6 +1117,8 @@ async function main(): Promise<void> {
       accounts: { type: 'string' },
       chains: { type: 'string' },
       dir: { type: 'string' },
+      'io-delay': { type: 'string' },
+      'io-delay-ms': { type: 'string' },
       quiet: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -1094,9 +1126,13 @@ async function main(): Promise<void> {
   if (values.help) {
     process.stdout.write(
       'usage: node dist/bench/stress-campaign.js [--count N] [--seed S] [--workers W] [--ops O] [--seconds T]\n' +
-        '         [--node-size B] [--block-size B] [--cache-mib M] [--accounts A] [--chains C] [--dir DIR] [--quiet]\n' +
+        '         [--node-size B] [--block-size B] [--cache-mib M] [--accounts A] [--chains C] [--dir DIR]\n' +
+        '         [--io-delay SHARE] [--io-delay-ms MS] [--quiet]\n' +
         '  N runs with seeds S, S+1, ... (default S: random); each run draws the sizes not given from its seed.\n' +
         '  W workers x O operations each (default 200), a run stops starting operations after T seconds (default 60).\n' +
+        '  --io-delay SHARE: each device operation waits, with probability SHARE (0..1), before it reaches the file\n' +
+        '  and again after it completed (a promise tick, 1-3 loop turns or a timer up to MS ms, default 2), so\n' +
+        '  reads and writes complete late and out of order (src/io/delay-device.ts).\n' +
         '  Exits 1 if any run breaks an invariant (bank totals and balances, chain lost updates / dirty writes /\n' +
         '  serial order, fsck), printing the seed, the parameters, the invariant and the store\'s toText() and stats().\n',
     );
@@ -1124,6 +1160,13 @@ async function main(): Promise<void> {
   set('accounts', int('accounts', values.accounts, 2));
   set('chains', int('chains', values.chains, 2));
   if (values.dir !== undefined) over.dir = values.dir;
+  if (values['io-delay'] !== undefined || values['io-delay-ms'] !== undefined) {
+    const share = Number(values['io-delay'] ?? '0.5');
+    const maxMs = Number(values['io-delay-ms'] ?? '2');
+    if (!(share >= 0 && share <= 1)) throw new Error(`--io-delay: ${values['io-delay']} is not a number in [0, 1]`);
+    if (!(maxMs >= 0 && maxMs <= 1000)) throw new Error(`--io-delay-ms: ${values['io-delay-ms']} is not a number of milliseconds in [0, 1000]`);
+    over.ioDelay = { share, maxMs };
+  }
   const seed0 = values.seed !== undefined ? Number(values.seed) >>> 0 : (Math.random() * 0x1_0000_0000) >>> 0;
   if (!values.quiet) over.log = (l: string) => process.stderr.write(`${l}\n`);
   process.stdout.write(`stress campaign: ${count} runs, seeds ${seed0}..${(seed0 + count - 1) >>> 0}\n`);
@@ -1149,7 +1192,7 @@ async function main(): Promise<void> {
   const secs = (performance.now() - t0) / 1000;
   process.stdout.write(`\nsummary: ${count} runs, ${failures.length} failing, ${secs.toFixed(1)} s\n`);
   for (const { o, r } of failures) {
-    process.stdout.write(`\nFAILED ${optsText(o)}\n  replay: node dist/bench/stress-campaign.js --count 1 --seed ${o.seed}\n  ${r.violations.join('\n  ')}\n--- store ---\n${r.dump}\n`);
+    process.stdout.write(`\nFAILED ${optsText(o)}\n  replay: node dist/bench/stress-campaign.js --count 1 --seed ${o.seed}${o.ioDelay ? ` --io-delay ${o.ioDelay.share} --io-delay-ms ${o.ioDelay.maxMs}` : ''}\n  ${r.violations.join('\n  ')}\n--- store ---\n${r.dump}\n`);
   }
   finished = true;
   process.exit(failures.length ? 1 : 0);

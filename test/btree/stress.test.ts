@@ -39,6 +39,30 @@ describe('Store#transact() under the stress campaign (small)', () => {
     }, 60_000);
   }
 
+  // Device operations that wait at random before and after (src/io/delay-device.ts): reads
+  // complete late and out of order, so traversals drop their locks for reads that other
+  // transactions' splits, merges and rewrites overtake (the race behind session 25's
+  // stale-pointer read, docs/cache.md).
+  it('seed 74: I/O completing late and out of order, 4 KiB nodes, a cache a little above its reserve', async () => {
+    const o = stressRunOpts(74, {
+      accounts: 4096,
+      chains: 256,
+      workers: 32,
+      opsPerWorker: 60,
+      secondsMax: 4,
+      nodeSizeBytes: 4096,
+      cacheBytes: 260 << 10,
+      reopenCacheBytes: 260 << 10,
+      deviceBytes: 64 << 20,
+      ioDelay: { share: 0.5, maxMs: 0.5 },
+    });
+    const r = await runStress(o);
+    expect(r.violations, `${optsText(o)}\n${resultText(r)}\n${r.dump}`).toEqual([]);
+    expect(r.commits, 'the run must commit transactions').toBeGreaterThan(0);
+    expect(r.evictions, 'the tree must not fit the cache: reads run under the workload').toBeGreaterThan(0);
+    expect(r.ioWaits, 'the device must have made operations wait').toBeGreaterThan(100);
+  }, 60_000);
+
   // The shape that found lost updates (seed 1041): 4 KiB nodes of one 4 KiB
   // block (every commit to a written leaf replaces it), a cache at its
   // reserve (leaves read back all the time), 64 workers with intent reads on

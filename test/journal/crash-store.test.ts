@@ -107,9 +107,20 @@ describe('recovery: randomized crash images (small campaign, at least 1,000 imag
     { name: 'blockSize == nodeSize = 4 KiB (seed 24305)', seed: 24305, blockBytes: 4096, journalBytes: 1 << 20 },
     { name: 'blockSize == nodeSize = 4 KiB (seed 24315)', seed: 24315, blockBytes: 4096, journalBytes: 1 << 20 },
     { name: 'wipes (delRange over most keys: merges, root collapses; seed 300)', seed: 300, blockBytes: 512, journalBytes: 256 << 10, wipe: 0.25 },
+    // the device's operations wait at random before and after (DelayDevice): writes complete
+    // out of issue order, and the crash images take the unflushed writes in completion order
+    { name: 'I/O completing late and out of order (seed 26001, with wipes)', seed: 26001, blockBytes: 512, journalBytes: 256 << 10, wipe: 0.2, ioDelay: { share: 0.5, maxMs: 1 } },
   ]) {
     it(c.name, async () => {
-      const res = await runCrashCheck({ seed: c.seed, rounds: 40, cacheBytes: 512 << 10, journalBytes: c.journalBytes, blockBytes: c.blockBytes, ...(c.wipe ? { wipeProbability: c.wipe } : {}) });
+      const res = await runCrashCheck({
+        seed: c.seed,
+        rounds: 40,
+        cacheBytes: 512 << 10,
+        journalBytes: c.journalBytes,
+        blockBytes: c.blockBytes,
+        ...(c.wipe ? { wipeProbability: c.wipe } : {}),
+        ...(c.ioDelay ? { ioDelay: c.ioDelay } : {}),
+      });
       expect(res.failures.map(describeFailure), `crash images failing (seed ${c.seed})`).toEqual([]);
       if (c.wipe) expect(res.merges, 'the wipe rounds must make the live store merge').toBeGreaterThan(0);
       images += res.images;
