@@ -50,7 +50,7 @@
 
 import { existsSync, rmSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
-import { SixtreeError, errMatches, errName, RESTART } from './errors.js';
+import { ERR, SixtreeError, errMatches, errName, RESTART } from './errors.js';
 import { Printbuf, bytesToText } from './util/printbuf.js';
 import { writeThenFlush, type Device } from './io/device.js';
 import { BlockDevice } from './io/block-device.js';
@@ -379,6 +379,8 @@ export class Engine {
     prefetches: 0,
     /** Debug pin check (SIXTREE_DEBUG_PIN_CHECK=1): journal entries whose last_seq passed an unwritten, unpinned key. */
     pinCheckViolations: 0,
+    /** Node reads without a transaction (open, fsck, the blacklist gc's walk) that found no node memory and waited for the cannibalize lock (readNodeNoiter). */
+    walkCannibalizeWaits: 0,
   };
   /** The first pin check violation, described (debug). */
   pinCheckFirst: string | null = null;
@@ -874,7 +876,20 @@ export class Engine {
         if (!keepLocked) nodeUnlock(this.owner, r.lock, SixLockType.read);
         return r;
       }
-      if (attempt > 1000) throw new SixtreeError('ERR_IO', `could not read node at bucket ${p.bucket} (btree ${this.btrees[btreeId]?.name}, level ${level}): no cache memory`);
+      if (r === ERR.transaction_restart_fill_mem_alloc_fail) {
+        // No node memory, and another holds the cannibalize lock (a fill
+        // writing dirty nodes back and waiting for them). Wait for the lock,
+        // as a transaction does: its holder's fill may go over the budget,
+        // so the next try gets its node. Counting loop turns instead gave up
+        // (ERR_IO "no cache memory") under a slow device: an fsck under load
+        // with writes taking milliseconds (the stress campaign, --io-delay).
+        // nodeGetNoiter releases the lock when it returns. This holds no
+        // node lock while it waits (walkTree unlocks each node first).
+        this.counters.walkCannibalizeWaits++;
+        await this.cache.cannibalizeLockWait(this.owner);
+        continue;
+      }
+      if (attempt > 1000) throw new SixtreeError('ERR_IO', `could not read node at bucket ${p.bucket} (btree ${this.btrees[btreeId]?.name}, level ${level}): the cache kept refusing it (${r === null ? "null" : errName(r)})`);
       await new Promise((res) => setImmediate(res));
     }
   }
@@ -2517,7 +2532,7 @@ export class Engine {
     });
     const a = this.alloc.stats();
     return {
-      cache: { ...c },
+      cache: { ...c, walkCannibalizeWaits: this.counters.walkCannibalizeWaits },
       io: { ...this.dev.stats },
       journal: { ...js, entriesWritten: this.journal.counters.entriesWritten, inlineWrites: this.journal.counters.inlineWrites },
       transactions: {

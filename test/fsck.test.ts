@@ -144,3 +144,42 @@ describe('fsck() reports each kind of fault', () => {
     expect(problems[0]).toMatch(new RegExp(`^btree kv level 0 bucket ${p.bucket}: verify: counts .* != recount`));
   });
 });
+
+describe('fsck and a cache with no memory to spare', () => {
+  // Found by the stress campaign with --io-delay (device operations taking milliseconds): an
+  // fsck under load failed with ERR_IO "no cache memory". Its reads, made without a
+  // transaction, found no node memory while a transaction held the cannibalize lock (writing
+  // dirty nodes back and waiting for them), and gave up after 1,000 turns of the event loop:
+  // a few milliseconds when nothing else runs. They now wait for the lock, as a transaction
+  // does. Here the full cache is made by refusing every allocation that does not cannibalize,
+  // and another owner holds the lock for 3,000 turns.
+  it('its reads wait for the cannibalize lock held by another, however long, and then read', async () => {
+    // reopened: only the root is cached, fsck reads every leaf
+    const e = (await t.reopen()).engine;
+    const cache = e.cache as unknown as { nodeMemAllocNowait: (...a: unknown[]) => unknown };
+    const alloc = cache.nodeMemAllocNowait;
+    let full = true;
+    // only the cannibalize-lock holder's over-budget allocation (third argument true) gets memory while full
+    cache.nodeMemAllocNowait = function (this: unknown, ...a: unknown[]) {
+      if (full && a[2] !== true) return null;
+      return alloc.apply(this, a);
+    };
+    const other = { id: -7 } as never;
+    expect(e.cache.cannibalizeLock(other)).toBe(0);
+    let turns = 0;
+    const holder = (async () => {
+      for (; turns < 3000; turns++) await new Promise((r) => setImmediate(r));
+      full = false;
+      e.cache.cannibalizeUnlock(other);
+    })();
+    try {
+      const problems = await e.fsck();
+      expect(turns, 'fsck finished only after the lock was released').toBe(3000);
+      expect(problems).toEqual([]);
+      expect(e.stats().cache.walkCannibalizeWaits).toBeGreaterThan(0);
+    } finally {
+      await holder;
+      cache.nodeMemAllocNowait = alloc;
+    }
+  });
+});
