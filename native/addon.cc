@@ -98,11 +98,12 @@ Napi::Error errnoError(Napi::Env env, int err, const char *syscall, const std::s
 	throw error;
 }
 
+/* (napi_get_value_double fails for anything but a number: the type test and the unwrap in one call) */
 double argInteger(const Napi::CallbackInfo &info, size_t i, const char *name, double min, double max)
 {
-	if (info.Length() <= i || !info[i].IsNumber())
+	double v;
+	if (info.Length() <= i || napi_get_value_double(info.Env(), info[i], &v) != napi_ok)
 		throwArg(info.Env(), std::string(name) + " must be a number");
-	double v = info[i].As<Napi::Number>().DoubleValue();
 	if (!std::isfinite(v) || std::floor(v) != v || v < min || v > max)
 		throwArg(info.Env(), std::string(name) + " must be an integer in [" + std::to_string((int64_t)min) + ", " +
 					     std::to_string((int64_t)max) + "], got " + std::to_string(v));
@@ -913,20 +914,49 @@ Napi::Value MemStats(const Napi::CallbackInfo &info)
  * data[start, end) (a range, so that callers checksumming part of a node need
  * no subarray per call), chained from seed.
  */
+/*
+ * An optional integer argument: dflt when absent or undefined. One N-API call
+ * for a number (argInteger's type test, unwrap and range check cost a hot
+ * caller more than the work: crc32c of a 36-byte bset header).
+ */
+double optInteger(const Napi::CallbackInfo &info, size_t i, const char *name, double min, double max, double dflt)
+{
+	if (info.Length() <= i)
+		return dflt;
+	double v;
+	if (napi_get_value_double(info.Env(), info[i], &v) != napi_ok) {
+		if (info[i].IsUndefined())
+			return dflt;
+		throwArg(info.Env(), std::string(name) + " must be a number");
+	}
+	if (!std::isfinite(v) || std::floor(v) != v || v < min || v > max)
+		throwArg(info.Env(), std::string(name) + " must be an integer in [" + std::to_string((int64_t)min) + ", " +
+					     std::to_string((int64_t)max) + "], got " + std::to_string(v));
+	return v;
+}
+
+/*
+ * crc32c(data: Uint8Array, seed?, start?, end?). Called per bset header and
+ * per bset on every node read: the argument handling is kept to one N-API
+ * call per argument (napi_get_typedarray_info answers type, length and data
+ * at once).
+ */
 Napi::Value Crc32c(const Napi::CallbackInfo &info)
 {
-	Napi::Env env = info.Env();
-	if (info.Length() < 1 || !info[0].IsTypedArray() ||
-	    info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-		throwArg(env, "data must be a Uint8Array");
-	uint32_t seed = info.Length() > 1 && !info[1].IsUndefined()
-				? (uint32_t)argInteger(info, 1, "seed", 0, 4294967295.0)
-				: 0;
-	Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
-	double len = (double)a.ByteLength();
-	double end = info.Length() > 3 && !info[3].IsUndefined() ? argInteger(info, 3, "end", 0, len) : len;
-	double start = info.Length() > 2 && !info[2].IsUndefined() ? argInteger(info, 2, "start", 0, end) : 0;
-	return Napi::Number::New(env, blockio_crc32c(seed, a.Data() + (size_t)start, (uint64_t)(end - start)));
+	napi_env env = info.Env();
+	napi_typedarray_type type;
+	size_t len = 0;
+	void *data = nullptr;
+	if (info.Length() < 1 || napi_get_typedarray_info(env, info[0], &type, &len, &data, nullptr, nullptr) != napi_ok ||
+	    type != napi_uint8_array)
+		throwArg(info.Env(), "data must be a Uint8Array");
+	uint32_t seed = (uint32_t)optInteger(info, 1, "seed", 0, 4294967295.0, 0);
+	double end = optInteger(info, 3, "end", 0, (double)len, (double)len);
+	double start = optInteger(info, 2, "start", 0, end, 0);
+	uint32_t crc = blockio_crc32c(seed, static_cast<const uint8_t *>(data) + (size_t)start, (uint64_t)(end - start));
+	napi_value out;
+	napi_create_uint32(env, crc, &out);
+	return Napi::Value(env, out);
 }
 
 /*

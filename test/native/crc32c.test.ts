@@ -107,6 +107,13 @@ describe.each(IMPLS)('crc32c (%s)', (_name, crc) => {
     expect(() => crc('abc' as never)).toThrow(/Uint8Array/);
     expect(() => crc(new Uint8Array(4), -1)).toThrow(/seed/);
     expect(() => crc(new Uint8Array(4), 2 ** 32)).toThrow(/seed/);
+    expect(() => crc(new Uint16Array(4) as never)).toThrow(/Uint8Array/);
+    expect(() => crc(new DataView(new ArrayBuffer(4)) as never)).toThrow(/Uint8Array/);
+    expect(() => crc(new Uint8Array(4), '1' as never)).toThrow(/seed/);
+    expect(() => crc(new Uint8Array(4), 0, null as never, 2)).toThrow(/start/);
+    expect(() => crc(new Uint8Array(4), 0, 0, '2' as never)).toThrow(/end/);
+    // undefined is the default, as if absent
+    expect(crc(new Uint8Array([1, 2, 3]), undefined, undefined, undefined)).toBe(crc32cRef(new Uint8Array([1, 2, 3])));
   });
 });
 
