@@ -16,7 +16,7 @@
  *     evicted and written back) and a small journal (it wraps); with ioDelay
  *     a DelayDevice sits under the FaultDevice, so writes complete out of
  *     issue order and the pending writes of a crash point follow completion
- *     order;
+ *     order (and the images are recovered through one too);
  *   - the workload is a sequence of rounds. A round launches a few
  *     transactions at once (Promise.all): single-key puts/deletes, multi-key
  *     transactions (puts, overwrites, deletes, delRange, putExtent, extent
@@ -70,6 +70,7 @@ import { parseArgs } from 'node:util';
 import { Prng } from './prng.js';
 import { SixtreeError } from '../src/errors.js';
 import { DelayDevice } from '../src/io/delay-device.js';
+import type { Device } from '../src/io/device.js';
 import { FaultDevice } from '../src/io/fault-device.js';
 import { MemDevice } from '../src/io/mem-device.js';
 import { Store } from '../src/store.js';
@@ -119,7 +120,9 @@ export interface CrashCheckOpts {
    * drawn from the seed): writes reach the device late and complete out of
    * order, so the unflushed writes of a crash point come in completion order,
    * not issue order, and reads complete after other transactions moved on.
-   * Absent: the memory device completes everything at once.
+   * Recoveries of the crash images (and the transactions a recovered store
+   * takes, and its second recovery) wait the same way. Absent: the memory
+   * device completes everything at once.
    */
   ioDelay?: { share: number; maxMs: number };
   log?: (line: string) => void;
@@ -475,6 +478,7 @@ class Run {
   private roundAcked = new Set<number>();
   private roundActive = false;
   private fd!: FaultDevice;
+  private delayedDevices = 0;
   private layout: { journalOffsetBytes: number; journalBytes: number; bucketOffsetBytes: number; nodeBytes: number } | null = null;
 
   constructor(o: CrashCheckOpts) {
@@ -828,10 +832,19 @@ class Run {
     }
   }
 
+  /** dev through a DelayDevice with the run's I/O waits, its PRNG drawn from the seed and a count of the devices made so far. */
+  private delayed(dev: Device): Device {
+    const d = this.s.ioDelay!;
+    const rng = new Prng((this.s.seed ^ 0x0de1a7) + ++this.delayedDevices);
+    return new DelayDevice(dev, { share: d.share, maxMs: d.maxMs, random: () => rng.u32() / 0x1_0000_0000 });
+  }
+
   /** null when the image satisfies the invariant, else what is wrong. */
   private async checkImage(img: Uint8Array, base: Model, baseCounter: number, txns: TxnPlan[], fps: Map<number, Footprint>, p: CrashPoint): Promise<string | null> {
     const reopenWrite = this.pick.bool(this.s.reopenWriteProbability);
-    const inner = MemDevice.fromImage(img);
+    const mem = MemDevice.fromImage(img);
+    // with I/O waits, recovery and what follows it (the blacklist gc's walk, the reopened store's writes) wait too
+    const inner: Device = this.s.ioDelay ? this.delayed(mem) : mem;
     const dev = reopenWrite ? await FaultDevice.wrap(inner) : inner;
     let store: Store;
     try {
@@ -927,7 +940,8 @@ class Run {
     for (const [i, img] of images.entries()) {
       let s2: Store;
       try {
-        s2 = await Store.openDevice(MemDevice.fromImage(img), { cacheSize: this.s.cacheBytes });
+        const mem = MemDevice.fromImage(img);
+        s2 = await Store.openDevice(this.s.ioDelay ? this.delayed(mem) : mem, { cacheSize: this.s.cacheBytes });
       } catch (e) {
         return `second recovery (${i ? 'all writes' : 'flushed only'}) failed: ${errText(e)}`;
       }
@@ -964,9 +978,7 @@ class Run {
     const s = this.s;
     const mem = MemDevice.create(s.deviceBytes);
     await Store.formatDevice(mem, { btrees: BTREES, nodeSize: s.nodeBytes, blockSize: s.blockBytes, journalSize: s.journalBytes });
-    const d = s.ioDelay;
-    const delayRng = new Prng(s.seed ^ 0x0de1a7);
-    this.fd = await FaultDevice.wrap(d ? new DelayDevice(mem, { share: d.share, maxMs: d.maxMs, random: () => delayRng.u32() / 0x1_0000_0000 }) : mem);
+    this.fd = await FaultDevice.wrap(s.ioDelay ? this.delayed(mem) : mem);
     this.hookDevice(this.fd);
     let store = await Store.openDevice(this.fd, { cacheSize: s.cacheBytes });
     this.valueBytesLimit = store.maxValueSize;
