@@ -5,6 +5,7 @@
  *
  *   node dist/bench/crash-campaign.js --count N [--seed S] [--rounds R] [--quiet]
  *        [--like-ci] [--block B] [--wipe P] [--io-delay SHARE] [--io-delay-ms MS]
+ *        [--faults P] [--fault-rate R]
  *
  * runs N independent runs (seeds S, S+1, ...) with bigger workloads than the
  * CI test (test/journal/crash-store.test.ts imports runCrashCheck from here),
@@ -16,7 +17,11 @@
  *     evicted and written back) and a small journal (it wraps); with ioDelay
  *     a DelayDevice sits under the FaultDevice, so writes complete out of
  *     issue order and the pending writes of a crash point follow completion
- *     order (and the images are recovered through one too);
+ *     order (and the images are recovered through one too); with
+ *     faultProbability some rounds run on a failing device (random EIO on
+ *     reads, writes and flushes): calls may fail only with ERR_IO, and after
+ *     the round the store is closed and opened again from what the device
+ *     holds (and its durable image is checked as a crash image);
  *   - the workload is a sequence of rounds. A round launches a few
  *     transactions at once (Promise.all): single-key puts/deletes, multi-key
  *     transactions (puts, overwrites, deletes, delRange, putExtent, extent
@@ -125,6 +130,19 @@ export interface CrashCheckOpts {
    * device completes everything at once.
    */
   ioDelay?: { share: number; maxMs: number };
+  /**
+   * Fraction of rounds run on a failing device: each read, write and flush
+   * of the live store fails with EIO with probability faultRate (default
+   * 0.05) while the round's transactions run. Every error a call then gets
+   * must be a SixtreeError ERR_IO. After the round the store is closed
+   * (close may fail the same way) and opened again from what the device
+   * holds: every acknowledged transaction there, each other one wholly or
+   * not at all, fsck clean; the durable image as of that moment (a power
+   * loss right after the failures) is checked the same way. The run goes on
+   * with the reopened store. Default 0.
+   */
+  faultProbability?: number;
+  faultRate?: number;
   log?: (line: string) => void;
 }
 
@@ -152,6 +170,10 @@ export interface CrashCheckResult {
   /** Torn last bsets the recoveries read past (stats().cache.counters.tornBsets, summed over the images). */
   tornBsets: number;
   reopenWrites: number;
+  /** Rounds run on a failing device; the failures injected; calls that got ERR_IO from them. */
+  faultRounds: number;
+  faultsInjected: number;
+  callsFailedIo: number;
   failures: CrashFailure[];
   /** Depth of kv at the end (splits happened when > 1). */
   kvDepth: number;
@@ -411,6 +433,8 @@ interface Settings {
   dumpDir: string | undefined;
   imageTimeoutMs: number;
   ioDelay: { share: number; maxMs: number } | undefined;
+  faultProbability: number;
+  faultRate: number;
   log: (line: string) => void;
 }
 
@@ -439,6 +463,8 @@ function settingsOf(o: CrashCheckOpts): Settings {
     dumpDir: o.dumpDir,
     imageTimeoutMs: o.imageTimeoutMs ?? 30_000,
     ioDelay: o.ioDelay,
+    faultProbability: o.faultProbability ?? 0,
+    faultRate: o.faultRate ?? 0.05,
     log: o.log ?? (() => {}),
   };
 }
@@ -479,6 +505,8 @@ class Run {
   private roundActive = false;
   private fd!: FaultDevice;
   private delayedDevices = 0;
+  /** Draws of the failing device (fault rounds): which operations fail. */
+  private readonly faultPick: Prng;
   private layout: { journalOffsetBytes: number; journalBytes: number; bucketOffsetBytes: number; nodeBytes: number } | null = null;
 
   constructor(o: CrashCheckOpts) {
@@ -486,6 +514,7 @@ class Run {
     this.plan = new Prng(this.s.seed);
     this.pick = new Prng(this.s.seed ^ 0x5bd1e995);
     this.tearPick = new Prng(this.s.seed ^ 0x7ea2a99e);
+    this.faultPick = new Prng(this.s.seed ^ 0xfa017);
     this.model = Model.empty(this.s.extSpace);
     this.result = {
       seed: this.s.seed,
@@ -498,6 +527,9 @@ class Run {
       appendTears: 0,
       tornBsets: 0,
       reopenWrites: 0,
+      faultRounds: 0,
+      faultsInjected: 0,
+      callsFailedIo: 0,
       failures: [],
       kvDepth: 0,
       merges: 0,
@@ -832,6 +864,82 @@ class Run {
     }
   }
 
+  /** Failures the live store's FaultDevice injected so far (this run's devices together). */
+  private faultsInjected(): number {
+    const i = this.fd.injected;
+    return this.result.faultsInjected + i.read + i.write + i.flush;
+  }
+
+  /**
+   * After a round on a failing device (some operation failed): the durable
+   * image as of now is checked as a crash image (a power loss right after the
+   * failures); the live store is closed (ERR_IO or nothing), and opened again
+   * from what the device holds, which must hold every acknowledged
+   * transaction of the round and each other one wholly or not at all, and
+   * pass fsck. Returns the reopened store, its device and the state it holds
+   * (the run's model from here), or null after recording a failure.
+   */
+  private async faultRoundEnd(round: number, store: Store, mem: MemDevice, base: Model, txns: TxnPlan[], fps: Map<number, Footprint>): Promise<{ store: Store; mem: MemDevice; model: Model } | null> {
+    const s = this.s;
+    const baseCounter = counterOf(base.kv.get(COUNTER_KEY));
+    const acked = new Set(this.roundAcked);
+    const point = (reason: string): CrashPoint => ({ index: this.result.crashPoints, reason, pending: 0, acked, images: [] });
+    const i = this.fd.injected;
+    this.result.faultsInjected += i.read + i.write + i.flush;
+    const durable = this.fd.durableImage();
+    const closeErr: unknown = await withTimeout(store.close(), s.imageTimeoutMs, 'close after device failures').then(
+      () => null,
+      (e: unknown) => e,
+    );
+    if (closeErr !== null && !(closeErr instanceof SixtreeError && closeErr.code === 'ERR_IO')) {
+      this.failure(round, point('close after device failures'), 'live store', `close() after device failures: ${errText(closeErr)}`, null);
+      return null;
+    }
+    this.result.images++;
+    const m = await withTimeout(this.checkImage(durable, base, baseCounter, txns, fps, point('power loss after device failures')), s.imageTimeoutMs, 'recovery and check').catch(
+      (e: unknown) => `threw ${errText(e)}`,
+    );
+    if (m !== null) {
+      this.failure(round, point('power loss after device failures'), 'durable image', m, durable);
+      return null;
+    }
+    const img = mem.image();
+    const mem2 = MemDevice.fromImage(img);
+    const fd = await FaultDevice.wrap(s.ioDelay ? this.delayed(mem2) : mem2);
+    this.hookDevice(fd);
+    const p = point('reopened after device failures');
+    let store2: Store;
+    try {
+      store2 = await withTimeout(Store.openDevice(fd, { cacheSize: s.cacheBytes }), s.imageTimeoutMs, 'open after device failures');
+    } catch (e) {
+      this.failure(round, p, 'device as it is', `open after device failures failed: ${errText(e)}`, img);
+      return null;
+    }
+    this.result.images++;
+    let msg: string | null = null;
+    try {
+      const actual = await readState(store2, s.extSpace, this.refByKey, this.refs);
+      if (actual.problems.length) msg = `unreadable or foreign entries:\n  ${actual.problems.slice(0, 10).join('\n  ')}`;
+      else {
+        const v = verdict(actual, base, baseCounter, txns, fps, acked, s.extSpace);
+        if (v.message) msg = v.message;
+        else {
+          const problems = await store2.fsck();
+          if (problems.length) msg = `fsck:\n  ${problems.slice(0, 10).join('\n  ')}`;
+          else {
+            this.fd = fd;
+            return { store: store2, mem: mem2, model: v.expected };
+          }
+        }
+      }
+    } catch (e) {
+      msg = `threw ${errText(e)}`;
+    }
+    await store2.close().catch(() => {});
+    this.failure(round, p, 'device as it is', msg, img);
+    return null;
+  }
+
   /** dev through a DelayDevice with the run's I/O waits, its PRNG drawn from the seed and a count of the devices made so far. */
   private delayed(dev: Device): Device {
     const d = this.s.ioDelay!;
@@ -976,7 +1084,7 @@ class Run {
   private async runChecked(): Promise<CrashCheckResult> {
     const t0 = performance.now();
     const s = this.s;
-    const mem = MemDevice.create(s.deviceBytes);
+    let mem = MemDevice.create(s.deviceBytes);
     await Store.formatDevice(mem, { btrees: BTREES, nodeSize: s.nodeBytes, blockSize: s.blockBytes, journalSize: s.journalBytes });
     this.fd = await FaultDevice.wrap(s.ioDelay ? this.delayed(mem) : mem);
     this.hookDevice(this.fd);
@@ -994,11 +1102,25 @@ class Run {
         const fps = new Map(txns.map((t) => [t.id, footprintOf(t, base, s.extSpace)]));
         const withFlush = this.plan.bool(s.flushProbability);
         const endPoint = this.plan.bool(0.3);
+        // (drawn only when asked for: the plans of runs without faults stay as they were)
+        const faulty = s.faultProbability > 0 && this.plan.bool(s.faultProbability);
 
         this.points = [];
         this.roundAcked = new Set();
         this.roundActive = true;
         const errors: string[] = [];
+        const injectedBefore = this.faultsInjected();
+        if (faulty) {
+          this.result.faultRounds++;
+          const rate = s.faultRate;
+          this.fd.rules = { failRead: () => this.faultPick.bool(rate), failWrite: () => this.faultPick.bool(rate), failFlush: () => this.faultPick.bool(rate) };
+        }
+        // on a failing device a call may fail, with ERR_IO and nothing else
+        const failedIo = (e: unknown): boolean => {
+          if (!faulty || !(e instanceof SixtreeError) || e.code !== 'ERR_IO') return false;
+          this.result.callsFailedIo++;
+          return true;
+        };
         const running = txns.map((t) =>
           this.execute(store, t).then(
             () => {
@@ -1006,11 +1128,11 @@ class Run {
               this.maybeCrashPoint('resolved');
             },
             (e) => {
-              errors.push(`txn ${t.id} ${planText(t)}: ${errText(e)}`);
+              if (!failedIo(e)) errors.push(`txn ${t.id} ${planText(t)}: ${errText(e)}`);
             },
           ),
         );
-        if (withFlush) running.push(store.flush().catch((e) => void errors.push(`flush: ${errText(e)}`)));
+        if (withFlush) running.push(store.flush().catch((e) => void (failedIo(e) || errors.push(`flush: ${errText(e)}`))));
         try {
           await withTimeout(Promise.all(running), s.imageTimeoutMs, `round ${round} (${txns.length} transactions${withFlush ? ' and a flush' : ''})`);
         } catch (e) {
@@ -1020,22 +1142,34 @@ class Run {
         }
         if (endPoint && this.points.length < s.crashPointsPerRound) this.crashPoint('round end');
         this.roundActive = false;
+        if (faulty) this.fd.clearFaults();
+        const faulted = this.faultsInjected() > injectedBefore;
 
         this.result.rounds++;
         this.result.txns += txns.length;
         this.result.acked += this.roundAcked.size;
         if (errors.length) {
-          this.failure(round, { index: -1, reason: 'workload', pending: 0, acked: new Set(), images: [] }, 'live store', `transactions failed on the live store (no fault injected):\n  ${errors.join('\n  ')}`, null);
+          const what = faulty ? 'on a failing device, with something other than ERR_IO' : '(no fault injected)';
+          this.failure(round, { index: -1, reason: 'workload', pending: 0, acked: new Set(), images: [] }, 'live store', `transactions failed on the live store ${what}:\n  ${errors.join('\n  ')}`, null);
           break;
         }
         await this.checkRound(round, base, txns, fps);
         this.points = [];
 
-        const next = base.clone();
-        for (const t of txns) applyFootprint(next, fps.get(t.id)!);
-        const c = txns.filter((t) => t.counter).length;
-        if (c) next.kv.set(COUNTER_KEY, counterValue(counterOf(base.kv.get(COUNTER_KEY)) + c));
-        this.model = next;
+        if (faulted) {
+          // the store after device failures: closed, and opened again from what the device holds
+          const r = await this.faultRoundEnd(round, store, mem, base, txns, fps);
+          if (r === null) break;
+          store = r.store;
+          mem = r.mem;
+          this.model = r.model;
+        } else {
+          const next = base.clone();
+          for (const t of txns) applyFootprint(next, fps.get(t.id)!);
+          const c = txns.filter((t) => t.counter).length;
+          if (c) next.kv.set(COUNTER_KEY, counterValue(counterOf(base.kv.get(COUNTER_KEY)) + c));
+          this.model = next;
+        }
 
         const pins = pinCheckText(store);
         if (pins) {
@@ -1270,6 +1404,11 @@ function verdict(actual: ActualState, base: Model, baseCounter: number, txns: Tx
 
 /* ------------------------------------------------------------------ helpers */
 
+/** The fault rounds of a run, for its line (empty without them). */
+function faultsText(r: CrashCheckResult): string {
+  return r.faultRounds ? `, ${r.faultRounds} rounds on a failing device (${r.faultsInjected} failures injected, ${r.callsFailedIo} calls failed with ERR_IO)` : '';
+}
+
 /** A transaction's ops, short. */
 export function planText(t: TxnPlan): string {
   const ops = t.ops.map((o) => {
@@ -1371,6 +1510,8 @@ async function main(): Promise<void> {
       wipe: { type: 'string' },
       'io-delay': { type: 'string' },
       'io-delay-ms': { type: 'string' },
+      faults: { type: 'string' },
+      'fault-rate': { type: 'string' },
       quiet: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -1378,7 +1519,7 @@ async function main(): Promise<void> {
   if (values.help) {
     process.stdout.write(
       'usage: node dist/bench/crash-campaign.js --count N [--seed S] [--rounds R] [--block BYTES] [--like-ci] [--wipe P] [--io-delay SHARE] [--io-delay-ms MS]\n' +
-        '         [--dump DIR] [--separate-btrees] [--quiet]\n' +
+        '         [--faults P] [--fault-rate R] [--dump DIR] [--separate-btrees] [--quiet]\n' +
         '  N runs with seeds S, S+1, ... (default S: random); exits 1 if any crash image breaks the invariant.\n' +
         '  --dump DIR: write failing crash images there; --separate-btrees: no transaction writes both kv and ext.\n' +
         '  --like-ci: the workload of the CI test (test/journal/crash-store.test.ts) instead of the bigger campaign one\n' +
@@ -1386,7 +1527,10 @@ async function main(): Promise<void> {
         '  --wipe P: a fraction P of the rounds start with a delRange over much of a key space (merges, root collapses).\n' +
         '  --io-delay SHARE: each device operation of the live store waits, with probability SHARE, before it reaches\n' +
         '    the device and after it completed (a promise tick, 1-3 loop turns or a timer up to MS ms, default 1):\n' +
-        '    writes complete out of issue order, and the crash images follow their completion order.\n',
+        '    writes complete out of issue order, and the crash images follow their completion order.\n' +
+        '  --faults P: a fraction P of the rounds run on a failing device (each read, write and flush fails with EIO\n' +
+        '    with probability R, default 0.05): calls may fail only with ERR_IO; then the store is closed and opened\n' +
+        '    again from what the device holds (and from its durable image): nothing acknowledged lost, fsck clean.\n',
     );
     return;
   }
@@ -1404,6 +1548,11 @@ async function main(): Promise<void> {
     if (!(maxMs >= 0 && maxMs <= 1000)) throw new Error(`--io-delay-ms: ${values['io-delay-ms']} is not a number of milliseconds in [0, 1000]`);
     ioDelay = { share, maxMs };
   }
+  const faults = values.faults !== undefined ? Number(values.faults) : 0;
+  const faultRate = values['fault-rate'] !== undefined ? Number(values['fault-rate']) : 0.05;
+  if (!(faults >= 0 && faults <= 1)) throw new Error(`--faults: ${values.faults} is not a probability in [0, 1]`);
+  if (!(faultRate > 0 && faultRate <= 1)) throw new Error(`--fault-rate: ${values['fault-rate']} is not a probability in (0, 1]`);
+  const faultOpts = faults > 0 ? { faultProbability: faults, faultRate } : {};
   const seed0 = values.seed !== undefined ? Number(values.seed) >>> 0 : (Math.random() * 0x1_0000_0000) >>> 0;
   const log = values.quiet ? () => {} : (l: string) => process.stderr.write(`${l}\n`);
   process.stdout.write(`crash campaign: ${count} runs x ${rounds} rounds, seeds ${seed0}..${(seed0 + count - 1) >>> 0}\n`);
@@ -1421,13 +1570,13 @@ async function main(): Promise<void> {
     const seed = (seed0 + i) >>> 0;
     if (values['like-ci']) {
       const block = values.block !== undefined ? Number(values.block) : 512;
-      const res = await runCrashCheck({ seed, rounds, cacheBytes: 512 << 10, journalBytes: block === 4096 ? 1 << 20 : 256 << 10, blockBytes: block, wipeProbability: wipe, ...(ioDelay ? { ioDelay } : {}), ...(values.dump ? { dumpDir: values.dump } : {}) });
+      const res = await runCrashCheck({ seed, rounds, cacheBytes: 512 << 10, journalBytes: block === 4096 ? 1 << 20 : 256 << 10, blockBytes: block, wipeProbability: wipe, ...(ioDelay ? { ioDelay } : {}), ...faultOpts, ...(values.dump ? { dumpDir: values.dump } : {}) });
       images += res.images;
       if (res.failures.length) {
         failed++;
         failures.push(...res.failures);
         process.stdout.write(`run ${i + 1}/${count} seed ${seed}: FAILED: ${describeFailure(res.failures[0]!)}\n`);
-      } else process.stdout.write(`run ${i + 1}/${count} seed ${seed}: ok, ${res.images} images\n`);
+      } else process.stdout.write(`run ${i + 1}/${count} seed ${seed}: ok, ${res.images} images${faultsText(res)}\n`);
       continue;
     }
     const res = await runCrashCheck({
@@ -1435,6 +1584,7 @@ async function main(): Promise<void> {
       ...(values.block !== undefined ? { blockBytes: Number(values.block) } : {}),
       mixBtrees: !values['separate-btrees'],
       ...(ioDelay ? { ioDelay } : {}),
+      ...faultOpts,
       dumpDir: values.dump,
       log,
     });
@@ -1445,7 +1595,7 @@ async function main(): Promise<void> {
     }
     process.stdout.write(
       `run ${i + 1}/${count} seed ${seed}: ${res.failures.length ? 'FAIL' : 'ok'}  ${res.rounds} rounds, ${res.txns} txns (${res.acked} acknowledged), ` +
-        `${res.crashPoints} crash points, ${res.images} images (${res.imagesWithInFlightVisible} with in-flight txns visible, ${res.appendTears} with a node append torn, ${res.tornBsets} torn bsets read past, ${res.reopenWrites} recovered twice), ` +
+        `${res.crashPoints} crash points, ${res.images} images (${res.imagesWithInFlightVisible} with in-flight txns visible, ${res.appendTears} with a node append torn, ${res.tornBsets} torn bsets read past, ${res.reopenWrites} recovered twice)${faultsText(res)}, ` +
         `kv depth ${res.kvDepth}, ${res.keys} keys, ${res.merges} merges, ${res.collapses} root collapses, ${(res.ms / 1000).toFixed(1)} s\n`,
     );
   }

@@ -128,6 +128,19 @@ describe('recovery: randomized crash images (small campaign, at least 1,000 imag
       tornBsets += res.tornBsets;
     }, 300_000);
   }
+  // A failing device (bench/crash-campaign.ts --faults): in a third of the rounds each read,
+  // write and flush fails with EIO with probability 0.3 while the transactions run. Calls may
+  // fail only with ERR_IO; the store is then closed and opened again from what the device
+  // holds and from its durable image: every acknowledged transaction there, the others wholly
+  // or not at all, fsck clean; the run goes on with the reopened store.
+  it('a device failing at random (EIO on reads, writes and flushes; seed 26511)', async () => {
+    const res = await runCrashCheck({ seed: 26511, rounds: 30, cacheBytes: 512 << 10, journalBytes: 256 << 10, blockBytes: 512, faultProbability: 0.3, faultRate: 0.3 });
+    expect(res.failures.map(describeFailure), 'failures (seed 26511)').toEqual([]);
+    expect(res.faultRounds).toBeGreaterThan(3);
+    expect(res.faultsInjected, 'the device must have failed').toBeGreaterThan(3);
+    expect(res.callsFailedIo, 'calls must have failed with ERR_IO').toBeGreaterThan(3);
+    images += res.images;
+  }, 300_000);
   it('checked at least 1,000 crash images in all', () => {
     expect(images).toBeGreaterThanOrEqual(1000);
   });
