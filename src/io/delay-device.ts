@@ -29,7 +29,7 @@
 import { invalidArg } from '../errors.js';
 import { Printbuf } from '../util/printbuf.js';
 import { checkOps } from './block-device.js';
-import type { Device, DeviceStats, IoOp } from './device.js';
+import { DeviceWrapper, type Device, type IoOp } from './device.js';
 
 export interface DelayOpts {
   /** Numbers in [0, 1), seeded by the caller for runs that replay (default Math.random). */
@@ -51,8 +51,7 @@ export interface DelayCounters {
   runningMax: number;
 }
 
-export class DelayDevice implements Device {
-  readonly inner: Device;
+export class DelayDevice extends DeviceWrapper implements Device {
   readonly counters: DelayCounters = { ops: 0, hops: 0, turns: 0, timers: 0, runningMax: 0 };
   private readonly random: () => number;
   private readonly share: number;
@@ -67,44 +66,17 @@ export class DelayDevice implements Device {
     const maxMs = opts.maxMs ?? 2;
     if (typeof maxMs !== 'number' || !(maxMs >= 0 && maxMs <= 10_000)) throw invalidArg('opts.maxMs', maxMs, 'a number of milliseconds in [0, 10000]');
     if (opts.random !== undefined && typeof opts.random !== 'function') throw invalidArg('opts.random', opts.random, 'a function returning numbers in [0, 1)');
-    this.inner = inner;
+    super(inner);
     this.random = opts.random ?? Math.random;
     this.share = share;
     this.maxMs = maxMs;
   }
 
-  get path(): string {
-    return this.inner.path;
-  }
-  get kind(): Device['kind'] {
-    return this.inner.kind;
-  }
-  get sizeBytes(): number {
-    return this.inner.sizeBytes;
-  }
-  get alignBytes(): number {
-    return this.inner.alignBytes;
-  }
-  get readOnly(): boolean {
-    return this.inner.readOnly;
-  }
-  get stats(): DeviceStats {
-    return this.inner.stats;
-  }
-  get backend(): { readonly name: string } | undefined {
-    return this.inner.backend;
-  }
   /** Operations started and not yet finished. */
   get runningNow(): number {
     return this.running.size;
   }
 
-  allocBuffer(sizeBytes: number): Uint8Array {
-    return this.inner.allocBuffer(sizeBytes);
-  }
-  freeBuffer(buf: Uint8Array): void {
-    this.inner.freeBuffer(buf);
-  }
   readSync(buf: Uint8Array, offsetBytes: number): void {
     this.inner.readSync(buf, offsetBytes);
   }

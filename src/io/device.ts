@@ -7,6 +7,10 @@
  *  - MemDevice (mem-device.ts): an image in memory, for crash-image replays.
  *  - FaultDevice (fault-device.ts): wraps another Device, records writes since
  *    the last flush, builds crash images, injects EIO.
+ *  - DelayDevice (delay-device.ts): wraps another Device, makes its operations
+ *    wait at random (late, out-of-order completions).
+ * The wrappers extend DeviceWrapper (below): the inner device's properties
+ * and buffers, passed through.
  *
  * Rules (checked in TypeScript before any native call; ERR_INVALID_ARG):
  *  - buffers come from allocBuffer() (aligned to alignBytes);
@@ -69,4 +73,38 @@ export async function writeThenFlush(dev: Device, buf: Uint8Array, offsetBytes: 
   if (dev.writeFlush) return dev.writeFlush(buf, offsetBytes);
   await dev.write(buf, offsetBytes);
   await dev.flush();
+}
+
+/** A Device over another one: its properties and buffers are the inner device's (FaultDevice, DelayDevice). */
+export abstract class DeviceWrapper {
+  constructor(readonly inner: Device) {}
+
+  get path(): string {
+    return this.inner.path;
+  }
+  get kind(): Device['kind'] {
+    return this.inner.kind;
+  }
+  get sizeBytes(): number {
+    return this.inner.sizeBytes;
+  }
+  get alignBytes(): number {
+    return this.inner.alignBytes;
+  }
+  get readOnly(): boolean {
+    return this.inner.readOnly;
+  }
+  get stats(): DeviceStats {
+    return this.inner.stats;
+  }
+  get backend(): { readonly name: string } | undefined {
+    return this.inner.backend;
+  }
+
+  allocBuffer(sizeBytes: number): Uint8Array {
+    return this.inner.allocBuffer(sizeBytes);
+  }
+  freeBuffer(buf: Uint8Array): void {
+    this.inner.freeBuffer(buf);
+  }
 }

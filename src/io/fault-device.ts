@@ -33,7 +33,7 @@ import { loadBackend } from '../native/index.js';
 import { Printbuf } from '../util/printbuf.js';
 import { checkIoRange } from './aligned.js';
 import { checkOps, statsToText } from './block-device.js';
-import type { Device, DeviceStats, IoOp } from './device.js';
+import { DeviceWrapper, type Device, type IoOp } from './device.js';
 
 export interface FaultRules {
   failRead?: (offsetBytes: number, lengthBytes: number) => boolean;
@@ -56,8 +56,7 @@ export interface CrashImageOpts {
 /** Largest inner-device chunk wrap() reads at once. */
 const wrapReadBytesMax = 1 << 20;
 
-export class FaultDevice implements Device {
-  readonly inner: Device;
+export class FaultDevice extends DeviceWrapper implements Device {
   rules: FaultRules;
   /** Failures injected so far, per kind. */
   readonly injected: Record<FaultKind, number> = { read: 0, write: 0, flush: 0 };
@@ -67,7 +66,7 @@ export class FaultDevice implements Device {
   private failNextNr: Record<FaultKind, number> = { read: 0, write: 0, flush: 0 };
 
   private constructor(inner: Device, durable: Uint8Array, rules: FaultRules) {
-    this.inner = inner;
+    super(inner);
     this.durable = durable;
     this.rules = rules;
   }
@@ -91,25 +90,6 @@ export class FaultDevice implements Device {
       }
     }
     return new FaultDevice(inner, durable, rules);
-  }
-
-  get path(): string {
-    return this.inner.path;
-  }
-  get kind(): Device['kind'] {
-    return this.inner.kind;
-  }
-  get sizeBytes(): number {
-    return this.inner.sizeBytes;
-  }
-  get alignBytes(): number {
-    return this.inner.alignBytes;
-  }
-  get readOnly(): boolean {
-    return this.inner.readOnly;
-  }
-  get stats(): DeviceStats {
-    return this.inner.stats;
   }
 
   /** Writes completed since the last successful flush. */
@@ -168,14 +148,6 @@ export class FaultDevice implements Device {
       else if (chosen(i)) img.set(w.data, w.offsetBytes);
     });
     return img;
-  }
-
-  allocBuffer(sizeBytes: number): Uint8Array {
-    return this.inner.allocBuffer(sizeBytes);
-  }
-
-  freeBuffer(buf: Uint8Array): void {
-    this.inner.freeBuffer(buf);
   }
 
   readSync(buf: Uint8Array, offsetBytes: number): void {
