@@ -46,7 +46,7 @@ import { UPTODATE, type BtreePath } from './path.js';
 import type { BtreeTrans } from './trans.js';
 import type { JournalRes } from '../journal/journal.js';
 import type { MergeCheckPos } from './interior.js';
-import type { BkeyFormat } from '../format/bkey-format.js';
+import { formatVersionFits, type BkeyFormat } from '../format/bkey-format.js';
 
 export interface Update {
   btreeId: number;
@@ -242,6 +242,16 @@ export async function transCommit(
     return { ...none, ret: trans.readsValidate() };
   }
   if (!sorted) updates.sort(updateCmp);
+  // A key's version is the journal seq it is committed at, and whether it
+  // packs into a node's format depends on it: the room is counted with the
+  // version the key will carry. Without a journal entry (replay, internal
+  // updates) that is pinSeq, known now. A journaled commit learns its seq
+  // only at its reservation: step 7 checks that seq against the formats the
+  // room was counted in. (Replay gives a group of pointer keys the oldest seq
+  // among them; counted with their own, a key below a level-1 node's version
+  // base was counted packed and inserted unpacked: "keys did not fit ...
+  // after the space check" at open, found by the kill -9 test.)
+  if (extra && !extra.journal && extra.pinSeq !== undefined) for (let i = 0; i < updates.length; i++) updates[i]!.key.version = extra.pinSeq;
 
   let splits = 0;
   let staleRounds = 0;
@@ -439,6 +449,15 @@ export async function transCommit(
     // leaves before we unlock them.
     const seq = res ? res.seq : extra!.pinSeq!;
     for (let i = 0; i < updates.length; i++) updates[i]!.key.version = seq;
+    if (res && !versionsStillFit(leaves, runEnd, updates, seq)) {
+      // a leaf's format cannot pack this seq (its version field's headroom is
+      // used up): keys counted packed take more room; count again next round
+      engine.journalRelease(res);
+      unlockLeaves(trans, leaves);
+      engine.counters.commitRoomLost++;
+      if (++fruitless > COMMIT_FRUITLESS_ROUNDS_MAX) return giveUp();
+      continue round;
+    }
     if (res) {
       try {
         engine.journalAddKeys(res, updates);
@@ -486,4 +505,25 @@ export async function transCommit(
     }
     return { ret: 0, seq: res ? res.seq : 0, shrunk };
   }
+}
+
+/**
+ * After a journaled commit's keys took their seq as version: does each leaf
+ * still have room for them? Only a leaf whose format cannot pack `seq` can
+ * need more than was counted (a key fits its format when its position, size
+ * and version do; the version is the only field that changed), and only
+ * then are its keys counted again.
+ */
+function versionsStillFit(leaves: readonly Node[], runEnd: readonly number[], updates: readonly Update[], seq: number): boolean {
+  for (let l = 0, i = 0; l < leaves.length; l++) {
+    const keys = leaves[l]!.keys;
+    const j = runEnd[l]!;
+    if (!formatVersionFits(keys.format, seq)) {
+      let room = 0;
+      for (let x = i; x < j; x++) room += keys.insertU64s(updates[x]!.key);
+      if (room > keys.u64sRemaining()) return false;
+    }
+    i = j;
+  }
+  return true;
 }

@@ -604,6 +604,11 @@ export function formatKeyFits(f: BkeyFormat, p: Uint32Array, pi: number, size: n
   );
 }
 
+/** Does a version (journal seq) fit the format's version field? (formatKeyFits's last test, alone.) */
+export function formatVersionFits(f: BkeyFormat, version: number): boolean {
+  return fieldFits(f.v, Fi.VERSION, Math.floor(version / 0x1_0000_0000), version >>> 0);
+}
+
 /**
  * Pack the fields into d[w0 .. w0 + fieldWords) (overwritten). Returns false,
  * writing nothing, if they do not fit.
