@@ -188,12 +188,12 @@ describe('full device', () => {
       expect(out.full).toBeGreaterThanOrEqual(20);
       const s = await Store.open(t.path, { cacheSize: 256 << 10 });
       try {
-        let wrong = 0;
+        const wrong: string[] = [];
         for (const [k, hex] of model) {
           const got = await s.get('kv', pos(1, k));
-          if (!got || Buffer.from(got).toString('hex') !== hex) wrong++;
+          if (!got || Buffer.from(got).toString('hex') !== hex) wrong.push(`key ${k}: acknowledged ${hex.slice(0, 24)}..., found ${got ? `${Buffer.from(got).toString('hex').slice(0, 24)}...` : 'nothing'}`);
         }
-        expect(wrong).toBe(0);
+        expect(wrong, `round ${round}: acknowledged writes not found after reopen (${model.size} keys)`).toEqual([]);
         expect(await s.fsck()).toEqual([]);
       } finally {
         await s.close();
