@@ -98,16 +98,36 @@ Napi::Error errnoError(Napi::Env env, int err, const char *syscall, const std::s
 	throw error;
 }
 
+/* v, if it is an integer in [min, max]; else an argument error naming it. */
+double checkInteger(Napi::Env env, double v, const char *name, double min, double max)
+{
+	if (!std::isfinite(v) || std::floor(v) != v || v < min || v > max)
+		throwArg(env, std::string(name) + " must be an integer in [" + std::to_string((int64_t)min) + ", " +
+				      std::to_string((int64_t)max) + "], got " + std::to_string(v));
+	return v;
+}
+
 /* (napi_get_value_double fails for anything but a number: the type test and the unwrap in one call) */
 double argInteger(const Napi::CallbackInfo &info, size_t i, const char *name, double min, double max)
 {
 	double v;
 	if (info.Length() <= i || napi_get_value_double(info.Env(), info[i], &v) != napi_ok)
 		throwArg(info.Env(), std::string(name) + " must be a number");
-	if (!std::isfinite(v) || std::floor(v) != v || v < min || v > max)
-		throwArg(info.Env(), std::string(name) + " must be an integer in [" + std::to_string((int64_t)min) + ", " +
-					     std::to_string((int64_t)max) + "], got " + std::to_string(v));
-	return v;
+	return checkInteger(info.Env(), v, name, min, max);
+}
+
+/* argInteger for an optional argument: dflt when absent or undefined (still one N-API call for a number). */
+double optInteger(const Napi::CallbackInfo &info, size_t i, const char *name, double min, double max, double dflt)
+{
+	if (info.Length() <= i)
+		return dflt;
+	double v;
+	if (napi_get_value_double(info.Env(), info[i], &v) != napi_ok) {
+		if (info[i].IsUndefined())
+			return dflt;
+		throwArg(info.Env(), std::string(name) + " must be a number");
+	}
+	return checkInteger(info.Env(), v, name, min, max);
 }
 
 int argFd(const Napi::CallbackInfo &info, size_t i)
@@ -912,34 +932,11 @@ Napi::Value MemStats(const Napi::CallbackInfo &info)
 /*
  * crc32c(data: Uint8Array, seed = 0, start = 0, end = data.length): CRC-32C of
  * data[start, end) (a range, so that callers checksumming part of a node need
- * no subarray per call), chained from seed.
- */
-/*
- * An optional integer argument: dflt when absent or undefined. One N-API call
- * for a number (argInteger's type test, unwrap and range check cost a hot
- * caller more than the work: crc32c of a 36-byte bset header).
- */
-double optInteger(const Napi::CallbackInfo &info, size_t i, const char *name, double min, double max, double dflt)
-{
-	if (info.Length() <= i)
-		return dflt;
-	double v;
-	if (napi_get_value_double(info.Env(), info[i], &v) != napi_ok) {
-		if (info[i].IsUndefined())
-			return dflt;
-		throwArg(info.Env(), std::string(name) + " must be a number");
-	}
-	if (!std::isfinite(v) || std::floor(v) != v || v < min || v > max)
-		throwArg(info.Env(), std::string(name) + " must be an integer in [" + std::to_string((int64_t)min) + ", " +
-					     std::to_string((int64_t)max) + "], got " + std::to_string(v));
-	return v;
-}
-
-/*
- * crc32c(data: Uint8Array, seed?, start?, end?). Called per bset header and
- * per bset on every node read: the argument handling is kept to one N-API
- * call per argument (napi_get_typedarray_info answers type, length and data
- * at once).
+ * no subarray per call), chained from seed. Called per bset header and per
+ * bset on every node read, so each argument costs one N-API call
+ * (napi_get_typedarray_info answers type, length and data at once): the
+ * node-addon-api type tests and unwraps cost more than the checksum of a
+ * 36-byte header.
  */
 Napi::Value Crc32c(const Napi::CallbackInfo &info)
 {

@@ -889,7 +889,7 @@ export class Engine {
         await this.cache.cannibalizeLockWait(this.owner);
         continue;
       }
-      if (attempt > 1000) throw new SixtreeError('ERR_IO', `could not read node at bucket ${p.bucket} (btree ${this.btrees[btreeId]?.name}, level ${level}): the cache kept refusing it (${r === null ? "null" : errName(r)})`);
+      if (attempt > 1000) throw new SixtreeError('ERR_IO', `could not read node at bucket ${p.bucket} (btree ${this.btrees[btreeId]?.name}, level ${level}): the cache kept refusing it (${r === null ? 'null' : errName(r)})`);
       await new Promise((res) => setImmediate(res));
     }
   }
