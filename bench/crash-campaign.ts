@@ -916,28 +916,40 @@ class Run {
       return null;
     }
     this.result.images++;
-    let msg: string | null = null;
-    try {
-      const actual = await readState(store2, s.extSpace, this.refByKey, this.refs);
-      if (actual.problems.length) msg = `unreadable or foreign entries:\n  ${actual.problems.slice(0, 10).join('\n  ')}`;
-      else {
-        const v = verdict(actual, base, baseCounter, txns, fps, acked, s.extSpace);
-        if (v.message) msg = v.message;
-        else {
-          const problems = await store2.fsck();
-          if (problems.length) msg = `fsck:\n  ${problems.slice(0, 10).join('\n  ')}`;
-          else {
-            this.fd = fd;
-            return { store: store2, mem: mem2, model: v.expected };
-          }
-        }
-      }
-    } catch (e) {
-      msg = `threw ${errText(e)}`;
+    const j = await this.judge(store2, base, baseCounter, txns, fps, acked, 'after device failures');
+    if (typeof j !== 'string') {
+      this.fd = fd;
+      return { store: store2, mem: mem2, model: j.expected };
     }
     await store2.close().catch(() => {});
-    this.failure(round, p, 'device as it is', msg, img);
+    this.failure(round, p, 'device as it is', j, img);
     return null;
+  }
+
+  /**
+   * Reads `store` whole and judges it against the round (`verdict`), then
+   * runs fsck: the verdict when the store holds base plus a valid choice of
+   * the round's transactions and fsck is clean, else what is wrong. `when`
+   * names the moment in the messages ("after recovery").
+   */
+  private async judge(store: Store, base: Model, baseCounter: number, txns: TxnPlan[], fps: Map<number, Footprint>, acked: Set<number>, when: string): Promise<Verdict | string> {
+    let actual: ActualState;
+    try {
+      actual = await readState(store, this.s.extSpace, this.refByKey, this.refs);
+    } catch (e) {
+      return `reading the store ${when} (range) failed: ${errText(e)}`;
+    }
+    if (actual.problems.length) return `unreadable or foreign entries ${when}:\n  ${actual.problems.slice(0, 10).join('\n  ')}`;
+    const v = verdict(actual, base, baseCounter, txns, fps, acked, this.s.extSpace);
+    if (v.message) return v.message;
+    let problems: string[];
+    try {
+      problems = await store.fsck();
+    } catch (e) {
+      return `fsck ${when} threw: ${errText(e)}`;
+    }
+    if (problems.length) return `fsck ${when}:\n  ${problems.slice(0, 10).join('\n  ')}`;
+    return v;
   }
 
   /** dev through a DelayDevice with the run's I/O waits, its PRNG drawn from the seed and a count of the devices made so far. */
@@ -962,24 +974,10 @@ class Run {
     }
     let closed = false;
     try {
-      let actual: ActualState;
-      try {
-        actual = await readState(store, this.s.extSpace, this.refByKey, this.refs);
-      } catch (e) {
-        return `reading the recovered store (range) failed: ${errText(e)}`;
-      }
-      if (actual.problems.length) return `unreadable or foreign entries after recovery:\n  ${actual.problems.slice(0, 10).join('\n  ')}`;
-      const v = verdict(actual, base, baseCounter, txns, fps, p.acked, this.s.extSpace);
-      if (v.message) return v.message;
+      const v = await this.judge(store, base, baseCounter, txns, fps, p.acked, 'after recovery');
+      if (typeof v === 'string') return v;
       if (v.inFlightVisible) this.result.imagesWithInFlightVisible++;
       this.result.tornBsets += store.stats().cache.counters.tornBsets ?? 0;
-      let problems: string[];
-      try {
-        problems = await store.fsck();
-      } catch (e) {
-        return `fsck after recovery threw: ${errText(e)}`;
-      }
-      if (problems.length) return `fsck after recovery:\n  ${problems.slice(0, 10).join('\n  ')}`;
       if (reopenWrite) {
         this.result.reopenWrites++;
         const m = await this.recoverAgain(store, dev as FaultDevice, v.expected);
