@@ -9,6 +9,13 @@
  * test as an open that failed on a level-1 node. Here the same on a leaf: a
  * leaf whose format's versions start above seq 1, filled to just under the
  * room of one unpacked key, takes a key committed at that seq.
+ *
+ * A journaled commit learns its seq only at its reservation, after the room
+ * was counted: a leaf whose format cannot pack that seq (the version field's
+ * headroom used up) needs its keys counted again (commit.ts
+ * versionsStillFit). Reached here by opening a store whose superblock says
+ * the journal was at seq 2^32 + 5: a fresh store's first leaf packs versions
+ * up to 2^32 - 1 only.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { KEY_TYPE, type BkeyI } from '../../src/btree/bkey.js';
@@ -16,7 +23,9 @@ import { posWords } from '../../src/btree/bpos.js';
 import { transCommit } from '../../src/btree/commit.js';
 import type { Node } from '../../src/btree/node.js';
 import { formatVersionFits } from '../../src/format/bkey-format.js';
-import { pos } from '../../src/index.js';
+import { pos, Store } from '../../src/index.js';
+import { readSuperblock, writeSuperblock } from '../../src/format/superblock.js';
+import { MemDevice } from '../../src/io/mem-device.js';
 import { tmpStore, type TmpStore } from '../helpers/store.js';
 
 let t: TmpStore | null = null;
@@ -77,5 +86,58 @@ describe('transCommit: room for keys at a pinned seq', () => {
     expect(await s.get('kv', pos(1, lo + 1))).toEqual(new Uint8Array(8).fill(7));
     expect(await s.get('kv', pos(1, lo))).toBeDefined();
     expect(await s.fsck()).toEqual([]);
+  });
+
+  it('a journaled commit whose seq the leaf cannot pack counts its keys again: the leaf splits, nothing throws', async () => {
+    const mem = MemDevice.create(16 << 20);
+    await Store.formatDevice(mem, { btrees: [{ name: 'kv' }], nodeSize: 4096, blockSize: 512, journalSize: 1 << 20 });
+    let img = mem.image();
+    const sb = await readSuperblock(MemDevice.fromImage(img));
+    const far = 2 ** 32 + 5;
+    sb.cleanJournalSeq = far;
+    const d = MemDevice.fromImage(img);
+    await writeSuperblock(d, sb);
+    img = d.image();
+    const dev = MemDevice.fromImage(img);
+    const s = await Store.openDevice(dev, { cacheSize: 2 << 20 });
+    try {
+      const e = s.engine;
+      const root = e.roots[0]!.node!;
+      expect(root.level).toBe(0);
+      expect(formatVersionFits(root.keys.format, 0), 'the first leaf packs version 0 (a key is counted with it)').toBe(true);
+      expect(formatVersionFits(root.keys.format, far + 1), 'but not the seqs commits now take').toBe(false);
+      // fill the leaf to exactly the room of one key packed; each filler, committed
+      // at a seq the format cannot pack, is stored unpacked
+      const probe = valueKey(1, 8, 0);
+      const packed = root.keys.keyU64sPacked(probe);
+      const unpacked = root.keys.keyU64sPacked({ ...probe, version: far + 1 });
+      expect(unpacked).toBeGreaterThan(packed);
+      const fillerHdr = unpacked - 1;
+      await s.put('kv', pos(1, 2), new Uint8Array(8));
+      expect(e.journal.seq, 'the journal goes on past the recorded seq').toBeGreaterThan(far);
+      let k = 3;
+      // 400-byte values while far from the end, then two sized to land exactly (a value is at most 58 u64s here)
+      while (root.keys.u64sRemaining() - packed > 2 * (fillerHdr + 58)) await s.put('kv', pos(1, k++), new Uint8Array(400).fill(1));
+      const rest = root.keys.u64sRemaining() - packed - 2 * fillerHdr;
+      const a = Math.ceil(rest / 2);
+      expect(rest - a, 'the last fillers are of allowed sizes').toBeGreaterThanOrEqual(0);
+      for (const u64s of [a, rest - a]) await s.put('kv', pos(1, k++), new Uint8Array(u64s * 8).fill(2));
+      expect(e.roots[0]!.node, 'still one leaf').toBe(root);
+      expect(root.keys.u64sRemaining(), 'room for the key packed, not unpacked').toBe(packed);
+      const lost = e.counters.commitRoomLost;
+      await s.put('kv', pos(1, 1), new Uint8Array(8).fill(7));
+      expect(e.counters.commitRoomLost, 'the commit counted again after its reservation').toBeGreaterThan(lost);
+      expect(e.roots[0]!.node!.level, 'the leaf split').toBe(1);
+      expect(await s.get('kv', pos(1, 1))).toEqual(new Uint8Array(8).fill(7));
+      for (let i = 2; i < k; i++) expect((await s.get('kv', pos(1, i)))?.length, `key ${i}`).toBeGreaterThan(0);
+      expect(await s.fsck()).toEqual([]);
+      await s.close();
+      const s2 = await Store.openDevice(MemDevice.fromImage(dev.image()), { cacheSize: 2 << 20 });
+      expect(await s2.get('kv', pos(1, 1))).toEqual(new Uint8Array(8).fill(7));
+      expect(await s2.fsck()).toEqual([]);
+      await s2.close();
+    } finally {
+      await s.close().catch(() => {});
+    }
   });
 });
