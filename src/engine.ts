@@ -426,9 +426,16 @@ export class Engine {
   private mergeIdleWaiters: Array<() => void> = [];
   /** Checks that failed, queued again by the periodic pass. */
   private mergeRetry: MergeCheck[] = [];
-  /** The error that stopped the journal (an entry's write or flush failed), or null: the store refuses writes. */
-  private get failed(): SixtreeError | null {
-    return this.journal?.failure ?? null;
+  /**
+   * The device error that stopped the store's writes, or null: the one that
+   * stopped the journal (an entry's write or flush failed), or the one that
+   * failed an interior update (a write of a node a split, merge or new root
+   * made: its pointers can never be journaled, its parent never written).
+   * bcachefs goes emergency read-only on either. Reads go on; close() then
+   * skips the clean mark, and the next open replays the journal.
+   */
+  private get failed(): Error | null {
+    return this.journal?.failure ?? this.interior?.failed ?? null;
   }
   private closed = false;
   private stopMemoryWatch: (() => void) | null = null;
@@ -1807,7 +1814,7 @@ export class Engine {
     this.restartReasons.set(code, (this.restartReasons.get(code) ?? 0) + 1);
   }
 
-  /** Writes (commits, flush) after the journal stopped: ERR_IO. Reads go on. */
+  /** Writes (commits, flush) after the journal or an interior update failed: ERR_IO. Reads go on. */
   checkWritable(): void {
     if (this.failed) throw new SixtreeError('ERR_IO', `store refuses writes after a device error: ${this.failed.message}`, { path: this.path });
   }

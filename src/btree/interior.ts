@@ -321,7 +321,8 @@ export class Interior {
     opts: { force?: boolean; noGrowth?: boolean } = {},
   ): Promise<number> {
     const force = !!opts.force;
-    if (this.failed) throw this.failed;
+    // a failed update stopped the store's writes: say so, not just the old error
+    if (this.failed) this.engine.checkWritable();
     let ret = await this.lockInterior(trans, path.btreeId);
     if (ret) return ret;
     try {

@@ -491,8 +491,8 @@ describe('recovery: reproductions', () => {
 
 describe('device errors (FaultDevice EIO)', () => {
   /** A store with `n` acknowledged keys 0..n-1 (value tag = key). */
-  async function withKeys(n: number): Promise<{ store: Store; fd: FaultDevice; expected: Map<number, Uint8Array> }> {
-    const { store, fd } = await faultStore({ cacheBytes: 512 << 10 });
+  async function withKeys(n: number): Promise<{ store: Store; fd: FaultDevice; mem: MemDevice; expected: Map<number, Uint8Array> }> {
+    const { store, fd, mem } = await faultStore({ cacheBytes: 512 << 10 });
     const expected = new Map<number, Uint8Array>();
     for (let i = 0; i < n; i += 4) {
       await within(
@@ -506,7 +506,7 @@ describe('device errors (FaultDevice EIO)', () => {
         `loading: transaction of keys ${i}..${i + 3}`,
       );
     }
-    return { store, fd, expected };
+    return { store, fd, mem, expected };
   }
 
   async function expectReadable(store: Store, expected: Map<number, Uint8Array>): Promise<void> {
@@ -614,6 +614,36 @@ describe('device errors (FaultDevice EIO)', () => {
     expect(r.fsck).toEqual([]);
     fd.clearFaults();
     await within(store.close(), 10_000, 'close').catch(() => {});
+  });
+
+  it('a node a split made failing its write: the store refuses writes from then on, naming the error (bcachefs goes read-only); reads go on; recovery has every acknowledged key', async () => {
+    const { store, fd, mem, expected } = await withKeys(400);
+    const bucketsStart = store.engine.layout.bucketOffsetBytes;
+    const failedBefore = store.stats().interior.updatesFailed;
+    fd.rules = { failWrite: (off) => off >= bucketsStart };
+    const acked = new Map(expected);
+    let first: unknown = null;
+    for (let k = 400; k < 5000 && first === null; k++) {
+      try {
+        await within(store.put('kv', { inode: 1, offset: k }, val(k)), 10_000, `put ${k}`);
+        acked.set(k, val(k));
+      } catch (e) {
+        first = e;
+      }
+    }
+    expect(first, 'a put failed once a split could not write its nodes').toBeInstanceOf(SixtreeError);
+    expect((first as SixtreeError).code).toBe('ERR_IO');
+    expect(store.stats().interior.updatesFailed, 'the split (an interior update) failed').toBeGreaterThan(failedBefore);
+    // the device works again, but the store's writes stay stopped, and say why
+    fd.clearFaults();
+    const refused = await expectIoError(store.put('kv', { inode: 1, offset: 9999 }, val(9999)));
+    expect(refused.message).toMatch(/refuses writes after a device error: .*EIO/);
+    await expectIoError(within(store.flush(), 10_000, 'flush after the failed split'));
+    await expectReadable(store, acked);
+    await expectIoError(within(store.close(), 10_000, 'close after the failed split'));
+    const r = await recoverAndCheck(mem.image(), acked);
+    expect(r.missing, 'acknowledged keys lost').toEqual([]);
+    expect(r.fsck).toEqual([]);
   });
 
   it('a node write that failed is retried without the keys put after it, and those keep the node dirty: a clean close loses nothing acknowledged', async () => {
