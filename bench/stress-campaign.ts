@@ -7,7 +7,7 @@
  *
  *   node dist/bench/stress-campaign.js --count N [--seed S] [--workers W] [--ops O]
  *        [--seconds T] [--node-size B] [--cache-mib M] [--accounts A] [--chains C]
- *        [--io-delay SHARE] [--io-delay-ms MS]
+ *        [--io-delay SHARE] [--io-delay-ms MS] [--faults RATE] [--fault-ops N]
  *
  * runs N independent runs (seeds S, S+1, ...), prints one line per run and a
  * summary, and exits 1 on any violation (2 on a usage error). The sizes of a
@@ -67,7 +67,28 @@
  *   - fsck() returns [].
  * A worker's unexpected error, a transaction that rejects with anything but
  * its own planned abort, or a run that makes no progress for a minute (hang)
- * is a violation too. On a violation the seed, the parameters, the invariant
+ * is a violation too.
+ *
+ * With --faults RATE the device fails: from an operation count drawn from
+ * the seed, for N operations (--fault-ops), every read, write and flush of
+ * the store fails with EIO with probability RATE (a FaultDevice over the
+ * file). Then:
+ *   - a writing transaction may reject with ERR_IO only: its outcome is
+ *     unknown (docs/api.md, ERR_IO). Each one writes a marker key
+ *     (chain 3:id for bank transactions, 4:id for chain appends) in the same
+ *     transaction, so the checks read which of them landed: their effects
+ *     (the amounts moved in their last attempt) are added to the model, and
+ *     an acknowledged transaction's marker must be there. A journal failure
+ *     makes the store refuse every write from then on (ERR_IO);
+ *   - a read-only operation may reject with ERR_IO (fsck may report nodes
+ *     unreadable with ERR_IO) only if a failure was injected while it ran;
+ *   - with --faults-spare-journal only node reads and writes fail: the
+ *     journal goes on, so the store keeps taking writes through the failures
+ *     (a failed node write is retried; a failed read fails its transaction);
+ *   - close() may reject with ERR_IO; the reopen (without faults) must hold
+ *     every acknowledged transaction and each unknown one wholly or not at
+ *     all. If any failure was injected, the workers then run again on the
+ *     reopened store, which is checked again, and again after a reopen. On a violation the seed, the parameters, the invariant
  * and the store's toText() and stats() are printed.
  */
 
@@ -83,6 +104,9 @@ import { pos } from '../src/index.js';
 import { lockingCounters } from '../src/btree/locking.js';
 import { BlockDevice } from '../src/io/block-device.js';
 import { DelayDevice } from '../src/io/delay-device.js';
+import { FaultDevice, type FaultRules } from '../src/io/fault-device.js';
+import { layoutFromSuperblock, readSuperblock } from '../src/format/superblock.js';
+import type { Device } from '../src/io/device.js';
 
 /* ------------------------------------------------------------------ options */
 
@@ -117,6 +141,14 @@ export interface StressOpts {
    * from the run's seed. Absent: the file as it is.
    */
   ioDelay?: { share: number; maxMs: number };
+  /**
+   * Device failures (the header): for `ops` operations from a point drawn
+   * from the seed, each read, write and flush fails with EIO with
+   * probability `rate`; with `spareJournal`, only node reads and writes
+   * (the journal's writes and every flush succeed, so the store goes on
+   * writing). Absent: none.
+   */
+  faults?: { rate: number; ops: number; spareJournal?: boolean };
   /** Where the store file goes (a fresh directory under it). */
   dir?: string;
   log?: (line: string) => void;
@@ -144,6 +176,16 @@ export interface StressResult {
   evictions: number;
   /** Waits the DelayDevice took during the workload (0 without ioDelay). */
   ioWaits: number;
+  /** Device failures injected (0 without faults). */
+  faultsInjected: number;
+  /** Operations that rejected with ERR_IO (allowed only with faults), and the first few messages. */
+  ioErrors: number;
+  ioErrorsFirst: string[];
+  /** Writing transactions whose outcome ERR_IO left unknown, and how many of them the reopened store holds. */
+  unknownOutcomes: number;
+  unknownLanded: number;
+  /** Operations of the second workload (after faults, on the reopened store). */
+  secondOps: number;
   depthBank: number;
   ms: number;
   /** toText() and stats() of the store when a violation was found (empty otherwise). */
@@ -205,6 +247,7 @@ export function stressRunOpts(seed: number, over: Partial<StressOpts> = {}): Str
     intentProbability: over.intentProbability ?? drawn.intentProbability,
     deviceBytes: over.deviceBytes ?? 256 << 20,
     ...(over.ioDelay !== undefined ? { ioDelay: over.ioDelay } : {}),
+    ...(over.faults !== undefined ? { faults: over.faults } : {}),
     ...(over.dir !== undefined ? { dir: over.dir } : {}),
     ...(over.log !== undefined ? { log: over.log } : {}),
   };
@@ -215,7 +258,8 @@ export function optsText(o: StressOpts): string {
     `seed ${o.seed}: workers ${o.workers}, ops/worker ${o.opsPerWorker}, seconds ${o.secondsMax}, node ${o.nodeSizeBytes} B, block ${o.blockSizeBytes} B, ` +
     `cache ${(o.cacheBytes / 1024).toFixed(0)} KiB (reopen ${(o.reopenCacheBytes / 1024).toFixed(0)} KiB), accounts ${o.accounts}, chains ${o.chains} ` +
     `(${o.chainEntriesMax} entries before archiving), account pad <= ${o.accountPadMax} B, filler <= ${o.fillerBytesMax} B, intent ${o.intentProbability}` +
-    (o.ioDelay ? `, I/O waits share ${o.ioDelay.share} up to ${o.ioDelay.maxMs} ms` : '')
+    (o.ioDelay ? `, I/O waits share ${o.ioDelay.share} up to ${o.ioDelay.maxMs} ms` : '') +
+    (o.faults ? `, device failures at rate ${o.faults.rate} for ${o.faults.ops} operations${o.faults.spareJournal ? ' (nodes only)' : ''}` : '')
   );
 }
 
@@ -235,6 +279,24 @@ function chainPos(c: number) {
 
 function archivePos(c: number, segment: number) {
   return pos(2, c * SEGMENTS_MAX + segment);
+}
+
+/** Marker keys (fault mode): written by transaction `id` with its updates, so its outcome can be read back. */
+const MARKER_BANK = 3;
+const MARKER_CHAIN = 4;
+const MARKER_MAGIC = 0x4d41524b; // "MARK"
+
+function markerPos(kind: number, id: number) {
+  return pos(kind, id);
+}
+
+function markerValue(kind: number, id: number): Uint8Array {
+  const b = new Uint8Array(12);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(0, MARKER_MAGIC, true);
+  dv.setUint32(4, kind, true);
+  dv.setUint32(8, id, true);
+  return b;
 }
 
 function padByte(tag: number, i: number): number {
@@ -373,6 +435,25 @@ interface BankReadResult {
   present: number;
 }
 
+/** What a bank transaction does to the model if it landed. */
+interface BankEffect {
+  what: string;
+  deltas: Array<[number, bigint]>;
+  close?: number;
+  reopen?: number;
+}
+
+/** The state the checks compare the store with. */
+interface Model {
+  delta: bigint[];
+  closes: number[];
+  reopens: number[];
+  chainAcked: Set<number>;
+}
+
+/** A writing transaction's fate: committed with its value, or rejected with ERR_IO (outcome unknown). */
+type WriteOutcome<T> = { ok: true; value: T } | { ok: false };
+
 class Run {
   private store!: Store;
   private readonly rng: Prng;
@@ -399,9 +480,28 @@ class Run {
   private stopped = false;
   private opens = 0;
   private delayDevice: DelayDevice | null = null;
+  /** Fault mode: the device that fails, whether it fails now, and the operation counts bounding that. */
+  private faultDevice: FaultDevice | null = null;
+  /** The store open now is on the FaultDevice: ERR_IO is allowed once a failure was injected. */
+  private faultsLive = false;
+  private faultsArmed = false;
+  private faultStartOp = Number.POSITIVE_INFINITY;
+  private faultEndOp = Number.POSITIVE_INFINITY;
+  private opsDone = 0;
+  private readonly faultRng: Prng;
+  /** Fault mode: acknowledged bank transactions that wrote (their markers must be there), and transactions of unknown outcome. */
+  private readonly bankAcked = new Set<number>();
+  private readonly bankUnknown = new Map<number, BankEffect>();
+  private readonly chainUnknown = new Set<number>();
 
   constructor(private readonly o: StressOpts) {
     this.rng = new Prng(o.seed);
+    this.faultRng = new Prng((o.seed ^ 0xfa017) >>> 0);
+    if (o.faults) {
+      const total = o.workers * o.opsPerWorker;
+      this.faultStartOp = Math.floor(total * (0.1 + 0.5 * this.faultRng.int(1000) / 1000));
+      this.faultEndOp = this.faultStartOp + o.faults.ops;
+    }
     this.dir = mkdtempSync(path.join(o.dir ?? tmpdir(), 'sixtree-stress-'));
     this.file = path.join(this.dir, 'store.img');
     this.total = BigInt(o.accounts) * BALANCE_INITIAL;
@@ -427,6 +527,12 @@ class Run {
       merges: 0,
       evictions: 0,
       ioWaits: 0,
+      faultsInjected: 0,
+      ioErrors: 0,
+      ioErrorsFirst: [],
+      unknownOutcomes: 0,
+      unknownLanded: 0,
+      secondOps: 0,
       depthBank: 0,
       ms: 0,
       dump: '',
@@ -448,25 +554,30 @@ class Run {
         blockSize: o.blockSizeBytes,
         btrees: [{ name: BANK }, { name: CHAIN }],
       });
-      this.store = await this.open(o.cacheBytes);
+      this.store = await this.open(o.cacheBytes, !!o.faults);
       await this.populate();
       o.log?.(`seed ${o.seed}: populated, ${o.workers} workers start`);
-      this.stopAt = performance.now() + o.secondsMax * 1000;
-      const workers = Array.from({ length: o.workers }, (_, w) => this.worker(w, new Prng((o.seed * 7919 + w * 104729) >>> 0)));
-      const hang = await this.watchProgress(Promise.all(workers));
-      if (hang) {
-        this.violation(hang);
-        this.r.dump = this.dumpText();
-        return this.finish(t0, false);
-      }
+      if (!(await this.workload(0))) return this.finish(t0, false);
       this.collectStats();
       o.log?.(`seed ${o.seed}: workers done, checking`);
       // checked even after a violation: whether the store itself is damaged
-      await this.checkAll('at the end');
-      {
-        await this.store.close();
-        this.store = await this.open(o.reopenCacheBytes);
-        await this.checkAll('after close and reopen');
+      await this.checkAll('at the end', true);
+      await this.closeAndReopen(o.reopenCacheBytes);
+      await this.checkAll('after close and reopen', false);
+      if (this.faultDevice) {
+        this.r.faultsInjected = this.injectedNow();
+        this.r.unknownOutcomes = this.bankUnknown.size + this.chainUnknown.size;
+      }
+      if (this.r.faultsInjected > 0 && !this.stopped) {
+        // the outcomes the reopened store holds are the model from here; the workers run again on it
+        this.r.unknownLanded = this.adoptLanded(await this.markersRead());
+        o.log?.(`seed ${o.seed}: ${this.r.faultsInjected} device failures, ${this.r.unknownOutcomes} outcomes unknown (${this.r.unknownLanded} landed); the workers run again`);
+        const before = this.opsDone;
+        if (!(await this.workload(1))) return this.finish(t0, false);
+        this.r.secondOps = this.opsDone - before;
+        await this.checkAll('after the second workload', false);
+        await this.closeAndReopen(o.cacheBytes);
+        await this.checkAll('after the second workload and a reopen', false);
       }
     } catch (e) {
       this.violation(`unexpected error: ${errText(e)}`);
@@ -475,13 +586,111 @@ class Run {
     return this.finish(t0, true);
   }
 
-  /** The store on its file, through a DelayDevice when the run has I/O waits (their PRNG drawn from the seed, one per open). */
-  private async open(cacheSize: number): Promise<Store> {
+  /**
+   * The store on its file, through a DelayDevice when the run has I/O waits
+   * (their PRNG drawn from the seed, one per open), and through a FaultDevice
+   * when `failing` (it fails only while the fault window is open).
+   */
+  private async open(cacheSize: number, failing = false): Promise<Store> {
     const d = this.o.ioDelay;
-    if (!d) return Store.open(this.file, { cacheSize });
-    const rng = new Prng((this.o.seed * 31337 + ++this.opens) >>> 0);
-    this.delayDevice = new DelayDevice(BlockDevice.open(this.file), { share: d.share, maxMs: d.maxMs, random: () => rng.u32() / 0x1_0000_0000 });
-    return Store.openDevice(this.delayDevice, { cacheSize });
+    if (!d && !failing) return Store.open(this.file, { cacheSize });
+    let dev: Device = BlockDevice.open(this.file);
+    if (d) {
+      const rng = new Prng((this.o.seed * 31337 + ++this.opens) >>> 0);
+      dev = this.delayDevice = new DelayDevice(dev, { share: d.share, maxMs: d.maxMs, random: () => rng.u32() / 0x1_0000_0000 });
+    }
+    if (failing) {
+      const f = this.o.faults!;
+      const fail = () => this.faultsArmed && this.faultRng.u32() / 0x1_0000_0000 < f.rate;
+      let rules: FaultRules = { failRead: fail, failWrite: fail, failFlush: fail };
+      if (f.spareJournal) {
+        const l = layoutFromSuperblock(await readSuperblock(dev));
+        const inJournal = (off: number) => off >= l.journalOffsetBytes && off < l.journalOffsetBytes + l.journalBytes;
+        rules = { failRead: (off) => !inJournal(off) && fail(), failWrite: (off) => !inJournal(off) && fail() };
+      }
+      dev = this.faultDevice = await FaultDevice.wrap(dev, rules);
+    }
+    this.faultsLive = failing;
+    return Store.openDevice(dev, { cacheSize });
+  }
+
+  /** Close (with faults injected, ERR_IO is allowed: the store may have stopped) and open again without faults. */
+  private async closeAndReopen(cacheSize: number): Promise<void> {
+    try {
+      await this.store.close();
+    } catch (e) {
+      if (!(this.ioAllowed() && isIoError(e))) throw e;
+      this.ioErrorSeen(e);
+    }
+    this.store = await this.open(cacheSize);
+  }
+
+  /** The workers, W of them (pass 0: the first workload; 1: the second, after faults): false on a hang (recorded). */
+  private async workload(pass: number): Promise<boolean> {
+    const o = this.o;
+    this.stopAt = performance.now() + o.secondsMax * 1000;
+    this.lastProgress = performance.now();
+    const workers = Array.from({ length: o.workers }, (_, w) => this.worker(w, new Prng((o.seed * 7919 + w * 104729 + pass * 0x9e3779b1) >>> 0)));
+    const hang = await this.watchProgress(Promise.all(workers));
+    // a workload cut short by its time limit ends the fault window too
+    this.faultEndOp = Math.min(this.faultEndOp, this.opsDone);
+    this.faultsArmed = false;
+    if (!hang) return true;
+    this.violation(hang);
+    this.r.dump = this.dumpText();
+    return false;
+  }
+
+  private ioErrorSeen(e: unknown): void {
+    this.r.ioErrors++;
+    if (this.r.ioErrorsFirst.length < 3) this.r.ioErrorsFirst.push(e instanceof Error ? e.message : String(e));
+  }
+
+  /** May an operation reject with ERR_IO? Only on the failing store, once a failure was injected (since `before`, for a read). */
+  private ioAllowed(before = 0): boolean {
+    return this.faultsLive && this.injectedNow() > before;
+  }
+
+  private injectedNow(): number {
+    const i = this.faultDevice?.injected;
+    return i ? i.read + i.write + i.flush : 0;
+  }
+
+  /** An operation finished (or failed): the fault window opens and closes at operation counts. */
+  private opDone(): void {
+    this.opsDone++;
+    this.faultsArmed = this.opsDone >= this.faultStartOp && this.opsDone < this.faultEndOp;
+  }
+
+  /**
+   * transact(fn) for a transaction that writes. With failures injected, a
+   * rejection with ERR_IO is allowed: the outcome is unknown ({ ok: false }).
+   */
+  private async transactWrite<T>(fn: (tx: Transaction) => Promise<T> | T): Promise<WriteOutcome<T>> {
+    try {
+      return { ok: true, value: await this.store.transact(fn) };
+    } catch (e) {
+      if (!(this.ioAllowed() && isIoError(e))) throw e;
+      this.ioErrorSeen(e);
+      return { ok: false };
+    }
+  }
+
+  /**
+   * A read-only operation: ERR_IO is allowed only if a failure was injected
+   * while it ran (or, for one that `flushes` the journal, at all). Returns
+   * false when it failed that way (nothing to check).
+   */
+  private async readOp(fn: () => Promise<void>, flushes = false): Promise<boolean> {
+    const before = flushes ? 0 : this.injectedNow();
+    try {
+      await fn();
+      return true;
+    } catch (e) {
+      if (!(this.ioAllowed(before) && isIoError(e))) throw e;
+      this.ioErrorSeen(e);
+      return false;
+    }
   }
 
   private async finish(t0: number, close: boolean): Promise<StressResult> {
@@ -576,22 +785,23 @@ class Run {
             await this.chainAppend(rng);
             break;
           case 'bank scan':
-            await this.bankReadScan(rng, false);
+            await this.readOp(() => this.bankReadScan(rng, false));
             break;
           case 'bank reverse scan':
-            await this.bankReadScan(rng, true);
+            await this.readOp(() => this.bankReadScan(rng, true));
             break;
           case 'bank gets':
-            await this.bankReadGets(rng);
+            await this.readOp(() => this.bankReadGets(rng));
             break;
           case 'chain read':
-            await this.chainRead(rng);
+            await this.readOp(() => this.chainRead(rng));
             break;
           case 'point reads':
-            await this.pointReads(rng);
+            await this.readOp(() => this.pointReads(rng));
             break;
           case 'fsck':
-            await this.fsckNow();
+            // fsck flushes the journal first: once the journal stopped, it rejects with ERR_IO as a write does
+            await this.readOp(() => this.fsckNow(), true);
             break;
         }
       } catch (e) {
@@ -599,6 +809,7 @@ class Run {
         else this.violation(`worker ${w} op ${op} (${kind}): unexpected error: ${errText(e)}`);
         return;
       }
+      this.opDone();
       this.lastProgress = performance.now();
     }
   }
@@ -626,8 +837,10 @@ class Run {
     const yieldBetween = rng.bool(0.3);
     const id = this.bankIdNext++;
     let attemptAt = 0;
-    const moved = await this.store.transact(async (tx) => {
+    let last: { amounts: bigint[] } | null = null;
+    const out = await this.transactWrite(async (tx) => {
       attemptAt = performance.now();
+      last = null;
       const accts = [];
       for (const i of ids) {
         accts.push(await this.getAccount(tx, i, intent));
@@ -643,10 +856,23 @@ class Run {
       }
       tx.put(BANK, accountPos(ids[0]!), accountValue(ids[0]!, from, padNew >= 0 ? padNew : accts[0]!.pad, id));
       for (let k = 1; k < ids.length; k++) tx.put(BANK, accountPos(ids[k]!), accountValue(ids[k]!, accts[k]!.balance + amounts[k - 1]!, accts[k]!.pad, id));
+      if (this.o.faults) tx.put(CHAIN, markerPos(MARKER_BANK, id), markerValue(MARKER_BANK, id));
+      last = { amounts };
       return { amounts, readFrom: accts.map((a) => a!.writer) };
     });
+    const transferEffect = (amounts: bigint[]): BankEffect => ({
+      what: `transfer ${ids.join(' -> ')}`,
+      deltas: ids.slice(1).flatMap((to, k): Array<[number, bigint]> => [[ids[0]!, -amounts[k]!], [to, amounts[k]!]]),
+    });
+    if (!out.ok) {
+      const l = last as { amounts: bigint[] } | null;
+      if (l) this.bankUnknown.set(id, transferEffect(l.amounts));
+      return;
+    }
+    const moved = out.value;
     this.r.commits++;
     if (!moved) return;
+    if (this.o.faults) this.bankAcked.add(id);
     this.r.transfers++;
     this.overwrote(id, `transfer ${ids.join(' -> ')}`, ids, moved.readFrom, attemptAt);
     for (let k = 1; k < ids.length; k++) {
@@ -667,21 +893,36 @@ class Run {
     const pad = rng.int(this.o.accountPadMax + 1);
     const id = this.bankIdNext++;
     let attemptAt = 0;
-    const done = await this.store.transact(async (tx) => {
+    let last: BankEffect | null = null;
+    const marker = (tx: Transaction) => {
+      if (this.o.faults) tx.put(CHAIN, markerPos(MARKER_BANK, id), markerValue(MARKER_BANK, id));
+    };
+    const out = await this.transactWrite(async (tx) => {
       attemptAt = performance.now();
+      last = null;
       const va = await this.getAccount(tx, a, intent);
       if (!va) {
         tx.put(BANK, accountPos(a), accountValue(a, 0n, pad, id));
+        marker(tx);
+        last = { what: `reopen ${a}`, deltas: [], reopen: a };
         return { kind: 'reopen' as const, moved: 0n, readFrom: [] };
       }
       const vb = await this.getAccount(tx, b, intent);
       if (!vb) return null;
       tx.put(BANK, accountPos(b), accountValue(b, vb.balance + va.balance, vb.pad, id));
       tx.del(BANK, accountPos(a));
+      marker(tx);
+      last = { what: `close ${a} into ${b}`, deltas: [[a, -va.balance], [b, va.balance]], close: a };
       return { kind: 'close' as const, moved: va.balance, readFrom: [va.writer, vb.writer] };
     });
+    if (!out.ok) {
+      if (last) this.bankUnknown.set(id, last);
+      return;
+    }
+    const done = out.value;
     this.r.commits++;
     if (!done) return;
+    if (this.o.faults) this.bankAcked.add(id);
     if (done.kind === 'close') this.overwrote(id, `close ${a} into ${b}`, [a, b], done.readFrom, attemptAt);
     if (done.kind === 'reopen') {
       this.reopens[a]!++;
@@ -742,6 +983,10 @@ class Run {
         this.r.aborts++;
         return;
       }
+      if (this.ioAllowed() && isIoError(e)) {
+        this.ioErrorSeen(e);
+        return;
+      }
       throw e;
     }
     throw new Violation(`abort transfer ${a} -> ${b}: transact() resolved although the callback threw`);
@@ -757,7 +1002,7 @@ class Run {
     const count = rng.range(1, 48);
     const first = rng.range(1, STRIDE - count);
     const sizes = Array.from({ length: count }, () => rng.range(8, this.o.fillerBytesMax));
-    await this.store.transact((tx) => {
+    const out = await this.transactWrite((tx) => {
       if (wipe) {
         for (let g = gap; g < Math.min(slots, gap + span); g++) tx.delRange(btree, fillerPos(g, 1), fillerPos(g + 1, 0));
       } else {
@@ -767,6 +1012,7 @@ class Run {
         }
       }
     });
+    if (!out.ok) return;
     this.r.commits++;
     this.r.fillerTxns++;
   }
@@ -794,12 +1040,20 @@ class Run {
           tx.put(CHAIN, chainPos(c), chainValue(CHAIN_MAGIC, c, segments, ids));
           if (yieldBetween) await new Promise((r) => setImmediate(r));
         }
+        if (this.o.faults) tx.put(CHAIN, markerPos(MARKER_CHAIN, id), markerValue(MARKER_CHAIN, id));
         if (abort) throw new PlannedAbort();
       });
     } catch (e) {
       if (e instanceof PlannedAbort) {
         this.chainAborted.add(id);
         this.r.aborts++;
+        return;
+      }
+      if (this.ioAllowed() && isIoError(e)) {
+        this.ioErrorSeen(e);
+        // a planned abort never commits; any other append may have landed
+        if (abort) this.chainAborted.add(id);
+        else this.chainUnknown.add(id);
         return;
       }
       throw e;
@@ -968,18 +1222,38 @@ class Run {
   }
 
   private async fsckNow(): Promise<void> {
+    const before = this.injectedNow();
     const problems = await this.store.fsck();
     this.r.fscks++;
+    // a node the device failed to read is reported unreadable, with its code
+    if (problems.length && this.ioAllowed(before) && problems.every((p) => p.includes('ERR_IO'))) {
+      this.ioErrorSeen(`fsck: ${problems[0]}`);
+      return;
+    }
     if (problems.length) throw new Violation(`fsck under load: ${problems.slice(0, 10).join('; ')}`);
   }
 
   /* ---------------------------------------------------------------- final checks */
 
-  private async checkAll(when: string): Promise<void> {
+  /**
+   * Bank, chains and fsck against the model; with faults, the model plus the
+   * unknown transactions whose markers this store holds. `live`: the store
+   * the faults hit (its fsck may reject with ERR_IO: a stopped journal
+   * refuses the flush fsck starts with).
+   */
+  private async checkAll(when: string, live: boolean): Promise<void> {
     try {
-      await this.checkBank(when);
-      await this.checkChains(when);
-      const problems = await this.store.fsck();
+      const model = this.o.faults ? this.modelWith(await this.markersRead()) : { delta: this.delta, closes: this.closes, reopens: this.reopens, chainAcked: this.chainAcked };
+      await this.checkBank(when, model);
+      await this.checkChains(when, model);
+      let problems: string[];
+      try {
+        problems = await this.store.fsck();
+      } catch (e) {
+        if (!(live && this.ioAllowed() && isIoError(e))) throw e;
+        this.ioErrorSeen(e);
+        problems = [];
+      }
       if (problems.length) this.violation(`${when}: fsck: ${problems.slice(0, 10).join('; ')}`);
       this.r.depthBank = Math.max(this.r.depthBank, this.depthOf(BANK));
     } catch (e) {
@@ -988,12 +1262,77 @@ class Run {
     }
   }
 
+  /** The marker keys the store holds: bank and chain transaction ids. */
+  private async markersRead(): Promise<{ bank: Set<number>; chain: Set<number> }> {
+    const out = { bank: new Set<number>(), chain: new Set<number>() };
+    for await (const e of this.store.range(CHAIN, { start: pos(MARKER_BANK, 0), end: pos(MARKER_CHAIN + 1, 0) })) {
+      const kind = Number(e.pos.inode);
+      const id = Number(e.pos.offset);
+      const v = e.value;
+      const dv = new DataView(v.buffer, v.byteOffset, v.byteLength);
+      if (v.length !== 12 || dv.getUint32(0, true) !== MARKER_MAGIC || dv.getUint32(4, true) !== kind || dv.getUint32(8, true) !== id) {
+        throw new Violation(`marker ${kind}:${id}: foreign value (${v.length} B)`);
+      }
+      (kind === MARKER_BANK ? out.bank : out.chain).add(id);
+    }
+    return out;
+  }
+
+  /**
+   * The model plus the unknown transactions whose markers `m` holds. Every
+   * acknowledged transaction's marker must be there, and no marker of one
+   * that was neither acknowledged nor unknown (an abort's).
+   */
+  private modelWith(m: { bank: Set<number>; chain: Set<number> }): Model {
+    const wrong: string[] = [];
+    for (const id of this.bankAcked) if (!m.bank.has(id)) wrong.push(`acknowledged bank transaction ${id}: its marker is missing`);
+    for (const id of this.chainAcked) if (!m.chain.has(id)) wrong.push(`acknowledged chain transaction ${id}: its marker is missing`);
+    for (const id of m.bank) if (!this.bankAcked.has(id) && !this.bankUnknown.has(id)) wrong.push(`bank transaction ${id}: its marker is there, but it was neither acknowledged nor of unknown outcome`);
+    for (const id of m.chain) if (!this.chainAcked.has(id) && !this.chainUnknown.has(id)) wrong.push(`chain transaction ${id}: its marker is there, but it was neither acknowledged nor of unknown outcome`);
+    if (wrong.length) throw new Violation(`markers (${wrong.length} problems): ${wrong.slice(0, 12).join('; ')}`);
+    const model: Model = { delta: [...this.delta], closes: [...this.closes], reopens: [...this.reopens], chainAcked: new Set(this.chainAcked) };
+    for (const [id, e] of this.bankUnknown) {
+      if (!m.bank.has(id)) continue;
+      for (const [a, d] of e.deltas) model.delta[a] = model.delta[a]! + d;
+      if (e.close !== undefined) model.closes[e.close]!++;
+      if (e.reopen !== undefined) model.reopens[e.reopen]!++;
+    }
+    for (const id of this.chainUnknown) if (m.chain.has(id)) model.chainAcked.add(id);
+    return model;
+  }
+
+  /** Make the outcomes `m` holds the model's (after the reopen): returns how many unknown transactions landed. */
+  private adoptLanded(m: { bank: Set<number>; chain: Set<number> }): number {
+    const model = this.modelWith(m);
+    let landed = 0;
+    for (let i = 0; i < this.o.accounts; i++) {
+      this.delta[i] = model.delta[i]!;
+      this.closes[i] = model.closes[i]!;
+      this.reopens[i] = model.reopens[i]!;
+    }
+    for (const id of this.bankUnknown.keys()) {
+      if (m.bank.has(id)) {
+        this.bankAcked.add(id);
+        landed++;
+      }
+    }
+    for (const id of this.chainUnknown) {
+      if (m.chain.has(id)) {
+        this.chainAcked.add(id);
+        landed++;
+      } else this.chainAborted.add(id);
+    }
+    this.bankUnknown.clear();
+    this.chainUnknown.clear();
+    return landed;
+  }
+
   private depthOf(btree: string): number {
     const m = new RegExp(`${btree}[^\\n]*?depth (\\d+)`).exec(this.store.toText());
     return m ? Number(m[1]) : 0;
   }
 
-  private async checkBank(when: string): Promise<void> {
+  private async checkBank(when: string, model: Model): Promise<void> {
     const o = this.o;
     const actual = new Map<number, bigint>();
     for await (const e of this.store.range(BANK)) {
@@ -1005,12 +1344,12 @@ class Run {
     const wrong: string[] = [];
     let total = 0n;
     for (let i = 0; i < o.accounts; i++) {
-      const exists = this.closes[i] === this.reopens[i];
-      const want = BALANCE_INITIAL + this.delta[i]!;
+      const exists = model.closes[i] === model.reopens[i];
+      const want = BALANCE_INITIAL + model.delta[i]!;
       const got = actual.get(i);
       if (got !== undefined) total += got;
       if (!exists && want !== 0n) wrong.push(`account ${i}: closed with ${want} left in the model`);
-      if (exists !== (got !== undefined)) wrong.push(`account ${i}: ${got === undefined ? 'absent' : 'present'}, but ${this.closes[i]} closes and ${this.reopens[i]} reopens were acknowledged`);
+      if (exists !== (got !== undefined)) wrong.push(`account ${i}: ${got === undefined ? 'absent' : 'present'}, but ${model.closes[i]} closes and ${model.reopens[i]} reopens were acknowledged`);
       else if (got !== undefined && got !== want) wrong.push(`account ${i}: balance ${got}, the acknowledged transfers make it ${want} (${got - want > 0n ? '+' : ''}${got - want})`);
       if (got !== undefined && got < 0n) wrong.push(`account ${i}: negative balance ${got}`);
     }
@@ -1019,7 +1358,7 @@ class Run {
     if (wrong.length) throw new Violation(`bank (${wrong.length} problems): ${wrong.slice(0, 12).join('; ')}`);
   }
 
-  private async checkChains(when: string): Promise<void> {
+  private async checkChains(when: string, model: Model): Promise<void> {
     const o = this.o;
     const entries = new Map<number, number[]>();
     // in transactions of a few keys (the path limit)
@@ -1033,7 +1372,7 @@ class Run {
     }
     const wrong: string[] = [];
     const expected = new Map<number, Set<number>>();
-    for (const id of this.chainAcked) for (const c of this.chainPlan.get(id)!) (expected.get(c) ?? expected.set(c, new Set()).get(c)!).add(id);
+    for (const id of model.chainAcked) for (const c of this.chainPlan.get(id)!) (expected.get(c) ?? expected.set(c, new Set()).get(c)!).add(id);
     for (let c = 0; c < o.chains; c++) {
       const ids = entries.get(c)!;
       const seen = new Set<number>();
@@ -1041,7 +1380,7 @@ class Run {
         if (seen.has(id)) wrong.push(`chain key ${c}: transaction ${id} appended twice`);
         seen.add(id);
         if (this.chainAborted.has(id)) wrong.push(`chain key ${c}: holds aborted transaction ${id} (dirty write)`);
-        else if (!this.chainAcked.has(id)) wrong.push(`chain key ${c}: holds transaction ${id}, never acknowledged`);
+        else if (!model.chainAcked.has(id)) wrong.push(`chain key ${c}: holds transaction ${id}, ${this.chainUnknown.has(id) ? 'of unknown outcome, whose marker is missing (not atomic)' : 'never acknowledged'}`);
         else if (!this.chainPlan.get(id)!.includes(c)) wrong.push(`chain key ${c}: holds transaction ${id}, which never appended to it`);
       }
       for (const id of expected.get(c) ?? []) if (!seen.has(id)) wrong.push(`chain key ${c}: acknowledged transaction ${id} (keys [${this.chainPlan.get(id)!.join(',')}]) is missing (lost update)`);
@@ -1090,8 +1429,12 @@ export function resultText(r: StressResult): string {
   return (
     `${r.violations.length ? 'FAIL' : 'ok'}  ${r.commits} commits (${r.transfers} transfers, ${r.closes} closes, ${r.reopens} reopens, ${r.chainAppends} chain appends, ${r.fillerTxns} filler), ` +
     `${r.aborts} aborts, ${r.readers} readers (${r.readersTooBig} over the path limit), ${r.attemptsInconsistent} restarted attempts saw another total, ${r.fscks} fscks under load, ` +
-    `${r.restarts} restarts, ${r.splits} splits, ${r.merges} merges, ${r.evictions} evictions, ${r.ioWaits ? `${r.ioWaits} I/O waits, ` : ''}bank depth ${r.depthBank}, ${(r.ms / 1000).toFixed(1)} s`
+    `${r.restarts} restarts, ${r.splits} splits, ${r.merges} merges, ${r.evictions} evictions, ${r.ioWaits ? `${r.ioWaits} I/O waits, ` : ''}${r.faultsInjected ? `${r.faultsInjected} device failures (${r.ioErrors} ERR_IO, ${r.unknownOutcomes} outcomes unknown, ${r.unknownLanded} of them landed; ${r.secondOps} operations after; first ERR_IO: ${r.ioErrorsFirst.map((m) => JSON.stringify(m.slice(0, 160))).join(', ')}), ` : ''}bank depth ${r.depthBank}, ${(r.ms / 1000).toFixed(1)} s`
   );
+}
+
+function isIoError(e: unknown): boolean {
+  return e instanceof SixtreeError && e.code === 'ERR_IO';
 }
 
 function errText(e: unknown): string {
@@ -1119,6 +1462,9 @@ async function main(): Promise<void> {
       dir: { type: 'string' },
       'io-delay': { type: 'string' },
       'io-delay-ms': { type: 'string' },
+      faults: { type: 'string' },
+      'fault-ops': { type: 'string' },
+      'faults-spare-journal': { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -1127,12 +1473,17 @@ async function main(): Promise<void> {
     process.stdout.write(
       'usage: node dist/bench/stress-campaign.js [--count N] [--seed S] [--workers W] [--ops O] [--seconds T]\n' +
         '         [--node-size B] [--block-size B] [--cache-mib M] [--accounts A] [--chains C] [--dir DIR]\n' +
-        '         [--io-delay SHARE] [--io-delay-ms MS] [--quiet]\n' +
+        '         [--io-delay SHARE] [--io-delay-ms MS] [--faults RATE] [--fault-ops N]\n' +
+        '         [--faults-spare-journal] [--quiet]\n' +
         '  N runs with seeds S, S+1, ... (default S: random); each run draws the sizes not given from its seed.\n' +
         '  W workers x O operations each (default 200), a run stops starting operations after T seconds (default 60).\n' +
         '  --io-delay SHARE: each device operation waits, with probability SHARE (0..1), before it reaches the file\n' +
         '  and again after it completed (a promise tick, 1-3 loop turns or a timer up to MS ms, default 2), so\n' +
         '  reads and writes complete late and out of order (src/io/delay-device.ts).\n' +
+        '  --faults RATE: for N operations (--fault-ops, default 100) from a point drawn from the seed, each read,\n' +
+        '  write and flush fails with EIO with probability RATE; writes of unknown outcome are read back, the\n' +
+        '  store is reopened and the workers run again (the header of bench/stress-campaign.ts).\n' +
+        '  --faults-spare-journal: only node reads and writes fail (the store goes on writing through them).\n' +
         '  Exits 1 if any run breaks an invariant (bank totals and balances, chain lost updates / dirty writes /\n' +
         '  serial order, fsck), printing the seed, the parameters, the invariant and the store\'s toText() and stats().\n',
     );
@@ -1167,6 +1518,11 @@ async function main(): Promise<void> {
     if (!(maxMs >= 0 && maxMs <= 1000)) throw new Error(`--io-delay-ms: ${values['io-delay-ms']} is not a number of milliseconds in [0, 1000]`);
     over.ioDelay = { share, maxMs };
   }
+  if (values.faults !== undefined || values['fault-ops'] !== undefined || values['faults-spare-journal']) {
+    const rate = Number(values.faults ?? '0.05');
+    if (!(rate > 0 && rate <= 1)) throw new Error(`--faults: ${values.faults} is not a number in (0, 1]`);
+    over.faults = { rate, ops: int('fault-ops', values['fault-ops'], 1) ?? 100, ...(values['faults-spare-journal'] ? { spareJournal: true } : {}) };
+  }
   const seed0 = values.seed !== undefined ? Number(values.seed) >>> 0 : (Math.random() * 0x1_0000_0000) >>> 0;
   if (!values.quiet) over.log = (l: string) => process.stderr.write(`${l}\n`);
   process.stdout.write(`stress campaign: ${count} runs, seeds ${seed0}..${(seed0 + count - 1) >>> 0}\n`);
@@ -1192,7 +1548,7 @@ async function main(): Promise<void> {
   const secs = (performance.now() - t0) / 1000;
   process.stdout.write(`\nsummary: ${count} runs, ${failures.length} failing, ${secs.toFixed(1)} s\n`);
   for (const { o, r } of failures) {
-    process.stdout.write(`\nFAILED ${optsText(o)}\n  replay: node dist/bench/stress-campaign.js --count 1 --seed ${o.seed}${o.ioDelay ? ` --io-delay ${o.ioDelay.share} --io-delay-ms ${o.ioDelay.maxMs}` : ''}\n  ${r.violations.join('\n  ')}\n--- store ---\n${r.dump}\n`);
+    process.stdout.write(`\nFAILED ${optsText(o)}\n  replay: node dist/bench/stress-campaign.js --count 1 --seed ${o.seed}${o.ioDelay ? ` --io-delay ${o.ioDelay.share} --io-delay-ms ${o.ioDelay.maxMs}` : ''}${o.faults ? ` --faults ${o.faults.rate} --fault-ops ${o.faults.ops}${o.faults.spareJournal ? ' --faults-spare-journal' : ''}` : ''}\n  ${r.violations.join('\n  ')}\n--- store ---\n${r.dump}\n`);
   }
   finished = true;
   process.exit(failures.length ? 1 : 0);
