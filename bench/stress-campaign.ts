@@ -8,6 +8,7 @@
  *   node dist/bench/stress-campaign.js --count N [--seed S] [--workers W] [--ops O]
  *        [--seconds T] [--node-size B] [--cache-mib M] [--accounts A] [--chains C]
  *        [--io-delay SHARE] [--io-delay-ms MS] [--faults RATE] [--fault-ops N]
+ *        [--faults-spare-journal] [--dir DIR | --device /dev/loopN]
  *
  * runs N independent runs (seeds S, S+1, ...), prints one line per run and a
  * summary, and exits 1 on any violation (2 on a usage error). The sizes of a
@@ -17,7 +18,7 @@
  * timing, so a replay is likely, not certain, to fail the same way).
  *
  * One run: a store is formatted on a file in os.tmpdir() (ext4 here: O_DIRECT
- * is real) with btrees `bank` and `chain`, opened with a small cache (with
+ * is real), or on the whole of --device, with btrees `bank` and `chain`, opened with a small cache (with
  * --io-delay, through a DelayDevice: every device operation may wait before
  * and after, so reads complete late and out of order), and W
  * async workers each run O operations (or until T seconds pass), drawn from:
@@ -151,6 +152,8 @@ export interface StressOpts {
   faults?: { rate: number; ops: number; spareJournal?: boolean };
   /** Where the store file goes (a fresh directory under it). */
   dir?: string;
+  /** A block device (e.g. /dev/loopN) to format for each run instead of a file: ITS CONTENTS ARE DESTROYED. */
+  device?: string;
   log?: (line: string) => void;
 }
 
@@ -249,6 +252,7 @@ export function stressRunOpts(seed: number, over: Partial<StressOpts> = {}): Str
     ...(over.ioDelay !== undefined ? { ioDelay: over.ioDelay } : {}),
     ...(over.faults !== undefined ? { faults: over.faults } : {}),
     ...(over.dir !== undefined ? { dir: over.dir } : {}),
+    ...(over.device !== undefined ? { device: over.device } : {}),
     ...(over.log !== undefined ? { log: over.log } : {}),
   };
 }
@@ -502,8 +506,8 @@ class Run {
       this.faultStartOp = Math.floor(total * (0.1 + 0.5 * this.faultRng.int(1000) / 1000));
       this.faultEndOp = this.faultStartOp + o.faults.ops;
     }
-    this.dir = mkdtempSync(path.join(o.dir ?? tmpdir(), 'sixtree-stress-'));
-    this.file = path.join(this.dir, 'store.img');
+    this.dir = o.device ? '' : mkdtempSync(path.join(o.dir ?? tmpdir(), 'sixtree-stress-'));
+    this.file = o.device ?? path.join(this.dir, 'store.img');
     this.total = BigInt(o.accounts) * BALANCE_INITIAL;
     this.delta = Array.from({ length: o.accounts }, () => 0n);
     this.closes = new Array<number>(o.accounts).fill(0);
@@ -549,7 +553,8 @@ class Run {
     const o = this.o;
     try {
       await Store.format(this.file, {
-        size: o.deviceBytes,
+        // a block device: all of it, whatever an earlier run left there
+        ...(o.device ? { force: true } : { size: o.deviceBytes }),
         nodeSize: o.nodeSizeBytes,
         blockSize: o.blockSizeBytes,
         btrees: [{ name: BANK }, { name: CHAIN }],
@@ -703,7 +708,7 @@ class Run {
     }
     this.r.ms = performance.now() - t0;
     // a hung store cannot be closed: its file stays (the process exits soon)
-    if (close) rmSync(this.dir, { recursive: true, force: true });
+    if (close && this.dir) rmSync(this.dir, { recursive: true, force: true });
     return this.r;
   }
 
@@ -1460,6 +1465,7 @@ async function main(): Promise<void> {
       accounts: { type: 'string' },
       chains: { type: 'string' },
       dir: { type: 'string' },
+      device: { type: 'string' },
       'io-delay': { type: 'string' },
       'io-delay-ms': { type: 'string' },
       faults: { type: 'string' },
@@ -1473,6 +1479,7 @@ async function main(): Promise<void> {
     process.stdout.write(
       'usage: node dist/bench/stress-campaign.js [--count N] [--seed S] [--workers W] [--ops O] [--seconds T]\n' +
         '         [--node-size B] [--block-size B] [--cache-mib M] [--accounts A] [--chains C] [--dir DIR]\n' +
+        '         [--device /dev/loopN] (formatted for each run: ITS CONTENTS ARE DESTROYED)\n' +
         '         [--io-delay SHARE] [--io-delay-ms MS] [--faults RATE] [--fault-ops N]\n' +
         '         [--faults-spare-journal] [--quiet]\n' +
         '  N runs with seeds S, S+1, ... (default S: random); each run draws the sizes not given from its seed.\n' +
@@ -1511,6 +1518,7 @@ async function main(): Promise<void> {
   set('accounts', int('accounts', values.accounts, 2));
   set('chains', int('chains', values.chains, 2));
   if (values.dir !== undefined) over.dir = values.dir;
+  if (values.device !== undefined) over.device = values.device;
   if (values['io-delay'] !== undefined || values['io-delay-ms'] !== undefined) {
     const share = Number(values['io-delay'] ?? '0.5');
     const maxMs = Number(values['io-delay-ms'] ?? '2');
@@ -1548,7 +1556,7 @@ async function main(): Promise<void> {
   const secs = (performance.now() - t0) / 1000;
   process.stdout.write(`\nsummary: ${count} runs, ${failures.length} failing, ${secs.toFixed(1)} s\n`);
   for (const { o, r } of failures) {
-    process.stdout.write(`\nFAILED ${optsText(o)}\n  replay: node dist/bench/stress-campaign.js --count 1 --seed ${o.seed}${o.ioDelay ? ` --io-delay ${o.ioDelay.share} --io-delay-ms ${o.ioDelay.maxMs}` : ''}${o.faults ? ` --faults ${o.faults.rate} --fault-ops ${o.faults.ops}${o.faults.spareJournal ? ' --faults-spare-journal' : ''}` : ''}\n  ${r.violations.join('\n  ')}\n--- store ---\n${r.dump}\n`);
+    process.stdout.write(`\nFAILED ${optsText(o)}\n  replay: node dist/bench/stress-campaign.js --count 1 --seed ${o.seed}${o.ioDelay ? ` --io-delay ${o.ioDelay.share} --io-delay-ms ${o.ioDelay.maxMs}` : ''}${o.faults ? ` --faults ${o.faults.rate} --fault-ops ${o.faults.ops}${o.faults.spareJournal ? ' --faults-spare-journal' : ''}` : ''}${o.device ? ` --device ${o.device}` : ''}\n  ${r.violations.join('\n  ')}\n--- store ---\n${r.dump}\n`);
   }
   finished = true;
   process.exit(failures.length ? 1 : 0);
