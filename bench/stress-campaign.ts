@@ -8,7 +8,7 @@
  *   node dist/bench/stress-campaign.js --count N [--seed S] [--workers W] [--ops O]
  *        [--seconds T] [--node-size B] [--cache-mib M] [--accounts A] [--chains C]
  *        [--io-delay SHARE] [--io-delay-ms MS] [--faults RATE] [--fault-ops N]
- *        [--faults-spare-journal] [--dir DIR | --device /dev/loopN]
+ *        [--faults-spare-journal] [--closes K] [--dir DIR | --device /dev/loopN]
  *
  * runs N independent runs (seeds S, S+1, ...), prints one line per run and a
  * summary, and exits 1 on any violation (2 on a usage error). The sizes of a
@@ -89,7 +89,15 @@
  *   - close() may reject with ERR_IO; the reopen (without faults) must hold
  *     every acknowledged transaction and each unknown one wholly or not at
  *     all. If any failure was injected, the workers then run again on the
- *     reopened store, which is checked again, and again after a reopen. On a violation the seed, the parameters, the invariant
+ *     reopened store, which is checked again, and again after a reopen.
+ *
+ * With --closes K the store is closed under load K times during the first
+ * workload (at operation counts drawn from the seed: a server shutting down
+ * with requests in flight) and opened again at once, the workers going on
+ * with the new store. close() waits for the operations in flight and must
+ * resolve; a call that starts on the closing store may reject with
+ * ERR_CLOSED only, and a writing transaction that did must not have landed
+ * (writing transactions write marker keys in this mode too). On a violation the seed, the parameters, the invariant
  * and the store's toText() and stats() are printed.
  */
 
@@ -150,6 +158,8 @@ export interface StressOpts {
    * writing). Absent: none.
    */
   faults?: { rate: number; ops: number; spareJournal?: boolean };
+  /** Closes (and reopens) of the store under load during the first workload (the header). */
+  closes?: number;
   /** Where the store file goes (a fresh directory under it). */
   dir?: string;
   /** A block device (e.g. /dev/loopN) to format for each run instead of a file: ITS CONTENTS ARE DESTROYED. */
@@ -189,6 +199,9 @@ export interface StressResult {
   unknownLanded: number;
   /** Operations of the second workload (after faults, on the reopened store). */
   secondOps: number;
+  /** Closes under load done, and the calls that met ERR_CLOSED on a closing store. */
+  closesUnderLoad: number;
+  closedErrors: number;
   depthBank: number;
   ms: number;
   /** toText() and stats() of the store when a violation was found (empty otherwise). */
@@ -251,6 +264,7 @@ export function stressRunOpts(seed: number, over: Partial<StressOpts> = {}): Str
     deviceBytes: over.deviceBytes ?? 256 << 20,
     ...(over.ioDelay !== undefined ? { ioDelay: over.ioDelay } : {}),
     ...(over.faults !== undefined ? { faults: over.faults } : {}),
+    ...(over.closes !== undefined ? { closes: over.closes } : {}),
     ...(over.dir !== undefined ? { dir: over.dir } : {}),
     ...(over.device !== undefined ? { device: over.device } : {}),
     ...(over.log !== undefined ? { log: over.log } : {}),
@@ -263,7 +277,8 @@ export function optsText(o: StressOpts): string {
     `cache ${(o.cacheBytes / 1024).toFixed(0)} KiB (reopen ${(o.reopenCacheBytes / 1024).toFixed(0)} KiB), accounts ${o.accounts}, chains ${o.chains} ` +
     `(${o.chainEntriesMax} entries before archiving), account pad <= ${o.accountPadMax} B, filler <= ${o.fillerBytesMax} B, intent ${o.intentProbability}` +
     (o.ioDelay ? `, I/O waits share ${o.ioDelay.share} up to ${o.ioDelay.maxMs} ms` : '') +
-    (o.faults ? `, device failures at rate ${o.faults.rate} for ${o.faults.ops} operations${o.faults.spareJournal ? ' (nodes only)' : ''}` : '')
+    (o.faults ? `, device failures at rate ${o.faults.rate} for ${o.faults.ops} operations${o.faults.spareJournal ? ' (nodes only)' : ''}` : '') +
+    (o.closes ? `, ${o.closes} closes under load` : '')
   );
 }
 
@@ -456,7 +471,7 @@ interface Model {
 }
 
 /** A writing transaction's fate: committed with its value, or rejected with ERR_IO (outcome unknown). */
-type WriteOutcome<T> = { ok: true; value: T } | { ok: false };
+type WriteOutcome<T> = { ok: true; value: T } | { ok: false; closed?: true };
 
 class Run {
   private store!: Store;
@@ -497,10 +512,24 @@ class Run {
   private readonly bankAcked = new Set<number>();
   private readonly bankUnknown = new Map<number, BankEffect>();
   private readonly chainUnknown = new Set<number>();
+  /** Marker keys are written (fault mode, closes under load). */
+  private readonly markers: boolean;
+  /** Closes under load: the operation counts they start at, how many started (each op notes it at its start), the one under way. */
+  private readonly closeAtOps: number[] = [];
+  private closeGen = 0;
+  private closing: Promise<void> | null = null;
+  /** Writing transactions that rejected with ERR_CLOSED: they must not have landed. */
+  private readonly bankClosed = new Set<number>();
+  /** Failures injected by FaultDevices replaced since (a reopen under load makes a new one). */
+  private injectedPast = 0;
 
   constructor(private readonly o: StressOpts) {
     this.rng = new Prng(o.seed);
     this.faultRng = new Prng((o.seed ^ 0xfa017) >>> 0);
+    this.markers = !!o.faults || !!o.closes;
+    // in the first 60% of the operations (a run cut short by --seconds still meets them, mostly)
+    for (let i = 0; i < (o.closes ?? 0); i++) this.closeAtOps.push(1 + this.faultRng.int(Math.ceil(o.workers * o.opsPerWorker * 0.6)));
+    this.closeAtOps.sort((a, b) => b - a);
     if (o.faults) {
       const total = o.workers * o.opsPerWorker;
       this.faultStartOp = Math.floor(total * (0.1 + 0.5 * this.faultRng.int(1000) / 1000));
@@ -537,6 +566,8 @@ class Run {
       unknownOutcomes: 0,
       unknownLanded: 0,
       secondOps: 0,
+      closesUnderLoad: 0,
+      closedErrors: 0,
       depthBank: 0,
       ms: 0,
       dump: '',
@@ -563,6 +594,8 @@ class Run {
       await this.populate();
       o.log?.(`seed ${o.seed}: populated, ${o.workers} workers start`);
       if (!(await this.workload(0))) return this.finish(t0, false);
+      // a close under load the last operations started
+      while (this.closing) await this.closing;
       this.collectStats();
       o.log?.(`seed ${o.seed}: workers done, checking`);
       // checked even after a violation: whether the store itself is damaged
@@ -613,10 +646,17 @@ class Run {
         const inJournal = (off: number) => off >= l.journalOffsetBytes && off < l.journalOffsetBytes + l.journalBytes;
         rules = { failRead: (off) => !inJournal(off) && fail(), failWrite: (off) => !inJournal(off) && fail() };
       }
+      this.injectedPast = this.injectedNow();
       dev = this.faultDevice = await FaultDevice.wrap(dev, rules);
     }
     this.faultsLive = failing;
-    return Store.openDevice(dev, { cacheSize });
+    try {
+      return await Store.openDevice(dev, { cacheSize });
+    } catch (e) {
+      // a device handed to openDevice stays the caller's: release it (and its lock) for the next open
+      await dev.close().catch(() => {});
+      throw e;
+    }
   }
 
   /** Close (with faults injected, ERR_IO is allowed: the store may have stopped) and open again without faults. */
@@ -658,23 +698,73 @@ class Run {
 
   private injectedNow(): number {
     const i = this.faultDevice?.injected;
-    return i ? i.read + i.write + i.flush : 0;
+    return this.injectedPast + (i ? i.read + i.write + i.flush : 0);
   }
 
   /** An operation finished (or failed): the fault window opens and closes at operation counts. */
   private opDone(): void {
     this.opsDone++;
     this.faultsArmed = this.opsDone >= this.faultStartOp && this.opsDone < this.faultEndOp;
+    if (this.closeAtOps.length && this.opsDone >= this.closeAtOps[this.closeAtOps.length - 1]! && !this.closing && !this.stopped) {
+      this.closeAtOps.pop();
+      this.closing = this.closeUnderLoad().finally(() => (this.closing = null));
+    }
+  }
+
+  /**
+   * Close the store while the workers run, then open it again (with the
+   * same faults, if any) for them to go on with: close must resolve (or,
+   * once failures were injected, reject with ERR_IO).
+   */
+  private async closeUnderLoad(): Promise<void> {
+    const old = this.store;
+    this.closeGen++;
+    try {
+      await old.close();
+    } catch (e) {
+      if (!(this.ioAllowed() && isIoError(e))) {
+        this.violation(`close under load (${this.r.closesUnderLoad + 1}): ${errText(e)}`);
+        return;
+      }
+      this.ioErrorSeen(e);
+    }
+    this.r.closesUnderLoad++;
+    try {
+      this.store = await this.open(this.o.cacheBytes, this.faultsLive);
+    } catch (e) {
+      // recovery on a failing device may fail with ERR_IO: open again on the device as it is, without faults
+      if (!(this.ioAllowed() && isIoError(e))) {
+        this.violation(`open after a close under load: ${errText(e)}`);
+        return;
+      }
+      this.ioErrorSeen(e);
+      try {
+        this.store = await this.open(this.o.cacheBytes);
+      } catch (e2) {
+        this.violation(`open after a close under load, again after ERR_IO (${errText(e)}): ${errText(e2)}`);
+      }
+    }
+  }
+
+  /** A call that began in close generation `gen` met ERR_CLOSED: allowed if a close under load started since, or is under way (the old store is the current one until the new one is open). */
+  private closedAllowed(e: unknown, gen: number): boolean {
+    if (!(e instanceof SixtreeError && e.code === 'ERR_CLOSED' && (this.closeGen !== gen || this.closing !== null))) return false;
+    this.r.closedErrors++;
+    return true;
   }
 
   /**
    * transact(fn) for a transaction that writes. With failures injected, a
    * rejection with ERR_IO is allowed: the outcome is unknown ({ ok: false }).
+   * On a store a close under load began closing, ERR_CLOSED is allowed: it
+   * did not land ({ ok: false, closed: true }).
    */
   private async transactWrite<T>(fn: (tx: Transaction) => Promise<T> | T): Promise<WriteOutcome<T>> {
+    const gen = this.closeGen;
     try {
       return { ok: true, value: await this.store.transact(fn) };
     } catch (e) {
+      if (this.closedAllowed(e, gen)) return { ok: false, closed: true };
       if (!(this.ioAllowed() && isIoError(e))) throw e;
       this.ioErrorSeen(e);
       return { ok: false };
@@ -688,10 +778,12 @@ class Run {
    */
   private async readOp(fn: () => Promise<void>, flushes = false): Promise<boolean> {
     const before = flushes ? 0 : this.injectedNow();
+    const gen = this.closeGen;
     try {
       await fn();
       return true;
     } catch (e) {
+      if (this.closedAllowed(e, gen)) return false;
       if (!(this.ioAllowed(before) && isIoError(e))) throw e;
       this.ioErrorSeen(e);
       return false;
@@ -769,6 +861,8 @@ class Run {
   private async worker(w: number, rng: Prng): Promise<void> {
     for (let op = 0; op < this.o.opsPerWorker && !this.stopped && performance.now() < this.stopAt; op++) {
       const kind = opPick(rng.int(OP_WEIGHT_TOTAL));
+      // during a close under load half the operations wait for the reopened store, half meet the closing one
+      if (this.closing && rng.bool()) await this.closing;
       try {
         switch (kind) {
           case 'transfer':
@@ -861,7 +955,7 @@ class Run {
       }
       tx.put(BANK, accountPos(ids[0]!), accountValue(ids[0]!, from, padNew >= 0 ? padNew : accts[0]!.pad, id));
       for (let k = 1; k < ids.length; k++) tx.put(BANK, accountPos(ids[k]!), accountValue(ids[k]!, accts[k]!.balance + amounts[k - 1]!, accts[k]!.pad, id));
-      if (this.o.faults) tx.put(CHAIN, markerPos(MARKER_BANK, id), markerValue(MARKER_BANK, id));
+      if (this.markers) tx.put(CHAIN, markerPos(MARKER_BANK, id), markerValue(MARKER_BANK, id));
       last = { amounts };
       return { amounts, readFrom: accts.map((a) => a!.writer) };
     });
@@ -871,13 +965,14 @@ class Run {
     });
     if (!out.ok) {
       const l = last as { amounts: bigint[] } | null;
-      if (l) this.bankUnknown.set(id, transferEffect(l.amounts));
+      if (out.closed) this.bankClosed.add(id);
+      else if (l) this.bankUnknown.set(id, transferEffect(l.amounts));
       return;
     }
     const moved = out.value;
     this.r.commits++;
     if (!moved) return;
-    if (this.o.faults) this.bankAcked.add(id);
+    if (this.markers) this.bankAcked.add(id);
     this.r.transfers++;
     this.overwrote(id, `transfer ${ids.join(' -> ')}`, ids, moved.readFrom, attemptAt);
     for (let k = 1; k < ids.length; k++) {
@@ -900,7 +995,7 @@ class Run {
     let attemptAt = 0;
     let last: BankEffect | null = null;
     const marker = (tx: Transaction) => {
-      if (this.o.faults) tx.put(CHAIN, markerPos(MARKER_BANK, id), markerValue(MARKER_BANK, id));
+      if (this.markers) tx.put(CHAIN, markerPos(MARKER_BANK, id), markerValue(MARKER_BANK, id));
     };
     const out = await this.transactWrite(async (tx) => {
       attemptAt = performance.now();
@@ -921,13 +1016,14 @@ class Run {
       return { kind: 'close' as const, moved: va.balance, readFrom: [va.writer, vb.writer] };
     });
     if (!out.ok) {
-      if (last) this.bankUnknown.set(id, last);
+      if (out.closed) this.bankClosed.add(id);
+      else if (last) this.bankUnknown.set(id, last);
       return;
     }
     const done = out.value;
     this.r.commits++;
     if (!done) return;
-    if (this.o.faults) this.bankAcked.add(id);
+    if (this.markers) this.bankAcked.add(id);
     if (done.kind === 'close') this.overwrote(id, `close ${a} into ${b}`, [a, b], done.readFrom, attemptAt);
     if (done.kind === 'reopen') {
       this.reopens[a]!++;
@@ -974,6 +1070,7 @@ class Run {
     const [a, b] = this.pickDistinct(rng, this.o.accounts, 2) as [number, number];
     const amt = BigInt(rng.range(1, 1_000_000));
     const late = rng.bool();
+    const gen = this.closeGen;
     try {
       await this.store.transact(async (tx) => {
         const va = await this.getAccount(tx, a, false);
@@ -988,6 +1085,7 @@ class Run {
         this.r.aborts++;
         return;
       }
+      if (this.closedAllowed(e, gen)) return;
       if (this.ioAllowed() && isIoError(e)) {
         this.ioErrorSeen(e);
         return;
@@ -1030,6 +1128,7 @@ class Run {
     const abort = rng.bool(0.05);
     const yieldBetween = rng.bool(0.3);
     this.chainPlan.set(id, keys);
+    const gen = this.closeGen;
     try {
       await this.store.transact(async (tx) => {
         for (const c of keys) {
@@ -1045,13 +1144,18 @@ class Run {
           tx.put(CHAIN, chainPos(c), chainValue(CHAIN_MAGIC, c, segments, ids));
           if (yieldBetween) await new Promise((r) => setImmediate(r));
         }
-        if (this.o.faults) tx.put(CHAIN, markerPos(MARKER_CHAIN, id), markerValue(MARKER_CHAIN, id));
+        if (this.markers) tx.put(CHAIN, markerPos(MARKER_CHAIN, id), markerValue(MARKER_CHAIN, id));
         if (abort) throw new PlannedAbort();
       });
     } catch (e) {
       if (e instanceof PlannedAbort) {
         this.chainAborted.add(id);
         this.r.aborts++;
+        return;
+      }
+      if (this.closedAllowed(e, gen)) {
+        // rejected by a closing store: it never committed, as an abort
+        this.chainAborted.add(id);
         return;
       }
       if (this.ioAllowed() && isIoError(e)) {
@@ -1248,7 +1352,7 @@ class Run {
    */
   private async checkAll(when: string, live: boolean): Promise<void> {
     try {
-      const model = this.o.faults ? this.modelWith(await this.markersRead()) : { delta: this.delta, closes: this.closes, reopens: this.reopens, chainAcked: this.chainAcked };
+      const model = this.markers ? this.modelWith(await this.markersRead()) : { delta: this.delta, closes: this.closes, reopens: this.reopens, chainAcked: this.chainAcked };
       await this.checkBank(when, model);
       await this.checkChains(when, model);
       let problems: string[];
@@ -1292,7 +1396,10 @@ class Run {
     const wrong: string[] = [];
     for (const id of this.bankAcked) if (!m.bank.has(id)) wrong.push(`acknowledged bank transaction ${id}: its marker is missing`);
     for (const id of this.chainAcked) if (!m.chain.has(id)) wrong.push(`acknowledged chain transaction ${id}: its marker is missing`);
-    for (const id of m.bank) if (!this.bankAcked.has(id) && !this.bankUnknown.has(id)) wrong.push(`bank transaction ${id}: its marker is there, but it was neither acknowledged nor of unknown outcome`);
+    for (const id of m.bank) {
+      if (this.bankClosed.has(id)) wrong.push(`bank transaction ${id}: rejected with ERR_CLOSED, but its marker is there (it landed)`);
+      else if (!this.bankAcked.has(id) && !this.bankUnknown.has(id)) wrong.push(`bank transaction ${id}: its marker is there, but it was neither acknowledged nor of unknown outcome`);
+    }
     for (const id of m.chain) if (!this.chainAcked.has(id) && !this.chainUnknown.has(id)) wrong.push(`chain transaction ${id}: its marker is there, but it was neither acknowledged nor of unknown outcome`);
     if (wrong.length) throw new Violation(`markers (${wrong.length} problems): ${wrong.slice(0, 12).join('; ')}`);
     const model: Model = { delta: [...this.delta], closes: [...this.closes], reopens: [...this.reopens], chainAcked: new Set(this.chainAcked) };
@@ -1434,7 +1541,7 @@ export function resultText(r: StressResult): string {
   return (
     `${r.violations.length ? 'FAIL' : 'ok'}  ${r.commits} commits (${r.transfers} transfers, ${r.closes} closes, ${r.reopens} reopens, ${r.chainAppends} chain appends, ${r.fillerTxns} filler), ` +
     `${r.aborts} aborts, ${r.readers} readers (${r.readersTooBig} over the path limit), ${r.attemptsInconsistent} restarted attempts saw another total, ${r.fscks} fscks under load, ` +
-    `${r.restarts} restarts, ${r.splits} splits, ${r.merges} merges, ${r.evictions} evictions, ${r.ioWaits ? `${r.ioWaits} I/O waits, ` : ''}${r.faultsInjected ? `${r.faultsInjected} device failures (${r.ioErrors} ERR_IO, ${r.unknownOutcomes} outcomes unknown, ${r.unknownLanded} of them landed; ${r.secondOps} operations after; first ERR_IO: ${r.ioErrorsFirst.map((m) => JSON.stringify(m.slice(0, 160))).join(', ')}), ` : ''}bank depth ${r.depthBank}, ${(r.ms / 1000).toFixed(1)} s`
+    `${r.restarts} restarts, ${r.splits} splits, ${r.merges} merges, ${r.evictions} evictions, ${r.ioWaits ? `${r.ioWaits} I/O waits, ` : ''}${r.faultsInjected ? `${r.faultsInjected} device failures (${r.ioErrors} ERR_IO, ${r.unknownOutcomes} outcomes unknown, ${r.unknownLanded} of them landed; ${r.secondOps} operations after; first ERR_IO: ${r.ioErrorsFirst.map((m) => JSON.stringify(m.slice(0, 160))).join(', ')}), ` : ''}${r.closesUnderLoad ? `${r.closesUnderLoad} closes under load (${r.closedErrors} calls met ERR_CLOSED), ` : ''}bank depth ${r.depthBank}, ${(r.ms / 1000).toFixed(1)} s`
   );
 }
 
@@ -1471,6 +1578,7 @@ async function main(): Promise<void> {
       faults: { type: 'string' },
       'fault-ops': { type: 'string' },
       'faults-spare-journal': { type: 'boolean', default: false },
+      closes: { type: 'string' },
       quiet: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -1481,7 +1589,7 @@ async function main(): Promise<void> {
         '         [--node-size B] [--block-size B] [--cache-mib M] [--accounts A] [--chains C] [--dir DIR]\n' +
         '         [--device /dev/loopN] (formatted for each run: ITS CONTENTS ARE DESTROYED)\n' +
         '         [--io-delay SHARE] [--io-delay-ms MS] [--faults RATE] [--fault-ops N]\n' +
-        '         [--faults-spare-journal] [--quiet]\n' +
+        '         [--faults-spare-journal] [--closes K] [--quiet]\n' +
         '  N runs with seeds S, S+1, ... (default S: random); each run draws the sizes not given from its seed.\n' +
         '  W workers x O operations each (default 200), a run stops starting operations after T seconds (default 60).\n' +
         '  --io-delay SHARE: each device operation waits, with probability SHARE (0..1), before it reaches the file\n' +
@@ -1491,6 +1599,7 @@ async function main(): Promise<void> {
         '  write and flush fails with EIO with probability RATE; writes of unknown outcome are read back, the\n' +
         '  store is reopened and the workers run again (the header of bench/stress-campaign.ts).\n' +
         '  --faults-spare-journal: only node reads and writes fail (the store goes on writing through them).\n' +
+        '  --closes K: close the store K times under load and open it again at once, the workers going on.\n' +
         '  Exits 1 if any run breaks an invariant (bank totals and balances, chain lost updates / dirty writes /\n' +
         '  serial order, fsck), printing the seed, the parameters, the invariant and the store\'s toText() and stats().\n',
     );
@@ -1517,6 +1626,7 @@ async function main(): Promise<void> {
   if (cacheMib !== undefined) over.cacheBytes = Math.ceil(cacheMib * 1024 * 1024);
   set('accounts', int('accounts', values.accounts, 2));
   set('chains', int('chains', values.chains, 2));
+  set('closes', int('closes', values.closes, 1));
   if (values.dir !== undefined) over.dir = values.dir;
   if (values.device !== undefined) over.device = values.device;
   if (values['io-delay'] !== undefined || values['io-delay-ms'] !== undefined) {
@@ -1556,7 +1666,7 @@ async function main(): Promise<void> {
   const secs = (performance.now() - t0) / 1000;
   process.stdout.write(`\nsummary: ${count} runs, ${failures.length} failing, ${secs.toFixed(1)} s\n`);
   for (const { o, r } of failures) {
-    process.stdout.write(`\nFAILED ${optsText(o)}\n  replay: node dist/bench/stress-campaign.js --count 1 --seed ${o.seed}${o.ioDelay ? ` --io-delay ${o.ioDelay.share} --io-delay-ms ${o.ioDelay.maxMs}` : ''}${o.faults ? ` --faults ${o.faults.rate} --fault-ops ${o.faults.ops}${o.faults.spareJournal ? ' --faults-spare-journal' : ''}` : ''}${o.device ? ` --device ${o.device}` : ''}\n  ${r.violations.join('\n  ')}\n--- store ---\n${r.dump}\n`);
+    process.stdout.write(`\nFAILED ${optsText(o)}\n  replay: node dist/bench/stress-campaign.js --count 1 --seed ${o.seed}${o.ioDelay ? ` --io-delay ${o.ioDelay.share} --io-delay-ms ${o.ioDelay.maxMs}` : ''}${o.faults ? ` --faults ${o.faults.rate} --fault-ops ${o.faults.ops}${o.faults.spareJournal ? ' --faults-spare-journal' : ''}` : ''}${o.closes ? ` --closes ${o.closes}` : ''}${o.device ? ` --device ${o.device}` : ''}\n  ${r.violations.join('\n  ')}\n--- store ---\n${r.dump}\n`);
   }
   finished = true;
   process.exit(failures.length ? 1 : 0);
