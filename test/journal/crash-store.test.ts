@@ -680,6 +680,60 @@ describe('device errors (FaultDevice EIO)', () => {
     expect(r.fsck).toEqual([]);
   });
 
+  it('recovery failing at one of its device operations: open rejects with ERR_IO and leaves nothing running; the next open recovers every key', { timeout: 60_000 }, async () => {
+    // a crash image whose open must replay: keys only in the journal, leaves split
+    const { store, fd, expected } = await withKeys(600);
+    const img = fd.crashImage({ include: () => true });
+    await within(store.close(), 10_000, 'close').catch(() => {});
+    // count the opening's reads and writes, then fail each of a spread of them in turn
+    const probe = await FaultDevice.wrap(MemDevice.fromImage(img));
+    let reads = 0;
+    let writes = 0;
+    probe.rules = { failRead: () => (reads++, false), failWrite: () => (writes++, false) };
+    const s0 = await Store.openDevice(probe, { cacheSize: 512 << 10 });
+    const opsAtOpen = { reads, writes };
+    await s0.close();
+    expect(opsAtOpen.reads, 'the open reads').toBeGreaterThan(3);
+    expect(opsAtOpen.writes, 'the open writes (replay, the blacklist, the superblock)').toBeGreaterThan(0);
+    const points: Array<['read' | 'write', number]> = [];
+    for (const n of [1, 2, 3, Math.floor(opsAtOpen.reads / 2), opsAtOpen.reads]) points.push(['read', n]);
+    for (const n of new Set([1, 2, Math.ceil(opsAtOpen.writes / 2), opsAtOpen.writes])) points.push(['write', n]);
+    let failedOpens = 0;
+    for (const [kind, n] of points) {
+      const mem = MemDevice.fromImage(img);
+      const dev = await FaultDevice.wrap(mem);
+      let seen = 0;
+      const failNth = () => ++seen === n;
+      dev.rules = kind === 'read' ? { failRead: failNth } : { failWrite: failNth };
+      let ops = 0;
+      const count = dev.rules;
+      dev.rules = {
+        failRead: (o, l) => (ops++, count.failRead?.(o, l) ?? false),
+        failWrite: (o, l) => (ops++, count.failWrite?.(o, l) ?? false),
+        failFlush: () => (ops++, false),
+      };
+      const what = `${kind} ${n} failing`;
+      let s: Store | null = null;
+      try {
+        s = await within(Store.openDevice(dev, { cacheSize: 512 << 10 }), 10_000, `open, ${what}`);
+      } catch (e) {
+        expect(e, what).toBeInstanceOf(SixtreeError);
+        expect((e as SixtreeError).code, `${what}: ${String(e)}`).toBe('ERR_IO');
+        failedOpens++;
+        // nothing of the failed open goes on touching the device
+        const after = ops;
+        await new Promise((r) => setTimeout(r, 50));
+        expect(ops, `${what}: device operations after the open rejected`).toBe(after);
+      }
+      if (s) await within(s.close(), 10_000, `close, ${what}`);
+      const r = await recoverAndCheck(mem.image(), expected);
+      expect(r.missing, `${what}: keys lost`).toEqual([]);
+      expect(r.fsck, what).toEqual([]);
+    }
+    console.log(`recovery failure points: ${JSON.stringify(points)} of ${JSON.stringify(opsAtOpen)}; ${failedOpens} opens failed`);
+    expect(failedOpens, 'most failure points make the open fail').toBeGreaterThan(points.length / 2);
+  });
+
   it('a read failing: get() rejects with ERR_IO, and works again once the device does', { timeout: 60_000 }, async () => {
     const { store, fd, expected } = await withKeys(2000);
     await within(store.flush(), 10_000, 'flush');
