@@ -680,7 +680,7 @@ describe('device errors (FaultDevice EIO)', () => {
     expect(r.fsck).toEqual([]);
   });
 
-  it('recovery failing at one of its device operations: open rejects with ERR_IO and leaves nothing running; the next open recovers every key', { timeout: 60_000 }, async () => {
+  it('recovery failing at one of its device operations (reads, writes, flushes): open rejects with ERR_IO and leaves nothing running; the next open recovers every key', { timeout: 60_000 }, async () => {
     // a crash image whose open must replay: keys only in the journal, leaves split
     const { store, fd, expected } = await withKeys(600);
     const img = fd.crashImage({ include: () => true });
@@ -689,28 +689,30 @@ describe('device errors (FaultDevice EIO)', () => {
     const probe = await FaultDevice.wrap(MemDevice.fromImage(img));
     let reads = 0;
     let writes = 0;
-    probe.rules = { failRead: () => (reads++, false), failWrite: () => (writes++, false) };
+    let flushes = 0;
+    probe.rules = { failRead: () => (reads++, false), failWrite: () => (writes++, false), failFlush: () => (flushes++, false) };
     const s0 = await Store.openDevice(probe, { cacheSize: 512 << 10 });
-    const opsAtOpen = { reads, writes };
+    const opsAtOpen = { reads, writes, flushes };
     await s0.close();
     expect(opsAtOpen.reads, 'the open reads').toBeGreaterThan(3);
     expect(opsAtOpen.writes, 'the open writes (replay, the blacklist, the superblock)').toBeGreaterThan(0);
-    const points: Array<['read' | 'write', number]> = [];
+    const points: Array<['read' | 'write' | 'flush', number]> = [];
     for (const n of [1, 2, 3, Math.floor(opsAtOpen.reads / 2), opsAtOpen.reads]) points.push(['read', n]);
     for (const n of new Set([1, 2, Math.ceil(opsAtOpen.writes / 2), opsAtOpen.writes])) points.push(['write', n]);
+    for (const n of new Set([1, opsAtOpen.flushes])) if (n > 0) points.push(['flush', n]);
     let failedOpens = 0;
     for (const [kind, n] of points) {
       const mem = MemDevice.fromImage(img);
       const dev = await FaultDevice.wrap(mem);
       let seen = 0;
       const failNth = () => ++seen === n;
-      dev.rules = kind === 'read' ? { failRead: failNth } : { failWrite: failNth };
+      dev.rules = kind === 'read' ? { failRead: failNth } : kind === 'write' ? { failWrite: failNth } : { failFlush: failNth };
       let ops = 0;
       const count = dev.rules;
       dev.rules = {
         failRead: (o, l) => (ops++, count.failRead?.(o, l) ?? false),
         failWrite: (o, l) => (ops++, count.failWrite?.(o, l) ?? false),
-        failFlush: () => (ops++, false),
+        failFlush: () => (ops++, count.failFlush?.() ?? false),
       };
       const what = `${kind} ${n} failing`;
       let s: Store | null = null;
