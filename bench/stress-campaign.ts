@@ -53,7 +53,8 @@
  *   Also: point reads outside transactions (getSync, get, a short
  *   store.range: each value must parse), and now and then an fsck() under
  *   load, which must report nothing (it freezes the topology for its walk:
- *   splits and merges wait, commits into leaves go on).
+ *   splits and merges wait, commits into leaves go on), and a flush() under
+ *   load, which must end (every dirty node written while the others write).
  *
  * At the end, and again after close and reopen (with another cache size):
  *   - each account's balance is BALANCE_INITIAL plus the deltas of every
@@ -183,6 +184,8 @@ export interface StressResult {
   /** Callback attempts that saw a total other than the invariant and then restarted (not a violation: not promised). */
   attemptsInconsistent: number;
   fscks: number;
+  /** store.flush() calls under load. */
+  flushes: number;
   restarts: number;
   splits: number;
   merges: number;
@@ -408,6 +411,7 @@ const OP_WEIGHTS = [
   ['chain read', 70],
   ['point reads', 38],
   ['fsck', 2],
+  ['flush', 3],
 ] as const;
 type OpKind = (typeof OP_WEIGHTS)[number][0];
 const OP_WEIGHT_TOTAL = OP_WEIGHTS.reduce((a, [, w]) => a + w, 0);
@@ -555,6 +559,7 @@ class Run {
       readersTooBig: 0,
       attemptsInconsistent: 0,
       fscks: 0,
+      flushes: 0,
       restarts: 0,
       splits: 0,
       merges: 0,
@@ -901,6 +906,10 @@ class Run {
           case 'fsck':
             // fsck flushes the journal first: once the journal stopped, it rejects with ERR_IO as a write does
             await this.readOp(() => this.fsckNow(), true);
+            break;
+          case 'flush':
+            // every dirty node written while the others keep writing: it must end (and, with faults, may reject with ERR_IO)
+            await this.readOp(() => this.flushNow(), true);
             break;
         }
       } catch (e) {
@@ -1330,6 +1339,11 @@ class Run {
     }
   }
 
+  private async flushNow(): Promise<void> {
+    await this.store.flush();
+    this.r.flushes++;
+  }
+
   private async fsckNow(): Promise<void> {
     const before = this.injectedNow();
     const problems = await this.store.fsck();
@@ -1540,7 +1554,7 @@ export async function runStress(o: StressOpts): Promise<StressResult> {
 export function resultText(r: StressResult): string {
   return (
     `${r.violations.length ? 'FAIL' : 'ok'}  ${r.commits} commits (${r.transfers} transfers, ${r.closes} closes, ${r.reopens} reopens, ${r.chainAppends} chain appends, ${r.fillerTxns} filler), ` +
-    `${r.aborts} aborts, ${r.readers} readers (${r.readersTooBig} over the path limit), ${r.attemptsInconsistent} restarted attempts saw another total, ${r.fscks} fscks under load, ` +
+    `${r.aborts} aborts, ${r.readers} readers (${r.readersTooBig} over the path limit), ${r.attemptsInconsistent} restarted attempts saw another total, ${r.fscks} fscks and ${r.flushes} flushes under load, ` +
     `${r.restarts} restarts, ${r.splits} splits, ${r.merges} merges, ${r.evictions} evictions, ${r.ioWaits ? `${r.ioWaits} I/O waits, ` : ''}${r.faultsInjected ? `${r.faultsInjected} device failures (${r.ioErrors} ERR_IO, ${r.unknownOutcomes} outcomes unknown, ${r.unknownLanded} of them landed; ${r.secondOps} operations after; first ERR_IO: ${r.ioErrorsFirst.map((m) => JSON.stringify(m.slice(0, 160))).join(', ')}), ` : ''}${r.closesUnderLoad ? `${r.closesUnderLoad} closes under load (${r.closedErrors} calls met ERR_CLOSED), ` : ''}bank depth ${r.depthBank}, ${(r.ms / 1000).toFixed(1)} s`
   );
 }
