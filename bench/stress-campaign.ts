@@ -75,8 +75,9 @@
  * the seed, for N operations (--fault-ops), every read, write and flush of
  * the store fails with EIO with probability RATE (a FaultDevice over the
  * file). Then:
- *   - a writing transaction may reject with ERR_IO only: its outcome is
- *     unknown (docs/api.md, ERR_IO). Each one writes a marker key
+ *   - a writing transaction may reject with ERR_IO only. If the error's
+ *     details.committed is false it must not have landed; else its outcome
+ *     is unknown (docs/api.md, ERR_IO). Each one writes a marker key
  *     (chain 3:id for bank transactions, 4:id for chain appends) in the same
  *     transaction, so the checks read which of them landed: their effects
  *     (the amounts moved in their last attempt) are added to the model, and
@@ -475,7 +476,7 @@ interface Model {
 }
 
 /** A writing transaction's fate: committed with its value, or rejected with ERR_IO (outcome unknown). */
-type WriteOutcome<T> = { ok: true; value: T } | { ok: false; closed?: true };
+type WriteOutcome<T> = { ok: true; value: T } | { ok: false; notCommitted?: true };
 
 class Run {
   private store!: Store;
@@ -522,8 +523,8 @@ class Run {
   private readonly closeAtOps: number[] = [];
   private closeGen = 0;
   private closing: Promise<void> | null = null;
-  /** Writing transactions that rejected with ERR_CLOSED: they must not have landed. */
-  private readonly bankClosed = new Set<number>();
+  /** Bank transactions that rejected with ERR_CLOSED or an ERR_IO saying committed false: they must not have landed. */
+  private readonly bankNotCommitted = new Set<number>();
   /** Failures injected by FaultDevices replaced since (a reopen under load makes a new one). */
   private injectedPast = 0;
 
@@ -762,17 +763,19 @@ class Run {
    * transact(fn) for a transaction that writes. With failures injected, a
    * rejection with ERR_IO is allowed: the outcome is unknown ({ ok: false }).
    * On a store a close under load began closing, ERR_CLOSED is allowed: it
-   * did not land ({ ok: false, closed: true }).
+   * did not land ({ ok: false, notCommitted: true }), nor did one whose
+   * ERR_IO says details.committed false.
    */
   private async transactWrite<T>(fn: (tx: Transaction) => Promise<T> | T): Promise<WriteOutcome<T>> {
     const gen = this.closeGen;
     try {
       return { ok: true, value: await this.store.transact(fn) };
     } catch (e) {
-      if (this.closedAllowed(e, gen)) return { ok: false, closed: true };
+      if (this.closedAllowed(e, gen)) return { ok: false, notCommitted: true };
       if (!(this.ioAllowed() && isIoError(e))) throw e;
       this.ioErrorSeen(e);
-      return { ok: false };
+      // ERR_IO says whether the write was applied (details.committed): false is a promise that it did not land
+      return (e as SixtreeError).details.committed === false ? { ok: false, notCommitted: true } : { ok: false };
     }
   }
 
@@ -974,7 +977,7 @@ class Run {
     });
     if (!out.ok) {
       const l = last as { amounts: bigint[] } | null;
-      if (out.closed) this.bankClosed.add(id);
+      if (out.notCommitted) this.bankNotCommitted.add(id);
       else if (l) this.bankUnknown.set(id, transferEffect(l.amounts));
       return;
     }
@@ -1025,7 +1028,7 @@ class Run {
       return { kind: 'close' as const, moved: va.balance, readFrom: [va.writer, vb.writer] };
     });
     if (!out.ok) {
-      if (out.closed) this.bankClosed.add(id);
+      if (out.notCommitted) this.bankNotCommitted.add(id);
       else if (last) this.bankUnknown.set(id, last);
       return;
     }
@@ -1169,8 +1172,8 @@ class Run {
       }
       if (this.ioAllowed() && isIoError(e)) {
         this.ioErrorSeen(e);
-        // a planned abort never commits; any other append may have landed
-        if (abort) this.chainAborted.add(id);
+        // a planned abort never commits, nor does one whose error says so; any other append may have landed
+        if (abort || (e as SixtreeError).details.committed === false) this.chainAborted.add(id);
         else this.chainUnknown.add(id);
         return;
       }
@@ -1411,7 +1414,7 @@ class Run {
     for (const id of this.bankAcked) if (!m.bank.has(id)) wrong.push(`acknowledged bank transaction ${id}: its marker is missing`);
     for (const id of this.chainAcked) if (!m.chain.has(id)) wrong.push(`acknowledged chain transaction ${id}: its marker is missing`);
     for (const id of m.bank) {
-      if (this.bankClosed.has(id)) wrong.push(`bank transaction ${id}: rejected with ERR_CLOSED, but its marker is there (it landed)`);
+      if (this.bankNotCommitted.has(id)) wrong.push(`bank transaction ${id}: rejected with ERR_CLOSED or with ERR_IO saying it was not committed, but its marker is there (it landed)`);
       else if (!this.bankAcked.has(id) && !this.bankUnknown.has(id)) wrong.push(`bank transaction ${id}: its marker is there, but it was neither acknowledged nor of unknown outcome`);
     }
     for (const id of m.chain) if (!this.chainAcked.has(id) && !this.chainUnknown.has(id)) wrong.push(`chain transaction ${id}: its marker is there, but it was neither acknowledged nor of unknown outcome`);

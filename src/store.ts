@@ -81,6 +81,18 @@ function stackFramesNamed(name: string): number {
   return n;
 }
 
+/**
+ * An ERR_IO that ends a writing call says whether it was committed
+ * (details.committed): false when it failed before its keys were applied
+ * (nothing of it is in the store: a retry is safe), 'unknown' when its
+ * journal entry's write or flush failed after they were (as after a crash:
+ * the next open finds it wholly or not at all). Other errors pass as they are.
+ */
+function ioOutcome(e: unknown, committed: false | 'unknown'): unknown {
+  if (!(e instanceof SixtreeError) || e.code !== 'ERR_IO' || 'committed' in e.details) return e;
+  return new SixtreeError('ERR_IO', e.message, { ...e.details, committed }, { cause: e });
+}
+
 function isThenable(v: unknown): v is PromiseLike<unknown> {
   return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as { then?: unknown }).then === 'function';
 }
@@ -576,11 +588,18 @@ export class Store {
               continue;
             }
           }
-          throw e;
+          throw ioOutcome(e, false);
         } finally {
           bt.unlockAll();
         }
-        if (seq) await engine.journalWaitDurable(seq);
+        if (seq) {
+          try {
+            await engine.journalWaitDurable(seq);
+          } catch (e) {
+            // applied to the cached nodes, its journal entry's write or flush failed
+            throw ioOutcome(e, 'unknown');
+          }
+        }
         return { result: result!, shrunk };
       }
     };

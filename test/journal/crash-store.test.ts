@@ -553,7 +553,11 @@ describe('device errors (FaultDevice EIO)', () => {
     const { store, fd, expected } = await withKeys(200);
     await store.flush();
     fd.failNext('write');
-    await expectIoError(within(store.put('kv', { inode: 1, offset: 5000 }, val(5000)), 10_000, 'put with the next write failing'));
+    const e = await expectIoError(within(store.put('kv', { inode: 1, offset: 5000 }, val(5000)), 10_000, 'put with the next write failing'));
+    expect(e.details.committed, 'applied, its journal write failed: outcome unknown').toBe('unknown');
+    // the journal stopped: later writes are refused before anything is applied
+    const refused = await expectIoError(store.put('kv', { inode: 1, offset: 5001 }, val(5001)));
+    expect(refused.details.committed, 'refused: not committed').toBe(false);
     await expectReadable(store, expected);
     const img = fd.crashImage({ include: () => true });
     await within(store.close(), 10_000, 'close').catch(() => {});
@@ -566,7 +570,7 @@ describe('device errors (FaultDevice EIO)', () => {
     const { store, fd, expected } = await withKeys(400);
     fd.failNext('flush');
     const failedKeys = [3000, 3001];
-    await expectIoError(
+    const e = await expectIoError(
       within(
         store.transact((tx) => {
           for (const k of failedKeys) tx.put('kv', { inode: 1, offset: k }, val(k));
@@ -575,6 +579,7 @@ describe('device errors (FaultDevice EIO)', () => {
         'transact with a failing flush',
       ),
     );
+    expect(e.details.committed).toBe('unknown');
     expect(fd.injected.flush).toBe(1);
     await expectReadable(store, expected);
     const withFailed = new Map(expected);
@@ -751,6 +756,27 @@ describe('device errors (FaultDevice EIO)', () => {
       if (v !== null) expect(sameBytes(v, expected.get(k))).toBe(true);
     }
     expect(failed, 'some reads must have gone to the device').toBeGreaterThan(0);
+    // writing transactions whose read fails: nothing of them was applied
+    store.shrink();
+    let rmwFailed = 0;
+    for (const k of [777, 1234, 1777, 333, 1555]) {
+      const w = await within(
+        store.transact(async (tx) => {
+          const v = await tx.get('kv', { inode: 1, offset: k });
+          tx.put('kv', { inode: 1, offset: k }, v ?? val(0));
+        }),
+        10_000,
+        `a read-modify-write of key ${k} with failing reads`,
+      ).then(
+        () => null,
+        (e: unknown) => e as SixtreeError,
+      );
+      if (w === null) continue; // its leaf was cached
+      expect(w.code).toBe('ERR_IO');
+      expect(w.details.committed, 'failed at a read: not committed').toBe(false);
+      rmwFailed++;
+    }
+    expect(rmwFailed, 'some read-modify-writes must have read from the device').toBeGreaterThan(0);
     fd.clearFaults();
     await expectReadable(store, expected);
     await within(store.close(), 10_000, 'close');
