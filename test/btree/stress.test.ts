@@ -15,7 +15,15 @@
  */
 
 import { describe, expect, it } from 'vitest';
-import { optsText, resultText, runStress, stressRunOpts } from '../../bench/stress-campaign.js';
+import { optsText, resultText, runStress, stressRunOpts, type StressOpts, type StressResult } from '../../bench/stress-campaign.js';
+
+/** A run of seed's workload at a small size (4 KiB nodes, a cache a little above its reserve), `over` given: it must break no invariant. */
+async function smallRun(seed: number, over: Partial<StressOpts>): Promise<StressResult> {
+  const o = stressRunOpts(seed, { nodeSizeBytes: 4096, cacheBytes: 320 << 10, reopenCacheBytes: 320 << 10, deviceBytes: 64 << 20, ...over });
+  const r = await runStress(o);
+  expect(r.violations, `${optsText(o)}\n${resultText(r)}\n${r.dump}`).toEqual([]);
+  return r;
+}
 
 describe('Store#transact() under the stress campaign (small)', () => {
   for (const c of [
@@ -24,19 +32,7 @@ describe('Store#transact() under the stress campaign (small)', () => {
     { seed: 73, accounts: 256, chains: 256, workers: 64 },
   ]) {
     it(`seed ${c.seed}: ${c.accounts} accounts, ${c.chains} chain keys, ${c.workers} workers, 4 KiB nodes, small cache`, async () => {
-      const o = stressRunOpts(c.seed, {
-        accounts: c.accounts,
-        chains: c.chains,
-        workers: c.workers,
-        opsPerWorker: 60,
-        secondsMax: 3,
-        nodeSizeBytes: 4096,
-        cacheBytes: 320 << 10,
-        reopenCacheBytes: 320 << 10,
-        deviceBytes: 64 << 20,
-      });
-      const r = await runStress(o);
-      expect(r.violations, `${optsText(o)}\n${resultText(r)}\n${r.dump}`).toEqual([]);
+      const r = await smallRun(c.seed, { accounts: c.accounts, chains: c.chains, workers: c.workers, opsPerWorker: 60, secondsMax: 3 });
       expect(r.commits, 'the run must commit transactions').toBeGreaterThan(0);
     }, 60_000);
   }
@@ -46,46 +42,30 @@ describe('Store#transact() under the stress campaign (small)', () => {
   // transactions' splits, merges and rewrites overtake (the race behind session 25's
   // stale-pointer read, docs/cache.md).
   it('seed 74: I/O completing late and out of order, 4 KiB nodes, a cache a little above its reserve', async () => {
-    const o = stressRunOpts(74, {
+    const r = await smallRun(74, {
       accounts: 4096,
       chains: 256,
       workers: 32,
       opsPerWorker: 40,
       secondsMax: 3,
-      nodeSizeBytes: 4096,
       cacheBytes: 260 << 10,
       reopenCacheBytes: 260 << 10,
-      deviceBytes: 64 << 20,
       ioDelay: { share: 0.5, maxMs: 0.5 },
     });
-    const r = await runStress(o);
-    expect(r.violations, `${optsText(o)}\n${resultText(r)}\n${r.dump}`).toEqual([]);
     expect(r.commits, 'the run must commit transactions').toBeGreaterThan(0);
     expect(r.evictions, 'the tree must not fit the cache: reads run under the workload').toBeGreaterThan(0);
     expect(r.ioWaits, 'the device must have made operations wait').toBeGreaterThan(100);
   }, 60_000);
 
-  // A window of device failures (bench/stress-campaign.ts --faults): transactions that reject
-  // with ERR_IO have an unknown outcome, read back through the marker key each one writes; the
-  // reopened store must hold every acknowledged one and the others wholly or not at all, and
-  // the workers run again on it. Its first runs showed a split whose node write failed leaving
+  // A window of device failures (bench/stress-campaign.ts --faults): a transaction that rejects
+  // with ERR_IO saying it was not committed must not have landed, and one of unknown outcome is
+  // read back through the marker key each one writes; the reopened store must hold every
+  // acknowledged one and the others wholly or not at all, and the workers run again on it. Its first runs showed a split whose node write failed leaving
   // the store half-working (commits into leaves went on, every later split failed with the old
   // write's error): now the store stops writing at once (test/journal/crash-store.test.ts).
   it('seed 75: device failures for a window of operations, then a reopen and a second workload', async () => {
-    const o = stressRunOpts(75, {
-      accounts: 256,
-      chains: 64,
-      workers: 16,
-      opsPerWorker: 40,
-      secondsMax: 30, // bounded by the operations: the windows are drawn among them
-      nodeSizeBytes: 4096,
-      cacheBytes: 320 << 10,
-      reopenCacheBytes: 320 << 10,
-      deviceBytes: 32 << 20,
-      faults: { rate: 0.05, ops: 60 },
-    });
-    const r = await runStress(o);
-    expect(r.violations, `${optsText(o)}\n${resultText(r)}\n${r.dump}`).toEqual([]);
+    // bounded by the operations, not seconds: the fault window is drawn among them
+    const r = await smallRun(75, { accounts: 256, chains: 64, workers: 16, opsPerWorker: 40, secondsMax: 30, deviceBytes: 32 << 20, faults: { rate: 0.05, ops: 60 } });
     expect(r.faultsInjected, 'the device must have failed').toBeGreaterThan(0);
     expect(r.ioErrors, 'operations must have met ERR_IO').toBeGreaterThan(0);
     expect(r.secondOps, 'the second workload ran on the reopened store').toBeGreaterThan(0);
@@ -97,20 +77,8 @@ describe('Store#transact() under the stress campaign (small)', () => {
   // store rejects with ERR_CLOSED only, and a write that did so must not have landed (its
   // marker key is absent).
   it('seed 76: closed and reopened under load three times', async () => {
-    const o = stressRunOpts(76, {
-      accounts: 256,
-      chains: 64,
-      workers: 32,
-      opsPerWorker: 40,
-      secondsMax: 30, // bounded by the operations: the windows are drawn among them
-      nodeSizeBytes: 4096,
-      cacheBytes: 320 << 10,
-      reopenCacheBytes: 320 << 10,
-      deviceBytes: 32 << 20,
-      closes: 3,
-    });
-    const r = await runStress(o);
-    expect(r.violations, `${optsText(o)}\n${resultText(r)}\n${r.dump}`).toEqual([]);
+    // bounded by the operations, not seconds: the closes are drawn among them
+    const r = await smallRun(76, { accounts: 256, chains: 64, workers: 32, opsPerWorker: 40, secondsMax: 30, deviceBytes: 32 << 20, closes: 3 });
     expect(r.closesUnderLoad, 'every close under load happened').toBe(3);
     expect(r.closedErrors, 'calls met the closing store').toBeGreaterThan(0);
   }, 60_000);
