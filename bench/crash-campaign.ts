@@ -35,7 +35,9 @@
  *     may leave is known exactly whichever of them made it;
  *   - crash points are taken while the round runs: after a device write,
  *     before and after a device flush, when a transaction resolves, and at
- *     the end of the round. At each, crash images are built: all flushed
+ *     the end of the round; and after the rounds, during the final close
+ *     (its node writes, journal close and clean superblock), where every
+ *     image must hold exactly what the rounds acknowledged. At each, crash images are built: all flushed
  *     writes only; all unflushed writes too; a prefix of the unflushed writes
  *     in issue order; a random subset (a device may reorder unflushed writes);
  *     a prefix whose last write is torn at a 512-byte boundary; a prefix
@@ -167,6 +169,8 @@ export interface CrashCheckResult {
   imagesWithInFlightVisible: number;
   /** Node appends of several blocks torn after their first block(s), one image each. */
   appendTears: number;
+  /** Crash points taken during the final close (checked like a round's, against the model). */
+  closeCrashPoints: number;
   /** Torn last bsets the recoveries read past (stats().cache.counters.tornBsets, summed over the images). */
   tornBsets: number;
   reopenWrites: number;
@@ -525,6 +529,7 @@ class Run {
       images: 0,
       imagesWithInFlightVisible: 0,
       appendTears: 0,
+      closeCrashPoints: 0,
       tornBsets: 0,
       reopenWrites: 0,
       faultRounds: 0,
@@ -1189,15 +1194,25 @@ class Run {
       this.result.merges = st.interior.merges ?? 0;
       this.result.collapses = st.interior.collapses ?? 0;
       this.result.keys = this.model.kv.size;
-      // a clean close must keep everything too
+      // a clean close must keep everything too, and so must a crash during it (its node
+      // writes, journal close and superblock): crash points are taken as in a round, and
+      // each image must hold exactly the model (every transaction was acknowledged)
       if (this.result.failures.length < s.maxFailures) {
+        this.points = [];
+        this.roundAcked = new Set();
+        this.roundActive = true;
         try {
           await withTimeout(store.close(), s.imageTimeoutMs, 'close of the live store');
         } catch (e) {
           const p: CrashPoint = { index: this.result.crashPoints, reason: 'clean close', pending: 0, acked: new Set(), images: [] };
           this.failure(this.result.rounds, p, 'live store', `close() of the live store failed: ${errText(e)}`, null);
           throw new CloseFailed();
+        } finally {
+          this.roundActive = false;
         }
+        this.result.closeCrashPoints += this.points.length;
+        await this.checkRound(this.result.rounds, this.model, [], new Map());
+        this.points = [];
         const cleanImg = mem.image();
         const p: CrashPoint = { index: this.result.crashPoints, reason: 'clean close', pending: 0, acked: new Set(), images: [] };
         const m = await this.checkClean(cleanImg);
@@ -1593,7 +1608,7 @@ async function main(): Promise<void> {
     }
     process.stdout.write(
       `run ${i + 1}/${count} seed ${seed}: ${res.failures.length ? 'FAIL' : 'ok'}  ${res.rounds} rounds, ${res.txns} txns (${res.acked} acknowledged), ` +
-        `${res.crashPoints} crash points, ${res.images} images (${res.imagesWithInFlightVisible} with in-flight txns visible, ${res.appendTears} with a node append torn, ${res.tornBsets} torn bsets read past, ${res.reopenWrites} recovered twice)${faultsText(res)}, ` +
+        `${res.crashPoints} crash points, ${res.images} images (${res.imagesWithInFlightVisible} with in-flight txns visible, ${res.appendTears} with a node append torn, ${res.closeCrashPoints} crash points during the final close, ${res.tornBsets} torn bsets read past, ${res.reopenWrites} recovered twice)${faultsText(res)}, ` +
         `kv depth ${res.kvDepth}, ${res.keys} keys, ${res.merges} merges, ${res.collapses} root collapses, ${(res.ms / 1000).toFixed(1)} s\n`,
     );
   }
