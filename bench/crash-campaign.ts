@@ -110,6 +110,8 @@ export interface CrashCheckOpts {
   mixBtrees?: boolean;
   /** Fraction of recovered images that also take writes and a second crash. */
   reopenWriteProbability?: number;
+  /** Probability that a round is followed by a clean close (crash points during it) and a reopen (default 0). */
+  closeProbability?: number;
   /** Fraction of rounds that run a store.flush() alongside the transactions. */
   flushProbability?: number;
   /** Fraction of rounds that start with a wipe transaction (delRange over a quarter to all of a key space; default 0). */
@@ -169,8 +171,10 @@ export interface CrashCheckResult {
   imagesWithInFlightVisible: number;
   /** Node appends of several blocks torn after their first block(s), one image each. */
   appendTears: number;
-  /** Crash points taken during the final close (checked like a round's, against the model). */
+  /** Crash points taken during clean closes (the final one, and mid-run ones: checked like a round's, against the model). */
   closeCrashPoints: number;
+  /** Clean closes and reopens between rounds (closeProbability). */
+  midRunCloses: number;
   /** Torn last bsets the recoveries read past (stats().cache.counters.tornBsets, summed over the images). */
   tornBsets: number;
   reopenWrites: number;
@@ -430,6 +434,7 @@ interface Settings {
   valueBytesMax: number;
   mixBtrees: boolean;
   reopenWriteProbability: number;
+  closeProbability: number;
   flushProbability: number;
   wipeProbability: number;
   liveCheckEvery: number;
@@ -460,6 +465,7 @@ function settingsOf(o: CrashCheckOpts): Settings {
     valueBytesMax: o.valueBytesMax ?? 200,
     mixBtrees: o.mixBtrees ?? true,
     reopenWriteProbability: o.reopenWriteProbability ?? 0.1,
+    closeProbability: o.closeProbability ?? 0,
     flushProbability: o.flushProbability ?? 0.1,
     wipeProbability: o.wipeProbability ?? 0,
     liveCheckEvery: o.liveCheckEvery ?? 10,
@@ -530,6 +536,7 @@ class Run {
       imagesWithInFlightVisible: 0,
       appendTears: 0,
       closeCrashPoints: 0,
+      midRunCloses: 0,
       tornBsets: 0,
       reopenWrites: 0,
       faultRounds: 0,
@@ -1187,6 +1194,15 @@ class Run {
             break;
           }
         }
+        if (s.closeProbability > 0 && round + 1 < s.rounds && this.plan.bool(s.closeProbability)) {
+          // a clean close between rounds (crash points during it), and the run goes on from the clean image
+          if (!(await this.closeChecked(store, mem, `close after round ${round}`))) break;
+          this.result.midRunCloses++;
+          mem = MemDevice.fromImage(mem.image());
+          this.fd = await FaultDevice.wrap(s.ioDelay ? this.delayed(mem) : mem);
+          this.hookDevice(this.fd);
+          store = await Store.openDevice(this.fd, { cacheSize: s.cacheBytes });
+        }
         if (round % 20 === 19) s.log(`seed ${s.seed}: round ${round + 1}/${s.rounds}, ${this.result.images} images, ${this.model.kv.size} keys`);
       }
       const st = store.stats();
@@ -1194,31 +1210,8 @@ class Run {
       this.result.merges = st.interior.merges ?? 0;
       this.result.collapses = st.interior.collapses ?? 0;
       this.result.keys = this.model.kv.size;
-      // a clean close must keep everything too, and so must a crash during it (its node
-      // writes, journal close and superblock): crash points are taken as in a round, and
-      // each image must hold exactly the model (every transaction was acknowledged)
-      if (this.result.failures.length < s.maxFailures) {
-        this.points = [];
-        this.roundAcked = new Set();
-        this.roundActive = true;
-        try {
-          await withTimeout(store.close(), s.imageTimeoutMs, 'close of the live store');
-        } catch (e) {
-          const p: CrashPoint = { index: this.result.crashPoints, reason: 'clean close', pending: 0, acked: new Set(), images: [] };
-          this.failure(this.result.rounds, p, 'live store', `close() of the live store failed: ${errText(e)}`, null);
-          throw new CloseFailed();
-        } finally {
-          this.roundActive = false;
-        }
-        this.result.closeCrashPoints += this.points.length;
-        await this.checkRound(this.result.rounds, this.model, [], new Map());
-        this.points = [];
-        const cleanImg = mem.image();
-        const p: CrashPoint = { index: this.result.crashPoints, reason: 'clean close', pending: 0, acked: new Set(), images: [] };
-        const m = await this.checkClean(cleanImg);
-        this.result.images++;
-        if (m) this.failure(this.result.rounds, p, 'after close', m, cleanImg);
-      }
+      // a clean close must keep everything too, and so must a crash during it
+      if (this.result.failures.length < s.maxFailures) await this.closeChecked(store, mem, 'final close');
     } catch (e) {
       if (!(e instanceof CloseFailed)) throw e;
     } finally {
@@ -1227,6 +1220,40 @@ class Run {
     }
     this.result.ms = performance.now() - t0;
     return this.result;
+  }
+
+  /**
+   * Close the live store (clean): crash points are taken during the close as
+   * in a round (its node writes, journal close and clean superblock), and
+   * each image must hold exactly the model (every transaction was
+   * acknowledged); then the clean image must open to the model with fsck
+   * clean. Throws CloseFailed (recorded) if close() fails. Returns whether
+   * the images passed.
+   */
+  private async closeChecked(store: Store, mem: MemDevice, what: string): Promise<boolean> {
+    const s = this.s;
+    const failuresBefore = this.result.failures.length;
+    this.points = [];
+    this.roundAcked = new Set();
+    this.roundActive = true;
+    try {
+      await withTimeout(store.close(), s.imageTimeoutMs, `${what} of the live store`);
+    } catch (e) {
+      const p: CrashPoint = { index: this.result.crashPoints, reason: what, pending: 0, acked: new Set(), images: [] };
+      this.failure(this.result.rounds, p, 'live store', `close() of the live store failed: ${errText(e)}`, null);
+      throw new CloseFailed();
+    } finally {
+      this.roundActive = false;
+    }
+    this.result.closeCrashPoints += this.points.length;
+    await this.checkRound(this.result.rounds, this.model, [], new Map());
+    this.points = [];
+    const cleanImg = mem.image();
+    const p: CrashPoint = { index: this.result.crashPoints, reason: what, pending: 0, acked: new Set(), images: [] };
+    const m = await this.checkClean(cleanImg);
+    this.result.images++;
+    if (m) this.failure(this.result.rounds, p, `after ${what}`, m, cleanImg);
+    return this.result.failures.length === failuresBefore;
   }
 
   private async checkClean(img: Uint8Array): Promise<string | null> {
@@ -1525,6 +1552,7 @@ async function main(): Promise<void> {
       'io-delay-ms': { type: 'string' },
       faults: { type: 'string' },
       'fault-rate': { type: 'string' },
+      closes: { type: 'string' },
       quiet: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -1532,7 +1560,7 @@ async function main(): Promise<void> {
   if (values.help) {
     process.stdout.write(
       'usage: node dist/bench/crash-campaign.js --count N [--seed S] [--rounds R] [--block BYTES] [--like-ci] [--wipe P] [--io-delay SHARE] [--io-delay-ms MS]\n' +
-        '         [--faults P] [--fault-rate R] [--dump DIR] [--separate-btrees] [--quiet]\n' +
+        '         [--faults P] [--fault-rate R] [--closes P] [--dump DIR] [--separate-btrees] [--quiet]\n' +
         '  N runs with seeds S, S+1, ... (default S: random); exits 1 if any crash image breaks the invariant.\n' +
         '  --dump DIR: write failing crash images there; --separate-btrees: no transaction writes both kv and ext.\n' +
         '  --like-ci: the workload of the CI test (test/journal/crash-store.test.ts) instead of the bigger campaign one\n' +
@@ -1543,7 +1571,9 @@ async function main(): Promise<void> {
         '    writes complete out of issue order, and the crash images follow their completion order.\n' +
         '  --faults P: a fraction P of the rounds run on a failing device (each read, write and flush fails with EIO\n' +
         '    with probability R, default 0.05): calls may fail only with ERR_IO; then the store is closed and opened\n' +
-        '    again from what the device holds (and from its durable image): nothing acknowledged lost, fsck clean.\n',
+        '    again from what the device holds (and from its durable image): nothing acknowledged lost, fsck clean.\n' +
+        '  --closes P: a fraction P of the rounds are followed by a clean close, with crash points during it (every\n' +
+        '    image must hold what was acknowledged), and the run goes on with the store opened again.\n',
     );
     return;
   }
@@ -1565,7 +1595,9 @@ async function main(): Promise<void> {
   const faultRate = values['fault-rate'] !== undefined ? Number(values['fault-rate']) : 0.05;
   if (!(faults >= 0 && faults <= 1)) throw new Error(`--faults: ${values.faults} is not a probability in [0, 1]`);
   if (!(faultRate > 0 && faultRate <= 1)) throw new Error(`--fault-rate: ${values['fault-rate']} is not a probability in (0, 1]`);
-  const faultOpts = faults > 0 ? { faultProbability: faults, faultRate } : {};
+  const closes = values.closes !== undefined ? Number(values.closes) : 0;
+  if (!(closes >= 0 && closes <= 1)) throw new Error(`--closes: ${values.closes} is not a probability in [0, 1]`);
+  const faultOpts = { ...(faults > 0 ? { faultProbability: faults, faultRate } : {}), ...(closes > 0 ? { closeProbability: closes } : {}) };
   const seed0 = values.seed !== undefined ? Number(values.seed) >>> 0 : (Math.random() * 0x1_0000_0000) >>> 0;
   const log = values.quiet ? () => {} : (l: string) => process.stderr.write(`${l}\n`);
   process.stdout.write(`crash campaign: ${count} runs x ${rounds} rounds, seeds ${seed0}..${(seed0 + count - 1) >>> 0}\n`);
@@ -1608,7 +1640,7 @@ async function main(): Promise<void> {
     }
     process.stdout.write(
       `run ${i + 1}/${count} seed ${seed}: ${res.failures.length ? 'FAIL' : 'ok'}  ${res.rounds} rounds, ${res.txns} txns (${res.acked} acknowledged), ` +
-        `${res.crashPoints} crash points, ${res.images} images (${res.imagesWithInFlightVisible} with in-flight txns visible, ${res.appendTears} with a node append torn, ${res.closeCrashPoints} crash points during the final close, ${res.tornBsets} torn bsets read past, ${res.reopenWrites} recovered twice)${faultsText(res)}, ` +
+        `${res.crashPoints} crash points, ${res.images} images (${res.imagesWithInFlightVisible} with in-flight txns visible, ${res.appendTears} with a node append torn, ${res.closeCrashPoints} crash points during clean closes${res.midRunCloses ? ` (${res.midRunCloses} closes mid-run)` : ''}, ${res.tornBsets} torn bsets read past, ${res.reopenWrites} recovered twice)${faultsText(res)}, ` +
         `kv depth ${res.kvDepth}, ${res.keys} keys, ${res.merges} merges, ${res.collapses} root collapses, ${(res.ms / 1000).toFixed(1)} s\n`,
     );
   }

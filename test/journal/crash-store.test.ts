@@ -103,7 +103,8 @@ describe('recovery: randomized crash images (small campaign, at least 1,000 imag
   let tornBsets = 0;
   for (const c of [
     { name: '512-byte blocks, 4 KiB nodes (seed 24302)', seed: 24302, blockBytes: 512, journalBytes: 256 << 10 },
-    { name: '512-byte blocks, 4 KiB nodes (seed 24303)', seed: 24303, blockBytes: 512, journalBytes: 256 << 10 },
+    // some rounds end with a clean close and a reopen, with crash points during the close
+    { name: '512-byte blocks, 4 KiB nodes, clean closes between rounds (seed 24303)', seed: 24303, blockBytes: 512, journalBytes: 256 << 10, closes: 0.2 },
     { name: 'blockSize == nodeSize = 4 KiB (seed 24305)', seed: 24305, blockBytes: 4096, journalBytes: 1 << 20 },
     { name: 'blockSize == nodeSize = 4 KiB (seed 24315)', seed: 24315, blockBytes: 4096, journalBytes: 1 << 20 },
     { name: 'wipes (delRange over most keys: merges, root collapses; seed 300)', seed: 300, blockBytes: 512, journalBytes: 256 << 10, wipe: 0.25 },
@@ -121,9 +122,14 @@ describe('recovery: randomized crash images (small campaign, at least 1,000 imag
         blockBytes: c.blockBytes,
         ...(c.wipe ? { wipeProbability: c.wipe } : {}),
         ...(c.ioDelay ? { ioDelay: c.ioDelay } : {}),
+        ...(c.closes ? { closeProbability: c.closes } : {}),
       });
       expect(res.failures.map(describeFailure), `crash images failing (seed ${c.seed})`).toEqual([]);
       if (c.wipe) expect(res.merges, 'the wipe rounds must make the live store merge').toBeGreaterThan(0);
+      if (c.closes) {
+        expect(res.midRunCloses, 'rounds must have ended with a close').toBeGreaterThan(0);
+        expect(res.closeCrashPoints, 'crash points during the clean closes').toBeGreaterThan(0);
+      }
       images += res.images;
       tornBsets += res.tornBsets;
     }, 300_000);
