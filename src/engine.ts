@@ -377,6 +377,8 @@ export class Engine {
     rootChangeEntryBreaks: 0,
     replayedEntries: 0,
     prefetches: 0,
+    /** Iterator read-aheads not made: the path's parent (or leaf) Node object had become another node (maybePrefetch). */
+    prefetchesStale: 0,
     /** Debug pin check (SIXTREE_DEBUG_PIN_CHECK=1): journal entries whose last_seq passed an unwritten, unpinned key. */
     pinCheckViolations: 0,
     /** Node reads without a transaction (open, fsck, the blacklist gc's walk) that found no node memory and waited for the cannibalize lock (readNodeNoiter). */
@@ -2076,13 +2078,28 @@ export class Engine {
     this.counters.ptrUpdatesRoot++;
   }
 
-  /** Iterator read-ahead: start reading the leaf after the path's (bch2_btree_node_prefetch). */
+  /**
+   * Iterator read-ahead: start reading the leaf after the path's
+   * (bch2_btree_node_prefetch). A read path does not hold its parent's lock,
+   * so the parent's Node object may have become another node since the path
+   * took it, of this btree or another: read ahead only from the node the
+   * path took (its identity, hashId), as that node's btree. (Reading a child
+   * of another btree's node labelled with this btree failed the read's
+   * header check, and a reader of that child waiting on the read got the
+   * error: ERR_TOPOLOGY "btree id 1 does not match the pointer's 0", found
+   * by the stress campaign, seed 27604.)
+   */
   maybePrefetch(_trans: BtreeTrans, path: import('./btree/path.js').BtreePath, enabled: boolean): void {
     if (!enabled) return;
-    const parent = path.l[1]?.node;
+    const pl = path.l[1];
+    const parent = pl?.node;
     const leaf = path.l[0]?.node;
     if (!parent || !leaf || wordsIsMax(leaf.keys.maxKey, 0) || parent.hashVal === 0) return;
-    this.prefetchAfter(path.btreeId, parent, leaf.keys.maxKey);
+    if (parent.hashId !== pl!.nodeHash || parent.btreeId !== path.btreeId || parent.level !== 1 || leaf.hashId !== path.l[0]!.nodeHash) {
+      this.counters.prefetchesStale++;
+      return;
+    }
+    this.prefetchAfter(parent.btreeId, parent, leaf.keys.maxKey);
   }
 
   /** Prefetch the child of `parent` after the one ending at `max`. */
@@ -2597,6 +2614,7 @@ export class Engine {
         rootChangeEntryBreaks: this.counters.rootChangeEntryBreaks,
         replayedEntries: this.counters.replayedEntries,
         prefetches: this.counters.prefetches,
+        prefetchesStale: this.counters.prefetchesStale,
         pinCheckViolations: this.counters.pinCheckViolations,
         traverses: this.counters.traverses,
         traversesNowait: this.counters.traversesNowait,
