@@ -2090,7 +2090,11 @@ export class Engine {
    * by the stress campaign, seed 27604.)
    */
   maybePrefetch(_trans: BtreeTrans, path: import('./btree/path.js').BtreePath, enabled: boolean): void {
-    if (!enabled) return;
+    if (enabled) this.prefetchNextLeaf(path);
+  }
+
+  /** Read ahead the leaf after the path's, from the parent the path took (see maybePrefetch). */
+  private prefetchNextLeaf(path: import('./btree/path.js').BtreePath): void {
     const pl = path.l[1];
     const parent = pl?.node;
     const leaf = path.l[0]?.node;
@@ -2181,7 +2185,8 @@ export class Engine {
       const keys = leaf.keys;
       const it = path.l[0]!.iter;
       if (!reverse) {
-        this.prefetchAfter(btreeId, path.l[1]?.node ?? leaf, leaf.keys.maxKey);
+        // (the traversal may have waited for the leaf with the parent unlocked: the parent is checked)
+        this.prefetchNextLeaf(path);
         let pastEnd = 0;
         for (let h = it.peek(); h >= 0 && out.length < max; it.advance(), h = it.peek()) {
           if (keys.keyType(h) === KEY_TYPE.deleted) continue;
