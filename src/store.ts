@@ -87,9 +87,15 @@ function stackFramesNamed(name: string): number {
  * (nothing of it is in the store: a retry is safe), 'unknown' when its
  * journal entry's write or flush failed after they were (as after a crash:
  * the next open finds it wholly or not at all). Other errors pass as they are.
+ * An error the callback threw is the caller's own object (docs/api.md,
+ * transact): it is marked in place; the engine's are copied.
  */
-function ioOutcome(e: unknown, committed: false | 'unknown'): unknown {
+function ioOutcome(e: unknown, committed: false | 'unknown', inPlace = false): unknown {
   if (!(e instanceof SixtreeError) || e.code !== 'ERR_IO' || 'committed' in e.details) return e;
+  if (inPlace) {
+    e.details.committed = committed;
+    return e;
+  }
   return new SixtreeError('ERR_IO', e.message, { ...e.details, committed }, { cause: e });
 }
 
@@ -588,7 +594,7 @@ export class Store {
               continue;
             }
           }
-          throw ioOutcome(e, false);
+          throw ioOutcome(e, false, !fnReturned);
         } finally {
           bt.unlockAll();
         }

@@ -747,6 +747,24 @@ describe('device errors (FaultDevice EIO)', () => {
     expect(failedOpens, 'most failure points make the open fail').toBeGreaterThan(points.length / 2);
   });
 
+  it("an ERR_IO the callback throws is the caller's own object, marked not committed", async () => {
+    const { store } = await faultStore();
+    const mine = new SixtreeError('ERR_IO', 'the callback gave up');
+    const got = await store
+      .transact((tx) => {
+        tx.put('kv', { inode: 1, offset: 1 }, val(1));
+        throw mine;
+      })
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
+    expect(got, 'the same object').toBe(mine);
+    expect(mine.details.committed).toBe(false);
+    expect(await store.get('kv', { inode: 1, offset: 1 })).toBeUndefined();
+    await store.close();
+  });
+
   it('a read failing: get() rejects with ERR_IO, and works again once the device does', { timeout: 60_000 }, async () => {
     const { store, fd, expected } = await withKeys(2000);
     await within(store.flush(), 10_000, 'flush');
