@@ -1082,9 +1082,9 @@ class Run {
     const [a, b] = this.pickDistinct(rng, this.o.accounts, 2) as [number, number];
     const amt = BigInt(rng.range(1, 1_000_000));
     const late = rng.bool();
-    const gen = this.closeGen;
     try {
-      await this.store.transact(async (tx) => {
+      // ERR_IO / ERR_CLOSED as any write (transactWrite): nothing to record, it never commits
+      const out = await this.transactWrite(async (tx) => {
         const va = await this.getAccount(tx, a, false);
         const vb = await this.getAccount(tx, b, false);
         tx.put(BANK, accountPos(a), accountValue(a, (va?.balance ?? 0n) - amt, 0, 0xffffffff));
@@ -1092,14 +1092,10 @@ class Run {
         if (late) await new Promise((r) => setImmediate(r));
         throw new PlannedAbort();
       });
+      if (!out.ok) return;
     } catch (e) {
       if (e instanceof PlannedAbort) {
         this.r.aborts++;
-        return;
-      }
-      if (this.closedAllowed(e, gen)) return;
-      if (this.ioAllowed() && isIoError(e)) {
-        this.ioErrorSeen(e);
         return;
       }
       throw e;
@@ -1140,9 +1136,9 @@ class Run {
     const abort = rng.bool(0.05);
     const yieldBetween = rng.bool(0.3);
     this.chainPlan.set(id, keys);
-    const gen = this.closeGen;
+    let out: WriteOutcome<void>;
     try {
-      await this.store.transact(async (tx) => {
+      out = await this.transactWrite(async (tx) => {
         for (const c of keys) {
           const v = await tx.get(CHAIN, chainPos(c), intent ? { intent: true } : undefined);
           if (!v) throw new Violation(`chain key ${c} is missing (read in chain transaction ${id})`);
@@ -1165,19 +1161,13 @@ class Run {
         this.r.aborts++;
         return;
       }
-      if (this.closedAllowed(e, gen)) {
-        // rejected by a closing store: it never committed, as an abort
-        this.chainAborted.add(id);
-        return;
-      }
-      if (this.ioAllowed() && isIoError(e)) {
-        this.ioErrorSeen(e);
-        // a planned abort never commits, nor does one whose error says so; any other append may have landed
-        if (abort || (e as SixtreeError).details.committed === false) this.chainAborted.add(id);
-        else this.chainUnknown.add(id);
-        return;
-      }
       throw e;
+    }
+    if (!out.ok) {
+      // a planned abort never commits, nor does one the store says it did not; any other append may have landed
+      if (abort || out.notCommitted) this.chainAborted.add(id);
+      else this.chainUnknown.add(id);
+      return;
     }
     if (abort) throw new Violation(`chain transaction ${id}: transact() resolved although the callback threw`);
     this.chainAcked.add(id);
