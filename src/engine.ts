@@ -113,6 +113,7 @@ import { EXTENT_SCAN_SKIP_AFTER, LookupNowait, btreeLookup, keyToEntry, keyToEnt
 import { EXTENT_VALUE_HEADER_BYTES, extentOfKey, xFromWords, type XPos } from './btree/overlay.js';
 import { BTREE_MAX_DEPTH } from './btree/path.js';
 import { type BtreePtr } from './btree/types.js';
+import { ShapeKeeper } from './util/shapes.js';
 
 export const NODE_SIZE_BYTES_DEFAULT = 256 * 1024;
 export const BLOCK_SIZE_BYTES_DEFAULT = 4096;
@@ -297,6 +298,8 @@ export class Engine {
   readonly blacklist: JournalSeqBlacklist;
   /** Nodes read since open whose buckets still hold blacklisted bsets. */
   readonly blacklistHolders = new BlacklistHolders();
+  /** The last object of each per-operation class, kept for V8's sake (src/util/shapes.ts). */
+  readonly shapes = new ShapeKeeper();
   /**
    * Node reads take a failing last bset for a torn append only if its keys
    * are this journal seq or newer (node-io.ts): the replay window's start,
@@ -693,6 +696,7 @@ export class Engine {
         this.rootChangesDurable(seq);
       },
       blacklist: this.blacklist,
+      shapes: this.shapes,
       start,
       ...(process.env['SIXTREE_DEBUG_PIN_CHECK'] === '1' ? { onLastSeq: (lastSeq: number, seq: number) => this.pinCheck(lastSeq, seq) } : {}),
     });
@@ -2652,6 +2656,7 @@ export class Engine {
       o.field('restarts', this.counters.restarts);
       o.print(this.interior.toText());
       o.print(this.blacklistGc.toText());
+      o.line(this.shapes.toText());
       o.field('node writes in flight', this.writesInFlight);
       o.field('pointer updates', `${this.counters.ptrUpdates} (roots ${this.counters.ptrUpdatesRoot}, interior ${this.counters.ptrUpdatesInterior}), stale ${this.counters.ptrUpdatesStale}, dropped ${this.counters.ptrUpdatesDropped}, queued ${this.ptrUpdateQueued.size}${this.ptrUpdateRunning ? ', running' : ''}`);
     });

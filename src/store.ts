@@ -247,7 +247,10 @@ export class Transaction {
     }
     if (o.end !== undefined) iopts.end = toBpos(o.end, 'opts.end');
     const s = start === undefined ? POS_MIN : toBpos(start, 'start');
-    return new Iter(this.bt, () => this.live(), id, this.bt.engine.btrees[id]!.extents, s, iopts);
+    const it = new Iter(this.bt, () => this.live(), id, this.bt.engine.btrees[id]!.extents, s, iopts);
+    // for V8's sake (src/util/shapes.ts)
+    this.bt.engine.shapes.keep(it);
+    return it;
   }
 }
 
@@ -416,6 +419,15 @@ export class Store {
 
   private leave(): void {
     if (--this.inFlight === 0 && this.idle.length > 0) for (const w of this.idle.splice(0)) w();
+  }
+
+  /**
+   * tx's attempt has ended: it is kept, shed of its updates, for V8's sake
+   * (src/util/shapes.ts), and through it its BtreeTrans, paths and TxCtx.
+   */
+  private keepShapes(tx: Transaction): void {
+    tx.bt.shed(this.engine.shapes);
+    this.engine.shapes.keep(tx);
   }
 
   private nestedError(what: string): SixtreeError {
@@ -597,6 +609,7 @@ export class Store {
           throw ioOutcome(e, false, !fnReturned);
         } finally {
           bt.unlockAll();
+          store.keepShapes(tx);
         }
         if (seq) {
           try {
@@ -741,7 +754,10 @@ export class Store {
   }
 
   private rangeGen(id: number, start: Bpos, end: Bpos, reverse: boolean, limit: number, endGiven: boolean): AsyncIterableIterator<Entry> {
-    return new RangeIterator(this, id, start, end, reverse, limit, endGiven);
+    const it = new RangeIterator(this, id, start, end, reverse, limit, endGiven);
+    // for V8's sake (src/util/shapes.ts)
+    this.engine.shapes.keep(it);
+    return it;
   }
 
   /** @internal One leaf's worth of entries for RangeIterator, counted as an operation in flight (close() waits for it). */

@@ -232,6 +232,17 @@ export class BtreeOverlay {
 
   constructor(readonly extents: boolean) {}
 
+  /** Drop every update, keeping this object (BtreeTrans.shed). */
+  clear(): void {
+    this.sorted.length = 0;
+    this.keyPos.length = 0;
+    this.pending.length = 0;
+    this.pendingPos.length = 0;
+    this.tombstones.length = 0;
+    this.extentSizeMax = 0;
+    this.gen++;
+  }
+
   get empty(): boolean {
     return this.sorted.length === 0 && this.pending.length === 0 && this.tombstones.length === 0;
   }

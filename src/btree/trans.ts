@@ -46,6 +46,7 @@ import {
 import { LOCK_INTENT, LOCK_READ, type BtreePtr, type CacheTrans, type LockType } from './types.js';
 import type { Engine } from '../engine.js';
 import type { TxCtx } from './interior.js';
+import type { ShapeKeeper } from '../util/shapes.js';
 
 let ownerIdNext = 1;
 let startSeqNext = 1;
@@ -794,6 +795,21 @@ export class BtreeTrans implements LockOwner, CacheTrans {
       this.overlays[btreeId] = o;
     }
     return o;
+  }
+
+  /**
+   * After the attempt's end: drop what could be big (its updates, its read
+   * set), keeping the objects themselves: the store keeps its last finished
+   * attempt, and `shapes` the overlays, for their hidden classes
+   * (src/util/shapes.ts).
+   */
+  shed(shapes: ShapeKeeper): void {
+    for (const o of this.overlays) {
+      if (!o) continue;
+      o.clear();
+      shapes.keep(o);
+    }
+    this.readSet.length = 0;
   }
 
   hasUpdates(): boolean {

@@ -29,6 +29,7 @@
  */
 
 import { U32_MAX } from '../btree/bpos.js';
+import { ShapeKeeper } from '../util/shapes.js';
 
 /** The packed fields, in packing order. One table; indices derive from it. */
 export const FIELDS = [
@@ -284,12 +285,19 @@ export class BkeyFormat {
  * Computing a format (bcachefs bkey_format_state: update + done).
  */
 
+/** Keeps the last format state made for its hidden class (src/util/shapes.ts): each lives only for its call. */
+const formatShapes = new ShapeKeeper();
+
 export class BkeyFormatState {
   private readonly minHi = new Uint32Array(NR_FIELDS).fill(U32_MAX);
   private readonly minLo = new Uint32Array(NR_FIELDS).fill(U32_MAX);
   private readonly maxHi = new Uint32Array(NR_FIELDS);
   private readonly maxLo = new Uint32Array(NR_FIELDS);
   private readonly seen = new Uint8Array(NR_FIELDS);
+
+  constructor() {
+    formatShapes.keep(this);
+  }
 
   addField(i: number, hi: number, lo: number): void {
     if (!this.seen[i] || hi < this.minHi[i]! || (hi === this.minHi[i] && lo < this.minLo[i]!)) {

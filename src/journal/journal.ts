@@ -47,6 +47,7 @@ import { BLACKLIST_SPAN, JournalSeqBlacklist } from './blacklist.js';
 import type { JournalReadResult } from './read.js';
 import { JournalPin, JournalPins, JournalRing, ringPlace, ringRoom, type RingEntry, type RingPlacement } from './reclaim.js';
 import { blacklistEntriesBytes, journalEntryFinish, journalEntryWrite, journalEntryWriteSync, rootsBytesMax, type EntryFinishCtx, type JournalRoot } from './write.js';
+import { ShapeKeeper } from '../util/shapes.js';
 
 export { JournalPin } from './reclaim.js';
 export type { JournalRoot } from './write.js';
@@ -163,6 +164,8 @@ export interface JournalOptions {
   onDurable?: (seq: number) => void;
   /** Shared with the superblock; the journal never uses a blacklisted seq and embeds the ranges in its window. */
   blacklist?: JournalSeqBlacklist;
+  /** Keeps the last released reservation for its hidden class (src/util/shapes.ts); default: the journal's own. */
+  shapes?: ShapeKeeper;
   start?: JournalStart;
   reclaimWaitMs?: number;
   /** Hold an entry up to this long after it opened before writing it (0..10 ms; default 0). */
@@ -335,6 +338,8 @@ export class Journal {
   readonly dev: Device;
   readonly layout: Layout;
   readonly blacklist: JournalSeqBlacklist;
+  /** Keeps the last reservation released (src/util/shapes.ts). */
+  private readonly shapes: ShapeKeeper;
   readonly counters: JournalCounters = {
     entriesWritten: 0,
     bytesWritten: 0,
@@ -401,6 +406,7 @@ export class Journal {
     if (!(delay >= 0 && delay <= WRITE_DELAY_MS_MAX)) throw new SixtreeError('ERR_INVALID_ARG', `journal: writeDelayMs ${delay} outside [0, ${WRITE_DELAY_MS_MAX}]`);
     if (layout.blockBytes % dev.alignBytes !== 0) throw new SixtreeError('ERR_INVALID_ARG', `journal: block size ${layout.blockBytes} is not a multiple of the device alignment ${dev.alignBytes}`);
     this.blacklist = opts.blacklist ?? new JournalSeqBlacklist();
+    this.shapes = opts.shapes ?? new ShapeKeeper();
     this.ctx = { uuid: opts.uuid, blockBytes: layout.blockBytes, nrBtrees: opts.nrBtrees, rootPtrBytesMax, getRoots: opts.getRoots, blacklist: this.blacklist };
     this.rootsBytes = rootsBytesMax(opts.nrBtrees, rootPtrBytesMax);
     const start = opts.start ?? journalStartEmpty();
@@ -796,6 +802,7 @@ export class Journal {
   release(res: JournalRes): void {
     if (res.released) throw new Error(`journal res (seq ${res.seq}) released twice`);
     res.released = true;
+    this.shapes.keep(res);
     const b = res.buf;
     b.reservedBytes -= res.bytesRemaining;
     res.bytesRemaining = 0;
