@@ -8,7 +8,7 @@
  *   node dist/bench/stress-campaign.js --count N [--seed S] [--workers W] [--ops O]
  *        [--seconds T] [--node-size B] [--cache-mib M] [--accounts A] [--chains C]
  *        [--io-delay SHARE] [--io-delay-ms MS] [--faults RATE] [--fault-ops N]
- *        [--faults-spare-journal] [--closes K] [--dir DIR | --device /dev/loopN]
+ *        [--faults-spare-journal] [--fault-kinds K,K] [--closes K] [--dir DIR | --device /dev/loopN]
  *
  * runs N independent runs (seeds S, S+1, ...), prints one line per run and a
  * summary, and exits 1 on any violation (2 on a usage error). The sizes of a
@@ -88,6 +88,10 @@
  *   - with --faults-spare-journal only node reads and writes fail: the
  *     journal goes on, so the store keeps taking writes through the failures
  *     (a failed node write is retried; a failed read fails its transaction);
+ *     with --fault-kinds read only reads fail (--fault-kinds picks any of
+ *     read, write, flush): the failures land in lookups, scans, commits'
+ *     reads, splits and merges, and the store must keep taking writes (a
+ *     refusal after a failed read is a violation);
  *   - close() may reject with ERR_IO; the reopen (without faults) must hold
  *     every acknowledged transaction and each unknown one wholly or not at
  *     all. If any failure was injected, the workers then run again on the
@@ -115,7 +119,7 @@ import { pos } from '../src/index.js';
 import { lockingCounters } from '../src/btree/locking.js';
 import { BlockDevice } from '../src/io/block-device.js';
 import { DelayDevice } from '../src/io/delay-device.js';
-import { FaultDevice, type FaultRules } from '../src/io/fault-device.js';
+import { FaultDevice, type FaultKind, type FaultRules } from '../src/io/fault-device.js';
 import { layoutFromSuperblock, readSuperblock } from '../src/format/superblock.js';
 import type { Device } from '../src/io/device.js';
 
@@ -157,9 +161,10 @@ export interface StressOpts {
    * from the seed, each read, write and flush fails with EIO with
    * probability `rate`; with `spareJournal`, only node reads and writes
    * (the journal's writes and every flush succeed, so the store goes on
-   * writing). Absent: none.
+   * writing); with `kinds`, only operations of those kinds (default all).
+   * Absent: none.
    */
-  faults?: { rate: number; ops: number; spareJournal?: boolean };
+  faults?: { rate: number; ops: number; spareJournal?: boolean; kinds?: FaultKind[] };
   /** Closes (and reopens) of the store under load during the first workload (the header). */
   closes?: number;
   /** Where the store file goes (a fresh directory under it). */
@@ -281,7 +286,7 @@ export function optsText(o: StressOpts): string {
     `cache ${(o.cacheBytes / 1024).toFixed(0)} KiB (reopen ${(o.reopenCacheBytes / 1024).toFixed(0)} KiB), accounts ${o.accounts}, chains ${o.chains} ` +
     `(${o.chainEntriesMax} entries before archiving), account pad <= ${o.accountPadMax} B, filler <= ${o.fillerBytesMax} B, intent ${o.intentProbability}` +
     (o.ioDelay ? `, I/O waits share ${o.ioDelay.share} up to ${o.ioDelay.maxMs} ms` : '') +
-    (o.faults ? `, device failures at rate ${o.faults.rate} for ${o.faults.ops} operations${o.faults.spareJournal ? ' (nodes only)' : ''}` : '') +
+    (o.faults ? `, device failures at rate ${o.faults.rate} for ${o.faults.ops} operations${o.faults.spareJournal ? ' (nodes only)' : ''}${o.faults.kinds ? ` (${o.faults.kinds.join(', ')} only)` : ''}` : '') +
     (o.closes ? `, ${o.closes} closes under load` : '')
   );
 }
@@ -509,6 +514,8 @@ class Run {
   /** The store open now is on the FaultDevice: ERR_IO is allowed once a failure was injected. */
   private faultsLive = false;
   private faultsArmed = false;
+  /** With reads alone failing, the store refused a write (a violation, recorded once). */
+  private readsStoppedWrites = false;
   private faultStartOp = Number.POSITIVE_INFINITY;
   private faultEndOp = Number.POSITIVE_INFINITY;
   private opsDone = 0;
@@ -646,11 +653,19 @@ class Run {
     if (failing) {
       const f = this.o.faults!;
       const fail = () => this.faultsArmed && this.faultRng.u32() / 0x1_0000_0000 < f.rate;
-      let rules: FaultRules = { failRead: fail, failWrite: fail, failFlush: fail };
+      const kinds = f.kinds ?? ['read', 'write', 'flush'];
+      let rules: FaultRules = {
+        ...(kinds.includes('read') ? { failRead: fail } : {}),
+        ...(kinds.includes('write') ? { failWrite: fail } : {}),
+        ...(kinds.includes('flush') ? { failFlush: fail } : {}),
+      };
       if (f.spareJournal) {
         const l = layoutFromSuperblock(await readSuperblock(dev));
         const inJournal = (off: number) => off >= l.journalOffsetBytes && off < l.journalOffsetBytes + l.journalBytes;
-        rules = { failRead: (off) => !inJournal(off) && fail(), failWrite: (off) => !inJournal(off) && fail() };
+        rules = {
+          ...(kinds.includes('read') ? { failRead: (off: number) => !inJournal(off) && fail() } : {}),
+          ...(kinds.includes('write') ? { failWrite: (off: number) => !inJournal(off) && fail() } : {}),
+        };
       }
       this.injectedPast = this.injectedNow();
       dev = this.faultDevice = await FaultDevice.wrap(dev, rules);
@@ -694,7 +709,14 @@ class Run {
 
   private ioErrorSeen(e: unknown): void {
     this.r.ioErrors++;
-    if (this.r.ioErrorsFirst.length < 3) this.r.ioErrorsFirst.push(e instanceof Error ? e.message : String(e));
+    const msg = e instanceof Error ? e.message : String(e);
+    if (this.r.ioErrorsFirst.length < 3) this.r.ioErrorsFirst.push(msg);
+    // only a failed write or flush stops the store's writes (docs/api.md, ERR_IO): never a failed read
+    const kinds = this.o.faults?.kinds;
+    if (kinds && !kinds.includes('write') && !kinds.includes('flush') && msg.includes('refuses writes') && !this.readsStoppedWrites) {
+      this.readsStoppedWrites = true;
+      this.violation(`only reads failed, yet the store stopped taking writes: ${msg}`);
+    }
   }
 
   /** May an operation reject with ERR_IO? Only on the failing store, once a failure was injected (since `before`, for a read). */
@@ -1585,6 +1607,7 @@ async function main(): Promise<void> {
       faults: { type: 'string' },
       'fault-ops': { type: 'string' },
       'faults-spare-journal': { type: 'boolean', default: false },
+      'fault-kinds': { type: 'string' },
       closes: { type: 'string' },
       quiet: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
@@ -1596,7 +1619,7 @@ async function main(): Promise<void> {
         '         [--node-size B] [--block-size B] [--cache-mib M] [--accounts A] [--chains C] [--dir DIR]\n' +
         '         [--device /dev/loopN] (formatted for each run: ITS CONTENTS ARE DESTROYED)\n' +
         '         [--io-delay SHARE] [--io-delay-ms MS] [--faults RATE] [--fault-ops N]\n' +
-        '         [--faults-spare-journal] [--closes K] [--quiet]\n' +
+        '         [--faults-spare-journal] [--fault-kinds read,write,flush] [--closes K] [--quiet]\n' +
         '  N runs with seeds S, S+1, ... (default S: random); each run draws the sizes not given from its seed.\n' +
         '  W workers x O operations each (default 200), a run stops starting operations after T seconds (default 60).\n' +
         '  --io-delay SHARE: each device operation waits, with probability SHARE (0..1), before it reaches the file\n' +
@@ -1606,6 +1629,8 @@ async function main(): Promise<void> {
         '  write and flush fails with EIO with probability RATE; writes of unknown outcome are read back, the\n' +
         '  store is reopened and the workers run again (the header of bench/stress-campaign.ts).\n' +
         '  --faults-spare-journal: only node reads and writes fail (the store goes on writing through them).\n' +
+        '  --fault-kinds K,K: only these kinds of operation fail (read, write, flush; default all): with read\n' +
+        '  alone the store keeps taking writes, and reads fail in lookups, scans, commits, splits and merges.\n' +
         '  --closes K: close the store K times under load and open it again at once, the workers going on.\n' +
         '  Exits 1 if any run breaks an invariant (bank totals and balances, chain lost updates / dirty writes /\n' +
         '  serial order, fsck), printing the seed, the parameters, the invariant and the store\'s toText() and stats().\n',
@@ -1643,10 +1668,15 @@ async function main(): Promise<void> {
     if (!(maxMs >= 0 && maxMs <= 1000)) throw new Error(`--io-delay-ms: ${values['io-delay-ms']} is not a number of milliseconds in [0, 1000]`);
     over.ioDelay = { share, maxMs };
   }
-  if (values.faults !== undefined || values['fault-ops'] !== undefined || values['faults-spare-journal']) {
+  if (values.faults !== undefined || values['fault-ops'] !== undefined || values['faults-spare-journal'] || values['fault-kinds'] !== undefined) {
     const rate = Number(values.faults ?? '0.05');
     if (!(rate > 0 && rate <= 1)) throw new Error(`--faults: ${values.faults} is not a number in (0, 1]`);
-    over.faults = { rate, ops: int('fault-ops', values['fault-ops'], 1) ?? 100, ...(values['faults-spare-journal'] ? { spareJournal: true } : {}) };
+    let kinds: FaultKind[] | undefined;
+    if (values['fault-kinds'] !== undefined) {
+      kinds = values['fault-kinds'].split(',') as FaultKind[];
+      if (!kinds.length || kinds.some((k) => k !== 'read' && k !== 'write' && k !== 'flush')) throw new Error(`--fault-kinds: ${values['fault-kinds']} is not a list of read, write, flush`);
+    }
+    over.faults = { rate, ops: int('fault-ops', values['fault-ops'], 1) ?? 100, ...(values['faults-spare-journal'] ? { spareJournal: true } : {}), ...(kinds ? { kinds } : {}) };
   }
   const seed0 = values.seed !== undefined ? Number(values.seed) >>> 0 : (Math.random() * 0x1_0000_0000) >>> 0;
   if (!values.quiet) over.log = (l: string) => process.stderr.write(`${l}\n`);
@@ -1673,7 +1703,7 @@ async function main(): Promise<void> {
   const secs = (performance.now() - t0) / 1000;
   process.stdout.write(`\nsummary: ${count} runs, ${failures.length} failing, ${secs.toFixed(1)} s\n`);
   for (const { o, r } of failures) {
-    process.stdout.write(`\nFAILED ${optsText(o)}\n  replay: node dist/bench/stress-campaign.js --count 1 --seed ${o.seed}${o.ioDelay ? ` --io-delay ${o.ioDelay.share} --io-delay-ms ${o.ioDelay.maxMs}` : ''}${o.faults ? ` --faults ${o.faults.rate} --fault-ops ${o.faults.ops}${o.faults.spareJournal ? ' --faults-spare-journal' : ''}` : ''}${o.closes ? ` --closes ${o.closes}` : ''}${o.device ? ` --device ${o.device}` : ''}\n  ${r.violations.join('\n  ')}\n--- store ---\n${r.dump}\n`);
+    process.stdout.write(`\nFAILED ${optsText(o)}\n  replay: node dist/bench/stress-campaign.js --count 1 --seed ${o.seed}${o.ioDelay ? ` --io-delay ${o.ioDelay.share} --io-delay-ms ${o.ioDelay.maxMs}` : ''}${o.faults ? ` --faults ${o.faults.rate} --fault-ops ${o.faults.ops}${o.faults.spareJournal ? ' --faults-spare-journal' : ''}${o.faults.kinds ? ` --fault-kinds ${o.faults.kinds.join(',')}` : ''}` : ''}${o.closes ? ` --closes ${o.closes}` : ''}${o.device ? ` --device ${o.device}` : ''}\n  ${r.violations.join('\n  ')}\n--- store ---\n${r.dump}\n`);
   }
   finished = true;
   process.exit(failures.length ? 1 : 0);

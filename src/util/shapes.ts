@@ -12,7 +12,7 @@
  * collection while a store is idle (V8's memory reducer runs them after an
  * idle spell; or a collection the application forces) frees those maps, and
  * V8 throws away every optimized function that named them (`node
- * --trace-deopt`: "weak objects"; 40-57 functions after bench/idle-burst.ts's
+ * --trace-deopt`: "weak objects"; 21-57 functions after bench/idle-burst.ts's
  * mix of commits, puts, lookups and scans, among them transCommit, putKey,
  * settle, journalAddKeys, the path, lock and iterator functions). The next
  * burst then runs on unoptimized code while they compile again: batched
