@@ -2477,6 +2477,9 @@ export class Engine {
   /** fsck's walk and bucket check, with the topology frozen. */
   private async fsckFrozen(problems: string[]): Promise<void> {
     const used = new Set<number>();
+    /* interior nodes that could not be read: the buckets below them are not known (their code: the first one's) */
+    let unreadableInterior = 0;
+    let unreadableCode = '';
     for (let id = 0; id < this.roots.length; id++) {
       const name = this.btrees[id]!.name;
       const root = this.roots[id]!.node!;
@@ -2536,17 +2539,20 @@ export class Engine {
           // an unreadable node: reported with its code; its bucket is in the tree, what is below it not walked
           problems.push(`btree ${name} level ${info.level} bucket ${info.bucket}: ${e.code}: ${e.message}`);
           used.add(info.bucket);
+          if (info.level > 0 && unreadableInterior++ === 0) unreadableCode = e.code;
         });
       } catch (e) {
         problems.push(`btree ${name}: ${(e as Error).message}`);
       }
     }
-    // buckets: everything reachable is used; nothing used is unreachable (pending frees aside; no update is under way)
+    // buckets: everything reachable is used; nothing used is unreachable (pending frees aside; no update is
+    // under way). Below an unreadable interior node the tree is not known: the second half is not checked
     for (let b = 0; b < this.sb.nrBuckets; b++) {
       const st = this.alloc.stateOf(b);
       if (used.has(b) && st !== 'used') problems.push(`bucket ${b}: in the tree but ${st} in the allocator`);
-      if (!used.has(b) && st === 'used') problems.push(`bucket ${b}: marked used but not in the tree`);
+      if (!used.has(b) && st === 'used' && !unreadableInterior) problems.push(`bucket ${b}: marked used but not in the tree`);
     }
+    if (unreadableInterior) problems.push(`buckets: used buckets not checked against the tree: ${unreadableInterior} interior node(s) could not be read (${unreadableCode})`);
     const js = this.journal.stats();
     if (js.lastSeq > js.seq) problems.push(`journal: last_seq ${js.lastSeq} after seq ${js.seq}`);
   }
