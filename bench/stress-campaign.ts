@@ -1679,6 +1679,9 @@ async function main(): Promise<void> {
     over.faults = { rate, ops: int('fault-ops', values['fault-ops'], 1) ?? 100, ...(values['faults-spare-journal'] ? { spareJournal: true } : {}), ...(kinds ? { kinds } : {}) };
   }
   const seed0 = values.seed !== undefined ? Number(values.seed) >>> 0 : (Math.random() * 0x1_0000_0000) >>> 0;
+  // the sizes given on the command line (a replay needs them: the others are drawn from the seed)
+  const sizeOpts = ['workers', 'ops', 'seconds', 'node-size', 'block-size', 'cache-mib', 'accounts', 'chains'] as const;
+  const sizesGiven = sizeOpts.map((k) => (values[k] !== undefined ? ` --${k} ${values[k]}` : '')).join('');
   if (!values.quiet) over.log = (l: string) => process.stderr.write(`${l}\n`);
   process.stdout.write(`stress campaign: ${count} runs, seeds ${seed0}..${(seed0 + count - 1) >>> 0}\n`);
   const t0 = performance.now();
@@ -1703,7 +1706,7 @@ async function main(): Promise<void> {
   const secs = (performance.now() - t0) / 1000;
   process.stdout.write(`\nsummary: ${count} runs, ${failures.length} failing, ${secs.toFixed(1)} s\n`);
   for (const { o, r } of failures) {
-    process.stdout.write(`\nFAILED ${optsText(o)}\n  replay: node dist/bench/stress-campaign.js --count 1 --seed ${o.seed}${o.ioDelay ? ` --io-delay ${o.ioDelay.share} --io-delay-ms ${o.ioDelay.maxMs}` : ''}${o.faults ? ` --faults ${o.faults.rate} --fault-ops ${o.faults.ops}${o.faults.spareJournal ? ' --faults-spare-journal' : ''}${o.faults.kinds ? ` --fault-kinds ${o.faults.kinds.join(',')}` : ''}` : ''}${o.closes ? ` --closes ${o.closes}` : ''}${o.device ? ` --device ${o.device}` : ''}\n  ${r.violations.join('\n  ')}\n--- store ---\n${r.dump}\n`);
+    process.stdout.write(`\nFAILED ${optsText(o)}\n  replay: node dist/bench/stress-campaign.js --count 1 --seed ${o.seed}${sizesGiven}${o.ioDelay ? ` --io-delay ${o.ioDelay.share} --io-delay-ms ${o.ioDelay.maxMs}` : ''}${o.faults ? ` --faults ${o.faults.rate} --fault-ops ${o.faults.ops}${o.faults.spareJournal ? ' --faults-spare-journal' : ''}${o.faults.kinds ? ` --fault-kinds ${o.faults.kinds.join(',')}` : ''}` : ''}${o.closes ? ` --closes ${o.closes}` : ''}${o.device ? ` --device ${o.device}` : ''}\n  ${r.violations.join('\n  ')}\n--- store ---\n${r.dump}\n`);
   }
   finished = true;
   process.exit(failures.length ? 1 : 0);
