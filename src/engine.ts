@@ -2477,9 +2477,9 @@ export class Engine {
   /** fsck's walk and bucket check, with the topology frozen. */
   private async fsckFrozen(problems: string[]): Promise<void> {
     const used = new Set<number>();
-    /* interior nodes that could not be read: the buckets below them are not known (their code: the first one's) */
-    let unreadableInterior = 0;
-    let unreadableCode = '';
+    /* interior nodes that could not be read, and walks that failed: the buckets below are not known (the first one's code) */
+    let unknownBelow = 0;
+    let unknownCode = '';
     for (let id = 0; id < this.roots.length; id++) {
       const name = this.btrees[id]!.name;
       const root = this.roots[id]!.node!;
@@ -2539,10 +2539,11 @@ export class Engine {
           // an unreadable node: reported with its code; its bucket is in the tree, what is below it not walked
           problems.push(`btree ${name} level ${info.level} bucket ${info.bucket}: ${e.code}: ${e.message}`);
           used.add(info.bucket);
-          if (info.level > 0 && unreadableInterior++ === 0) unreadableCode = e.code;
+          if (info.level > 0 && unknownBelow++ === 0) unknownCode = e.code;
         });
       } catch (e) {
         problems.push(`btree ${name}: ${(e as Error).message}`);
+        if (unknownBelow++ === 0) unknownCode = e instanceof SixtreeError ? e.code : 'a failed walk';
       }
     }
     // buckets: everything reachable is used; nothing used is unreachable (pending frees aside; no update is
@@ -2550,9 +2551,9 @@ export class Engine {
     for (let b = 0; b < this.sb.nrBuckets; b++) {
       const st = this.alloc.stateOf(b);
       if (used.has(b) && st !== 'used') problems.push(`bucket ${b}: in the tree but ${st} in the allocator`);
-      if (!used.has(b) && st === 'used' && !unreadableInterior) problems.push(`bucket ${b}: marked used but not in the tree`);
+      if (!used.has(b) && st === 'used' && !unknownBelow) problems.push(`bucket ${b}: marked used but not in the tree`);
     }
-    if (unreadableInterior) problems.push(`buckets: used buckets not checked against the tree: ${unreadableInterior} interior node(s) could not be read (${unreadableCode})`);
+    if (unknownBelow) problems.push(`buckets: used buckets not checked against the tree: the tree below ${unknownBelow} node(s) could not be walked (${unknownCode})`);
     const js = this.journal.stats();
     if (js.lastSeq > js.seq) problems.push(`journal: last_seq ${js.lastSeq} after seq ${js.seq}`);
   }

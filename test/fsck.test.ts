@@ -226,7 +226,7 @@ describe('fsck and a node the device cannot read', () => {
     }
     expect(problems).toHaveLength(2);
     expect(problems[0]).toMatch(new RegExp(`^btree kv level 1 bucket ${bucket}: ERR_IO: btree node read error`));
-    expect(problems[1]).toBe('buckets: used buckets not checked against the tree: 1 interior node(s) could not be read (ERR_IO)');
+    expect(problems[1]).toBe('buckets: used buckets not checked against the tree: the tree below 1 node(s) could not be walked (ERR_IO)');
     // the device reads again: nothing was wrong with the store
     t.store = await Store.open(t.path);
     expect(await t.store.fsck()).toEqual([]);
