@@ -29,13 +29,14 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Store, type Bpos } from '../src/index.js';
 import { shapeKeeping } from '../src/util/shapes.js';
 import { toolArgs } from './cold-store.js';
 import { KeySet, valueOf } from './keys.js';
 import { median } from './measure.js';
+import { formatRate } from './report.js';
 
 const PARTS = ['batch', 'put', 'getSync', 'range', 'iter'] as const;
 type Part = (typeof PARTS)[number];
@@ -49,7 +50,7 @@ const BURST_MARK = '=== burst';
 
 type Rates = Record<Part, number>;
 
-interface RunResult {
+export interface RunResult {
   mode: 'keep' | 'off';
   /** Optimized functions V8 threw away during the idle spell because a map they named was freed (`--trace-deopt`: "weak objects"). */
   deoptsInIdle: number;
@@ -131,12 +132,33 @@ async function runOne(file: string, keyCount: number, mode: 'keep' | 'off', roun
   return { mode, deoptsInIdle: 0, warm: warm!, burst };
 }
 
-function fmt(n: number): string {
-  return n >= 10_000 ? `${(n / 1000).toFixed(1)}k` : n.toFixed(0);
+function line(r: RunResult): string {
+  return `${r.mode.padEnd(4)} deopts ${String(r.deoptsInIdle).padStart(2)}  ` + PARTS.map((p) => `${p} ${formatRate(r.warm[p]).padStart(6)} -> ${formatRate(r.burst[p]).padStart(6)} (${((r.burst[p] / r.warm[p]) * 100).toFixed(0).padStart(3)}%)`).join('  ');
 }
 
-function line(r: RunResult): string {
-  return `${r.mode.padEnd(4)} deopts ${String(r.deoptsInIdle).padStart(2)}  ` + PARTS.map((p) => `${p} ${fmt(r.warm[p]).padStart(6)} -> ${fmt(r.burst[p]).padStart(6)} (${((r.burst[p] / r.warm[p]) * 100).toFixed(0).padStart(3)}%)`).join('  ');
+/** One run in a fresh process: `script` is this tool's compiled file (dist/bench/idle-burst.js), `file` the store's. */
+export interface ChildRun {
+  script: string;
+  file: string;
+  mode: 'keep' | 'off';
+  keyCount: number;
+  rounds: number;
+  idleMs: number;
+  gcInIdle: boolean;
+}
+
+/** Run one child under --trace-deopt; its result, with the "weak objects" deopts between its marks counted. */
+export function runChild(c: ChildRun): RunResult {
+  const args = [c.script, '--child', c.file, '--keys', String(c.keyCount), '--rounds', String(c.rounds), '--idle', String(c.idleMs), '--gc', c.gcInIdle ? 'yes' : 'no'];
+  const v8Flags = c.gcInIdle ? ['--trace-deopt', '--expose-gc'] : ['--trace-deopt'];
+  const out = execFileSync(process.execPath, [...v8Flags, ...args], { encoding: 'utf8', maxBuffer: 1 << 28, env: { ...process.env, SIXTREE_IDLE_MODE: c.mode } });
+  const lines = out.split('\n');
+  const from = lines.indexOf(IDLE_MARK);
+  const to = lines.indexOf(BURST_MARK);
+  if (from < 0 || to < from) throw new Error(`idle-burst child: its idle marks are missing from its output`);
+  const r = JSON.parse(lines.filter((l) => l.startsWith('{')).pop()!) as RunResult;
+  r.deoptsInIdle = lines.slice(from, to).filter((l) => l.includes('for deoptimization, reason: weak objects')).length;
+  return r;
 }
 
 async function main(): Promise<void> {
@@ -165,13 +187,7 @@ async function main(): Promise<void> {
     const results: RunResult[] = [];
     for (let p = 0; p < pairs; p++) {
       for (const mode of p % 2 === 0 ? (['keep', 'off'] as const) : (['off', 'keep'] as const)) {
-        const childArgs = [self, '--child', file, '--keys', String(args.keyCount), '--rounds', String(rounds), '--idle', String(idleMs), '--gc', args.own.gc!];
-        const v8Flags = gcInIdle ? ['--trace-deopt', '--expose-gc'] : ['--trace-deopt'];
-        const out = execFileSync(process.execPath, [...v8Flags, ...childArgs], { encoding: 'utf8', maxBuffer: 1 << 28, env: { ...process.env, SIXTREE_IDLE_MODE: mode } });
-        const lines = out.split('\n');
-        const r = JSON.parse(lines.filter((l) => l.startsWith('{')).pop()!) as RunResult;
-        const idle = lines.slice(lines.indexOf(IDLE_MARK), lines.indexOf(BURST_MARK));
-        r.deoptsInIdle = idle.filter((l) => l.includes('for deoptimization, reason: weak objects')).length;
+        const r = runChild({ script: self, file, mode, keyCount: args.keyCount, rounds, idleMs, gcInIdle });
         results.push(r);
         console.log(line(r));
       }
@@ -187,4 +203,5 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+const invokedAs = process.argv[1] ? pathToFileURL(resolve(process.argv[1])).href : '';
+if (invokedAs === import.meta.url) await main();

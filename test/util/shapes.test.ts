@@ -4,11 +4,10 @@
  * what is kept holds none of a finished transaction's data, and with them
  * kept a full garbage collection while the store is idle throws away no
  * optimized function (V8's --trace-deopt "weak objects" lines, counted in a
- * real child process running bench/idle-burst.ts; the same child with the
+ * real child process running bench/idle-burst.ts (its runChild); the same child with the
  * keeping off shows that the collection does throw code away there, so the
  * check is not empty). npm test runs tsc first, so dist/ holds this tree.
  */
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +19,7 @@ import { Iter } from '../../src/btree/iter.js';
 import { JournalRes } from '../../src/journal/journal.js';
 import { shapeKeeping } from '../../src/util/shapes.js';
 import { tmpStore, type TmpStore } from '../helpers/store.js';
+import { runChild } from '../../bench/idle-burst.js';
 
 const IDLE_BURST = fileURLToPath(new URL('../../dist/bench/idle-burst.js', import.meta.url));
 
@@ -99,17 +99,8 @@ describe('objects kept for their hidden classes', () => {
   it('a full collection while idle throws away no optimized code (--trace-deopt, in a child)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'sixtree-shapes-'));
     try {
-      const weakDeopts = (mode: 'keep' | 'off'): number => {
-        const out = execFileSync(
-          process.execPath,
-          ['--trace-deopt', '--expose-gc', IDLE_BURST, '--child', join(dir, `${mode}.img`), '--keys', '20000', '--rounds', '2', '--idle', '100', '--gc', 'yes'],
-          { encoding: 'utf8', maxBuffer: 1 << 28, env: { ...process.env, SIXTREE_IDLE_MODE: mode } },
-        );
-        const lines = out.split('\n');
-        const idle = lines.slice(lines.indexOf('=== idle'), lines.indexOf('=== burst'));
-        expect(idle.length).toBeGreaterThan(0);
-        return idle.filter((l) => l.includes('reason: weak objects')).length;
-      };
+      const weakDeopts = (mode: 'keep' | 'off'): number =>
+        runChild({ script: IDLE_BURST, file: join(dir, `${mode}.img`), mode, keyCount: 20_000, rounds: 2, idleMs: 100, gcInIdle: true }).deoptsInIdle;
       // without the keeping the collection frees maps that optimized code named
       expect(weakDeopts('off')).toBeGreaterThan(5);
       expect(weakDeopts('keep')).toBe(0);
