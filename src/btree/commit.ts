@@ -30,7 +30,7 @@
 import { ERR, SixtreeError } from '../errors.js';
 import { countRestart, nodeLockWrite, nodeTryLockWrite, nodeUnlockWrite } from './locking.js';
 import { KEY_TYPE, type BkeyI } from './bkey.js';
-import { BPOS_WORDS, wordsClone, wordsCmp, wordsCopy } from './bpos.js';
+import { BPOS_WORDS, wordsClone, wordsCmp, wordsCopy, wordsIsMax, wordsSuccessor } from './bpos.js';
 import { nodeSibU64sAdd, type Node } from './node.js';
 import {
   extentMinus,
@@ -42,7 +42,7 @@ import {
   type BtreeOverlay,
 } from './overlay.js';
 import { EXTENT_SCAN_SKIP_AFTER, btreePeek, extentScanSkip } from './iter.js';
-import { UPTODATE, type BtreePath } from './path.js';
+import { UPTODATE, pathLevelInit, pathSetPos, type BtreePath } from './path.js';
 import type { BtreeTrans } from './trans.js';
 import type { JournalRes } from '../journal/journal.js';
 import type { MergeCheckPos } from './interior.js';
@@ -59,14 +59,77 @@ function posKey(btreeId: number, p: Uint32Array): string {
   return `${btreeId}:${p[0]}:${p[1]}:${p[2]}:${p[3]}:${p[4]}`;
 }
 
+/* a whiteout has no value: one empty array serves them all (nothing writes into a value) */
+const NO_VALUE = new Uint8Array(0);
+
+/** A whiteout at p (a copy of p's words). */
 function deletedKey(p: Uint32Array): BkeyI {
   const q = new Uint32Array(BPOS_WORDS);
   wordsCopy(q, 0, p, 0);
-  return { type: KEY_TYPE.deleted, p: q, size: 0, version: 0, value: new Uint8Array(0) };
+  return { type: KEY_TYPE.deleted, p: q, size: 0, version: 0, value: NO_VALUE };
 }
 
-/** Overlay -> concrete keys, reading the btree where a range must be expanded. */
-async function overlayExpand(trans: BtreeTrans, btreeId: number, ov: BtreeOverlay, out: Map<string, Update>): Promise<void> {
+/**
+ * A normal btree's overlay -> its updates, appended to `out` in position
+ * order: each live btree key inside a range deletion becomes a whiteout,
+ * merged with the overlay's own keys (which win at their positions: each
+ * is newer than every range deletion covering it). The ranges (merged,
+ * sorted and disjoint) are read leaf by leaf: one traversal per leaf, then
+ * its keys in one synchronous pass under its lock, and the leaf noted in the
+ * read set as any read notes it (bcachefs bch2_btree_delete_range_trans
+ * peeks key by key; a peek per key here cost a traversal, a re-seek of the
+ * leaf and an unpacked key each).
+ */
+async function overlayExpandKeys(trans: BtreeTrans, btreeId: number, ov: BtreeOverlay, out: Update[]): Promise<void> {
+  const tombs = ov.mergedTombstones();
+  const keys = ov.keys;
+  let ki = 0;
+  if (tombs.length) {
+    const path = trans.pathNew(btreeId, xToWords(tombs[0]![0]), 0, 0, 0);
+    path.ref++;
+    try {
+      for (let ti = 0; ti < tombs.length; ti++) {
+        const cur = xToWords(tombs[ti]![0]);
+        const end = xToWords(tombs[ti]![1]);
+        for (;;) {
+          pathSetPos(path, cur, 0);
+          trans.throwIfRestart(await trans.traverse(path));
+          pathLevelInit(path, 0);
+          const lv = path.l[0]!;
+          const leaf = lv.node!.keys;
+          const it = lv.iter;
+          path.shouldBeLocked = true;
+          trans.readNoted(path);
+          let h = it.peek();
+          for (; h >= 0 && leaf.keyCmpPos(h, end, 0) < 0; it.advance(), h = it.peek()) {
+            if (leaf.keyType(h) === KEY_TYPE.deleted) continue;
+            const p = new Uint32Array(BPOS_WORDS);
+            leaf.keyPosTo(h, p, 0);
+            while (ki < keys.length && wordsCmp(keys[ki]!.p, 0, p, 0) < 0) out.push({ btreeId, level: 0, key: keys[ki++]!, path: null });
+            // the overlay's own key at p replaces the btree's: it goes out in its turn
+            if (ki < keys.length && wordsCmp(keys[ki]!.p, 0, p, 0) === 0) continue;
+            out.push({ btreeId, level: 0, key: { type: KEY_TYPE.deleted, p, size: 0, version: 0, value: NO_VALUE }, path: null });
+          }
+          // a key at or past the end, or no leaf after this one that could hold keys before it
+          if (h >= 0 || wordsCmp(leaf.maxKey, 0, end, 0) >= 0 || wordsIsMax(leaf.maxKey, 0)) break;
+          wordsCopy(cur, 0, leaf.maxKey, 0);
+          wordsSuccessor(cur, 0);
+        }
+      }
+    } finally {
+      path.ref--;
+    }
+  }
+  while (ki < keys.length) out.push({ btreeId, level: 0, key: keys[ki++]!, path: null });
+}
+
+/**
+ * An extents btree's overlay -> concrete keys (keyed by position in `out`):
+ * the extents its ranges overlap are read and replaced by whiteouts and the
+ * pieces left outside the ranges (bch2_trans_update_extent), then the
+ * overlay's own extents.
+ */
+async function overlayExpandExtents(trans: BtreeTrans, btreeId: number, ov: BtreeOverlay, out: Map<string, Update>): Promise<void> {
   const tombs = ov.mergedTombstones();
   const bound = BigInt(trans.extentBoundUse());
   if (tombs.length) {
@@ -77,16 +140,9 @@ async function overlayExpand(trans: BtreeTrans, btreeId: number, ov: BtreeOverla
         let cur = xToWords(s);
         let pastEnd = 0;
         for (;;) {
-          const k = await btreePeek(trans, path, cur, ov.extents);
+          const k = await btreePeek(trans, path, cur, true);
           if (!k) break;
           const kp = xFromWords(k.p);
-          if (!ov.extents) {
-            if (xcmp(kp, t) >= 0) break;
-            out.set(posKey(btreeId, k.p), { btreeId, level: 0, key: deletedKey(k.p), path: null });
-            cur = k.p;
-            wordsSuccessorInPlace(cur);
-            continue;
-          }
           const e = extentOfKey(k);
           /*
            * Keys sit at their extent's end, so an extent starting before t can
@@ -128,16 +184,6 @@ async function overlayExpand(trans: BtreeTrans, btreeId: number, ov: BtreeOverla
     }
   }
   for (const k of ov.keys) out.set(posKey(btreeId, k.p), { btreeId, level: 0, key: k, path: null });
-}
-
-function wordsSuccessorInPlace(w: Uint32Array): void {
-  for (let j = 4; j >= 0; j--) {
-    if (w[j] !== 0xffffffff) {
-      w[j] = w[j]! + 1;
-      return;
-    }
-    w[j] = 0;
-  }
 }
 
 function updateCmp(a: Update, b: Update): number {
@@ -230,12 +276,21 @@ export async function transCommit(
     }
     sorted = true;
   } else {
-    const map = new Map<string, Update>();
+    // each overlay's updates come out sorted: the btrees in order make them all so
+    updates = [];
     for (let id = 0; id < trans.overlays.length; id++) {
       const ov = trans.overlays[id];
-      if (ov && !ov.empty) await overlayExpand(trans, id, ov, map);
+      if (!ov || ov.empty) continue;
+      if (!ov.extents) {
+        await overlayExpandKeys(trans, id, ov, updates);
+        continue;
+      }
+      const map = new Map<string, Update>();
+      await overlayExpandExtents(trans, id, ov, map);
+      const part = [...map.values()].sort(updateCmp);
+      for (let i = 0; i < part.length; i++) updates.push(part[i]!);
     }
-    updates = [...map.values()];
+    sorted = true;
   }
   if (updates.length === 0) {
     // read-only: what we read must still hold

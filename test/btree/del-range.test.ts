@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * tx.delRange on a key btree (commit.ts overlayExpandKeys): at commit the
+ * btree's live keys in [start, end) are read leaf by leaf and become
+ * whiteouts, merged with the transaction's own puts and dels (which win at
+ * their positions). The ranges here are cut at the leaves' edges (ending at
+ * a leaf's max key, just past it, starting at its min key), reach over many
+ * leaves, over leaves that must be read first (the cache emptied before
+ * each transaction: flushed, then shrunk), and hold pending puts that must survive. Every step is
+ * checked against a model, and the whole again after a reopen.
+ */
+
+import { afterEach, describe, expect, it } from 'vitest';
+import { bposCmp, pos, type Bpos, type Store } from '../../src/index.js';
+import { bposSuccessor } from '../../src/btree/bpos.js';
+import { readU64le, tmpStore, u64le, type TmpStore } from '../helpers/store.js';
+
+let t: TmpStore | null = null;
+afterEach(async () => {
+  await t?.cleanup();
+  t = null;
+});
+
+/** The model: offset (inode 0, snapshot 0) -> the tag its value holds. */
+type Model = Map<bigint, number>;
+
+interface Leaf {
+  minKey: Bpos;
+  maxKey: Bpos;
+}
+
+async function leaves(s: Store): Promise<Leaf[]> {
+  return s.transact(async (tx) => {
+    const out: Leaf[] = [];
+    const it = tx.iter('kv');
+    for (let n = await it.peekNode(); n; n = await it.nextNode()) out.push({ minKey: n.minKey, maxKey: n.maxKey });
+    return out;
+  });
+}
+
+function modelDelRange(m: Model, a: Bpos, b: Bpos): void {
+  for (const off of [...m.keys()]) {
+    const p = pos(0, off);
+    if (bposCmp(a, p) <= 0 && bposCmp(p, b) < 0) m.delete(off);
+  }
+}
+
+async function expectModel(s: Store, m: Model, what: string): Promise<void> {
+  const got: Array<[bigint, number]> = [];
+  for await (const e of s.range('kv')) {
+    expect(e.pos.inode, what).toBe(0n);
+    expect(e.pos.snapshot, what).toBe(0);
+    got.push([e.pos.offset, Number(readU64le(e.value))]);
+  }
+  const want = [...m.entries()].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+  expect(got.length, what).toBe(want.length);
+  expect(got, what).toEqual(want);
+}
+
+describe('delRange over leaves', () => {
+  it('ranges cut at leaf edges, over many leaves and leaves not cached, with pending puts and dels, match a model', async () => {
+    t = await tmpStore({ nodeSize: 4096, cacheSize: 512 << 10 });
+    const s = t.store;
+    const m: Model = new Map();
+    let tag = 1;
+    // even offsets 0..39998 (a tree larger than the cache): odd offsets are free for pending puts inside ranges
+    for (let base = 0n; base < 40000n; base += 8000n) {
+      await s.transact((tx) => {
+        for (let off = base; off < base + 8000n; off += 2n) {
+          tx.put('kv', pos(0, off), u64le(tag));
+          m.set(off, tag++);
+        }
+      });
+    }
+    await s.flush();
+    expect((await leaves(s)).length).toBeGreaterThan(150);
+
+    const reads0 = s.stats().io.reads;
+    for (let round = 0; round < 12; round++) {
+      const ls = await leaves(s);
+      const j = (round * 7) % Math.max(1, ls.length - 4);
+      const leaf = ls[j]!;
+      await s.flush();
+      s.shrink(1 << 20);
+      await s.transact((tx) => {
+        switch (round % 4) {
+          case 0:
+            // a whole leaf but its max key (the end is exclusive)
+            tx.delRange('kv', leaf.minKey, leaf.maxKey);
+            modelDelRange(m, leaf.minKey, leaf.maxKey);
+            break;
+          case 1:
+            // exactly the leaf's max key, ending where the next leaf starts
+            tx.delRange('kv', leaf.maxKey, bposSuccessor(leaf.maxKey));
+            modelDelRange(m, leaf.maxKey, bposSuccessor(leaf.maxKey));
+            break;
+          case 2: {
+            // four leaves, with puts inside (new and existing offsets) after the range, and one before it that it removes
+            const a = leaf.minKey;
+            const b = ls[Math.min(j + 3, ls.length - 1)]!.maxKey;
+            const inside = [a.offset + 1n, a.offset + 2n, b.offset - 1n];
+            tx.put('kv', pos(0, a.offset + 3n), u64le(tag++));
+            tx.delRange('kv', a, b);
+            modelDelRange(m, a, b);
+            for (const off of inside) {
+              tx.put('kv', pos(0, off), u64le(tag));
+              m.set(off, tag++);
+            }
+            break;
+          }
+          case 3: {
+            // two ranges in one transaction with a kept gap, a del after them and a put past the last key
+            const a = leaf.minKey;
+            const mid = pos(0, a.offset + 40n);
+            const gapEnd = pos(0, a.offset + 60n);
+            const b = pos(0, a.offset + 300n);
+            tx.delRange('kv', a, mid);
+            tx.delRange('kv', gapEnd, b);
+            modelDelRange(m, a, mid);
+            modelDelRange(m, gapEnd, b);
+            tx.del('kv', pos(0, a.offset + 302n));
+            m.delete(a.offset + 302n);
+            tx.put('kv', pos(0, 1_000_001n), u64le(tag));
+            m.set(1_000_001n, tag++);
+            break;
+          }
+        }
+      });
+      await expectModel(s, m, `round ${round}`);
+    }
+    // the cache was emptied before each transaction: its expansion read the leaves it walked
+    expect(s.stats().io.reads).toBeGreaterThan(reads0);
+
+    // everything but the first and the last key, in ranges of 4,000 offsets (2,000 keys: one
+    // transaction's whiteouts must fit in a journal entry)
+    const keys = [...m.keys()].sort((x, y) => (x < y ? -1 : 1));
+    const first = keys[0]!, last = keys[keys.length - 1]!;
+    await s.flush();
+    s.shrink(1 << 20);
+    for (let a = first + 1n; a < last; a += 4000n) {
+      const b = a + 4000n < last ? a + 4000n : last;
+      await s.transact((tx) => tx.delRange('kv', pos(0, a), pos(0, b)));
+    }
+    modelDelRange(m, pos(0, first + 1n), pos(0, last));
+    expect(m.size).toBe(2);
+    await expectModel(s, m, 'all but the ends');
+
+    await s.flush();
+    await t.reopen();
+    await expectModel(t.store, m, 'after reopen');
+  });
+});
