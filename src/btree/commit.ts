@@ -41,8 +41,8 @@ import {
   xToWords,
   type BtreeOverlay,
 } from './overlay.js';
-import { EXTENT_SCAN_SKIP_AFTER, btreePeek, extentScanSkip } from './iter.js';
-import { UPTODATE, pathLevelInit, pathSetPos, type BtreePath } from './path.js';
+import { EXTENT_SCAN_SKIP_AFTER, btreePeek, extentScanSkip, leafRead } from './iter.js';
+import { UPTODATE, pathSetPos, type BtreePath } from './path.js';
 import type { BtreeTrans } from './trans.js';
 import type { JournalRes } from '../journal/journal.js';
 import type { MergeCheckPos } from './interior.js';
@@ -94,12 +94,8 @@ async function overlayExpandKeys(trans: BtreeTrans, btreeId: number, ov: BtreeOv
         for (;;) {
           pathSetPos(path, cur, 0);
           trans.throwIfRestart(await trans.traverse(path));
-          pathLevelInit(path, 0);
-          const lv = path.l[0]!;
-          const leaf = lv.node!.keys;
-          const it = lv.iter;
-          path.shouldBeLocked = true;
-          trans.readNoted(path);
+          const leaf = leafRead(trans, path);
+          const it = path.l[0]!.iter;
           let h = it.peek();
           for (; h >= 0 && leaf.keyCmpPos(h, end, 0) < 0; it.advance(), h = it.peek()) {
             if (leaf.keyType(h) === KEY_TYPE.deleted) continue;

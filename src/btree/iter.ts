@@ -92,6 +92,19 @@ function isLive(type: number): boolean {
 }
 
 /**
+ * The leaf a just traversed path (at level 0) stands on, its iterator
+ * (path.l[0].iter) searched again from the path's position (an earlier call
+ * at the same position may have moved it: pathSetPos keeps it), and the leaf
+ * noted as read: marked shouldBeLocked and put in the transaction's read set.
+ */
+export function leafRead(trans: BtreeTrans, path: BtreePath): NodeKeys {
+  pathLevelInit(path, 0);
+  path.shouldBeLocked = true;
+  trans.readNoted(path);
+  return path.l[0]!.node!.keys;
+}
+
+/**
  * First live key at or after pos (strict: after pos) in the path's btree, or
  * null. The path ends on the leaf holding the answer (or the last leaf).
  */
@@ -101,19 +114,13 @@ export async function btreePeek(trans: BtreeTrans, path: BtreePath, pos: Uint32A
   for (;;) {
     pathSetPos(path, p, 0);
     trans.throwIfRestart(await trans.traverse(path));
-    // the leaf iterator may have been moved by an earlier call at the same
-    // position (pathSetPos keeps it): search again from pos
-    pathLevelInit(path, 0);
-    const lv = path.l[0]!;
-    const keys = lv.node!.keys;
-    const it = lv.iter;
+    const keys = leafRead(trans, path);
+    const it = path.l[0]!.iter;
     let h = it.peek();
     while (h >= 0 && (!isLive(keys.keyType(h)) || (strict && keys.keyCmpPos(h, p, 0) <= 0))) {
       it.advance();
       h = it.peek();
     }
-    path.shouldBeLocked = true;
-    trans.readNoted(path);
     if (h >= 0) return keys.keyUnpack(h);
     if (wordsIsMax(keys.maxKey, 0)) return null;
     wordsCopy(p, 0, keys.maxKey, 0);
@@ -148,14 +155,8 @@ export async function btreePeekPrev(trans: BtreeTrans, path: BtreePath, pos: Uin
   for (;;) {
     pathSetPos(path, p, 0);
     trans.throwIfRestart(await trans.traverse(path));
-    // the leaf iterator may have been moved by an earlier call at the same
-    // position (pathSetPos keeps it): search again from pos
-    pathLevelInit(path, 0);
-    const lv = path.l[0]!;
-    const keys = lv.node!.keys;
-    const it = lv.iter;
-    path.shouldBeLocked = true;
-    trans.readNoted(path);
+    const keys = leafRead(trans, path);
+    const it = path.l[0]!.iter;
     let h = it.peek();
     if (h >= 0 && keys.keyCmpPos(h, p, 0) === 0 && isLive(keys.keyType(h))) return keys.keyUnpack(h);
     h = it.peekPrev();
