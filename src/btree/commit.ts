@@ -41,7 +41,7 @@ import {
   xToWords,
   type BtreeOverlay,
 } from './overlay.js';
-import { EXTENT_SCAN_SKIP_AFTER, btreePeek, extentScanSkip, leafRead } from './iter.js';
+import { EXTENT_SCAN_SKIP_AFTER, extentScanSkip, leafRead } from './iter.js';
 import { UPTODATE, pathSetPos, type BtreePath } from './path.js';
 import type { BtreeTrans } from './trans.js';
 import type { JournalRes } from '../journal/journal.js';
@@ -123,7 +123,8 @@ async function overlayExpandKeys(trans: BtreeTrans, btreeId: number, ov: BtreeOv
  * An extents btree's overlay -> concrete keys (keyed by position in `out`):
  * the extents its ranges overlap are read and replaced by whiteouts and the
  * pieces left outside the ranges (bch2_trans_update_extent), then the
- * overlay's own extents.
+ * overlay's own extents. Read leaf by leaf as overlayExpandKeys does, each
+ * extent unpacked (a piece keeps part of its value).
  */
 async function overlayExpandExtents(trans: BtreeTrans, btreeId: number, ov: BtreeOverlay, out: Map<string, Update>): Promise<void> {
   const tombs = ov.mergedTombstones();
@@ -133,46 +134,67 @@ async function overlayExpandExtents(trans: BtreeTrans, btreeId: number, ov: Btre
     path.ref++;
     try {
       for (const [s, t, snapshot] of tombs) {
-        let cur = xToWords(s);
+        // where the walk goes on: keys after `cur` (strict: an extent ending at s does not reach into the range), or at it
+        const cur = xToWords(s);
+        let strict = true;
         let pastEnd = 0;
-        for (;;) {
-          const k = await btreePeek(trans, path, cur, true);
-          if (!k) break;
-          const kp = xFromWords(k.p);
-          const e = extentOfKey(k);
-          /*
-           * Keys sit at their extent's end, so an extent starting before t can
-           * come after one starting past it: one of another snapshot ends in
-           * between (extents of one snapshot do not overlap). No extent is
-           * longer than the store's extent size bound, so none ending more
-           * than that past t starts before t: the scan stops there. A write's
-           * range (one snapshot) ends sooner, at the first of its snapshot's
-           * extents starting at or past t (none of that snapshot after it can
-           * start before t); the others are passed over. A delRange's (every
-           * snapshot) passes over every extent starting at or past t up to
-           * the bound: one of another snapshot may come after them, reaching
-           * back over them into the range.
-           */
-          if (e.inode > t.inode || (e.inode === t.inode && kp.offset > t.offset + bound)) break;
-          if (e.inode === t.inode && xcmp({ inode: e.inode, offset: e.start, snapshot: e.snapshot }, t) >= 0) {
-            if (e.snapshot === snapshot) break;
-            // the rest of this leaf ends no sooner: past its longest key, none reaches back into the range
-            cur = (++pastEnd >= EXTENT_SCAN_SKIP_AFTER ? extentScanSkip(path, e.end, t.offset) : null) ?? k.p;
-            continue;
+        tomb: for (;;) {
+          pathSetPos(path, cur, 0);
+          trans.throwIfRestart(await trans.traverse(path));
+          const leaf = leafRead(trans, path);
+          const it = path.l[0]!.iter;
+          let h = it.peek();
+          if (strict && h >= 0 && leaf.keyCmpPos(h, cur, 0) <= 0) {
+            it.advance();
+            h = it.peek();
           }
-          const pieces = extentMinus(e, tombs);
-          // untouched (another snapshot's extent inside an extent write's range): nothing to rewrite
-          if (pieces.length === 1 && pieces[0]![0] === e.start && pieces[0]![1] === e.end) {
-            cur = k.p;
-            continue;
+          // the leaf's keys in order, under its lock
+          for (; h >= 0; it.advance(), h = it.peek()) {
+            if (leaf.keyType(h) === KEY_TYPE.deleted) continue;
+            const k = leaf.keyUnpack(h);
+            const kp = xFromWords(k.p);
+            const e = extentOfKey(k);
+            /*
+             * Keys sit at their extent's end, so an extent starting before t can
+             * come after one starting past it: one of another snapshot ends in
+             * between (extents of one snapshot do not overlap). No extent is
+             * longer than the store's extent size bound, so none ending more
+             * than that past t starts before t: the scan stops there. A write's
+             * range (one snapshot) ends sooner, at the first of its snapshot's
+             * extents starting at or past t (none of that snapshot after it can
+             * start before t); the others are passed over. A delRange's (every
+             * snapshot) passes over every extent starting at or past t up to
+             * the bound: one of another snapshot may come after them, reaching
+             * back over them into the range.
+             */
+            if (e.inode > t.inode || (e.inode === t.inode && kp.offset > t.offset + bound)) break tomb;
+            if (e.inode === t.inode && xcmp({ inode: e.inode, offset: e.start, snapshot: e.snapshot }, t) >= 0) {
+              if (e.snapshot === snapshot) break tomb;
+              // the rest of this leaf ends no sooner: past its longest key, none reaches back into the range
+              const skip = ++pastEnd >= EXTENT_SCAN_SKIP_AFTER ? extentScanSkip(path, e.end, t.offset) : null;
+              if (skip) {
+                // (skip is this leaf's max key, and not the largest position)
+                wordsCopy(cur, 0, skip, 0);
+                wordsSuccessor(cur, 0);
+                strict = false;
+                continue tomb;
+              }
+              continue;
+            }
+            const pieces = extentMinus(e, tombs);
+            // untouched (another snapshot's extent inside an extent write's range): nothing to rewrite
+            if (pieces.length === 1 && pieces[0]![0] === e.start && pieces[0]![1] === e.end) continue;
+            out.set(posKey(btreeId, k.p), { btreeId, level: 0, key: deletedKey(k.p), path: null });
+            for (const [lo, hi] of pieces) {
+              const piece = extentPiece(k, e, lo, hi);
+              out.set(posKey(btreeId, piece.p), { btreeId, level: 0, key: piece, path: null });
+            }
           }
-          const pk = posKey(btreeId, k.p);
-          out.set(pk, { btreeId, level: 0, key: deletedKey(k.p), path: null });
-          for (const [lo, hi] of pieces) {
-            const piece = extentPiece(k, e, lo, hi);
-            out.set(posKey(btreeId, piece.p), { btreeId, level: 0, key: piece, path: null });
-          }
-          cur = k.p;
+          // the leaf is done: on in the next one
+          if (wordsIsMax(leaf.maxKey, 0)) break;
+          wordsCopy(cur, 0, leaf.maxKey, 0);
+          wordsSuccessor(cur, 0);
+          strict = false;
         }
       }
     } finally {
