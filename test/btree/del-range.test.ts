@@ -131,12 +131,20 @@ describe('delRange over leaves', () => {
     // the cache was emptied before each transaction: its expansion read the leaves it walked
     expect(s.stats().io.reads).toBeGreaterThan(reads0);
 
-    // everything but the first and the last key, in ranges of 4,000 offsets (2,000 keys: one
-    // transaction's whiteouts must fit in a journal entry)
+    // everything but the first and the last key: in one transaction that is more deletions
+    // than a journal entry holds (512 KiB in this 64 MiB store's 4 MiB journal, 40 bytes
+    // each): rejected, nothing of it applied
     const keys = [...m.keys()].sort((x, y) => (x < y ? -1 : 1));
     const first = keys[0]!, last = keys[keys.length - 1]!;
+    expect(m.size).toBeGreaterThan(14000);
     await s.flush();
     s.shrink(1 << 20);
+    await expect(s.transact((tx) => tx.delRange('kv', pos(0, first + 1n), pos(0, last)))).rejects.toMatchObject({
+      code: 'ERR_INVALID_ARG',
+      message: expect.stringMatching(/exceeds the largest entry payload .* commit fewer keys per transaction/),
+    });
+    await expectModel(s, m, 'after the rejected range');
+    // so in ranges of 4,000 offsets (2,000 keys)
     for (let a = first + 1n; a < last; a += 4000n) {
       const b = a + 4000n < last ? a + 4000n : last;
       await s.transact((tx) => tx.delRange('kv', pos(0, a), pos(0, b)));
