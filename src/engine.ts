@@ -246,6 +246,9 @@ export interface StoreStats {
     extentSizeBound: number;
     /** Superblock writes that raised it (a commit with a larger extent waits for one). */
     extentSizeBoundRaises: number;
+    /** store.clear(): commits made, and commits the journal refused and tried again with half the keys. */
+    clearCommits: number;
+    clearCommitsHalved: number;
   };
   /** store.get: answered by the synchronous walk, or fallen back to a transaction (and why). */
   lookups: { fast: number; fallbackLocked: number; fallbackUncached: number; fastAfterRead: number; syncWouldBlock: number; childIndexBuilds: number; yields: number };
@@ -314,6 +317,9 @@ export class Engine {
   readonly counters = {
     /** Superblock writes that raised the extent size bound (extentSizeBoundRaise). */
     extentSizeBoundRaises: 0,
+    /** store.clear(): commits made; commits the journal refused, tried again with half the keys. */
+    clearCommits: 0,
+    clearCommitsHalved: 0,
     commits: 0,
     restarts: 0,
     keysCommitted: 0,
@@ -2591,6 +2597,8 @@ export class Engine {
         callbackErrorsRestarted: this.counters.callbackErrorsRestarted,
         extentSizeBound: this.sb.extentSizeBound,
         extentSizeBoundRaises: this.counters.extentSizeBoundRaises,
+        clearCommits: this.counters.clearCommits,
+        clearCommitsHalved: this.counters.clearCommitsHalved,
       },
       lookups: { ...this.lookupNowait.counters },
       btrees,

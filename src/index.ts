@@ -3,7 +3,7 @@
  * sixtree: public exports only (API.md).
  */
 
-export { Store, Transaction, type RangeOpts, type StoreFormatOptions, type StoreOpenOptions } from './store.js';
+export { Store, Transaction, type ClearOpts, type RangeOpts, type StoreFormatOptions, type StoreOpenOptions } from './store.js';
 export { Iter, type Entry, type Hole, type NodeInfo, type IterOpts } from './btree/iter.js';
 export {
   pos,

@@ -45,7 +45,7 @@
 
 import { ERR, SixtreeError, errName, isRestart, invalidArg } from './errors.js';
 import { KEY_TYPE, UNPACKED_VALUE_OFFSET, bkeyNew, keyBytesFor, type BkeyI } from './btree/bkey.js';
-import { BPOS_WORDS, POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, bposToText, posLikeToWords, posWords, toBpos, wordsToBpos } from './btree/bpos.js';
+import { BPOS_WORDS, POS_MAX, POS_MIN, U64_MAX, type Bpos, type PosLike, bposCmp, bposSuccessor, bposToText, posLikeToWords, posWords, toBpos, wordsToBpos } from './btree/bpos.js';
 import { Iter, KEY_SIZE_MAX, LOOKUP_FALLBACK, type Entry, type IterOpts } from './btree/iter.js';
 import { BTREE_MAX_DEPTH } from './btree/path.js';
 import { EXTENT_VALUE_HEADER_BYTES, extentValueMake, xcmp, type XPos } from './btree/overlay.js';
@@ -279,6 +279,46 @@ export interface RangeOpts {
   end?: PosLike;
   reverse?: boolean;
   limit?: number;
+}
+
+export interface ClearOpts {
+  start?: PosLike;
+  end?: PosLike;
+  /** Keys one commit deletes at most (default: what a quarter of a journal entry holds). */
+  keysPerCommit?: number;
+}
+
+/** Journal bytes of one deletion (an unpacked whiteout), for store.clear's commit size. */
+const DELETION_JOURNAL_BYTES = keyBytesFor(UNPACKED_VALUE_OFFSET, 0);
+
+/**
+ * Where store.clear's next commit stops: [cur, stop) holds at most `budget`
+ * keys. Whole leaves from cur's on while their keys (all of them: an upper
+ * bound of the live ones) add up to the budget; if cur's own leaf has more,
+ * the position after its budget-th live entry. `end` when the leaves taken
+ * reach it.
+ */
+async function clearCommitEnd(tx: Transaction, btree: string, cur: Bpos, end: Bpos, budget: number): Promise<Bpos> {
+  const it = tx.iter(btree, cur);
+  let keys = 0;
+  for (let n = await it.peekNode(); n; n = await it.nextNode()) {
+    if (keys + n.keys > budget) {
+      if (keys > 0) return bposCmp(n.minKey, end) < 0 ? n.minKey : end;
+      // cur's leaf alone holds more: count its entries
+      const e = tx.iter(btree, cur, { end });
+      let last: Entry | null = null;
+      let k = 0;
+      for (let x = await e.peek(); x && k < budget; x = await e.next(), k++) last = x;
+      return k < budget || !last || bposCmp(last.pos, POS_MAX) === 0 ? end : minBpos(bposSuccessor(last.pos), end);
+    }
+    keys += n.keys;
+    if (bposCmp(n.maxKey, end) >= 0) return end;
+  }
+  return end;
+}
+
+function minBpos(a: Bpos, b: Bpos): Bpos {
+  return bposCmp(a, b) <= 0 ? a : b;
 }
 
 /** Units of answers from cache (a get, or 16 range entries) between turns of the event loop (Store.cachedAnswer). */
@@ -735,6 +775,58 @@ export class Store {
     this.btreeId(btree, false);
     toBpos(p, 'pos');
     return await this.transactRun((tx) => tx.del(btree, p), false, 'store.del()');
+  }
+
+  /**
+   * Delete [start, end) (extents: every extent's part inside it, in every
+   * snapshot) in as many commits as it takes, each durable before the next
+   * starts and each a tx.delRange of the leaves from where the last one
+   * stopped, as many as a quarter of a journal entry can delete (one commit
+   * must fit one entry: docs/api.md, transact). bcachefs's
+   * bch2_btree_delete_range commits batch by batch too. Not atomic as a
+   * whole: an error or a crash part-way leaves [start, p) deleted for some p.
+   * A commit the journal entry still refuses (extents cut into pieces at its
+   * edges carry their values) is tried again with half the keys. Without
+   * `end` the key at POS_MAX goes too, as range() includes it.
+   */
+  async clear(btree: string, opts?: ClearOpts): Promise<void> {
+    this.checkOpen();
+    if (this.readOnly) throw new SixtreeError('ERR_READ_ONLY', 'clear on a store opened readOnly');
+    const extents = this.engine.btrees[this.btreeId(btree, null)]!.extents;
+    const o = checkOptions(opts, ['start', 'end', 'keysPerCommit'], 'opts');
+    const start = o.start === undefined ? POS_MIN : toBpos(o.start, 'opts.start');
+    const end = o.end === undefined ? POS_MAX : toBpos(o.end, 'opts.end');
+    let budget = Math.max(1, Math.floor(this.engine.journal.maxReservationBytes / 4 / DELETION_JOURNAL_BYTES));
+    if (o.keysPerCommit !== undefined) {
+      if (typeof o.keysPerCommit !== 'number' || !Number.isInteger(o.keysPerCommit) || o.keysPerCommit < 1) throw invalidArg('opts.keysPerCommit', o.keysPerCommit, 'a positive integer');
+      budget = o.keysPerCommit;
+    }
+    let cur = start;
+    while (bposCmp(cur, end) < 0) {
+      const from = cur;
+      const n = budget;
+      try {
+        cur = await this.transactRun(
+          async (tx) => {
+            const stop = await clearCommitEnd(tx, btree, from, end, n);
+            tx.delRange(btree, from, stop);
+            return stop;
+          },
+          false,
+          'store.clear()',
+        );
+        this.engine.counters.clearCommits++;
+      } catch (e) {
+        // more than one journal entry holds (the journal's own refusal, nothing applied): fewer keys
+        if (e instanceof SixtreeError && e.code === 'ERR_INVALID_ARG' && (e.details as { maxBytes?: unknown } | undefined)?.maxBytes !== undefined && budget > 1) {
+          budget = budget >> 1;
+          this.engine.counters.clearCommitsHalved++;
+          continue;
+        }
+        throw e;
+      }
+    }
+    if (o.end === undefined && !extents) await this.transactRun((tx) => tx.del(btree, POS_MAX), false, 'store.clear()');
   }
 
   /** Entries in [start, end) (extents: overlapping it), leaf by leaf. */

@@ -120,6 +120,10 @@ describe('exported types (compile-time, checked by tsc)', () => {
     expectTypeOf<ReturnType<S['range']>>().toEqualTypeOf<AsyncIterableIterator<Entry>>();
     expectTypeOf<S['range']>().toBeCallableWith('kv');
     expectTypeOf<S['range']>().toBeCallableWith('kv', { start: pos(1, 0), end: POS_MAX, reverse: true, limit: 10 });
+    // addition: store.clear
+    expectTypeOf<ReturnType<S['clear']>>().toEqualTypeOf<Promise<void>>();
+    expectTypeOf<S['clear']>().toBeCallableWith('kv');
+    expectTypeOf<S['clear']>().toBeCallableWith('kv', { start: { inode: 1, offset: 0 }, end: POS_MAX, keysPerCommit: 100 });
     expectTypeOf<ReturnType<S['flush']>>().toEqualTypeOf<Promise<void>>();
     expectTypeOf<S['shrink']>().toEqualTypeOf<(nr?: number) => number>();
     expectTypeOf<ReturnType<S['stats']>>().toEqualTypeOf<StoreStats>();

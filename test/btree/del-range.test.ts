@@ -7,11 +7,13 @@
  * a leaf's max key, just past it, starting at its min key), reach over many
  * leaves, over leaves that must be read first (the cache emptied before
  * each transaction: flushed, then shrunk), and hold pending puts that must survive. Every step is
- * checked against a model, and the whole again after a reopen.
+ * checked against a model, and the whole again after a reopen. And
+ * store.clear, which deletes a range of any size in as many such commits as
+ * it takes.
  */
 
 import { afterEach, describe, expect, it } from 'vitest';
-import { bposCmp, pos, type Bpos, type Store } from '../../src/index.js';
+import { POS_MAX, bposCmp, pos, type Bpos, type Store } from '../../src/index.js';
 import { bposSuccessor } from '../../src/btree/bpos.js';
 import { readU64le, tmpStore, u64le, type TmpStore } from '../helpers/store.js';
 
@@ -156,5 +158,100 @@ describe('delRange over leaves', () => {
     await s.flush();
     await t.reopen();
     await expectModel(t.store, m, 'after reopen');
+  });
+});
+
+describe('store.clear', () => {
+  it('deletes a range larger than a journal entry holds, commit by commit; a commit the entry refuses is halved', async () => {
+    t = await tmpStore({ nodeSize: 4096 });
+    const s = t.store;
+    const m: Model = new Map();
+    for (let base = 0n; base < 40000n; base += 8000n) {
+      await s.transact((tx) => {
+        for (let off = base; off < base + 8000n; off += 2n) {
+          tx.put('kv', pos(0, off), u64le(Number(off)));
+          m.set(off, Number(off));
+        }
+      });
+    }
+    // 5,000 keys: more than the default commit size (a quarter of the 512 KiB entry: ~3,270 deletions)
+    const c0 = s.stats().transactions;
+    await s.clear('kv', { start: pos(0, 1001), end: pos(0, 11001) });
+    modelDelRange(m, pos(0, 1001), pos(0, 11001));
+    const c1 = s.stats().transactions;
+    expect(c1.clearCommits - c0.clearCommits).toBeGreaterThanOrEqual(2);
+    expect(c1.clearCommitsHalved - c0.clearCommitsHalved).toBe(0);
+    await expectModel(s, m, 'after clear');
+
+    // 14,500 keys (580 KB of deletions) asked for in one commit: the entry refuses, halved until it fits
+    await s.clear('kv', { start: pos(0, 11001), keysPerCommit: 1_000_000 });
+    modelDelRange(m, pos(0, 11001), POS_MAX);
+    expect(s.stats().transactions.clearCommitsHalved - c1.clearCommitsHalved).toBeGreaterThan(0);
+    await expectModel(s, m, 'after the halved clear');
+    expect(m.size).toBe(501);
+
+    await s.flush();
+    await t.reopen();
+    await expectModel(t.store, m, 'after reopen');
+  });
+
+  it('without end takes POS_MAX too; start >= end does nothing; options are checked', async () => {
+    t = await tmpStore({ nodeSize: 4096 });
+    const s = t.store;
+    await s.transact((tx) => {
+      for (let i = 0; i < 50; i++) tx.put('kv', pos(1, i), u64le(i));
+      tx.put('kv', POS_MAX, u64le(99));
+    });
+    await s.clear('kv', { start: pos(1, 30), end: pos(1, 20) });
+    await s.clear('kv', { start: pos(1, 30), end: pos(1, 30) });
+    const count = async (): Promise<number> => {
+      let n = 0;
+      for await (const _ of s.range('kv')) n++;
+      return n;
+    };
+    expect(await count()).toBe(51);
+    await s.clear('kv', { start: pos(1, 30) });
+    expect(await count()).toBe(30);
+    expect(await s.get('kv', POS_MAX)).toBeUndefined();
+    await s.clear('kv', { keysPerCommit: 7 });
+    expect(await count()).toBe(0);
+    await expect(s.clear('kv', { keysPerCommit: 0 })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    await expect(s.clear('kv', { stop: pos(1, 1) } as unknown as { end: Bpos })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    await expect(s.clear('nope')).rejects.toMatchObject({ code: 'ERR_UNKNOWN_BTREE' });
+    await t.reopen({ readOnly: true });
+    await expect(t.store.clear('kv')).rejects.toMatchObject({ code: 'ERR_READ_ONLY' });
+  });
+
+  it('on an extents btree, in commits of 7 keys, leaves what one delRange leaves (snapshots, extents cut at the edges)', async () => {
+    t = await tmpStore({ nodeSize: 4096, btrees: [{ name: 'a', extents: true }, { name: 'b', extents: true }] });
+    const s = t.store;
+    // the same extents in both: snapshot 0 extents of 5..20, snapshot 3 ones of 50 overlapping them
+    for (const bt of ['a', 'b']) {
+      let off = 0;
+      for (let batch = 0; batch < 6; batch++) {
+        await s.transact((tx) => {
+          for (let i = 0; i < 400; i++) {
+            const size = 5 + ((off * 7) % 16);
+            tx.putExtent(bt, pos(2, off), size, u64le(off));
+            if (i % 10 === 0) tx.putExtent(bt, pos(2, off + 3, 3), 50, u64le(off + 1));
+            off += size;
+          }
+        });
+      }
+    }
+    const entries = async (bt: string): Promise<string[]> => {
+      const out: string[] = [];
+      for await (const e of s.range(bt)) out.push(`${e.start!.offset}:${e.start!.snapshot}+${e.size} vo=${e.valueOffset} v=${readU64le(e.value)}`);
+      return out;
+    };
+    expect(await entries('a')).toEqual(await entries('b'));
+    const start = pos(2, 1003), end = pos(2, 25007, 1);
+    await s.clear('a', { start, end, keysPerCommit: 7 });
+    await s.transact((tx) => tx.delRange('b', start, end));
+    expect(s.stats().transactions.clearCommits).toBeGreaterThan(100);
+    const after = await entries('a');
+    expect(after).toEqual(await entries('b'));
+    expect(after.length).toBeGreaterThan(100);
+    expect(await s.fsck()).toEqual([]);
   });
 });
