@@ -13,9 +13,11 @@
  */
 
 import { afterEach, describe, expect, it } from 'vitest';
-import { POS_MAX, bposCmp, pos, type Bpos, type Store } from '../../src/index.js';
+import { POS_MAX, Store, bposCmp, pos, type Bpos } from '../../src/index.js';
 import { bposSuccessor } from '../../src/btree/bpos.js';
 import { readU64le, tmpStore, u64le, type TmpStore } from '../helpers/store.js';
+import { FaultDevice } from '../../src/io/fault-device.js';
+import { MemDevice } from '../../src/io/mem-device.js';
 
 let t: TmpStore | null = null;
 afterEach(async () => {
@@ -253,5 +255,47 @@ describe('store.clear', () => {
     expect(after).toEqual(await entries('b'));
     expect(after.length).toBeGreaterThan(100);
     expect(await s.fsck()).toEqual([]);
+  });
+
+  it('a device failure part-way leaves a prefix of the range deleted, also after recovery', async () => {
+    const mem = MemDevice.create(8 << 20);
+    await Store.formatDevice(mem, { btrees: [{ name: 'kv' }], nodeSize: 4096, blockSize: 512, journalSize: 256 << 10 });
+    let flushes = -1;
+    // the sixth flush after the clear starts fails: a commit's journal entry is not durable
+    const fd = await FaultDevice.wrap(mem, { failFlush: () => flushes >= 0 && ++flushes === 6 });
+    const s = await Store.openDevice(fd, { cacheSize: 1 << 20 });
+    try {
+      for (let i = 0; i < 3000; i += 500) {
+        await s.transact((tx) => {
+          for (let k = i; k < i + 500; k++) tx.put('kv', pos(1, k), u64le(k));
+        });
+      }
+      await s.flush();
+      flushes = 0;
+      await expect(s.clear('kv', { start: pos(1, 100), end: pos(1, 2900) })).rejects.toMatchObject({ code: 'ERR_IO' });
+      // 32 KiB journal entries: a few hundred deletions a commit, so some commits were durable
+      expect(s.stats().transactions.clearCommits).toBeGreaterThanOrEqual(2);
+    } finally {
+      await s.close().catch(() => {});
+    }
+    const r = await Store.openDevice(MemDevice.fromImage(fd.durableImage()), { cacheSize: 1 << 20 });
+    try {
+      const present: boolean[] = [];
+      for (let k = 0; k < 3000; k++) {
+        const v = await r.get('kv', pos(1, k));
+        present.push(v !== undefined);
+        if (v) expect(readU64le(v)).toBe(BigInt(k));
+      }
+      // outside the range: untouched; inside: [100, p) gone, [p, 2900) there
+      for (let k = 0; k < 100; k++) expect(present[k], `key ${k}`).toBe(true);
+      for (let k = 2900; k < 3000; k++) expect(present[k], `key ${k}`).toBe(true);
+      const p = present.indexOf(true, 100);
+      expect(p).toBeGreaterThan(100);
+      expect(p).toBeLessThan(2900);
+      for (let k = p; k < 2900; k++) expect(present[k], `key ${k} (prefix ends at ${p})`).toBe(true);
+      expect(await r.fsck()).toEqual([]);
+    } finally {
+      await r.close();
+    }
   });
 });
