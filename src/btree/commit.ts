@@ -84,6 +84,8 @@ async function overlayExpandKeys(trans: BtreeTrans, btreeId: number, ov: BtreeOv
   const tombs = ov.mergedTombstones();
   const keys = ov.keys;
   let ki = 0;
+  /* each live key's position, copied into its whiteout */
+  const p = new Uint32Array(BPOS_WORDS);
   if (tombs.length) {
     const path = trans.pathNew(btreeId, xToWords(tombs[0]![0]), 0, 0, 0);
     path.ref++;
@@ -99,12 +101,11 @@ async function overlayExpandKeys(trans: BtreeTrans, btreeId: number, ov: BtreeOv
           let h = it.peek();
           for (; h >= 0 && leaf.keyCmpPos(h, end, 0) < 0; it.advance(), h = it.peek()) {
             if (leaf.keyType(h) === KEY_TYPE.deleted) continue;
-            const p = new Uint32Array(BPOS_WORDS);
             leaf.keyPosTo(h, p, 0);
             while (ki < keys.length && wordsCmp(keys[ki]!.p, 0, p, 0) < 0) out.push({ btreeId, level: 0, key: keys[ki++]!, path: null });
             // the overlay's own key at p replaces the btree's: it goes out in its turn
             if (ki < keys.length && wordsCmp(keys[ki]!.p, 0, p, 0) === 0) continue;
-            out.push({ btreeId, level: 0, key: { type: KEY_TYPE.deleted, p, size: 0, version: 0, value: NO_VALUE }, path: null });
+            out.push({ btreeId, level: 0, key: deletedKey(p), path: null });
           }
           // a key at or past the end, or no leaf after this one that could hold keys before it
           if (h >= 0 || wordsCmp(leaf.maxKey, 0, end, 0) >= 0 || wordsIsMax(leaf.maxKey, 0)) break;
